@@ -1,0 +1,147 @@
+#include "actors/controller/controller_actor.hpp"
+
+#include <chrono>
+#include <map>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <nlohmann/json.hpp>
+
+namespace llmux::controller {
+
+using namespace protocol;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+struct controller_state {
+  static inline const char* name = "llmux.controller";
+  controller_options opts;
+  std::unique_ptr<node_table> table;
+  admin_actor local_admin;
+  router_actor router;
+  std::map<std::string, admin_actor> admins;  ///< node → its admin actor, while up
+  std::map<std::string, size_t> replicas;     ///< node → replicas it advertised
+  clock_type::time_point t0 = clock_type::now();
+
+  double now() const { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
+};
+
+using controller_ptr = controller_actor::stateful_pointer<controller_state>;
+
+/// A node's admin answered: keep it, watch it, and announce its replicas.
+void adopt(controller_ptr self, const std::string& node, admin_actor admin) {
+  auto& s = self->state;
+  s.table->connected(node, s.now());
+  s.admins[node] = admin;
+  if (node != s.opts.node)
+    self->monitor(admin);
+  self->request(admin, std::chrono::milliseconds(s.opts.connect_ms), replicas_atom::value)
+    .then(
+      [self, node](std::vector<replica_info>& reps) {
+        self->state.replicas[node] = reps.size();
+        for (auto& r : reps)
+          self->send(self->state.router, replica_up_atom::value, std::move(r));
+      },
+      [self, node](caf::error& err) {
+        caf::aout(self) << "controller: node " << node
+                        << " did not list its replicas: " << self->system().render(err)
+                        << std::endl;
+      });
+}
+
+void connect(controller_ptr self, const std::string& node) {
+  auto& s = self->state;
+  if (node == s.opts.node) {
+    adopt(self, node, s.local_admin);
+    return;
+  }
+  const auto* row = s.table->find(node);
+  auto mm = self->system().middleman().actor_handle();
+  self
+    ->request(mm, std::chrono::milliseconds(s.opts.connect_ms), caf::connect_atom::value,
+              row->node.host, row->node.port)
+    .then(
+      [self, node](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                   const std::set<std::string>&) {
+        if (!ptr) {
+          self->state.table->attempt_failed(node, "no actor published", self->state.now());
+          return;
+        }
+        adopt(self, node, caf::actor_cast<admin_actor>(ptr));
+      },
+      [self, node](caf::error& err) {
+        self->state.table->attempt_failed(node, self->system().render(err), self->state.now());
+      });
+}
+
+}  // namespace
+
+controller_actor spawn_controller(caf::actor_system& sys, controller_options opts,
+                                  admin_actor local_admin, router_actor router) {
+  auto impl = [](controller_ptr self, controller_options opts, admin_actor local_admin,
+                 router_actor router) -> controller_actor::behavior_type {
+    auto& s = self->state;
+    s.table = std::make_unique<node_table>(opts.nodes, opts.node);
+    s.opts = std::move(opts);
+    s.local_admin = std::move(local_admin);
+    s.router = std::move(router);
+    self->set_down_handler([self](caf::down_msg& dm) {
+      auto& s = self->state;
+      for (auto it = s.admins.begin(); it != s.admins.end(); ++it) {
+        if (it->second.address() != dm.source)
+          continue;
+        auto node = it->first;
+        s.admins.erase(it);
+        if (s.table->lost(node, self->system().render(dm.reason), s.now())) {
+          caf::aout(self) << "controller: node " << node << " is down ("
+                          << self->system().render(dm.reason) << ")" << std::endl;
+          self->send(s.router, replica_dn_atom::value, node);
+        }
+        return;
+      }
+    });
+    self->send(self, tick_atom::value);
+    return {
+      [self](tick_atom) {
+        for (const auto& node : self->state.table->start_attempts(self->state.now()))
+          connect(self, node);
+        self->delayed_send(self, std::chrono::milliseconds(self->state.opts.reconnect_ms),
+                           tick_atom::value);
+      },
+      [self](nodes_atom) -> std::vector<node_entry> {
+        std::vector<node_entry> out;
+        for (const auto& r : self->state.table->rows()) {
+          node_entry e;
+          e.name = r.node.name;
+          e.status = to_string(r.status);
+          auto it = self->state.admins.find(r.node.name);
+          if (it != self->state.admins.end())
+            e.admin = caf::actor_cast<caf::actor>(it->second);
+          out.push_back(std::move(e));
+        }
+        return out;
+      },
+      [self](get_state_atom) -> actor_state {
+        auto& s = self->state;
+        auto nodes = nlohmann::json::array();
+        for (const auto& r : s.table->rows())
+          nodes.push_back({{"node", r.node.name},
+                           {"address", r.node.host + ":" + std::to_string(r.node.port)},
+                           {"status", to_string(r.status)},
+                           {"attempts", r.attempts},
+                           {"failures", r.failures},
+                           {"replicas", s.replicas.count(r.node.name) ? s.replicas.at(r.node.name) : 0},
+                           {"since_s", r.since_s},
+                           {"last_error", r.last_error}});
+        nlohmann::json j{{"nodes_up", s.table->up_count()},
+                         {"nodes_total", s.table->rows().size()},
+                         {"nodes", nodes}};
+        return {s.opts.node, "controller", s.opts.name, self->mailbox().size(), j.dump()};
+      },
+    };
+  };
+  return sys.spawn(impl, std::move(opts), std::move(local_admin), std::move(router));
+}
+
+}  // namespace llmux::controller

@@ -1,0 +1,393 @@
+#include "actors/gateway/http_edge.hpp"
+
+#include <chrono>
+#include <ctime>
+#include <random>
+#include <stdexcept>
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include "engine/chat_template.hpp"
+#include "engine/engine_factory.hpp"
+#include "net/openai_schema.hpp"
+
+namespace llmux::gateway {
+
+using clock_type = std::chrono::steady_clock;
+using protocol::finish_reason;
+
+namespace {
+
+void send_error(httplib::Response& res, const net::api_error& e) {
+  res.status = e.status;
+  res.set_content(net::error_body(e), "application/json");
+}
+
+net::api_error make_error(int status, std::string message, std::string type,
+                          std::string param = {}, std::string code = {}) {
+  net::api_error e;
+  e.status = status;
+  e.message = std::move(message);
+  e.type = std::move(type);
+  e.param = std::move(param);
+  e.code = std::move(code);
+  return e;
+}
+
+/// The error an HTTP client sees for a sink error event.
+net::api_error event_error(const sink_event& ev) {
+  int status = ev.status > 0 ? ev.status : 500;
+  const char* type = status == 429   ? "rate_limit_error"
+                     : status == 503 ? "service_unavailable_error"
+                     : status == 504 ? "timeout_error"
+                     : status >= 500 ? "server_error"
+                                     : "invalid_request_error";
+  return make_error(status, ev.message, type);
+}
+
+std::string bearer_token(const httplib::Request& req) {
+  auto h = req.get_header_value("Authorization");
+  const std::string prefix = "Bearer ";
+  if (h.compare(0, prefix.size(), prefix) == 0)
+    return h.substr(prefix.size());
+  return {};
+}
+
+std::string hex_id(const char* prefix, uint64_t id) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%s%016llx", prefix, static_cast<unsigned long long>(id));
+  return buf;
+}
+
+/// State of one streaming response, shared by httplib's provider calls.
+struct stream_state {
+  uint64_t id = 0;
+  std::shared_ptr<request_sink> sink;
+  std::vector<sink_event> pending;
+  engine::incremental_decoder decoder;
+  net::response_meta meta;
+  net::usage_counts usage;
+  bool include_usage = false;
+  bool started = false;
+  bool finished = false;
+  clock_type::time_point deadline;
+
+  stream_state(const engine::tokenizer& tok) : decoder(tok) {}
+};
+
+}  // namespace
+
+http_edge::http_edge(const config::cluster_config& cfg,
+                     std::shared_ptr<request_registry> registry, edge_hooks hooks)
+  : cfg_(cfg), registry_(std::move(registry)), hooks_(std::move(hooks)),
+    server_(std::make_unique<httplib::Server>()) {
+  for (const auto& m : cfg_.models)
+    models_[m.name] = model_entry{m, engine::make_tokenizer(m)};
+}
+
+http_edge::~http_edge() {
+  stop();
+}
+
+void http_edge::start() {
+  int threads = std::max(4, cfg_.gateway.http_threads);
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server_->set_payload_max_length(cfg_.gateway.max_body_bytes);
+  server_->set_keep_alive_max_count(100000);
+  install_routes();
+  if (!server_->bind_to_port(cfg_.gateway.host.c_str(), cfg_.gateway.port))
+    throw std::runtime_error("cannot listen on " + cfg_.gateway.host + ":"
+                             + std::to_string(cfg_.gateway.port)
+                             + " (address in use or not available)");
+  port_ = cfg_.gateway.port;
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+}
+
+void http_edge::stop() {
+  if (server_)
+    server_->stop();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+void http_edge::install_routes() {
+  auto& svr = *server_;
+  const auto& gw = cfg_.gateway;
+
+  auto authorized = [this](const httplib::Request& req, httplib::Response& res) {
+    if (cfg_.gateway.api_keys.empty())
+      return true;
+    auto key = bearer_token(req);
+    for (const auto& k : cfg_.gateway.api_keys)
+      if (key == k)
+        return true;
+    send_error(res, make_error(401,
+                               key.empty() ? "Missing API key: send 'Authorization: Bearer <key>'"
+                                           : "Incorrect API key provided",
+                               "invalid_request_error", "", "invalid_api_key"));
+    return false;
+  };
+
+  svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"status":"ok"})", "application/json");
+  });
+
+  svr.Get("/v1/models", [this, authorized](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res))
+      return;
+    auto live = registry_->live_replicas();
+    std::vector<net::model_card> cards;
+    for (const auto& [name, m] : models_)
+      cards.push_back({name, m.cfg.backend, live.count(name) ? live[name] : 0});
+    res.set_content(net::render_models(cards, std::time(nullptr)), "application/json");
+  });
+
+  svr.Get("/admin/state", [this, gw](const httplib::Request& req, httplib::Response& res) {
+    if (!gw.admin_token.empty() && bearer_token(req) != gw.admin_token) {
+      send_error(res, make_error(401, "Admin endpoints need 'Authorization: Bearer <admin_token>'",
+                                 "invalid_request_error", "", "invalid_admin_token"));
+      return;
+    }
+    try {
+      res.set_content(hooks_.admin_state(), "application/json");
+    } catch (const std::exception& e) {
+      send_error(res, make_error(503, std::string{"admin state unavailable: "} + e.what(),
+                                 "service_unavailable_error"));
+    }
+  });
+
+  auto generate = [this, authorized](net::api_kind kind) {
+    return [this, authorized, kind](const httplib::Request& req, httplib::Response& res) {
+      auto start = clock_type::now();
+      if (!authorized(req, res))
+        return;
+      auto parsed = net::parse_completion_request(req.body, kind);
+      if (auto* err = std::get_if<net::api_error>(&parsed)) {
+        send_error(res, *err);
+        return;
+      }
+      auto& r = std::get<net::completion_request>(parsed);
+      auto mit = models_.find(r.model);
+      if (mit == models_.end()) {
+        send_error(res, make_error(404, "The model '" + r.model + "' does not exist",
+                                   "invalid_request_error", "model", "model_not_found"));
+        return;
+      }
+      const auto& model = mit->second;
+      const auto& tok = *model.tok;
+
+      // Tokenize at the edge: units only ever see token ids.
+      std::vector<int32_t> prompt;
+      const char* prompt_param = kind == net::api_kind::chat ? "messages" : "prompt";
+      if (kind == net::api_kind::chat) {
+        std::vector<engine::chat_turn> turns;
+        for (auto& m : r.messages)
+          turns.push_back({m.role, m.content});
+        prompt = tok.encode(engine::apply_chat_template(engine::chat_format::chatml, turns), true);
+      } else if (r.prompt_is_tokens) {
+        for (auto t : r.prompt_tokens)
+          if (t < 0 || t >= tok.vocab_size()) {
+            send_error(res, make_error(400,
+                                       "token id " + std::to_string(t) + " is outside the vocabulary"
+                                         " (0.." + std::to_string(tok.vocab_size() - 1) + ")",
+                                       "invalid_request_error", "prompt"));
+            return;
+          }
+        prompt = r.prompt_tokens;
+      } else {
+        prompt = tok.encode(r.prompt, true);
+      }
+      int ctx = model.cfg.arch.context_length;
+      if (prompt.empty() || (ctx > 0 && static_cast<int>(prompt.size()) >= ctx)) {
+        send_error(res, make_error(400,
+                                   "This model's maximum context length is " + std::to_string(ctx)
+                                     + " tokens. However, your prompt has "
+                                     + std::to_string(prompt.size()) + " tokens.",
+                                   "invalid_request_error", prompt_param,
+                                   "context_length_exceeded"));
+        return;
+      }
+
+      protocol::gen_request g;
+      g.id = registry_->next_id();
+      g.model = r.model;
+      g.original_prompt_len = static_cast<int32_t>(prompt.size());
+      g.prompt = std::move(prompt);
+      g.params.max_tokens = r.max_tokens.value_or(model.cfg.max_tokens_default);
+      g.params.temperature = r.temperature;
+      g.params.top_p = r.top_p;
+      if (r.seed) {
+        g.params.seed = *r.seed;
+      } else {
+        static thread_local std::mt19937_64 rng{std::random_device{}()};
+        g.params.seed = rng();
+      }
+
+      net::response_meta meta;
+      meta.kind = kind;
+      meta.id = hex_id(kind == net::api_kind::chat ? "chatcmpl-" : "cmpl-", g.id);
+      meta.created = std::time(nullptr);
+      meta.model = r.model;
+      meta.system_fingerprint = "llmux-" + model.cfg.backend;
+
+      auto id = g.id;
+      net::usage_counts usage;
+      usage.prompt_tokens = static_cast<int64_t>(g.prompt.size());
+      auto deadline = start + std::chrono::milliseconds(cfg_.timeouts.request_ms);
+      auto sink = registry_->open(id);
+      hooks_.submit(std::move(g));
+
+      // Wait for the first event before committing a status: an error that
+      // arrives first (no replica, queue full) becomes a proper HTTP error.
+      std::vector<sink_event> first;
+      if (!sink->wait_pop(first, deadline)) {
+        hooks_.cancel(id);
+        registry_->close(id);
+        send_error(res, make_error(504, "request deadline of " + std::to_string(cfg_.timeouts.request_ms)
+                                          + " ms exceeded before the first token",
+                                   "timeout_error"));
+        return;
+      }
+      if (first.front().finish == finish_reason::error) {
+        registry_->close(id);
+        send_error(res, event_error(first.front()));
+        return;
+      }
+
+      if (!r.stream) {
+        std::vector<int32_t> out;
+        std::vector<sink_event> evs = std::move(first);
+        finish_reason why = finish_reason::none;
+        while (true) {
+          for (auto& ev : evs) {
+            out.insert(out.end(), ev.tokens.begin(), ev.tokens.end());
+            if (ev.finish == finish_reason::error) {
+              registry_->close(id);
+              send_error(res, event_error(ev));
+              return;
+            }
+            if (ev.finish != finish_reason::none)
+              why = ev.finish;
+          }
+          evs.clear();
+          if (why != finish_reason::none)
+            break;
+          if (!sink->wait_pop(evs, deadline)) {
+            hooks_.cancel(id);
+            registry_->close(id);
+            send_error(res, make_error(504, "request deadline of "
+                                              + std::to_string(cfg_.timeouts.request_ms)
+                                              + " ms exceeded",
+                                       "timeout_error"));
+            return;
+          }
+        }
+        registry_->close(id);
+        usage.completion_tokens = static_cast<int64_t>(out.size());
+        engine::incremental_decoder dec{tok};
+        std::string text;
+        for (auto t : out)
+          text += dec.push(t);
+        text += dec.flush();
+        res.set_content(net::render_completion(meta, text, protocol::to_string(why), usage),
+                        "application/json");
+        spdlog::info("request {} model={} prompt_tokens={} completion_tokens={} finish={} ms={}",
+                     meta.id, meta.model, usage.prompt_tokens, usage.completion_tokens,
+                     protocol::to_string(why),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - start).count());
+        return;
+      }
+
+      auto st = std::make_shared<stream_state>(tok);
+      st->id = id;
+      st->sink = sink;
+      st->pending = std::move(first);
+      st->meta = meta;
+      st->usage = usage;
+      st->include_usage = r.include_usage;
+      st->deadline = deadline;
+      res.set_header("Cache-Control", "no-cache");
+      res.set_header("X-Accel-Buffering", "no");
+      res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, st, start](size_t, httplib::DataSink& out) {
+          auto write = [&](const std::string& s) { return out.write(s.data(), s.size()); };
+          if (!st->started) {
+            st->started = true;
+            // OpenAI opens a chat stream with the assistant role and empty content.
+            if (st->meta.kind == net::api_kind::chat
+                && !write(net::sse_event(net::render_chunk(st->meta, "", true, ""))))
+              return false;
+          }
+          if (st->pending.empty() && !st->sink->wait_pop(st->pending, st->deadline)) {
+            net::api_error e = make_error(504, "request deadline exceeded", "timeout_error");
+            write(net::sse_event(net::error_body(e)));
+            write(net::sse_done());
+            hooks_.cancel(st->id);
+            st->finished = true;
+            out.done();
+            return true;
+          }
+          for (auto& ev : st->pending) {
+            std::string text;
+            for (auto t : ev.tokens)
+              text += st->decoder.push(t);
+            st->usage.completion_tokens += static_cast<int64_t>(ev.tokens.size());
+            if (ev.finish == finish_reason::error) {
+              write(net::sse_event(net::error_body(event_error(ev))));
+              write(net::sse_done());
+              st->finished = true;
+              out.done();
+              return true;
+            }
+            if (ev.finish != finish_reason::none) {
+              text += st->decoder.flush();
+              if (!text.empty() && !write(net::sse_event(net::render_chunk(st->meta, text, false, ""))))
+                return false;
+              if (!write(net::sse_event(net::render_chunk(st->meta, "", false,
+                                                          protocol::to_string(ev.finish)))))
+                return false;
+              if (st->include_usage
+                  && !write(net::sse_event(net::render_usage_chunk(st->meta, st->usage))))
+                return false;
+              write(net::sse_done());
+              st->finished = true;
+              spdlog::info("request {} model={} prompt_tokens={} completion_tokens={} finish={} "
+                           "stream ms={}",
+                           st->meta.id, st->meta.model, st->usage.prompt_tokens,
+                           st->usage.completion_tokens, protocol::to_string(ev.finish),
+                           std::chrono::duration_cast<std::chrono::milliseconds>(
+                             clock_type::now() - start).count());
+              out.done();
+              return true;
+            }
+            if (!text.empty() && !write(net::sse_event(net::render_chunk(st->meta, text, false, ""))))
+              return false;  // client gone: the releaser cancels
+          }
+          st->pending.clear();
+          return true;
+        },
+        [this, st](bool success) {
+          if (!success || !st->finished)
+            hooks_.cancel(st->id);
+          registry_->close(st->id);
+        });
+    };
+  };
+
+  svr.Post("/v1/completions", generate(net::api_kind::completions));
+  svr.Post("/v1/chat/completions", generate(net::api_kind::chat));
+
+  // Anything httplib answers by itself (404 route, 413 payload) gets OpenAI's shape.
+  svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty())
+      return;
+    std::string msg = res.status == 404   ? "Unknown path " + req.path
+                      : res.status == 413 ? std::string{"Request body too large"}
+                                          : "HTTP error " + std::to_string(res.status);
+    send_error(res, make_error(res.status, msg, "invalid_request_error"));
+  });
+}
+
+}  // namespace llmux::gateway

@@ -1,0 +1,62 @@
+#include "actors/gateway/request_registry.hpp"
+
+namespace llmux::gateway {
+
+void request_sink::push(sink_event ev) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    queue_.push_back(std::move(ev));
+  }
+  cv_.notify_one();
+}
+
+bool request_sink::wait_pop(std::vector<sink_event>& out,
+                            std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> guard{mtx_};
+  if (!cv_.wait_until(guard, deadline, [this] { return !queue_.empty(); }))
+    return false;
+  for (auto& ev : queue_)
+    out.push_back(std::move(ev));
+  queue_.clear();
+  return true;
+}
+
+uint64_t request_registry::next_id() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return next_++;
+}
+
+std::shared_ptr<request_sink> request_registry::open(uint64_t id) {
+  auto sink = std::make_shared<request_sink>();
+  std::lock_guard<std::mutex> guard{mtx_};
+  sinks_[id] = sink;
+  return sink;
+}
+
+void request_registry::close(uint64_t id) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  sinks_.erase(id);
+}
+
+std::shared_ptr<request_sink> request_registry::find(uint64_t id) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto it = sinks_.find(id);
+  return it == sinks_.end() ? nullptr : it->second;
+}
+
+size_t request_registry::open_count() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return sinks_.size();
+}
+
+void request_registry::set_live_replicas(std::map<std::string, int> live) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  live_ = std::move(live);
+}
+
+std::map<std::string, int> request_registry::live_replicas() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return live_;
+}
+
+}  // namespace llmux::gateway

@@ -1,0 +1,142 @@
+#pragma once
+/// Plain message payloads of the request path (no CAF handles inside), with
+/// their `inspect` overloads. Including this costs nothing: only
+/// `caf/meta/type_name.hpp` is pulled in, so the HTTP edge and pure cores can
+/// use these types without the rest of CAF.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/meta/type_name.hpp>
+
+#include "engine/engine.hpp"
+
+namespace llmux::protocol {
+
+/// Why a sequence ended. Values travel on the wire: append only.
+enum class finish_reason : uint8_t {
+  none = 0,       ///< still running
+  stop = 1,       ///< EOS or a stop token
+  length = 2,     ///< max_tokens or the context window
+  cancelled = 3,  ///< the client went away
+  error = 4,      ///< see token_delta::error
+};
+
+[[nodiscard]] inline const char* to_string(finish_reason r) {
+  switch (r) {
+    case finish_reason::none: return "";
+    case finish_reason::stop: return "stop";
+    case finish_reason::length: return "length";
+    case finish_reason::cancelled: return "cancelled";
+    case finish_reason::error: return "error";
+  }
+  return "";
+}
+
+/// Sampling and stopping rules of one request.
+struct gen_params {
+  int32_t max_tokens = 16;  ///< output tokens still to generate (>= 1)
+  double temperature = 1.0;
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  bool ignore_eos = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, gen_params& x) {
+  return f(caf::meta::type_name("gen_params"), x.max_tokens, x.temperature, x.top_p, x.seed,
+           x.ignore_eos);
+}
+
+/// A tokenized request, as it leaves the edge. After a migration, `prompt`
+/// holds the original prompt plus the tokens already streamed, and
+/// `params.max_tokens` what is left to generate.
+struct gen_request {
+  uint64_t id = 0;  ///< unique per gateway process
+  std::string model;
+  std::vector<int32_t> prompt;
+  int32_t original_prompt_len = 0;  ///< prompt tokens the client sent (for the sim's output length)
+  gen_params params;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
+  return f(caf::meta::type_name("gen_request"), x.id, x.model, x.prompt, x.original_prompt_len,
+           x.params);
+}
+
+/// New tokens of one request in one step; `finish != none` ends the stream.
+struct token_delta {
+  uint64_t id = 0;
+  std::vector<int32_t> tokens;
+  finish_reason finish = finish_reason::none;
+  std::string error;  ///< set when finish == error
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_delta& x) {
+  return f(caf::meta::type_name("token_delta"), x.id, x.tokens, x.finish, x.error);
+}
+
+/// Everything one scheduler step produced for one gateway: one message per
+/// step per gateway, however many requests it carries.
+struct token_batch {
+  std::vector<token_delta> deltas;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_batch& x) {
+  return f(caf::meta::type_name("token_batch"), x.deltas);
+}
+
+/// A scheduler's load, sent to the router every `load_report_ms` while it changes.
+struct load_report {
+  std::string replica;  ///< "<unit>/<model>"
+  std::string model;
+  int32_t waiting = 0;
+  int32_t running = 0;
+  double tokens_per_s = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, load_report& x) {
+  return f(caf::meta::type_name("load_report"), x.replica, x.model, x.waiting, x.running,
+           x.tokens_per_s);
+}
+
+/// One actor's live state for `llmux admin state`.
+struct actor_state {
+  std::string node;
+  std::string kind;  ///< gateway | router | scheduler | gpu_unit | kv_manager | controller | admin
+  std::string name;
+  uint64_t mailbox = 0;    ///< messages waiting in its mailbox
+  std::string state_json;  ///< kind-specific JSON object
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, actor_state& x) {
+  return f(caf::meta::type_name("actor_state"), x.node, x.kind, x.name, x.mailbox, x.state_json);
+}
+
+}  // namespace llmux::protocol
+
+namespace llmux::engine {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, seq_work& x) {
+  return f(caf::meta::type_name("seq_work"), x.seq_id, x.tokens, x.context_len, x.prompt_len,
+           x.sample, x.seed);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_input& x) {
+  return f(caf::meta::type_name("step_input"), x.seqs);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_output& x) {
+  return f(caf::meta::type_name("step_output"), x.tokens, x.seconds);
+}
+
+}  // namespace llmux::engine

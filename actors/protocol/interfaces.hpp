@@ -1,0 +1,152 @@
+#pragma once
+/// Every atom, every message that carries actor handles, and every typed
+/// actor interface of llmux. Reading this file tells the whole conversation
+/// of the system; `docs/architecture.md` walks through it in request order.
+///
+/// CAF 0.17 API: atoms are atom_constant<atom("...")> (<= 10 chars), typed
+/// interfaces use replies_to<...>::with<...> / reacts_to<...>.
+
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/protocol/generation.hpp"
+
+namespace caf {
+class actor_system_config;
+}
+
+namespace llmux::protocol {
+
+// -- atoms --------------------------------------------------------------------
+
+using submit_atom = caf::atom_constant<caf::atom("submit")>;      // edge → router
+using enqueue_atom = caf::atom_constant<caf::atom("enqueue")>;    // router → scheduler
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;      // edge → scheduler
+using step_atom = caf::atom_constant<caf::atom("step")>;          // scheduler → unit
+using step_done_atom = caf::atom_constant<caf::atom("stepdone")>; // unit → itself (sim delay)
+using set_share_atom = caf::atom_constant<caf::atom("setshare")>; // controller/admin → unit
+using kv_alloc_atom = caf::atom_constant<caf::atom("kvalloc")>;   // scheduler → kv_manager
+using kv_free_atom = caf::atom_constant<caf::atom("kvfree")>;     // scheduler → kv_manager
+using replica_up_atom = caf::atom_constant<caf::atom("replicaup")>;   // controller → router
+using replica_dn_atom = caf::atom_constant<caf::atom("replicadn")>;   // controller → router
+using get_state_atom = caf::atom_constant<caf::atom("getstate")>;     // admin → any actor
+using cluster_atom = caf::atom_constant<caf::atom("cluster")>;        // admin CLI → admin
+using add_actor_atom = caf::atom_constant<caf::atom("addactor")>;     // node boot → admin
+using replicas_atom = caf::atom_constant<caf::atom("replicas")>;      // controller → admin
+using nodes_atom = caf::atom_constant<caf::atom("nodes")>;            // admin → controller
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;   // router → scheduler (load reports)
+using tick_atom = caf::atom_constant<caf::atom("tick")>;              // timers, self-sent
+
+// -- messages carrying handles --------------------------------------------------
+
+/// The scheduler's answer to `enqueue` (relayed by the router): accepted, or
+/// refused with an HTTP-like status (429 queue full, 503 no replica, 400 bad).
+struct enqueue_reply {
+  bool ok = false;
+  int32_t status = 0;
+  std::string message;
+  std::string replica;    ///< "<unit>/<model>"
+  caf::actor scheduler;   ///< where cancels go; monitored by the edge
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, enqueue_reply& x) {
+  return f(caf::meta::type_name("enqueue_reply"), x.ok, x.status, x.message, x.replica,
+           x.scheduler);
+}
+
+/// One model replica (a scheduler on a unit), as a node advertises it.
+struct replica_info {
+  std::string replica;  ///< "<unit>/<model>"
+  std::string model;
+  std::string unit;
+  std::string node;
+  std::string backend;  ///< "sim" | "cpu" | "cuda"
+  caf::actor scheduler;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_info& x) {
+  return f(caf::meta::type_name("replica_info"), x.replica, x.model, x.unit, x.node, x.backend,
+           x.scheduler);
+}
+
+/// A node as the controller sees it.
+struct node_entry {
+  std::string name;
+  std::string status;  ///< "up" | "connecting" | "down"
+  caf::actor admin;    ///< invalid unless up
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_entry& x) {
+  return f(caf::meta::type_name("node_entry"), x.name, x.status, x.admin);
+}
+
+// -- typed interfaces -------------------------------------------------------------
+
+/// The HTTP edge's actor: receives token batches from any scheduler, and
+/// submissions/cancels from its own HTTP threads.
+using gateway_actor = caf::typed_actor<
+  caf::reacts_to<token_batch>,
+  caf::reacts_to<submit_atom, gen_request>,
+  caf::reacts_to<cancel_atom, uint64_t>,
+  caf::reacts_to<tick_atom>,
+  caf::replies_to<get_state_atom>::with<actor_state>>;
+
+/// One per model replica: continuous batching over its unit.
+using scheduler_actor = caf::typed_actor<
+  caf::replies_to<enqueue_atom, gen_request, gateway_actor>::with<enqueue_reply>,
+  caf::reacts_to<cancel_atom, uint64_t>,
+  caf::reacts_to<subscribe_atom, caf::actor>,  // send load reports to this router
+  caf::reacts_to<tick_atom>,
+  caf::replies_to<get_state_atom>::with<actor_state>>;
+
+/// Picks a replica per request and delegates `enqueue` to its scheduler.
+using router_actor = caf::typed_actor<
+  caf::replies_to<submit_atom, gen_request, gateway_actor>::with<enqueue_reply>,
+  caf::reacts_to<replica_up_atom, replica_info>,
+  caf::reacts_to<replica_dn_atom, std::string>,  // node name: all its replicas are down
+  caf::reacts_to<load_report>,
+  caf::replies_to<get_state_atom>::with<actor_state>>;
+
+/// Runs engine steps for the models co-located on one GPU (or CPU socket).
+using gpu_unit_actor = caf::typed_actor<
+  caf::replies_to<step_atom, std::string, engine::step_input>::with<engine::step_output>,
+  caf::reacts_to<step_done_atom, uint64_t>,
+  caf::reacts_to<set_share_atom, std::string, double>,
+  caf::replies_to<get_state_atom>::with<actor_state>>;
+
+/// The unit's KV block pool. `kv_alloc` asks for blocks for a list of
+/// sequences (in tokens-blocks, each costing layers × kv_heads physical
+/// blocks) and answers how many of them, in order, were granted.
+using kv_manager_actor = caf::typed_actor<
+  caf::replies_to<kv_alloc_atom, std::string, std::vector<int64_t>>::with<int32_t>,
+  caf::reacts_to<kv_free_atom, std::string, int64_t>,
+  caf::replies_to<get_state_atom>::with<actor_state>>;
+
+/// One per cluster: connects to every node, tells the router about replicas.
+using controller_actor = caf::typed_actor<
+  caf::replies_to<nodes_atom>::with<std::vector<node_entry>>,
+  caf::reacts_to<tick_atom>,
+  caf::replies_to<get_state_atom>::with<actor_state>>;
+
+/// One per node, published on the node's middleman port: the node's agent.
+/// It knows every local actor, answers for them, and (where the controller
+/// runs) for the whole cluster.
+using admin_actor = caf::typed_actor<
+  caf::reacts_to<add_actor_atom, std::string, std::string, caf::actor>,  // kind, name, handle
+  caf::reacts_to<replica_up_atom, replica_info>,                         // a local replica
+  caf::replies_to<replicas_atom>::with<std::vector<replica_info>>,
+  caf::replies_to<get_state_atom>::with<std::vector<actor_state>>,       // this node
+  caf::replies_to<cluster_atom>::with<std::vector<actor_state>>>;        // every node
+
+/// Registers every message type above with CAF (needed to cross nodes).
+void register_types(caf::actor_system_config& cfg);
+
+}  // namespace llmux::protocol

@@ -1,0 +1,100 @@
+#include "actors/router/router_actor.hpp"
+
+#include <unordered_map>
+
+#include <caf/all.hpp>
+#include <nlohmann/json.hpp>
+
+namespace llmux::router {
+
+using namespace protocol;
+
+namespace {
+
+struct router_state {
+  static inline const char* name = "llmux.router";
+  router_options opts;
+  router_policy policy{policy_kind::least_loaded};
+  std::unordered_map<std::string, replica_info> replicas;
+  std::unordered_map<caf::actor_addr, std::string> by_addr;
+  uint64_t routed = 0;
+  uint64_t refused = 0;
+};
+
+using router_ptr = router_actor::stateful_pointer<router_state>;
+
+}  // namespace
+
+router_actor spawn_router(caf::actor_system& sys, router_options opts) {
+  auto impl = [](router_ptr self, router_options opts) -> router_actor::behavior_type {
+    self->state.opts = opts;
+    self->state.policy = router_policy{opts.policy};
+    self->set_down_handler([self](caf::down_msg& dm) {
+      auto it = self->state.by_addr.find(dm.source);
+      if (it == self->state.by_addr.end())
+        return;
+      self->state.policy.replica_down(it->second);
+      self->state.by_addr.erase(it);
+    });
+    return {
+      [self](submit_atom, gen_request& req,
+             gateway_actor& gw) -> caf::result<enqueue_reply> {
+        auto& s = self->state;
+        auto pick = s.policy.pick(req.model);
+        if (!pick) {
+          ++s.refused;
+          enqueue_reply rep;
+          rep.status = 503;
+          rep.message = s.policy.has_model(req.model)
+                          ? "no live replica for model '" + req.model + "': every replica is down"
+                          : "no live replica for model '" + req.model + "' (none has joined yet)";
+          return rep;
+        }
+        ++s.routed;
+        auto sched = caf::actor_cast<scheduler_actor>(s.replicas.at(*pick).scheduler);
+        return self->delegate(sched, enqueue_atom::value, std::move(req), std::move(gw));
+      },
+      [self](replica_up_atom, replica_info& info) {
+        auto& s = self->state;
+        if (!info.scheduler)
+          return;
+        s.policy.replica_up(info.replica, info.model, info.node);
+        s.by_addr[info.scheduler.address()] = info.replica;
+        self->monitor(info.scheduler);
+        // Ask for load reports (sent to whoever subscribes).
+        self->send(caf::actor_cast<scheduler_actor>(info.scheduler), subscribe_atom::value,
+                   caf::actor_cast<caf::actor>(self));
+        s.replicas[info.replica] = std::move(info);
+      },
+      [self](replica_dn_atom, const std::string& node) { self->state.policy.node_down(node); },
+      [self](load_report& rep) {
+        self->state.policy.report(rep.replica, rep.waiting, rep.running, rep.tokens_per_s);
+      },
+      [self](get_state_atom) -> actor_state {
+        auto& s = self->state;
+        auto reps = nlohmann::json::array();
+        for (const auto& [name, r] : s.policy.replicas()) {
+          auto info = s.replicas.find(name);
+          reps.push_back({{"replica", name},
+                          {"model", r.model},
+                          {"node", r.node},
+                          {"backend", info != s.replicas.end() ? info->second.backend : ""},
+                          {"up", r.up},
+                          {"waiting", r.waiting},
+                          {"running", r.running},
+                          {"tokens_per_s", r.tokens_per_s},
+                          {"dispatched", r.dispatched}});
+        }
+        nlohmann::json j{
+          {"policy", s.policy.kind() == policy_kind::least_loaded ? "least_loaded" : "round_robin"},
+          {"routed", s.routed},
+          {"refused", s.refused},
+          {"replicas", reps}};
+        return {s.opts.node, "router", s.opts.name, self->mailbox().size(), j.dump()};
+      },
+    };
+  };
+  return sys.spawn(impl, std::move(opts));
+}
+
+}  // namespace llmux::router

@@ -1,0 +1,22 @@
+#pragma once
+/// The router actor: a thin shell over `router_policy`. It learns replicas
+/// from the controller, monitors their schedulers, takes load reports, and
+/// delegates each `submit` to the chosen scheduler (whose reply goes straight
+/// back to the gateway: one hop saved on every request).
+
+#include <string>
+
+#include "actors/protocol/interfaces.hpp"
+#include "actors/router/router_policy.hpp"
+
+namespace llmux::router {
+
+struct router_options {
+  std::string node;
+  std::string name = "router";
+  policy_kind policy = policy_kind::least_loaded;
+};
+
+protocol::router_actor spawn_router(caf::actor_system& sys, router_options opts);
+
+}  // namespace llmux::router

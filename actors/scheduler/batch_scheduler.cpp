@@ -1,0 +1,222 @@
+#include "actors/scheduler/batch_scheduler.hpp"
+
+#include <algorithm>
+
+namespace llmux::scheduler {
+
+using protocol::finish_reason;
+
+batch_scheduler::batch_scheduler(scheduler_options opts) : opts_(opts) {
+}
+
+int64_t batch_scheduler::blocks_for(const protocol::gen_request& r) const {
+  int64_t tokens = static_cast<int64_t>(r.prompt.size()) + r.params.max_tokens;
+  return (tokens + opts_.block_tokens - 1) / opts_.block_tokens;
+}
+
+int32_t batch_scheduler::total_len(const sequence& s) const {
+  return static_cast<int32_t>(s.req.prompt.size() + s.generated.size());
+}
+
+enqueue_status batch_scheduler::enqueue(protocol::gen_request req, uint32_t sink) {
+  if (req.prompt.empty())
+    return enqueue_status::empty_prompt;
+  if (static_cast<int64_t>(req.prompt.size()) >= opts_.context_length)
+    return enqueue_status::prompt_too_long;
+  if (static_cast<int>(waiting_.size()) >= opts_.max_waiting)
+    return enqueue_status::queue_full;
+  if (running_.count(req.id) > 0
+      || std::any_of(waiting_.begin(), waiting_.end(),
+                     [&](const auto& w) { return w.first.id == req.id; }))
+    return enqueue_status::duplicate_id;
+  // The context window caps the output: the request ends with "length" there.
+  auto room = opts_.context_length - static_cast<int32_t>(req.prompt.size());
+  req.params.max_tokens = std::clamp(req.params.max_tokens, 1, room);
+  waiting_.emplace_back(std::move(req), sink);
+  return enqueue_status::accepted;
+}
+
+int64_t batch_scheduler::cancel(uint64_t id) {
+  auto w = std::find_if(waiting_.begin(), waiting_.end(),
+                        [&](const auto& x) { return x.first.id == id; });
+  if (w != waiting_.end()) {
+    waiting_.erase(w);
+    return 0;
+  }
+  auto r = running_.find(id);
+  if (r == running_.end())
+    return 0;
+  bool in_step = in_flight_ && std::any_of(plan_.begin(), plan_.end(),
+                                           [&](const planned& p) { return p.id == id; });
+  if (in_step) {
+    r->second.cancelled = true;  // dropped when the step returns
+    return 0;
+  }
+  auto freed = r->second.blocks;
+  blocks_held_ -= freed;
+  running_.erase(r);
+  order_.erase(std::find(order_.begin(), order_.end(), id));
+  return freed;
+}
+
+std::vector<int64_t> batch_scheduler::admission_candidates() const {
+  std::vector<int64_t> out;
+  auto room = static_cast<size_t>(std::max(0, opts_.max_running - static_cast<int>(running_.size())));
+  for (size_t i = 0; i < waiting_.size() && i < room; ++i)
+    out.push_back(blocks_for(waiting_[i].first));
+  return out;
+}
+
+void batch_scheduler::admit(size_t n) {
+  n = std::min(n, waiting_.size());
+  for (size_t i = 0; i < n; ++i) {
+    auto [req, sink] = std::move(waiting_.front());
+    waiting_.pop_front();
+    sequence s;
+    s.blocks = blocks_for(req);
+    s.sink = sink;
+    s.req = std::move(req);
+    blocks_held_ += s.blocks;
+    auto id = s.req.id;
+    order_.push_back(id);
+    running_.emplace(id, std::move(s));
+  }
+}
+
+routed_delta batch_scheduler::reject_first_waiting(const std::string& why) {
+  routed_delta rd;
+  if (waiting_.empty())
+    return rd;
+  rd.sink = waiting_.front().second;
+  rd.delta.id = waiting_.front().first.id;
+  rd.delta.finish = finish_reason::error;
+  rd.delta.error = why;
+  waiting_.pop_front();
+  return rd;
+}
+
+bool batch_scheduler::can_step() const {
+  return !in_flight_ && !running_.empty();
+}
+
+engine::step_input batch_scheduler::next_step() {
+  engine::step_input in;
+  plan_.clear();
+  int budget = opts_.max_batch_tokens;
+  // Decodes first: one token each, so running streams never stall behind prompts.
+  for (auto id : order_) {
+    auto& s = running_.at(id);
+    int32_t pending = total_len(s) - s.computed;
+    if (s.generated.empty() || pending != 1 || budget <= 0)
+      continue;
+    engine::seq_work w;
+    w.seq_id = id;
+    w.tokens = {s.generated.back()};
+    w.context_len = s.computed;
+    w.prompt_len = s.req.original_prompt_len;
+    w.sample = true;
+    w.seed = s.req.params.seed;
+    in.seqs.push_back(std::move(w));
+    plan_.push_back({id, 1, true});
+    budget -= 1;
+  }
+  // Then prefill chunks in admission order, split to fit the token budget.
+  for (auto id : order_) {
+    if (budget <= 0)
+      break;
+    auto& s = running_.at(id);
+    if (!s.generated.empty())
+      continue;
+    int32_t pending = static_cast<int32_t>(s.req.prompt.size()) - s.computed;
+    if (pending <= 0)
+      continue;
+    int32_t chunk = std::min(pending, budget);
+    engine::seq_work w;
+    w.seq_id = id;
+    w.tokens.assign(s.req.prompt.begin() + s.computed, s.req.prompt.begin() + s.computed + chunk);
+    w.context_len = s.computed;
+    w.prompt_len = s.req.original_prompt_len;
+    bool sample = chunk == pending;
+    w.sample = sample;
+    w.seed = s.req.params.seed;
+    in.seqs.push_back(std::move(w));
+    plan_.push_back({id, chunk, sample});
+    budget -= chunk;
+  }
+  in_flight_ = !plan_.empty();
+  if (in_flight_)
+    ++steps_;
+  return in;
+}
+
+void batch_scheduler::retire(uint64_t id, step_events& ev) {
+  auto it = running_.find(id);
+  ev.freed_blocks += it->second.blocks;
+  blocks_held_ -= it->second.blocks;
+  running_.erase(it);
+  order_.erase(std::find(order_.begin(), order_.end(), id));
+}
+
+step_events batch_scheduler::apply(const engine::step_output& out) {
+  step_events ev;
+  in_flight_ = false;
+  for (size_t i = 0; i < plan_.size(); ++i) {
+    const auto& p = plan_[i];
+    auto it = running_.find(p.id);
+    if (it == running_.end())
+      continue;
+    auto& s = it->second;
+    if (s.cancelled) {
+      retire(p.id, ev);
+      continue;
+    }
+    s.computed += p.fed;
+    if (!p.sample)
+      continue;
+    auto tok = i < out.tokens.size() ? out.tokens[i] : -1;
+    routed_delta rd;
+    rd.sink = s.sink;
+    rd.delta.id = p.id;
+    if (tok == opts_.eos_id && !s.req.params.ignore_eos) {
+      rd.delta.finish = finish_reason::stop;
+    } else {
+      s.generated.push_back(tok);
+      rd.delta.tokens.push_back(tok);
+      ++generated_total_;
+      ++ev.new_tokens;
+      if (static_cast<int32_t>(s.generated.size()) >= s.req.params.max_tokens
+          || total_len(s) >= opts_.context_length)
+        rd.delta.finish = finish_reason::length;
+    }
+    if (rd.delta.finish != finish_reason::none) {
+      ++finished_;
+      retire(p.id, ev);
+    }
+    ev.deltas.push_back(std::move(rd));
+  }
+  plan_.clear();
+  return ev;
+}
+
+step_events batch_scheduler::fail_step(const std::string& why) {
+  step_events ev;
+  in_flight_ = false;
+  for (const auto& p : plan_) {
+    auto it = running_.find(p.id);
+    if (it == running_.end())
+      continue;
+    routed_delta rd;
+    rd.sink = it->second.sink;
+    rd.delta.id = p.id;
+    rd.delta.finish = finish_reason::error;
+    rd.delta.error = why;
+    bool cancelled = it->second.cancelled;
+    retire(p.id, ev);
+    if (!cancelled)
+      ev.deltas.push_back(std::move(rd));
+  }
+  plan_.clear();
+  return ev;
+}
+
+}  // namespace llmux::scheduler

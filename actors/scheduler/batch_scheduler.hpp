@@ -1,0 +1,125 @@
+#pragma once
+/// Continuous batching for one model replica — the pure core of the
+/// scheduler actor (no CAF, no threads, no clock).
+///
+/// Why continuous batching: a decode step costs about as much for 1 sequence
+/// as for 64 (it is bound by reading the weights), so throughput comes from
+/// keeping many sequences in every step. Sequences therefore join and leave
+/// the batch between steps, instead of a batch running until its longest
+/// member finishes. Each step feeds every running sequence's last token
+/// (decodes first) and fills the rest of the token budget with prefill
+/// chunks, so a long prompt is split across steps and never stalls decodes.
+///
+/// KV memory: a sequence is admitted only when the unit's kv_manager grants
+/// blocks for prompt + max_tokens (in token-blocks of `block_tokens`), so a
+/// running sequence can never run out of KV and no preemption is needed here.
+/// (On-demand growth with preemption comes with the multiplexing work.)
+///
+/// Single-threaded: the owning actor calls everything.
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "actors/protocol/generation.hpp"
+#include "engine/engine.hpp"
+
+namespace llmux::scheduler {
+
+struct scheduler_options {
+  int max_running = 256;        ///< sequences admitted at once
+  int max_batch_tokens = 4096;  ///< tokens fed per step (>= max_running for decodes)
+  int max_waiting = 1024;       ///< queued requests before refusing (429)
+  int block_tokens = 16;        ///< tokens per KV block
+  int context_length = 4096;    ///< prompt + output limit, tokens
+  engine::token_id eos_id = -1; ///< end-of-sequence token of the model
+};
+
+enum class enqueue_status { accepted, queue_full, prompt_too_long, empty_prompt, duplicate_id };
+
+/// A delta for the gateway behind `sink` (an index the actor maps to a handle).
+struct routed_delta {
+  uint32_t sink = 0;
+  protocol::token_delta delta;
+};
+
+struct step_events {
+  std::vector<routed_delta> deltas;
+  int64_t freed_blocks = 0;  ///< token-blocks to give back to the kv_manager
+  int64_t new_tokens = 0;    ///< output tokens produced by this step
+};
+
+class batch_scheduler {
+public:
+  explicit batch_scheduler(scheduler_options opts);
+
+  /// Queues a request. Never blocks; refuses when the queue is full or the
+  /// prompt alone fills the context window.
+  [[nodiscard]] enqueue_status enqueue(protocol::gen_request req, uint32_t sink);
+
+  /// Drops a request wherever it is. A sequence inside the in-flight step is
+  /// dropped when that step's result arrives. Returns token-blocks freed now.
+  int64_t cancel(uint64_t id);
+
+  /// Token-blocks each of the next waiting requests needs, in queue order,
+  /// for as many as could be admitted (bounded by max_running).
+  [[nodiscard]] std::vector<int64_t> admission_candidates() const;
+  /// Moves the first `n` waiting requests to running (their blocks granted).
+  void admit(size_t n);
+  /// Fails the first waiting request (it can never get its blocks).
+  [[nodiscard]] routed_delta reject_first_waiting(const std::string& why);
+
+  /// True when a step can run (something admitted, no step in flight).
+  [[nodiscard]] bool can_step() const;
+  /// Builds the next step and marks it in flight.
+  [[nodiscard]] engine::step_input next_step();
+  /// Applies the in-flight step's output: stop rules, deltas per sink.
+  [[nodiscard]] step_events apply(const engine::step_output& out);
+  /// The in-flight step failed (unit unreachable): every sequence in it ends
+  /// with an error delta and its blocks are freed.
+  [[nodiscard]] step_events fail_step(const std::string& why);
+
+  [[nodiscard]] size_t waiting() const { return waiting_.size(); }
+  [[nodiscard]] size_t running() const { return running_.size(); }
+  [[nodiscard]] bool step_in_flight() const { return in_flight_; }
+  [[nodiscard]] uint64_t finished() const { return finished_; }
+  [[nodiscard]] uint64_t generated_tokens() const { return generated_total_; }
+  [[nodiscard]] uint64_t steps() const { return steps_; }
+  [[nodiscard]] int64_t blocks_held() const { return blocks_held_; }
+  [[nodiscard]] const scheduler_options& options() const { return opts_; }
+
+private:
+  struct sequence {
+    protocol::gen_request req;
+    uint32_t sink = 0;
+    std::vector<engine::token_id> generated;
+    int32_t computed = 0;  ///< tokens whose KV is in the cache
+    int64_t blocks = 0;    ///< token-blocks reserved
+    bool cancelled = false;
+  };
+  struct planned {
+    uint64_t id;
+    int32_t fed;
+    bool sample;
+  };
+
+  [[nodiscard]] int64_t blocks_for(const protocol::gen_request& r) const;
+  [[nodiscard]] int32_t total_len(const sequence& s) const;
+  void retire(uint64_t id, step_events& ev);
+
+  scheduler_options opts_;
+  std::deque<std::pair<protocol::gen_request, uint32_t>> waiting_;
+  std::unordered_map<uint64_t, sequence> running_;
+  std::vector<uint64_t> order_;  ///< running ids in admission order (stable batches)
+  std::vector<planned> plan_;    ///< the in-flight step
+  bool in_flight_ = false;
+  uint64_t finished_ = 0;
+  uint64_t generated_total_ = 0;
+  uint64_t steps_ = 0;
+  int64_t blocks_held_ = 0;
+};
+
+}  // namespace llmux::scheduler

@@ -1,0 +1,227 @@
+#include "actors/scheduler/scheduler_actor.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <unordered_map>
+
+#include <caf/all.hpp>
+#include <nlohmann/json.hpp>
+
+namespace llmux::scheduler {
+
+using namespace protocol;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+struct scheduler_state {
+  static inline const char* name = "llmux.scheduler";
+  scheduler_actor_options opts;
+  std::unique_ptr<batch_scheduler> core;
+  gpu_unit_actor unit;
+  kv_manager_actor kv;
+  std::vector<gateway_actor> sinks;
+  std::unordered_map<caf::actor_addr, uint32_t> sink_index;
+  std::vector<caf::actor> subscribers;
+  bool alloc_in_flight = false;
+  uint64_t rejected = 0;
+  // Load reporting and tokens/s.
+  clock_type::time_point last_tick = clock_type::now();
+  clock_type::time_point last_report = clock_type::now();
+  uint64_t tokens_at_tick = 0;
+  double tokens_per_s = 0;
+  int32_t last_waiting = -1;
+  int32_t last_running = -1;
+};
+
+using scheduler_ptr = scheduler_actor::stateful_pointer<scheduler_state>;
+
+void pump(scheduler_ptr self);
+
+void deliver(scheduler_ptr self, step_events& ev) {
+  auto& s = self->state;
+  if (ev.freed_blocks > 0)
+    self->send(s.kv, kv_free_atom::value, s.opts.model, ev.freed_blocks);
+  if (ev.deltas.empty())
+    return;
+  // One message per gateway per step, whatever the number of requests.
+  std::unordered_map<uint32_t, token_batch> by_sink;
+  for (auto& rd : ev.deltas)
+    by_sink[rd.sink].deltas.push_back(std::move(rd.delta));
+  for (auto& [sink, batch] : by_sink)
+    self->send(s.sinks[sink], std::move(batch));
+}
+
+void run_step(scheduler_ptr self) {
+  auto& s = self->state;
+  if (!s.core->can_step())
+    return;
+  auto in = s.core->next_step();
+  self->request(s.unit, std::chrono::milliseconds(s.opts.step_timeout_ms), step_atom::value,
+                s.opts.model, std::move(in))
+    .then(
+      [self](engine::step_output& out) {
+        auto ev = self->state.core->apply(out);
+        deliver(self, ev);
+        pump(self);
+      },
+      [self](caf::error& err) {
+        auto ev = self->state.core->fail_step("engine step failed on unit '" + self->state.opts.unit
+                                              + "': " + self->system().render(err));
+        deliver(self, ev);
+        pump(self);
+      });
+}
+
+/// Admits what the KV pool allows, then runs a step; called whenever work may
+/// have appeared (enqueue, step done, timer).
+void pump(scheduler_ptr self) {
+  auto& s = self->state;
+  if (s.alloc_in_flight || s.core->step_in_flight())
+    return;
+  auto cand = s.core->admission_candidates();
+  if (cand.empty()) {
+    run_step(self);
+    return;
+  }
+  s.alloc_in_flight = true;
+  self->request(s.kv, std::chrono::milliseconds(s.opts.step_timeout_ms), kv_alloc_atom::value,
+                s.opts.model, std::move(cand))
+    .then(
+      [self](int32_t granted) {
+        auto& s = self->state;
+        s.alloc_in_flight = false;
+        if (granted > 0) {
+          s.core->admit(static_cast<size_t>(granted));
+        } else if (granted < 0) {
+          // The first waiting request can never fit this unit's pool or quota.
+          step_events ev;
+          ev.deltas.push_back(s.core->reject_first_waiting(
+            "request needs more KV cache (prompt + max_tokens) than unit '" + s.opts.unit
+            + "' can hold for model '" + s.opts.model + "'"));
+          ++s.rejected;
+          deliver(self, ev);
+        }
+        run_step(self);
+        // granted == 0: blocks are busy; the next step or timer retries.
+      },
+      [self](caf::error&) {
+        self->state.alloc_in_flight = false;
+        run_step(self);
+      });
+}
+
+void report_load(scheduler_ptr self) {
+  auto& s = self->state;
+  auto now = clock_type::now();
+  double dt = std::chrono::duration<double>(now - s.last_tick).count();
+  if (dt > 0) {
+    auto total = s.core->generated_tokens();
+    double inst = static_cast<double>(total - s.tokens_at_tick) / dt;
+    s.tokens_per_s = 0.5 * s.tokens_per_s + 0.5 * inst;  // smooth over ticks
+    s.tokens_at_tick = total;
+  }
+  s.last_tick = now;
+  auto waiting = static_cast<int32_t>(s.core->waiting());
+  auto running = static_cast<int32_t>(s.core->running());
+  bool changed = waiting != s.last_waiting || running != s.last_running;
+  if (s.subscribers.empty() || (!changed && now - s.last_report < std::chrono::seconds(1)))
+    return;
+  load_report rep{s.opts.replica, s.opts.model, waiting, running, s.tokens_per_s};
+  for (auto& sub : s.subscribers)
+    self->send(caf::actor_cast<router_actor>(sub), rep);
+  s.last_waiting = waiting;
+  s.last_running = running;
+  s.last_report = now;
+}
+
+}  // namespace
+
+scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options opts,
+                                gpu_unit_actor unit, kv_manager_actor kv) {
+  auto impl = [](scheduler_ptr self, scheduler_actor_options opts, gpu_unit_actor unit,
+                 kv_manager_actor kv) -> scheduler_actor::behavior_type {
+    auto& s = self->state;
+    s.core = std::make_unique<batch_scheduler>(opts.core);
+    s.opts = std::move(opts);
+    s.unit = std::move(unit);
+    s.kv = std::move(kv);
+    self->send(self, tick_atom::value);
+    return {
+      [self](enqueue_atom, gen_request& req, gateway_actor& gw) -> enqueue_reply {
+        auto& s = self->state;
+        auto [it, fresh] = s.sink_index.emplace(gw.address(), static_cast<uint32_t>(s.sinks.size()));
+        if (fresh)
+          s.sinks.push_back(gw);
+        enqueue_reply rep;
+        rep.replica = s.opts.replica;
+        rep.scheduler = caf::actor_cast<caf::actor>(self);
+        switch (s.core->enqueue(std::move(req), it->second)) {
+          case enqueue_status::accepted:
+            rep.ok = true;
+            break;
+          case enqueue_status::queue_full:
+            rep.status = 429;
+            rep.message = "model '" + s.opts.model + "' is overloaded: "
+                          + std::to_string(s.core->waiting()) + " requests already wait on "
+                          + s.opts.replica;
+            break;
+          case enqueue_status::prompt_too_long:
+            rep.status = 400;
+            rep.message = "prompt does not fit the context window ("
+                          + std::to_string(s.opts.core.context_length) + " tokens)";
+            break;
+          case enqueue_status::empty_prompt:
+            rep.status = 400;
+            rep.message = "empty prompt";
+            break;
+          case enqueue_status::duplicate_id:
+            rep.status = 400;
+            rep.message = "duplicate request id";
+            break;
+        }
+        if (!rep.ok)
+          ++s.rejected;
+        pump(self);
+        return rep;
+      },
+      [self](cancel_atom, uint64_t id) {
+        auto freed = self->state.core->cancel(id);
+        if (freed > 0)
+          self->send(self->state.kv, kv_free_atom::value, self->state.opts.model, freed);
+        pump(self);
+      },
+      [self](subscribe_atom, caf::actor& sub) {
+        auto& subs = self->state.subscribers;
+        if (std::find(subs.begin(), subs.end(), sub) == subs.end())
+          subs.push_back(std::move(sub));
+        self->state.last_waiting = -1;  // report at the next tick
+      },
+      [self](tick_atom) {
+        report_load(self);
+        pump(self);
+        self->delayed_send(self, std::chrono::milliseconds(self->state.opts.load_report_ms),
+                           tick_atom::value);
+      },
+      [self](get_state_atom) -> actor_state {
+        auto& s = self->state;
+        nlohmann::json j{{"model", s.opts.model},
+                         {"unit", s.opts.unit},
+                         {"replica", s.opts.replica},
+                         {"waiting", s.core->waiting()},
+                         {"running", s.core->running()},
+                         {"finished", s.core->finished()},
+                         {"rejected", s.rejected},
+                         {"steps", s.core->steps()},
+                         {"generated_tokens", s.core->generated_tokens()},
+                         {"tokens_per_s", s.tokens_per_s},
+                         {"kv_token_blocks_held", s.core->blocks_held()},
+                         {"gateways", s.sinks.size()}};
+        return {s.opts.node, "scheduler", s.opts.replica, self->mailbox().size(), j.dump()};
+      },
+    };
+  };
+  return sys.spawn(impl, std::move(opts), std::move(unit), std::move(kv));
+}
+
+}  // namespace llmux::scheduler

@@ -1,0 +1,28 @@
+#pragma once
+/// The scheduler actor: one per model replica, a thin shell over
+/// `batch_scheduler`. Per step: (admission: one `kv_alloc` to the kv_manager
+/// when requests wait) → one `step` to the gpu_unit → one `token_batch` per
+/// gateway with that step's tokens for all its requests.
+
+#include <string>
+
+#include "actors/protocol/interfaces.hpp"
+#include "actors/scheduler/batch_scheduler.hpp"
+
+namespace llmux::scheduler {
+
+struct scheduler_actor_options {
+  std::string node;
+  std::string unit;
+  std::string model;
+  std::string replica;  ///< "<unit>/<model>"
+  scheduler_options core;
+  int load_report_ms = 100;
+  int step_timeout_ms = 30000;
+};
+
+protocol::scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options opts,
+                                          protocol::gpu_unit_actor unit,
+                                          protocol::kv_manager_actor kv);
+
+}  // namespace llmux::scheduler

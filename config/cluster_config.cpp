@@ -1,0 +1,814 @@
+#include "config/cluster_config.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <set>
+#include <sstream>
+#include <string_view>
+#include <utility>
+
+#include <toml++/toml.h>
+
+namespace llmux::config {
+
+// ---------------------------------------------------------------------------
+// Plain data helpers
+// ---------------------------------------------------------------------------
+
+double model_arch::params() const {
+  // Doubles throughout: llama-70b overflows 32-bit products.
+  const double h = hidden;
+  const double head_dim = heads > 0 ? static_cast<double>(hidden / heads) : 0.0;
+  const double kv_dim = head_dim * kv_heads;
+  const double embeddings = 2.0 * vocab * h;  // input table + untied output head
+  const double attention = 2.0 * h * h + 2.0 * h * kv_dim;  // q,o + k,v
+  const double mlp = 3.0 * h * intermediate;                // gate, up, down
+  const double norms = 2.0 * h;
+  return embeddings + layers * (attention + mlp + norms);
+}
+
+double model_arch::kv_bytes_per_token() const {
+  const double head_dim = heads > 0 ? static_cast<double>(hidden / heads) : 0.0;
+  return 2.0 * layers * kv_heads * head_dim * dtype_bytes;
+}
+
+namespace {
+
+struct named_preset {
+  std::string_view name;
+  int layers, hidden, heads, kv_heads, intermediate, vocab, context_length;
+};
+
+constexpr named_preset presets[] = {
+  {"tiny", 2, 256, 4, 4, 768, 512, 2048},
+  {"llama-1b", 16, 2048, 32, 8, 8192, 128256, 8192},
+  {"llama-3b", 28, 3072, 24, 8, 8192, 128256, 8192},
+  {"llama-7b", 32, 4096, 32, 32, 11008, 32000, 4096},
+  {"llama-8b", 32, 4096, 32, 8, 14336, 128256, 8192},
+  {"llama-13b", 40, 5120, 40, 40, 13824, 32000, 4096},
+  {"llama-70b", 80, 8192, 64, 8, 28672, 128256, 8192},
+};
+
+std::string preset_names() {
+  std::string out;
+  for (const auto& p : presets) {
+    if (!out.empty())
+      out += ", ";
+    out += p.name;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<model_arch> arch_preset(const std::string& name) {
+  for (const auto& p : presets) {
+    if (p.name != name)
+      continue;
+    model_arch a;
+    a.preset = name;
+    a.layers = p.layers;
+    a.hidden = p.hidden;
+    a.heads = p.heads;
+    a.kv_heads = p.kv_heads;
+    a.intermediate = p.intermediate;
+    a.vocab = p.vocab;
+    a.context_length = p.context_length;
+    a.dtype_bytes = 2;
+    return a;
+  }
+  return std::nullopt;
+}
+
+const node_config* cluster_config::find_node(const std::string& node_name) const {
+  for (const auto& n : nodes)
+    if (n.name == node_name)
+      return &n;
+  return nullptr;
+}
+
+const model_config* cluster_config::find_model(const std::string& model_name) const {
+  for (const auto& m : models)
+    if (m.name == model_name)
+      return &m;
+  return nullptr;
+}
+
+namespace {
+
+std::string format_error(const std::string& file, int line, const std::string& key,
+                         const std::string& reason) {
+  std::string out = file;
+  if (line > 0)
+    out += ":" + std::to_string(line);
+  out += ": key '" + key + "': " + reason;
+  // Callers print what() as one log line; a stray newline would split it.
+  std::replace(out.begin(), out.end(), '\n', ' ');
+  return out;
+}
+
+}  // namespace
+
+config_error::config_error(std::string file_name, int line_no, std::string key_path,
+                           std::string why)
+  : std::runtime_error(format_error(file_name, line_no, key_path, why)),
+    file(std::move(file_name)),
+    line(line_no),
+    key(std::move(key_path)),
+    reason(std::move(why)) {
+}
+
+// ---------------------------------------------------------------------------
+// TOML reading
+// ---------------------------------------------------------------------------
+
+namespace {
+
+int line_of(const toml::node& n) {
+  return static_cast<int>(n.source().begin.line);
+}
+
+std::string_view type_phrase(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::date: return "a date";
+    case toml::node_type::time: return "a time";
+    case toml::node_type::date_time: return "a date-time";
+    default: return "nothing";
+  }
+}
+
+std::string type_error(std::string_view expected, const toml::node& got) {
+  return "expected " + std::string(expected) + ", got " + std::string(type_phrase(got.type()));
+}
+
+std::string format_number(double x) {
+  std::ostringstream os;
+  os << x;
+  return os.str();
+}
+
+/// A TOML table plus its dotted path, so every error names the exact key and
+/// the line it sits on.
+class section {
+public:
+  section(const toml::table& table, std::string path, const std::string& file)
+    : table_(&table), path_(std::move(path)), file_(&file) {
+  }
+
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] const std::string& file() const { return *file_; }
+  [[nodiscard]] int line() const { return line_of(*table_); }
+
+  [[nodiscard]] std::string key(std::string_view name) const {
+    return path_.empty() ? std::string(name) : path_ + "." + std::string(name);
+  }
+
+  [[nodiscard]] const toml::node* find(std::string_view name) const {
+    return table_->get(name);
+  }
+
+  /// Error at `name`'s value, or at this table when the key is absent.
+  [[noreturn]] void fail(std::string_view name, const std::string& reason) const {
+    const auto* n = find(name);
+    throw config_error(*file_, n ? line_of(*n) : line(), key(name), reason);
+  }
+
+  /// Error about the table itself.
+  [[noreturn]] void fail_here(const std::string& reason) const {
+    throw config_error(*file_, line(), path_, reason);
+  }
+
+  /// A typo must not silently fall back to a default, so unknown keys fail.
+  void allow_only(std::initializer_list<std::string_view> known) const {
+    for (auto&& [k, v] : *table_) {
+      if (std::find(known.begin(), known.end(), k.str()) != known.end())
+        continue;
+      std::string list;
+      for (auto name : known) {
+        if (!list.empty())
+          list += ", ";
+        list += name;
+      }
+      throw config_error(*file_, static_cast<int>(k.source().begin.line), key(k.str()),
+                         "unknown key (expected one of: " + list + ")");
+    }
+  }
+
+  const toml::node& require(std::string_view name) const {
+    if (const auto* n = find(name))
+      return *n;
+    throw config_error(*file_, line(), key(name), "required key missing");
+  }
+
+  [[nodiscard]] std::optional<int64_t> integer(std::string_view name) const {
+    const auto* n = find(name);
+    if (!n)
+      return std::nullopt;
+    if (const auto* v = n->as_integer())
+      return v->get();
+    fail(name, type_error("an integer", *n));
+  }
+
+  /// Floats also accept integers: `time_scale = 1` means 1.0.
+  [[nodiscard]] std::optional<double> number(std::string_view name) const {
+    const auto* n = find(name);
+    if (!n)
+      return std::nullopt;
+    if (const auto* v = n->as_floating_point())
+      return v->get();
+    if (const auto* v = n->as_integer())
+      return static_cast<double>(v->get());
+    fail(name, type_error("a number", *n));
+  }
+
+  [[nodiscard]] std::optional<std::string> string(std::string_view name) const {
+    const auto* n = find(name);
+    if (!n)
+      return std::nullopt;
+    if (const auto* v = n->as_string())
+      return v->get();
+    fail(name, type_error("a string", *n));
+  }
+
+  [[nodiscard]] std::optional<section> table(std::string_view name) const {
+    const auto* n = find(name);
+    if (!n)
+      return std::nullopt;
+    if (const auto* t = n->as_table())
+      return section(*t, key(name), *file_);
+    fail(name, type_error("a table", *n));
+  }
+
+  [[nodiscard]] const toml::array* array(std::string_view name) const {
+    const auto* n = find(name);
+    if (!n)
+      return nullptr;
+    if (const auto* a = n->as_array())
+      return a;
+    fail(name, type_error("an array", *n));
+  }
+
+  /// Element `i` of array `name`, which must be a table.
+  [[nodiscard]] section element(std::string_view name, const toml::array& a, size_t i) const {
+    const auto path = key(name) + "[" + std::to_string(i) + "]";
+    const auto& n = a[i];
+    if (const auto* t = n.as_table())
+      return section(*t, path, *file_);
+    throw config_error(*file_, line_of(n), path, type_error("a table", n));
+  }
+
+private:
+  const toml::table* table_;
+  std::string path_;
+  const std::string* file_;
+};
+
+// Typed field readers: each leaves `out` (the default) alone when the key is
+// absent, and validates the range when present.
+
+void read_int(const section& s, std::string_view name, int& out, int64_t min,
+              const char* rule) {
+  auto v = s.integer(name);
+  if (!v)
+    return;
+  if (*v < min)
+    s.fail(name, std::string("must be ") + rule + ", got " + std::to_string(*v));
+  if (*v > INT_MAX)
+    s.fail(name, "must be at most " + std::to_string(INT_MAX) + ", got " + std::to_string(*v));
+  out = static_cast<int>(*v);
+}
+
+void read_positive(const section& s, std::string_view name, int& out) {
+  read_int(s, name, out, 1, "> 0");
+}
+
+void read_port(const section& s, std::string_view name, uint16_t& out) {
+  auto v = s.integer(name);
+  if (!v)
+    return;
+  if (*v < 1 || *v > 65535)
+    s.fail(name, "port must be in 1..65535, got " + std::to_string(*v));
+  out = static_cast<uint16_t>(*v);
+}
+
+void read_positive_number(const section& s, std::string_view name, double& out) {
+  auto v = s.number(name);
+  if (!v)
+    return;
+  if (!(*v > 0) || !std::isfinite(*v))
+    s.fail(name, "must be a finite number > 0, got " + format_number(*v));
+  out = *v;
+}
+
+void read_string(const section& s, std::string_view name, std::string& out) {
+  if (auto v = s.string(name))
+    out = std::move(*v);
+}
+
+/// A name that other keys refer to: required and non-empty.
+std::string read_name(const section& s, std::string_view name) {
+  const auto& n = s.require(name);
+  auto v = s.string(name);
+  if (v->empty())
+    throw config_error(s.file(), line_of(n), s.key(name), "must not be empty");
+  return *v;
+}
+
+void read_choice(const section& s, std::string_view name, std::string& out,
+                 std::initializer_list<std::string_view> choices) {
+  auto v = s.string(name);
+  if (!v)
+    return;
+  if (std::find(choices.begin(), choices.end(), *v) == choices.end()) {
+    std::string list;
+    for (auto c : choices) {
+      if (!list.empty())
+        list += ", ";
+      list += "'" + std::string(c) + "'";
+    }
+    s.fail(name, "unknown value '" + *v + "' (expected one of: " + list + ")");
+  }
+  out = std::move(*v);
+}
+
+/// A node reference: must name a [[nodes]] entry.
+void check_node_ref(const cluster_config& cfg, const section& s, std::string_view name,
+                    const std::string& value) {
+  if (!cfg.find_node(value))
+    s.fail(name, "unknown node '" + value + "' (not in [[nodes]])");
+}
+
+/// An array of tables that must hold at least one entry.
+const toml::array& require_array(const section& s, std::string_view name) {
+  const auto* a = s.array(name);
+  if (!a)
+    throw config_error(s.file(), s.line(), s.key(name),
+                       "required key missing (at least one [[" + std::string(name) +
+                         "]] entry)");
+  if (a->empty())
+    s.fail(name, "must have at least one entry");
+  return *a;
+}
+
+// --- sections --------------------------------------------------------------
+
+void read_cluster(const section& top, cluster_config& cfg) {
+  auto s = top.table("cluster");
+  if (!s)
+    return;
+  s->allow_only({"name", "scheduler_threads"});
+  read_string(*s, "name", cfg.name);
+  read_positive(*s, "scheduler_threads", cfg.scheduler_threads);
+}
+
+void read_timeouts(const section& top, cluster_config& cfg) {
+  auto s = top.table("timeouts");
+  if (!s)
+    return;
+  s->allow_only({"request_ms", "connect_ms", "reconnect_ms", "heartbeat_ms",
+                 "connection_timeout_ms", "load_report_ms"});
+  auto& t = cfg.timeouts;
+  read_positive(*s, "request_ms", t.request_ms);
+  read_positive(*s, "connect_ms", t.connect_ms);
+  read_positive(*s, "reconnect_ms", t.reconnect_ms);
+  read_positive(*s, "heartbeat_ms", t.heartbeat_ms);
+  read_positive(*s, "connection_timeout_ms", t.connection_timeout_ms);
+  read_positive(*s, "load_report_ms", t.load_report_ms);
+}
+
+/// One listening socket, remembered with where it was configured so a clash
+/// can point at the second one and name the first.
+struct endpoint {
+  std::string host;
+  uint16_t port;
+  std::string owner;  ///< e.g. "admin_port of node 'gpu0'"
+  std::string key;
+  int line;
+};
+
+/// Hosts that are the same address for the purpose of port clashes.
+std::string canonical_host(std::string host) {
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (host == "localhost")
+    return "127.0.0.1";
+  return host;
+}
+
+void read_nodes(const section& top, cluster_config& cfg, std::vector<endpoint>& ports,
+                std::vector<endpoint>& admin_ports) {
+  const auto& arr = require_array(top, "nodes");
+  for (size_t i = 0; i < arr.size(); ++i) {
+    auto s = top.element("nodes", arr, i);
+    s.allow_only({"name", "host", "port", "admin_port"});
+    node_config n;
+    n.name = read_name(s, "name");
+    if (cfg.find_node(n.name))
+      s.fail("name", "duplicate node name '" + n.name + "'");
+    read_string(s, "host", n.host);
+    if (n.host.empty())
+      s.fail("host", "must not be empty");
+    s.require("port");
+    read_port(s, "port", n.port);
+    if (s.find("admin_port")) {
+      read_port(s, "admin_port", n.admin_port);
+    } else if (n.port + 100 > 65535) {
+      s.fail("admin_port", "defaults to port + 100 = " + std::to_string(n.port + 100) +
+                             ", above 65535; set admin_port");
+    } else {
+      n.admin_port = static_cast<uint16_t>(n.port + 100);
+    }
+    const int port_line = line_of(*s.find("port"));
+    const auto* admin_node = s.find("admin_port");
+    ports.push_back({canonical_host(n.host), n.port, "port of node '" + n.name + "'",
+                     s.key("port"), port_line});
+    admin_ports.push_back({canonical_host(n.host), n.admin_port,
+                           "admin_port of node '" + n.name + "'", s.key("admin_port"),
+                           admin_node ? line_of(*admin_node) : s.line()});
+    cfg.nodes.push_back(std::move(n));
+  }
+}
+
+void read_gateway(const section& top, cluster_config& cfg, std::vector<endpoint>& http) {
+  auto s = top.table("gateway");
+  if (!s)
+    throw config_error(top.file(), top.line(), "gateway",
+                       "required table missing ([gateway] with node = ...)");
+  s->allow_only({"node", "host", "port", "api_keys", "admin_token", "http_threads",
+                 "max_body_bytes"});
+  auto& g = cfg.gateway;
+  g.node = read_name(*s, "node");
+  check_node_ref(cfg, *s, "node", g.node);
+  read_string(*s, "host", g.host);
+  if (g.host.empty())
+    s->fail("host", "must not be empty");
+  read_port(*s, "port", g.port);
+  if (const auto* keys = s->array("api_keys")) {
+    for (size_t i = 0; i < keys->size(); ++i) {
+      const auto& n = (*keys)[i];
+      const auto path = s->key("api_keys") + "[" + std::to_string(i) + "]";
+      const auto* v = n.as_string();
+      if (!v)
+        throw config_error(s->file(), line_of(n), path, type_error("a string", n));
+      if (v->get().empty())
+        throw config_error(s->file(), line_of(n), path, "must not be empty");
+      g.api_keys.push_back(v->get());
+    }
+  }
+  read_string(*s, "admin_token", g.admin_token);
+  // One open stream holds one HTTP thread; fewer than 4 deadlocks health checks
+  // behind a couple of streams.
+  read_int(*s, "http_threads", g.http_threads, 4, ">= 4");
+  if (auto v = s->integer("max_body_bytes")) {
+    if (*v <= 0)
+      s->fail("max_body_bytes", "must be > 0, got " + std::to_string(*v));
+    g.max_body_bytes = static_cast<size_t>(*v);
+  }
+  // A wildcard listen address binds every interface of the gateway's machine.
+  std::string host = canonical_host(g.host);
+  if (host == "0.0.0.0" || host == "::" || host == "[::]")
+    host = canonical_host(cfg.find_node(g.node)->host);
+  const auto* port_node = s->find("port");
+  http.push_back({host, g.port, "the gateway's http port", s->key("port"),
+                  port_node ? line_of(*port_node) : s->line()});
+}
+
+void read_router(const section& top, cluster_config& cfg) {
+  cfg.router.node = cfg.gateway.node;
+  auto s = top.table("router");
+  if (!s)
+    return;
+  s->allow_only({"node", "policy"});
+  read_string(*s, "node", cfg.router.node);
+  check_node_ref(cfg, *s, "node", cfg.router.node);
+  // The edge hands requests to the router by local message; a remote router
+  // would need its own discovery path, which nothing needs yet.
+  if (cfg.router.node != cfg.gateway.node)
+    s->fail("node", "the router must run on the gateway's node '" + cfg.gateway.node + "'");
+  read_choice(*s, "policy", cfg.router.policy, {"least_loaded", "round_robin"});
+}
+
+void read_controller(const section& top, cluster_config& cfg) {
+  cfg.controller.node = cfg.gateway.node;
+  auto s = top.table("controller");
+  if (!s)
+    return;
+  s->allow_only({"node"});
+  read_string(*s, "node", cfg.controller.node);
+  check_node_ref(cfg, *s, "node", cfg.controller.node);
+  if (cfg.controller.node != cfg.router.node)
+    s->fail("node", "the controller must run on the router's node '" + cfg.router.node + "'");
+}
+
+/// Two processes on one host cannot bind the same port; catch it here rather
+/// than as an EADDRINUSE on some remote node at launch.
+void check_ports(const std::string& file, const std::vector<endpoint>& all) {
+  for (size_t i = 0; i < all.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (all[i].host != all[j].host || all[i].port != all[j].port)
+        continue;
+      throw config_error(file, all[i].line, all[i].key,
+                         all[i].host + ":" + std::to_string(all[i].port) +
+                           " is used twice: " + all[j].owner + " and " + all[i].owner);
+    }
+  }
+}
+
+std::map<std::string, gpu_spec> builtin_gpus() {
+  std::map<std::string, gpu_spec> out;
+  out["h100"] = gpu_spec{"h100", 3350, 989, 40, 80};
+  out["h200"] = gpu_spec{"h200", 4800, 989, 40, 141};
+  out["a100"] = gpu_spec{"a100", 2039, 312, 40, 80};
+  return out;
+}
+
+void read_gpus(const section& top, cluster_config& cfg) {
+  auto s = top.table("gpus");
+  if (!s)
+    return;
+  const auto* tbl = top.find("gpus")->as_table();
+  for (auto&& [k, v] : *tbl) {
+    const std::string name(k.str());
+    auto g = s->table(name);
+    g->allow_only({"mem_bandwidth_gbs", "peak_tflops", "step_overhead_us", "memory_gib"});
+    auto [it, added] = cfg.gpus.try_emplace(name);
+    if (added)
+      it->second.name = name;
+    read_positive_number(*g, "mem_bandwidth_gbs", it->second.mem_bandwidth_gbs);
+    read_positive_number(*g, "peak_tflops", it->second.peak_tflops);
+    read_positive_number(*g, "step_overhead_us", it->second.step_overhead_us);
+    read_positive_number(*g, "memory_gib", it->second.memory_gib);
+  }
+}
+
+model_arch read_arch(const section& model, std::string_view name) {
+  const auto& n = *model.find(name);
+  if (const auto* v = n.as_string()) {
+    if (auto a = arch_preset(v->get()))
+      return *a;
+    model.fail(name, "unknown architecture preset '" + v->get() + "' (known: " +
+                       preset_names() + ")");
+  }
+  if (!n.is_table())
+    model.fail(name, type_error("a preset name or a table", n));
+  auto s = *model.table(name);
+  s.allow_only({"layers", "hidden", "heads", "kv_heads", "intermediate", "vocab",
+                "context_length", "dtype_bytes"});
+  model_arch a;
+  a.preset = "custom";
+  for (auto [field, out] : {std::pair{"layers", &a.layers}, std::pair{"hidden", &a.hidden},
+                            std::pair{"heads", &a.heads}, std::pair{"kv_heads", &a.kv_heads},
+                            std::pair{"intermediate", &a.intermediate},
+                            std::pair{"vocab", &a.vocab},
+                            std::pair{"context_length", &a.context_length}}) {
+    s.require(field);
+    read_positive(s, field, *out);
+  }
+  read_positive(s, "dtype_bytes", a.dtype_bytes);
+  // Both divisions define head_dim and the GQA group size; a remainder means a typo.
+  if (a.hidden % a.heads != 0)
+    s.fail("heads", "hidden (" + std::to_string(a.hidden) + ") must be divisible by heads (" +
+                      std::to_string(a.heads) + ")");
+  if (a.heads % a.kv_heads != 0)
+    s.fail("kv_heads", "heads (" + std::to_string(a.heads) +
+                         ") must be divisible by kv_heads (" + std::to_string(a.kv_heads) + ")");
+  return a;
+}
+
+void read_models(const section& top, const std::string& base_dir, cluster_config& cfg) {
+  const auto& arr = require_array(top, "models");
+  for (size_t i = 0; i < arr.size(); ++i) {
+    auto s = top.element("models", arr, i);
+    s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default"});
+    model_config m;
+    m.name = read_name(s, "name");
+    if (cfg.find_model(m.name))
+      s.fail("name", "duplicate model name '" + m.name + "'");
+    read_choice(s, "backend", m.backend, {"sim", "cpu", "cuda"});
+    if (m.backend == "sim") {
+      // The sim cost model has nothing else to go on.
+      s.require("architecture");
+    }
+    if (s.find("architecture"))
+      m.arch = read_arch(s, "architecture");
+    if (m.backend != "sim")
+      s.require("file");
+    if (auto file = s.string("file")) {
+      if (file->empty())
+        s.fail("file", "must not be empty");
+      std::filesystem::path p(*file);
+      if (p.is_relative())
+        p = std::filesystem::path(base_dir) / p;
+      m.file = p.lexically_normal().string();
+      std::error_code ec;
+      if (m.backend != "sim" && !std::filesystem::exists(m.file, ec))
+        s.fail("file", "model file '" + m.file + "': no such file");
+    }
+    read_positive(s, "max_tokens_default", m.max_tokens_default);
+    cfg.models.push_back(std::move(m));
+  }
+}
+
+void read_units(const section& top, cluster_config& cfg) {
+  const auto& arr = require_array(top, "units");
+  std::set<std::string> unit_names;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    auto s = top.element("units", arr, i);
+    s.allow_only({"name", "node", "backend", "gpu", "kv_blocks", "block_tokens", "max_running",
+                  "max_batch_tokens", "max_waiting", "time_scale", "models"});
+    unit_config u;
+    u.name = read_name(s, "name");
+    if (!unit_names.insert(u.name).second)
+      s.fail("name", "duplicate unit name '" + u.name + "'");
+    u.node = read_name(s, "node");
+    check_node_ref(cfg, s, "node", u.node);
+    read_choice(s, "backend", u.backend, {"sim", "cpu", "cuda"});
+    read_string(s, "gpu", u.gpu);
+    if (cfg.gpus.count(u.gpu) == 0) {
+      std::string known;
+      for (const auto& [name, spec] : cfg.gpus)
+        known += (known.empty() ? "" : ", ") + name;
+      s.fail("gpu", "unknown gpu '" + u.gpu + "' (known: " + known + ")");
+    }
+    read_int(s, "kv_blocks", u.kv_blocks, 0, ">= 0 (0 = size from GPU memory)");
+    read_positive(s, "block_tokens", u.block_tokens);
+    read_positive(s, "max_running", u.max_running);
+    read_positive(s, "max_batch_tokens", u.max_batch_tokens);
+    read_positive(s, "max_waiting", u.max_waiting);
+    if (auto v = s.number("time_scale")) {
+      if (!(*v >= 0) || !std::isfinite(*v))
+        s.fail("time_scale", "must be a finite number >= 0, got " + format_number(*v));
+      u.time_scale = *v;
+    }
+    s.require("models");
+    const auto& models = *s.array("models");
+    if (models.empty())
+      s.fail("models", "must list at least one model");
+    double share_sum = 0;
+    for (size_t j = 0; j < models.size(); ++j) {
+      auto ms = s.element("models", models, j);
+      ms.allow_only({"name", "share"});
+      unit_model um;
+      um.model = read_name(ms, "name");
+      const auto* model = cfg.find_model(um.model);
+      if (!model)
+        ms.fail("name", "unknown model '" + um.model + "' (not in [[models]])");
+      for (const auto& prev : u.models)
+        if (prev.model == um.model)
+          ms.fail("name", "model '" + um.model + "' is listed twice in unit '" + u.name + "'");
+      if (model->backend != u.backend)
+        s.fail("backend", "unit '" + u.name + "' has backend '" + u.backend + "' but model '" +
+                            model->name + "' has backend '" + model->backend + "'");
+      if (auto v = ms.number("share")) {
+        if (!(*v > 0 && *v <= 1))
+          ms.fail("share", "must be in (0, 1], got " + format_number(*v));
+        um.share = *v;
+      }
+      share_sum += um.share;
+      u.models.push_back(std::move(um));
+    }
+    // Shares are fractions of one GPU's SMs; the slack absorbs 0.1 + 0.2 style rounding.
+    if (share_sum > 1.0 + 1e-9)
+      s.fail("models", "shares sum to " + format_number(share_sum) + ", more than 1.0");
+    cfg.units.push_back(std::move(u));
+  }
+}
+
+/// A model no unit hosts would accept requests that can never be served.
+void check_hosting(const section& top, const cluster_config& cfg) {
+  const auto& arr = *top.array("models");
+  for (size_t i = 0; i < cfg.models.size(); ++i) {
+    const auto& name = cfg.models[i].name;
+    bool hosted = false;
+    for (const auto& u : cfg.units)
+      for (const auto& um : u.models)
+        hosted = hosted || um.model == name;
+    if (!hosted)
+      top.element("models", arr, i).fail("name", "model '" + name + "' is not hosted by any unit");
+  }
+}
+
+}  // namespace
+
+cluster_config parse_cluster_config(const std::string& toml_text, const std::string& source_name,
+                                    const std::string& base_dir) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& e) {
+    throw config_error(source_name, static_cast<int>(e.source().begin.line), "",
+                       "syntax error: " + std::string(e.description()));
+  }
+
+  cluster_config cfg;
+  cfg.source = source_name;
+  cfg.gpus = builtin_gpus();
+
+  section top(root, "", source_name);
+  top.allow_only({"cluster", "timeouts", "nodes", "gateway", "router", "controller", "gpus",
+                  "models", "units"});
+  read_cluster(top, cfg);
+  read_timeouts(top, cfg);
+
+  std::vector<endpoint> ports, admin_ports, http;
+  read_nodes(top, cfg, ports, admin_ports);
+  read_gateway(top, cfg, http);
+  read_router(top, cfg);
+  read_controller(top, cfg);
+  // Node ports first, so that an admin or HTTP port is the one blamed for a
+  // clash with a node's main port.
+  ports.insert(ports.end(), admin_ports.begin(), admin_ports.end());
+  ports.insert(ports.end(), http.begin(), http.end());
+  check_ports(source_name, ports);
+
+  read_gpus(top, cfg);
+  read_models(top, base_dir, cfg);
+  read_units(top, cfg);
+  check_hosting(top, cfg);
+  return cfg;
+}
+
+cluster_config load_cluster_config(const std::string& path) {
+  std::error_code ec;
+  // An ifstream opens a directory and then reads nothing, which would surface
+  // as a confusing "nodes missing" error.
+  if (std::filesystem::is_directory(path, ec))
+    throw config_error(path, 0, "", "is a directory, not a config file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw config_error(path, 0, "", "cannot open config file: no such file or not readable");
+  std::ostringstream text;
+  text << in.rdbuf();
+  // Absolute, so model paths stay valid whatever the working directory later.
+  auto dir = std::filesystem::absolute(path, ec).parent_path();
+  if (ec)
+    dir = std::filesystem::path(path).parent_path();
+  return parse_cluster_config(text.str(), path, dir.empty() ? "." : dir.string());
+}
+
+cluster_config default_single_node(const std::string& host, uint16_t http_port) {
+  cluster_config cfg;
+  cfg.source = "<embedded>";
+  cfg.name = "llmux-serve";
+  cfg.nodes.push_back(node_config{"local", "127.0.0.1", 7100, 7200});
+  cfg.gateway.node = "local";
+  cfg.gateway.host = host;
+  cfg.gateway.port = http_port;
+  cfg.router.node = "local";
+  cfg.controller.node = "local";
+  cfg.gpus = builtin_gpus();
+
+  model_config m;
+  m.name = "tiny";
+  m.backend = "sim";
+  m.arch = *arch_preset("tiny");
+  cfg.models.push_back(std::move(m));
+
+  unit_config u;
+  u.name = "local-sim";
+  u.node = "local";
+  u.backend = "sim";
+  u.gpu = "h100";
+  u.models.push_back(unit_model{"tiny", 1.0});
+  cfg.units.push_back(std::move(u));
+  return cfg;
+}
+
+}  // namespace llmux::config
+
+namespace llmux::config {
+
+int64_t auto_kv_blocks(const cluster_config& cfg, const unit_config& unit) {
+  auto gpu = cfg.gpus.find(unit.gpu);
+  if (gpu == cfg.gpus.end())
+    return 0;
+  double bytes = gpu->second.memory_gib * 1024.0 * 1024.0 * 1024.0 * 0.9;
+  double head_bytes = 0;
+  for (const auto& um : unit.models) {
+    const auto* m = cfg.find_model(um.model);
+    if (!m)
+      continue;
+    bytes -= m->arch.params() * m->arch.dtype_bytes;
+    if (m->arch.heads > 0) {
+      double hb = static_cast<double>(m->arch.hidden / m->arch.heads) * m->arch.dtype_bytes;
+      head_bytes = std::max(head_bytes, hb);
+    }
+  }
+  if (bytes <= 0 || head_bytes <= 0)
+    return 0;
+  // K and V of one head of one layer for block_tokens tokens.
+  return static_cast<int64_t>(bytes / (2.0 * head_bytes * unit.block_tokens));
+}
+
+}  // namespace llmux::config

@@ -1,0 +1,161 @@
+#pragma once
+/// The cluster description: one TOML file → one `cluster_config` value.
+///
+/// Configuration flows one way: file → `load_cluster_config` (validates every
+/// key, fills defaults) → constructors of actors and servers. Nothing else
+/// reads the file or the environment. No CAF in here.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace llmux::config {
+
+/// One OS process of the cluster. Nodes talk through CAF's middleman on
+/// `port`; the admin CLI talks msgpack to `admin_port`.
+struct node_config {
+  std::string name;
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;        ///< middleman port (required, unique per host)
+  uint16_t admin_port = 0;  ///< admin wire port; default port + 100
+};
+
+/// The HTTP edge.
+struct gateway_config {
+  std::string node;                   ///< node that runs the gateway
+  std::string host = "127.0.0.1";     ///< listen address
+  uint16_t port = 8080;               ///< listen port
+  std::vector<std::string> api_keys;  ///< empty: no authentication
+  std::string admin_token;            ///< guards /admin/* and the admin port
+  int http_threads = 64;              ///< one open stream holds one thread
+  size_t max_body_bytes = 1 << 20;    ///< larger bodies get 413
+};
+
+struct router_config {
+  std::string node;                     ///< node that runs the router (the gateway's, for now)
+  std::string policy = "least_loaded";  ///< "least_loaded" | "round_robin"
+};
+
+struct controller_config {
+  std::string node;  ///< node that runs the controller (the router's, for now)
+};
+
+/// Per-GPU-type constants of the sim cost model (roofline).
+struct gpu_spec {
+  std::string name;
+  double mem_bandwidth_gbs = 3350;  ///< HBM bandwidth, GB/s
+  double peak_tflops = 989;         ///< dense BF16 peak, TFLOP/s
+  double step_overhead_us = 40;     ///< fixed launch/sync cost per step, µs
+  double memory_gib = 80;           ///< device memory, GiB
+};
+
+/// Transformer shape; for `sim` it drives the cost model, for real backends it
+/// is read from the model file instead.
+struct model_arch {
+  std::string preset;  ///< name of the preset it came from, or "custom"
+  int layers = 0;
+  int hidden = 0;
+  int heads = 0;
+  int kv_heads = 0;
+  int intermediate = 0;
+  int vocab = 0;
+  int context_length = 0;
+  int dtype_bytes = 2;  ///< bytes per weight / KV element
+
+  /// Parameters (weights), counted as a Llama-style decoder.
+  [[nodiscard]] double params() const;
+  /// Bytes of K and V for one token across all layers.
+  [[nodiscard]] double kv_bytes_per_token() const;
+};
+
+/// Known shapes for `architecture = "<preset>"`: "tiny", "llama-1b",
+/// "llama-3b", "llama-7b", "llama-8b", "llama-13b", "llama-70b".
+[[nodiscard]] std::optional<model_arch> arch_preset(const std::string& name);
+
+struct model_config {
+  std::string name;            ///< the OpenAI `model` field
+  std::string backend = "sim"; ///< "sim" | "cpu" | "cuda"
+  std::string file;            ///< model file (cpu/cuda); must exist
+  model_arch arch;             ///< sim: from `architecture` (preset or table)
+  int max_tokens_default = 256;  ///< when a request gives none
+};
+
+struct unit_model {
+  std::string model;   ///< a name from [[models]]
+  double share = 1.0;  ///< compute share in (0, 1]
+};
+
+/// A GPU unit (or CPU socket): co-located models share its compute and KV pool.
+struct unit_config {
+  std::string name;
+  std::string node;
+  std::string backend = "sim";
+  std::string gpu = "h100";       ///< key into `gpus` (sim cost model)
+  int kv_blocks = 0;              ///< physical blocks in the unit's pool; 0 = size from GPU memory
+  int block_tokens = 16;          ///< tokens per block
+  int max_running = 256;          ///< sequences in a step, per model
+  int max_batch_tokens = 4096;    ///< tokens in a step (prefill chunking), per model
+  int max_waiting = 1024;         ///< queued requests per model before 429
+  double time_scale = 1.0;        ///< sim: multiplies step time; 0 = no wait
+  std::vector<unit_model> models;
+};
+
+struct timeouts_config {
+  int request_ms = 30000;             ///< whole request deadline at the edge
+  int connect_ms = 2000;              ///< middleman connect attempts
+  int reconnect_ms = 1000;            ///< retry period for unreachable nodes
+  int heartbeat_ms = 500;             ///< middleman heartbeat, every node
+  int connection_timeout_ms = 3000;   ///< drop a silent peer after this
+  int load_report_ms = 100;           ///< scheduler → router load reports
+};
+
+struct cluster_config {
+  std::string source;  ///< file it was read from ("<embedded>" for defaults)
+  std::string name = "llmux";
+  int scheduler_threads = 2;  ///< CAF worker threads per node
+  std::vector<node_config> nodes;
+  gateway_config gateway;
+  router_config router;
+  controller_config controller;
+  std::map<std::string, gpu_spec> gpus;  ///< always holds at least "h100", "h200", "a100"
+  std::vector<model_config> models;
+  std::vector<unit_config> units;
+  timeouts_config timeouts;
+
+  [[nodiscard]] const node_config* find_node(const std::string& name) const;
+  [[nodiscard]] const model_config* find_model(const std::string& name) const;
+};
+
+/// A bad config: `what()` is one line "FILE:LINE: key 'KEY': REASON".
+struct config_error : std::runtime_error {
+  config_error(std::string file, int line, std::string key, std::string reason);
+  std::string file;
+  int line;  ///< 0 when unknown
+  std::string key;
+  std::string reason;
+};
+
+/// Physical KV blocks a unit gets when `kv_blocks` is 0: 90% of the GPU's
+/// memory minus the weights of its models, in blocks of one head of one
+/// layer for `block_tokens` tokens of the largest head size among them.
+[[nodiscard]] int64_t auto_kv_blocks(const cluster_config& cfg, const unit_config& unit);
+
+/// Reads and validates a TOML file. Throws `config_error`.
+[[nodiscard]] cluster_config load_cluster_config(const std::string& path);
+
+/// Same, from text; `source_name` is used in error messages. Relative model
+/// file paths resolve against `base_dir`.
+[[nodiscard]] cluster_config parse_cluster_config(const std::string& toml_text,
+                                                  const std::string& source_name,
+                                                  const std::string& base_dir = ".");
+
+/// The embedded default of `llmux serve`: one node "local" with gateway,
+/// router, controller and one sim unit serving model `tiny` (architecture
+/// "tiny"), HTTP on host:port, no API key.
+[[nodiscard]] cluster_config default_single_node(const std::string& host = "127.0.0.1",
+                                                 uint16_t http_port = 8080);
+
+}  // namespace llmux::config

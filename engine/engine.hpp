@@ -1,0 +1,46 @@
+#pragma once
+/// The engine interface: one call runs one step of a batch that mixes prefill
+/// chunks and decode tokens of many sequences (continuous batching).
+///
+/// An engine belongs to one gpu_unit and is called from one thread at a time.
+/// Backends: `sim` (here), `cpu` and `cuda` (later issues).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tokenizer.hpp"
+
+namespace llmux::engine {
+
+/// One sequence's slice of a step.
+struct seq_work {
+  uint64_t seq_id = 0;
+  std::vector<token_id> tokens;  ///< fed this step: a prefill chunk, or the last sampled token
+  int32_t context_len = 0;       ///< tokens already in the KV cache before this step
+  int32_t prompt_len = 0;        ///< length of the prompt (for the sim's output length)
+  bool sample = false;           ///< produce a token after this step (last chunk or decode)
+  uint64_t seed = 0;             ///< per-request seed
+};
+
+struct step_input {
+  std::vector<seq_work> seqs;
+};
+
+struct step_output {
+  std::vector<token_id> tokens;  ///< one per seq, -1 where `sample` was false
+  double seconds = 0;            ///< modelled (sim) or measured step time
+};
+
+class engine {
+public:
+  virtual ~engine() = default;
+  [[nodiscard]] virtual step_output step(const step_input& in) = 0;
+  /// Changes the compute share the engine runs on, between steps.
+  virtual void set_share(double share) = 0;
+  [[nodiscard]] virtual std::string backend() const = 0;
+  [[nodiscard]] virtual const tokenizer& vocab() const = 0;
+};
+
+}  // namespace llmux::engine

@@ -1,0 +1,46 @@
+#include "engine/sim_engine.hpp"
+
+namespace llmux::engine {
+
+namespace {
+
+// splitmix64: a well-mixed, stateless hash so outputs depend only on inputs.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+sim_engine::sim_engine(config::model_arch arch, config::gpu_spec gpu, double share)
+  : costs_(arch, gpu), share_(share) {
+}
+
+int64_t sim_engine::output_length(uint64_t seed) {
+  return 16 + static_cast<int64_t>(mix(seed ^ 0x5eedULL) % 256);
+}
+
+token_id sim_engine::token_at(uint64_t seed, int64_t prompt_len, int64_t pos) {
+  if (pos - prompt_len >= output_length(seed))
+    return sim_tokenizer::eos;
+  auto h = mix(seed * 0x100000001b3ULL + static_cast<uint64_t>(pos));
+  return sim_tokenizer::first_word + static_cast<token_id>(h % sim_tokenizer::word_count());
+}
+
+step_output sim_engine::step(const step_input& in) {
+  step_output out;
+  out.tokens.reserve(in.seqs.size());
+  step_shape shape;
+  for (const auto& s : in.seqs) {
+    auto n = static_cast<int64_t>(s.tokens.size());
+    cost_model::add_sequence(shape, s.context_len, n);
+    // The sampled token sits at the position right after the fed tokens.
+    out.tokens.push_back(s.sample ? token_at(s.seed, s.prompt_len, s.context_len + n) : -1);
+  }
+  out.seconds = costs_.estimate(shape, share_).seconds;
+  return out;
+}
+
+}  // namespace llmux::engine

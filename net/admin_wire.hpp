@@ -1,0 +1,79 @@
+#pragma once
+/// The admin wire protocol: a tiny msgpack request/response protocol over TCP,
+/// spoken between `llmux admin` and each node's admin port.
+///
+/// Framing: every message is a 4-byte big-endian length N followed by N bytes
+/// of msgpack encoding one map. A connection carries any number of
+/// request/response pairs, one at a time. Requests look like
+/// `{"cmd": "state", "token": "<admin token>", "actor": ""}`; responses are
+/// `{"ok": true, "state": {...}}` or `{"ok": false, "error": "..."}`.
+/// Frames larger than 64 MiB are refused.
+///
+/// No CAF here: the handler is any callable; the node wires it to its admin
+/// actor.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace llmux::net {
+
+struct admin_wire_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Serves the admin protocol on host:port with one thread per connection
+/// (admin traffic is rare). The handler runs on a connection thread and may
+/// block; a handler exception becomes `{"ok":false,"error":what()}`.
+class admin_server {
+public:
+  using handler = std::function<nlohmann::json(const nlohmann::json& request)>;
+
+  admin_server(std::string host, uint16_t port, handler h);
+  ~admin_server();  ///< stops and joins all threads
+  admin_server(const admin_server&) = delete;
+  admin_server& operator=(const admin_server&) = delete;
+
+  /// Binds and starts accepting. Throws admin_wire_error when the port is taken.
+  void start();
+  /// Stops accepting, disconnects every client and joins all threads. Waits
+  /// for handlers already running to return, so it must not be called from
+  /// inside the handler. Idempotent.
+  void stop();
+  /// The bound port (useful when constructed with port 0).
+  [[nodiscard]] uint16_t port() const { return port_; }
+
+private:
+  void accept_loop();
+  void serve(int fd);
+
+  std::string host_;
+  uint16_t port_;
+  handler handler_;
+  int listen_fd_ = -1;
+  std::atomic<bool> running_{false};
+  std::thread acceptor_;
+  std::mutex conns_mutex_;
+  std::vector<std::thread> conns_;
+  std::vector<int> conn_fds_;
+  /// Connection threads that have returned, joined and dropped from `conns_`
+  /// on the next accept so a long-lived node does not pile up dead threads.
+  std::vector<std::thread::id> finished_;
+};
+
+/// One request/response round trip. Throws admin_wire_error (connection
+/// refused, timeout, bad frame) with a message naming host:port.
+[[nodiscard]] nlohmann::json admin_call(const std::string& host, uint16_t port,
+                                        const nlohmann::json& request,
+                                        std::chrono::milliseconds timeout);
+
+}  // namespace llmux::net

@@ -1,0 +1,450 @@
+#include "net/openai_schema.hpp"
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+namespace llmux::net {
+namespace {
+
+using json = nlohmann::json;
+/// Rendering keeps OpenAI's field order so responses diff cleanly against theirs.
+using ordered_json = nlohmann::ordered_json;
+
+/// Thrown inside the parser and turned into the returned `api_error`; keeps
+/// every check a single line instead of threading results through helpers.
+struct request_error {
+  api_error error;
+};
+
+[[noreturn]] void fail(std::string param, std::string message, std::string code = {}) {
+  api_error e;
+  e.status = 400;
+  e.message = std::move(message);
+  e.param = std::move(param);
+  e.code = std::move(code);
+  throw request_error{std::move(e)};
+}
+
+[[noreturn]] void fail_type(const std::string& param, const char* expected, const json& got) {
+  fail(param, "'" + param + "' must be " + expected + ", got " + got.type_name(), "invalid_type");
+}
+
+[[noreturn]] void fail_missing(const std::string& param) {
+  fail(param, "Missing required parameter: '" + param + "'.", "missing_required_parameter");
+}
+
+/// Shortest round-trip text of a number, for messages ("got 2.5", not "2.500000").
+std::string number_text(const json& v) { return v.dump(); }
+
+/// The field, or nullptr when absent or null: OpenAI treats an explicit null
+/// as "use the default" for every optional field.
+const json* optional_field(const json& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+const json& required_field(const json& body, const std::string& name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) fail_missing(name);
+  return *it;
+}
+
+bool integral_float(const json& v) {
+  if (!v.is_number_float()) return false;
+  const double d = v.get<double>();
+  return std::isfinite(d) && std::trunc(d) == d;
+}
+
+/// An integer field, saturated to int64 (callers range-check). JSON has one
+/// number type, so `5.0` is accepted as 5; `5.5` is not.
+int64_t get_integer(const json& v, const std::string& param) {
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<uint64_t>();
+    return u > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(u);
+  }
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (integral_float(v)) {
+    const double d = v.get<double>();
+    if (d >= 9.2e18) return INT64_MAX;
+    if (d <= -9.2e18) return INT64_MIN;
+    return static_cast<int64_t>(d);
+  }
+  fail_type(param, "an integer", v);
+}
+
+double get_number(const json& v, const std::string& param) {
+  if (!v.is_number()) fail_type(param, "a number", v);
+  return v.get<double>();
+}
+
+bool get_bool(const json& v, const std::string& param) {
+  if (!v.is_boolean()) fail_type(param, "a boolean", v);
+  return v.get<bool>();
+}
+
+const std::string& get_string(const json& v, const std::string& param) {
+  if (!v.is_string()) fail_type(param, "a string", v);
+  return v.get_ref<const std::string&>();
+}
+
+/// max_tokens / max_completion_tokens: an int >= 1.
+int get_token_limit(const json& v, const std::string& param) {
+  const int64_t n = get_integer(v, param);
+  if (n < 1) fail(param, "'" + param + "' must be at least 1, got " + std::to_string(n), "integer_below_min_value");
+  if (n > INT_MAX) {
+    fail(param, "'" + param + "' must be at most " + std::to_string(INT_MAX) + ", got " + number_text(v),
+         "integer_above_max_value");
+  }
+  return static_cast<int>(n);
+}
+
+void parse_prompt(const json& body, completion_request& req) {
+  const json& p = required_field(body, "prompt");
+  if (p.is_string()) {
+    req.prompt = p.get<std::string>();
+    return;
+  }
+  if (!p.is_array()) fail_type("prompt", "a string or an array", p);
+  if (p.empty()) fail("prompt", "'prompt' must not be empty");
+
+  bool all_integers = true;
+  bool all_strings = true;
+  bool any_array = false;
+  for (const auto& e : p) {
+    all_integers = all_integers && e.is_number_integer();
+    all_strings = all_strings && e.is_string();
+    any_array = any_array || e.is_array();
+  }
+  if (all_integers) {
+    req.prompt_tokens.reserve(p.size());
+    for (const auto& e : p) {
+      const bool in_range = e.is_number_unsigned() ? e.get<uint64_t>() <= INT32_MAX
+                                                   : e.get<int64_t>() >= 0 && e.get<int64_t>() <= INT32_MAX;
+      if (!in_range) {
+        fail("prompt", "'prompt' token ids must be between 0 and " + std::to_string(INT32_MAX) + ", got " +
+                           number_text(e));
+      }
+      req.prompt_tokens.push_back(static_cast<int32_t>(e.get<int64_t>()));
+    }
+    req.prompt_is_tokens = true;
+    return;
+  }
+  if (all_strings && p.size() == 1) {
+    req.prompt = p[0].get<std::string>();
+    return;
+  }
+  // Several strings or a list of token lists is OpenAI's batch form: one
+  // choice per prompt, which needs n-way fan-out we do not do yet.
+  if (any_array || all_strings) fail("prompt", "batched prompts are not supported");
+  fail("prompt", "'prompt' must be a string, an array of one string or an array of token ids", "invalid_type");
+}
+
+bool known_role(const std::string& role) {
+  return role == "system" || role == "user" || role == "assistant" || role == "tool" || role == "developer";
+}
+
+std::string parse_content(const json& msg, const std::string& at, const std::string& role) {
+  const std::string param = at + ".content";
+  auto it = msg.find("content");
+  if (it == msg.end()) {
+    // Only assistant turns may omit content (they carried tool calls instead).
+    if (role == "assistant") return {};
+    fail_missing(param);
+  }
+  const json& c = *it;
+  if (c.is_null()) return {};
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) fail_type(param, "a string, an array of content parts or null", c);
+
+  std::string text;
+  for (size_t j = 0; j < c.size(); ++j) {
+    const json& part = c[j];
+    const std::string part_at = param + "[" + std::to_string(j) + "]";
+    if (!part.is_object()) fail(param, "'" + part_at + "' must be an object, got " + part.type_name(), "invalid_type");
+    auto type = part.find("type");
+    if (type == part.end() || !type->is_string()) {
+      fail(param, "'" + part_at + ".type' is required and must be a string", "invalid_type");
+    }
+    if (type->get_ref<const std::string&>() != "text") {
+      fail(param, "'" + part_at + "': content part type '" + type->get<std::string>() +
+                      "' is not supported; only 'text' parts are");
+    }
+    auto t = part.find("text");
+    if (t == part.end() || !t->is_string()) {
+      fail(param, "'" + part_at + ".text' is required and must be a string", "invalid_type");
+    }
+    text += t->get_ref<const std::string&>();
+  }
+  return text;
+}
+
+void parse_messages(const json& body, completion_request& req) {
+  const json& m = required_field(body, "messages");
+  if (!m.is_array()) fail_type("messages", "an array", m);
+  if (m.empty()) fail("messages", "'messages' must contain at least one message");
+  req.messages.reserve(m.size());
+  for (size_t i = 0; i < m.size(); ++i) {
+    const json& msg = m[i];
+    const std::string at = "messages[" + std::to_string(i) + "]";
+    if (!msg.is_object()) fail_type(at, "an object", msg);
+    auto role_it = msg.find("role");
+    if (role_it == msg.end() || role_it->is_null()) fail_missing(at + ".role");
+    const std::string& role = get_string(*role_it, at + ".role");
+    if (!known_role(role)) {
+      fail(at + ".role",
+           "Invalid value: '" + role +
+               "'. Supported values are: 'system', 'user', 'assistant', 'tool' and 'developer'.",
+           "invalid_value");
+    }
+    chat_message out;
+    out.role = role;
+    out.content = parse_content(msg, at, role);
+    req.messages.push_back(std::move(out));
+  }
+}
+
+void parse_stop(const json& body, completion_request& req) {
+  const json* s = optional_field(body, "stop");
+  if (!s) return;
+  // An empty stop string would match at every position and end generation
+  // before it starts; drop it rather than surprise the caller.
+  if (s->is_string()) {
+    if (!s->get_ref<const std::string&>().empty()) req.stop.push_back(s->get<std::string>());
+    return;
+  }
+  if (!s->is_array()) fail_type("stop", "a string, an array of strings or null", *s);
+  if (s->size() > 4) fail("stop", "'stop' may contain at most 4 sequences, got " + std::to_string(s->size()));
+  for (size_t i = 0; i < s->size(); ++i) {
+    const json& e = (*s)[i];
+    if (!e.is_string()) {
+      fail("stop", "'stop[" + std::to_string(i) + "]' must be a string, got " + e.type_name(), "invalid_type");
+    }
+    if (!e.get_ref<const std::string&>().empty()) req.stop.push_back(e.get<std::string>());
+  }
+}
+
+void parse_sampling(const json& body, completion_request& req) {
+  if (const json* v = optional_field(body, "max_tokens")) req.max_tokens = get_token_limit(*v, "max_tokens");
+  // The newer name wins: clients migrating to it may still send both.
+  if (const json* v = optional_field(body, "max_completion_tokens")) {
+    req.max_tokens = get_token_limit(*v, "max_completion_tokens");
+  }
+  if (const json* v = optional_field(body, "temperature")) {
+    req.temperature = get_number(*v, "temperature");
+    if (!(req.temperature >= 0.0 && req.temperature <= 2.0)) {
+      fail("temperature", "'temperature' must be between 0 and 2, got " + number_text(*v));
+    }
+  }
+  if (const json* v = optional_field(body, "top_p")) {
+    req.top_p = get_number(*v, "top_p");
+    if (!(req.top_p > 0.0 && req.top_p <= 1.0)) {
+      fail("top_p", "'top_p' must be greater than 0 and at most 1, got " + number_text(*v));
+    }
+  }
+  if (const json* v = optional_field(body, "seed")) {
+    if (v->is_number_unsigned()) {
+      req.seed = v->get<uint64_t>();
+    } else if (v->is_number_integer()) {
+      // Negative seeds are legal in OpenAI's API; keep their bits.
+      req.seed = static_cast<uint64_t>(v->get<int64_t>());
+    } else if (integral_float(*v) && std::fabs(v->get<double>()) < 9.2e18) {
+      req.seed = static_cast<uint64_t>(static_cast<int64_t>(v->get<double>()));
+    } else if (integral_float(*v)) {
+      fail("seed", "'seed' is out of range, got " + number_text(*v));
+    } else {
+      fail_type("seed", "an integer", *v);
+    }
+  }
+  if (const json* v = optional_field(body, "n")) {
+    const int64_t n = get_integer(*v, "n");
+    if (n < 1) fail("n", "'n' must be at least 1, got " + std::to_string(n), "integer_below_min_value");
+    if (n > 1) fail("n", "n > 1 is not supported yet");
+    req.n = 1;
+  }
+  parse_stop(body, req);
+}
+
+void parse_streaming(const json& body, completion_request& req) {
+  if (const json* v = optional_field(body, "stream")) req.stream = get_bool(*v, "stream");
+  if (const json* v = optional_field(body, "stream_options")) {
+    if (!v->is_object()) fail_type("stream_options", "an object", *v);
+    if (!req.stream) {
+      fail("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.");
+    }
+    if (const json* u = optional_field(*v, "include_usage")) {
+      req.include_usage = get_bool(*u, "stream_options.include_usage");
+    }
+  }
+}
+
+completion_request parse_body(const json& body, api_kind kind) {
+  if (!body.is_object()) {
+    fail("", std::string("Request body must be a JSON object, got ") + body.type_name());
+  }
+  completion_request req;
+  req.kind = kind;
+  req.model = get_string(required_field(body, "model"), "model");
+  if (req.model.empty()) fail("model", "'model' must not be empty");
+  if (kind == api_kind::completions) {
+    parse_prompt(body, req);
+  } else {
+    parse_messages(body, req);
+  }
+  parse_streaming(body, req);
+  parse_sampling(body, req);
+  if (const json* v = optional_field(body, "user")) req.user = get_string(*v, "user");
+  return req;
+}
+
+/// nlohmann's messages start with "[json.exception.parse_error.101] "; users
+/// only need what follows.
+std::string parser_detail(const char* what) {
+  std::string s = what;
+  if (!s.empty() && s.front() == '[') {
+    auto close = s.find("] ");
+    if (close != std::string::npos) s.erase(0, close + 2);
+  }
+  return s;
+}
+
+/// Invalid UTF-8 from a model or a user becomes U+FFFD instead of an exception:
+/// a response must always be valid JSON.
+std::string dump(const ordered_json& j) { return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace); }
+
+ordered_json or_null(const std::string& s) { return s.empty() ? ordered_json(nullptr) : ordered_json(s); }
+
+ordered_json response_head(const response_meta& meta, const char* object) {
+  ordered_json j;
+  j["id"] = meta.id;
+  j["object"] = object;
+  j["created"] = meta.created;
+  j["model"] = meta.model;
+  if (!meta.system_fingerprint.empty()) j["system_fingerprint"] = meta.system_fingerprint;
+  return j;
+}
+
+ordered_json usage_json(const usage_counts& u) {
+  ordered_json j;
+  j["prompt_tokens"] = u.prompt_tokens;
+  j["completion_tokens"] = u.completion_tokens;
+  j["total_tokens"] = u.prompt_tokens + u.completion_tokens;
+  return j;
+}
+
+const char* chunk_object(api_kind kind) {
+  return kind == api_kind::chat ? "chat.completion.chunk" : "text_completion";
+}
+
+}  // namespace
+
+std::variant<completion_request, api_error> parse_completion_request(std::string_view body, api_kind kind) {
+  json doc;
+  try {
+    doc = json::parse(body.begin(), body.end());
+  } catch (const json::parse_error& e) {
+    api_error err;
+    err.message = "Malformed JSON in request body: " + parser_detail(e.what());
+    return err;
+  }
+  try {
+    return parse_body(doc, kind);
+  } catch (request_error& e) {
+    return std::move(e.error);
+  } catch (const json::exception& e) {
+    // Unreachable if the checks above are complete; still a client error, not a crash.
+    api_error err;
+    err.message = "Invalid request body: " + parser_detail(e.what());
+    return err;
+  }
+}
+
+std::string error_body(const api_error& e) {
+  ordered_json inner;
+  inner["message"] = e.message;
+  inner["type"] = e.type;
+  inner["param"] = or_null(e.param);
+  inner["code"] = or_null(e.code);
+  ordered_json j;
+  j["error"] = std::move(inner);
+  return dump(j);
+}
+
+std::string render_completion(const response_meta& meta, const std::string& text,
+                              const std::string& finish_reason, const usage_counts& usage) {
+  const bool chat = meta.kind == api_kind::chat;
+  ordered_json j = response_head(meta, chat ? "chat.completion" : "text_completion");
+  ordered_json choice;
+  choice["index"] = 0;
+  if (chat) {
+    ordered_json message;
+    message["role"] = "assistant";
+    message["content"] = text;
+    choice["message"] = std::move(message);
+  } else {
+    choice["text"] = text;
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = or_null(finish_reason);
+  j["choices"] = ordered_json::array({std::move(choice)});
+  j["usage"] = usage_json(usage);
+  return dump(j);
+}
+
+std::string render_chunk(const response_meta& meta, const std::string& delta_text, bool first,
+                         const std::string& finish_reason) {
+  const bool chat = meta.kind == api_kind::chat;
+  ordered_json j = response_head(meta, chunk_object(meta.kind));
+  ordered_json choice;
+  choice["index"] = 0;
+  if (chat) {
+    // OpenAI's first chunk is {"role":"assistant","content":""}; the closing
+    // chunk that only carries finish_reason has an empty delta.
+    ordered_json delta = ordered_json::object();
+    if (first) delta["role"] = "assistant";
+    if (first || !delta_text.empty()) delta["content"] = delta_text;
+    choice["delta"] = std::move(delta);
+  } else {
+    choice["text"] = delta_text;
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = or_null(finish_reason);
+  j["choices"] = ordered_json::array({std::move(choice)});
+  return dump(j);
+}
+
+std::string render_usage_chunk(const response_meta& meta, const usage_counts& usage) {
+  ordered_json j = response_head(meta, chunk_object(meta.kind));
+  j["choices"] = ordered_json::array();
+  j["usage"] = usage_json(usage);
+  return dump(j);
+}
+
+std::string sse_event(const std::string& json_text) { return "data: " + json_text + "\n\n"; }
+
+std::string sse_done() { return "data: [DONE]\n\n"; }
+
+std::string render_models(const std::vector<model_card>& models, int64_t created) {
+  ordered_json data = ordered_json::array();
+  for (const auto& m : models) {
+    ordered_json card;
+    card["id"] = m.id;
+    card["object"] = "model";
+    card["created"] = created;
+    card["owned_by"] = "llmux";
+    card["backend"] = m.backend;
+    card["replicas"] = m.replicas;
+    data.push_back(std::move(card));
+  }
+  ordered_json j;
+  j["object"] = "list";
+  j["data"] = std::move(data);
+  return dump(j);
+}
+
+}  // namespace llmux::net

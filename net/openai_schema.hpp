@@ -1,0 +1,108 @@
+#pragma once
+/// The OpenAI wire format: request bodies → typed requests (with validation),
+/// and typed results → response bodies, SSE chunks and error bodies.
+///
+/// Pure functions, no I/O, no CAF; safe to call from any thread.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace llmux::net {
+
+enum class api_kind { completions, chat };
+
+struct chat_message {
+  std::string role;     ///< "system" | "user" | "assistant" | "tool" | "developer"
+  std::string content;  ///< text; an array of {type:"text",text} parts is joined
+};
+
+/// A validated `/v1/completions` or `/v1/chat/completions` body.
+struct completion_request {
+  api_kind kind = api_kind::completions;
+  std::string model;
+  std::string prompt;                  ///< completions: the prompt text
+  std::vector<int32_t> prompt_tokens;  ///< completions: prompt given as token ids
+  bool prompt_is_tokens = false;
+  std::vector<chat_message> messages;  ///< chat
+  bool stream = false;
+  bool include_usage = false;          ///< stream_options.include_usage
+  std::optional<int> max_tokens;       ///< max_tokens or max_completion_tokens (>= 1)
+  double temperature = 1.0;            ///< [0, 2]
+  double top_p = 1.0;                  ///< (0, 1]
+  std::optional<uint64_t> seed;
+  int n = 1;                           ///< only 1 is accepted for now
+  std::vector<std::string> stop;       ///< string or list of up to 4 strings
+  std::string user;
+};
+
+/// An error as OpenAI returns it: HTTP status + {"error":{message,type,param,code}}.
+struct api_error {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  ///< empty → JSON null
+  std::string code;   ///< empty → JSON null
+};
+
+/// Parses and validates a body. Malformed JSON, a non-object body, a missing
+/// or mistyped required field, or an out-of-range value → `api_error` with
+/// status 400 naming the field in `param` and the message. Unknown fields are
+/// ignored (as OpenAI does).
+[[nodiscard]] std::variant<completion_request, api_error>
+parse_completion_request(std::string_view body, api_kind kind);
+
+/// `{"error":{"message":...,"type":...,"param":...,"code":...}}`
+[[nodiscard]] std::string error_body(const api_error& e);
+
+struct usage_counts {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+/// Identity of one response: id ("cmpl-..." / "chatcmpl-..."), created (unix s), model.
+struct response_meta {
+  api_kind kind = api_kind::completions;
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+  std::string system_fingerprint;  ///< empty → omitted
+};
+
+/// Non-streaming body with one choice: `text_completion` or `chat.completion`
+/// (message {role:"assistant", content}), finish_reason, usage.
+[[nodiscard]] std::string render_completion(const response_meta& meta, const std::string& text,
+                                            const std::string& finish_reason,
+                                            const usage_counts& usage);
+
+/// One streaming chunk (the JSON, without SSE framing) for choice 0:
+/// `text_completion` {text} or `chat.completion.chunk` {delta:{role?,content?}}.
+/// `first` adds role "assistant" (and `content`, even if empty) to a chat
+/// delta; later chat deltas carry `content` only when `delta_text` is
+/// non-empty, so the closing chunk is `delta: {}`. An empty `finish_reason`
+/// becomes null. Chunks carry no `usage` key: token counts go in the separate
+/// `render_usage_chunk`.
+[[nodiscard]] std::string render_chunk(const response_meta& meta, const std::string& delta_text,
+                                       bool first, const std::string& finish_reason);
+
+/// The final usage-only chunk of `stream_options.include_usage`: `choices: []`.
+[[nodiscard]] std::string render_usage_chunk(const response_meta& meta, const usage_counts& usage);
+
+/// `data: <json>\n\n`
+[[nodiscard]] std::string sse_event(const std::string& json);
+/// `data: [DONE]\n\n`
+[[nodiscard]] std::string sse_done();
+
+/// `GET /v1/models`: {"object":"list","data":[{id, object:"model", created, owned_by:"llmux",
+/// backend, replicas}]}
+struct model_card {
+  std::string id;
+  std::string backend;  ///< "sim" | "cpu" | "cuda"
+  int replicas = 0;     ///< live replicas
+};
+[[nodiscard]] std::string render_models(const std::vector<model_card>& models, int64_t created);
+
+}  // namespace llmux::net

@@ -1,0 +1,618 @@
+#include "config/cluster_config.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+using namespace llmux::config;
+using Catch::Matchers::Contains;
+
+namespace {
+
+/// A valid two-node config; bad-config tests append to it or swap one line.
+const std::string base_config = R"([cluster]
+name = "test"
+
+[[nodes]]
+name = "edge"
+port = 7101
+
+[[nodes]]
+name = "gpu0"
+port = 7102
+
+[gateway]
+node = "edge"
+
+[[models]]
+name = "tiny-a"
+architecture = "tiny"
+
+[[units]]
+name = "u0"
+node = "gpu0"
+models = [ { name = "tiny-a" } ]
+)";
+
+/// 1-based line of the first line containing `needle` (0 when absent), so
+/// tests state which line an error must point at without counting by hand.
+int line_with(const std::string& text, const std::string& needle) {
+  auto pos = text.find(needle);
+  if (pos == std::string::npos)
+    return 0;
+  return 1 + static_cast<int>(std::count(text.begin(), text.begin() + pos, '\n'));
+}
+
+/// `text` with the first occurrence of `from` replaced by `to`.
+std::string replace(std::string text, const std::string& from, const std::string& to) {
+  auto pos = text.find(from);
+  REQUIRE(pos != std::string::npos);
+  text.replace(pos, from.size(), to);
+  return text;
+}
+
+config_error parse_error_of(const std::string& text) {
+  try {
+    (void)parse_cluster_config(text, "test.toml");
+  } catch (const config_error& e) {
+    return e;
+  }
+  FAIL("config loaded but an error was expected:\n" << text);
+  throw std::logic_error("unreachable");
+}
+
+/// Parses `text`, requires a config_error, and checks key, reason and line.
+void require_error(const std::string& text, const std::string& key, const std::string& reason,
+                   int line) {
+  auto e = parse_error_of(text);
+  INFO("what(): " << e.what());
+  CHECK(e.file == "test.toml");
+  CHECK(e.key == key);
+  CHECK_THAT(e.reason, Contains(reason));
+  CHECK(e.line == line);
+}
+
+/// A fresh directory under the system temp dir, removed on destruction.
+struct temp_dir {
+  std::filesystem::path path;
+  temp_dir() {
+    auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+    path = std::filesystem::temp_directory_path() / ("llmux_config_test_" + std::to_string(stamp));
+    std::filesystem::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  void write(const std::string& rel, const std::string& text) const {
+    std::filesystem::create_directories((path / rel).parent_path());
+    std::ofstream(path / rel) << text;
+  }
+};
+
+}  // namespace
+
+// --- good configs -----------------------------------------------------------
+
+TEST_CASE("single-node example loads with its values", "[config]") {
+  auto cfg = load_cluster_config(LLMUX_SOURCE_DIR "/examples/single-node.toml");
+  REQUIRE(cfg.nodes.size() == 1);
+  CHECK(cfg.nodes[0].name == "local");
+  CHECK(cfg.nodes[0].host == "127.0.0.1");
+  CHECK(cfg.nodes[0].port == 7300);
+  CHECK(cfg.nodes[0].admin_port == 7400);
+  CHECK(cfg.gateway.node == "local");
+  CHECK(cfg.gateway.host == "127.0.0.1");
+  CHECK(cfg.gateway.port == 8080);
+  CHECK(cfg.gateway.api_keys == std::vector<std::string>{"sk-llmux-dev"});
+  CHECK(cfg.gateway.admin_token == "admin-dev");
+  CHECK(cfg.router.node == "local");
+  CHECK(cfg.controller.node == "local");
+  REQUIRE(cfg.models.size() == 1);
+  CHECK(cfg.models[0].name == "tiny");
+  CHECK(cfg.models[0].backend == "sim");
+  CHECK(cfg.models[0].arch.preset == "llama-7b");
+  CHECK(cfg.models[0].arch.layers == 32);
+  REQUIRE(cfg.units.size() == 1);
+  CHECK(cfg.units[0].name == "local-sim");
+  CHECK(cfg.units[0].node == "local");
+  REQUIRE(cfg.units[0].models.size() == 1);
+  CHECK(cfg.units[0].models[0].model == "tiny");
+  CHECK(cfg.units[0].models[0].share == 1.0);
+  CHECK_THAT(cfg.source, Contains("single-node.toml"));
+}
+
+TEST_CASE("three-node example loads with its values", "[config]") {
+  auto cfg = load_cluster_config(LLMUX_SOURCE_DIR "/examples/cluster-3node.toml");
+  CHECK(cfg.name == "three-node");
+  REQUIRE(cfg.nodes.size() == 3);
+  CHECK(cfg.nodes[0].name == "edge");
+  CHECK(cfg.nodes[0].port == 7301);
+  CHECK(cfg.nodes[0].admin_port == 7401);
+  CHECK(cfg.nodes[1].name == "gpu0");
+  CHECK(cfg.nodes[1].port == 7302);
+  CHECK(cfg.nodes[1].admin_port == 7402);
+  CHECK(cfg.nodes[2].name == "gpu1");
+  CHECK(cfg.nodes[2].port == 7303);
+  CHECK(cfg.nodes[2].admin_port == 7403);
+  CHECK(cfg.find_node("gpu1") == &cfg.nodes[2]);
+  CHECK(cfg.find_node("nope") == nullptr);
+  CHECK(cfg.gateway.node == "edge");
+  CHECK(cfg.gateway.port == 8080);
+  CHECK(cfg.gateway.api_keys == std::vector<std::string>{"sk-llmux-dev"});
+  CHECK(cfg.gateway.admin_token == "admin-dev");
+  CHECK(cfg.router.node == "edge");
+  CHECK(cfg.router.policy == "least_loaded");
+  CHECK(cfg.controller.node == "edge");
+  REQUIRE(cfg.models.size() == 2);
+  CHECK(cfg.find_model("tiny-a")->arch.preset == "llama-7b");
+  CHECK(cfg.find_model("tiny-b")->arch.preset == "llama-8b");
+  CHECK(cfg.find_model("tiny-b")->arch.kv_heads == 8);
+  CHECK(cfg.find_model("tiny-c") == nullptr);
+  REQUIRE(cfg.units.size() == 2);
+  CHECK(cfg.units[0].name == "gpu0");
+  CHECK(cfg.units[0].node == "gpu0");
+  CHECK(cfg.units[0].models[0].model == "tiny-a");
+  CHECK(cfg.units[1].name == "gpu1");
+  CHECK(cfg.units[1].node == "gpu1");
+  CHECK(cfg.units[1].models[0].model == "tiny-b");
+  CHECK(cfg.timeouts.request_ms == 30000);
+  CHECK(cfg.timeouts.heartbeat_ms == 500);
+  CHECK(cfg.timeouts.connection_timeout_ms == 3000);
+}
+
+TEST_CASE("defaults are filled in", "[config]") {
+  auto cfg = parse_cluster_config(base_config, "test.toml");
+  CHECK(cfg.source == "test.toml");
+  CHECK(cfg.scheduler_threads == 2);
+  CHECK(cfg.nodes[0].host == "127.0.0.1");
+  CHECK(cfg.nodes[0].admin_port == 7201);  // port + 100
+  CHECK(cfg.nodes[1].admin_port == 7202);
+  CHECK(cfg.gateway.host == "127.0.0.1");
+  CHECK(cfg.gateway.port == 8080);
+  CHECK(cfg.gateway.api_keys.empty());
+  CHECK(cfg.gateway.http_threads == 64);
+  CHECK(cfg.gateway.max_body_bytes == 1u << 20);
+  CHECK(cfg.router.node == "edge");  // the gateway's node
+  CHECK(cfg.router.policy == "least_loaded");
+  CHECK(cfg.controller.node == "edge");
+  CHECK(cfg.models[0].backend == "sim");
+  CHECK(cfg.models[0].max_tokens_default == 256);
+  CHECK(cfg.models[0].file.empty());
+  const auto& u = cfg.units[0];
+  CHECK(u.backend == "sim");
+  CHECK(u.gpu == "h100");
+  CHECK(u.kv_blocks == 0);  // auto: sized from GPU memory
+  CHECK(u.block_tokens == 16);
+  CHECK(u.max_running == 256);
+  CHECK(u.max_batch_tokens == 4096);
+  CHECK(u.max_waiting == 1024);
+  CHECK(u.time_scale == 1.0);
+  CHECK(u.models[0].share == 1.0);
+  CHECK(cfg.timeouts.request_ms == 30000);
+  CHECK(cfg.timeouts.connect_ms == 2000);
+  CHECK(cfg.timeouts.load_report_ms == 100);
+  REQUIRE(cfg.gpus.size() == 3);
+  CHECK(cfg.gpus.at("h100").mem_bandwidth_gbs == 3350);
+  CHECK(cfg.gpus.at("h200").mem_bandwidth_gbs == 4800);
+  CHECK(cfg.gpus.at("h200").memory_gib == 141);
+  CHECK(cfg.gpus.at("a100").peak_tflops == 312);
+  CHECK(cfg.gpus.at("a100").name == "a100");
+}
+
+TEST_CASE("every documented key is accepted", "[config]") {
+  auto text = base_config + R"(
+[timeouts]
+request_ms = 1000
+connect_ms = 2
+reconnect_ms = 3
+heartbeat_ms = 4
+connection_timeout_ms = 5
+load_report_ms = 6
+
+[router]
+node = "gpu0"
+policy = "round_robin"
+
+[controller]
+node = "gpu0"
+
+[gpus.h100]
+peak_tflops = 900
+
+[gpus.b200]
+mem_bandwidth_gbs = 8000
+peak_tflops = 2250
+step_overhead_us = 30
+memory_gib = 180
+
+[[models]]
+name = "custom"
+architecture = { layers = 2, hidden = 64, heads = 4, kv_heads = 2, intermediate = 128, vocab = 100, context_length = 256 }
+max_tokens_default = 32
+
+[[units]]
+name = "u1"
+node = "gpu0"
+gpu = "b200"
+kv_blocks = 100
+block_tokens = 32
+max_running = 8
+max_batch_tokens = 512
+max_waiting = 10
+time_scale = 0
+models = [ { name = "custom", share = 0.5 }, { name = "tiny-a", share = 0.5 } ]
+)";
+  text = replace(text, "node = \"edge\"\n", R"(node = "edge"
+host = "0.0.0.0"
+port = 9000
+api_keys = ["a", "b"]
+admin_token = "t"
+http_threads = 4
+max_body_bytes = 10
+)");
+  text = replace(text, "[cluster]\n", "[cluster]\nscheduler_threads = 8\n");
+  auto cfg = parse_cluster_config(text, "test.toml");
+  CHECK(cfg.scheduler_threads == 8);
+  CHECK(cfg.timeouts.request_ms == 1000);
+  CHECK(cfg.timeouts.load_report_ms == 6);
+  CHECK(cfg.router.node == "gpu0");
+  CHECK(cfg.router.policy == "round_robin");
+  CHECK(cfg.controller.node == "gpu0");
+  CHECK(cfg.gateway.host == "0.0.0.0");
+  CHECK(cfg.gateway.port == 9000);
+  CHECK(cfg.gateway.api_keys == std::vector<std::string>{"a", "b"});
+  CHECK(cfg.gateway.http_threads == 4);
+  CHECK(cfg.gateway.max_body_bytes == 10);
+  // An override changes one field and keeps the built-in others.
+  CHECK(cfg.gpus.at("h100").peak_tflops == 900);
+  CHECK(cfg.gpus.at("h100").mem_bandwidth_gbs == 3350);
+  CHECK(cfg.gpus.at("b200").memory_gib == 180);
+  CHECK(cfg.gpus.at("b200").name == "b200");
+  const auto* custom = cfg.find_model("custom");
+  REQUIRE(custom);
+  CHECK(custom->arch.preset == "custom");
+  CHECK(custom->arch.kv_heads == 2);
+  CHECK(custom->arch.dtype_bytes == 2);
+  CHECK(custom->max_tokens_default == 32);
+  const auto& u = cfg.units[1];
+  CHECK(u.gpu == "b200");
+  CHECK(u.kv_blocks == 100);
+  CHECK(u.time_scale == 0.0);  // an integer where a float is expected
+  REQUIRE(u.models.size() == 2);
+  CHECK(u.models[0].share == 0.5);
+}
+
+TEST_CASE("presets have the documented shapes", "[config]") {
+  auto tiny = arch_preset("tiny");
+  REQUIRE(tiny);
+  CHECK(tiny->preset == "tiny");
+  CHECK(tiny->layers == 2);
+  CHECK(tiny->hidden == 256);
+  CHECK(tiny->vocab == 512);
+  CHECK(tiny->context_length == 2048);
+  auto l70 = arch_preset("llama-70b");
+  REQUIRE(l70);
+  CHECK(l70->layers == 80);
+  CHECK(l70->hidden == 8192);
+  CHECK(l70->heads == 64);
+  CHECK(l70->kv_heads == 8);
+  CHECK(l70->intermediate == 28672);
+  CHECK(l70->vocab == 128256);
+  CHECK(l70->context_length == 8192);
+  CHECK(arch_preset("llama-13b")->context_length == 4096);
+  CHECK(arch_preset("llama-3b")->heads == 24);
+  for (auto name : {"tiny", "llama-1b", "llama-3b", "llama-7b", "llama-8b", "llama-13b",
+                    "llama-70b"}) {
+    auto a = arch_preset(name);
+    REQUIRE(a);
+    CHECK(a->dtype_bytes == 2);
+    CHECK(a->hidden % a->heads == 0);
+    CHECK(a->heads % a->kv_heads == 0);
+  }
+  CHECK_FALSE(arch_preset("llama-9b"));
+  CHECK_FALSE(arch_preset(""));
+}
+
+TEST_CASE("parameter and KV sizes follow the Llama layout", "[config]") {
+  auto l7 = *arch_preset("llama-7b");
+  CHECK(l7.params() == Approx(6.74e9).epsilon(0.02));
+  // 2 (K,V) * 32 layers * 32 heads * 128 dims * 2 bytes = 512 KiB per token.
+  CHECK(l7.kv_bytes_per_token() == 524288.0);
+  auto l8 = *arch_preset("llama-8b");
+  CHECK(l8.params() == Approx(8.03e9).epsilon(0.02));
+  CHECK(l8.kv_bytes_per_token() == 2.0 * 32 * 8 * 128 * 2);
+  // 70B overflows 32-bit arithmetic.
+  CHECK(arch_preset("llama-70b")->params() == Approx(70.6e9).epsilon(0.02));
+}
+
+TEST_CASE("default_single_node describes one local sim node", "[config]") {
+  auto cfg = default_single_node("0.0.0.0", 9090);
+  CHECK(cfg.source == "<embedded>");
+  CHECK(cfg.name == "llmux-serve");
+  REQUIRE(cfg.nodes.size() == 1);
+  CHECK(cfg.nodes[0].name == "local");
+  CHECK(cfg.nodes[0].host == "127.0.0.1");
+  CHECK(cfg.nodes[0].port == 7100);
+  CHECK(cfg.nodes[0].admin_port == 7200);
+  CHECK(cfg.gateway.node == "local");
+  CHECK(cfg.gateway.host == "0.0.0.0");
+  CHECK(cfg.gateway.port == 9090);
+  CHECK(cfg.gateway.api_keys.empty());
+  CHECK(cfg.gateway.admin_token.empty());
+  CHECK(cfg.router.node == "local");
+  CHECK(cfg.controller.node == "local");
+  REQUIRE(cfg.models.size() == 1);
+  CHECK(cfg.models[0].name == "tiny");
+  CHECK(cfg.models[0].backend == "sim");
+  CHECK(cfg.models[0].arch.preset == "tiny");
+  CHECK(cfg.models[0].arch.layers == 2);
+  REQUIRE(cfg.units.size() == 1);
+  CHECK(cfg.units[0].name == "local-sim");
+  CHECK(cfg.units[0].node == "local");
+  CHECK(cfg.units[0].backend == "sim");
+  CHECK(cfg.units[0].gpu == "h100");
+  REQUIRE(cfg.units[0].models.size() == 1);
+  CHECK(cfg.units[0].models[0].model == "tiny");
+  CHECK(cfg.units[0].models[0].share == 1.0);
+  CHECK(cfg.gpus.count("h200") == 1);
+  CHECK(default_single_node().gateway.port == 8080);
+}
+
+TEST_CASE("model files resolve against the config's directory", "[config]") {
+  temp_dir dir;
+  dir.write("models/m.gguf", "GGUF");
+  dir.write("cluster.toml", replace(replace(base_config, "architecture = \"tiny\"",
+                                            "backend = \"cpu\"\nfile = \"models/m.gguf\""),
+                                    "node = \"gpu0\"\n", "node = \"gpu0\"\nbackend = \"cpu\"\n"));
+  auto cfg = load_cluster_config((dir.path / "cluster.toml").string());
+  const auto want = (dir.path / "models" / "m.gguf").lexically_normal();
+  CHECK(std::filesystem::path(cfg.models[0].file) == want);
+  CHECK(std::filesystem::path(cfg.models[0].file).is_absolute());
+}
+
+// --- bad configs: one case each ---------------------------------------------
+
+TEST_CASE("unknown top-level key", "[config][error]") {
+  // Before the first table header, or it would belong to that table.
+  auto text = "verbose = true\n" + base_config;
+  require_error(text, "verbose", "unknown key", line_with(text, "verbose"));
+}
+
+TEST_CASE("unknown nested key", "[config][error]") {
+  auto text = replace(base_config, "port = 7102", "port = 7102\nprot = 7103");
+  require_error(text, "nodes[1].prot", "unknown key", line_with(text, "prot ="));
+
+  auto in_unit = replace(base_config, "{ name = \"tiny-a\" }", "{ name = \"tiny-a\", shar = 1 }");
+  require_error(in_unit, "units[0].models[0].shar", "unknown key",
+                line_with(in_unit, "shar = 1"));
+}
+
+TEST_CASE("wrong type", "[config][error]") {
+  auto text = replace(base_config, "port = 7101", "port = \"7101\"");
+  require_error(text, "nodes[0].port", "expected an integer, got a string",
+                line_with(text, "\"7101\""));
+
+  auto float_int = replace(base_config, "[cluster]\n", "[cluster]\nscheduler_threads = 2.5\n");
+  require_error(float_int, "cluster.scheduler_threads", "expected an integer, got a float",
+                line_with(float_int, "2.5"));
+
+  auto share = replace(base_config, "{ name = \"tiny-a\" }", "{ name = \"tiny-a\", share = \"all\" }");
+  require_error(share, "units[0].models[0].share", "got a string", line_with(share, "\"all\""));
+}
+
+TEST_CASE("missing required key", "[config][error]") {
+  auto text = replace(base_config, "name = \"gpu0\"\n", "");
+  require_error(text, "nodes[1].name", "required", line_with(text, "[[nodes]]\nport = 7102"));
+
+  auto no_gateway = replace(base_config, "[gateway]\nnode = \"edge\"\n", "");
+  auto e = parse_error_of(no_gateway);
+  CHECK(e.key == "gateway");
+  CHECK_THAT(e.reason, Contains("required"));
+}
+
+TEST_CASE("port out of range", "[config][error]") {
+  auto text = replace(base_config, "port = 7102", "port = 70000");
+  require_error(text, "nodes[1].port", "1..65535", line_with(text, "70000"));
+}
+
+TEST_CASE("missing model file", "[config][error]") {
+  temp_dir dir;
+  auto text = replace(replace(base_config, "architecture = \"tiny\"",
+                              "backend = \"cpu\"\nfile = \"models/missing.gguf\""),
+                      "node = \"gpu0\"\n", "node = \"gpu0\"\nbackend = \"cpu\"\n");
+  dir.write("cluster.toml", text);
+  const auto path = (dir.path / "cluster.toml").string();
+  try {
+    (void)load_cluster_config(path);
+    FAIL("missing model file was accepted");
+  } catch (const config_error& e) {
+    CHECK(e.file == path);
+    CHECK(e.key == "models[0].file");
+    CHECK_THAT(e.reason, Contains("no such file"));
+    CHECK_THAT(e.reason, Contains((dir.path / "models" / "missing.gguf").string()));
+    CHECK(e.line == line_with(text, "missing.gguf"));
+  }
+}
+
+TEST_CASE("two nodes on one port", "[config][error]") {
+  auto text = replace(base_config, "port = 7102", "port = 7101");
+  auto e = parse_error_of(text);
+  CHECK(e.key == "nodes[1].port");
+  CHECK(e.line == line_with(text, "name = \"gpu0\"") + 1);
+  CHECK_THAT(e.reason, Contains("127.0.0.1:7101"));
+  CHECK_THAT(e.reason, Contains("'edge'"));
+  CHECK_THAT(e.reason, Contains("'gpu0'"));
+
+  // The same port on different hosts is fine.
+  auto other_host = replace(text, "name = \"gpu0\"\n", "name = \"gpu0\"\nhost = \"10.0.0.2\"\n");
+  CHECK_NOTHROW(parse_cluster_config(other_host, "test.toml"));
+}
+
+TEST_CASE("admin port clashing with another node's port", "[config][error]") {
+  // edge's default admin port is 7101 + 100 = 7201.
+  auto text = replace(base_config, "port = 7102", "port = 7201");
+  auto e = parse_error_of(text);
+  CHECK(e.key == "nodes[0].admin_port");
+  CHECK(e.line == line_with(text, "[[nodes]]"));  // defaulted: the node's table
+  CHECK_THAT(e.reason, Contains("admin_port of node 'edge'"));
+  CHECK_THAT(e.reason, Contains("port of node 'gpu0'"));
+
+  auto explicit_admin = replace(base_config, "port = 7101", "port = 7101\nadmin_port = 7102");
+  require_error(explicit_admin, "nodes[0].admin_port", "port of node 'gpu0'",
+                line_with(explicit_admin, "admin_port = 7102"));
+}
+
+TEST_CASE("gateway port clashing with a node's port", "[config][error]") {
+  auto text = replace(base_config, "node = \"edge\"\n", "node = \"edge\"\nport = 7102\n");
+  require_error(text, "gateway.port", "port of node 'gpu0'",
+                line_with(text, "port = 7102\n\n[[models]]"));
+}
+
+TEST_CASE("a unit on an unknown node", "[config][error]") {
+  auto text = replace(base_config, "node = \"gpu0\"", "node = \"gpu9\"");
+  require_error(text, "units[0].node", "unknown node 'gpu9'", line_with(text, "gpu9"));
+}
+
+TEST_CASE("a unit hosting an unknown model", "[config][error]") {
+  auto text = replace(base_config, "{ name = \"tiny-a\" }",
+                      "{ name = \"tiny-a\", share = 0.5 }, { name = \"tiny-z\", share = 0.5 }");
+  require_error(text, "units[0].models[1].name", "unknown model 'tiny-z'",
+                line_with(text, "tiny-z"));
+}
+
+TEST_CASE("a model listed twice in one unit", "[config][error]") {
+  auto text = replace(base_config, "{ name = \"tiny-a\" }",
+                      "{ name = \"tiny-a\", share = 0.5 }, { name = \"tiny-a\", share = 0.5 }");
+  require_error(text, "units[0].models[1].name", "listed twice",
+                line_with(text, "models = ["));
+}
+
+TEST_CASE("a model hosted by no unit", "[config][error]") {
+  auto text = replace(base_config, "[[units]]",
+                      "[[models]]\nname = \"orphan\"\narchitecture = \"tiny\"\n\n[[units]]");
+  require_error(text, "models[1].name", "'orphan' is not hosted by any unit",
+                line_with(text, "orphan"));
+}
+
+TEST_CASE("shares summing above 1", "[config][error]") {
+  auto text = replace(base_config, "[[units]]",
+                      "[[models]]\nname = \"tiny-b\"\narchitecture = \"tiny\"\n\n"
+                      "[[models]]\nname = \"tiny-c\"\narchitecture = \"tiny\"\n\n[[units]]");
+  text = replace(text, "{ name = \"tiny-a\" }",
+                 "{ name = \"tiny-a\", share = 0.6 }, { name = \"tiny-b\", share = 0.4 }, "
+                 "{ name = \"tiny-c\", share = 0.1 }");
+  require_error(text, "units[0].models", "shares sum to 1.1", line_with(text, "share = 0.6"));
+
+  // 0.34 + 0.56 + 0.1 is 1.0000000000000002 in binary; the tolerance accepts it.
+  auto rounding = replace(text, "0.6 }, { name = \"tiny-b\", share = 0.4",
+                          "0.34 }, { name = \"tiny-b\", share = 0.56");
+  CHECK(0.34 + 0.56 + 0.1 > 1.0);
+  CHECK_NOTHROW(parse_cluster_config(rounding, "test.toml"));
+}
+
+TEST_CASE("share outside (0, 1]", "[config][error]") {
+  auto text = replace(base_config, "{ name = \"tiny-a\" }", "{ name = \"tiny-a\", share = 0 }");
+  require_error(text, "units[0].models[0].share", "(0, 1]", line_with(text, "share = 0"));
+}
+
+TEST_CASE("backend mismatch between unit and model", "[config][error]") {
+  auto text = replace(base_config, "node = \"gpu0\"\n", "node = \"gpu0\"\nbackend = \"cuda\"\n");
+  require_error(text, "units[0].backend", "model 'tiny-a' has backend 'sim'",
+                line_with(text, "\"cuda\""));
+}
+
+TEST_CASE("unknown gpu", "[config][error]") {
+  auto text = replace(base_config, "node = \"gpu0\"\n", "node = \"gpu0\"\ngpu = \"b200\"\n");
+  require_error(text, "units[0].gpu", "unknown gpu 'b200'", line_with(text, "b200"));
+}
+
+TEST_CASE("bad gpu spec value", "[config][error]") {
+  auto text = base_config + "\n[gpus.h100]\npeak_tflops = -1\n";
+  require_error(text, "gpus.h100.peak_tflops", "> 0", line_with(text, "-1"));
+}
+
+TEST_CASE("bad router policy", "[config][error]") {
+  auto text = base_config + "\n[router]\npolicy = \"random\"\n";
+  require_error(text, "router.policy", "unknown value 'random'", line_with(text, "random"));
+}
+
+TEST_CASE("bad architecture preset", "[config][error]") {
+  auto text = replace(base_config, "\"tiny\"", "\"llama-9b\"");
+  require_error(text, "models[0].architecture", "unknown architecture preset 'llama-9b'",
+                line_with(text, "llama-9b"));
+}
+
+TEST_CASE("bad architecture table", "[config][error]") {
+  auto missing = replace(base_config, "\"tiny\"", "{ layers = 2, hidden = 64 }");
+  require_error(missing, "models[0].architecture.heads", "required",
+                line_with(missing, "layers = 2"));
+
+  auto zero = replace(base_config, "\"tiny\"",
+                      "{ layers = 0, hidden = 64, heads = 4, kv_heads = 4, intermediate = 8, "
+                      "vocab = 8, context_length = 8 }");
+  require_error(zero, "models[0].architecture.layers", "> 0", line_with(zero, "layers = 0"));
+
+  auto gqa = replace(base_config, "\"tiny\"",
+                     "{ layers = 1, hidden = 64, heads = 4, kv_heads = 3, intermediate = 8, "
+                     "vocab = 8, context_length = 8 }");
+  require_error(gqa, "models[0].architecture.kv_heads", "divisible", line_with(gqa, "kv_heads"));
+}
+
+TEST_CASE("sim model without architecture", "[config][error]") {
+  auto text = replace(base_config, "architecture = \"tiny\"\n", "");
+  require_error(text, "models[0].architecture", "required",
+                line_with(text, "[[models]]"));
+}
+
+TEST_CASE("gateway on an unknown node", "[config][error]") {
+  auto text = replace(base_config, "node = \"edge\"", "node = \"nowhere\"");
+  require_error(text, "gateway.node", "unknown node 'nowhere'", line_with(text, "nowhere"));
+}
+
+TEST_CASE("non-positive timeout", "[config][error]") {
+  auto text = base_config + "\n[timeouts]\nheartbeat_ms = 0\n";
+  require_error(text, "timeouts.heartbeat_ms", "> 0", line_with(text, "heartbeat_ms"));
+}
+
+TEST_CASE("duplicate names", "[config][error]") {
+  auto text = replace(base_config, "name = \"gpu0\"", "name = \"edge\"");
+  require_error(text, "nodes[1].name", "duplicate node name 'edge'",
+                line_with(text, "port = 7102") - 1);
+}
+
+TEST_CASE("syntax error", "[config][error]") {
+  auto text = replace(base_config, "port = 7102", "port = = 7102");
+  auto e = parse_error_of(text);
+  CHECK(e.key.empty());
+  CHECK(e.line == line_with(text, "= ="));
+  CHECK_FALSE(e.reason.empty());
+}
+
+TEST_CASE("what() is one FILE:LINE: key line", "[config][error]") {
+  auto text = replace(base_config, "port = 7102", "port = 0");
+  auto e = parse_error_of(text);
+  const int line = line_with(text, "port = 0");
+  CHECK(std::string(e.what()) ==
+        "test.toml:" + std::to_string(line) + ": key 'nodes[1].port': " + e.reason);
+  CHECK(std::string(e.what()).find('\n') == std::string::npos);
+
+  config_error no_line("f.toml", 0, "a.b", "bad");
+  CHECK(std::string(no_line.what()) == "f.toml: key 'a.b': bad");
+}
+
+TEST_CASE("unreadable config file", "[config][error]") {
+  temp_dir dir;
+  const auto path = (dir.path / "absent.toml").string();
+  try {
+    (void)load_cluster_config(path);
+    FAIL("absent file was accepted");
+  } catch (const config_error& e) {
+    CHECK(e.file == path);
+    CHECK_THAT(e.reason, Contains("no such file"));
+  }
+}

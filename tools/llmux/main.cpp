@@ -1,0 +1,139 @@
+/// The llmux binary. Subcommands, in the order a newcomer meets them:
+///
+///   serve    one-node cluster in this process (the embedded default, or a config)
+///   node     one node of a multi-node config (one per machine)
+///   launch   every node of a config as local child processes
+///   admin    live state of every actor on every node
+///   bench    measurements against a running edge
+///
+/// Configuration flows one way: file (or the embedded default) →
+/// `cluster_config` → `run_node`, which spawns the actors in dependency
+/// order (node_runtime.cpp).
+
+#include <csignal>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "config/cluster_config.hpp"
+#include "tools/llmux/admin_cli.hpp"
+#include "tools/llmux/bench_rtt.hpp"
+#include "tools/llmux/launch.hpp"
+#include "tools/llmux/node_runtime.hpp"
+
+namespace {
+
+/// Signals are taken synchronously (sigwait) by the main thread; every thread
+/// spawned later inherits this mask, so none is interrupted by them.
+void block_termination_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a client that goes away must not kill the node
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace llmux;
+  CLI::App app{"llmux: many LLMs on a cluster, as CAF actors, behind one OpenAI-style edge"};
+  app.require_subcommand(1);
+
+  // -- serve ----------------------------------------------------------------
+  auto* serve = app.add_subcommand("serve", "Serve a one-node cluster in this process");
+  std::string serve_config, serve_host = "127.0.0.1";
+  int serve_port = 8080, serve_admin_port = 0;
+  double serve_time_scale = -1;
+  std::vector<std::string> serve_keys;
+  serve->add_option("--config", serve_config, "Single-node config (default: embedded sim model 'tiny')");
+  serve->add_option("--host", serve_host, "HTTP listen address (embedded default only)");
+  serve->add_option("--port", serve_port, "HTTP port (embedded default only)");
+  serve->add_option("--api-key", serve_keys, "Accepted API key (repeatable; none = open)");
+  serve->add_option("--time-scale", serve_time_scale, "Sim step-time multiplier (0 = no wait)");
+  serve->add_option("--admin-port", serve_admin_port, "Also serve the admin wire protocol here");
+
+  // -- node -------------------------------------------------------------------
+  auto* node = app.add_subcommand("node", "Run one node of a cluster config");
+  std::string node_config, node_name;
+  node->add_option("--config", node_config, "Cluster config (TOML)")->required();
+  node->add_option("--name", node_name, "Which node of the config this process is")->required();
+
+  // -- launch -------------------------------------------------------------------
+  auto* launch = app.add_subcommand("launch", "Start every node of a config as a local process");
+  std::string launch_config;
+  launch->add_option("--config", launch_config, "Cluster config (TOML)")->required();
+
+  // -- admin --------------------------------------------------------------------
+  auto* admin = app.add_subcommand("admin", "Inspect the live state of every actor");
+  std::string admin_config;
+  tools::admin_cli_options admin_opts;
+  admin->add_option("--config", admin_config, "Cluster config (TOML)")->required();
+  admin->add_option("command", admin_opts.command, "Command (state)")->required();
+  admin->add_option("actor", admin_opts.actor, "Only actors of this kind, name or node");
+  admin->add_flag("--json", admin_opts.json, "Print JSON");
+  admin->add_option("--node", admin_opts.node, "Ask this node (default: the controller's)");
+
+  // -- bench ----------------------------------------------------------------------
+  auto* bench = app.add_subcommand("bench", "Measure a running edge");
+  bench->require_subcommand(1);
+  auto* rtt = bench->add_subcommand("rtt", "Sequential one-token round trips (runtime overhead)");
+  tools::rtt_options rtt_opts;
+  rtt->add_option("--url", rtt_opts.url, "Edge base URL");
+  rtt->add_option("--model", rtt_opts.model, "Model name");
+  rtt->add_option("--api-key", rtt_opts.api_key, "API key");
+  rtt->add_option("--requests", rtt_opts.requests, "Measured requests")->check(CLI::PositiveNumber);
+  rtt->add_option("--warmup", rtt_opts.warmup, "Unmeasured requests first");
+  rtt->add_flag("--json", rtt_opts.json, "Print one JSON line");
+
+  CLI11_PARSE(app, argc, argv);
+
+  auto load = [](const std::string& path) {
+    try {
+      return config::load_cluster_config(path);
+    } catch (const config::config_error& e) {
+      std::cerr << "llmux: " << e.what() << std::endl;
+      std::exit(2);
+    }
+  };
+
+  if (*serve) {
+    block_termination_signals();
+    config::cluster_config cfg;
+    if (!serve_config.empty()) {
+      cfg = load(serve_config);
+      if (cfg.nodes.size() != 1) {
+        std::cerr << "llmux: " << serve_config << ": serve needs a single-node config (it has "
+                  << cfg.nodes.size() << " nodes); use `llmux launch`\n";
+        return 2;
+      }
+    } else {
+      cfg = config::default_single_node(serve_host, static_cast<uint16_t>(serve_port));
+      cfg.gateway.api_keys = serve_keys;
+    }
+    if (serve_time_scale >= 0)
+      for (auto& u : cfg.units)
+        u.time_scale = serve_time_scale;
+    tools::node_run_options ro;
+    ro.publish = false;  // nobody else joins a served node
+    ro.admin_port = serve_admin_port > 0;
+    if (ro.admin_port)
+      cfg.nodes[0].admin_port = static_cast<uint16_t>(serve_admin_port);
+    return tools::run_node(cfg, cfg.nodes[0].name, ro);
+  }
+  if (*node) {
+    block_termination_signals();
+    return tools::run_node(load(node_config), node_name, {});
+  }
+  if (*launch) {
+    block_termination_signals();
+    return tools::run_launch(launch_config, load(launch_config));
+  }
+  if (*admin)
+    return tools::run_admin(load(admin_config), admin_opts);
+  if (*rtt)
+    return tools::run_bench_rtt(rtt_opts);
+  return 0;
+}

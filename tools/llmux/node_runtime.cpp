@@ -1,0 +1,233 @@
+#include "tools/llmux/node_runtime.hpp"
+
+#include <csignal>
+#include <cstring>
+#include <iostream>
+#include <memory>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actors/admin/admin_actor.hpp"
+#include "actors/controller/controller_actor.hpp"
+#include "actors/gateway/gateway_actor.hpp"
+#include "actors/gateway/http_edge.hpp"
+#include "actors/gpu_unit/gpu_unit_actor.hpp"
+#include "actors/kv_manager/kv_manager_actor.hpp"
+#include "actors/router/router_actor.hpp"
+#include "actors/scheduler/scheduler_actor.hpp"
+#include "engine/engine_factory.hpp"
+#include "net/admin_wire.hpp"
+
+namespace llmux::tools {
+
+using namespace protocol;
+
+namespace {
+
+/// Fetches the cluster-wide state from the local admin actor as JSON.
+nlohmann::json cluster_state(caf::actor_system& sys, const admin_actor& admin, int timeout_ms) {
+  caf::scoped_actor self{sys};
+  nlohmann::json out = nlohmann::json::array();
+  std::string failure;
+  self->request(admin, std::chrono::milliseconds(timeout_ms), cluster_atom::value)
+    .receive(
+      [&](std::vector<actor_state>& states) {
+        for (auto& st : states) {
+          auto state = nlohmann::json::parse(st.state_json, nullptr, false);
+          out.push_back({{"node", st.node},
+                         {"kind", st.kind},
+                         {"name", st.name},
+                         {"mailbox", st.mailbox},
+                         {"state", state.is_discarded() ? nlohmann::json{} : state}});
+        }
+      },
+      [&](caf::error& err) { failure = sys.render(err); });
+  if (!failure.empty())
+    throw std::runtime_error("admin actor did not answer: " + failure);
+  return out;
+}
+
+int wait_for_signal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+}  // namespace
+
+int run_node(const config::cluster_config& cfg, const std::string& node_name,
+             const node_run_options& opts) {
+  const auto* me = cfg.find_node(node_name);
+  if (me == nullptr) {
+    std::cerr << "llmux: " << cfg.source << ": no node named '" << node_name << "'\n";
+    return 2;
+  }
+  const auto& to = cfg.timeouts;
+
+  // -- the actor system: middleman with heartbeats on every node -------------
+  caf::actor_system_config sys_cfg;
+  sys_cfg.load<caf::io::middleman>();
+  register_types(sys_cfg);
+  sys_cfg.set("scheduler.max-threads", cfg.scheduler_threads);
+  sys_cfg.set("scheduler.policy", caf::atom("sharing"));
+  sys_cfg.set("middleman.workers", 0);
+  sys_cfg.set("middleman.heartbeat-interval",
+              caf::timespan{std::chrono::milliseconds(to.heartbeat_ms)});
+  sys_cfg.set("middleman.connection-timeout",
+              caf::timespan{std::chrono::milliseconds(to.connection_timeout_ms)});
+  sys_cfg.set("logger.console-verbosity", caf::atom("quiet"));
+  sys_cfg.set("logger.file-verbosity", caf::atom("quiet"));
+  caf::actor_system sys{sys_cfg};
+  std::vector<caf::actor> spawned;
+  auto add = [&](admin_actor& admin, const char* kind, const std::string& name, caf::actor a) {
+    caf::anon_send(admin, add_actor_atom::value, std::string{kind}, name, a);
+    spawned.push_back(std::move(a));
+  };
+
+  // -- 1. admin: the node's agent, first so everything can register --------
+  auto admin = admin::spawn_admin(sys, {node_name});
+
+  // -- 2. units: kv_manager, gpu_unit, one scheduler per hosted model --------
+  for (const auto& u : cfg.units) {
+    if (u.node != node_name)
+      continue;
+    const auto& gpu = cfg.gpus.at(u.gpu);
+    kv::kv_manager_options kvo;
+    kvo.node = node_name;
+    kvo.name = u.name + "/kv";
+    kvo.block_tokens = u.block_tokens;
+    kvo.total_blocks = u.kv_blocks > 0 ? u.kv_blocks : config::auto_kv_blocks(cfg, u);
+    auto core = std::make_shared<unit::unit_core>(u.time_scale);
+    for (const auto& um : u.models) {
+      const auto* m = cfg.find_model(um.model);
+      kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads});
+      try {
+        core->add_model(m->name, engine::make_engine(*m, gpu, um.share), um.share);
+      } catch (const std::exception& e) {
+        std::cerr << "llmux: node " << node_name << ": unit " << u.name << ": " << e.what() << "\n";
+        return 1;
+      }
+    }
+    auto kv = kv::spawn_kv_manager(sys, kvo);
+    add(admin, "kv_manager", kvo.name, caf::actor_cast<caf::actor>(kv));
+    auto unit = unit::spawn_gpu_unit(sys, {node_name, u.name, u.backend, u.gpu}, core);
+    add(admin, "gpu_unit", u.name, caf::actor_cast<caf::actor>(unit));
+    for (const auto& um : u.models) {
+      const auto* m = cfg.find_model(um.model);
+      scheduler::scheduler_actor_options so;
+      so.node = node_name;
+      so.unit = u.name;
+      so.model = m->name;
+      so.replica = u.name + "/" + m->name;
+      so.core.max_running = u.max_running;
+      so.core.max_batch_tokens = u.max_batch_tokens;
+      so.core.max_waiting = u.max_waiting;
+      so.core.block_tokens = u.block_tokens;
+      so.core.context_length = m->arch.context_length > 0 ? m->arch.context_length : 4096;
+      so.core.eos_id = core->models().at(m->name).engine->vocab().eos_id();
+      so.load_report_ms = to.load_report_ms;
+      so.step_timeout_ms = to.request_ms;
+      auto sched = scheduler::spawn_scheduler(sys, so, unit, kv);
+      add(admin, "scheduler", so.replica, caf::actor_cast<caf::actor>(sched));
+      replica_info info{so.replica, m->name, u.name, node_name, m->backend,
+                        caf::actor_cast<caf::actor>(sched)};
+      caf::anon_send(admin, replica_up_atom::value, std::move(info));
+    }
+  }
+
+  // -- 3. router, gateway + HTTP edge, controller (the edge node) ------------
+  router_actor router;
+  std::shared_ptr<gateway::request_registry> registry;
+  std::unique_ptr<gateway::http_edge> edge;
+  if (cfg.router.node == node_name) {
+    router::router_options ro;
+    ro.node = node_name;
+    ro.policy = *router::parse_policy(cfg.router.policy);
+    router = router::spawn_router(sys, ro);
+    add(admin, "router", ro.name, caf::actor_cast<caf::actor>(router));
+  }
+  if (cfg.controller.node == node_name) {
+    controller::controller_options co;
+    co.node = node_name;
+    co.nodes = cfg.nodes;
+    co.connect_ms = to.connect_ms;
+    co.reconnect_ms = to.reconnect_ms;
+    auto ctrl = controller::spawn_controller(sys, co, admin, router);
+    add(admin, "controller", co.name, caf::actor_cast<caf::actor>(ctrl));
+  }
+  if (cfg.gateway.node == node_name) {
+    registry = std::make_shared<gateway::request_registry>();
+    gateway::gateway_options go;
+    go.node = node_name;
+    go.request_timeout_ms = to.request_ms;
+    auto gw = gateway::spawn_gateway(sys, go, registry, router);
+    add(admin, "gateway", go.name, caf::actor_cast<caf::actor>(gw));
+    gateway::edge_hooks hooks;
+    hooks.submit = [gw](gen_request req) { caf::anon_send(gw, submit_atom::value, std::move(req)); };
+    hooks.cancel = [gw](uint64_t id) { caf::anon_send(gw, cancel_atom::value, id); };
+    hooks.admin_state = [&sys, admin] { return cluster_state(sys, admin, 5000).dump(); };
+    edge = std::make_unique<gateway::http_edge>(cfg, registry, hooks);
+    try {
+      edge->start();
+    } catch (const std::exception& e) {
+      std::cerr << "llmux: node " << node_name << ": " << e.what() << "\n";
+      return 1;
+    }
+  }
+
+  // -- 4. open the node to the cluster and to the admin CLI -------------------
+  if (opts.publish) {
+    auto port = sys.middleman().publish(admin, me->port, me->host.c_str(), true);
+    if (!port) {
+      std::cerr << "llmux: node " << node_name << ": cannot publish on " << me->host << ":"
+                << me->port << ": " << sys.render(port.error()) << "\n";
+      return 1;
+    }
+  }
+  std::unique_ptr<net::admin_server> admin_srv;
+  if (opts.admin_port) {
+    auto token = cfg.gateway.admin_token;
+    admin_srv = std::make_unique<net::admin_server>(
+      me->host, me->admin_port, [&sys, admin, token](const nlohmann::json& req) {
+        if (!token.empty() && req.value("token", "") != token)
+          return nlohmann::json{{"ok", false}, {"error", "bad admin token"}};
+        auto cmd = req.value("cmd", "");
+        if (cmd != "state")
+          return nlohmann::json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
+        return nlohmann::json{{"ok", true}, {"state", cluster_state(sys, admin, 5000)}};
+      });
+    try {
+      admin_srv->start();
+    } catch (const std::exception& e) {
+      std::cerr << "llmux: node " << node_name << ": admin port: " << e.what() << "\n";
+      return 1;
+    }
+  }
+
+  std::cout << "llmux: node " << node_name << " up (" << me->host << ":" << me->port;
+  if (opts.admin_port)
+    std::cout << ", admin " << me->host << ":" << me->admin_port;
+  std::cout << ")" << std::endl;
+  if (edge)
+    std::cout << "llmux: edge listening on http://" << cfg.gateway.host << ":" << edge->port()
+              << std::endl;
+
+  int sig = wait_for_signal();
+  std::cout << "llmux: node " << node_name << " stopping (" << strsignal(sig) << ")" << std::endl;
+  if (edge)
+    edge->stop();
+  if (admin_srv)
+    admin_srv->stop();
+  for (auto& a : spawned)
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+}  // namespace llmux::tools
