@@ -25,14 +25,14 @@ size_t complete_utf8_prefix(std::string_view s) {
   size_t need;
   if (lead < 0x80)
     return n;  // ASCII lead: trailing continuation bytes are stray, emit them
-  else if ((lead & 0xE0) == 0xC0)
+  else if (lead >= 0xC2 && lead <= 0xDF)
     need = 1;
   else if ((lead & 0xF0) == 0xE0)
     need = 2;
-  else if ((lead & 0xF8) == 0xF0)
+  else if (lead >= 0xF0 && lead <= 0xF4)
     need = 3;
   else
-    return n;  // invalid lead byte: never hold the stream back for it
+    return n;  // C0, C1, F5..FF never occur in UTF-8: never hold the stream back for them
   if (static_cast<size_t>(cont) >= need)
     return n;
   return i - 1;  // hold back the incomplete character

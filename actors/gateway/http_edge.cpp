@@ -95,6 +95,7 @@ void http_edge::start() {
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server_->set_payload_max_length(cfg_.gateway.max_body_bytes);
   server_->set_keep_alive_max_count(100000);
+  server_->set_tcp_nodelay(true);  // small SSE writes must not wait for ACKs (Nagle)
   install_routes();
   if (!server_->bind_to_port(cfg_.gateway.host.c_str(), cfg_.gateway.port))
     throw std::runtime_error("cannot listen on " + cfg_.gateway.host + ":"
@@ -168,6 +169,14 @@ void http_edge::install_routes() {
         return;
       }
       auto& r = std::get<net::completion_request>(parsed);
+      if (!r.stop.empty()) {
+        // Refuse rather than ignore: a client relying on stop strings must not
+        // silently get text past them. (Stop matching comes with the full
+        // OpenAI surface.)
+        send_error(res, make_error(400, "'stop' sequences are not supported yet by this server",
+                                   "invalid_request_error", "stop", "unsupported_parameter"));
+        return;
+      }
       auto mit = models_.find(r.model);
       if (mit == models_.end()) {
         send_error(res, make_error(404, "The model '" + r.model + "' does not exist",

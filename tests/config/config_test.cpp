@@ -215,11 +215,11 @@ connection_timeout_ms = 5
 load_report_ms = 6
 
 [router]
-node = "gpu0"
+node = "edge"
 policy = "round_robin"
 
 [controller]
-node = "gpu0"
+node = "edge"
 
 [gpus.h100]
 peak_tflops = 900
@@ -260,9 +260,9 @@ max_body_bytes = 10
   CHECK(cfg.scheduler_threads == 8);
   CHECK(cfg.timeouts.request_ms == 1000);
   CHECK(cfg.timeouts.load_report_ms == 6);
-  CHECK(cfg.router.node == "gpu0");
+  CHECK(cfg.router.node == "edge");
   CHECK(cfg.router.policy == "round_robin");
-  CHECK(cfg.controller.node == "gpu0");
+  CHECK(cfg.controller.node == "edge");
   CHECK(cfg.gateway.host == "0.0.0.0");
   CHECK(cfg.gateway.port == 9000);
   CHECK(cfg.gateway.api_keys == std::vector<std::string>{"a", "b"});
@@ -615,4 +615,68 @@ TEST_CASE("unreadable config file", "[config][error]") {
     CHECK(e.file == path);
     CHECK_THAT(e.reason, Contains("no such file"));
   }
+}
+
+// --- placement of router and controller, KV pool size ------------------------
+
+TEST_CASE("a router on another node than the gateway's", "[config][error]") {
+  auto text = base_config + "\n[router]\nnode = \"gpu0\"\n";
+  require_error(text, "router.node", "gateway's node 'edge'",
+                line_with(text, "[router]") + 1);
+}
+
+TEST_CASE("a controller on another node than the router's", "[config][error]") {
+  auto text = base_config + "\n[router]\nnode = \"edge\"\n\n[controller]\nnode = \"gpu0\"\n";
+  require_error(text, "controller.node", "router's node 'edge'",
+                line_with(text, "[controller]") + 1);
+  // On the router's node it is accepted.
+  auto good = base_config + "\n[router]\nnode = \"edge\"\n\n[controller]\nnode = \"edge\"\n";
+  auto cfg = parse_cluster_config(good, "test.toml");
+  CHECK(cfg.router.node == "edge");
+  CHECK(cfg.controller.node == "edge");
+}
+
+TEST_CASE("kv_blocks = 0 means auto and is accepted; -1 is not", "[config]") {
+  auto zero = replace(base_config, "node = \"gpu0\"\n", "node = \"gpu0\"\nkv_blocks = 0\n");
+  auto cfg = parse_cluster_config(zero, "test.toml");
+  CHECK(cfg.units[0].kv_blocks == 0);
+
+  auto some = replace(base_config, "node = \"gpu0\"\n", "node = \"gpu0\"\nkv_blocks = 4096\n");
+  CHECK(parse_cluster_config(some, "test.toml").units[0].kv_blocks == 4096);
+
+  auto negative = replace(base_config, "node = \"gpu0\"\n", "node = \"gpu0\"\nkv_blocks = -1\n");
+  require_error(negative, "units[0].kv_blocks", ">= 0", line_with(negative, "kv_blocks"));
+}
+
+TEST_CASE("auto_kv_blocks: 90% of GPU memory minus weights, in head-blocks", "[config]") {
+  auto text = replace(base_config, "architecture = \"tiny\"", "architecture = \"llama-7b\"");
+  auto cfg = parse_cluster_config(text, "test.toml");
+  const auto& unit = cfg.units[0];
+  REQUIRE(unit.gpu == "h100");
+  REQUIRE(unit.block_tokens == 16);
+  REQUIRE(cfg.gpus.at("h100").memory_gib == 80);
+
+  // llama-7b parameters, Llama layout (vocab 32000, hidden 4096, 32 layers,
+  // 32 KV heads, intermediate 11008):
+  //   2·32000·4096 + 32·(4·4096² + 3·4096·11008 + 2·4096) = 6,738,411,520
+  const int64_t params = 2LL * 32000 * 4096
+                         + 32LL * (4LL * 4096 * 4096 + 3LL * 4096 * 11008 + 2LL * 4096);
+  REQUIRE(params == 6738411520LL);
+  const int64_t usable = 80LL * 1024 * 1024 * 1024 * 9 / 10;  // 0.9 · 80 GiB, exact
+  const int64_t weights = params * 2;                          // bf16
+  // One physical block: K and V of one head (128 dims · 2 bytes) of one layer,
+  // for 16 tokens = 2 · 128 · 2 · 16 = 8192 bytes.
+  const int64_t block_bytes = 2 * 128 * 2 * 16;
+  const int64_t expected = (usable - weights) / block_bytes;
+  CHECK(expected == 7792064);
+  CHECK(auto_kv_blocks(cfg, unit) == expected);
+
+  // Larger blocks, proportionally fewer of them.
+  auto big = unit;
+  big.block_tokens = 32;
+  CHECK(auto_kv_blocks(cfg, big) == (usable - weights) / (2 * block_bytes));
+  // Weights that do not fit leave no KV.
+  auto tiny_gpu = cfg;
+  tiny_gpu.gpus["h100"].memory_gib = 10;
+  CHECK(auto_kv_blocks(tiny_gpu, tiny_gpu.units[0]) == 0);
 }

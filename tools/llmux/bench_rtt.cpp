@@ -14,6 +14,7 @@ namespace llmux::tools {
 int run_bench_rtt(const rtt_options& opts) {
   httplib::Client cli{opts.url};
   cli.set_keep_alive(true);
+  cli.set_tcp_nodelay(true);
   cli.set_read_timeout(std::chrono::seconds(30));
   httplib::Headers headers;
   if (!opts.api_key.empty())

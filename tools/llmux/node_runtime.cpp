@@ -210,10 +210,12 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
     }
   }
 
-  std::cout << "llmux: node " << node_name << " up (" << me->host << ":" << me->port;
+  std::cout << "llmux: node " << node_name << " up";
+  if (opts.publish)
+    std::cout << ", cluster port " << me->host << ":" << me->port;
   if (opts.admin_port)
-    std::cout << ", admin " << me->host << ":" << me->admin_port;
-  std::cout << ")" << std::endl;
+    std::cout << ", admin port " << me->host << ":" << me->admin_port;
+  std::cout << std::endl;
   if (edge)
     std::cout << "llmux: edge listening on http://" << cfg.gateway.host << ":" << edge->port()
               << std::endl;

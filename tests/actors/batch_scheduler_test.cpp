@@ -1,0 +1,712 @@
+// The continuous-batching core, driven step by step with hand-made engine
+// outputs. Small limits make every boundary reachable:
+// max_running 4, max_batch_tokens 8, max_waiting 3, 4-token blocks,
+// a 32-token context, EOS = 99.
+
+#include "actors/scheduler/batch_scheduler.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace llmux;
+using engine::step_input;
+using engine::step_output;
+using engine::token_id;
+using protocol::finish_reason;
+using protocol::gen_request;
+using scheduler::batch_scheduler;
+using scheduler::enqueue_status;
+using scheduler::scheduler_options;
+using scheduler::step_events;
+
+namespace {
+
+constexpr token_id eos = 99;
+
+scheduler_options small_opts() {
+  scheduler_options o;
+  o.max_running = 4;
+  o.max_batch_tokens = 8;
+  o.max_waiting = 3;
+  o.block_tokens = 4;
+  o.context_length = 32;
+  o.eos_id = eos;
+  return o;
+}
+
+/// A request whose prompt tokens are 1000 + id·100 + i (distinct per request).
+gen_request req(uint64_t id, int prompt_len, int max_tokens, bool ignore_eos = false) {
+  gen_request r;
+  r.id = id;
+  r.model = "m";
+  for (int i = 0; i < prompt_len; ++i)
+    r.prompt.push_back(static_cast<int32_t>(1000 + id * 100 + static_cast<uint64_t>(i)));
+  r.original_prompt_len = prompt_len;
+  r.params.max_tokens = max_tokens;
+  r.params.seed = id;
+  r.params.ignore_eos = ignore_eos;
+  return r;
+}
+
+/// The engine's answer: `tok(seq_id)` for sampled sequences, -1 elsewhere.
+template <class F>
+step_output answer(const step_input& in, F tok) {
+  step_output out;
+  out.seconds = 0.001;
+  for (const auto& s : in.seqs)
+    out.tokens.push_back(s.sample ? tok(s.seq_id) : -1);
+  return out;
+}
+
+step_output answer_all(const step_input& in, token_id t) {
+  return answer(in, [t](uint64_t) { return t; });
+}
+
+int64_t fed_tokens(const step_input& in) {
+  int64_t n = 0;
+  for (const auto& s : in.seqs)
+    n += static_cast<int64_t>(s.tokens.size());
+  return n;
+}
+
+const protocol::token_delta* delta_for(const step_events& ev, uint64_t id) {
+  for (const auto& rd : ev.deltas)
+    if (rd.delta.id == id)
+      return &rd.delta;
+  return nullptr;
+}
+
+/// Enqueue + admit, requiring acceptance.
+void admit_one(batch_scheduler& s, gen_request r, uint32_t sink = 0) {
+  REQUIRE(s.enqueue(std::move(r), sink) == enqueue_status::accepted);
+  REQUIRE_FALSE(s.admission_candidates().empty());
+  s.admit(1);
+}
+
+}  // namespace
+
+TEST_CASE("enqueue refuses empty, too long, duplicate, and over-full", "[scheduler]") {
+  batch_scheduler s(small_opts());
+  CHECK(s.enqueue(req(1, 0, 4), 0) == enqueue_status::empty_prompt);
+  // The prompt alone may not fill the 32-token window.
+  CHECK(s.enqueue(req(2, 32, 4), 0) == enqueue_status::prompt_too_long);
+  CHECK(s.enqueue(req(3, 40, 4), 0) == enqueue_status::prompt_too_long);
+  CHECK(s.enqueue(req(4, 31, 4), 0) == enqueue_status::accepted);
+  CHECK(s.enqueue(req(4, 2, 4), 0) == enqueue_status::duplicate_id);
+  CHECK(s.enqueue(req(5, 2, 4), 0) == enqueue_status::accepted);
+  CHECK(s.enqueue(req(6, 2, 4), 0) == enqueue_status::accepted);
+  CHECK(s.waiting() == 3);
+  // max_waiting = 3
+  CHECK(s.enqueue(req(7, 2, 4), 0) == enqueue_status::queue_full);
+  CHECK(s.waiting() == 3);
+  // Admitted requests still count as known ids; their queue slot is free again.
+  s.admit(1);
+  CHECK(s.running() == 1);
+  CHECK(s.enqueue(req(4, 2, 4), 0) == enqueue_status::duplicate_id);
+  CHECK(s.enqueue(req(7, 2, 4), 0) == enqueue_status::accepted);
+}
+
+TEST_CASE("max_tokens is clamped to the room left in the context window", "[scheduler]") {
+  batch_scheduler s(small_opts());
+  // prompt 30 + max_tokens 100 in a 32-token window: 2 tokens of room.
+  REQUIRE(s.enqueue(req(1, 30, 100), 0) == enqueue_status::accepted);
+  // blocks = ceil((30 + 2) / 4) = 8
+  CHECK(s.admission_candidates() == std::vector<int64_t>{8});
+  s.admit(1);
+  CHECK(s.blocks_held() == 8);
+  // Prefill 30 tokens with budget 8: chunks 8, 8, 8, 6 (the last one samples).
+  for (int chunk = 0; chunk < 3; ++chunk) {
+    auto in = s.next_step();
+    REQUIRE(in.seqs.size() == 1);
+    CHECK_FALSE(in.seqs[0].sample);
+    CHECK(s.apply(answer_all(in, 5)).deltas.empty());
+  }
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  CHECK(in.seqs[0].tokens.size() == 6);
+  auto ev = s.apply(answer_all(in, 5));
+  REQUIRE(ev.deltas.size() == 1);
+  CHECK(ev.deltas[0].delta.finish == finish_reason::none);
+  in = s.next_step();
+  ev = s.apply(answer_all(in, 6));
+  REQUIRE(ev.deltas.size() == 1);
+  CHECK(ev.deltas[0].delta.tokens == std::vector<int32_t>{6});
+  CHECK(ev.deltas[0].delta.finish == finish_reason::length);
+  CHECK(ev.freed_blocks == 8);
+  CHECK(s.blocks_held() == 0);
+
+  // A request asking for no tokens still gets one: blocks = ceil((3 + 1) / 4) = 1.
+  REQUIRE(s.enqueue(req(2, 3, 0), 0) == enqueue_status::accepted);
+  CHECK(s.admission_candidates() == std::vector<int64_t>{1});
+}
+
+TEST_CASE("admission candidates: ceil((prompt + max_tokens) / block_tokens), max_running bound",
+          "[scheduler]") {
+  auto o = small_opts();
+  o.max_running = 2;
+  batch_scheduler s(o);
+  REQUIRE(s.enqueue(req(1, 5, 3), 0) == enqueue_status::accepted);   // 8 tokens  -> 2 blocks
+  REQUIRE(s.enqueue(req(2, 8, 9), 0) == enqueue_status::accepted);   // 17 tokens -> 5 blocks
+  REQUIRE(s.enqueue(req(3, 1, 1), 0) == enqueue_status::accepted);   // 2 tokens  -> 1 block
+  CHECK(s.admission_candidates() == std::vector<int64_t>{2, 5});
+  s.admit(1);
+  CHECK(s.admission_candidates() == std::vector<int64_t>{5});
+  CHECK(s.blocks_held() == 2);
+  s.admit(1);
+  CHECK(s.admission_candidates().empty());  // 2 running = max_running
+  CHECK(s.waiting() == 1);
+  CHECK(s.blocks_held() == 7);
+  // admit() never takes more than is waiting.
+  batch_scheduler t(small_opts());
+  REQUIRE(t.enqueue(req(9, 2, 2), 0) == enqueue_status::accepted);
+  t.admit(5);
+  CHECK(t.running() == 1);
+  CHECK(t.waiting() == 0);
+  CHECK(t.blocks_held() == 1);
+}
+
+TEST_CASE("a long prompt is chunked across steps and only the last chunk samples",
+          "[scheduler]") {
+  batch_scheduler s(small_opts());  // 8 tokens per step
+  auto r = req(1, 20, 4);
+  auto prompt = r.prompt;
+  admit_one(s, std::move(r), 3);
+  const int expected_chunks[] = {8, 8, 4};
+  int context = 0;
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(s.can_step());
+    auto in = s.next_step();
+    REQUIRE(in.seqs.size() == 1);
+    const auto& w = in.seqs[0];
+    CHECK(w.seq_id == 1);
+    CHECK(w.context_len == context);
+    CHECK(w.prompt_len == 20);
+    CHECK(w.seed == 1);
+    REQUIRE(w.tokens.size() == static_cast<size_t>(expected_chunks[i]));
+    CHECK(std::equal(w.tokens.begin(), w.tokens.end(), prompt.begin() + context));
+    CHECK(w.sample == (i == 2));
+    auto ev = s.apply(answer_all(in, 42));
+    if (i < 2) {
+      CHECK(ev.deltas.empty());
+      CHECK(ev.new_tokens == 0);
+    } else {
+      REQUIRE(ev.deltas.size() == 1);
+      CHECK(ev.deltas[0].sink == 3);
+      CHECK(ev.deltas[0].delta.tokens == std::vector<int32_t>{42});
+      CHECK(ev.new_tokens == 1);
+    }
+    context += expected_chunks[i];
+  }
+  // Then a decode feeds back the sampled token at context 20.
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  CHECK(in.seqs[0].tokens == std::vector<token_id>{42});
+  CHECK(in.seqs[0].context_len == 20);
+  CHECK(in.seqs[0].sample);
+}
+
+TEST_CASE("decodes come first and a step never exceeds max_batch_tokens", "[scheduler]") {
+  batch_scheduler s(small_opts());  // 8 tokens per step
+  admit_one(s, req(1, 3, 10));
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  (void)s.apply(answer_all(in, 50));  // request 1 now decodes
+  admit_one(s, req(2, 20, 4));
+  admit_one(s, req(3, 5, 4));
+
+  in = s.next_step();
+  REQUIRE(in.seqs.size() == 2);
+  CHECK(in.seqs[0].seq_id == 1);  // the decode, first
+  CHECK(in.seqs[0].tokens == std::vector<token_id>{50});
+  CHECK(in.seqs[0].context_len == 3);
+  CHECK(in.seqs[1].seq_id == 2);  // then 7 of request 2's 20 prompt tokens
+  CHECK(in.seqs[1].tokens.size() == 7);
+  CHECK_FALSE(in.seqs[1].sample);
+  CHECK(fed_tokens(in) == 8);
+  (void)s.apply(answer_all(in, 51));
+
+  in = s.next_step();
+  REQUIRE(in.seqs.size() == 2);
+  CHECK(in.seqs[0].seq_id == 1);
+  CHECK(in.seqs[0].tokens == std::vector<token_id>{51});
+  CHECK(in.seqs[1].seq_id == 2);
+  CHECK(in.seqs[1].context_len == 7);
+  CHECK(in.seqs[1].tokens.size() == 7);
+  CHECK(fed_tokens(in) == 8);
+  (void)s.apply(answer_all(in, 52));
+
+  // Request 2 has 6 prompt tokens left; request 3 gets the last 1 of the budget.
+  in = s.next_step();
+  REQUIRE(in.seqs.size() == 3);
+  CHECK(in.seqs[0].seq_id == 1);
+  CHECK(in.seqs[1].seq_id == 2);
+  CHECK(in.seqs[1].tokens.size() == 6);
+  CHECK(in.seqs[1].sample);
+  CHECK(in.seqs[2].seq_id == 3);
+  CHECK(in.seqs[2].tokens.size() == 1);
+  CHECK_FALSE(in.seqs[2].sample);
+  CHECK(fed_tokens(in) == 8);
+}
+
+TEST_CASE("finish: length at max_tokens, stop at EOS, ignore_eos keeps going",
+          "[scheduler]") {
+  batch_scheduler s(small_opts());
+  admit_one(s, req(1, 2, 3), 11);                  // ends by length after 3 tokens
+  admit_one(s, req(2, 2, 10), 22);                 // ends on EOS
+  admit_one(s, req(3, 2, 3, /*ignore_eos=*/true), 33);  // EOS is just a token
+
+  // Step 1: three prefills; step 2, 3: decodes. Request 2 gets EOS at step 2.
+  std::map<uint64_t, std::vector<int32_t>> streamed;
+  std::map<uint64_t, finish_reason> finish;
+  std::map<uint64_t, uint32_t> sink;
+  auto run = [&](auto tok) {
+    auto in = s.next_step();
+    auto ev = s.apply(answer(in, tok));
+    for (const auto& rd : ev.deltas) {
+      auto& v = streamed[rd.delta.id];
+      v.insert(v.end(), rd.delta.tokens.begin(), rd.delta.tokens.end());
+      if (rd.delta.finish != finish_reason::none) {
+        CHECK(finish.count(rd.delta.id) == 0);  // ends once
+        finish[rd.delta.id] = rd.delta.finish;
+      }
+      sink[rd.delta.id] = rd.sink;
+    }
+    return ev;
+  };
+  run([](uint64_t id) { return static_cast<token_id>(10 * id); });
+  auto ev = run([](uint64_t id) { return id == 1 ? 11 : eos; });
+  // Request 2 stopped: its ceil((2 + 10) / 4) = 3 blocks come back.
+  CHECK(ev.freed_blocks == 3);
+  CHECK(finish.at(2) == finish_reason::stop);
+  run([](uint64_t id) { return static_cast<token_id>(12 + id); });
+
+  CHECK(finish.at(1) == finish_reason::length);
+  CHECK(finish.at(3) == finish_reason::length);
+  CHECK(streamed.at(1) == std::vector<int32_t>{10, 11, 13});
+  CHECK(streamed.at(2) == std::vector<int32_t>{20});  // EOS is not streamed
+  CHECK(streamed.at(3) == std::vector<int32_t>{30, eos, 15});
+  CHECK(sink.at(1) == 11);
+  CHECK(sink.at(2) == 22);
+  CHECK(sink.at(3) == 33);
+  CHECK(s.running() == 0);
+  CHECK_FALSE(s.can_step());
+  CHECK(s.blocks_held() == 0);
+  CHECK(s.finished() == 3);
+  CHECK(s.generated_tokens() == 7);
+  CHECK(s.steps() == 3);
+}
+
+TEST_CASE("sequences join and leave between steps (continuous batching)", "[scheduler]") {
+  batch_scheduler s(small_opts());
+  admit_one(s, req(1, 2, 3), 1);
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  // B arrives while A's step is in flight; it joins the next step.
+  admit_one(s, req(2, 2, 5), 2);
+  CHECK_FALSE(s.can_step());
+  (void)s.apply(answer_all(in, 7));
+  CHECK(s.can_step());
+
+  in = s.next_step();
+  REQUIRE(in.seqs.size() == 2);
+  CHECK(in.seqs[0].seq_id == 1);  // A decodes
+  CHECK(in.seqs[1].seq_id == 2);  // B prefills
+  (void)s.apply(answer_all(in, 8));
+
+  in = s.next_step();
+  REQUIRE(in.seqs.size() == 2);
+  auto ev = s.apply(answer_all(in, 9));  // A's third token: A leaves
+  auto* a = delta_for(ev, 1);
+  REQUIRE(a);
+  CHECK(a->finish == finish_reason::length);
+  CHECK(s.running() == 1);
+
+  in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  CHECK(in.seqs[0].seq_id == 2);
+}
+
+TEST_CASE("cancel a waiting request", "[scheduler]") {
+  batch_scheduler s(small_opts());
+  REQUIRE(s.enqueue(req(1, 2, 2), 0) == enqueue_status::accepted);   // 1 block
+  REQUIRE(s.enqueue(req(2, 6, 10), 0) == enqueue_status::accepted);  // 4 blocks
+  CHECK(s.cancel(1) == 0);
+  CHECK(s.waiting() == 1);
+  CHECK(s.admission_candidates() == std::vector<int64_t>{4});
+  CHECK(s.cancel(1) == 0);   // already gone
+  CHECK(s.cancel(77) == 0);  // never known
+  CHECK(s.blocks_held() == 0);
+}
+
+TEST_CASE("cancel a running request between steps frees its blocks at once", "[scheduler]") {
+  batch_scheduler s(small_opts());
+  admit_one(s, req(1, 3, 10), 1);  // ceil(13/4) = 4 blocks
+  admit_one(s, req(2, 2, 2), 2);   // 1 block
+  auto in = s.next_step();
+  (void)s.apply(answer_all(in, 5));
+  CHECK(s.blocks_held() == 5);
+  CHECK(s.cancel(1) == 4);
+  CHECK(s.blocks_held() == 1);
+  CHECK(s.running() == 1);
+  in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  CHECK(in.seqs[0].seq_id == 2);
+  auto ev = s.apply(answer_all(in, 6));
+  CHECK(delta_for(ev, 1) == nullptr);
+  CHECK(s.cancel(1) == 0);
+  // The id is free again.
+  CHECK(s.enqueue(req(1, 2, 2), 0) == enqueue_status::accepted);
+}
+
+TEST_CASE("cancel during an in-flight step: dropped at apply, no delta", "[scheduler]") {
+  batch_scheduler s(small_opts());
+  admit_one(s, req(1, 3, 10), 1);  // 4 blocks
+  admit_one(s, req(2, 2, 2), 2);   // 1 block
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 2);
+  CHECK(s.cancel(1) == 0);  // in the step: freed when it returns
+  CHECK(s.blocks_held() == 5);
+  CHECK(s.cancel(1) == 0);  // a second cancel changes nothing
+  auto ev = s.apply(answer_all(in, 7));
+  CHECK(delta_for(ev, 1) == nullptr);
+  REQUIRE(delta_for(ev, 2));
+  CHECK(delta_for(ev, 2)->tokens == std::vector<int32_t>{7});
+  CHECK(ev.freed_blocks == 4);
+  CHECK(ev.new_tokens == 1);
+  CHECK(s.blocks_held() == 1);
+  CHECK(s.running() == 1);
+  CHECK(s.finished() == 0);
+}
+
+TEST_CASE("cancel while a step is in flight, of a request outside that step", "[scheduler]") {
+  auto o = small_opts();
+  o.max_batch_tokens = 4;
+  batch_scheduler s(o);
+  admit_one(s, req(1, 4, 2), 1);  // fills the step
+  admit_one(s, req(2, 4, 4), 2);  // 2 blocks, not in the step
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  CHECK(s.cancel(2) == 2);
+  CHECK(s.blocks_held() == 2);
+  auto ev = s.apply(answer_all(in, 7));
+  CHECK(ev.freed_blocks == 0);
+  CHECK(delta_for(ev, 2) == nullptr);
+}
+
+TEST_CASE("fail_step ends every sequence of the step with an error and frees its blocks",
+          "[scheduler]") {
+  batch_scheduler s(small_opts());
+  admit_one(s, req(1, 3, 5), 1);  // 2 blocks
+  admit_one(s, req(2, 2, 6), 2);  // 2 blocks
+  admit_one(s, req(3, 2, 2), 3);  // 1 block
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 3);
+  CHECK(s.cancel(3) == 0);
+  auto ev = s.fail_step("unit unreachable");
+  REQUIRE(ev.deltas.size() == 2);  // none for the cancelled one
+  for (const auto& rd : ev.deltas) {
+    CHECK(rd.delta.finish == finish_reason::error);
+    CHECK(rd.delta.error == "unit unreachable");
+    CHECK(rd.delta.tokens.empty());
+    CHECK(rd.sink == rd.delta.id);  // sinks were given as 1, 2
+  }
+  CHECK(ev.freed_blocks == 5);
+  CHECK(s.blocks_held() == 0);
+  CHECK(s.running() == 0);
+  CHECK_FALSE(s.step_in_flight());
+  CHECK_FALSE(s.can_step());
+}
+
+TEST_CASE("reject_first_waiting fails the head of the queue", "[scheduler]") {
+  batch_scheduler s(small_opts());
+  REQUIRE(s.enqueue(req(5, 2, 2), 17) == enqueue_status::accepted);
+  REQUIRE(s.enqueue(req(6, 2, 2), 18) == enqueue_status::accepted);
+  auto rd = s.reject_first_waiting("too big");
+  CHECK(rd.sink == 17);
+  CHECK(rd.delta.id == 5);
+  CHECK(rd.delta.finish == finish_reason::error);
+  CHECK(rd.delta.error == "too big");
+  CHECK(s.waiting() == 1);
+  CHECK(s.admission_candidates() == std::vector<int64_t>{1});
+  CHECK(s.blocks_held() == 0);
+}
+
+TEST_CASE("can_step: something admitted and no step in flight", "[scheduler]") {
+  batch_scheduler s(small_opts());
+  CHECK_FALSE(s.can_step());
+  REQUIRE(s.enqueue(req(1, 2, 2), 0) == enqueue_status::accepted);
+  CHECK_FALSE(s.can_step());  // waiting is not running
+  s.admit(1);
+  CHECK(s.can_step());
+  auto in = s.next_step();
+  CHECK(s.step_in_flight());
+  CHECK_FALSE(s.can_step());
+  (void)s.apply(answer_all(in, 3));
+  CHECK_FALSE(s.step_in_flight());
+  CHECK(s.can_step());
+}
+
+// --- randomized property test ----------------------------------------------
+
+namespace {
+
+/// What the test expects of one request, derived from the options by hand.
+struct model_req {
+  int prompt = 0;
+  int max_tokens = 0;  ///< after clamping to the window
+  int64_t blocks = 0;
+  bool ignore_eos = false;
+  uint32_t sink = 0;
+  int computed = 0;   ///< prompt tokens already fed
+  int generated = 0;  ///< tokens streamed
+};
+
+}  // namespace
+
+TEST_CASE("property: blocks_held matches admitted-not-retired, every request ends once",
+          "[scheduler][property]") {
+  scheduler_options o;
+  o.max_running = 6;
+  o.max_batch_tokens = 16;
+  o.max_waiting = 8;
+  o.block_tokens = 4;
+  o.context_length = 48;
+  o.eos_id = eos;
+  const int64_t pool = 60;  // token-blocks the (imagined) kv_manager can grant
+
+  std::mt19937_64 rng(0x5eed1234);
+  // How often each path ran, so the test proves it covered them.
+  std::map<std::string, int> seen;
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+
+  for (int round = 0; round < 20; ++round) {
+    batch_scheduler s(o);
+    std::deque<uint64_t> waiting;                 // ids in queue order
+    std::map<uint64_t, model_req> reqs;           // every accepted request
+    std::set<uint64_t> running;                   // admitted, not ended
+    std::set<uint64_t> in_step;                   // ids of the in-flight step
+    std::set<uint64_t> cancel_pending;            // cancelled inside the in-flight step
+    std::map<uint64_t, int> ended;                // admitted id -> times it ended
+    std::vector<uint64_t> admitted_ids;
+    step_input current;
+    uint64_t next_id = 1;
+
+    auto held = [&] {
+      int64_t sum = 0;
+      for (auto id : running)
+        sum += reqs.at(id).blocks;
+      return sum;
+    };
+    auto end = [&](uint64_t id) {
+      ++ended[id];
+      running.erase(id);
+    };
+    auto check_invariants = [&] {
+      REQUIRE(s.blocks_held() >= 0);
+      REQUIRE(s.blocks_held() == held());
+      REQUIRE(s.waiting() == waiting.size());
+      REQUIRE(s.running() == running.size());
+      REQUIRE(s.step_in_flight() == !in_step.empty());
+    };
+
+    for (int op = 0; op < 400; ++op) {
+      int what = uniform(0, 99);
+      if (what < 25) {  // enqueue
+        auto id = next_id++;
+        int prompt = uniform(0, 52);
+        int max_tokens = uniform(0, 30);
+        bool ignore = uniform(0, 3) == 0;
+        auto sink = static_cast<uint32_t>(uniform(0, 5));
+        auto st = s.enqueue(req(id, prompt, max_tokens, ignore), sink);
+        enqueue_status expect = enqueue_status::accepted;
+        if (prompt == 0)
+          expect = enqueue_status::empty_prompt;
+        else if (prompt >= o.context_length)
+          expect = enqueue_status::prompt_too_long;
+        else if (static_cast<int>(waiting.size()) >= o.max_waiting)
+          expect = enqueue_status::queue_full;
+        REQUIRE(st == expect);
+        ++seen[st == enqueue_status::accepted ? "accepted" : "refused"];
+        if (st == enqueue_status::accepted) {
+          model_req m;
+          m.prompt = prompt;
+          m.max_tokens = std::max(1, std::min(max_tokens, o.context_length - prompt));
+          m.blocks = (prompt + m.max_tokens + o.block_tokens - 1) / o.block_tokens;
+          m.ignore_eos = ignore;
+          m.sink = sink;
+          reqs[id] = m;
+          waiting.push_back(id);
+        }
+      } else if (what < 45) {  // admit what fits in the pool
+        auto cand = s.admission_candidates();
+        size_t room = static_cast<size_t>(o.max_running) - running.size();
+        REQUIRE(cand.size() == std::min(room, waiting.size()));
+        for (size_t i = 0; i < cand.size(); ++i)
+          REQUIRE(cand[i] == reqs.at(waiting[i]).blocks);
+        int64_t grantable = pool - held();
+        size_t n = 0;
+        while (n < cand.size() && cand[n] <= grantable)
+          grantable -= cand[n++];
+        s.admit(n);
+        for (size_t i = 0; i < n; ++i) {
+          running.insert(waiting.front());
+          admitted_ids.push_back(waiting.front());
+          waiting.pop_front();
+        }
+      } else if (what < 70) {  // step
+        if (!s.can_step()) {
+          REQUIRE((running.empty() || !in_step.empty()));
+          continue;
+        }
+        current = s.next_step();
+        REQUIRE_FALSE(current.seqs.empty());
+        REQUIRE(fed_tokens(current) <= o.max_batch_tokens);
+        bool seen_prefill = false;
+        for (const auto& w : current.seqs) {
+          REQUIRE(running.count(w.seq_id) == 1);
+          REQUIRE(in_step.insert(w.seq_id).second);  // once per step
+          const auto& m = reqs.at(w.seq_id);
+          if (m.generated > 0) {  // decode
+            REQUIRE_FALSE(seen_prefill);
+            REQUIRE(w.tokens.size() == 1);
+            REQUIRE(w.context_len == m.prompt + m.generated - 1);
+            REQUIRE(w.sample);
+          } else {
+            seen_prefill = true;
+            REQUIRE(w.context_len == m.computed);
+            auto n = static_cast<int>(w.tokens.size());
+            REQUIRE(n >= 1);
+            REQUIRE(m.computed + n <= m.prompt);
+            REQUIRE(w.sample == (m.computed + n == m.prompt));
+            if (!w.sample)
+              ++seen["partial chunk"];
+          }
+        }
+      } else if (what < 90) {  // the step's result arrives
+        if (in_step.empty())
+          continue;
+        std::map<uint64_t, token_id> given;
+        auto out = answer(current, [&](uint64_t id) {
+          token_id t = uniform(0, 9) == 0 ? eos : static_cast<token_id>(uniform(100, 200));
+          given[id] = t;
+          return t;
+        });
+        bool fail = uniform(0, 19) == 0;
+        auto ev = fail ? s.fail_step("lost") : s.apply(out);
+        int64_t expect_freed = 0;
+        std::set<uint64_t> expect_end;
+        for (auto id : cancel_pending) {
+          expect_freed += reqs.at(id).blocks;
+          expect_end.insert(id);
+        }
+        std::set<uint64_t> with_delta;
+        for (const auto& w : current.seqs) {
+          auto id = w.seq_id;
+          if (cancel_pending.count(id))
+            continue;
+          auto& m = reqs.at(id);
+          if (fail) {
+            expect_end.insert(id);
+            expect_freed += m.blocks;
+            with_delta.insert(id);
+            continue;
+          }
+          if (m.generated == 0)
+            m.computed += static_cast<int>(w.tokens.size());
+          if (!w.sample)
+            continue;
+          with_delta.insert(id);
+          auto t = given.at(id);
+          bool ends = (t == eos && !m.ignore_eos) || m.generated + 1 >= m.max_tokens;
+          if (!(t == eos && !m.ignore_eos))
+            ++m.generated;
+          if (ends) {
+            expect_end.insert(id);
+            expect_freed += m.blocks;
+          }
+        }
+        REQUIRE(ev.freed_blocks == expect_freed);
+        std::set<uint64_t> got;
+        for (const auto& rd : ev.deltas) {
+          auto id = rd.delta.id;
+          REQUIRE(got.insert(id).second);
+          REQUIRE(with_delta.count(id) == 1);
+          REQUIRE(rd.sink == reqs.at(id).sink);
+          ++seen[rd.delta.finish == finish_reason::none ? "token"
+                                                        : protocol::to_string(rd.delta.finish)];
+          if (fail) {
+            REQUIRE(rd.delta.finish == finish_reason::error);
+          } else if (given.at(id) == eos && !reqs.at(id).ignore_eos) {
+            REQUIRE(rd.delta.finish == finish_reason::stop);
+            REQUIRE(rd.delta.tokens.empty());
+          } else {
+            REQUIRE(rd.delta.tokens == std::vector<int32_t>{given.at(id)});
+            REQUIRE((rd.delta.finish == finish_reason::length) == (expect_end.count(id) == 1));
+          }
+        }
+        REQUIRE(got == with_delta);
+        for (auto id : expect_end)
+          end(id);
+        in_step.clear();
+        cancel_pending.clear();
+      } else {  // cancel something: waiting, running, ended or unknown
+        if (next_id == 1)
+          continue;
+        auto id = static_cast<uint64_t>(uniform(1, static_cast<int>(next_id)));
+        auto freed = s.cancel(id);
+        auto w = std::find(waiting.begin(), waiting.end(), id);
+        if (w != waiting.end()) {
+          REQUIRE(freed == 0);
+          waiting.erase(w);
+          ++seen["cancel waiting"];
+        } else if (running.count(id) && in_step.count(id)) {
+          REQUIRE(freed == 0);
+          cancel_pending.insert(id);
+          ++seen["cancel in step"];
+        } else if (running.count(id)) {
+          REQUIRE(freed == reqs.at(id).blocks);
+          end(id);
+          ++seen["cancel running"];
+        } else {
+          REQUIRE(freed == 0);
+        }
+      }
+      check_invariants();
+    }
+
+    // Drain: drop the queue, finish the in-flight step, cancel the rest.
+    for (auto id : waiting)
+      CHECK(s.cancel(id) == 0);
+    waiting.clear();
+    if (!in_step.empty()) {
+      (void)s.fail_step("drain");
+      for (const auto& w : current.seqs)
+        end(w.seq_id);
+      in_step.clear();
+      cancel_pending.clear();
+    }
+    for (auto id : std::vector<uint64_t>(running.begin(), running.end())) {
+      CHECK(s.cancel(id) == reqs.at(id).blocks);
+      end(id);
+    }
+    check_invariants();
+    CHECK(s.blocks_held() == 0);
+    CHECK(s.running() == 0);
+    INFO("round " << round);
+    CHECK(admitted_ids.size() > 5);
+    for (auto id : admitted_ids)
+      REQUIRE(ended[id] == 1);
+  }
+  for (auto what : {"accepted", "refused", "partial chunk", "token", "stop", "length", "error",
+                    "cancel in step", "cancel running", "cancel waiting"}) {
+    INFO(what);
+    CHECK(seen[what] > 0);
+  }
+}
