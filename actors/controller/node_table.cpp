@@ -59,10 +59,9 @@ void node_table::attempt_failed(const std::string& name, const std::string& why,
     r->attempt_in_flight = false;
     if (r->status == node_status::up)
       return;
+    // The status does not change (connecting stays connecting until the node
+    // has been up once; afterwards it stays down), so neither does since_s.
     r->last_error = why;
-    if (r->status != node_status::down || r->since_s == 0)
-      r->since_s = now_s;
-    // Stays "connecting" until it has been up once; afterwards it is "down".
   }
 }
 

@@ -56,6 +56,7 @@ TEST_CASE("node_table: attempts are not repeated while one is in flight", "[node
   CHECK_FALSE(g0->attempt_in_flight);
   CHECK(g0->last_error == "connection refused");
   CHECK(g0->failures == 0);  // failures count losses, not failed attempts
+  CHECK(g0->since_s == 0.0);  // no status change, so no new "since"
 
   CHECK(t.start_attempts(3.0) == std::vector<std::string>{"gpu0"});
   CHECK(t.find("gpu0")->attempts == 2);
