@@ -5,6 +5,8 @@
 #include <random>
 #include <stdexcept>
 
+#include <sys/socket.h>
+
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
@@ -95,7 +97,14 @@ void http_edge::start() {
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server_->set_payload_max_length(cfg_.gateway.max_body_bytes);
   server_->set_keep_alive_max_count(100000);
-  server_->set_tcp_nodelay(true);  // small SSE writes must not wait for ACKs (Nagle)
+  server_->set_tcp_nodelay(true);
+  // httplib's default adds SO_REUSEPORT, which lets a second (stale or
+  // misconfigured) edge bind the same port and silently take a share of the
+  // traffic. Bind exclusively: a busy port is an error at start.
+  server_->set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });  // small SSE writes must not wait for ACKs (Nagle)
   install_routes();
   if (!server_->bind_to_port(cfg_.gateway.host.c_str(), cfg_.gateway.port))
     throw std::runtime_error("cannot listen on " + cfg_.gateway.host + ":"

@@ -49,6 +49,22 @@ size_t request_registry::open_count() const {
   return sinks_.size();
 }
 
+void request_registry::fail_all(int status, const std::string& message) {
+  std::vector<std::shared_ptr<request_sink>> sinks;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    for (auto& [id, sink] : sinks_)
+      sinks.push_back(sink);
+  }
+  for (auto& sink : sinks) {
+    sink_event ev;
+    ev.finish = protocol::finish_reason::error;
+    ev.status = status;
+    ev.message = message;
+    sink->push(std::move(ev));
+  }
+}
+
 void request_registry::set_live_replicas(std::map<std::string, int> live) {
   std::lock_guard<std::mutex> guard{mtx_};
   live_ = std::move(live);

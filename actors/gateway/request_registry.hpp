@@ -51,6 +51,9 @@ public:
   void close(uint64_t id);
   [[nodiscard]] std::shared_ptr<request_sink> find(uint64_t id) const;
   [[nodiscard]] size_t open_count() const;
+  /// Ends every open request with an error event (shutdown): no HTTP thread
+  /// keeps waiting for a deadline that the process will not live to see.
+  void fail_all(int status, const std::string& message);
 
   /// Live replicas per model, as last learned from the router.
   void set_live_replicas(std::map<std::string, int> live);

@@ -59,6 +59,22 @@ int64_t batch_scheduler::cancel(uint64_t id) {
   return freed;
 }
 
+int64_t batch_scheduler::cancel_sink(uint32_t sink, size_t* n) {
+  std::vector<uint64_t> ids;
+  for (const auto& [req, s] : waiting_)
+    if (s == sink)
+      ids.push_back(req.id);
+  for (const auto& [id, seq] : running_)
+    if (seq.sink == sink && !seq.cancelled)
+      ids.push_back(id);
+  int64_t freed = 0;
+  for (auto id : ids)
+    freed += cancel(id);
+  if (n != nullptr)
+    *n = ids.size();
+  return freed;
+}
+
 std::vector<int64_t> batch_scheduler::admission_candidates() const {
   std::vector<int64_t> out;
   auto room = static_cast<size_t>(std::max(0, opts_.max_running - static_cast<int>(running_.size())));

@@ -63,6 +63,9 @@ public:
   /// Drops a request wherever it is. A sequence inside the in-flight step is
   /// dropped when that step's result arrives. Returns token-blocks freed now.
   int64_t cancel(uint64_t id);
+  /// Cancels every request that streams to `sink` (its gateway went away).
+  /// Returns token-blocks freed now; returns the number of requests in `*n`.
+  int64_t cancel_sink(uint32_t sink, size_t* n = nullptr);
 
   /// Token-blocks each of the next waiting requests needs, in queue order,
   /// for as many as could be admitted (bounded by max_running).

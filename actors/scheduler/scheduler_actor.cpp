@@ -25,6 +25,7 @@ struct scheduler_state {
   std::vector<caf::actor> subscribers;
   bool alloc_in_flight = false;
   uint64_t rejected = 0;
+  uint64_t orphaned = 0;  ///< requests cancelled because their gateway went away
   // Load reporting and tokens/s.
   clock_type::time_point last_tick = clock_type::now();
   clock_type::time_point last_report = clock_type::now();
@@ -146,13 +147,36 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
     s.opts = std::move(opts);
     s.unit = std::move(unit);
     s.kv = std::move(kv);
+    self->set_down_handler([self](caf::down_msg& dm) {
+      // A gateway went away (its node died or the link timed out): nobody
+      // will read those tokens, so stop computing them and free their KV.
+      auto& s = self->state;
+      auto it = s.sink_index.find(dm.source);
+      if (it == s.sink_index.end() || s.sinks[it->second].address() != dm.source)
+        return;
+      size_t n = 0;
+      auto freed = s.core->cancel_sink(it->second, &n);
+      s.orphaned += n;
+      if (freed > 0)
+        self->send(s.kv, kv_free_atom::value, s.opts.model, freed);
+      pump(self);
+    });
     self->send(self, tick_atom::value);
     return {
       [self](enqueue_atom, gen_request& req, gateway_actor& gw) -> enqueue_reply {
         auto& s = self->state;
         auto [it, fresh] = s.sink_index.emplace(gw.address(), static_cast<uint32_t>(s.sinks.size()));
-        if (fresh)
+        if (fresh) {
           s.sinks.push_back(gw);
+          self->monitor(gw);
+        } else if (caf::actor_cast<caf::strong_actor_ptr>(s.sinks[it->second]).get()
+                   != caf::actor_cast<caf::strong_actor_ptr>(gw).get()) {
+          // Same gateway (handles compare by address), new proxy: the
+          // connection to it was lost and re-established, and the old proxy
+          // silently drops what it is sent.
+          s.sinks[it->second] = gw;
+          self->monitor(gw);
+        }
         enqueue_reply rep;
         rep.replica = s.opts.replica;
         rep.scheduler = caf::actor_cast<caf::actor>(self);
@@ -192,8 +216,14 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         pump(self);
       },
       [self](subscribe_atom, caf::actor& sub) {
+        // A router that re-subscribes after a reconnect has the same address
+        // but a fresh handle: replace the stale one.
         auto& subs = self->state.subscribers;
-        if (std::find(subs.begin(), subs.end(), sub) == subs.end())
+        auto it = std::find_if(subs.begin(), subs.end(),
+                               [&](const caf::actor& a) { return a.address() == sub.address(); });
+        if (it != subs.end())
+          *it = std::move(sub);
+        else
           subs.push_back(std::move(sub));
         self->state.last_waiting = -1;  // report at the next tick
       },
@@ -212,6 +242,7 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
                          {"running", s.core->running()},
                          {"finished", s.core->finished()},
                          {"rejected", s.rejected},
+                         {"orphaned", s.orphaned},
                          {"steps", s.core->steps()},
                          {"generated_tokens", s.core->generated_tokens()},
                          {"tokens_per_s", s.tokens_per_s},

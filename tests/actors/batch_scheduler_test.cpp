@@ -710,3 +710,29 @@ TEST_CASE("property: blocks_held matches admitted-not-retired, every request end
     CHECK(seen[what] > 0);
   }
 }
+
+TEST_CASE("batch_scheduler: cancel_sink drops every request of one gateway", "[batch_scheduler]") {
+  batch_scheduler s{small_opts()};
+  // Requests 1 and 3 stream to sink 0, 2 and 4 to sink 1.
+  for (uint64_t id = 1; id <= 3; ++id)
+    REQUIRE(s.enqueue(req(id, 4, 4), static_cast<uint32_t>((id + 1) % 2)) == enqueue_status::accepted);
+  s.admit(2);  // 1 (sink 0) and 2 (sink 1) run; 3 (sink 0) waits
+  REQUIRE(s.enqueue(req(4, 4, 4), 1) == enqueue_status::accepted);
+  // Each running request holds ceil((4 + 4) / 4) = 2 token-blocks.
+  REQUIRE(s.blocks_held() == 4);
+
+  size_t n = 0;
+  auto freed = s.cancel_sink(0, &n);
+  CHECK(n == 2);           // running 1 and waiting 3
+  CHECK(freed == 2);       // only the running one held blocks
+  CHECK(s.running() == 1);
+  CHECK(s.waiting() == 1);  // request 4 (sink 1) still waits
+  CHECK(s.blocks_held() == 2);
+
+  // The survivors still step and stream to sink 1 only.
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  CHECK(in.seqs[0].seq_id == 2);
+  CHECK(s.cancel_sink(7, &n) == 0);
+  CHECK(n == 0);
+}

@@ -153,3 +153,18 @@ TEST_CASE("request_registry: live replicas are a snapshot", "[registry]") {
   reg.set_live_replicas({{"m3", 1}});
   CHECK(reg.live_replicas() == std::map<std::string, int>{{"m3", 1}});
 }
+
+TEST_CASE("request_registry: fail_all ends every open request with an error", "[request_registry]") {
+  llmux::gateway::request_registry reg;
+  auto a = reg.open(reg.next_id());
+  auto b = reg.open(reg.next_id());
+  reg.fail_all(503, "server is shutting down");
+  for (auto& sink : {a, b}) {
+    std::vector<llmux::gateway::sink_event> evs;
+    REQUIRE(sink->wait_pop(evs, std::chrono::steady_clock::now() + std::chrono::seconds(30)));
+    REQUIRE(evs.size() == 1);
+    CHECK(evs[0].finish == llmux::protocol::finish_reason::error);
+    CHECK(evs[0].status == 503);
+    CHECK(evs[0].message == "server is shutting down");
+  }
+}

@@ -85,6 +85,16 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
   sys_cfg.set("logger.file-verbosity", caf::atom("quiet"));
   caf::actor_system sys{sys_cfg};
   std::vector<caf::actor> spawned;
+  // On every way out (a failed start included), stop the actors first: the
+  // actor system's destructor waits for all of them, so a live one (timers
+  // keep it busy) would hang the exit forever.
+  struct stop_actors {
+    std::vector<caf::actor>& all;
+    ~stop_actors() {
+      for (auto& a : all)
+        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    }
+  } stopper{spawned};
   auto add = [&](admin_actor& admin, const char* kind, const std::string& name, caf::actor a) {
     caf::anon_send(admin, add_actor_atom::value, std::string{kind}, name, a);
     spawned.push_back(std::move(a));
@@ -92,6 +102,7 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
 
   // -- 1. admin: the node's agent, first so everything can register --------
   auto admin = admin::spawn_admin(sys, {node_name});
+  spawned.push_back(caf::actor_cast<caf::actor>(admin));
 
   // -- 2. units: kv_manager, gpu_unit, one scheduler per hosted model --------
   for (const auto& u : cfg.units) {
@@ -222,13 +233,12 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
 
   int sig = wait_for_signal();
   std::cout << "llmux: node " << node_name << " stopping (" << strsignal(sig) << ")" << std::endl;
+  if (registry)
+    registry->fail_all(503, "server is shutting down");
   if (edge)
     edge->stop();
   if (admin_srv)
     admin_srv->stop();
-  for (auto& a : spawned)
-    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(admin, caf::exit_reason::user_shutdown);
   return 0;
 }
 

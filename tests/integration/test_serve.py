@@ -1,0 +1,229 @@
+"""`llmux serve` (one process, embedded default config) and config errors at startup."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import requests
+
+from conftest import (
+    HTTP_TIMEOUT,
+    SOURCE_DIR,
+    assert_openai_error,
+    auth,
+    chat_body,
+    check_chat_stream,
+    free_port,
+    json_events,
+    run_llmux,
+    start_llmux,
+    stream_post,
+    wait_until,
+)
+
+
+def _health(base):
+    r = requests.get(f"{base}/health", timeout=1)
+    return r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def _start_serve(tmp_path_factory, name, extra=()):
+    port = free_port()
+    log_dir = tmp_path_factory.mktemp(name)
+    proc = start_llmux(["serve", "--port", port, *extra], log_dir, name, owner=__name__,
+                       stop_signal=signal.SIGTERM)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _health(base), 15, f"GET {base}/health", proc=proc)
+    except BaseException:
+        proc.cleanup()
+        raise
+    return proc, base
+
+
+@pytest.fixture(scope="module")
+def served(llmux_bin, tmp_path_factory):
+    proc, base = _start_serve(tmp_path_factory, "serve-open")
+    try:
+        yield base
+    finally:
+        proc.cleanup()
+
+
+@pytest.fixture(scope="module")
+def served_with_key(llmux_bin, tmp_path_factory):
+    proc, base = _start_serve(tmp_path_factory, "serve-key", ["--api-key", "k-test-1"])
+    try:
+        yield proc, base
+    finally:
+        proc.cleanup()
+
+
+# ------------------------------------------------------------------------------------------
+# Open serve
+# ------------------------------------------------------------------------------------------
+
+
+def test_health(served):
+    r = requests.get(f"{served}/health", timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}, r.text
+
+
+def test_models_lists_tiny_sim(served):
+    cards = wait_until(lambda: (lambda d: d if d.get("tiny", {}).get("replicas", 0) >= 1 else None)(
+        {m["id"]: m for m in requests.get(f"{served}/v1/models", timeout=2).json()["data"]}),
+        10, "/v1/models to show tiny with a live replica")
+    assert set(cards) == {"tiny"}, cards
+    assert cards["tiny"]["backend"] == "sim" and cards["tiny"]["object"] == "model", cards
+
+
+def test_streamed_completion(served):
+    payloads = stream_post(f"{served}/v1/completions",
+                           {"model": "tiny", "prompt": "hello", "max_tokens": 6, "seed": 3, "stream": True,
+                            "stream_options": {"include_usage": True}}, None)
+    events = json_events(payloads)
+    assert len({e["id"] for e in events}) == 1, events
+    assert all(e["object"] == "text_completion" and e["model"] == "tiny" for e in events), events
+    *chunks, usage_ev = events
+    assert usage_ev["choices"] == [], usage_ev
+    assert usage_ev["usage"] == {"prompt_tokens": 6, "completion_tokens": 6, "total_tokens": 12}, usage_ev
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]] == ["length"]
+    text = "".join(c["choices"][0]["text"] for c in chunks)
+    assert text.strip(), "streamed no text"
+
+
+def test_streamed_chat(served):
+    payloads = stream_post(f"{served}/v1/chat/completions",
+                           chat_body("tiny", max_tokens=5, stream=True, stream_options={"include_usage": True}),
+                           None)
+    check_chat_stream(payloads, "tiny", max_tokens=5)
+
+
+def test_stream_without_usage_has_no_usage_chunk(served):
+    payloads = stream_post(f"{served}/v1/chat/completions", chat_body("tiny", max_tokens=3, stream=True), None)
+    events = json_events(payloads)
+    assert all("usage" not in e for e in events), events
+    assert events[-1]["choices"][0]["finish_reason"] == "length", events[-1]
+
+
+def test_eos_ends_with_stop(served):
+    # The sim's output length is a function of the seed; seed 3 ends well before 300 tokens.
+    r = requests.post(f"{served}/v1/completions",
+                      json={"model": "tiny", "prompt": "hello", "max_tokens": 300, "seed": 3}, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["choices"][0]["finish_reason"] == "stop", j
+    n = j["usage"]["completion_tokens"]
+    assert 0 < n < 300, j
+    payloads = stream_post(f"{served}/v1/completions",
+                           {"model": "tiny", "prompt": "hello", "max_tokens": 300, "seed": 3, "stream": True,
+                            "stream_options": {"include_usage": True}}, None)
+    *chunks, usage_ev = json_events(payloads)
+    assert usage_ev["usage"]["completion_tokens"] == n
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert "".join(c["choices"][0]["text"] for c in chunks) == j["choices"][0]["text"]
+
+
+def test_open_serve_needs_no_key(served):
+    r = requests.post(f"{served}/v1/chat/completions", json=chat_body("tiny", max_tokens=2),
+                      headers=auth("anything"), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+
+
+def test_unknown_path_is_openai_404(served):
+    r = requests.get(f"{served}/v1/nothing-here", timeout=HTTP_TIMEOUT)
+    assert_openai_error(r, 404)
+
+
+def test_second_edge_on_same_port_fails(served, tmp_path):
+    # http_edge::start() promises "cannot listen on HOST:PORT (address in use ...)"
+    # and run_node exits 1. A second edge silently sharing the port would take a
+    # share of the first one's connections.
+    port = int(served.rsplit(":", 1)[1])
+    dup = start_llmux(["serve", "--port", port], tmp_path, "serve-same-port", owner=__name__,
+                      stop_signal=signal.SIGTERM)
+    try:
+        exited = True
+        try:
+            wait_until(lambda: dup.poll() is not None, 5, "the second serve on a busy port to exit")
+        except AssertionError:
+            exited = False
+        if not exited:
+            pytest.fail(f"BUG: a second `llmux serve --port {port}` started while the first still listens on "
+                        f"{port} (it did not exit within 5 s); its log:\n{dup.log_tail(10)}", pytrace=False)
+        assert dup.returncode == 1, f"exit {dup.returncode}: {dup.log()}"
+        assert "cannot listen" in dup.log() and str(port) in dup.log(), dup.log()
+    finally:
+        dup.cleanup()
+    assert _health(served), "the first serve stopped answering"
+
+
+# ------------------------------------------------------------------------------------------
+# serve --api-key
+# ------------------------------------------------------------------------------------------
+
+
+def test_api_key_enforced(served_with_key):
+    _, base = served_with_key
+    body = chat_body("tiny", max_tokens=2)
+    r = requests.post(f"{base}/v1/chat/completions", json=body, timeout=HTTP_TIMEOUT)
+    assert_openai_error(r, 401, code="invalid_api_key")
+    r = requests.post(f"{base}/v1/chat/completions", json=body, headers=auth("k-wrong"), timeout=HTTP_TIMEOUT)
+    assert_openai_error(r, 401, code="invalid_api_key")
+    r = requests.get(f"{base}/v1/models", timeout=HTTP_TIMEOUT)
+    assert_openai_error(r, 401, code="invalid_api_key")
+    r = requests.post(f"{base}/v1/chat/completions", json=body, headers=auth("k-test-1"), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 2
+    # /health stays open (load balancers probe it without credentials).
+    assert requests.get(f"{base}/health", timeout=HTTP_TIMEOUT).status_code == 200
+
+
+def test_serve_stops_on_sigterm(served_with_key):
+    proc, base = served_with_key
+    proc.signal(signal.SIGTERM)
+    rc = proc.wait(timeout=15)
+    assert rc == 0, f"serve exited with {rc} after SIGTERM"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/health", timeout=2)
+
+
+# ------------------------------------------------------------------------------------------
+# Config errors
+# ------------------------------------------------------------------------------------------
+
+
+def test_node_unknown_config_key_exits_2(llmux_bin, tmp_path):
+    cfg = tmp_path / "typo.toml"
+    cfg.write_text('[cluster]\nname = "x"\nschedulr_threads = 2\n\n[[nodes]]\nname = "x"\nport = 7999\n')
+    t = time.monotonic()
+    res = run_llmux(["node", "--config", cfg, "--name", "x"], timeout=15)
+    assert time.monotonic() - t < 15
+    assert res.returncode == 2, f"exit {res.returncode}; stderr={res.stderr!r} stdout={res.stdout!r}"
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {res.stderr!r}"
+    line = lines[0]
+    assert str(cfg) in line, line                 # the file
+    assert "schedulr_threads" in line, line       # the key
+    assert "unknown key" in line, line            # the reason
+    assert f"{cfg}:3:" in line, f"error does not name line 3: {line}"
+
+
+def test_launch_unit_on_unknown_node_exits_2(llmux_bin, tmp_path):
+    text = (SOURCE_DIR / "examples" / "cluster-3node.toml").read_text()
+    old = 'name = "gpu1"\nnode = "gpu1"'
+    assert old in text, "examples/cluster-3node.toml changed shape; update this test"
+    cfg = tmp_path / "badnode.toml"
+    cfg.write_text(text.replace(old, 'name = "gpu1"\nnode = "gpu9"'))
+    res = run_llmux(["launch", "--config", cfg], timeout=15)
+    assert res.returncode == 2, f"exit {res.returncode}; stderr={res.stderr!r} stdout={res.stdout!r}"
+    assert "gpu9" in res.stderr and str(cfg) in res.stderr, res.stderr
+    assert "(pid" not in res.stdout, f"launch started nodes from a bad config: {res.stdout!r}"
+
+
+def test_serve_rejects_multi_node_config(llmux_bin):
+    res = run_llmux(["serve", "--config", SOURCE_DIR / "examples" / "cluster-3node.toml"], timeout=15)
+    assert res.returncode == 2, f"exit {res.returncode}; stderr={res.stderr!r}"
+    assert "single-node" in res.stderr, res.stderr
