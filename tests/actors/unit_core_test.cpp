@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/gpu_specs.hpp"
+
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -15,15 +17,7 @@ using unit::unit_core;
 
 namespace {
 
-config::gpu_spec h100_like() {
-  config::gpu_spec g;
-  g.name = "test-h100";
-  g.mem_bandwidth_gbs = 3350;
-  g.peak_tflops = 989;
-  g.step_overhead_us = 40;
-  g.memory_gib = 80;
-  return g;
-}
+using test::h100_like;
 
 config::model_config sim_model(const std::string& name) {
   config::model_config m;

@@ -5,21 +5,15 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/gpu_specs.hpp"
+
 using namespace llmux;
 using engine::cost_model;
 using engine::step_shape;
 
 namespace {
 
-config::gpu_spec h100_like() {
-  config::gpu_spec g;
-  g.name = "test-h100";
-  g.mem_bandwidth_gbs = 3350;
-  g.peak_tflops = 989;
-  g.step_overhead_us = 40;
-  g.memory_gib = 80;
-  return g;
-}
+using test::h100_like;
 
 config::model_arch llama_7b() {
   auto a = config::arch_preset("llama-7b");

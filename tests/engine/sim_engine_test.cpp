@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/gpu_specs.hpp"
+
 #include <set>
 #include <vector>
 
@@ -14,15 +16,7 @@ using engine::token_id;
 
 namespace {
 
-config::gpu_spec h100_like() {
-  config::gpu_spec g;
-  g.name = "test-h100";
-  g.mem_bandwidth_gbs = 3350;
-  g.peak_tflops = 989;
-  g.step_overhead_us = 40;
-  g.memory_gib = 80;
-  return g;
-}
+using test::h100_like;
 
 sim_engine make_sim(double share = 1.0) {
   auto a = config::arch_preset("llama-7b");
