@@ -50,8 +50,6 @@ void push_error(gateway_ptr self, uint64_t id, int status, std::string message) 
   ++self->state.failed;
 }
 
-void route(gateway_ptr self, uint64_t id);
-
 /// Sends the request (or its continuation after a migration) to the router.
 void route(gateway_ptr self, uint64_t id) {
   auto it = self->state.requests.find(id);

@@ -1,0 +1,118 @@
+"""Limits at the edge: body size (413), queue limit (429) and request deadline (504),
+on `llmux serve --config` with a deliberately slow sim unit (time_scale 2000: a
+llama-7b prefill step of ~4 ms is held ~8 s) and tiny limits."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import (
+    admin_state_http,
+    assert_openai_error,
+    chat_body,
+    free_port,
+    one_state,
+    start_llmux,
+    wait_until,
+)
+
+ADMIN = "adm-limits"
+
+
+@pytest.fixture(scope="module")
+def slow_edge(llmux_bin, tmp_path_factory):
+    d = tmp_path_factory.mktemp("limits")
+    http, node, admin = free_port(), free_port(), free_port()
+    cfg = d / "limits.toml"
+    cfg.write_text(f"""
+[timeouts]
+request_ms = 5000
+
+[[nodes]]
+name = "solo"
+port = {node}
+admin_port = {admin}
+
+[gateway]
+node = "solo"
+port = {http}
+admin_token = "{ADMIN}"
+max_body_bytes = 2048
+
+[[models]]
+name = "slow"
+backend = "sim"
+architecture = "llama-7b"
+
+[[units]]
+name = "u"
+node = "solo"
+time_scale = 2000.0
+max_running = 1
+max_waiting = 1
+models = [ {{ name = "slow", share = 1.0 }} ]
+""")
+    proc = start_llmux(["serve", "--config", cfg], d, "serve-limits", owner=__name__,
+                       stop_signal=signal.SIGTERM)
+    base = f"http://127.0.0.1:{http}"
+    try:
+        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 15,
+                   "the slow edge to answer /health", proc=proc)
+        yield base
+    finally:
+        proc.cleanup()
+
+
+def _scheduler(base):
+    return one_state(admin_state_http(base, ADMIN, timeout=3), "scheduler")["state"]
+
+
+def test_body_too_large_is_413(slow_edge):
+    body = chat_body("slow", max_tokens=1)
+    body["messages"][0]["content"] = "x" * 4096  # the body is > max_body_bytes = 2048
+    r = requests.post(f"{slow_edge}/v1/chat/completions", json=body, timeout=10)
+    assert_openai_error(r, 413, message_contains="too large")
+
+
+def test_queue_full_is_429_and_deadline_is_504(slow_edge):
+    results = {}
+
+    def post(name):
+        t = time.monotonic()
+        r = requests.post(f"{slow_edge}/v1/chat/completions", json=chat_body("slow", max_tokens=2),
+                          timeout=30)
+        results[name] = (r, time.monotonic() - t)
+
+    # A runs (max_running 1), B waits (max_waiting 1): the queue is then full.
+    a = threading.Thread(target=post, args=("a",))
+    a.start()
+    wait_until(lambda: _scheduler(slow_edge)["running"] == 1, 5, "request A to run")
+    b = threading.Thread(target=post, args=("b",))
+    b.start()
+    wait_until(lambda: _scheduler(slow_edge)["waiting"] == 1, 5, "request B to wait")
+
+    t = time.monotonic()
+    c = requests.post(f"{slow_edge}/v1/chat/completions", json=chat_body("slow", max_tokens=2),
+                      timeout=30)
+    assert time.monotonic() - t < 3, "a full queue must refuse at once, not wait"
+    assert_openai_error(c, 429, message_contains="overloaded")
+
+    # A's first step is held ~8 s, past request_ms = 5000: both end with 504,
+    # at the deadline rather than when the step finally returns.
+    a.join(timeout=30)
+    b.join(timeout=30)
+    for name in ("a", "b"):
+        r, took = results[name]
+        assert_openai_error(r, 504)
+        assert 4.0 < took < 7.5, f"request {name} took {took:.1f}s; the deadline is 5 s"
+
+    # The deadline cancelled both all the way down: nothing runs or waits, no KV is held.
+    st = wait_until(lambda: (lambda s: s if s["running"] == 0 and s["waiting"] == 0
+                             and s["kv_token_blocks_held"] == 0 else None)(_scheduler(slow_edge)),
+                    15, "the scheduler to drop both timed-out requests")
+    assert st["finished"] == 0  # neither completed: they were cancelled, not finished
