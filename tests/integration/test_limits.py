@@ -11,8 +11,12 @@ import time
 import pytest
 import requests
 
+import json
+from types import SimpleNamespace
+
 from conftest import (
     admin_state_http,
+    run_llmux,
     assert_openai_error,
     chat_body,
     free_port,
@@ -63,7 +67,7 @@ models = [ {{ name = "slow", share = 1.0 }} ]
     try:
         wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 15,
                    "the slow edge to answer /health", proc=proc)
-        yield base
+        yield SimpleNamespace(base=base, config=cfg)
     finally:
         proc.cleanup()
 
@@ -75,7 +79,7 @@ def _scheduler(base):
 def test_body_too_large_is_413(slow_edge):
     body = chat_body("slow", max_tokens=1)
     body["messages"][0]["content"] = "x" * 4096  # the body is > max_body_bytes = 2048
-    r = requests.post(f"{slow_edge}/v1/chat/completions", json=body, timeout=10)
+    r = requests.post(f"{slow_edge.base}/v1/chat/completions", json=body, timeout=10)
     assert_openai_error(r, 413, message_contains="too large")
 
 
@@ -84,20 +88,20 @@ def test_queue_full_is_429_and_deadline_is_504(slow_edge):
 
     def post(name):
         t = time.monotonic()
-        r = requests.post(f"{slow_edge}/v1/chat/completions", json=chat_body("slow", max_tokens=2),
+        r = requests.post(f"{slow_edge.base}/v1/chat/completions", json=chat_body("slow", max_tokens=2),
                           timeout=30)
         results[name] = (r, time.monotonic() - t)
 
     # A runs (max_running 1), B waits (max_waiting 1): the queue is then full.
     a = threading.Thread(target=post, args=("a",))
     a.start()
-    wait_until(lambda: _scheduler(slow_edge)["running"] == 1, 5, "request A to run")
+    wait_until(lambda: _scheduler(slow_edge.base)["running"] == 1, 5, "request A to run")
     b = threading.Thread(target=post, args=("b",))
     b.start()
-    wait_until(lambda: _scheduler(slow_edge)["waiting"] == 1, 5, "request B to wait")
+    wait_until(lambda: _scheduler(slow_edge.base)["waiting"] == 1, 5, "request B to wait")
 
     t = time.monotonic()
-    c = requests.post(f"{slow_edge}/v1/chat/completions", json=chat_body("slow", max_tokens=2),
+    c = requests.post(f"{slow_edge.base}/v1/chat/completions", json=chat_body("slow", max_tokens=2),
                       timeout=30)
     assert time.monotonic() - t < 3, "a full queue must refuse at once, not wait"
     assert_openai_error(c, 429, message_contains="overloaded")
@@ -113,6 +117,14 @@ def test_queue_full_is_429_and_deadline_is_504(slow_edge):
 
     # The deadline cancelled both all the way down: nothing runs or waits, no KV is held.
     st = wait_until(lambda: (lambda s: s if s["running"] == 0 and s["waiting"] == 0
-                             and s["kv_token_blocks_held"] == 0 else None)(_scheduler(slow_edge)),
+                             and s["kv_token_blocks_held"] == 0 else None)(_scheduler(slow_edge.base)),
                     15, "the scheduler to drop both timed-out requests")
     assert st["finished"] == 0  # neither completed: they were cancelled, not finished
+
+
+def test_admin_cli_reaches_a_served_config(slow_edge):
+    # `serve --config F` opens F's admin port, so `llmux admin --config F` works as for `node`.
+    out = run_llmux(["admin", "--config", slow_edge.config, "state", "scheduler", "--json"])
+    assert out.returncode == 0, out.stderr
+    states = json.loads(out.stdout)
+    assert [(s["node"], s["kind"], s["name"]) for s in states] == [("solo", "scheduler", "u/slow")]

@@ -118,8 +118,10 @@ int main(int argc, char** argv) {
         u.time_scale = serve_time_scale;
     tools::node_run_options ro;
     ro.publish = false;  // nobody else joins a served node
-    ro.admin_port = serve_admin_port > 0;
-    if (ro.admin_port)
+    // A config names an admin port (so `llmux admin --config F` works); the
+    // embedded default opens one only when asked.
+    ro.admin_port = !serve_config.empty() || serve_admin_port > 0;
+    if (serve_admin_port > 0)
       cfg.nodes[0].admin_port = static_cast<uint16_t>(serve_admin_port);
     return tools::run_node(cfg, cfg.nodes[0].name, ro);
   }
