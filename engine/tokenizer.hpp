@@ -19,6 +19,13 @@ public:
   virtual ~tokenizer() = default;
   /// Text → ids; prepends BOS when `add_bos` and the vocabulary has one.
   [[nodiscard]] virtual std::vector<token_id> encode(std::string_view text, bool add_bos) const = 0;
+  /// Like `encode`, but text that spells a special token of the vocabulary
+  /// (e.g. "<|im_start|>" in a rendered chat template) becomes that token.
+  /// Only for text the server produced (templates), never raw user text.
+  [[nodiscard]] virtual std::vector<token_id> encode_with_specials(std::string_view text,
+                                                                   bool add_bos) const {
+    return encode(text, add_bos);
+  }
   /// The raw bytes a token stands for (may be part of a UTF-8 character);
   /// empty for special tokens such as BOS/EOS.
   [[nodiscard]] virtual std::string token_bytes(token_id id) const = 0;

@@ -1,0 +1,83 @@
+#include "kernels/cpu/thread_pool.hpp"
+
+#include <algorithm>
+
+namespace llmux::kernels {
+
+thread_pool::thread_pool(int threads) : threads_(std::max(1, threads)) {
+  for (int i = 1; i < threads_; ++i)
+    workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+thread_pool::~thread_pool() {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : workers_)
+    t.join();
+}
+
+namespace {
+
+void chunk(int64_t n, int parts, int index, int64_t& begin, int64_t& end) {
+  int64_t base = n / parts;
+  int64_t extra = n % parts;
+  begin = index * base + std::min<int64_t>(index, extra);
+  end = begin + base + (index < extra ? 1 : 0);
+}
+
+}  // namespace
+
+void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
+  if (n <= 0)
+    return;
+  if (threads_ == 1 || n == 1) {
+    fn(0, n, 0);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    job_ = &fn;
+    job_n_ = n;
+    pending_ = threads_ - 1;
+    ++generation_;
+  }
+  wake_.notify_all();
+  int64_t begin, end;
+  chunk(n, threads_, 0, begin, end);
+  if (begin < end)
+    fn(begin, end, 0);
+  std::unique_lock<std::mutex> guard{mtx_};
+  done_.wait(guard, [this] { return pending_ == 0; });
+  job_ = nullptr;
+}
+
+void thread_pool::worker_loop(int index) {
+  uint64_t seen = 0;
+  while (true) {
+    const std::function<void(int64_t, int64_t, int)>* job;
+    int64_t n;
+    {
+      std::unique_lock<std::mutex> guard{mtx_};
+      wake_.wait(guard, [&] { return stop_ || generation_ != seen; });
+      if (stop_)
+        return;
+      seen = generation_;
+      job = job_;
+      n = job_n_;
+    }
+    int64_t begin, end;
+    chunk(n, threads_, index, begin, end);
+    if (begin < end)
+      (*job)(begin, end, index);
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      --pending_;
+    }
+    done_.notify_one();
+  }
+}
+
+}  // namespace llmux::kernels

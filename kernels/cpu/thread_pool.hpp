@@ -1,0 +1,48 @@
+#pragma once
+/// A fixed set of worker threads that runs data-parallel loops. One pool per
+/// model partition: the gpu_unit hands each engine the pool it may use, which
+/// is how compute shares are enforced on CPU (a share move swaps the pool
+/// between steps, never during one).
+///
+/// `parallel_for` blocks the caller until every chunk is done; the caller's
+/// thread takes part (so a pool of N threads uses N−1 workers + the caller).
+/// Not reentrant: call it from one thread at a time.
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace llmux::kernels {
+
+class thread_pool {
+public:
+  explicit thread_pool(int threads);
+  ~thread_pool();
+  thread_pool(const thread_pool&) = delete;
+  thread_pool& operator=(const thread_pool&) = delete;
+
+  [[nodiscard]] int size() const { return threads_; }
+
+  /// Splits [0, n) into size() contiguous chunks and runs fn(begin, end, worker)
+  /// for each, worker in [0, size()). Returns when all are done.
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn);
+
+private:
+  void worker_loop(int index);
+
+  int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mtx_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
+  int64_t job_n_ = 0;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace llmux::kernels
