@@ -22,7 +22,9 @@
 namespace llmux::engine::gguf {
 
 /// A bad file: what() is "FILE: WHERE: REASON" (WHERE is "header", a
-/// metadata key, or "tensor 'NAME'").
+/// metadata key, "metadata #i" when the key itself is unreadable, "tensor
+/// 'NAME'", "tensor #i" when the name is unreadable, or "open" for an I/O
+/// error in `open`).
 struct gguf_error : std::runtime_error {
   gguf_error(const std::string& file, const std::string& where, const std::string& reason);
   std::string file;
@@ -34,6 +36,9 @@ enum class value_type : uint32_t {
   u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7,
   string = 8, array = 9, u64 = 10, i64 = 11, f64 = 12,
 };
+
+/// "u8", "string", "array", ... (or "type N" for a number GGUF does not define).
+[[nodiscard]] std::string to_string(value_type t);
 
 /// One metadata value. Scalars fill one of the members; arrays fill
 /// `strings` (string arrays) or `numbers` (numeric and bool arrays, as

@@ -52,4 +52,33 @@ void softmax_ref(float* x, int64_t n);
 /// Dot product of n floats.
 [[nodiscard]] float dot_f32(const float* a, const float* b, int64_t n);
 
+// ---- The pieces matmul is built from, for callers that reuse activations
+// (e.g. one x against several weight matrices of the same type). ----
+
+/// The format llama.cpp's CPU backend converts activations to before the dot
+/// product with W rows of type `w` (its vec_dot_type): F32→F32, F16→F16,
+/// BF16→BF16, Q8_0/Q4_0→Q8_0, Q4_1→Q8_1, Q4_K/Q5_K/Q6_K→Q8_K.
+[[nodiscard]] dtype vec_dot_type(dtype w);
+
+/// Converts k floats (a multiple of block_elems(w)) to vec_dot_type(w):
+/// row_bytes(vec_dot_type(w), k) bytes at dst. Q8_0/Q8_1 round as ggml's AVX
+/// path does (scale 127/amax, ties to even); Q8_K as quantize_row_q8_K_ref.
+void quantize_activation_row(dtype w, const float* x, void* dst, int64_t k);
+
+/// Dot product of one W row of type `w` with an activation row made by
+/// quantize_activation_row (for F32, the floats themselves). Integer dot
+/// products per block, as llama.cpp's ggml_vec_dot_*.
+[[nodiscard]] float vec_dot(dtype w, const void* w_row, const void* act_row, int64_t k);
+
+/// Instruction sets the fast paths can use. The best the CPU supports is
+/// picked on first use (__builtin_cpu_supports); every path gives the same
+/// results up to float summation order.
+enum class simd_level { portable = 0, avx2 = 1, avx512 = 2 };
+[[nodiscard]] simd_level best_simd();
+[[nodiscard]] simd_level active_simd();
+[[nodiscard]] const char* to_string(simd_level level);
+/// Tests and benchmarks: use `level` (clamped to best_simd()) from now on.
+/// Not to be called while kernels run on other threads.
+void force_simd(simd_level level);
+
 }  // namespace llmux::kernels

@@ -57,13 +57,72 @@ enum class dtype : uint32_t {
 [[nodiscard]] float bf16_to_fp32(uint16_t h);
 [[nodiscard]] uint16_t fp32_to_bf16(float f);  ///< round to nearest even
 
+/// Block layouts, byte for byte as ggml's (fp16 fields hold raw IEEE half
+/// bits). Q8_1 and Q8_K are never stored in GGUF weights here; they are the
+/// activation formats of the integer dot products (see ops.hpp).
+struct block_q8_0 {
+  uint16_t d;
+  int8_t qs[32];
+};
+struct block_q8_1 {
+  uint16_t d;
+  uint16_t s;  ///< d · Σ qs
+  int8_t qs[32];
+};
+struct block_q4_0 {
+  uint16_t d;
+  uint8_t qs[16];
+};
+struct block_q4_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qs[16];
+};
+/// 8 sub-blocks of 32; 6-bit scale and min per sub-block packed in scales[12]
+/// (ggml's get_scale_min_k4); x = d·sc·q − dmin·m.
+struct block_q4_k {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qs[128];
+};
+/// As Q4_K plus a fifth bit per element in qh.
+struct block_q5_k {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];
+  uint8_t qs[128];
+};
+/// 16 sub-blocks of 16; x = d·scales[j]·(q − 32), q 6 bits split in ql/qh.
+struct block_q6_k {
+  uint8_t ql[128];
+  uint8_t qh[64];
+  int8_t scales[16];
+  uint16_t d;
+};
+struct block_q8_k {
+  float d;
+  int8_t qs[256];
+  int16_t bsums[16];  ///< Σ qs over each group of 16
+};
+static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q8_1) == 36 && sizeof(block_q4_0) == 18 &&
+                  sizeof(block_q4_1) == 20 && sizeof(block_q4_k) == 144 &&
+                  sizeof(block_q5_k) == 176 && sizeof(block_q6_k) == 210 &&
+                  sizeof(block_q8_k) == 292,
+              "ggml block layouts");
+
 /// Reference: decodes `n` elements (a multiple of block_elems(t)) of type `t`
-/// at `src` into `dst`.
+/// at `src` into `dst`, exactly as ggml's dequantize_row_* (bit for bit).
+/// Types: those supported_dtype() accepts, plus Q8_1 and Q8_K. Throws
+/// std::invalid_argument for any other type.
 void dequantize_row_ref(dtype t, const void* src, float* dst, int64_t n);
 
 /// Reference quantizers (for tests and dummy weights): encode `n` floats as
 /// type `t` into `dst` (row_bytes(t, n) bytes), the way ggml's reference
-/// quantizers do (scale from the block's max |x|, round to nearest).
+/// quantizers do (scale from the block's max |x|, round to nearest; the
+/// K-quants with ggml's quantize_row_q*_K_ref search). Same types as
+/// dequantize_row_ref.
 void quantize_row_ref(dtype t, const float* src, void* dst, int64_t n);
 
 }  // namespace llmux::kernels

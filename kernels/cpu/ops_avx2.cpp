@@ -1,0 +1,437 @@
+// AVX2 + FMA + F16C kernels. Only called after __builtin_cpu_supports said
+// yes (see ops.cpp). Everything after the target pragma is compiled for
+// those ISAs, so this file must not instantiate templates or inline
+// functions from other headers there: the linker could pick that copy for
+// code that runs on any x86-64.
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/quant.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+namespace llmux::kernels::detail {
+
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+
+inline int hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+// 16 fp16 in, 16 low / 16 high nibbles out as bytes 0..15.
+inline __m256i nibbles_32(const uint8_t* p) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i bytes = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+  return _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
+}
+
+// Σ x·y over 32 signed bytes, as 8 int32 lanes (ggml's sign trick:
+// maddubs needs its first operand unsigned).
+inline __m256i dot_i8_pairs(__m256i x, __m256i y) {
+  const __m256i ax = _mm256_sign_epi8(x, x);
+  const __m256i sy = _mm256_sign_epi8(y, x);
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+}
+
+// Σ u·y over 32 unsigned (≤ 63) × signed bytes, as 16 int16 lanes.
+inline __m256i dot_u8_i16(__m256i u, __m256i y) { return _mm256_maddubs_epi16(u, y); }
+
+// ---- exp, as ggml's ggml_v_expf (ARM optimized-routines), so silu matches
+// llama.cpp's vectorised one bit for bit. ----
+inline __m256 v_expf(__m256 x) {
+  const __m256 r = _mm256_set1_ps(0x1.8p23f);
+  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+  const __m256 n = _mm256_sub_ps(z, r);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                    _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+  const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+  const __m256i c = _mm256_castps_si256(
+      _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(126), _CMP_GT_OQ));
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+  if (!_mm256_movemask_ps(_mm256_castsi256_ps(c)))
+    return _mm256_fmadd_ps(j, k, k);
+  const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                     _mm256_set1_epi32(static_cast<int>(0x82000000u)));
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+  const __m256i d = _mm256_castps_si256(
+      _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192), _CMP_GT_OQ));
+  return _mm256_or_ps(
+      _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+      _mm256_andnot_ps(_mm256_castsi256_ps(d),
+                       _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                                    _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
+}
+
+inline __m256 v_silu(__m256 x) {
+  const __m256 neg_x = _mm256_sub_ps(_mm256_setzero_ps(), x);
+  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1), v_expf(neg_x)));
+}
+
+inline __m256 load_bf16(const uint16_t* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+inline float bf16f(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline void unpack_k4_scales(const uint8_t* q, uint8_t* sc, uint8_t* mn) {
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = q[j] & 63;
+    mn[j] = q[j + 4] & 63;
+  }
+  for (int j = 4; j < 8; ++j) {
+    sc[j] = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    mn[j] = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+inline int k_mins_dot(const uint8_t* mn, const int16_t* bsums) {
+  int s = 0;
+  for (int j = 0; j < 8; ++j)
+    s += mn[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+  return s;
+}
+
+template <bool with_sum>
+inline void to_q8_block(const float* x, uint16_t* d_out, int8_t* qs, uint16_t* s_out) {
+  __m256 v0 = _mm256_loadu_ps(x);
+  __m256 v1 = _mm256_loadu_ps(x + 8);
+  __m256 v2 = _mm256_loadu_ps(x + 16);
+  __m256 v3 = _mm256_loadu_ps(x + 24);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 amax = _mm256_andnot_ps(sign, v0);
+  amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v1));
+  amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v2));
+  amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v3));
+  __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  const float max_scalar = _mm_cvtss_f32(m4);
+  const float d = max_scalar / 127.f;
+  *d_out = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+  const __m256 mul = _mm256_set1_ps(max_scalar != 0.0f ? 127.f / max_scalar : 0.0f);
+  __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  if constexpr (with_sum) {
+    const int sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+    *s_out = _cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT);
+  }
+  i0 = _mm256_packs_epi32(i0, i1);
+  i2 = _mm256_packs_epi32(i2, i3);
+  i0 = _mm256_packs_epi16(i0, i2);
+  i0 = _mm256_permutevar8x32_epi32(i0, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), i0);
+}
+
+}  // namespace
+
+float avx2_dot_f32(const float* a, const float* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
+  }
+  for (; i + 8 <= n; i += 8)
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  for (; i < n; ++i)
+    sum += a[i] * b[i];
+  return sum;
+}
+
+float avx2_vdot_f32(const void* w, const void* x, int64_t k) {
+  return avx2_dot_f32(static_cast<const float*>(w), static_cast<const float*>(x), k);
+}
+
+float avx2_vdot_f16(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const uint16_t*>(w);
+  const auto* b = static_cast<const uint16_t*>(x);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  auto ld = [](const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  };
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    acc0 = _mm256_fmadd_ps(ld(a + i), ld(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(ld(a + i + 8), ld(b + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(ld(a + i + 16), ld(b + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(ld(a + i + 24), ld(b + i + 24), acc3);
+  }
+  for (; i + 8 <= k; i += 8)
+    acc0 = _mm256_fmadd_ps(ld(a + i), ld(b + i), acc0);
+  float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  for (; i < k; ++i)
+    sum += h2f(a[i]) * h2f(b[i]);
+  return sum;
+}
+
+float avx2_vdot_bf16(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const uint16_t*>(w);
+  const auto* b = static_cast<const uint16_t*>(x);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    acc0 = _mm256_fmadd_ps(load_bf16(a + i), load_bf16(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(load_bf16(a + i + 8), load_bf16(b + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(load_bf16(a + i + 16), load_bf16(b + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(load_bf16(a + i + 24), load_bf16(b + i + 24), acc3);
+  }
+  for (; i + 8 <= k; i += 8)
+    acc0 = _mm256_fmadd_ps(load_bf16(a + i), load_bf16(b + i), acc0);
+  float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  for (; i < k; ++i)
+    sum += bf16f(a[i]) * bf16f(b[i]);
+  return sum;
+}
+
+float avx2_vdot_q8_0(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const block_q8_0*>(w);
+  const auto* b = static_cast<const block_q8_0*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t ib = 0; ib < k / 32; ++ib) {
+    const __m256 d = _mm256_set1_ps(h2f(a[ib].d) * h2f(b[ib].d));
+    const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[ib].qs));
+    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[ib].qs));
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_pairs(qa, qb)), acc);
+  }
+  return hsum(acc);
+}
+
+float avx2_vdot_q4_0(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const block_q4_0*>(w);
+  const auto* b = static_cast<const block_q8_0*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i off = _mm256_set1_epi8(8);
+  for (int64_t ib = 0; ib < k / 32; ++ib) {
+    const __m256 d = _mm256_set1_ps(h2f(a[ib].d) * h2f(b[ib].d));
+    const __m256i qa = _mm256_sub_epi8(nibbles_32(a[ib].qs), off);
+    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[ib].qs));
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_pairs(qa, qb)), acc);
+  }
+  return hsum(acc);
+}
+
+float avx2_vdot_q4_1(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const block_q4_1*>(w);
+  const auto* b = static_cast<const block_q8_1*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  float summs = 0.0f;
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t ib = 0; ib < k / 32; ++ib) {
+    summs += h2f(a[ib].m) * h2f(b[ib].s);
+    const __m256 d = _mm256_set1_ps(h2f(a[ib].d) * h2f(b[ib].d));
+    const __m256i qa = nibbles_32(a[ib].qs);
+    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[ib].qs));
+    const __m256i p = _mm256_madd_epi16(dot_u8_i16(qa, qb), ones);
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+  }
+  return hsum(acc) + summs;
+}
+
+float avx2_vdot_q4_k(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const block_q4_k*>(w);
+  const auto* b = static_cast<const block_q8_k*>(x);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  float sumf = 0.0f;
+  for (int64_t i = 0; i < k / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    unpack_k4_scales(a[i].scales, sc, mn);
+    __m256i sumi = _mm256_setzero_si256();
+    const uint8_t* q4 = a[i].qs;
+    const int8_t* q8 = b[i].qs;
+    for (int j = 0; j < 4; ++j) {
+      const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q4 + 32 * j));
+      const __m256i lo = _mm256_and_si256(bits, m4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+      const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 64 * j));
+      const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 64 * j + 32));
+      const __m256i p0 = _mm256_madd_epi16(dot_u8_i16(lo, y0), _mm256_set1_epi16(sc[2 * j]));
+      const __m256i p1 = _mm256_madd_epi16(dot_u8_i16(hi, y1), _mm256_set1_epi16(sc[2 * j + 1]));
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+    }
+    const int summs = k_mins_dot(mn, b[i].bsums);
+    const float d = b[i].d * h2f(a[i].d);
+    const float dmin = b[i].d * h2f(a[i].dmin);
+    sumf += d * static_cast<float>(hsum_i32(sumi)) - dmin * static_cast<float>(summs);
+  }
+  return sumf;
+}
+
+float avx2_vdot_q5_k(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const block_q5_k*>(w);
+  const auto* b = static_cast<const block_q8_k*>(x);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i one = _mm256_set1_epi8(1);
+  float sumf = 0.0f;
+  for (int64_t i = 0; i < k / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    unpack_k4_scales(a[i].scales, sc, mn);
+    __m256i sumi = _mm256_setzero_si256();
+    const uint8_t* q4 = a[i].qs;
+    const int8_t* q8 = b[i].qs;
+    const __m256i hbits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qh));
+    for (int j = 0; j < 4; ++j) {
+      const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q4 + 32 * j));
+      const __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j), one);
+      const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j + 1), one);
+      const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16(h0, 4));
+      const __m256i hi =
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), _mm256_slli_epi16(h1, 4));
+      const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 64 * j));
+      const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 64 * j + 32));
+      const __m256i p0 = _mm256_madd_epi16(dot_u8_i16(lo, y0), _mm256_set1_epi16(sc[2 * j]));
+      const __m256i p1 = _mm256_madd_epi16(dot_u8_i16(hi, y1), _mm256_set1_epi16(sc[2 * j + 1]));
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+    }
+    const int summs = k_mins_dot(mn, b[i].bsums);
+    const float d = b[i].d * h2f(a[i].d);
+    const float dmin = b[i].d * h2f(a[i].dmin);
+    sumf += d * static_cast<float>(hsum_i32(sumi)) - dmin * static_cast<float>(summs);
+  }
+  return sumf;
+}
+
+float avx2_vdot_q6_k(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const block_q6_k*>(w);
+  const auto* b = static_cast<const block_q8_k*>(x);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i m2 = _mm256_set1_epi8(3);
+  float sumf = 0.0f;
+  for (int64_t i = 0; i < k / 256; ++i) {
+    __m256i sumi = _mm256_setzero_si256();
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* ql = a[i].ql + 64 * half;
+      const uint8_t* qh = a[i].qh + 32 * half;
+      const int8_t* q8 = b[i].qs + 128 * half;
+      const int8_t* sc = a[i].scales + 8 * half;
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+      // q values 0..63 (the −32 offset is applied through bsums below).
+      const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
+      const __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4));
+      const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4));
+      const __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
+      const __m256i qs[4] = {q1, q2, q3, q4};
+      for (int c = 0; c < 4; ++c) {
+        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32 * c));
+        // Each 32-byte chunk spans two groups of 16 with their own scale.
+        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(dot_u8_i16(qs[c], y), scale));
+      }
+    }
+    int offset = 0;  // 32 · Σ scale·Σq8 per group of 16
+    for (int g = 0; g < 16; ++g)
+      offset += a[i].scales[g] * b[i].bsums[g];
+    const int total = hsum_i32(sumi) - 32 * offset;
+    sumf += (h2f(a[i].d) * b[i].d) * static_cast<float>(total);
+  }
+  return sumf;
+}
+
+void avx2_to_f16(const float* x, void* dst, int64_t k) {
+  auto* h = static_cast<uint16_t*>(dst);
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < k; ++i)
+    h[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+void avx2_to_q8_0(const float* x, void* dst, int64_t k) {
+  auto* y = static_cast<block_q8_0*>(dst);
+  for (int64_t ib = 0; ib < k / 32; ++ib)
+    to_q8_block<false>(x + 32 * ib, &y[ib].d, y[ib].qs, nullptr);
+}
+
+void avx2_to_q8_1(const float* x, void* dst, int64_t k) {
+  auto* y = static_cast<block_q8_1*>(dst);
+  for (int64_t ib = 0; ib < k / 32; ++ib)
+    to_q8_block<true>(x + 32 * ib, &y[ib].d, y[ib].qs, &y[ib].s);
+}
+
+double avx2_sum_squares(const float* x, int64_t n) {
+  // Squares in float, sums in double, as ggml's rms_norm.
+  __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 sq = _mm256_mul_ps(v, v);
+    acc0 = _mm256_add_pd(acc0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+    acc1 = _mm256_add_pd(acc1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+  }
+  const __m256d acc = _mm256_add_pd(acc0, acc1);
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
+  s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+  double sum = _mm_cvtsd_f64(s);
+  for (; i < n; ++i) {
+    const float sq = x[i] * x[i];
+    sum += static_cast<double>(sq);
+  }
+  return sum;
+}
+
+void avx2_scale_mul(const float* x, float scale, const float* w, int64_t n, float* out) {
+  const __m256 s = _mm256_set1_ps(scale);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), s), _mm256_loadu_ps(w + i)));
+  for (; i < n; ++i) {
+    const float v = x[i] * scale;
+    out[i] = v * w[i];
+  }
+}
+
+void avx2_swiglu(const float* gate, const float* up, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(v_silu(_mm256_loadu_ps(gate + i)), _mm256_loadu_ps(up + i)));
+  for (; i < n; ++i)
+    out[i] = (gate[i] / (1.0f + __builtin_expf(-gate[i]))) * up[i];
+}
+
+}  // namespace llmux::kernels::detail
+
+#pragma GCC pop_options
+
+#endif  // x86
