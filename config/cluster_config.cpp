@@ -626,7 +626,8 @@ void read_units(const section& top, cluster_config& cfg) {
   for (size_t i = 0; i < arr.size(); ++i) {
     auto s = top.element("units", arr, i);
     s.allow_only({"name", "node", "backend", "gpu", "kv_blocks", "block_tokens", "max_running",
-                  "max_batch_tokens", "max_waiting", "time_scale", "models"});
+                  "max_batch_tokens", "max_waiting", "time_scale", "threads", "kv_cache_mib",
+                  "models"});
     unit_config u;
     u.name = read_name(s, "name");
     if (!unit_names.insert(u.name).second)
@@ -646,6 +647,8 @@ void read_units(const section& top, cluster_config& cfg) {
     read_positive(s, "max_running", u.max_running);
     read_positive(s, "max_batch_tokens", u.max_batch_tokens);
     read_positive(s, "max_waiting", u.max_waiting);
+    read_int(s, "threads", u.threads, 0, ">= 0 (0 = every core)");
+    read_positive(s, "kv_cache_mib", u.kv_cache_mib);
     if (auto v = s.number("time_scale")) {
       if (!(*v >= 0) || !std::isfinite(*v))
         s.fail("time_scale", "must be a finite number >= 0, got " + format_number(*v));
@@ -793,13 +796,17 @@ int64_t auto_kv_blocks(const cluster_config& cfg, const unit_config& unit) {
   auto gpu = cfg.gpus.find(unit.gpu);
   if (gpu == cfg.gpus.end())
     return 0;
-  double bytes = gpu->second.memory_gib * 1024.0 * 1024.0 * 1024.0 * 0.9;
+  // CPU units: a fixed memory budget for the cache (weights stay mmap'ed).
+  bool cpu = unit.backend == "cpu";
+  double bytes = cpu ? unit.kv_cache_mib * 1024.0 * 1024.0
+                     : gpu->second.memory_gib * 1024.0 * 1024.0 * 1024.0 * 0.9;
   double head_bytes = 0;
   for (const auto& um : unit.models) {
     const auto* m = cfg.find_model(um.model);
     if (!m)
       continue;
-    bytes -= m->arch.params() * m->arch.dtype_bytes;
+    if (!cpu)
+      bytes -= m->arch.params() * m->arch.dtype_bytes;
     if (m->arch.heads > 0) {
       double hb = static_cast<double>(m->arch.hidden / m->arch.heads) * m->arch.dtype_bytes;
       head_bytes = std::max(head_bytes, hb);

@@ -100,6 +100,8 @@ struct unit_config {
   int max_batch_tokens = 4096;    ///< tokens in a step (prefill chunking), per model
   int max_waiting = 1024;         ///< queued requests per model before 429
   double time_scale = 1.0;        ///< sim: multiplies step time; 0 = no wait
+  int threads = 0;                ///< cpu: worker threads of the unit; 0 = every core
+  int kv_cache_mib = 1024;        ///< cpu: KV cache budget when kv_blocks = 0
   std::vector<unit_model> models;
 };
 
@@ -139,8 +141,9 @@ struct config_error : std::runtime_error {
 };
 
 /// Physical KV blocks a unit gets when `kv_blocks` is 0: 90% of the GPU's
-/// memory minus the weights of its models, in blocks of one head of one
-/// layer for `block_tokens` tokens of the largest head size among them.
+/// memory minus the weights of its models (cpu units: `kv_cache_mib`), in
+/// blocks of one head of one layer for `block_tokens` tokens of the largest
+/// head size among them. File-backed models need their `arch` filled first.
 [[nodiscard]] int64_t auto_kv_blocks(const cluster_config& cfg, const unit_config& unit);
 
 /// Reads and validates a TOML file. Throws `config_error`.

@@ -13,9 +13,19 @@ struct chat_turn {
   std::string content;
 };
 
-enum class chat_format { chatml };
+enum class chat_format {
+  chatml,  ///< <|im_start|>role\ncontent<|im_end|> (SmolLM2, Qwen2; the fallback)
+  llama3,  ///< <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
+  llama2,  ///< [INST] ... [/INST], system in <<SYS>>
+};
+
+/// Recognises the format a Jinja chat template (GGUF `tokenizer.chat_template`)
+/// implements by its markers; ChatML when it names none (or is empty).
+[[nodiscard]] chat_format detect_chat_format(const std::string& jinja_template);
 
 /// Renders the turns and opens the assistant turn (generation prompt).
+/// The leading BOS is not part of the text: the tokenizer adds it when the
+/// model's vocabulary asks for one.
 [[nodiscard]] std::string apply_chat_template(chat_format format,
                                               const std::vector<chat_turn>& turns);
 

@@ -22,10 +22,15 @@ struct seq_work {
   int32_t prompt_len = 0;        ///< length of the prompt (for the sim's output length)
   bool sample = false;           ///< produce a token after this step (last chunk or decode)
   uint64_t seed = 0;             ///< per-request seed
+  float temperature = 1.0f;      ///< <= 0: greedy
+  float top_p = 1.0f;
+  int32_t top_k = 0;             ///< 0: off
+  float min_p = 0.0f;            ///< 0: off
 };
 
 struct step_input {
   std::vector<seq_work> seqs;
+  std::vector<uint64_t> released;  ///< sequences that ended since the last step: free their KV
 };
 
 struct step_output {

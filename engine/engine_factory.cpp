@@ -1,6 +1,10 @@
 #include "engine/engine_factory.hpp"
 
+#include "engine/cpu_engine.hpp"
+#include "engine/gguf.hpp"
+#include "engine/llama_model.hpp"
 #include "engine/sim_engine.hpp"
+#include "engine/vocab.hpp"
 
 namespace llmux::engine {
 
@@ -8,22 +12,54 @@ namespace {
 
 [[noreturn]] void unavailable(const config::model_config& model) {
   throw backend_unavailable("model '" + model.name + "': backend '" + model.backend
-                            + "' is not available in this build (only 'sim' is)");
+                            + "' is not available in this build (available: sim, cpu)");
 }
 
 }  // namespace
 
-std::unique_ptr<engine> make_engine(const config::model_config& model,
-                                    const config::gpu_spec& gpu, double share) {
+std::unique_ptr<engine> make_engine(const config::model_config& model, const engine_context& ctx) {
   if (model.backend == "sim")
-    return std::make_unique<sim_engine>(model.arch, gpu, share);
+    return std::make_unique<sim_engine>(model.arch, ctx.gpu, ctx.share);
+  if (model.backend == "cpu") {
+    auto weights = llama_model::load(model.file);
+    auto tok = make_tokenizer(read_vocab(weights->file()));
+    cpu_engine_options o;
+    o.max_threads = ctx.threads;
+    o.share = ctx.share;
+    o.block_tokens = ctx.block_tokens;
+    o.kv_blocks = ctx.kv_blocks;
+    return std::make_unique<cpu_engine>(std::move(weights), std::move(tok), o);
+  }
   unavailable(model);
 }
 
 std::shared_ptr<tokenizer> make_tokenizer(const config::model_config& model) {
   if (model.backend == "sim")
     return std::make_shared<sim_tokenizer>();
+  if (model.backend == "cpu") {
+    auto file = gguf::gguf_file::open(model.file);
+    return make_tokenizer(read_vocab(*file));
+  }
   unavailable(model);
+}
+
+chat_format chat_format_for(const config::model_config& model) {
+  std::string tmpl;
+  if (model.backend != "sim" && !model.file.empty()) {
+    auto file = gguf::gguf_file::open(model.file);
+    if (auto t = file->get_string("tokenizer.chat_template"))
+      tmpl = *t;
+  }
+  return detect_chat_format(tmpl);
+}
+
+void resolve_model_files(config::cluster_config& cfg) {
+  for (auto& m : cfg.models) {
+    if (m.backend == "sim")
+      continue;
+    auto file = gguf::gguf_file::open(m.file);
+    m.arch = llama_model::read_arch(*file);
+  }
 }
 
 }  // namespace llmux::engine

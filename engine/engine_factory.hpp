@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "config/cluster_config.hpp"
+#include "engine/chat_template.hpp"
 #include "engine/engine.hpp"
 
 namespace llmux::engine {
@@ -14,12 +15,30 @@ struct backend_unavailable : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// The engine for `model` on a unit with `gpu`, at compute `share`.
-/// Throws backend_unavailable for a backend this build cannot run.
+/// What the unit gives an engine.
+struct engine_context {
+  config::gpu_spec gpu;   ///< sim cost model
+  double share = 1.0;     ///< compute share in (0, 1]
+  int threads = 0;        ///< cpu: the unit's threads (0 = every core)
+  int block_tokens = 16;
+  int64_t kv_blocks = 0;  ///< physical KV blocks the engine may use
+};
+
+/// The engine for `model`. Throws backend_unavailable for a backend this
+/// build cannot run, std::runtime_error for a model file it cannot load.
 [[nodiscard]] std::unique_ptr<engine> make_engine(const config::model_config& model,
-                                                  const config::gpu_spec& gpu, double share);
+                                                  const engine_context& ctx);
 
 /// The tokenizer the edge uses for `model` (same vocabulary as its engine).
 [[nodiscard]] std::shared_ptr<tokenizer> make_tokenizer(const config::model_config& model);
+
+/// The chat format of `model`: from config (`chat_template`), else from the
+/// model file's metadata, else ChatML (as llama.cpp falls back).
+[[nodiscard]] chat_format chat_format_for(const config::model_config& model);
+
+/// Fills `arch` (layers, heads, context length, ...) of every file-backed
+/// model from its file header, so KV accounting and context checks work
+/// before any weights load. Throws std::runtime_error naming the file.
+void resolve_model_files(config::cluster_config& cfg);
 
 }  // namespace llmux::engine

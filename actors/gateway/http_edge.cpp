@@ -85,7 +85,7 @@ http_edge::http_edge(const config::cluster_config& cfg,
   : cfg_(cfg), registry_(std::move(registry)), hooks_(std::move(hooks)),
     server_(std::make_unique<httplib::Server>()) {
   for (const auto& m : cfg_.models)
-    models_[m.name] = model_entry{m, engine::make_tokenizer(m)};
+    models_[m.name] = model_entry{m, engine::make_tokenizer(m), engine::chat_format_for(m)};
 }
 
 http_edge::~http_edge() {
@@ -202,7 +202,8 @@ void http_edge::install_routes() {
         std::vector<engine::chat_turn> turns;
         for (auto& m : r.messages)
           turns.push_back({m.role, m.content});
-        prompt = tok.encode(engine::apply_chat_template(engine::chat_format::chatml, turns), true);
+        // The rendered template spells special tokens (<|im_start|>): parse them.
+        prompt = tok.encode_with_specials(engine::apply_chat_template(model.chat, turns), true);
       } else if (r.prompt_is_tokens) {
         for (auto t : r.prompt_tokens)
           if (t < 0 || t >= tok.vocab_size()) {

@@ -15,6 +15,7 @@
 
 #include "actors/gateway/request_registry.hpp"
 #include "config/cluster_config.hpp"
+#include "engine/chat_template.hpp"
 #include "engine/tokenizer.hpp"
 
 namespace httplib {
@@ -48,6 +49,7 @@ private:
   struct model_entry {
     config::model_config cfg;
     std::shared_ptr<engine::tokenizer> tok;
+    engine::chat_format chat = engine::chat_format::chatml;
   };
 
   void install_routes();

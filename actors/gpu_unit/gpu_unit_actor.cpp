@@ -33,7 +33,7 @@ using unit_ptr = gpu_unit_actor::stateful_pointer<unit_state>;
 }  // namespace
 
 gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
-                              std::shared_ptr<unit_core> core) {
+                              std::shared_ptr<unit_core> core, bool own_thread) {
   auto impl = [](unit_ptr self, gpu_unit_options opts,
                  std::shared_ptr<unit_core> core) -> gpu_unit_actor::behavior_type {
     self->state.opts = std::move(opts);
@@ -99,6 +99,8 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
       },
     };
   };
+  if (own_thread)
+    return sys.spawn<caf::detached>(impl, std::move(opts), std::move(core));
   return sys.spawn(impl, std::move(opts), std::move(core));
 }
 

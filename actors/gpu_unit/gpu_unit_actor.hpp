@@ -19,7 +19,8 @@ struct gpu_unit_options {
   std::string gpu;
 };
 
+/// `own_thread`: run the actor detached (real engines block for a step).
 protocol::gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
-                                        std::shared_ptr<unit_core> core);
+                                        std::shared_ptr<unit_core> core, bool own_thread = false);
 
 }  // namespace llmux::unit

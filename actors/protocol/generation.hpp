@@ -39,14 +39,16 @@ struct gen_params {
   int32_t max_tokens = 16;  ///< output tokens still to generate (>= 1)
   double temperature = 1.0;
   double top_p = 1.0;
+  int32_t top_k = 0;   ///< 0: off
+  double min_p = 0.0;  ///< 0: off
   uint64_t seed = 0;
   bool ignore_eos = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_params& x) {
-  return f(caf::meta::type_name("gen_params"), x.max_tokens, x.temperature, x.top_p, x.seed,
-           x.ignore_eos);
+  return f(caf::meta::type_name("gen_params"), x.max_tokens, x.temperature, x.top_p, x.top_k,
+           x.min_p, x.seed, x.ignore_eos);
 }
 
 /// A tokenized request, as it leaves the edge. After a migration, `prompt`
@@ -126,12 +128,12 @@ namespace llmux::engine {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, seq_work& x) {
   return f(caf::meta::type_name("seq_work"), x.seq_id, x.tokens, x.context_len, x.prompt_len,
-           x.sample, x.seed);
+           x.sample, x.seed, x.temperature, x.top_p, x.top_k, x.min_p);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_input& x) {
-  return f(caf::meta::type_name("step_input"), x.seqs);
+  return f(caf::meta::type_name("step_input"), x.seqs, x.released);
 }
 
 template <class Inspector>

@@ -9,6 +9,18 @@ using protocol::finish_reason;
 batch_scheduler::batch_scheduler(scheduler_options opts) : opts_(opts) {
 }
 
+namespace {
+
+void fill_sampling(engine::seq_work& w, const protocol::gen_params& p) {
+  w.seed = p.seed;
+  w.temperature = static_cast<float>(p.temperature);
+  w.top_p = static_cast<float>(p.top_p);
+  w.top_k = p.top_k;
+  w.min_p = static_cast<float>(p.min_p);
+}
+
+}  // namespace
+
 int64_t batch_scheduler::blocks_for(const protocol::gen_request& r) const {
   int64_t tokens = static_cast<int64_t>(r.prompt.size()) + r.params.max_tokens;
   return (tokens + opts_.block_tokens - 1) / opts_.block_tokens;
@@ -56,6 +68,7 @@ int64_t batch_scheduler::cancel(uint64_t id) {
   blocks_held_ -= freed;
   running_.erase(r);
   order_.erase(std::find(order_.begin(), order_.end(), id));
+  released_.push_back(id);
   return freed;
 }
 
@@ -115,8 +128,15 @@ bool batch_scheduler::can_step() const {
   return !in_flight_ && !running_.empty();
 }
 
+std::vector<uint64_t> batch_scheduler::take_released() {
+  std::vector<uint64_t> out;
+  out.swap(released_);
+  return out;
+}
+
 engine::step_input batch_scheduler::next_step() {
   engine::step_input in;
+  in.released = take_released();
   plan_.clear();
   int budget = opts_.max_batch_tokens;
   // Decodes first: one token each, so running streams never stall behind prompts.
@@ -131,7 +151,7 @@ engine::step_input batch_scheduler::next_step() {
     w.context_len = s.computed;
     w.prompt_len = s.req.original_prompt_len;
     w.sample = true;
-    w.seed = s.req.params.seed;
+    fill_sampling(w, s.req.params);
     in.seqs.push_back(std::move(w));
     plan_.push_back({id, 1, true});
     budget -= 1;
@@ -154,7 +174,7 @@ engine::step_input batch_scheduler::next_step() {
     w.prompt_len = s.req.original_prompt_len;
     bool sample = chunk == pending;
     w.sample = sample;
-    w.seed = s.req.params.seed;
+    fill_sampling(w, s.req.params);
     in.seqs.push_back(std::move(w));
     plan_.push_back({id, chunk, sample});
     budget -= chunk;
@@ -171,6 +191,7 @@ void batch_scheduler::retire(uint64_t id, step_events& ev) {
   blocks_held_ -= it->second.blocks;
   running_.erase(it);
   order_.erase(std::find(order_.begin(), order_.end(), id));
+  released_.push_back(id);
 }
 
 step_events batch_scheduler::apply(const engine::step_output& out) {

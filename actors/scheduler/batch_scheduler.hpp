@@ -77,6 +77,11 @@ public:
 
   /// True when a step can run (something admitted, no step in flight).
   [[nodiscard]] bool can_step() const;
+  /// Sequences that ended (finished, cancelled, failed) since the engine was
+  /// last told: it frees their KV. `next_step` hands them over itself; an
+  /// idle scheduler takes them with `take_released` and sends them alone.
+  [[nodiscard]] bool has_released() const { return !released_.empty(); }
+  [[nodiscard]] std::vector<uint64_t> take_released();
   /// Builds the next step and marks it in flight.
   [[nodiscard]] engine::step_input next_step();
   /// Applies the in-flight step's output: stop rules, deltas per sink.
@@ -118,6 +123,7 @@ private:
   std::unordered_map<uint64_t, sequence> running_;
   std::vector<uint64_t> order_;  ///< running ids in admission order (stable batches)
   std::vector<planned> plan_;    ///< the in-flight step
+  std::vector<uint64_t> released_;  ///< ended since the engine was last told
   bool in_flight_ = false;
   uint64_t finished_ = 0;
   uint64_t generated_total_ = 0;

@@ -55,8 +55,17 @@ void deliver(scheduler_ptr self, step_events& ev) {
 
 void run_step(scheduler_ptr self) {
   auto& s = self->state;
-  if (!s.core->can_step())
+  if (!s.core->can_step()) {
+    if (s.core->has_released() && !s.core->step_in_flight()) {
+      // Idle, but the engine still holds KV of ended sequences: tell it now.
+      engine::step_input in;
+      in.released = s.core->take_released();
+      self->request(s.unit, std::chrono::milliseconds(s.opts.step_timeout_ms), step_atom::value,
+                    s.opts.model, std::move(in))
+        .then([](engine::step_output&) {}, [](caf::error&) {});
+    }
     return;
+  }
   auto in = s.core->next_step();
   self->request(s.unit, std::chrono::milliseconds(s.opts.step_timeout_ms), step_atom::value,
                 s.opts.model, std::move(in))

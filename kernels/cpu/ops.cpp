@@ -6,6 +6,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 // Portable kernels, the run-time dispatch and the plain references. The SIMD
@@ -67,23 +68,52 @@ float portable_vdot_f32(const void* w, const void* x, int64_t k) {
   return portable_dot_f32(static_cast<const float*>(w), static_cast<const float*>(x), k);
 }
 
+// Every fp16 value as f32 (256 KiB, built on first use), as ggml's table.
+const float* fp16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h)
+      t[h] = fp16_to_fp32(static_cast<uint16_t>(h));
+    return t;
+  }();
+  return table.data();
+}
+
+inline float bf16_bits_to_f32(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
 float portable_vdot_f16(const void* w, const void* x, int64_t k) {
   const auto* a = static_cast<const uint16_t*>(w);
   const auto* b = static_cast<const uint16_t*>(x);
-  float sum = 0.0f;
-  for (int64_t i = 0; i < k; ++i)
-    sum += fp16_to_fp32(a[i]) * fp16_to_fp32(b[i]);
-  return sum;
+  const float* t = fp16_table();
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8)
+    for (int j = 0; j < 8; ++j)
+      acc[j] += t[a[i + j]] * t[b[i + j]];
+  for (int j = 0; i < k; ++i, ++j)
+    acc[j] += t[a[i]] * t[b[i]];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 float portable_vdot_bf16(const void* w, const void* x, int64_t k) {
   const auto* a = static_cast<const uint16_t*>(w);
   const auto* b = static_cast<const uint16_t*>(x);
-  float sum = 0.0f;
-  for (int64_t i = 0; i < k; ++i)
-    sum += bf16_to_fp32(a[i]) * bf16_to_fp32(b[i]);
-  return sum;
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8)
+    for (int j = 0; j < 8; ++j)
+      acc[j] += bf16_bits_to_f32(a[i + j]) * bf16_bits_to_f32(b[i + j]);
+  for (int j = 0; i < k; ++i, ++j)
+    acc[j] += bf16_bits_to_f32(a[i]) * bf16_bits_to_f32(b[i]);
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
+
+inline float f16(uint16_t h) { return fp16_table()[h]; }
 
 float portable_vdot_q8_0(const void* w, const void* x, int64_t k) {
   const auto* a = static_cast<const block_q8_0*>(w);
@@ -93,7 +123,7 @@ float portable_vdot_q8_0(const void* w, const void* x, int64_t k) {
     int sumi = 0;
     for (int j = 0; j < 32; ++j)
       sumi += a[ib].qs[j] * b[ib].qs[j];
-    sumf += static_cast<float>(sumi) * (fp16_to_fp32(a[ib].d) * fp16_to_fp32(b[ib].d));
+    sumf += static_cast<float>(sumi) * (f16(a[ib].d) * f16(b[ib].d));
   }
   return sumf;
 }
@@ -108,7 +138,7 @@ float portable_vdot_q4_0(const void* w, const void* x, int64_t k) {
       sumi += ((a[ib].qs[j] & 0x0F) - 8) * b[ib].qs[j];
       sumi += ((a[ib].qs[j] >> 4) - 8) * b[ib].qs[j + 16];
     }
-    sumf += static_cast<float>(sumi) * (fp16_to_fp32(a[ib].d) * fp16_to_fp32(b[ib].d));
+    sumf += static_cast<float>(sumi) * (f16(a[ib].d) * f16(b[ib].d));
   }
   return sumf;
 }
@@ -123,8 +153,7 @@ float portable_vdot_q4_1(const void* w, const void* x, int64_t k) {
       sumi += (a[ib].qs[j] & 0x0F) * b[ib].qs[j];
       sumi += (a[ib].qs[j] >> 4) * b[ib].qs[j + 16];
     }
-    sumf += (fp16_to_fp32(a[ib].d) * fp16_to_fp32(b[ib].d)) * static_cast<float>(sumi) +
-            fp16_to_fp32(a[ib].m) * fp16_to_fp32(b[ib].s);
+    sumf += (f16(a[ib].d) * f16(b[ib].d)) * static_cast<float>(sumi) + f16(a[ib].m) * f16(b[ib].s);
   }
   return sumf;
 }
@@ -162,8 +191,8 @@ float portable_vdot_q4_k(const void* w, const void* x, int64_t k) {
     }
     for (int j = 0; j < 8; ++j)
       summs += mn[j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
-    const float d = b[i].d * fp16_to_fp32(a[i].d);
-    const float dmin = b[i].d * fp16_to_fp32(a[i].dmin);
+    const float d = b[i].d * f16(a[i].d);
+    const float dmin = b[i].d * f16(a[i].dmin);
     sumf += d * static_cast<float>(sumi) - dmin * static_cast<float>(summs);
   }
   return sumf;
@@ -192,8 +221,8 @@ float portable_vdot_q5_k(const void* w, const void* x, int64_t k) {
     }
     for (int j = 0; j < 8; ++j)
       summs += mn[j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
-    const float d = b[i].d * fp16_to_fp32(a[i].d);
-    const float dmin = b[i].d * fp16_to_fp32(a[i].dmin);
+    const float d = b[i].d * f16(a[i].d);
+    const float dmin = b[i].d * f16(a[i].dmin);
     sumf += d * static_cast<float>(sumi) - dmin * static_cast<float>(summs);
   }
   return sumf;
@@ -221,7 +250,7 @@ float portable_vdot_q6_k(const void* w, const void* x, int64_t k) {
         sumi += sc[is] * s1 + sc[is + 2] * s2 + sc[is + 4] * s3 + sc[is + 6] * s4;
       }
     }
-    sumf += (fp16_to_fp32(a[i].d) * b[i].d) * static_cast<float>(sumi);
+    sumf += (f16(a[i].d) * b[i].d) * static_cast<float>(sumi);
   }
   return sumf;
 }

@@ -24,18 +24,25 @@ struct matrix_view {
   int64_t cols = 0;
 };
 
-/// y[m, n] = x[m, k] · W[n, k]ᵀ. Threads split the n output rows.
+/// y[m, n] = x[m, k] · W[n, k]ᵀ. Threads split the n output rows. As
+/// llama.cpp's CPU backend, x is first converted to vec_dot_type(W.type)
+/// (below) and each output is an integer/fp dot product per block; matmul_ref
+/// instead uses the exact f32 x against the decoded W, in double. y must not
+/// overlap x. Throws std::invalid_argument for an unsupported W type or a
+/// column count that is not a multiple of the block size.
 void matmul(const matrix_view& w, const float* x, int64_t m, float* y, thread_pool& pool);
 void matmul_ref(const matrix_view& w, const float* x, int64_t m, float* y);
 
 /// Copies row `r` of W, decoded to f32, into out[cols] (embedding lookup).
 void get_row(const matrix_view& w, int64_t r, float* out);
 
-/// out = x / sqrt(mean(x²) + eps) · weight, for each of m rows of n.
+/// out = x / sqrt(mean(x²) + eps) · weight, for each of m rows of n, as
+/// ggml (Σx² in double; (x·scale)·weight). out may be x (in place).
 void rmsnorm(const float* x, const float* weight, float eps, int64_t m, int64_t n, float* out);
 void rmsnorm_ref(const float* x, const float* weight, float eps, int64_t m, int64_t n, float* out);
 
-/// out[i] = silu(gate[i]) · up[i]
+/// out[i] = silu(gate[i]) · up[i], silu(x) = x / (1 + e^−x). out may be gate
+/// or up (in place). The SIMD paths use ggml's vectorised expf.
 void swiglu(const float* gate, const float* up, int64_t n, float* out);
 void swiglu_ref(const float* gate, const float* up, int64_t n, float* out);
 
@@ -43,6 +50,8 @@ void swiglu_ref(const float* gate, const float* up, int64_t n, float* out);
 /// at position `pos`, rotating the first `rot_dim` dims of each head.
 /// neox = false: pairs (2i, 2i+1) (llama.cpp's NORM mode, Llama);
 /// neox = true: pairs (i, i + rot_dim/2) (NEOX mode, Qwen2).
+/// As ggml: theta_i = pos·base^(−2i/rot_dim), built by repeated float
+/// products of powf(base, −2/rot_dim); cosf/sinf; later dims unchanged.
 void rope_ref(float* x, int heads, int head_dim, int rot_dim, int64_t pos, float freq_base,
               bool neox);
 

@@ -35,7 +35,7 @@ inline int hsum_i32(__m256i v) {
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
-// 16 fp16 in, 16 low / 16 high nibbles out as bytes 0..15.
+// 16 packed bytes in; their 16 low then 16 high nibbles out as bytes 0..15.
 inline __m256i nibbles_32(const uint8_t* p) {
   const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   const __m256i bytes = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
@@ -88,6 +88,10 @@ inline __m256 v_expf(__m256 x) {
 inline __m256 v_silu(__m256 x) {
   const __m256 neg_x = _mm256_sub_ps(_mm256_setzero_ps(), x);
   return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1), v_expf(neg_x)));
+}
+
+inline __m256 load_f16(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
 inline __m256 load_bf16(const uint16_t* p) {
@@ -153,6 +157,30 @@ inline void to_q8_block(const float* x, uint16_t* d_out, int8_t* qs, uint16_t* s
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), i0);
 }
 
+// One 32-element block: acc + d_w·d_a·Σ q_w·q_a.
+inline __m256 block_q8_0_q8_0(const block_q8_0& a, const block_q8_0& b, __m256 acc) {
+  const __m256 d = _mm256_set1_ps(h2f(a.d) * h2f(b.d));
+  const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs));
+  const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_pairs(qa, qb)), acc);
+}
+
+inline __m256 block_q4_0_q8_0(const block_q4_0& a, const block_q8_0& b, __m256 acc) {
+  const __m256 d = _mm256_set1_ps(h2f(a.d) * h2f(b.d));
+  const __m256i qa = _mm256_sub_epi8(nibbles_32(a.qs), _mm256_set1_epi8(8));
+  const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_pairs(qa, qb)), acc);
+}
+
+// The d·Σq·q_a part only; the m_w·s_a part is summed by the caller.
+inline __m256 block_q4_1_q8_1(const block_q4_1& a, const block_q8_1& b, __m256 acc) {
+  const __m256 d = _mm256_set1_ps(h2f(a.d) * h2f(b.d));
+  const __m256i qa = nibbles_32(a.qs);
+  const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  const __m256i p = _mm256_madd_epi16(dot_u8_i16(qa, qb), _mm256_set1_epi16(1));
+  return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+}
+
 }  // namespace
 
 float avx2_dot_f32(const float* a, const float* b, int64_t n) {
@@ -182,18 +210,15 @@ float avx2_vdot_f16(const void* w, const void* x, int64_t k) {
   const auto* b = static_cast<const uint16_t*>(x);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-  auto ld = [](const uint16_t* p) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  };
   int64_t i = 0;
   for (; i + 32 <= k; i += 32) {
-    acc0 = _mm256_fmadd_ps(ld(a + i), ld(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(ld(a + i + 8), ld(b + i + 8), acc1);
-    acc2 = _mm256_fmadd_ps(ld(a + i + 16), ld(b + i + 16), acc2);
-    acc3 = _mm256_fmadd_ps(ld(a + i + 24), ld(b + i + 24), acc3);
+    acc0 = _mm256_fmadd_ps(load_f16(a + i), load_f16(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(load_f16(a + i + 8), load_f16(b + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(load_f16(a + i + 16), load_f16(b + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(load_f16(a + i + 24), load_f16(b + i + 24), acc3);
   }
   for (; i + 8 <= k; i += 8)
-    acc0 = _mm256_fmadd_ps(ld(a + i), ld(b + i), acc0);
+    acc0 = _mm256_fmadd_ps(load_f16(a + i), load_f16(b + i), acc0);
   float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
   for (; i < k; ++i)
     sum += h2f(a[i]) * h2f(b[i]);
@@ -220,48 +245,58 @@ float avx2_vdot_bf16(const void* w, const void* x, int64_t k) {
   return sum;
 }
 
+// The 32-element block types: two blocks per iteration into two
+// accumulators, so consecutive FMAs do not wait on each other.
+// The 32-element block types: two blocks per iteration into two
+// accumulators, so consecutive FMAs do not wait on each other.
 float avx2_vdot_q8_0(const void* w, const void* x, int64_t k) {
   const auto* a = static_cast<const block_q8_0*>(w);
   const auto* b = static_cast<const block_q8_0*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t ib = 0; ib < k / 32; ++ib) {
-    const __m256 d = _mm256_set1_ps(h2f(a[ib].d) * h2f(b[ib].d));
-    const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[ib].qs));
-    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[ib].qs));
-    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_pairs(qa, qb)), acc);
+  const int64_t nb = k / 32;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t ib = 0;
+  for (; ib + 1 < nb; ib += 2) {
+    acc0 = block_q8_0_q8_0(a[ib], b[ib], acc0);
+    acc1 = block_q8_0_q8_0(a[ib + 1], b[ib + 1], acc1);
   }
-  return hsum(acc);
+  if (ib < nb)
+    acc0 = block_q8_0_q8_0(a[ib], b[ib], acc0);
+  return hsum(_mm256_add_ps(acc0, acc1));
 }
 
 float avx2_vdot_q4_0(const void* w, const void* x, int64_t k) {
   const auto* a = static_cast<const block_q4_0*>(w);
   const auto* b = static_cast<const block_q8_0*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  const __m256i off = _mm256_set1_epi8(8);
-  for (int64_t ib = 0; ib < k / 32; ++ib) {
-    const __m256 d = _mm256_set1_ps(h2f(a[ib].d) * h2f(b[ib].d));
-    const __m256i qa = _mm256_sub_epi8(nibbles_32(a[ib].qs), off);
-    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[ib].qs));
-    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_pairs(qa, qb)), acc);
+  const int64_t nb = k / 32;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t ib = 0;
+  for (; ib + 1 < nb; ib += 2) {
+    acc0 = block_q4_0_q8_0(a[ib], b[ib], acc0);
+    acc1 = block_q4_0_q8_0(a[ib + 1], b[ib + 1], acc1);
   }
-  return hsum(acc);
+  if (ib < nb)
+    acc0 = block_q4_0_q8_0(a[ib], b[ib], acc0);
+  return hsum(_mm256_add_ps(acc0, acc1));
 }
 
 float avx2_vdot_q4_1(const void* w, const void* x, int64_t k) {
   const auto* a = static_cast<const block_q4_1*>(w);
   const auto* b = static_cast<const block_q8_1*>(x);
-  __m256 acc = _mm256_setzero_ps();
+  const int64_t nb = k / 32;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   float summs = 0.0f;
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t ib = 0; ib < k / 32; ++ib) {
+  int64_t ib = 0;
+  for (; ib + 1 < nb; ib += 2) {
+    acc0 = block_q4_1_q8_1(a[ib], b[ib], acc0);
+    acc1 = block_q4_1_q8_1(a[ib + 1], b[ib + 1], acc1);
     summs += h2f(a[ib].m) * h2f(b[ib].s);
-    const __m256 d = _mm256_set1_ps(h2f(a[ib].d) * h2f(b[ib].d));
-    const __m256i qa = nibbles_32(a[ib].qs);
-    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[ib].qs));
-    const __m256i p = _mm256_madd_epi16(dot_u8_i16(qa, qb), ones);
-    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    summs += h2f(a[ib + 1].m) * h2f(b[ib + 1].s);
   }
-  return hsum(acc) + summs;
+  if (ib < nb) {
+    acc0 = block_q4_1_q8_1(a[ib], b[ib], acc0);
+    summs += h2f(a[ib].m) * h2f(b[ib].s);
+  }
+  return hsum(_mm256_add_ps(acc0, acc1)) + summs;
 }
 
 float avx2_vdot_q4_k(const void* w, const void* x, int64_t k) {

@@ -1,6 +1,7 @@
 #include "kernels/cpu/thread_pool.hpp"
 
 #include <algorithm>
+#include <exception>
 
 namespace llmux::kernels {
 
@@ -37,9 +38,23 @@ void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int6
     fn(0, n, 0);
     return;
   }
+  // A chunk that throws must neither unwind past workers still using `fn`
+  // (the caller's chunk) nor escape a worker thread (std::terminate): the
+  // first exception is kept and rethrown here once every chunk is done.
+  std::exception_ptr error;
+  std::mutex error_mtx;
+  const std::function<void(int64_t, int64_t, int)> guarded = [&](int64_t b, int64_t e, int w) {
+    try {
+      fn(b, e, w);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock{error_mtx};
+      if (!error)
+        error = std::current_exception();
+    }
+  };
   {
     std::lock_guard<std::mutex> guard{mtx_};
-    job_ = &fn;
+    job_ = &guarded;
     job_n_ = n;
     pending_ = threads_ - 1;
     ++generation_;
@@ -48,10 +63,14 @@ void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int6
   int64_t begin, end;
   chunk(n, threads_, 0, begin, end);
   if (begin < end)
-    fn(begin, end, 0);
-  std::unique_lock<std::mutex> guard{mtx_};
-  done_.wait(guard, [this] { return pending_ == 0; });
-  job_ = nullptr;
+    guarded(begin, end, 0);
+  {
+    std::unique_lock<std::mutex> guard{mtx_};
+    done_.wait(guard, [this] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+  if (error)
+    std::rethrow_exception(error);
 }
 
 void thread_pool::worker_loop(int index) {

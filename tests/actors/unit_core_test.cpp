@@ -30,7 +30,10 @@ config::model_config sim_model(const std::string& name) {
 }
 
 std::unique_ptr<engine::engine> sim(const std::string& name, double share) {
-  return engine::make_engine(sim_model(name), h100_like(), share);
+  engine::engine_context ctx;
+  ctx.gpu = h100_like();
+  ctx.share = share;
+  return engine::make_engine(sim_model(name), ctx);
 }
 
 /// A stand-in for a real backend: fixed step time, not "sim". (Inside the

@@ -11,11 +11,13 @@
 /// order (node_runtime.cpp).
 
 #include <csignal>
+#include <filesystem>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 
 #include "config/cluster_config.hpp"
+#include "engine/engine_factory.hpp"
 #include "tools/llmux/admin_cli.hpp"
 #include "tools/llmux/bench_rtt.hpp"
 #include "tools/llmux/launch.hpp"
@@ -48,7 +50,11 @@ int main(int argc, char** argv) {
   int serve_port = 8080, serve_admin_port = 0;
   double serve_time_scale = -1;
   std::vector<std::string> serve_keys;
+  std::string serve_model, serve_backend = "cpu", serve_name;
   serve->add_option("--config", serve_config, "Single-node config (default: embedded sim model 'tiny')");
+  serve->add_option("--model", serve_model, "Serve this model file (GGUF) instead");
+  serve->add_option("--backend", serve_backend, "Backend for --model (cpu)");
+  serve->add_option("--served-model-name", serve_name, "Model name clients use (default: file stem)");
   serve->add_option("--host", serve_host, "HTTP listen address (embedded default only)");
   serve->add_option("--port", serve_port, "HTTP port (embedded default only)");
   serve->add_option("--api-key", serve_keys, "Accepted API key (repeatable; none = open)");
@@ -99,6 +105,17 @@ int main(int argc, char** argv) {
     }
   };
 
+  // Model files tell their own shape (layers, heads, context length).
+  auto resolve = [](config::cluster_config& cfg) {
+    try {
+      engine::resolve_model_files(cfg);
+      return true;
+    } catch (const std::exception& e) {
+      std::cerr << "llmux: " << e.what() << std::endl;
+      return false;
+    }
+  };
+
   if (*serve) {
     block_termination_signals();
     config::cluster_config cfg;
@@ -112,10 +129,30 @@ int main(int argc, char** argv) {
     } else {
       cfg = config::default_single_node(serve_host, static_cast<uint16_t>(serve_port));
       cfg.gateway.api_keys = serve_keys;
+      if (!serve_model.empty()) {
+        if (serve_backend != "cpu") {
+          std::cerr << "llmux: --backend " << serve_backend << " is not available (cpu)\n";
+          return 2;
+        }
+        if (!std::filesystem::is_regular_file(serve_model)) {
+          std::cerr << "llmux: --model " << serve_model << ": no such file\n";
+          return 2;
+        }
+        auto& m = cfg.models.front();
+        m.name = serve_name.empty() ? std::filesystem::path(serve_model).stem().string() : serve_name;
+        m.backend = serve_backend;
+        m.file = std::filesystem::weakly_canonical(serve_model).string();
+        auto& u = cfg.units.front();
+        u.name = "local-" + serve_backend;
+        u.backend = serve_backend;
+        u.models = {{m.name, 1.0}};
+      }
     }
     if (serve_time_scale >= 0)
       for (auto& u : cfg.units)
         u.time_scale = serve_time_scale;
+    if (!resolve(cfg))
+      return 2;
     tools::node_run_options ro;
     ro.publish = false;  // nobody else joins a served node
     // A config names an admin port (so `llmux admin --config F` works); the
@@ -127,7 +164,10 @@ int main(int argc, char** argv) {
   }
   if (*node) {
     block_termination_signals();
-    return tools::run_node(load(node_config), node_name, {});
+    auto cfg = load(node_config);
+    if (!resolve(cfg))
+      return 2;
+    return tools::run_node(cfg, node_name, {});
   }
   if (*launch) {
     block_termination_signals();

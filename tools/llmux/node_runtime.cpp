@@ -119,7 +119,16 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
       const auto* m = cfg.find_model(um.model);
       kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads});
       try {
-        core->add_model(m->name, engine::make_engine(*m, gpu, um.share), um.share);
+        engine::engine_context ctx;
+        ctx.gpu = gpu;
+        ctx.share = um.share;
+        ctx.threads = u.threads;
+        ctx.block_tokens = u.block_tokens;
+        ctx.kv_blocks = kvo.total_blocks;
+        if (m->backend != "sim")
+          std::cout << "llmux: node " << node_name << ": loading " << m->name << " from "
+                    << m->file << " (" << m->backend << ")" << std::endl;
+        core->add_model(m->name, engine::make_engine(*m, ctx), um.share);
       } catch (const std::exception& e) {
         std::cerr << "llmux: node " << node_name << ": unit " << u.name << ": " << e.what() << "\n";
         return 1;
@@ -127,7 +136,10 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
     }
     auto kv = kv::spawn_kv_manager(sys, kvo);
     add(admin, "kv_manager", kvo.name, caf::actor_cast<caf::actor>(kv));
-    auto unit = unit::spawn_gpu_unit(sys, {node_name, u.name, u.backend, u.gpu}, core);
+    // A real engine computes inside the step handler: give such a unit its
+    // own thread so it never blocks the CAF workers that carry messages.
+    auto unit = unit::spawn_gpu_unit(sys, {node_name, u.name, u.backend, u.gpu}, core,
+                                     /*own_thread=*/u.backend != "sim");
     add(admin, "gpu_unit", u.name, caf::actor_cast<caf::actor>(unit));
     for (const auto& um : u.models) {
       const auto* m = cfg.find_model(um.model);

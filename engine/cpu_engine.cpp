@@ -1,0 +1,65 @@
+#include "engine/cpu_engine.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+#include <thread>
+
+#include "engine/sampler.hpp"
+
+namespace llmux::engine {
+
+namespace {
+
+int threads_for(const cpu_engine_options& o, double share) {
+  int max = o.max_threads > 0 ? o.max_threads
+                              : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return std::clamp(static_cast<int>(std::lround(share * max)), 1, max);
+}
+
+}  // namespace
+
+cpu_engine::cpu_engine(std::shared_ptr<const llama_model> model,
+                       std::shared_ptr<const tokenizer> tok, cpu_engine_options opts)
+  : tok_(std::move(tok)), opts_(opts), runner_(std::move(model), opts.block_tokens, opts.kv_blocks),
+    pool_(std::make_unique<kernels::thread_pool>(threads_for(opts, opts.share))) {
+}
+
+void cpu_engine::set_share(double share) {
+  opts_.share = share;
+  int n = threads_for(opts_, share);
+  if (n != pool_->size())
+    pool_ = std::make_unique<kernels::thread_pool>(n);
+}
+
+step_output cpu_engine::step(const step_input& in) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (auto id : in.released)
+    runner_.release(id);
+  std::vector<runner_seq> seqs;
+  seqs.reserve(in.seqs.size());
+  for (const auto& w : in.seqs)
+    seqs.push_back({w.seq_id, w.tokens.data(), static_cast<int32_t>(w.tokens.size()),
+                    w.context_len, w.sample});
+  if (!runner_.forward(seqs, logits_, *pool_))
+    throw std::runtime_error("KV cache full: the step needs more blocks than the engine has");
+  step_output out;
+  out.tokens.reserve(in.seqs.size());
+  const int32_t n_vocab = runner_.model().hparams().n_vocab;
+  size_t row = 0;
+  for (const auto& w : in.seqs) {
+    if (!w.sample || w.tokens.empty()) {
+      out.tokens.push_back(-1);
+      continue;
+    }
+    sampling_params p{w.temperature, w.top_p, w.top_k, w.min_p, w.seed};
+    auto pos = int64_t{w.context_len} + static_cast<int64_t>(w.tokens.size());
+    out.tokens.push_back(sample_token(&logits_[row * n_vocab], n_vocab, p, pos));
+    ++row;
+  }
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+}  // namespace llmux::engine

@@ -1,0 +1,44 @@
+#pragma once
+/// The `cpu` backend: a real Llama-family model on CPU threads, over a paged
+/// KV cache. The unit gives it a compute share; on CPU a share is a number
+/// of worker threads (share × the unit's threads), changed between steps.
+
+#include <memory>
+
+#include "engine/engine.hpp"
+#include "engine/llama_runner.hpp"
+#include "kernels/cpu/thread_pool.hpp"
+
+namespace llmux::engine {
+
+struct cpu_engine_options {
+  int max_threads = 0;     ///< the unit's threads; 0 = hardware concurrency
+  double share = 1.0;      ///< (0, 1]
+  int block_tokens = 16;
+  int64_t kv_blocks = 0;   ///< physical blocks (one head, one layer, block_tokens tokens)
+};
+
+class cpu_engine final : public engine {
+public:
+  cpu_engine(std::shared_ptr<const llama_model> model, std::shared_ptr<const tokenizer> tok,
+             cpu_engine_options opts);
+
+  /// Throws std::runtime_error when the KV cache cannot hold the batch (the
+  /// kv_manager's admission makes that a bug, not a load condition).
+  [[nodiscard]] step_output step(const step_input& in) override;
+  void set_share(double share) override;
+  [[nodiscard]] std::string backend() const override { return "cpu"; }
+  [[nodiscard]] const tokenizer& vocab() const override { return *tok_; }
+
+  [[nodiscard]] int threads() const { return pool_->size(); }
+  [[nodiscard]] const llama_runner& runner() const { return runner_; }
+
+private:
+  std::shared_ptr<const tokenizer> tok_;
+  cpu_engine_options opts_;
+  llama_runner runner_;
+  std::unique_ptr<kernels::thread_pool> pool_;
+  std::vector<float> logits_;
+};
+
+}  // namespace llmux::engine

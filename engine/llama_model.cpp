@@ -1,0 +1,150 @@
+#include "engine/llama_model.hpp"
+
+namespace llmux::engine {
+
+namespace {
+
+using gguf::gguf_file;
+using gguf::tensor_info;
+
+struct hparam_reader {
+  const gguf_file& f;
+  std::string arch;
+
+  int required_int(const std::string& key) const {
+    auto v = f.get_int(arch + "." + key);
+    if (!v)
+      f.fail(arch + "." + key, "missing (needed to run the model)");
+    if (*v <= 0 || *v > (1 << 30))
+      f.fail(arch + "." + key, "out of range: " + std::to_string(*v));
+    return static_cast<int>(*v);
+  }
+  std::optional<double> opt_float(const std::string& key) const {
+    return f.get_float(arch + "." + key);
+  }
+};
+
+llama_hparams read_hparams(const gguf_file& f) {
+  auto arch = f.get_string("general.architecture");
+  if (!arch)
+    f.fail("general.architecture", "missing");
+  if (*arch != "llama" && *arch != "qwen2")
+    f.fail("general.architecture",
+           "unsupported architecture '" + *arch + "' (supported: llama, qwen2)");
+  hparam_reader r{f, *arch};
+  llama_hparams hp;
+  hp.arch = *arch;
+  hp.n_ctx_train = r.required_int("context_length");
+  hp.n_embd = r.required_int("embedding_length");
+  hp.n_layer = r.required_int("block_count");
+  hp.n_ff = r.required_int("feed_forward_length");
+  hp.n_head = r.required_int("attention.head_count");
+  hp.n_head_kv = hp.n_head;
+  if (f.find(hp.arch + ".attention.head_count_kv"))
+    hp.n_head_kv = r.required_int("attention.head_count_kv");
+  if (hp.n_embd % hp.n_head != 0 || hp.n_head % hp.n_head_kv != 0)
+    f.fail(hp.arch + ".attention.head_count",
+           "embedding_length " + std::to_string(hp.n_embd) + ", heads " + std::to_string(hp.n_head)
+             + " and kv heads " + std::to_string(hp.n_head_kv) + " do not divide evenly");
+  hp.head_dim = hp.n_embd / hp.n_head;
+  hp.rope_dim = hp.head_dim;
+  if (f.find(hp.arch + ".rope.dimension_count"))
+    hp.rope_dim = r.required_int("rope.dimension_count");
+  if (hp.rope_dim > hp.head_dim || hp.rope_dim % 2 != 0)
+    f.fail(hp.arch + ".rope.dimension_count", "must be even and <= head size");
+  if (auto v = r.opt_float("rope.freq_base"))
+    hp.rope_base = static_cast<float>(*v);
+  if (auto t = f.get_string(hp.arch + ".rope.scaling.type"); t && *t != "none")
+    f.fail(hp.arch + ".rope.scaling.type", "RoPE scaling '" + *t + "' is not supported yet");
+  if (auto v = r.opt_float("attention.layer_norm_rms_epsilon"))
+    hp.norm_eps = static_cast<float>(*v);
+  hp.rope_neox = hp.arch == "qwen2";
+  if (const auto* toks = f.get_strings("tokenizer.ggml.tokens"))
+    hp.n_vocab = static_cast<int>(toks->size());
+  if (auto v = f.get_int(hp.arch + ".vocab_size"))
+    hp.n_vocab = static_cast<int>(*v);
+  return hp;
+}
+
+const tensor_info& need(const gguf_file& f, const std::string& name) {
+  const auto* t = f.find_tensor(name);
+  if (t == nullptr)
+    f.fail("tensor '" + name + "'", "missing (the architecture needs it)");
+  return *t;
+}
+
+/// A [rows, cols] matrix: GGUF dims are {cols, rows}.
+kernels::matrix_view matrix(const gguf_file& f, const std::string& name, int64_t rows,
+                            int64_t cols) {
+  const auto& t = need(f, name);
+  if (t.dims.size() != 2 || t.dims[0] != cols || t.dims[1] != rows)
+    f.fail("tensor '" + name + "'", "expected shape [" + std::to_string(cols) + ", "
+                                      + std::to_string(rows) + "]");
+  return {t.data, t.type, rows, cols};
+}
+
+const float* vector_f32(const gguf_file& f, const std::string& name, int64_t n) {
+  const auto& t = need(f, name);
+  if (t.dims.size() != 1 || t.dims[0] != n)
+    f.fail("tensor '" + name + "'", "expected " + std::to_string(n) + " elements");
+  if (t.type != kernels::dtype::f32)
+    f.fail("tensor '" + name + "'", "norms and biases must be F32, got " + kernels::to_string(t.type));
+  return reinterpret_cast<const float*>(t.data);
+}
+
+}  // namespace
+
+config::model_arch llama_model::read_arch(const gguf::gguf_file& file) {
+  auto hp = read_hparams(file);
+  config::model_arch a;
+  a.preset = "file";
+  a.layers = hp.n_layer;
+  a.hidden = hp.n_embd;
+  a.heads = hp.n_head;
+  a.kv_heads = hp.n_head_kv;
+  a.intermediate = hp.n_ff;
+  a.vocab = hp.n_vocab;
+  a.context_length = hp.n_ctx_train;
+  a.dtype_bytes = 2;  // the KV cache is kept in f16, as llama.cpp does by default
+  return a;
+}
+
+std::shared_ptr<llama_model> llama_model::load(const std::string& path) {
+  auto m = std::make_shared<llama_model>();
+  m->file_ = gguf::gguf_file::open(path);
+  const auto& f = *m->file_;
+  m->hp_ = read_hparams(f);
+  auto& hp = m->hp_;
+  int64_t kv_dim = int64_t{hp.n_head_kv} * hp.head_dim;
+  const auto& embd = need(f, "token_embd.weight");
+  if (embd.dims.size() != 2 || embd.dims[0] != hp.n_embd)
+    f.fail("tensor 'token_embd.weight'", "expected rows of " + std::to_string(hp.n_embd));
+  if (hp.n_vocab == 0)
+    hp.n_vocab = static_cast<int>(embd.dims[1]);
+  m->tok_embd_ = matrix(f, "token_embd.weight", hp.n_vocab, hp.n_embd);
+  m->output_norm_ = vector_f32(f, "output_norm.weight", hp.n_embd);
+  m->output_ = f.find_tensor("output.weight") ? matrix(f, "output.weight", hp.n_vocab, hp.n_embd)
+                                              : m->tok_embd_;  // tied embeddings
+  for (int i = 0; i < hp.n_layer; ++i) {
+    auto p = "blk." + std::to_string(i) + ".";
+    llama_layer l;
+    l.attn_norm = vector_f32(f, p + "attn_norm.weight", hp.n_embd);
+    l.wq = matrix(f, p + "attn_q.weight", hp.n_embd, hp.n_embd);
+    l.wk = matrix(f, p + "attn_k.weight", kv_dim, hp.n_embd);
+    l.wv = matrix(f, p + "attn_v.weight", kv_dim, hp.n_embd);
+    l.wo = matrix(f, p + "attn_output.weight", hp.n_embd, hp.n_embd);
+    if (hp.arch == "qwen2") {
+      l.bq = vector_f32(f, p + "attn_q.bias", hp.n_embd);
+      l.bk = vector_f32(f, p + "attn_k.bias", kv_dim);
+      l.bv = vector_f32(f, p + "attn_v.bias", kv_dim);
+    }
+    l.ffn_norm = vector_f32(f, p + "ffn_norm.weight", hp.n_embd);
+    l.w_gate = matrix(f, p + "ffn_gate.weight", hp.n_ff, hp.n_embd);
+    l.w_up = matrix(f, p + "ffn_up.weight", hp.n_ff, hp.n_embd);
+    l.w_down = matrix(f, p + "ffn_down.weight", hp.n_embd, hp.n_ff);
+    m->layers_.push_back(l);
+  }
+  return m;
+}
+
+}  // namespace llmux::engine

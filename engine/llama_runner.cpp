@@ -1,0 +1,171 @@
+#include "engine/llama_runner.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace llmux::engine {
+
+using kernels::matmul;
+
+llama_runner::llama_runner(std::shared_ptr<const llama_model> model, int block_tokens,
+                           int64_t kv_blocks)
+  : model_(std::move(model)),
+    kv_(model_->hparams().n_layer, model_->hparams().n_head_kv, model_->hparams().head_dim,
+        block_tokens, kv_blocks) {
+}
+
+namespace {
+
+void add_bias(float* x, const float* b, int64_t rows, int64_t n) {
+  if (b == nullptr)
+    return;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i)
+      x[r * n + i] += b[i];
+}
+
+}  // namespace
+
+bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<float>& logits,
+                           kernels::thread_pool& pool) {
+  const auto& hp = model_->hparams();
+  const int64_t E = hp.n_embd, F = hp.n_ff, D = hp.head_dim;
+  const int64_t H = hp.n_head, HKV = hp.n_head_kv, KVD = HKV * D;
+  const int64_t group = H / HKV;
+
+  // Room in the cache for every sequence's new positions.
+  for (const auto& s : seqs)
+    if (!kv_.reserve(s.id, int64_t{s.pos0} + s.n))
+      return false;
+
+  // Token rows: which sequence and position each row of the batch is.
+  struct row_info {
+    size_t seq;
+    int64_t pos;
+  };
+  std::vector<row_info> rows;
+  for (size_t i = 0; i < seqs.size(); ++i)
+    for (int32_t j = 0; j < seqs[i].n; ++j)
+      rows.push_back({i, int64_t{seqs[i].pos0} + j});
+  const auto T = static_cast<int64_t>(rows.size());
+  if (T == 0) {
+    logits.clear();
+    return true;
+  }
+  x_.resize(T * E);
+  h_.resize(T * E);
+  q_.resize(T * E);
+  k_.resize(T * KVD);
+  v_.resize(T * KVD);
+  attn_.resize(T * E);
+  gate_.resize(T * F);
+  up_.resize(T * F);
+  tmp_.resize(T * std::max(E, F));
+
+  int64_t r = 0;
+  for (const auto& s : seqs)
+    for (int32_t j = 0; j < s.n; ++j)
+      kernels::get_row(model_->tok_embd(), s.tokens[j], &x_[(r++) * E]);
+
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  for (int layer = 0; layer < hp.n_layer; ++layer) {
+    const auto& L = model_->layers()[static_cast<size_t>(layer)];
+    kernels::rmsnorm(x_.data(), L.attn_norm, hp.norm_eps, T, E, h_.data());
+    matmul(L.wq, h_.data(), T, q_.data(), pool);
+    matmul(L.wk, h_.data(), T, k_.data(), pool);
+    matmul(L.wv, h_.data(), T, v_.data(), pool);
+    add_bias(q_.data(), L.bq, T, E);
+    add_bias(k_.data(), L.bk, T, KVD);
+    add_bias(v_.data(), L.bv, T, KVD);
+
+    // RoPE, then K and V into the cache (f16), row by row.
+    for (int64_t t = 0; t < T; ++t) {
+      auto p = rows[t].pos;
+      kernels::rope_ref(&q_[t * E], static_cast<int>(H), static_cast<int>(D), hp.rope_dim, p,
+                        hp.rope_base, hp.rope_neox);
+      kernels::rope_ref(&k_[t * KVD], static_cast<int>(HKV), static_cast<int>(D), hp.rope_dim, p,
+                        hp.rope_base, hp.rope_neox);
+      auto sid = seqs[rows[t].seq].id;
+      for (int64_t h = 0; h < HKV; ++h) {
+        auto* kd = kv_.k(sid, layer, static_cast<int>(h), rows[t].pos);
+        auto* vd = kv_.v(sid, layer, static_cast<int>(h), rows[t].pos);
+        for (int64_t i = 0; i < D; ++i) {
+          kd[i] = kernels::fp32_to_fp16(k_[t * KVD + h * D + i]);
+          vd[i] = kernels::fp32_to_fp16(v_[t * KVD + h * D + i]);
+        }
+      }
+    }
+
+    // Attention: each (row, head) attends to positions 0..pos of its sequence.
+    // Rounding follows llama.cpp's CPU attention (ggml mul_mat with an f16
+    // KV cache converts the other operand to f16): Q is rounded to f16 for
+    // QKᵀ and the softmax weights are rounded to f16 for the V sum. With it,
+    // log-probabilities agree with llama.cpp's to ~1e-4; without, to ~4e-3.
+    pool.parallel_for(T * H, [&](int64_t begin, int64_t end, int) {
+      std::vector<float> scores;
+      std::vector<float> qh(static_cast<size_t>(D));
+      for (int64_t job = begin; job < end; ++job) {
+        int64_t t = job / H, h = job % H;
+        auto sid = seqs[rows[t].seq].id;
+        int64_t ctx = rows[t].pos + 1;
+        int kvh = static_cast<int>(h / group);
+        for (int64_t i = 0; i < D; ++i)
+          qh[i] = kernels::fp16_to_fp32(kernels::fp32_to_fp16(q_[t * E + h * D + i]));
+        scores.resize(static_cast<size_t>(ctx));
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < ctx; ++j) {
+          const uint16_t* kr = kv_.k(sid, layer, kvh, j);
+          float dot = 0;
+          for (int64_t i = 0; i < D; ++i)
+            dot += qh[i] * kernels::fp16_to_fp32(kr[i]);
+          scores[j] = dot * scale;
+          mx = std::max(mx, scores[j]);
+        }
+        float sum = 0;
+        for (int64_t j = 0; j < ctx; ++j) {
+          scores[j] = std::exp(scores[j] - mx);
+          sum += scores[j];
+        }
+        float* out = &attn_[t * E + h * D];
+        std::fill(out, out + D, 0.0f);
+        for (int64_t j = 0; j < ctx; ++j) {
+          const uint16_t* vr = kv_.v(sid, layer, kvh, j);
+          float w = kernels::fp16_to_fp32(kernels::fp32_to_fp16(scores[j] / sum));
+          for (int64_t i = 0; i < D; ++i)
+            out[i] += w * kernels::fp16_to_fp32(vr[i]);
+        }
+      }
+    });
+
+    matmul(L.wo, attn_.data(), T, tmp_.data(), pool);
+    for (int64_t i = 0; i < T * E; ++i)
+      x_[i] += tmp_[i];
+
+    kernels::rmsnorm(x_.data(), L.ffn_norm, hp.norm_eps, T, E, h_.data());
+    matmul(L.w_gate, h_.data(), T, gate_.data(), pool);
+    matmul(L.w_up, h_.data(), T, up_.data(), pool);
+    kernels::swiglu(gate_.data(), up_.data(), T * F, gate_.data());
+    matmul(L.w_down, gate_.data(), T, tmp_.data(), pool);
+    for (int64_t i = 0; i < T * E; ++i)
+      x_[i] += tmp_[i];
+  }
+
+  // Logits only for the last row of sequences that sample.
+  std::vector<int64_t> out_rows;
+  int64_t row = 0;
+  for (const auto& s : seqs) {
+    row += s.n;
+    if (s.logits && s.n > 0)
+      out_rows.push_back(row - 1);
+  }
+  auto n_out = static_cast<int64_t>(out_rows.size());
+  std::vector<float> last(static_cast<size_t>(n_out * E));
+  for (int64_t i = 0; i < n_out; ++i)
+    std::copy_n(&x_[out_rows[i] * E], E, &last[i * E]);
+  kernels::rmsnorm(last.data(), model_->output_norm(), hp.norm_eps, n_out, E, last.data());
+  logits.resize(static_cast<size_t>(n_out * hp.n_vocab));
+  matmul(model_->output(), last.data(), n_out, logits.data(), pool);
+  return true;
+}
+
+}  // namespace llmux::engine

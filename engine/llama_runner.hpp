@@ -1,0 +1,50 @@
+#pragma once
+/// The Llama forward pass on CPU over a paged KV cache.
+///
+/// One call runs one engine step: the tokens of every sequence in the batch
+/// (prefill chunks and single decode tokens mixed) go through each layer
+/// together, so every weight matrix is read once per step whatever the batch
+/// size; attention then runs per sequence over its own cached context.
+/// Called from one thread at a time (the unit's step thread); the work is
+/// spread over the thread pool it is given.
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/llama_model.hpp"
+#include "engine/paged_kv_cache.hpp"
+#include "kernels/cpu/thread_pool.hpp"
+
+namespace llmux::engine {
+
+struct runner_seq {
+  uint64_t id = 0;
+  const int32_t* tokens = nullptr;
+  int32_t n = 0;          ///< tokens fed this step
+  int32_t pos0 = 0;       ///< position of tokens[0] (= tokens already cached)
+  bool logits = false;    ///< produce logits for the last token
+};
+
+class llama_runner {
+public:
+  llama_runner(std::shared_ptr<const llama_model> model, int block_tokens, int64_t kv_blocks);
+
+  /// Runs the step. `logits` receives n_vocab floats for each sequence with
+  /// `logits = true`, in order. Returns false (nothing computed) when the KV
+  /// cache cannot hold the batch.
+  [[nodiscard]] bool forward(const std::vector<runner_seq>& seqs, std::vector<float>& logits,
+                             kernels::thread_pool& pool);
+  void release(uint64_t seq) { kv_.release(seq); }
+
+  [[nodiscard]] const llama_model& model() const { return *model_; }
+  [[nodiscard]] const paged_kv_cache& kv() const { return kv_; }
+
+private:
+  std::shared_ptr<const llama_model> model_;
+  paged_kv_cache kv_;
+  // Scratch, reused across steps (grown on demand).
+  std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, tmp_;
+};
+
+}  // namespace llmux::engine

@@ -1,0 +1,96 @@
+#include "engine/paged_kv_cache.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace llmux::engine {
+
+paged_kv_cache::paged_kv_cache(int n_layer, int n_head_kv, int head_dim, int block_tokens,
+                               int64_t max_blocks)
+  : n_layer_(n_layer), n_head_kv_(n_head_kv), head_dim_(head_dim), block_tokens_(block_tokens),
+    max_blocks_(max_blocks),
+    block_elems_(2 * static_cast<size_t>(block_tokens) * static_cast<size_t>(head_dim)) {
+}
+
+int32_t paged_kv_cache::take_block() {
+  if (free_.empty()) {
+    if (allocated_ >= max_blocks_)
+      return -1;
+    auto n = std::min(chunk_blocks, max_blocks_ - allocated_);
+    chunks_.emplace_back(new uint16_t[static_cast<size_t>(chunk_blocks) * block_elems_]);
+    for (int64_t i = n - 1; i >= 0; --i)
+      free_.push_back(static_cast<int32_t>(allocated_ + i));
+    allocated_ += n;
+  }
+  auto id = free_.back();
+  free_.pop_back();
+  ++used_;
+  return id;
+}
+
+uint16_t* paged_kv_cache::block_ptr(int32_t id) const {
+  auto chunk = static_cast<size_t>(id / chunk_blocks);
+  auto off = static_cast<size_t>(id % chunk_blocks) * block_elems_;
+  return chunks_[chunk].get() + off;
+}
+
+bool paged_kv_cache::reserve(uint64_t seq, int64_t tokens) {
+  auto& table = tables_[seq];
+  int64_t need_tb = (tokens + block_tokens_ - 1) / block_tokens_;
+  int64_t add_tb = need_tb - static_cast<int64_t>(table.size());
+  if (add_tb <= 0)
+    return true;
+  int64_t per_tb = int64_t{n_layer_} * n_head_kv_;
+  int64_t free_now = static_cast<int64_t>(free_.size()) + (max_blocks_ - allocated_);
+  if (add_tb * per_tb > free_now) {
+    if (table.empty())
+      tables_.erase(seq);
+    return false;
+  }
+  for (int64_t t = 0; t < add_tb; ++t) {
+    std::vector<int32_t> ids(static_cast<size_t>(per_tb));
+    for (auto& id : ids)
+      id = take_block();
+    table.push_back(std::move(ids));
+  }
+  return true;
+}
+
+void paged_kv_cache::release(uint64_t seq) {
+  auto it = tables_.find(seq);
+  if (it == tables_.end())
+    return;
+  for (const auto& ids : it->second)
+    for (auto id : ids) {
+      free_.push_back(id);
+      --used_;
+    }
+  tables_.erase(it);
+}
+
+int64_t paged_kv_cache::capacity_tokens(uint64_t seq) const {
+  auto it = tables_.find(seq);
+  return it == tables_.end() ? 0 : static_cast<int64_t>(it->second.size()) * block_tokens_;
+}
+
+paged_kv_cache::span paged_kv_cache::block_at(uint64_t seq, int layer, int head,
+                                               int64_t pos) const {
+  const auto& table = tables_.at(seq);
+  auto tb = static_cast<size_t>(pos / block_tokens_);
+  auto id = table.at(tb)[static_cast<size_t>(layer * n_head_kv_ + head)];
+  const uint16_t* base = block_ptr(id);
+  return {base, base + static_cast<size_t>(block_tokens_) * head_dim_,
+          static_cast<int64_t>(tb) * block_tokens_};
+}
+
+uint16_t* paged_kv_cache::k(uint64_t seq, int layer, int head, int64_t pos) {
+  auto s = block_at(seq, layer, head, pos);
+  return const_cast<uint16_t*>(s.k) + (pos - s.first_pos) * head_dim_;
+}
+
+uint16_t* paged_kv_cache::v(uint64_t seq, int layer, int head, int64_t pos) {
+  auto s = block_at(seq, layer, head, pos);
+  return const_cast<uint16_t*>(s.v) + (pos - s.first_pos) * head_dim_;
+}
+
+}  // namespace llmux::engine

@@ -1,0 +1,107 @@
+#include "engine/sampler.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace llmux::engine {
+
+namespace {
+
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+token_id argmax(const float* logits, int32_t n) {
+  token_id best = 0;
+  for (int32_t i = 1; i < n; ++i)
+    if (logits[i] > logits[best])
+      best = i;
+  return best;
+}
+
+}  // namespace
+
+token_id sample_token(const float* logits, int32_t n_vocab, const sampling_params& p,
+                      int64_t position) {
+  if (n_vocab <= 0)
+    return -1;
+  if (p.temperature <= 0)
+    return argmax(logits, n_vocab);
+
+  // Candidates sorted by logit, highest first (stable: ties by id).
+  std::vector<token_id> ids(static_cast<size_t>(n_vocab));
+  std::iota(ids.begin(), ids.end(), 0);
+  size_t keep = ids.size();
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep)
+    keep = static_cast<size_t>(p.top_k);
+  auto by_logit = [&](token_id a, token_id b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end(),
+                    by_logit);
+  ids.resize(keep);
+
+  // Probabilities of the candidates (before temperature, as llama.cpp's
+  // top-p and min-p see them).
+  auto probs_of = [&](float temp) {
+    std::vector<double> pr(ids.size());
+    double mx = logits[ids[0]];
+    double sum = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      pr[i] = std::exp((logits[ids[i]] - mx) / temp);
+      sum += pr[i];
+    }
+    for (auto& x : pr)
+      x /= sum;
+    return pr;
+  };
+  auto pr = probs_of(1.0f);
+  if (p.top_p < 1.0f) {
+    double cum = 0;
+    size_t n = 0;
+    while (n < pr.size()) {
+      cum += pr[n++];
+      if (cum >= p.top_p)
+        break;
+    }
+    ids.resize(std::max<size_t>(1, n));
+  }
+  if (p.min_p > 0.0f) {
+    double cut = pr[0] * p.min_p;
+    size_t n = 0;
+    while (n < ids.size() && pr[n] >= cut)
+      ++n;
+    ids.resize(std::max<size_t>(1, n));
+  }
+  pr = probs_of(p.temperature);
+
+  // One uniform draw from (seed, position).
+  auto bits = mix(mix(p.seed) ^ static_cast<uint64_t>(position));
+  double u = static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
+  double cum = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    cum += pr[i];
+    if (u < cum)
+      return ids[i];
+  }
+  return ids.back();
+}
+
+void log_softmax(const float* logits, int32_t n, std::vector<float>& out) {
+  out.resize(static_cast<size_t>(std::max(0, n)));
+  if (n <= 0)
+    return;
+  double mx = *std::max_element(logits, logits + n);
+  double sum = 0;
+  for (int32_t i = 0; i < n; ++i)
+    sum += std::exp(logits[i] - mx);
+  double lse = mx + std::log(sum);
+  for (int32_t i = 0; i < n; ++i)
+    out[static_cast<size_t>(i)] = static_cast<float>(logits[i] - lse);
+}
+
+}  // namespace llmux::engine
