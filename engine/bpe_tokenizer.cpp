@@ -73,13 +73,6 @@ std::string rank_key(const std::string& left, const std::string& right) {
   return key;
 }
 
-struct symbol {
-  int prev;
-  int next;
-  size_t offset;  ///< into the word
-  size_t n;       ///< bytes; 0 once merged into its left neighbour
-};
-
 struct bigram {
   int left;
   int right;
@@ -96,12 +89,7 @@ struct bigram_order {
 
 }  // namespace
 
-bpe_tokenizer::bpe_tokenizer(const vocab_data& vocab)
-    : tokens_(vocab),
-      bos_(tokens_.contains(vocab.bos_id) ? vocab.bos_id : -1),
-      eos_(tokens_.contains(vocab.eos_id) ? vocab.eos_id : -1),
-      add_bos_(vocab.add_bos),
-      add_eos_(vocab.add_eos) {
+bpe_tokenizer::bpe_tokenizer(const vocab_data& vocab) : vocab_tokenizer(vocab, byte_decode) {
   auto pre = find_bpe_pre_tokenizer(vocab.pre);
   if (!pre)
     throw std::runtime_error("unsupported BPE pre-tokenizer '" + vocab.pre +
@@ -117,36 +105,6 @@ bpe_tokenizer::bpe_tokenizer(const vocab_data& vocab)
       continue;  // llama.cpp keeps it as ("", ""), which never matches
     ranks_.emplace(rank_key(m.substr(0, space), m.substr(space + 1)), static_cast<int>(i));
   }
-
-  bytes_.resize(tokens_.size());
-  for (token_id id = 0; id < tokens_.size(); ++id) {
-    const std::string& text = tokens_.text(id);
-    uint8_t a = tokens_.attrs(id);
-    if (a & (attr_control | attr_unknown))
-      continue;
-    if (a & attr_user_defined) {
-      bytes_[id] = text;
-    } else if (a & attr_normal) {
-      bytes_[id] = byte_decode(text);
-    } else if (a & attr_byte) {
-      unsigned v = 0;
-      if (text.size() == 6 && std::sscanf(text.c_str(), "<0x%2X>", &v) == 1)
-        bytes_[id] = std::string(1, static_cast<char>(v));
-    }
-  }
-}
-
-std::vector<token_id> bpe_tokenizer::encode(std::string_view text, bool add_bos) const {
-  return tokenize(text, add_bos, false);
-}
-
-std::vector<token_id> bpe_tokenizer::encode_with_specials(std::string_view text,
-                                                          bool add_bos) const {
-  return tokenize(text, add_bos, true);
-}
-
-std::string bpe_tokenizer::token_bytes(token_id id) const {
-  return tokens_.contains(id) ? bytes_[id] : std::string();
 }
 
 int bpe_tokenizer::merge_rank(const std::string& left, const std::string& right) const {
@@ -154,88 +112,62 @@ int bpe_tokenizer::merge_rank(const std::string& left, const std::string& right)
   return it == ranks_.end() ? -1 : it->second;
 }
 
-std::vector<token_id> bpe_tokenizer::tokenize(std::string_view text, bool add_special,
-                                              bool parse_special) const {
-  std::vector<token_id> out;
-  if (add_special && add_bos_ && bos_ >= 0)
-    out.push_back(bos_);
-  for (const auto& part : tokens_.split_specials(text, parse_special)) {
-    if (part.special >= 0) {
-      out.push_back(part.special);
-      continue;
-    }
-    for (const std::string& word : split_bpe_words(pre_.kind, part.text))
-      tokenize_word(byte_encode(word), out);
-  }
-  if (add_special && add_eos_ && eos_ >= 0)
-    out.push_back(eos_);
-  return out;
+void bpe_tokenizer::encode_plain(std::string_view text, bool /*after_special*/,
+                                 std::vector<token_id>& out) const {
+  for (const std::string& word : split_bpe_words(pre_.kind, text))
+    encode_word(byte_encode(word), out);
 }
 
-void bpe_tokenizer::tokenize_word(const std::string& word, std::vector<token_id>& out) const {
+void bpe_tokenizer::encode_word(const std::string& word, std::vector<token_id>& out) const {
   if (pre_.ignore_merges) {
-    token_id whole = tokens_.find(word);
+    token_id whole = tokens().find(word);
     if (whole >= 0) {
       out.push_back(whole);
       return;
     }
   }
 
-  std::vector<symbol> symbols;
-  for (size_t off = 0; off < word.size();) {
-    size_t len = std::min(unicode::utf8_sequence_length(static_cast<unsigned char>(word[off])),
-                          word.size() - off);
-    int index = static_cast<int>(symbols.size());
-    off += len;
-    symbols.push_back({index - 1, off == word.size() ? -1 : index + 1, off - len, len});
-  }
-  auto text_of = [&](const symbol& s) { return word.substr(s.offset, s.n); };
-
+  symbol_chain chain(word);
   std::priority_queue<bigram, std::vector<bigram>, bigram_order> queue;
   auto add_bigram = [&](int left, int right) {
     if (left == -1 || right == -1)
       return;
-    std::string l = text_of(symbols[left]);
-    std::string r = text_of(symbols[right]);
+    std::string l(chain.text_of(left));
+    std::string r(chain.text_of(right));
     int rank = merge_rank(l, r);
-    if (rank < 0)
-      return;
-    queue.push({left, right, rank, l + r});
+    if (rank >= 0)
+      queue.push({left, right, rank, l + r});
   };
-  for (int i = 1; i < static_cast<int>(symbols.size()); ++i)
+  for (int i = 1; i < chain.size(); ++i)
     add_bigram(i - 1, i);
 
   while (!queue.empty()) {
     bigram b = queue.top();
     queue.pop();
-    symbol& left = symbols[b.left];
-    symbol& right = symbols[b.right];
-    if (left.n == 0 || right.n == 0 || text_of(left) + text_of(right) != b.text)
+    if (chain[b.left].n == 0 || chain[b.right].n == 0)
+      continue;
+    std::string now;
+    now.append(chain.text_of(b.left)).append(chain.text_of(b.right));
+    if (now != b.text)
       continue;  // one side changed since this pair was queued
-    left.n += right.n;
-    right.n = 0;
-    left.next = right.next;
-    if (right.next >= 0)
-      symbols[right.next].prev = b.left;
-    add_bigram(left.prev, b.left);
-    add_bigram(b.left, left.next);
+    chain.merge_next_into(b.left);
+    add_bigram(chain[b.left].prev, b.left);
+    add_bigram(b.left, chain[b.left].next);
   }
 
-  if (symbols.empty())
-    return;
-  for (int i = 0; i != -1; i = symbols[i].next) {
-    std::string piece = text_of(symbols[i]);
-    token_id id = tokens_.find(piece);
+  chain.for_each([&](int i) {
+    std::string piece(chain.text_of(i));
+    token_id id = tokens().find(piece);
     if (id >= 0) {
       out.push_back(id);
-      continue;
+      return;
     }
     for (char c : piece) {  // llama.cpp: keep only the bytes that are tokens themselves
-      token_id b = tokens_.find(std::string(1, c));
+      token_id b = tokens().find(std::string(1, c));
       if (b >= 0)
         out.push_back(b);
     }
-  }
+  });
 }
 
 }  // namespace llmux::engine

@@ -4,8 +4,6 @@
 #include <map>
 #include <queue>
 
-#include "engine/unicode_categories.hpp"
-
 namespace llmux::engine {
 
 namespace {
@@ -21,14 +19,6 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
   out.append(s, pos, std::string::npos);
   s.swap(out);
 }
-
-/// A stretch of the text in the merge loop; a linked list over the vector.
-struct symbol {
-  int prev;
-  int next;
-  size_t offset;  ///< into the text
-  size_t n;       ///< bytes; 0 once merged into its left neighbour
-};
 
 struct bigram {
   int left;
@@ -49,49 +39,30 @@ class spm_session {
 public:
   spm_session(const token_table& tokens, const std::array<token_id, 256>& byte_token,
               const std::string& text)
-      : tokens_(tokens), byte_token_(byte_token), text_(text) {}
+      : tokens_(tokens), byte_token_(byte_token), chain_(text) {}
 
   void run(std::vector<token_id>& out) {
-    // Split into UTF-8 characters (by lead byte only, as llama.cpp).
-    for (size_t off = 0; off < text_.size();) {
-      size_t len = std::min(unicode::utf8_sequence_length(static_cast<unsigned char>(text_[off])),
-                            text_.size() - off);
-      int index = static_cast<int>(symbols_.size());
-      off += len;
-      symbols_.push_back({index - 1, off == text_.size() ? -1 : index + 1, off - len, len});
-    }
-    for (int i = 1; i < static_cast<int>(symbols_.size()); ++i)
+    for (int i = 1; i < chain_.size(); ++i)
       try_add_bigram(i - 1, i);
-
     while (!queue_.empty()) {
       bigram b = queue_.top();
       queue_.pop();
-      symbol& left = symbols_[b.left];
-      symbol& right = symbols_[b.right];
-      if (left.n == 0 || right.n == 0 || left.n + right.n != b.size)
+      size_t left_n = chain_[b.left].n, right_n = chain_[b.right].n;
+      if (left_n == 0 || right_n == 0 || left_n + right_n != b.size)
         continue;  // one side was merged elsewhere since
-      left.n += right.n;
-      right.n = 0;
-      left.next = right.next;
-      if (right.next >= 0)
-        symbols_[right.next].prev = b.left;
-      try_add_bigram(left.prev, b.left);
-      try_add_bigram(b.left, left.next);
+      chain_.merge_next_into(b.left);
+      try_add_bigram(chain_[b.left].prev, b.left);
+      try_add_bigram(b.left, chain_[b.left].next);
     }
-
-    if (symbols_.empty())
-      return;
-    for (int i = 0; i != -1; i = symbols_[i].next)
-      resegment(symbols_[i], out);
+    chain_.for_each([&](int i) { resegment(i, out, 0); });
   }
 
 private:
-  [[nodiscard]] std::string text_of(const symbol& s) const { return text_.substr(s.offset, s.n); }
-
   void try_add_bigram(int left, int right) {
     if (left == -1 || right == -1)
       return;
-    std::string merged = text_.substr(symbols_[left].offset, symbols_[left].n + symbols_[right].n);
+    std::string merged;
+    merged.append(chain_.text_of(left)).append(chain_.text_of(right));
     token_id id = tokens_.find(merged);
     if (id < 0)
       return;
@@ -99,17 +70,19 @@ private:
     rev_merge_[merged] = {left, right};
   }
 
-  /// A final symbol that is no token: undo its merges down to pieces that
-  /// are, or to bytes.
-  void resegment(const symbol& s, std::vector<token_id>& out) {
-    std::string text = text_of(s);
+  /// Emits symbol `i`: its token, or — for text that is no token — the
+  /// pieces it was merged from, down to byte tokens (llama.cpp's resegment).
+  /// Merges only ever form tokens, so the recursion is shallow; `depth`
+  /// guards against a vocabulary that says otherwise.
+  void resegment(int i, std::vector<token_id>& out, int depth) {
+    std::string text(chain_.text_of(i));
     token_id id = tokens_.find(text);
     if (id >= 0) {
       out.push_back(id);
       return;
     }
     auto it = rev_merge_.find(text);
-    if (it == rev_merge_.end()) {
+    if (it == rev_merge_.end() || depth > 64) {
       for (char c : text) {
         token_id b = byte_token_[static_cast<unsigned char>(c)];
         if (b >= 0)
@@ -118,93 +91,45 @@ private:
       return;
     }
     auto [l, r] = it->second;
-    resegment(symbols_[l], out);
-    resegment(symbols_[r], out);
+    resegment(l, out, depth + 1);
+    resegment(r, out, depth + 1);
   }
 
   const token_table& tokens_;
   const std::array<token_id, 256>& byte_token_;
-  const std::string& text_;
-  std::vector<symbol> symbols_;
+  symbol_chain chain_;
   std::priority_queue<bigram, std::vector<bigram>, bigram_order> queue_;
   std::map<std::string, std::pair<int, int>> rev_merge_;
 };
 
+std::string unescape_spaces(const std::string& text) {
+  std::string out = text;
+  replace_all(out, escaped_space, " ");
+  return out;
+}
+
 }  // namespace
 
 spm_tokenizer::spm_tokenizer(const vocab_data& vocab)
-    : tokens_(vocab),
-      bos_(tokens_.contains(vocab.bos_id) ? vocab.bos_id : -1),
-      eos_(tokens_.contains(vocab.eos_id) ? vocab.eos_id : -1),
-      add_bos_(vocab.add_bos),
-      add_eos_(vocab.add_eos),
-      add_space_prefix_(vocab.add_space_prefix) {
-  token_id unk = tokens_.contains(vocab.unk_id) ? vocab.unk_id : -1;
+    : vocab_tokenizer(vocab, unescape_spaces), add_space_prefix_(vocab.add_space_prefix) {
+  token_id unk = tokens().contains(vocab.unk_id) ? vocab.unk_id : -1;
   for (int b = 0; b < 256; ++b) {
     char hex[8];
     std::snprintf(hex, sizeof hex, "<0x%02X>", b);
-    token_id id = tokens_.find(hex);
+    token_id id = tokens().find(hex);
     if (id < 0)
-      id = tokens_.find(std::string(1, static_cast<char>(b)));
+      id = tokens().find(std::string(1, static_cast<char>(b)));
     // llama.cpp throws for a byte with neither token; unknown is the kinder answer.
     byte_token_[b] = id >= 0 ? id : unk;
   }
-
-  bytes_.resize(tokens_.size());
-  for (token_id id = 0; id < tokens_.size(); ++id) {
-    const std::string& text = tokens_.text(id);
-    uint8_t a = tokens_.attrs(id);
-    if (a & (attr_control | attr_unknown))
-      continue;  // "" (llama.cpp's token_to_piece without special)
-    if (a & attr_user_defined) {
-      bytes_[id] = text;
-    } else if (a & attr_normal) {
-      bytes_[id] = text;
-      replace_all(bytes_[id], escaped_space, " ");
-    } else if (a & attr_byte) {
-      unsigned v = 0;
-      if (text.size() == 6 && std::sscanf(text.c_str(), "<0x%2X>", &v) == 1)
-        bytes_[id] = std::string(1, static_cast<char>(v));
-    }
-  }
 }
 
-std::vector<token_id> spm_tokenizer::encode(std::string_view text, bool add_bos) const {
-  return tokenize(text, add_bos, false);
-}
-
-std::vector<token_id> spm_tokenizer::encode_with_specials(std::string_view text,
-                                                          bool add_bos) const {
-  return tokenize(text, add_bos, true);
-}
-
-std::string spm_tokenizer::token_bytes(token_id id) const {
-  return tokens_.contains(id) ? bytes_[id] : std::string();
-}
-
-std::vector<token_id> spm_tokenizer::tokenize(std::string_view text, bool add_special,
-                                              bool parse_special) const {
-  std::vector<token_id> out;
-  if (add_special && add_bos_ && bos_ >= 0)
-    out.push_back(bos_);
-  bool after_special = true;  // the text start counts as one: it gets the space prefix
-  for (const auto& part : tokens_.split_specials(text, parse_special)) {
-    if (part.special >= 0) {
-      out.push_back(part.special);
-      after_special = true;
-      continue;
-    }
-    std::string piece;
-    if (add_space_prefix_ && after_special)
-      piece = " ";
-    piece.append(part.text);
-    replace_all(piece, " ", escaped_space);
-    spm_session(tokens_, byte_token_, piece).run(out);
-    after_special = false;
-  }
-  if (add_special && add_eos_ && eos_ >= 0)
-    out.push_back(eos_);
-  return out;
+void spm_tokenizer::encode_plain(std::string_view text, bool after_special,
+                                 std::vector<token_id>& out) const {
+  std::string piece = add_space_prefix_ && after_special ? " " : "";
+  piece.append(text);
+  replace_all(piece, " ", escaped_space);
+  spm_session(tokens(), byte_token_, piece).run(out);
 }
 
 }  // namespace llmux::engine

@@ -1,12 +1,14 @@
 #include "engine/vocab.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <stdexcept>
 
 #include "engine/bpe_pretokenizer.hpp"
 #include "engine/bpe_tokenizer.hpp"
 #include "engine/gguf.hpp"
 #include "engine/spm_tokenizer.hpp"
+#include "engine/unicode_categories.hpp"
 
 namespace llmux::engine {
 
@@ -227,6 +229,85 @@ std::vector<token_table::fragment> token_table::split_specials(std::string_view 
     parts.swap(next);
   }
   return parts;
+}
+
+symbol_chain::symbol_chain(std::string_view text) : text_(text) {
+  for (size_t off = 0; off < text.size();) {
+    size_t len = std::min(unicode::utf8_sequence_length(static_cast<unsigned char>(text[off])),
+                          text.size() - off);
+    int index = static_cast<int>(symbols_.size());
+    off += len;
+    symbols_.push_back({index - 1, off == text.size() ? -1 : index + 1, off - len, len});
+  }
+}
+
+void symbol_chain::merge_next_into(int left) {
+  symbol& l = symbols_[left];
+  symbol& r = symbols_[l.next];
+  l.n += r.n;
+  r.n = 0;
+  l.next = r.next;
+  if (r.next >= 0)
+    symbols_[r.next].prev = left;
+}
+
+vocab_tokenizer::vocab_tokenizer(const vocab_data& vocab,
+                                 std::string (*normal_bytes)(const std::string& text))
+    : tokens_(vocab),
+      bos_(tokens_.contains(vocab.bos_id) ? vocab.bos_id : -1),
+      eos_(tokens_.contains(vocab.eos_id) ? vocab.eos_id : -1),
+      add_bos_(vocab.add_bos),
+      add_eos_(vocab.add_eos) {
+  // Computed once, as llama.cpp's token-to-piece cache.
+  bytes_.resize(tokens_.size());
+  for (token_id id = 0; id < tokens_.size(); ++id) {
+    const std::string& text = tokens_.text(id);
+    uint8_t a = tokens_.attrs(id);
+    if (a & (attr_control | attr_unknown))
+      continue;
+    if (a & attr_user_defined) {
+      bytes_[id] = text;
+    } else if (a & attr_normal) {
+      bytes_[id] = normal_bytes(text);
+    } else if (a & attr_byte) {
+      unsigned v = 0;
+      if (text.size() == 6 && std::sscanf(text.c_str(), "<0x%2X>", &v) == 1)
+        bytes_[id] = std::string(1, static_cast<char>(v));
+    }
+  }
+}
+
+std::vector<token_id> vocab_tokenizer::encode(std::string_view text, bool add_bos) const {
+  return tokenize(text, add_bos, false);
+}
+
+std::vector<token_id> vocab_tokenizer::encode_with_specials(std::string_view text,
+                                                            bool add_bos) const {
+  return tokenize(text, add_bos, true);
+}
+
+std::string vocab_tokenizer::token_bytes(token_id id) const {
+  return tokens_.contains(id) ? bytes_[id] : std::string();
+}
+
+std::vector<token_id> vocab_tokenizer::tokenize(std::string_view text, bool add_special,
+                                                bool parse_special) const {
+  std::vector<token_id> out;
+  if (add_special && add_bos_ && bos_ >= 0)
+    out.push_back(bos_);
+  bool after_special = true;  // the start of the text counts as one
+  for (const auto& part : tokens_.split_specials(text, parse_special)) {
+    if (part.special >= 0) {
+      out.push_back(part.special);
+      after_special = true;
+    } else {
+      encode_plain(part.text, after_special, out);
+      after_special = false;
+    }
+  }
+  if (add_special && add_eos_ && eos_ >= 0)
+    out.push_back(eos_);
+  return out;
 }
 
 }  // namespace llmux::engine

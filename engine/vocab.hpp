@@ -7,10 +7,10 @@
 /// SentencePiece ("llama") → `spm_tokenizer`, GPT-2 byte-level BPE ("gpt2")
 /// → `bpe_tokenizer`.
 ///
-/// `token_table` is the part both tokenizers share: token texts, scores and
-/// attributes, lookup by text, and the split of text at special tokens.
-/// Everything here is immutable after construction and safe to share across
-/// threads.
+/// `token_table` and `vocab_tokenizer` are the parts both tokenizers share:
+/// token texts, scores and attributes, lookup by text, the split of text at
+/// special tokens, BOS/EOS and token_bytes. Everything here is immutable
+/// after construction and safe to share across threads.
 
 #include <cstdint>
 #include <memory>
@@ -114,6 +114,82 @@ private:
   std::vector<uint8_t> attr_;
   std::unordered_map<std::string, token_id> id_by_text_;
   std::vector<token_id> specials_;  ///< control, user-defined and unknown tokens, longest first
+};
+
+/// Text being merged, as llama.cpp's llm_symbol list: one symbol per UTF-8
+/// character at first (length from the lead byte alone), then adjacent
+/// symbols merge leftwards. Views into the text it was made from.
+class symbol_chain {
+public:
+  explicit symbol_chain(std::string_view text);
+
+  struct symbol {
+    int prev;       ///< -1 at the start
+    int next;       ///< -1 at the end
+    size_t offset;  ///< into the text
+    size_t n;       ///< bytes; 0 once merged into its left neighbour
+  };
+
+  [[nodiscard]] int size() const { return static_cast<int>(symbols_.size()); }
+  [[nodiscard]] const symbol& operator[](int i) const { return symbols_[i]; }
+  [[nodiscard]] std::string_view text_of(int i) const {
+    return text_.substr(symbols_[i].offset, symbols_[i].n);
+  }
+  /// Appends the symbol after `left` to it.
+  void merge_next_into(int left);
+  /// Calls `f(i)` for the symbols left, in order.
+  template <class F>
+  void for_each(F f) const {
+    for (int i = symbols_.empty() ? -1 : 0; i != -1; i = symbols_[i].next)
+      f(i);
+  }
+
+private:
+  std::string_view text_;
+  std::vector<symbol> symbols_;
+};
+
+/// Base of spm_tokenizer and bpe_tokenizer: what llama.cpp's
+/// llama_vocab::impl::tokenize and token_to_piece do for every model type.
+/// A derived class only turns runs of plain text into ids.
+class vocab_tokenizer : public tokenizer {
+public:
+  /// `add_bos` is llama.cpp's add_special: BOS (and EOS) go in only where the
+  /// vocabulary asks for them (vocab_data::add_bos / add_eos), so a model
+  /// whose template spells its own start token does not get it twice.
+  [[nodiscard]] std::vector<token_id> encode(std::string_view text, bool add_bos) const override;
+  /// As llama.cpp's tokenize with parse_special = true.
+  [[nodiscard]] std::vector<token_id> encode_with_specials(std::string_view text,
+                                                           bool add_bos) const override;
+  /// llama_token_to_piece without special: control and unknown tokens give
+  /// "", user-defined tokens their text, byte tokens <0xXX> their byte,
+  /// normal tokens what the derived class's decoding gives.
+  [[nodiscard]] std::string token_bytes(token_id id) const override;
+  [[nodiscard]] token_id bos_id() const override { return bos_; }
+  [[nodiscard]] token_id eos_id() const override { return eos_; }
+  [[nodiscard]] int32_t vocab_size() const override { return tokens_.size(); }
+
+protected:
+  /// `normal_bytes` turns the text of a normal token into its bytes.
+  vocab_tokenizer(const vocab_data& vocab, std::string (*normal_bytes)(const std::string& text));
+
+  /// Appends the ids of a run of plain text. `after_special` is true at the
+  /// start of the text and right after a special token.
+  virtual void encode_plain(std::string_view text, bool after_special,
+                            std::vector<token_id>& out) const = 0;
+
+  [[nodiscard]] const token_table& tokens() const { return tokens_; }
+
+private:
+  [[nodiscard]] std::vector<token_id> tokenize(std::string_view text, bool add_special,
+                                               bool parse_special) const;
+
+  token_table tokens_;
+  token_id bos_;
+  token_id eos_;
+  bool add_bos_;
+  bool add_eos_;
+  std::vector<std::string> bytes_;  ///< token_bytes of every token
 };
 
 }  // namespace llmux::engine

@@ -3,6 +3,8 @@
 
     tests/data/smollm2_tokenizer_cases.json     (GPT-2 byte-level BPE, pre "smollm")
     tests/data/stories260K_tokenizer_cases.json (SentencePiece)
+    tests/data/smollm2_pre_variants_cases.json  (SmolLM2's vocabulary under
+        other tokenizer.ggml.pre names: llama-bpe, qwen2, gpt-2, default)
 
 Every id comes from llama.cpp itself, through llama-cpp-python:
 
@@ -18,8 +20,11 @@ llama_token_to_piece for a sample of ids (every id for small vocabularies).
 import ctypes
 import json
 import os
+import random
 import sys
+import tempfile
 
+import gguf  # both from the llmux venv (scripts/setup)
 import llama_cpp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -116,7 +121,39 @@ BYTE_TEXTS = [
     b"ab\x80cd \xe2\x82",
 ]
 
+# Random mixtures of the characters and sequences the rules care about.
+ATOMS = list("abcXYZ019 .,!?'\"-_()$+<=>|~`@#\t\n\r") + [
+    " ", "  ", "\n\n", "'s", "'LL", "'re", "é", "ü", "ß", "\u0301", "日", "本", "の", "한",
+    "\U0001F642", "\u00a0", "\u3000", "\u2003", "\uff11", "\u00b2", "\u0663", "\u200b",
+    "<|im_start|>", "<|im_end|>", "<s>", "</s>", "hello", " world", "123",
+]
+
+
+def random_texts(n, seed=1234):
+    rng = random.Random(seed)
+    return ["".join(rng.choice(ATOMS) for _ in range(rng.randint(1, 24))) for _ in range(n)]
+
+
+RANDOM_TEXTS = random_texts(120)
+
 COMBOS = [(False, False), (True, False), (True, True)]
+
+# Where the pre-tokenizer regexes differ: newlines inside whitespace runs,
+# punctuation before letters, case of contractions, digit groups.
+PRE_TEXTS = [
+    "x  \n\n  y\n \n z",
+    "a\r\n\r\n  b\t\n\tc",
+    ".hello _world -foo +bar (x) [y]",
+    "I'M YOU'LL WE'RE HE'S 'S 'll",
+    "\uff11\uff12\uff13\uff14 \u0663\u0664\u0665 12345678 1234567",
+    "price: $1,234.56!! ~50% +/-3",
+    "\u00a0\u00a0nbsp\u2003\u2003em\u3000",
+    "tab\t\tsep\t",
+    "a\n\n\n\nb",
+    "mixed123abc456",
+    "\U0001F642\U0001F642 \U0001F642\n\U0001F642",
+]
+PRE_NAMES = ["llama-bpe", "qwen2", "gpt-2", "default"]
 
 
 def piece(vocab, tok):
@@ -126,17 +163,31 @@ def piece(vocab, tok):
     return buf.raw[:n]
 
 
-def make(model_path, out_name, sample_every):
-    if not os.path.exists(model_path):
-        sys.exit("missing model " + model_path)
-    llm = llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
-    vocab = llm._model.vocab
-    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+def write_json(doc, name):
+    """One case (or piece) a line: small files, readable diffs."""
+    def nested(v):
+        return isinstance(v, list) and v and isinstance(v[0], (dict, list))
 
+    def dump(value, indent):
+        pad = " " * indent
+        if isinstance(value, dict) and any(nested(v) for v in value.values()):
+            items = [pad + "  %s: %s" % (json.dumps(k), dump(v, indent + 2)) for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+        if nested(value):
+            items = [pad + "  " + dump(v, indent + 2) for v in value]
+            return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+    path = os.path.join(HERE, name)
+    with open(path, "w") as f:
+        f.write(dump(doc, 0) + "\n")
+    return path
+
+
+def run_cases(llm, vocab, inputs, combos):
     cases = []
-    inputs = [t.encode("utf-8") for t in TEXTS] + BYTE_TEXTS
     for raw in inputs:
-        for add_special, parse_special in COMBOS:
+        for add_special, parse_special in combos:
             toks = llm.tokenize(raw, add_bos=add_special, special=parse_special)
             detok = b"".join(piece(vocab, t) for t in toks)
             cases.append({
@@ -146,6 +197,20 @@ def make(model_path, out_name, sample_every):
                 "tokens": toks,
                 "detokenized_hex": detok.hex(),
             })
+    return cases
+
+
+def make(model_path, out_name, sample_every):
+    if not os.path.exists(model_path):
+        sys.exit("missing model " + model_path)
+    llm = llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
+    vocab = llm._model.vocab
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+
+    inputs = [t.encode("utf-8") for t in TEXTS] + BYTE_TEXTS
+    cases = run_cases(llm, vocab, inputs, COMBOS)
+    randoms = [t.encode("utf-8") for t in RANDOM_TEXTS]
+    cases += run_cases(llm, vocab, randoms, [(False, False), (True, True)])
 
     ids = sorted(set(range(0, n_vocab, sample_every)) | set(range(min(n_vocab, 300))))
     pieces = [[i, piece(vocab, i).hex()] for i in ids]
@@ -159,12 +224,50 @@ def make(model_path, out_name, sample_every):
         "cases": cases,
         "pieces": pieces,
     }
-    path = os.path.join(HERE, out_name)
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=0, ensure_ascii=True)
-        f.write("\n")
+    path = write_json(doc, out_name)
     print("wrote %s: %d cases, %d pieces" % (path, len(cases), len(pieces)))
+
+
+def copy_with_pre(src, pre, out):
+    """`src`'s metadata (no tensors) with tokenizer.ggml.pre set to `pre`."""
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(out, arch=arch)
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        value = pre if name == "tokenizer.ggml.pre" else field.contents()
+        vtype = field.types[0]
+        sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, value, vtype, sub_type=sub)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+
+
+def make_pre_variants(model_path, out_name):
+    inputs = [t.encode("utf-8") for t in TEXTS + PRE_TEXTS + RANDOM_TEXTS] + BYTE_TEXTS
+    variants = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for pre in PRE_NAMES:
+            path = os.path.join(tmp, "vocab.gguf")
+            copy_with_pre(model_path, pre, path)
+            llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+            cases = run_cases(llm, llm._model.vocab, inputs, [(False, False), (True, True)])
+            for c in cases:
+                del c["detokenized_hex"]  # the same pieces as the main file
+            variants.append({"pre": pre, "cases": cases})
+            del llm
+    doc = {
+        "model": os.path.basename(model_path),
+        "generator": "tests/data/make_tokenizer_cases.py, llama-cpp-python %s" % llama_cpp.__version__,
+        "variants": variants,
+    }
+    path = write_json(doc, out_name)
+    print("wrote %s: %d variants" % (path, len(variants)))
 
 
 make(os.path.join(MODEL_CACHE, "SmolLM2-135M-Instruct.Q4_1.gguf"), "smollm2_tokenizer_cases.json", 37)
 make(os.path.join(SHARED, "models", "stories260K", "stories260K.gguf"), "stories260K_tokenizer_cases.json", 1)
+make_pre_variants(os.path.join(MODEL_CACHE, "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                  "smollm2_pre_variants_cases.json")
