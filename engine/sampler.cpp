@@ -1,5 +1,7 @@
 #include "engine/sampler.hpp"
 
+#include "engine/mix_hash.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -7,13 +9,6 @@
 namespace llmux::engine {
 
 namespace {
-
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 token_id argmax(const float* logits, int32_t n) {
   token_id best = 0;
@@ -80,7 +75,7 @@ token_id sample_token(const float* logits, int32_t n_vocab, const sampling_param
   pr = probs_of(p.temperature);
 
   // One uniform draw from (seed, position).
-  auto bits = mix(mix(p.seed) ^ static_cast<uint64_t>(position));
+  auto bits = mix64(mix64(p.seed) ^ static_cast<uint64_t>(position));
   double u = static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
   double cum = 0;
   for (size_t i = 0; i < ids.size(); ++i) {

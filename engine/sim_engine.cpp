@@ -1,31 +1,21 @@
 #include "engine/sim_engine.hpp"
 
+#include "engine/mix_hash.hpp"
+
 namespace llmux::engine {
-
-namespace {
-
-// splitmix64: a well-mixed, stateless hash so outputs depend only on inputs.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 sim_engine::sim_engine(config::model_arch arch, config::gpu_spec gpu, double share)
   : costs_(arch, gpu), share_(share) {
 }
 
 int64_t sim_engine::output_length(uint64_t seed) {
-  return 16 + static_cast<int64_t>(mix(seed ^ 0x5eedULL) % 256);
+  return 16 + static_cast<int64_t>(mix64(seed ^ 0x5eedULL) % 256);
 }
 
 token_id sim_engine::token_at(uint64_t seed, int64_t prompt_len, int64_t pos) {
   if (pos - prompt_len >= output_length(seed))
     return sim_tokenizer::eos;
-  auto h = mix(seed * 0x100000001b3ULL + static_cast<uint64_t>(pos));
+  auto h = mix64(seed * 0x100000001b3ULL + static_cast<uint64_t>(pos));
   return sim_tokenizer::first_word + static_cast<token_id>(h % sim_tokenizer::word_count());
 }
 

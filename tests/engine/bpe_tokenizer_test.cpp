@@ -7,6 +7,8 @@
 #include "engine/bpe_tokenizer.hpp"
 
 #include <catch2/catch.hpp>
+
+#include "tests/engine/test_data.hpp"
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -25,31 +27,14 @@ using namespace llmux::engine;
 using nlohmann::json;
 using words = std::vector<std::string>;
 
+using llmux::test::load_json;
+using llmux::test::stream;
+using llmux::test::unhex;
+
 namespace {
 
 const std::string smollm_path = LLMUX_MODEL_CACHE "/SmolLM2-135M-Instruct.Q4_1.gguf";
 const std::string cases_path = LLMUX_SOURCE_DIR "/tests/data/smollm2_tokenizer_cases.json";
-
-json load_json(const std::string& path) {
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  return json::parse(in);
-}
-
-std::string unhex(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
-
-std::string stream(const tokenizer& tok, const std::vector<token_id>& ids) {
-  incremental_decoder d(tok);
-  std::string out;
-  for (auto id : ids)
-    out += d.push(id);
-  return out + d.flush();
-}
 
 /// SmolLM2's tokenizer, or null (with a warning) when the model is absent.
 const tokenizer* smollm() {

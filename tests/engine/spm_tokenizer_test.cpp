@@ -7,6 +7,8 @@
 #include "engine/spm_tokenizer.hpp"
 
 #include <catch2/catch.hpp>
+
+#include "tests/engine/test_data.hpp"
 #include <nlohmann/json.hpp>
 
 #include <cstring>
@@ -23,33 +25,15 @@
 using namespace llmux::engine;
 using nlohmann::json;
 
+using llmux::test::load_json;
+using llmux::test::stream;
+using llmux::test::unhex;
+
 namespace {
 
 const std::string stories_path = LLMUX_SHARED_DIR "/models/stories260K/stories260K.gguf";
 const std::string golden_path = LLMUX_SHARED_DIR "/golden/stories260K_greedy.json";
 const std::string cases_path = LLMUX_SOURCE_DIR "/tests/data/stories260K_tokenizer_cases.json";
-
-json load_json(const std::string& path) {
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  return json::parse(in);
-}
-
-std::string unhex(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
-
-/// What a client streaming the ids would see.
-std::string stream(const tokenizer& tok, const std::vector<token_id>& ids) {
-  incremental_decoder d(tok);
-  std::string out;
-  for (auto id : ids)
-    out += d.push(id);
-  return out + d.flush();
-}
 
 const tokenizer& stories() {
   static const std::shared_ptr<tokenizer> tok =
