@@ -1,0 +1,65 @@
+"""Reference greedy continuations of SmolLM2-135M-Instruct Q4_1 from llama.cpp
+(through llama-cpp-python), for tests/engine/smollm2_forward_test.cpp.
+
+    ~/.cache/llmux/venv/bin/python tests/data/make_smollm2_reference.py
+
+Writes tests/data/smollm2_greedy.json: per prompt, the prompt token ids (no
+BOS: SmolLM2's vocabulary asks for none), 32 greedy tokens, and the top-5
+log-probabilities of the first 8 generated positions.
+"""
+
+import json
+import math
+import os
+import sys
+
+import llama_cpp
+
+MODEL = os.path.expanduser("~/.cache/llmux/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "smollm2_greedy.json")
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "def fibonacci(n):",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nName a fruit.<|im_end|>\n<|im_start|>assistant\n",
+    "In 1492, Christopher Columbus",
+]
+STEPS = 32
+TOP_STEPS = 8
+
+
+def main():
+    llm = llama_cpp.Llama(model_path=MODEL, n_ctx=512, n_threads=2, logits_all=True,
+                          flash_attn=False, verbose=False, seed=0)
+    cases = []
+    for prompt in PROMPTS:
+        toks = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+        llm.reset()
+        llm.eval(toks)
+        out, tops = [], []
+        for step in range(STEPS):
+            logits = llm.scores[llm.n_tokens - 1]
+            m = max(logits)
+            lse = m + math.log(sum(math.exp(x - m) for x in logits))
+            best = max(range(len(logits)), key=lambda i: (logits[i], -i))
+            if step < TOP_STEPS:
+                order = sorted(range(len(logits)), key=lambda i: -logits[i])[:5]
+                tops.append([[int(i), round(float(logits[i] - lse), 5)] for i in order])
+            out.append(int(best))
+            if best == llm.token_eos():
+                break
+            llm.eval([best])
+        cases.append({"prompt": prompt, "prompt_tokens": [int(t) for t in toks], "completion_tokens": out,
+                      "completion_text": llm.detokenize(out).decode("utf-8", "replace"),
+                      "top_logprobs": tops})
+        print(json.dumps(cases[-1]["completion_text"]), file=sys.stderr)
+    with open(OUT, "w") as f:
+        json.dump({"model": os.path.basename(MODEL), "generator": f"llama-cpp-python {llama_cpp.__version__}",
+                   "cases": cases}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
