@@ -20,6 +20,7 @@
 #include "config/cluster_config.hpp"
 #include "engine/engine_factory.hpp"
 #include "tools/llmux/admin_cli.hpp"
+#include "tools/llmux/bench_engine.hpp"
 #include "tools/llmux/bench_rtt.hpp"
 #include "tools/llmux/launch.hpp"
 #include "tools/llmux/node_runtime.hpp"
@@ -97,6 +98,15 @@ int main(int argc, char** argv) {
   rtt->add_option("--requests", rtt_opts.requests, "Measured requests")->check(CLI::PositiveNumber);
   rtt->add_option("--warmup", rtt_opts.warmup, "Unmeasured requests first");
   rtt->add_flag("--json", rtt_opts.json, "Print one JSON line");
+
+  auto* bench_engine = bench->add_subcommand("engine", "CPU engine speed: prefill and decode");
+  tools::engine_bench_options eng_opts;
+  bench_engine->add_option("--model", eng_opts.model, "GGUF model file")->required();
+  bench_engine->add_option("--prompt-tokens", eng_opts.prompt_tokens, "Prefill prompt length");
+  bench_engine->add_option("--steps", eng_opts.decode_steps, "Decode steps per batch size");
+  bench_engine->add_option("--batch", eng_opts.batches, "Decode batch sizes");
+  bench_engine->add_option("--threads", eng_opts.threads, "Thread counts");
+  bench_engine->add_flag("--json", eng_opts.json, "Also print one JSON line per row");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -195,5 +205,7 @@ int main(int argc, char** argv) {
     return tools::run_admin(load(admin_config), admin_opts);
   if (*rtt)
     return tools::run_bench_rtt(rtt_opts);
+  if (*bench_engine)
+    return tools::run_bench_engine(eng_opts);
   return 0;
 }
