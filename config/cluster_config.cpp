@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <climits>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -608,6 +609,14 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
       if (file->empty())
         s.fail("file", "must not be empty");
       std::filesystem::path p(*file);
+      // "~/..." is the user's home, as a shell would read it (model caches
+      // such as ~/.cache/llmux/models live there).
+      if (file->rfind("~/", 0) == 0) {
+        const char* home = std::getenv("HOME");
+        if (home == nullptr)
+          s.fail("file", "'" + *file + "' starts with ~ but HOME is not set");
+        p = std::filesystem::path(home) / file->substr(2);
+      }
       if (p.is_relative())
         p = std::filesystem::path(base_dir) / p;
       m.file = p.lexically_normal().string();

@@ -88,13 +88,14 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
                           {"busy_seconds", slot.busy_seconds},
                           {"share_moves", slot.share_moves}};
         nlohmann::json j{{"backend", s.opts.backend},
-                         {"gpu", s.opts.gpu},
                          {"simulated", s.opts.backend == "sim"},
                          {"time_scale", s.core->time_scale()},
                          {"steps", steps},
                          {"step_rate", rate},
                          {"steps_in_flight", s.held.size()},
                          {"models", models}};
+        if (s.opts.backend == "sim")
+          j["gpu"] = s.opts.gpu;  // the GPU type the cost model simulates
         return {s.opts.node, "gpu_unit", s.opts.name, self->mailbox().size(), j.dump()};
       },
     };

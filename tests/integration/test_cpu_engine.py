@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import SOURCE_DIR, free_port, json_events, start_llmux, stream_post, wait_until
+from conftest import (
+    SOURCE_DIR,
+    auth,
+    free_port,
+    json_events,
+    models_ready,
+    require_ports_free,
+    start_llmux,
+    stream_post,
+    wait_until,
+)
 
 SHARED = SOURCE_DIR.parent / "shared"
 MODEL = SHARED / "models" / "stories260K" / "stories260K.gguf"
@@ -115,5 +125,33 @@ def test_default_serve_is_smollm2_and_answers(llmux_bin, tmp_path):
         answer = r.json()["choices"][0]["message"]["content"]
         assert "Paris" in answer, answer
         assert r.json()["choices"][0]["finish_reason"] == "stop"  # <|im_end|> ends the turn
+    finally:
+        proc.cleanup()
+
+
+def test_cluster_3node_cpu_example_serves_both_real_models(llmux_bin, tmp_path):
+    # examples/cluster-3node-cpu.toml: stories260K on node gpu0, SmolLM2 on gpu1,
+    # the edge on its own node; requests cross processes to real CPU engines.
+    cached = Path.home() / ".cache" / "llmux" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not cached.exists():
+        pytest.skip(f"{cached} is missing: scripts/setup fetches it")
+    require_ports_free([8080, 7311, 7312, 7313, 7411, 7412, 7413], "examples/cluster-3node-cpu.toml")
+    proc = start_llmux(["launch", "--config", SOURCE_DIR / "examples" / "cluster-3node-cpu.toml"],
+                       tmp_path, "launch-3node-cpu", owner=__name__, stop_signal=signal.SIGINT)
+    base, key = "http://127.0.0.1:8080", "sk-llmux-dev"
+    try:
+        wait_until(lambda: models_ready(base, key, ["stories260K", "SmolLM2-135M-Instruct"]), 60,
+                   "both models to have a live replica", proc=proc)
+        case = GOLDEN["cases"][0]
+        r = requests.post(f"{base}/v1/completions", headers=auth(key), timeout=60, json={
+            "model": "stories260K", "prompt": case["prompt"], "temperature": 0,
+            "max_tokens": len(case["completion_tokens"])})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == case["completion_text"]
+        r = requests.post(f"{base}/v1/chat/completions", headers=auth(key), timeout=60, json={
+            "model": "SmolLM2-135M-Instruct", "temperature": 0, "max_tokens": 24,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        assert r.status_code == 200, r.text
+        assert "Paris" in r.json()["choices"][0]["message"]["content"]
     finally:
         proc.cleanup()
