@@ -35,8 +35,24 @@ void cpu_engine::set_share(double share) {
 
 step_output cpu_engine::step(const step_input& in) {
   auto t0 = std::chrono::steady_clock::now();
-  for (auto id : in.released)
+  for (auto id : in.released) {
     runner_.release(id);
+    history_.erase(id);
+  }
+  // Penalties look at what each sequence has fed: its prompt, and its own
+  // sampled tokens coming back one step later (positions >= prompt_len).
+  for (const auto& w : in.seqs) {
+    bool penalized = w.presence_penalty != 0.0f || w.frequency_penalty != 0.0f
+                     || w.repetition_penalty != 1.0f;
+    if (!penalized)
+      continue;
+    auto& h = history_[w.seq_id];
+    for (size_t i = 0; i < w.tokens.size(); ++i) {
+      h.seen.insert(w.tokens[i]);
+      if (w.context_len + static_cast<int32_t>(i) >= w.prompt_len)
+        ++h.output_counts[w.tokens[i]];
+    }
+  }
   std::vector<runner_seq> seqs;
   seqs.reserve(in.seqs.size());
   for (const auto& w : in.seqs)
@@ -53,9 +69,21 @@ step_output cpu_engine::step(const step_input& in) {
       out.tokens.push_back(-1);
       continue;
     }
-    sampling_params p{w.temperature, w.top_p, w.top_k, w.min_p, w.seed};
+    sampling_params p;
+    p.temperature = w.temperature;
+    p.top_p = w.top_p;
+    p.top_k = w.top_k;
+    p.min_p = w.min_p;
+    p.seed = w.seed;
+    p.presence_penalty = w.presence_penalty;
+    p.frequency_penalty = w.frequency_penalty;
+    p.repetition_penalty = w.repetition_penalty;
+    p.bias_tokens = &w.bias_tokens;
+    p.bias_values = &w.bias_values;
+    auto hist = history_.find(w.seq_id);
     auto pos = int64_t{w.context_len} + static_cast<int64_t>(w.tokens.size());
-    out.tokens.push_back(sample_token(&logits_[row * n_vocab], n_vocab, p, pos));
+    out.tokens.push_back(sample_token(&logits_[row * n_vocab], n_vocab, p, pos,
+                                      hist == history_.end() ? nullptr : &hist->second));
     ++row;
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

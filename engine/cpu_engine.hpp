@@ -4,9 +4,11 @@
 /// of worker threads (share × the unit's threads), changed between steps.
 
 #include <memory>
+#include <unordered_map>
 
 #include "engine/engine.hpp"
 #include "engine/llama_runner.hpp"
+#include "engine/sampler.hpp"
 #include "kernels/cpu/thread_pool.hpp"
 
 namespace llmux::engine {
@@ -39,6 +41,8 @@ private:
   llama_runner runner_;
   std::unique_ptr<kernels::thread_pool> pool_;
   std::vector<float> logits_;
+  /// Sequences with penalties: what they have fed so far.
+  std::unordered_map<uint64_t, token_history> history_;
 };
 
 }  // namespace llmux::engine

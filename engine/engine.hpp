@@ -26,6 +26,11 @@ struct seq_work {
   float top_p = 1.0f;
   int32_t top_k = 0;             ///< 0: off
   float min_p = 0.0f;            ///< 0: off
+  float presence_penalty = 0.0f;   ///< OpenAI: − p for each token already in the output
+  float frequency_penalty = 0.0f;  ///< OpenAI: − f × its count in the output
+  float repetition_penalty = 1.0f; ///< CTRL-style, over prompt and output; 1: off
+  std::vector<int32_t> bias_tokens;  ///< logit_bias
+  std::vector<float> bias_values;
 };
 
 struct step_input {

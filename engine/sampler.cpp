@@ -20,10 +20,35 @@ token_id argmax(const float* logits, int32_t n) {
 
 }  // namespace
 
-token_id sample_token(const float* logits, int32_t n_vocab, const sampling_params& p,
-                      int64_t position) {
+token_id sample_token(const float* raw, int32_t n_vocab, const sampling_params& p,
+                      int64_t position, const token_history* history) {
   if (n_vocab <= 0)
     return -1;
+  const float* logits = raw;
+  std::vector<float> adjusted;
+  bool bias = p.bias_tokens != nullptr && !p.bias_tokens->empty();
+  if (bias || (history != nullptr && p.uses_history())) {
+    adjusted.assign(raw, raw + n_vocab);
+    if (history != nullptr) {
+      if (p.repetition_penalty != 1.0f)
+        for (auto t : history->seen)
+          if (t >= 0 && t < n_vocab) {
+            auto& l = adjusted[static_cast<size_t>(t)];
+            l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
+          }
+      for (const auto& [t, count] : history->output_counts)
+        if (t >= 0 && t < n_vocab)
+          adjusted[static_cast<size_t>(t)] -=
+            p.presence_penalty + p.frequency_penalty * static_cast<float>(count);
+    }
+    if (bias)
+      for (size_t i = 0; i < p.bias_tokens->size() && i < p.bias_values->size(); ++i) {
+        auto t = (*p.bias_tokens)[i];
+        if (t >= 0 && t < n_vocab)
+          adjusted[static_cast<size_t>(t)] += (*p.bias_values)[i];
+      }
+    logits = adjusted.data();
+  }
   if (p.temperature <= 0)
     return argmax(logits, n_vocab);
 

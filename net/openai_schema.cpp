@@ -1,5 +1,9 @@
 #include "net/openai_schema.hpp"
 
+#include <algorithm>
+
+#include <cstdlib>
+
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -245,6 +249,50 @@ void parse_sampling(const json& body, completion_request& req) {
     req.top_p = get_number(*v, "top_p");
     if (!(req.top_p > 0.0 && req.top_p <= 1.0)) {
       fail("top_p", "'top_p' must be greater than 0 and at most 1, got " + number_text(*v));
+    }
+  }
+  if (const json* v = optional_field(body, "top_k")) {
+    const int64_t k = get_integer(*v, "top_k");
+    if (k < -1) fail("top_k", "'top_k' must be -1 (off), 0 (off) or positive, got " + std::to_string(k));
+    req.top_k = k < 0 ? 0 : static_cast<int>(std::min<int64_t>(k, 1 << 30));
+  }
+  if (const json* v = optional_field(body, "min_p")) {
+    req.min_p = get_number(*v, "min_p");
+    if (!(req.min_p >= 0.0 && req.min_p <= 1.0)) {
+      fail("min_p", "'min_p' must be between 0 and 1, got " + number_text(*v));
+    }
+  }
+  for (auto [name, out] : {std::pair<const char*, double*>{"presence_penalty", &req.presence_penalty},
+                           std::pair<const char*, double*>{"frequency_penalty", &req.frequency_penalty}}) {
+    if (const json* v = optional_field(body, name)) {
+      *out = get_number(*v, name);
+      if (!(*out >= -2.0 && *out <= 2.0)) {
+        fail(name, std::string("'") + name + "' must be between -2 and 2, got " + number_text(*v));
+      }
+    }
+  }
+  if (const json* v = optional_field(body, "repetition_penalty")) {
+    req.repetition_penalty = get_number(*v, "repetition_penalty");
+    if (!(req.repetition_penalty > 0.0 && req.repetition_penalty <= 2.0)) {
+      fail("repetition_penalty", "'repetition_penalty' must be greater than 0 and at most 2, got " + number_text(*v));
+    }
+  }
+  if (const json* v = optional_field(body, "logit_bias")) {
+    // OpenAI: a map from token id (as a string) to a bias in [-100, 100].
+    if (!v->is_object()) fail_type("logit_bias", "an object mapping token ids to numbers", *v);
+    if (v->size() > 300) fail("logit_bias", "'logit_bias' may hold at most 300 entries");
+    for (auto it = v->begin(); it != v->end(); ++it) {
+      const std::string& key = it.key();
+      char* end = nullptr;
+      long id = std::strtol(key.c_str(), &end, 10);
+      if (key.empty() || *end != '\0' || id < 0 || id > INT32_MAX) {
+        fail("logit_bias", "'logit_bias' keys must be token ids, got '" + key + "'");
+      }
+      double b = get_number(it.value(), "logit_bias");
+      if (!(b >= -100.0 && b <= 100.0)) {
+        fail("logit_bias", "'logit_bias' values must be between -100 and 100, got " + number_text(it.value()));
+      }
+      req.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(b));
     }
   }
   if (const json* v = optional_field(body, "seed")) {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -33,6 +34,12 @@ struct completion_request {
   std::optional<int> max_tokens;       ///< max_tokens or max_completion_tokens (>= 1)
   double temperature = 1.0;            ///< [0, 2]
   double top_p = 1.0;                  ///< (0, 1]
+  int top_k = 0;                       ///< 0 or -1: off (vLLM extension)
+  double min_p = 0.0;                  ///< [0, 1] (vLLM extension)
+  double presence_penalty = 0.0;       ///< [-2, 2]
+  double frequency_penalty = 0.0;      ///< [-2, 2]
+  double repetition_penalty = 1.0;     ///< (0, 2] (vLLM extension); 1 = off
+  std::vector<std::pair<int32_t, float>> logit_bias;  ///< token id → bias in [-100, 100]
   std::optional<uint64_t> seed;
   int n = 1;                           ///< only 1 is accepted for now
   std::vector<std::string> stop;       ///< string or list of up to 4 strings

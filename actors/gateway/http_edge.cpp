@@ -236,6 +236,22 @@ void http_edge::install_routes() {
       g.params.max_tokens = r.max_tokens.value_or(model.cfg.max_tokens_default);
       g.params.temperature = r.temperature;
       g.params.top_p = r.top_p;
+      g.params.top_k = r.top_k;
+      g.params.min_p = r.min_p;
+      g.params.presence_penalty = r.presence_penalty;
+      g.params.frequency_penalty = r.frequency_penalty;
+      g.params.repetition_penalty = r.repetition_penalty;
+      for (const auto& [tok_id, b] : r.logit_bias) {
+        if (tok_id >= tok.vocab_size()) {
+          send_error(res, make_error(400, "logit_bias: token id " + std::to_string(tok_id)
+                                            + " is outside the vocabulary (0.."
+                                            + std::to_string(tok.vocab_size() - 1) + ")",
+                                     "invalid_request_error", "logit_bias"));
+          return;
+        }
+        g.params.bias_tokens.push_back(tok_id);
+        g.params.bias_values.push_back(b);
+      }
       if (r.seed) {
         g.params.seed = *r.seed;
       } else {

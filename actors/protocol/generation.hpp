@@ -41,6 +41,12 @@ struct gen_params {
   double top_p = 1.0;
   int32_t top_k = 0;   ///< 0: off
   double min_p = 0.0;  ///< 0: off
+  double presence_penalty = 0.0;
+  double frequency_penalty = 0.0;
+  double repetition_penalty = 1.0;  ///< 1: off
+  std::vector<int32_t> bias_tokens;  ///< logit_bias keys
+  std::vector<float> bias_values;    ///< logit_bias values
+  std::vector<int32_t> stop_tokens;  ///< end with "stop" when sampled (besides EOS)
   uint64_t seed = 0;
   bool ignore_eos = false;
 };
@@ -48,7 +54,8 @@ struct gen_params {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_params& x) {
   return f(caf::meta::type_name("gen_params"), x.max_tokens, x.temperature, x.top_p, x.top_k,
-           x.min_p, x.seed, x.ignore_eos);
+           x.min_p, x.presence_penalty, x.frequency_penalty, x.repetition_penalty, x.bias_tokens,
+           x.bias_values, x.stop_tokens, x.seed, x.ignore_eos);
 }
 
 /// A tokenized request, as it leaves the edge. After a migration, `prompt`
@@ -128,7 +135,8 @@ namespace llmux::engine {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, seq_work& x) {
   return f(caf::meta::type_name("seq_work"), x.seq_id, x.tokens, x.context_len, x.prompt_len,
-           x.sample, x.seed, x.temperature, x.top_p, x.top_k, x.min_p);
+           x.sample, x.seed, x.temperature, x.top_p, x.top_k, x.min_p, x.presence_penalty,
+           x.frequency_penalty, x.repetition_penalty, x.bias_tokens, x.bias_values);
 }
 
 template <class Inspector>

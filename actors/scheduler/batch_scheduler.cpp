@@ -17,6 +17,11 @@ void fill_sampling(engine::seq_work& w, const protocol::gen_params& p) {
   w.top_p = static_cast<float>(p.top_p);
   w.top_k = p.top_k;
   w.min_p = static_cast<float>(p.min_p);
+  w.presence_penalty = static_cast<float>(p.presence_penalty);
+  w.frequency_penalty = static_cast<float>(p.frequency_penalty);
+  w.repetition_penalty = static_cast<float>(p.repetition_penalty);
+  w.bias_tokens = p.bias_tokens;
+  w.bias_values = p.bias_values;
 }
 
 }  // namespace
@@ -214,7 +219,9 @@ step_events batch_scheduler::apply(const engine::step_output& out) {
     routed_delta rd;
     rd.sink = s.sink;
     rd.delta.id = p.id;
-    if (tok == opts_.eos_id && !s.req.params.ignore_eos) {
+    const auto& stops = s.req.params.stop_tokens;
+    if ((tok == opts_.eos_id && !s.req.params.ignore_eos)
+        || std::find(stops.begin(), stops.end(), tok) != stops.end()) {
       rd.delta.finish = finish_reason::stop;
     } else {
       s.generated.push_back(tok);

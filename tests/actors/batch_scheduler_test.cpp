@@ -736,3 +736,30 @@ TEST_CASE("batch_scheduler: cancel_sink drops every request of one gateway", "[b
   CHECK(s.cancel_sink(7, &n) == 0);
   CHECK(n == 0);
 }
+
+TEST_CASE("batch_scheduler: a stop token ends a request like EOS, and is not streamed",
+          "[batch_scheduler]") {
+  batch_scheduler s{small_opts()};
+  auto r = req(1, 4, 8);
+  r.params.stop_tokens = {77};
+  REQUIRE(s.enqueue(r, 0) == enqueue_status::accepted);
+  REQUIRE(s.enqueue(req(2, 4, 8), 0) == enqueue_status::accepted);  // no stop tokens
+  s.admit(2);
+  auto ev = s.apply(answer_all(s.next_step(), 5));  // prefill: both get token 5
+  REQUIRE(ev.deltas.size() == 2);
+  ev = s.apply(answer_all(s.next_step(), 77));
+  REQUIRE(ev.deltas.size() == 2);
+  for (const auto& d : ev.deltas) {
+    if (d.delta.id == 1) {
+      CHECK(d.delta.finish == finish_reason::stop);
+      CHECK(d.delta.tokens.empty());
+    } else {
+      CHECK(d.delta.finish == finish_reason::none);  // 77 is an ordinary token for request 2
+      CHECK(d.delta.tokens == std::vector<int32_t>{77});
+    }
+  }
+  CHECK(s.running() == 1);
+  // The ended sequence is handed to the engine to free its KV.
+  auto next = s.next_step();
+  CHECK(next.released == std::vector<uint64_t>{1});
+}

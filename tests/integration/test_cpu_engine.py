@@ -103,6 +103,22 @@ def test_seeded_sampling_is_reproducible(stories):
     assert a != c  # 48 sampled tokens from two seeds: equal only by a vanishing chance
 
 
+def test_logit_bias_and_penalties_reach_the_engine(stories):
+    case = GOLDEN["cases"][0]  # greedy: ", there was a little girl named Lily. ..."
+    first = str(case["completion_tokens"][0])  # the "," token
+    banned = _complete(stories, case, logit_bias={first: -100}).json()["choices"][0]["text"]
+    assert not banned.startswith(","), banned
+    forced = _complete(stories, case, max_tokens=4, logit_bias={"263": 100}).json()
+    assert forced["usage"]["completion_tokens"] == 4
+    # Token 263 every time: the text is its piece four times over.
+    piece = forced["choices"][0]["text"]
+    assert len(piece) > 0 and piece == piece[: len(piece) // 4] * 4, piece
+    penalized = _complete(stories, case, frequency_penalty=2.0).json()["choices"][0]["text"]
+    assert penalized != case["completion_text"]
+    r = _complete(stories, case, logit_bias={"512": 1})  # vocab is 0..511
+    assert r.status_code == 400 and "logit_bias" in r.json()["error"]["message"]
+
+
 def test_default_serve_is_smollm2_and_answers(llmux_bin, tmp_path):
     # `llmux serve` with no model arguments: SmolLM2-135M-Instruct on the CPU,
     # from the cache scripts/setup fills.

@@ -587,3 +587,30 @@ TEST_CASE("SSE framing", "[openai][sse]") {
   CHECK(payload.find('\n') == std::string::npos);
   CHECK(json::parse(payload)["choices"][0]["delta"]["content"] == "x\ny");
 }
+
+TEST_CASE("sampling extensions: top_k, min_p, penalties and logit_bias are read", "[openai][parse]") {
+  const auto r = parse_ok(R"({"model":"m","prompt":"x","top_k":40,"min_p":0.05,
+    "presence_penalty":0.5,"frequency_penalty":-1,"repetition_penalty":1.1,
+    "logit_bias":{"50256":-100,"7":2.5}})", api_kind::completions);
+  CHECK(r.top_k == 40);
+  CHECK(r.min_p == Approx(0.05));
+  CHECK(r.presence_penalty == Approx(0.5));
+  CHECK(r.frequency_penalty == Approx(-1.0));
+  CHECK(r.repetition_penalty == Approx(1.1));
+  REQUIRE(r.logit_bias.size() == 2);
+  // nlohmann keeps object keys sorted: "50256" < "7".
+  CHECK(r.logit_bias[0] == std::pair<int32_t, float>{50256, -100.0f});
+  CHECK(r.logit_bias[1] == std::pair<int32_t, float>{7, 2.5f});
+  CHECK(parse_ok(R"({"model":"m","prompt":"x","top_k":-1})", api_kind::completions).top_k == 0);
+}
+
+TEST_CASE("sampling extensions: out-of-range values are 400s naming the field", "[openai][parse]") {
+  check_completions_error(R"(,"top_k":-2)", "top_k", "top_k");
+  check_completions_error(R"(,"min_p":1.5)", "min_p", "between 0 and 1");
+  check_completions_error(R"(,"presence_penalty":3)", "presence_penalty", "between -2 and 2");
+  check_completions_error(R"(,"frequency_penalty":"high")", "frequency_penalty", "number");
+  check_completions_error(R"(,"repetition_penalty":0)", "repetition_penalty", "greater than 0");
+  check_completions_error(R"(,"logit_bias":[1,2])", "logit_bias", "object");
+  check_completions_error(R"(,"logit_bias":{"abc":1})", "logit_bias", "token ids");
+  check_completions_error(R"(,"logit_bias":{"5":101})", "logit_bias", "between -100 and 100");
+}

@@ -1,0 +1,116 @@
+// The sampler's logit processors and chain, on hand-made logits.
+
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <vector>
+
+#include "engine/sampler.hpp"
+
+using namespace llmux::engine;
+
+namespace {
+
+sampling_params greedy() {
+  sampling_params p;
+  p.temperature = 0.0f;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("greedy is the argmax, ties to the lowest id", "[sampler]") {
+  std::vector<float> l{0.5f, 2.0f, 2.0f, -1.0f};
+  CHECK(sample_token(l.data(), 4, greedy(), 0) == 1);
+}
+
+TEST_CASE("logit_bias can force or ban a token", "[sampler]") {
+  std::vector<float> l{3.0f, 1.0f, 0.0f};
+  std::vector<int32_t> toks{2};
+  std::vector<float> force{100.0f}, ban{-100.0f};
+  auto p = greedy();
+  p.bias_tokens = &toks;
+  p.bias_values = &force;
+  CHECK(sample_token(l.data(), 3, p, 0) == 2);
+  std::vector<int32_t> top{0};
+  p.bias_tokens = &top;
+  p.bias_values = &ban;
+  CHECK(sample_token(l.data(), 3, p, 0) == 1);
+  // Sampling with temperature obeys a ban as well (10 different draws).
+  p.temperature = 1.0f;
+  for (int64_t pos = 0; pos < 10; ++pos)
+    CHECK(sample_token(l.data(), 3, p, pos) != 0);
+}
+
+TEST_CASE("presence and frequency penalties follow OpenAI's formula", "[sampler]") {
+  // logit − presence·[count > 0] − frequency·count
+  std::vector<float> l{2.0f, 1.5f, 0.0f};
+  token_history h;
+  h.output_counts[0] = 2;
+  auto p = greedy();
+  p.presence_penalty = 0.4f;  // 2.0 − 0.4 = 1.6 > 1.5: token 0 still wins
+  CHECK(sample_token(l.data(), 3, p, 0, &h) == 0);
+  p.frequency_penalty = 0.1f;  // 2.0 − 0.4 − 0.2 = 1.4 < 1.5: token 1 wins
+  CHECK(sample_token(l.data(), 3, p, 0, &h) == 1);
+  // Without history the penalties have nothing to act on.
+  CHECK(sample_token(l.data(), 3, p, 0, nullptr) == 0);
+}
+
+TEST_CASE("repetition penalty divides positive and multiplies negative logits", "[sampler]") {
+  std::vector<float> l{2.0f, 1.2f, -0.5f, -0.6f};
+  token_history h;
+  h.seen = {0, 2};
+  auto p = greedy();
+  p.repetition_penalty = 2.0f;  // token 0: 2.0 / 2 = 1.0 < 1.2
+  CHECK(sample_token(l.data(), 4, p, 0, &h) == 1);
+  // Among negatives: token 2 becomes −1.0, below token 3's −0.6.
+  std::vector<int32_t> ban{0, 1};
+  std::vector<float> b{-100.0f, -100.0f};
+  p.bias_tokens = &ban;
+  p.bias_values = &b;
+  CHECK(sample_token(l.data(), 4, p, 0, &h) == 3);
+}
+
+TEST_CASE("seeded sampling is a function of seed and position only", "[sampler]") {
+  std::vector<float> l(64);
+  for (size_t i = 0; i < l.size(); ++i)
+    l[i] = static_cast<float>(i % 7) * 0.3f;
+  sampling_params p;
+  p.temperature = 1.0f;
+  p.seed = 42;
+  std::vector<int32_t> a, b;
+  for (int64_t pos = 0; pos < 50; ++pos) {
+    a.push_back(sample_token(l.data(), 64, p, pos));
+    b.push_back(sample_token(l.data(), 64, p, pos));
+  }
+  CHECK(a == b);
+  p.seed = 43;
+  std::vector<int32_t> c;
+  for (int64_t pos = 0; pos < 50; ++pos)
+    c.push_back(sample_token(l.data(), 64, p, pos));
+  CHECK(a != c);
+  // Every draw stays inside the candidates top-k leaves.
+  p.top_k = 3;
+  for (int64_t pos = 0; pos < 50; ++pos) {
+    auto t = sample_token(l.data(), 64, p, pos);
+    CHECK(l[static_cast<size_t>(t)] == Approx(1.8f));  // the top logit (i % 7 == 6) ties
+  }
+}
+
+TEST_CASE("top-p and min-p cut the tail", "[sampler]") {
+  // Probabilities ~ softmax{4, 3, 0, 0}: 0.72, 0.26, 0.013, 0.013.
+  std::vector<float> l{4.0f, 3.0f, 0.0f, 0.0f};
+  sampling_params p;
+  p.temperature = 1.0f;
+  p.top_p = 0.9f;  // keeps tokens 0 and 1 only
+  std::map<int32_t, int> seen;
+  for (int64_t pos = 0; pos < 400; ++pos)
+    ++seen[sample_token(l.data(), 4, p, pos)];
+  CHECK(seen.count(2) == 0);
+  CHECK(seen.count(3) == 0);
+  CHECK(seen[1] > 40);  // ~27% of 400 once renormalised
+  p.top_p = 1.0f;
+  p.min_p = 0.5f;  // keeps p >= 0.36: token 0 only
+  for (int64_t pos = 0; pos < 50; ++pos)
+    CHECK(sample_token(l.data(), 4, p, pos) == 0);
+}
