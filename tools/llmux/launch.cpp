@@ -7,7 +7,6 @@
 #include <csignal>
 #include <cstring>
 #include <ctime>
-#include <iostream>
 #include <map>
 #include <vector>
 
@@ -22,6 +21,20 @@ std::string self_exe() {
     return "llmux";
   buf[n] = '\0';
   return buf;
+}
+
+/// Writes one whole line with a single write(2): the children share our
+/// stdout and stderr, and a line written piece by piece interleaves with
+/// theirs.
+void say(int fd, const std::string& line) {
+  std::string out = line + "\n";
+  size_t done = 0;
+  while (done < out.size()) {
+    auto n = ::write(fd, out.data() + done, out.size() - done);
+    if (n <= 0)
+      return;
+    done += static_cast<size_t>(n);
+  }
 }
 
 std::string describe(int status) {
@@ -42,8 +55,8 @@ void reap(std::map<pid_t, std::string>& live, bool stopping) {
     if (it == live.end())
       continue;
     if (!stopping || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-      std::cerr << "llmux launch: node " << it->second << " (pid " << pid << ") "
-                << describe(status) << std::endl;
+      say(2, "llmux launch: node " + it->second + " (pid " + std::to_string(pid) + ") "
+               + describe(status));
     live.erase(it);
   }
 }
@@ -57,7 +70,7 @@ int run_launch(const std::string& config_path, const config::cluster_config& cfg
   for (const auto& n : cfg.nodes) {
     pid_t pid = fork();
     if (pid < 0) {
-      std::cerr << "llmux launch: fork failed: " << strerror(errno) << std::endl;
+      say(2, std::string{"llmux launch: fork failed: "} + strerror(errno));
       break;
     }
     if (pid == 0) {
@@ -74,16 +87,15 @@ int run_launch(const std::string& config_path, const config::cluster_config& cfg
         argv.push_back(a.data());
       argv.push_back(nullptr);
       execv(exe.c_str(), argv.data());
-      std::cerr << "llmux launch: exec " << exe << " failed: " << strerror(errno) << std::endl;
+      say(2, "llmux launch: exec " + exe + " failed: " + strerror(errno));
       _exit(127);
     }
     live[pid] = n.name;
-    std::cout << "llmux launch: node " << n.name << " (pid " << pid << ") on " << n.host << ":"
-              << n.port << std::endl;
+    say(1, "llmux launch: node " + n.name + " (pid " + std::to_string(pid) + ") on " + n.host + ":"
+             + std::to_string(n.port));
   }
-  std::cout << "llmux launch: edge on node " << cfg.gateway.node << " at http://"
-            << cfg.gateway.host << ":" << cfg.gateway.port << "  (Ctrl-C stops every node)"
-            << std::endl;
+  say(1, "llmux launch: edge on node " + cfg.gateway.node + " at http://" + cfg.gateway.host + ":"
+           + std::to_string(cfg.gateway.port) + "  (Ctrl-C stops every node)");
 
   sigset_t set;
   sigemptyset(&set);
@@ -97,13 +109,13 @@ int run_launch(const std::string& config_path, const config::cluster_config& cfg
     if (sig == SIGCHLD) {
       reap(live, false);
       if (live.empty()) {
-        std::cerr << "llmux launch: every node has exited" << std::endl;
+        say(2, "llmux launch: every node has exited");
         rc = 1;
       }
       continue;
     }
-    std::cout << "llmux launch: " << strsignal(sig) << ": stopping " << live.size() << " node(s)"
-              << std::endl;
+    say(1, std::string{"llmux launch: "} + strsignal(sig) + ": stopping "
+             + std::to_string(live.size()) + " node(s)");
     for (auto& [pid, name] : live)
       kill(pid, SIGTERM);
     // Give nodes 10 s to stop cleanly, then kill what is left.
@@ -125,12 +137,12 @@ int run_launch(const std::string& config_path, const config::cluster_config& cfg
       sigtimedwait(&chld, nullptr, &wait);
     }
     for (auto& [pid, name] : live) {
-      std::cerr << "llmux launch: node " << name << " did not stop in 10 s: killing" << std::endl;
+      say(2, "llmux launch: node " + name + " did not stop in 10 s: killing");
       kill(pid, SIGKILL);
       waitpid(pid, nullptr, 0);
     }
     live.clear();
-    std::cout << "llmux launch: all nodes stopped" << std::endl;
+    say(1, "llmux launch: all nodes stopped");
   }
   return rc;
 }
