@@ -8,6 +8,7 @@
 /// thread takes part (so a pool of N threads uses N−1 workers + the caller).
 /// Not reentrant: call it from one thread at a time.
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -35,14 +36,17 @@ private:
 
   int threads_;
   std::vector<std::thread> workers_;
+  // Hand-off: workers spin briefly on `generation_` (a step calls
+  // parallel_for a few hundred times, microseconds apart, and a futex
+  // wake-up costs more than a small matmul) and sleep on `wake_` after that.
   std::mutex mtx_;
   std::condition_variable wake_;
   std::condition_variable done_;
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
   int64_t job_n_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace llmux::kernels
