@@ -38,7 +38,7 @@ std::unique_ptr<engine::engine> sim(const std::string& name, double share) {
 
 /// A stand-in for a real backend: fixed step time, not "sim". (Inside the
 /// class, `engine` names the base, hence the full names.)
-class fake_engine final : public llmux::engine::engine {
+class fixed_time_engine final : public llmux::engine::engine {
 public:
   llmux::engine::step_output step(const step_input& in) override {
     llmux::engine::step_output out;
@@ -111,9 +111,9 @@ TEST_CASE("unit_core: set_share reaches the engine and changes its step time", "
   CHECK(t_quarter - 40e-6 == Approx(4 * (t_full - 40e-6)).epsilon(1e-9));
 
   // add_model applies the given share to the engine, too.
-  auto fake = std::make_unique<fake_engine>();
-  auto* raw = fake.get();
-  u.add_model("f", std::move(fake), 0.3);
+  auto fixed = std::make_unique<fixed_time_engine>();
+  auto* raw = fixed.get();
+  u.add_model("f", std::move(fixed), 0.3);
   CHECK(raw->share == 0.3);
   REQUIRE_FALSE(u.set_share("m", 0.5).has_value());
   REQUIRE_FALSE(u.set_share("f", 0.5).has_value());
@@ -124,7 +124,7 @@ TEST_CASE("unit_core: hold time is step time × time_scale for sim, 0 otherwise"
           "[unit_core]") {
   unit_core scaled(2.5);
   scaled.add_model("m", sim("m", 1.0), 0.5);
-  scaled.add_model("f", std::make_unique<fake_engine>(), 0.5);
+  scaled.add_model("f", std::make_unique<fixed_time_engine>(), 0.5);
   auto out = scaled.step("m", big_prefill());
   REQUIRE(out.seconds > 0);
   CHECK(scaled.hold_seconds("m", out) == Approx(2.5 * out.seconds).epsilon(1e-12));
