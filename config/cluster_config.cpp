@@ -591,19 +591,25 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
   const auto& arr = require_array(top, "models");
   for (size_t i = 0; i < arr.size(); ++i) {
     auto s = top.element("models", arr, i);
-    s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default"});
+    s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default", "load_format",
+                  "dtype"});
     model_config m;
     m.name = read_name(s, "name");
     if (cfg.find_model(m.name))
       s.fail("name", "duplicate model name '" + m.name + "'");
     read_choice(s, "backend", m.backend, {"sim", "cpu", "cuda"});
-    if (m.backend == "sim") {
-      // The sim cost model has nothing else to go on.
+    read_choice(s, "load_format", m.load_format, {"auto", "dummy"});
+    read_choice(s, "dtype", m.dtype, {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k"});
+    bool dummy = m.load_format == "dummy";
+    if (dummy && m.backend == "sim")
+      s.fail("load_format", "'dummy' builds random weights for a real backend; sim has no weights");
+    if (m.backend == "sim" || dummy) {
+      // The sim cost model and dummy weights have nothing else to go on.
       s.require("architecture");
     }
     if (s.find("architecture"))
       m.arch = read_arch(s, "architecture");
-    if (m.backend != "sim")
+    if (m.backend != "sim" && !dummy)
       s.require("file");
     if (auto file = s.string("file")) {
       if (file->empty())

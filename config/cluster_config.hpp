@@ -79,7 +79,9 @@ struct model_config {
   std::string name;            ///< the OpenAI `model` field
   std::string backend = "sim"; ///< "sim" | "cpu" | "cuda"
   std::string file;            ///< model file (cpu/cuda); must exist
-  model_arch arch;             ///< sim: from `architecture` (preset or table)
+  std::string load_format = "auto";  ///< "auto" (the file) | "dummy" (random weights of `arch`)
+  std::string dtype = "f16";         ///< dummy weights' type (f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q5_k q6_k)
+  model_arch arch;             ///< sim and dummy: from `architecture` (preset or table)
   int max_tokens_default = 256;  ///< when a request gives none
 };
 

@@ -15,14 +15,32 @@ namespace {
                             + "' is not available in this build (available: sim, cpu)");
 }
 
+kernels::dtype dummy_dtype(const config::model_config& m) {
+  static const std::pair<const char*, kernels::dtype> names[] = {
+    {"f32", kernels::dtype::f32},   {"f16", kernels::dtype::f16},   {"bf16", kernels::dtype::bf16},
+    {"q8_0", kernels::dtype::q8_0}, {"q4_0", kernels::dtype::q4_0}, {"q4_1", kernels::dtype::q4_1},
+    {"q4_k", kernels::dtype::q4_k}, {"q5_k", kernels::dtype::q5_k}, {"q6_k", kernels::dtype::q6_k}};
+  for (const auto& [name, t] : names)
+    if (m.dtype == name)
+      return t;
+  throw std::runtime_error("model '" + m.name + "': unknown dtype '" + m.dtype + "'");
+}
+
 }  // namespace
 
 std::unique_ptr<engine> make_engine(const config::model_config& model, const engine_context& ctx) {
   if (model.backend == "sim")
     return std::make_unique<sim_engine>(model.arch, ctx.gpu, ctx.share);
   if (model.backend == "cpu") {
-    auto weights = llama_model::load(model.file);
-    auto tok = make_tokenizer(read_vocab(weights->file()));
+    std::shared_ptr<llama_model> weights;
+    std::shared_ptr<tokenizer> tok;
+    if (model.load_format == "dummy") {
+      weights = llama_model::dummy(model.arch, dummy_dtype(model), 0x5eed);
+      tok = make_tokenizer(model);
+    } else {
+      weights = llama_model::load(model.file);
+      tok = make_tokenizer(read_vocab(weights->file()));
+    }
     cpu_engine_options o;
     o.max_threads = ctx.threads;
     o.share = ctx.share;
@@ -34,7 +52,9 @@ std::unique_ptr<engine> make_engine(const config::model_config& model, const eng
 }
 
 std::shared_ptr<tokenizer> make_tokenizer(const config::model_config& model) {
-  if (model.backend == "sim")
+  // Dummy weights have no vocabulary: the sim's byte tokenizer stands in
+  // (ids past its table decode to nothing; dummy models are for speed runs).
+  if (model.backend == "sim" || model.load_format == "dummy")
     return std::make_shared<sim_tokenizer>();
   if (model.backend == "cpu") {
     auto file = gguf::gguf_file::open(model.file);
@@ -55,7 +75,7 @@ chat_format chat_format_for(const config::model_config& model) {
 
 void resolve_model_files(config::cluster_config& cfg) {
   for (auto& m : cfg.models) {
-    if (m.backend == "sim")
+    if (m.backend == "sim" || m.load_format == "dummy")
       continue;
     auto file = gguf::gguf_file::open(m.file);
     m.arch = llama_model::read_arch(*file);

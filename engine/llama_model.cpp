@@ -1,5 +1,8 @@
 #include "engine/llama_model.hpp"
 
+#include <random>
+#include <stdexcept>
+
 namespace llmux::engine {
 
 namespace {
@@ -142,6 +145,65 @@ std::shared_ptr<llama_model> llama_model::load(const std::string& path) {
     l.w_gate = matrix(f, p + "ffn_gate.weight", hp.n_ff, hp.n_embd);
     l.w_up = matrix(f, p + "ffn_up.weight", hp.n_ff, hp.n_embd);
     l.w_down = matrix(f, p + "ffn_down.weight", hp.n_embd, hp.n_ff);
+    m->layers_.push_back(l);
+  }
+  return m;
+}
+
+std::shared_ptr<llama_model> llama_model::dummy(const config::model_arch& arch, kernels::dtype type,
+                                                uint64_t seed) {
+  auto m = std::make_shared<llama_model>();
+  auto& hp = m->hp_;
+  hp.arch = "llama";
+  hp.n_vocab = arch.vocab;
+  hp.n_ctx_train = arch.context_length;
+  hp.n_embd = arch.hidden;
+  hp.n_layer = arch.layers;
+  hp.n_head = arch.heads;
+  hp.n_head_kv = arch.kv_heads;
+  hp.n_ff = arch.intermediate;
+  hp.head_dim = arch.hidden / arch.heads;
+  hp.rope_dim = hp.head_dim;
+  std::mt19937_64 rng{seed};
+  std::normal_distribution<float> normal{0.0f, 0.02f};
+  auto block = static_cast<int64_t>(kernels::block_elems(type));
+  auto weights = [&](int64_t rows, int64_t cols) {
+    if (cols % block != 0)
+      throw std::invalid_argument("dummy weights: rows of " + std::to_string(cols)
+                                  + " elements do not fit " + kernels::to_string(type)
+                                  + " blocks of " + std::to_string(block));
+    auto rb = kernels::row_bytes(type, cols);
+    m->owned_.emplace_back(new uint8_t[rb * static_cast<size_t>(rows)]);
+    auto* data = m->owned_.back().get();
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      for (auto& x : row)
+        x = normal(rng);
+      kernels::quantize_row_ref(type, row.data(), data + rb * static_cast<size_t>(r), cols);
+    }
+    return kernels::matrix_view{data, type, rows, cols};
+  };
+  auto ones = [&](int64_t n) {
+    m->owned_.emplace_back(new uint8_t[static_cast<size_t>(n) * sizeof(float)]);
+    auto* f = reinterpret_cast<float*>(m->owned_.back().get());
+    std::fill(f, f + n, 1.0f);
+    return static_cast<const float*>(f);
+  };
+  int64_t E = hp.n_embd, KV = int64_t{hp.n_head_kv} * hp.head_dim;
+  m->tok_embd_ = weights(hp.n_vocab, E);
+  m->output_norm_ = ones(E);
+  m->output_ = m->tok_embd_;
+  for (int i = 0; i < hp.n_layer; ++i) {
+    llama_layer l;
+    l.attn_norm = ones(E);
+    l.wq = weights(E, E);
+    l.wk = weights(KV, E);
+    l.wv = weights(KV, E);
+    l.wo = weights(E, E);
+    l.ffn_norm = ones(E);
+    l.w_gate = weights(hp.n_ff, E);
+    l.w_up = weights(hp.n_ff, E);
+    l.w_down = weights(E, hp.n_ff);
     m->layers_.push_back(l);
   }
   return m;

@@ -48,6 +48,13 @@ public:
   /// and the tensor or key.
   [[nodiscard]] static std::shared_ptr<llama_model> load(const std::string& path);
 
+  /// Random weights of `arch` in `type` (norms in f32, ones), as vLLM's
+  /// load_format = "dummy": for benchmarks at real sizes without files.
+  /// Weights ~ N(0, 0.02²), deterministic per seed. Throws
+  /// std::invalid_argument when a row length does not fit the type's blocks.
+  [[nodiscard]] static std::shared_ptr<llama_model> dummy(const config::model_arch& arch,
+                                                          kernels::dtype type, uint64_t seed);
+
   /// Reads only what the rest of the cluster needs to know about a model
   /// file (shape for KV accounting and the context length), cheaply.
   [[nodiscard]] static config::model_arch read_arch(const gguf::gguf_file& file);
@@ -58,7 +65,9 @@ public:
   /// The output projection (tok_embd when the model ties embeddings).
   [[nodiscard]] const kernels::matrix_view& output() const { return output_; }
   [[nodiscard]] const std::vector<llama_layer>& layers() const { return layers_; }
+  /// The GGUF file (null for dummy weights).
   [[nodiscard]] const gguf::gguf_file& file() const { return *file_; }
+  [[nodiscard]] bool has_file() const { return file_ != nullptr; }
   [[nodiscard]] std::shared_ptr<gguf::gguf_file> file_ptr() const { return file_; }
 
 private:
@@ -68,6 +77,7 @@ private:
   const float* output_norm_ = nullptr;
   kernels::matrix_view output_;
   std::vector<llama_layer> layers_;
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;  ///< dummy weights
 };
 
 }  // namespace llmux::engine

@@ -680,3 +680,44 @@ TEST_CASE("auto_kv_blocks: 90% of GPU memory minus weights, in head-blocks", "[c
   tiny_gpu.gpus["h100"].memory_gib = 10;
   CHECK(auto_kv_blocks(tiny_gpu, tiny_gpu.units[0]) == 0);
 }
+
+TEST_CASE("load_format = dummy needs an architecture, not a file, and a real backend",
+          "[config]") {
+  const std::string base = R"(
+[[nodes]]
+name = "n"
+port = 7100
+[gateway]
+node = "n"
+[[units]]
+name = "u"
+node = "n"
+backend = "cpu"
+models = [ { name = "d", share = 1.0 } ]
+[[models]]
+name = "d"
+)";
+  auto cfg = parse_cluster_config(base + R"(backend = "cpu"
+load_format = "dummy"
+architecture = "llama-1b"
+dtype = "q4_1"
+)", "dummy.toml");
+  CHECK(cfg.models[0].load_format == "dummy");
+  CHECK(cfg.models[0].dtype == "q4_1");
+  CHECK(cfg.models[0].arch.layers == 16);
+  CHECK(cfg.models[0].file.empty());
+  auto err = [&](const std::string& tail) {
+    try {
+      (void)parse_cluster_config(base + tail, "dummy.toml");
+    } catch (const config_error& e) {
+      return e.key + ": " + e.reason;
+    }
+    return std::string{"no error"};
+  };
+  CHECK_THAT(err("backend = \"cpu\"\nload_format = \"dummy\"\n"),
+             Catch::Contains("models[0].architecture"));
+  CHECK_THAT(err("backend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"\ndtype = \"q3\"\n"),
+             Catch::Contains("models[0].dtype"));
+  CHECK_THAT(err("backend = \"cpu\"\nload_format = \"fast\"\narchitecture = \"tiny\"\n"),
+             Catch::Contains("models[0].load_format"));
+}

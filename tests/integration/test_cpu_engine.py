@@ -171,3 +171,44 @@ def test_cluster_3node_cpu_example_serves_both_real_models(llmux_bin, tmp_path):
         assert "Paris" in r.json()["choices"][0]["message"]["content"]
     finally:
         proc.cleanup()
+
+
+def test_dummy_weights_serve_through_the_cluster(llmux_bin, tmp_path):
+    # load_format = "dummy": a llama-shaped model with random Q8_0 weights,
+    # served by the real CPU engine (for speed runs at real sizes without files).
+    http, node, admin = free_port(), free_port(), free_port()
+    cfg = tmp_path / "dummy.toml"
+    cfg.write_text(f"""
+[[nodes]]
+name = "solo"
+port = {node}
+admin_port = {admin}
+[gateway]
+node = "solo"
+port = {http}
+[[models]]
+name = "dummy-tiny"
+backend = "cpu"
+load_format = "dummy"
+dtype = "q8_0"
+architecture = "tiny"
+[[units]]
+name = "u"
+node = "solo"
+backend = "cpu"
+models = [ {{ name = "dummy-tiny", share = 1.0 }} ]
+""")
+    proc = start_llmux(["serve", "--config", cfg], tmp_path, "serve-dummy", owner=__name__,
+                       stop_signal=signal.SIGTERM)
+    base = f"http://127.0.0.1:{http}"
+    try:
+        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 30,
+                   "the dummy edge to answer /health", proc=proc)
+        r = requests.post(f"{base}/v1/completions", timeout=60, json={
+            "model": "dummy-tiny", "prompt": "hello", "max_tokens": 8, "temperature": 0,
+            "logit_bias": {"257": -100}})  # the stand-in tokenizer's EOS: never stop early
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 8
+        assert "building random q8_0 weights" in proc.log()
+    finally:
+        proc.cleanup()

@@ -125,7 +125,10 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
         ctx.threads = u.threads;
         ctx.block_tokens = u.block_tokens;
         ctx.kv_blocks = kvo.total_blocks;
-        if (m->backend != "sim")
+        if (m->load_format == "dummy")
+          std::cout << "llmux: node " << node_name << ": building random " << m->dtype
+                    << " weights for " << m->name << " (load_format = dummy)" << std::endl;
+        else if (m->backend != "sim")
           std::cout << "llmux: node " << node_name << ": loading " << m->name << " from "
                     << m->file << " (" << m->backend << ")" << std::endl;
         core->add_model(m->name, engine::make_engine(*m, ctx), um.share);
