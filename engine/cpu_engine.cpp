@@ -82,8 +82,13 @@ step_output cpu_engine::step(const step_input& in) {
     p.bias_values = &w.bias_values;
     auto hist = history_.find(w.seq_id);
     auto pos = int64_t{w.context_len} + static_cast<int64_t>(w.tokens.size());
-    out.tokens.push_back(sample_token(&logits_[row * n_vocab], n_vocab, p, pos,
-                                      hist == history_.end() ? nullptr : &hist->second));
+    const float* lg = &logits_[row * n_vocab];
+    auto tok = sample_token(lg, n_vocab, p, pos, hist == history_.end() ? nullptr : &hist->second);
+    out.tokens.push_back(tok);
+    if (w.logprobs >= 0) {
+      out.logprobs.resize(in.seqs.size());
+      out.logprobs[out.tokens.size() - 1] = top_logprobs(lg, n_vocab, tok, w.logprobs);
+    }
     ++row;
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

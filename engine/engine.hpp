@@ -31,6 +31,15 @@ struct seq_work {
   float repetition_penalty = 1.0f; ///< CTRL-style, over prompt and output; 1: off
   std::vector<int32_t> bias_tokens;  ///< logit_bias
   std::vector<float> bias_values;
+  int32_t logprobs = -1;  ///< -1: none; k >= 0: the sampled token's log-prob and the top k
+};
+
+/// Log-probabilities (natural log, of the model's raw distribution) at one
+/// sampled position.
+struct token_logprobs {
+  float logprob = 0;                 ///< of the sampled token
+  std::vector<int32_t> top_ids;      ///< most likely tokens, best first
+  std::vector<float> top_logprobs;
 };
 
 struct step_input {
@@ -40,6 +49,9 @@ struct step_input {
 
 struct step_output {
   std::vector<token_id> tokens;  ///< one per seq, -1 where `sample` was false
+  /// One per seq when any asked for log-probs (empty entries for the others);
+  /// empty otherwise.
+  std::vector<token_logprobs> logprobs;
   double seconds = 0;            ///< modelled (sim) or measured step time
 };
 

@@ -124,4 +124,24 @@ void log_softmax(const float* logits, int32_t n, std::vector<float>& out) {
     out[static_cast<size_t>(i)] = static_cast<float>(logits[i] - lse);
 }
 
+token_logprobs top_logprobs(const float* logits, int32_t n, token_id chosen, int k) {
+  std::vector<float> lp;
+  log_softmax(logits, n, lp);
+  token_logprobs out;
+  if (chosen >= 0 && chosen < n)
+    out.logprob = lp[static_cast<size_t>(chosen)];
+  k = std::clamp(k, 0, n);
+  std::vector<token_id> ids(static_cast<size_t>(n));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](token_id a, token_id b) {
+    return lp[static_cast<size_t>(a)] > lp[static_cast<size_t>(b)]
+           || (lp[static_cast<size_t>(a)] == lp[static_cast<size_t>(b)] && a < b);
+  });
+  for (int i = 0; i < k; ++i) {
+    out.top_ids.push_back(ids[static_cast<size_t>(i)]);
+    out.top_logprobs.push_back(lp[static_cast<size_t>(ids[static_cast<size_t>(i)])]);
+  }
+  return out;
+}
+
 }  // namespace llmux::engine

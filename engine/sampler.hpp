@@ -12,6 +12,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "engine/engine.hpp"
 #include "engine/tokenizer.hpp"
 
 namespace llmux::engine {
@@ -47,5 +48,8 @@ struct token_history {
 
 /// log-softmax of the logits (natural log), for log-probabilities.
 void log_softmax(const float* logits, int32_t n, std::vector<float>& out);
+
+/// The log-prob of `chosen` and the `k` most likely tokens (ties: lower id).
+[[nodiscard]] token_logprobs top_logprobs(const float* logits, int32_t n, token_id chosen, int k);
 
 }  // namespace llmux::engine

@@ -295,6 +295,24 @@ void parse_sampling(const json& body, completion_request& req) {
       req.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(b));
     }
   }
+  if (req.kind == api_kind::completions) {
+    if (const json* v = optional_field(body, "logprobs")) {
+      const int64_t k = get_integer(*v, "logprobs");
+      if (k < 0 || k > 20) fail("logprobs", "'logprobs' must be between 0 and 20, got " + std::to_string(k));
+      req.logprobs = static_cast<int>(k);
+    }
+  } else {
+    bool want = false;
+    if (const json* v = optional_field(body, "logprobs")) want = get_bool(*v, "logprobs");
+    if (const json* v = optional_field(body, "top_logprobs")) {
+      const int64_t k = get_integer(*v, "top_logprobs");
+      if (k < 0 || k > 20) fail("top_logprobs", "'top_logprobs' must be between 0 and 20, got " + std::to_string(k));
+      if (!want) fail("top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
+      req.logprobs = static_cast<int>(k);
+    } else if (want) {
+      req.logprobs = 0;
+    }
+  }
   if (const json* v = optional_field(body, "seed")) {
     if (v->is_number_unsigned()) {
       req.seed = v->get<uint64_t>();
@@ -423,8 +441,66 @@ std::string error_body(const api_error& e) {
   return dump(j);
 }
 
+namespace {
+
+ordered_json token_bytes_json(const std::string& t) {
+  ordered_json b = ordered_json::array();
+  for (unsigned char c : t)
+    b.push_back(static_cast<int>(c));
+  return b;
+}
+
+/// choice.logprobs in OpenAI's shape for the kind.
+ordered_json logprobs_json(api_kind kind, const std::vector<logprob_entry>* lps) {
+  if (lps == nullptr)
+    return nullptr;
+  if (kind == api_kind::chat) {
+    ordered_json content = ordered_json::array();
+    for (const auto& e : *lps) {
+      ordered_json item;
+      item["token"] = e.token;
+      item["logprob"] = e.logprob;
+      item["bytes"] = token_bytes_json(e.token);
+      ordered_json top = ordered_json::array();
+      for (const auto& [tok, lp] : e.top) {
+        ordered_json alt;
+        alt["token"] = tok;
+        alt["logprob"] = lp;
+        alt["bytes"] = token_bytes_json(tok);
+        top.push_back(std::move(alt));
+      }
+      item["top_logprobs"] = std::move(top);
+      content.push_back(std::move(item));
+    }
+    ordered_json out;
+    out["content"] = std::move(content);
+    return out;
+  }
+  ordered_json tokens = ordered_json::array(), lp = ordered_json::array(),
+               top = ordered_json::array(), offsets = ordered_json::array();
+  for (const auto& e : *lps) {
+    tokens.push_back(e.token);
+    lp.push_back(e.logprob);
+    ordered_json alts = ordered_json::object();
+    for (const auto& [tok, v] : e.top)
+      if (!alts.contains(tok))  // two tokens can share a text; keep the likelier
+        alts[tok] = v;
+    top.push_back(std::move(alts));
+    offsets.push_back(e.text_offset);
+  }
+  ordered_json out;
+  out["tokens"] = std::move(tokens);
+  out["token_logprobs"] = std::move(lp);
+  out["top_logprobs"] = std::move(top);
+  out["text_offset"] = std::move(offsets);
+  return out;
+}
+
+}  // namespace
+
 std::string render_completion(const response_meta& meta, const std::string& text,
-                              const std::string& finish_reason, const usage_counts& usage) {
+                              const std::string& finish_reason, const usage_counts& usage,
+                              const std::vector<logprob_entry>* logprobs) {
   const bool chat = meta.kind == api_kind::chat;
   ordered_json j = response_head(meta, chat ? "chat.completion" : "text_completion");
   ordered_json choice;
@@ -437,7 +513,7 @@ std::string render_completion(const response_meta& meta, const std::string& text
   } else {
     choice["text"] = text;
   }
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = logprobs_json(meta.kind, logprobs);
   choice["finish_reason"] = or_null(finish_reason);
   j["choices"] = ordered_json::array({std::move(choice)});
   j["usage"] = usage_json(usage);
@@ -445,7 +521,8 @@ std::string render_completion(const response_meta& meta, const std::string& text
 }
 
 std::string render_chunk(const response_meta& meta, const std::string& delta_text, bool first,
-                         const std::string& finish_reason) {
+                         const std::string& finish_reason,
+                         const std::vector<logprob_entry>* logprobs) {
   const bool chat = meta.kind == api_kind::chat;
   ordered_json j = response_head(meta, chunk_object(meta.kind));
   ordered_json choice;
@@ -460,7 +537,7 @@ std::string render_chunk(const response_meta& meta, const std::string& delta_tex
   } else {
     choice["text"] = delta_text;
   }
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = logprobs_json(meta.kind, logprobs);
   choice["finish_reason"] = or_null(finish_reason);
   j["choices"] = ordered_json::array({std::move(choice)});
   return dump(j);

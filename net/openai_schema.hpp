@@ -40,6 +40,8 @@ struct completion_request {
   double frequency_penalty = 0.0;      ///< [-2, 2]
   double repetition_penalty = 1.0;     ///< (0, 2] (vLLM extension); 1 = off
   std::vector<std::pair<int32_t, float>> logit_bias;  ///< token id → bias in [-100, 100]
+  int logprobs = -1;  ///< -1: none; k >= 0: each token's log-prob and its top-k alternatives
+                      ///< (completions: `logprobs: k`; chat: `logprobs: true` + `top_logprobs: k`)
   std::optional<uint64_t> seed;
   int n = 1;                           ///< only 1 is accepted for now
   std::vector<std::string> stop;       ///< string or list of up to 4 strings
@@ -79,11 +81,23 @@ struct response_meta {
   std::string system_fingerprint;  ///< empty → omitted
 };
 
+/// One generated token's log-probability and its top alternatives.
+struct logprob_entry {
+  std::string token;  ///< the token's text (its bytes; may be part of a UTF-8 character)
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;  ///< most likely tokens at that position
+  int64_t text_offset = 0;  ///< completions: where the token starts in the choice's text
+};
+
 /// Non-streaming body with one choice: `text_completion` or `chat.completion`
-/// (message {role:"assistant", content}), finish_reason, usage.
+/// (message {role:"assistant", content}), finish_reason, usage. With
+/// `logprobs`, choice.logprobs takes OpenAI's shape for the kind (chat:
+/// {content:[{token,logprob,bytes,top_logprobs}]}; completions: {tokens,
+/// token_logprobs, top_logprobs, text_offset}); otherwise it is null.
 [[nodiscard]] std::string render_completion(const response_meta& meta, const std::string& text,
                                             const std::string& finish_reason,
-                                            const usage_counts& usage);
+                                            const usage_counts& usage,
+                                            const std::vector<logprob_entry>* logprobs = nullptr);
 
 /// One streaming chunk (the JSON, without SSE framing) for choice 0:
 /// `text_completion` {text} or `chat.completion.chunk` {delta:{role?,content?}}.
@@ -93,7 +107,8 @@ struct response_meta {
 /// becomes null. Chunks carry no `usage` key: token counts go in the separate
 /// `render_usage_chunk`.
 [[nodiscard]] std::string render_chunk(const response_meta& meta, const std::string& delta_text,
-                                       bool first, const std::string& finish_reason);
+                                       bool first, const std::string& finish_reason,
+                                       const std::vector<logprob_entry>* logprobs = nullptr);
 
 /// The final usage-only chunk of `stream_options.include_usage`: `choices: []`.
 [[nodiscard]] std::string render_usage_chunk(const response_meta& meta, const usage_counts& usage);

@@ -141,6 +141,7 @@ gateway_actor spawn_gateway(caf::actor_system& sys, gateway_options opts,
           r.output.insert(r.output.end(), d.tokens.begin(), d.tokens.end());
           sink_event ev;
           ev.tokens = std::move(d.tokens);
+          ev.logprobs = std::move(d.logprobs);
           ev.finish = d.finish;
           if (d.finish == finish_reason::error) {
             ev.status = 500;

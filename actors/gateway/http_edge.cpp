@@ -62,6 +62,24 @@ std::string hex_id(const char* prefix, uint64_t id) {
   return buf;
 }
 
+/// OpenAI log-prob entries for the tokens of one event; `offset` is the
+/// running byte offset of the choice's text (completions' text_offset).
+std::vector<net::logprob_entry> logprob_entries(const engine::tokenizer& tok, const sink_event& ev,
+                                                int64_t& offset) {
+  std::vector<net::logprob_entry> out;
+  for (size_t i = 0; i < ev.tokens.size() && i < ev.logprobs.size(); ++i) {
+    net::logprob_entry e;
+    e.token = tok.token_bytes(ev.tokens[i]);
+    e.logprob = ev.logprobs[i].logprob;
+    for (size_t k = 0; k < ev.logprobs[i].top_ids.size(); ++k)
+      e.top.emplace_back(tok.token_bytes(ev.logprobs[i].top_ids[k]), ev.logprobs[i].top_logprobs[k]);
+    e.text_offset = offset;
+    offset += static_cast<int64_t>(e.token.size());
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 /// State of one streaming response, shared by httplib's provider calls.
 struct stream_state {
   uint64_t id = 0;
@@ -71,6 +89,9 @@ struct stream_state {
   net::response_meta meta;
   net::usage_counts usage;
   bool include_usage = false;
+  bool want_logprobs = false;
+  int64_t text_offset = 0;
+  const engine::tokenizer* tok = nullptr;
   bool started = false;
   bool finished = false;
   clock_type::time_point deadline;
@@ -241,6 +262,7 @@ void http_edge::install_routes() {
       g.params.presence_penalty = r.presence_penalty;
       g.params.frequency_penalty = r.frequency_penalty;
       g.params.repetition_penalty = r.repetition_penalty;
+      g.params.logprobs = r.logprobs;
       for (const auto& [tok_id, b] : r.logit_bias) {
         if (tok_id >= tok.vocab_size()) {
           send_error(res, make_error(400, "logit_bias: token id " + std::to_string(tok_id)
@@ -292,11 +314,16 @@ void http_edge::install_routes() {
 
       if (!r.stream) {
         std::vector<int32_t> out;
+        std::vector<net::logprob_entry> lps;
+        int64_t offset = 0;
         std::vector<sink_event> evs = std::move(first);
         finish_reason why = finish_reason::none;
         while (true) {
           for (auto& ev : evs) {
             out.insert(out.end(), ev.tokens.begin(), ev.tokens.end());
+            if (r.logprobs >= 0)
+              for (auto& e : logprob_entries(tok, ev, offset))
+                lps.push_back(std::move(e));
             if (ev.finish == finish_reason::error) {
               registry_->close(id);
               send_error(res, event_error(ev));
@@ -325,7 +352,8 @@ void http_edge::install_routes() {
         for (auto t : out)
           text += dec.push(t);
         text += dec.flush();
-        res.set_content(net::render_completion(meta, text, protocol::to_string(why), usage),
+        res.set_content(net::render_completion(meta, text, protocol::to_string(why), usage,
+                                               r.logprobs >= 0 ? &lps : nullptr),
                         "application/json");
         spdlog::info("request {} model={} prompt_tokens={} completion_tokens={} finish={} ms={}",
                      meta.id, meta.model, usage.prompt_tokens, usage.completion_tokens,
@@ -341,6 +369,8 @@ void http_edge::install_routes() {
       st->meta = meta;
       st->usage = usage;
       st->include_usage = r.include_usage;
+      st->want_logprobs = r.logprobs >= 0;
+      st->tok = &tok;
       st->deadline = deadline;
       res.set_header("Cache-Control", "no-cache");
       res.set_header("X-Accel-Buffering", "no");
@@ -368,6 +398,10 @@ void http_edge::install_routes() {
             std::string text;
             for (auto t : ev.tokens)
               text += st->decoder.push(t);
+            std::vector<net::logprob_entry> lps;
+            if (st->want_logprobs)
+              lps = logprob_entries(*st->tok, ev, st->text_offset);
+            const auto* lp = st->want_logprobs && !lps.empty() ? &lps : nullptr;
             st->usage.completion_tokens += static_cast<int64_t>(ev.tokens.size());
             if (ev.finish == finish_reason::error) {
               write(net::sse_event(net::error_body(event_error(ev))));
@@ -378,7 +412,7 @@ void http_edge::install_routes() {
             }
             if (ev.finish != finish_reason::none) {
               text += st->decoder.flush();
-              if (!text.empty() && !write(net::sse_event(net::render_chunk(st->meta, text, false, ""))))
+              if ((!text.empty() || lp) && !write(net::sse_event(net::render_chunk(st->meta, text, false, "", lp))))
                 return false;
               if (!write(net::sse_event(net::render_chunk(st->meta, "", false,
                                                           protocol::to_string(ev.finish)))))
@@ -397,7 +431,8 @@ void http_edge::install_routes() {
               out.done();
               return true;
             }
-            if (!text.empty() && !write(net::sse_event(net::render_chunk(st->meta, text, false, ""))))
+            if ((!text.empty() || lp)
+                && !write(net::sse_event(net::render_chunk(st->meta, text, false, "", lp))))
               return false;  // client gone: the releaser cancels
           }
           st->pending.clear();

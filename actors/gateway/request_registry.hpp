@@ -25,6 +25,7 @@ namespace llmux::gateway {
 /// the HTTP status it should become.
 struct sink_event {
   std::vector<int32_t> tokens;
+  std::vector<engine::token_logprobs> logprobs;  ///< one per token, when asked for
   protocol::finish_reason finish = protocol::finish_reason::none;
   int status = 0;        ///< HTTP status for errors (0 otherwise)
   std::string message;   ///< error text

@@ -47,6 +47,7 @@ struct gen_params {
   std::vector<int32_t> bias_tokens;  ///< logit_bias keys
   std::vector<float> bias_values;    ///< logit_bias values
   std::vector<int32_t> stop_tokens;  ///< end with "stop" when sampled (besides EOS)
+  int32_t logprobs = -1;             ///< -1: none; k >= 0: log-prob + top k per token
   uint64_t seed = 0;
   bool ignore_eos = false;
 };
@@ -55,7 +56,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_params& x) {
   return f(caf::meta::type_name("gen_params"), x.max_tokens, x.temperature, x.top_p, x.top_k,
            x.min_p, x.presence_penalty, x.frequency_penalty, x.repetition_penalty, x.bias_tokens,
-           x.bias_values, x.stop_tokens, x.seed, x.ignore_eos);
+           x.bias_values, x.stop_tokens, x.logprobs, x.seed, x.ignore_eos);
 }
 
 /// A tokenized request, as it leaves the edge. After a migration, `prompt`
@@ -79,13 +80,14 @@ typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
 struct token_delta {
   uint64_t id = 0;
   std::vector<int32_t> tokens;
+  std::vector<engine::token_logprobs> logprobs;  ///< one per token, when asked for
   finish_reason finish = finish_reason::none;
   std::string error;  ///< set when finish == error
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, token_delta& x) {
-  return f(caf::meta::type_name("token_delta"), x.id, x.tokens, x.finish, x.error);
+  return f(caf::meta::type_name("token_delta"), x.id, x.tokens, x.logprobs, x.finish, x.error);
 }
 
 /// Everything one scheduler step produced for one gateway: one message per
@@ -136,7 +138,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, seq_work& x) {
   return f(caf::meta::type_name("seq_work"), x.seq_id, x.tokens, x.context_len, x.prompt_len,
            x.sample, x.seed, x.temperature, x.top_p, x.top_k, x.min_p, x.presence_penalty,
-           x.frequency_penalty, x.repetition_penalty, x.bias_tokens, x.bias_values);
+           x.frequency_penalty, x.repetition_penalty, x.bias_tokens, x.bias_values, x.logprobs);
 }
 
 template <class Inspector>
@@ -145,8 +147,13 @@ typename Inspector::result_type inspect(Inspector& f, step_input& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_logprobs& x) {
+  return f(caf::meta::type_name("token_logprobs"), x.logprob, x.top_ids, x.top_logprobs);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_output& x) {
-  return f(caf::meta::type_name("step_output"), x.tokens, x.seconds);
+  return f(caf::meta::type_name("step_output"), x.tokens, x.logprobs, x.seconds);
 }
 
 }  // namespace llmux::engine

@@ -21,6 +21,8 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<engine::seq_work>("llmux::seq_work");
   cfg.add_message_type<engine::step_input>("llmux::step_input");
   cfg.add_message_type<engine::step_output>("llmux::step_output");
+  cfg.add_message_type<engine::token_logprobs>("llmux::token_logprobs");
+  cfg.add_message_type<std::vector<engine::token_logprobs>>("std::vector<llmux::token_logprobs>");
   cfg.add_message_type<std::vector<int64_t>>("std::vector<int64_t>");
   cfg.add_message_type<gateway_actor>("llmux::gateway_actor");
 }

@@ -22,6 +22,7 @@ void fill_sampling(engine::seq_work& w, const protocol::gen_params& p) {
   w.repetition_penalty = static_cast<float>(p.repetition_penalty);
   w.bias_tokens = p.bias_tokens;
   w.bias_values = p.bias_values;
+  w.logprobs = p.logprobs;
 }
 
 }  // namespace
@@ -226,6 +227,8 @@ step_events batch_scheduler::apply(const engine::step_output& out) {
     } else {
       s.generated.push_back(tok);
       rd.delta.tokens.push_back(tok);
+      if (i < out.logprobs.size() && s.req.params.logprobs >= 0)
+        rd.delta.logprobs.push_back(out.logprobs[i]);
       ++generated_total_;
       ++ev.new_tokens;
       if (static_cast<int32_t>(s.generated.size()) >= s.req.params.max_tokens

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <map>
 #include <vector>
 
@@ -113,4 +114,17 @@ TEST_CASE("top-p and min-p cut the tail", "[sampler]") {
   p.min_p = 0.5f;  // keeps p >= 0.36: token 0 only
   for (int64_t pos = 0; pos < 50; ++pos)
     CHECK(sample_token(l.data(), 4, p, pos) == 0);
+}
+
+TEST_CASE("top_logprobs: the chosen token's log-prob and the k best, from the raw logits",
+          "[sampler]") {
+  // log-softmax of {ln 1, ln 2, ln 5, ln 2}: log(1/10), log(2/10), log(5/10), log(2/10)
+  std::vector<float> l{0.0f, std::log(2.0f), std::log(5.0f), std::log(2.0f)};
+  auto t = top_logprobs(l.data(), 4, 0, 3);
+  CHECK(t.logprob == Approx(std::log(0.1)));
+  CHECK(t.top_ids == std::vector<int32_t>{2, 1, 3});  // tie between 1 and 3: lower id first
+  REQUIRE(t.top_logprobs.size() == 3);
+  CHECK(t.top_logprobs[0] == Approx(std::log(0.5)));
+  CHECK(t.top_logprobs[2] == Approx(std::log(0.2)));
+  CHECK(top_logprobs(l.data(), 4, 2, 0).top_ids.empty());
 }

@@ -119,6 +119,46 @@ def test_logit_bias_and_penalties_reach_the_engine(stories):
     assert r.status_code == 400 and "logit_bias" in r.json()["error"]["message"]
 
 
+def test_logprobs_equal_llama_cpps_through_http(stories):
+    # /v1/completions logprobs=3 against the golden top-3 log-probs (llama.cpp).
+    case = GOLDEN["cases"][1]
+    r = _complete(stories, case, logprobs=3)
+    assert r.status_code == 200, r.text
+    lp = r.json()["choices"][0]["logprobs"]
+    n = len(case["completion_tokens"])
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == n
+    assert "".join(lp["tokens"]) == case["completion_text"]
+    assert lp["text_offset"][0] == 0 and lp["text_offset"][1] == len(lp["tokens"][0].encode())
+    for step, golden_top in enumerate(case["top_probs"]):
+        # Greedy: the chosen token is the most likely one.
+        assert lp["token_logprobs"][step] == pytest.approx(golden_top[0][1], abs=1e-3)
+        ours = sorted(lp["top_logprobs"][step].values(), reverse=True)
+        assert len(ours) == 3
+        for got, (_, want) in zip(ours, golden_top):
+            assert got == pytest.approx(want, abs=1e-3), (step, lp["top_logprobs"][step], golden_top)
+
+
+def test_chat_logprobs_have_openais_shape_streamed_and_not(stories):
+    body = {"model": "stories260K", "messages": [{"role": "user", "content": "Tell a story"}],
+            "max_tokens": 5, "temperature": 0, "logprobs": True, "top_logprobs": 2}
+    r = requests.post(f"{stories}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    content = r.json()["choices"][0]["logprobs"]["content"]
+    assert len(content) == 5
+    for item in content:
+        assert set(item) == {"token", "logprob", "bytes", "top_logprobs"}
+        assert item["bytes"] == list(item["token"].encode())
+        assert len(item["top_logprobs"]) == 2
+        assert item["logprob"] == pytest.approx(item["top_logprobs"][0]["logprob"])  # greedy
+    assert "".join(i["token"] for i in content) == r.json()["choices"][0]["message"]["content"]
+    events = json_events(stream_post(f"{stories}/v1/chat/completions", {**body, "stream": True}, None))
+    streamed = [i for e in events if e.get("choices") and e["choices"][0].get("logprobs")
+                for i in e["choices"][0]["logprobs"]["content"]]
+    assert [i["token"] for i in streamed] == [i["token"] for i in content]
+    bad = requests.post(f"{stories}/v1/chat/completions", json={**body, "logprobs": False}, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "top_logprobs"
+
+
 def test_default_serve_is_smollm2_and_answers(llmux_bin, tmp_path):
     # `llmux serve` with no model arguments: SmolLM2-135M-Instruct on the CPU,
     # from the cache scripts/setup fills.

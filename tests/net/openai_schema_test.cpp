@@ -614,3 +614,34 @@ TEST_CASE("sampling extensions: out-of-range values are 400s naming the field", 
   check_completions_error(R"(,"logit_bias":{"abc":1})", "logit_bias", "token ids");
   check_completions_error(R"(,"logit_bias":{"5":101})", "logit_bias", "between -100 and 100");
 }
+
+TEST_CASE("logprobs: completions take a count, chat a flag plus top_logprobs", "[openai][parse]") {
+  CHECK(parse_ok(R"({"model":"m","prompt":"x"})", api_kind::completions).logprobs == -1);
+  CHECK(parse_ok(R"({"model":"m","prompt":"x","logprobs":3})", api_kind::completions).logprobs == 3);
+  const std::string msgs = R"("messages":[{"role":"user","content":"hi"}])";
+  CHECK(parse_ok(R"({"model":"m",)" + msgs + R"(,"logprobs":true})", api_kind::chat).logprobs == 0);
+  CHECK(parse_ok(R"({"model":"m",)" + msgs + R"(,"logprobs":true,"top_logprobs":4})", api_kind::chat)
+          .logprobs == 4);
+  check_completions_error(R"(,"logprobs":21)", "logprobs", "between 0 and 20");
+  check_chat_error(R"(,"top_logprobs":2)", "top_logprobs", "requires 'logprobs'");
+}
+
+TEST_CASE("logprobs render in OpenAI's shape for each kind", "[openai][render]") {
+  std::vector<logprob_entry> lps{{"Hi", -0.5f, {{"Hi", -0.5f}, {"Yo", -1.5f}}, 0},
+                                 {"!", -0.25f, {{"!", -0.25f}}, 2}};
+  auto comp = nlohmann::json::parse(
+    render_completion(meta_for(api_kind::completions), "Hi!", "length", {1, 2}, &lps));
+  const auto& c = comp["choices"][0]["logprobs"];
+  CHECK(c["tokens"] == nlohmann::json::array({"Hi", "!"}));
+  CHECK(c["token_logprobs"][1].get<double>() == Approx(-0.25));
+  CHECK(c["top_logprobs"][0]["Yo"].get<double>() == Approx(-1.5));
+  CHECK(c["text_offset"] == nlohmann::json::array({0, 2}));
+  auto chat = nlohmann::json::parse(render_chunk(meta_for(api_kind::chat), "Hi!", false, "", &lps));
+  const auto& content = chat["choices"][0]["logprobs"]["content"];
+  REQUIRE(content.size() == 2);
+  CHECK(content[0]["bytes"] == nlohmann::json::array({72, 105}));
+  CHECK(content[0]["top_logprobs"][1]["token"] == "Yo");
+  // Without entries the field stays null, as before.
+  auto plain = nlohmann::json::parse(render_chunk(meta_for(api_kind::chat), "Hi", false, ""));
+  CHECK(plain["choices"][0]["logprobs"].is_null());
+}
