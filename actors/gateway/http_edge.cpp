@@ -96,7 +96,7 @@ struct stream_state {
   bool finished = false;
   clock_type::time_point deadline;
 
-  stream_state(const engine::tokenizer& tok) : decoder(tok) {}
+  explicit stream_state(const engine::tokenizer& t) : decoder(t), tok(&t) {}
 };
 
 }  // namespace
@@ -370,7 +370,6 @@ void http_edge::install_routes() {
       st->usage = usage;
       st->include_usage = r.include_usage;
       st->want_logprobs = r.logprobs >= 0;
-      st->tok = &tok;
       st->deadline = deadline;
       res.set_header("Cache-Control", "no-cache");
       res.set_header("X-Accel-Buffering", "no");
