@@ -1,5 +1,6 @@
 #include "actors/gateway/gateway_actor.hpp"
 
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -114,9 +115,17 @@ gateway_actor spawn_gateway(caf::actor_system& sys, gateway_options opts,
       // Every request on the dead replica migrates, or fails once it has
       // migrated too often. Nothing is left waiting.
       std::vector<uint64_t> lost;
+      std::set<std::string> replicas;
       for (auto& [id, r] : self->state.requests)
-        if (!r.routing && r.scheduler == dm.source)
+        if (!r.routing && r.scheduler == dm.source) {
           lost.push_back(id);
+          replicas.insert(r.replica);
+        }
+      // Tell the router first (messages between two actors keep their
+      // order): its own monitor may fire after our re-submissions arrive,
+      // and it must not route them back to the dead replica.
+      for (const auto& rep : replicas)
+        self->send(self->state.router, lost_atom::value, rep);
       for (auto id : lost) {
         auto& r = self->state.requests.at(id);
         if (r.migrations >= self->state.opts.max_migrations) {

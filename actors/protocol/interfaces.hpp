@@ -34,6 +34,7 @@ using kv_alloc_atom = caf::atom_constant<caf::atom("kvalloc")>;   // scheduler �
 using kv_free_atom = caf::atom_constant<caf::atom("kvfree")>;     // scheduler → kv_manager
 using replica_up_atom = caf::atom_constant<caf::atom("replicaup")>;   // controller → router
 using replica_dn_atom = caf::atom_constant<caf::atom("replicadn")>;   // controller → router
+using lost_atom = caf::atom_constant<caf::atom("lost")>;              // edge → router
 using get_state_atom = caf::atom_constant<caf::atom("getstate")>;     // admin → any actor
 using cluster_atom = caf::atom_constant<caf::atom("cluster")>;        // admin CLI → admin
 using add_actor_atom = caf::atom_constant<caf::atom("addactor")>;     // node boot → admin
@@ -112,6 +113,7 @@ using router_actor = caf::typed_actor<
   caf::replies_to<submit_atom, gen_request, gateway_actor>::with<enqueue_reply>,
   caf::reacts_to<replica_up_atom, replica_info>,
   caf::reacts_to<replica_dn_atom, std::string>,  // node name: all its replicas are down
+  caf::reacts_to<lost_atom, std::string>,        // replica name: the edge saw it go down
   caf::reacts_to<load_report>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 

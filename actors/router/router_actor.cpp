@@ -67,6 +67,11 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
         s.replicas[info.replica] = std::move(info);
       },
       [self](replica_dn_atom, const std::string& node) { self->state.policy.node_down(node); },
+      [self](lost_atom, const std::string& replica) {
+        // The edge saw this replica's scheduler go down (its own monitor can
+        // fire later): stop routing there before the edge re-submits.
+        self->state.policy.replica_down(replica);
+      },
       [self](load_report& rep) {
         self->state.policy.report(rep.replica, rep.waiting, rep.running, rep.tokens_per_s);
       },
