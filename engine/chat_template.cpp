@@ -46,4 +46,40 @@ std::string apply_chat_template(chat_format format, const std::vector<chat_turn>
   return out;
 }
 
+chat_style detect_chat_style(const std::string& t) {
+  chat_style style;
+  style.format = detect_chat_format(t);
+  if (style.format != chat_format::chatml)
+    return style;
+  // {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n...<|im_end|>\n' }}
+  auto cond = t.find("!= 'system'");
+  if (cond == std::string::npos)
+    return style;
+  const std::string open = "<|im_start|>system";
+  auto start = t.find(open, cond);
+  auto end = start == std::string::npos ? start : t.find("<|im_end|>", start);
+  if (start == std::string::npos || end == std::string::npos)
+    return style;
+  auto text = t.substr(start + open.size(), end - start - open.size());
+  // The newline after the role is a real newline or a Jinja "\\n" escape.
+  if (text.rfind("\\n", 0) == 0)
+    text.erase(0, 2);
+  else if (!text.empty() && text[0] == '\n')
+    text.erase(0, 1);
+  // Only a literal string: anything templated ({{ }}, quotes) is not ours to guess.
+  if (text.find_first_of("{}'\"") == std::string::npos)
+    style.default_system = text;
+  return style;
+}
+
+std::string apply_chat_template(const chat_style& style, const std::vector<chat_turn>& turns) {
+  if (style.default_system.empty() || (!turns.empty() && turns.front().role == "system"))
+    return apply_chat_template(style.format, turns);
+  std::vector<chat_turn> with_system;
+  with_system.reserve(turns.size() + 1);
+  with_system.push_back({"system", style.default_system});
+  with_system.insert(with_system.end(), turns.begin(), turns.end());
+  return apply_chat_template(style.format, with_system);
+}
+
 }  // namespace llmux::engine

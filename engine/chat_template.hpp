@@ -23,6 +23,23 @@ enum class chat_format {
 /// implements by its markers; ChatML when it names none (or is empty).
 [[nodiscard]] chat_format detect_chat_format(const std::string& jinja_template);
 
+/// A format plus the system prompt the template inserts when a conversation
+/// has none (SmolLM2's "You are a helpful AI assistant named SmolLM, ...").
+struct chat_style {
+  chat_format format = chat_format::chatml;
+  std::string default_system;  ///< empty: none
+};
+
+/// The style of a Jinja chat template: its format, and for ChatML templates
+/// the literal default system prompt of an `messages[0]['role'] != 'system'`
+/// branch, if it has one.
+[[nodiscard]] chat_style detect_chat_style(const std::string& jinja_template);
+
+/// Renders with `style`: its default system prompt first when the turns
+/// open with no system turn.
+[[nodiscard]] std::string apply_chat_template(const chat_style& style,
+                                              const std::vector<chat_turn>& turns);
+
 /// Renders the turns and opens the assistant turn (generation prompt).
 /// The leading BOS is not part of the text: the tokenizer adds it when the
 /// model's vocabulary asks for one.

@@ -63,14 +63,14 @@ std::shared_ptr<tokenizer> make_tokenizer(const config::model_config& model) {
   unavailable(model);
 }
 
-chat_format chat_format_for(const config::model_config& model) {
+chat_style chat_style_for(const config::model_config& model) {
   std::string tmpl;
   if (model.backend != "sim" && !model.file.empty()) {
     auto file = gguf::gguf_file::open(model.file);
     if (auto t = file->get_string("tokenizer.chat_template"))
       tmpl = *t;
   }
-  return detect_chat_format(tmpl);
+  return detect_chat_style(tmpl);
 }
 
 void resolve_model_files(config::cluster_config& cfg) {

@@ -32,9 +32,9 @@ struct engine_context {
 /// The tokenizer the edge uses for `model` (same vocabulary as its engine).
 [[nodiscard]] std::shared_ptr<tokenizer> make_tokenizer(const config::model_config& model);
 
-/// The chat format of `model`: from config (`chat_template`), else from the
-/// model file's metadata, else ChatML (as llama.cpp falls back).
-[[nodiscard]] chat_format chat_format_for(const config::model_config& model);
+/// The chat style of `model`: from the model file's template metadata, else
+/// ChatML with no default system prompt (as llama.cpp falls back).
+[[nodiscard]] chat_style chat_style_for(const config::model_config& model);
 
 /// Fills `arch` (layers, heads, context length, ...) of every file-backed
 /// model from its file header, so KV accounting and context checks work

@@ -106,7 +106,7 @@ http_edge::http_edge(const config::cluster_config& cfg,
   : cfg_(cfg), registry_(std::move(registry)), hooks_(std::move(hooks)),
     server_(std::make_unique<httplib::Server>()) {
   for (const auto& m : cfg_.models)
-    models_[m.name] = model_entry{m, engine::make_tokenizer(m), engine::chat_format_for(m)};
+    models_[m.name] = model_entry{m, engine::make_tokenizer(m), engine::chat_style_for(m)};
 }
 
 http_edge::~http_edge() {

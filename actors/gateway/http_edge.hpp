@@ -49,7 +49,7 @@ private:
   struct model_entry {
     config::model_config cfg;
     std::shared_ptr<engine::tokenizer> tok;
-    engine::chat_format chat = engine::chat_format::chatml;
+    engine::chat_style chat;
   };
 
   void install_routes();
