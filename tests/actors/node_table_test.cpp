@@ -100,7 +100,7 @@ TEST_CASE("node_table: connected -> up, lost -> down, then reconnect", "[node_ta
   CHECK(t.up_count() == 2);
 }
 
-TEST_CASE("node_table: lost only from up; unknown names are ignored", "[node_table]") {
+TEST_CASE("node_table: lost only from up, unknown names are ignored", "[node_table]") {
   node_table t(three_nodes(), "edge");
   CHECK_FALSE(t.lost("gpu1", "never connected", 1.0));
   CHECK(t.find("gpu1")->status == node_status::connecting);

@@ -106,7 +106,7 @@ TEST_CASE("round_robin cycles through live replicas of the model", "[router]") {
   CHECK(p.pick("other") == "z");
 }
 
-TEST_CASE("down replicas are skipped; a model with none live gets nullopt", "[router]") {
+TEST_CASE("down replicas are skipped, a model with none live gets nullopt", "[router]") {
   for (auto kind : {policy_kind::least_loaded, policy_kind::round_robin}) {
     router_policy p(kind);
     p.replica_up("a", "m", "n0");
@@ -125,7 +125,7 @@ TEST_CASE("down replicas are skipped; a model with none live gets nullopt", "[ro
   }
 }
 
-TEST_CASE("node_down marks every replica of the node; replica_up revives", "[router]") {
+TEST_CASE("node_down marks every replica of the node, replica_up revives", "[router]") {
   router_policy p(policy_kind::least_loaded);
   p.replica_up("u0/m1", "m1", "gpu0");
   p.replica_up("u0/m2", "m2", "gpu0");

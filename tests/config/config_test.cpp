@@ -515,7 +515,7 @@ TEST_CASE("shares summing above 1", "[config][error]") {
   CHECK_NOTHROW(parse_cluster_config(rounding, "test.toml"));
 }
 
-TEST_CASE("share outside (0, 1]", "[config][error]") {
+TEST_CASE("share not above 0 or above 1", "[config][error]") {
   auto text = replace(base_config, "{ name = \"tiny-a\" }", "{ name = \"tiny-a\", share = 0 }");
   require_error(text, "units[0].models[0].share", "(0, 1]", line_with(text, "share = 0"));
 }
@@ -636,7 +636,7 @@ TEST_CASE("a controller on another node than the router's", "[config][error]") {
   CHECK(cfg.controller.node == "edge");
 }
 
-TEST_CASE("kv_blocks = 0 means auto and is accepted; -1 is not", "[config]") {
+TEST_CASE("kv_blocks = 0 means auto and is accepted, -1 is not", "[config]") {
   auto zero = replace(base_config, "node = \"gpu0\"\n", "node = \"gpu0\"\nkv_blocks = 0\n");
   auto cfg = parse_cluster_config(zero, "test.toml");
   CHECK(cfg.units[0].kv_blocks == 0);
