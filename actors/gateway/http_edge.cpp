@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <httplib.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "engine/chat_template.hpp"
@@ -172,6 +173,98 @@ void http_edge::install_routes() {
     for (const auto& [name, m] : models_)
       cards.push_back({name, m.cfg.backend, live.count(name) ? live[name] : 0});
     res.set_content(net::render_models(cards, std::time(nullptr)), "application/json");
+  });
+
+  svr.Get(R"(/v1/models/(.+))", [this, authorized](const httplib::Request& req,
+                                                   httplib::Response& res) {
+    if (!authorized(req, res))
+      return;
+    auto id = req.matches[1].str();
+    auto it = models_.find(id);
+    if (it == models_.end()) {
+      send_error(res, make_error(404, "The model '" + id + "' does not exist",
+                                 "invalid_request_error", "model", "model_not_found"));
+      return;
+    }
+    auto live = registry_->live_replicas();
+    auto one = nlohmann::json::parse(net::render_models(
+      {{id, it->second.cfg.backend, live.count(id) ? live[id] : 0}}, std::time(nullptr)));
+    res.set_content(one["data"][0].dump(), "application/json");
+  });
+
+  // Readiness: every configured model has a live replica (liveness is /health).
+  svr.Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
+    auto live = registry_->live_replicas();
+    nlohmann::json missing = nlohmann::json::array();
+    for (const auto& [name, m] : models_)
+      if (live.count(name) == 0 || live[name] == 0)
+        missing.push_back(name);
+    res.status = missing.empty() ? 200 : 503;
+    res.set_content(nlohmann::json{{"ready", missing.empty()}, {"models_without_replica", missing}}.dump(),
+                    "application/json");
+  });
+
+  // Tokenizer endpoints (vLLM's shapes): the edge owns the tokenizers.
+  svr.Post("/tokenize", [this, authorized](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res))
+      return;
+    auto body = nlohmann::json::parse(req.body, nullptr, false);
+    if (!body.is_object() || !body.contains("model") || !body["model"].is_string()
+        || !body.contains("prompt") || !body["prompt"].is_string()) {
+      send_error(res, make_error(400, "expected {\"model\": string, \"prompt\": string}",
+                                 "invalid_request_error", body.is_object() ? "prompt" : ""));
+      return;
+    }
+    auto it = models_.find(body["model"].get<std::string>());
+    if (it == models_.end()) {
+      send_error(res, make_error(404, "The model '" + body["model"].get<std::string>()
+                                        + "' does not exist",
+                                 "invalid_request_error", "model", "model_not_found"));
+      return;
+    }
+    bool add_special = body.value("add_special_tokens", true);
+    auto ids = it->second.tok->encode(body["prompt"].get<std::string>(), add_special);
+    res.set_content(nlohmann::json{{"tokens", ids}, {"count", ids.size()},
+                                   {"max_model_len", it->second.cfg.arch.context_length}}
+                      .dump(),
+                    "application/json");
+  });
+
+  svr.Post("/detokenize", [this, authorized](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res))
+      return;
+    auto body = nlohmann::json::parse(req.body, nullptr, false);
+    if (!body.is_object() || !body.contains("model") || !body["model"].is_string()
+        || !body.contains("tokens") || !body["tokens"].is_array()) {
+      send_error(res, make_error(400, "expected {\"model\": string, \"tokens\": [int]}",
+                                 "invalid_request_error", body.is_object() ? "tokens" : ""));
+      return;
+    }
+    auto it = models_.find(body["model"].get<std::string>());
+    if (it == models_.end()) {
+      send_error(res, make_error(404, "The model '" + body["model"].get<std::string>()
+                                        + "' does not exist",
+                                 "invalid_request_error", "model", "model_not_found"));
+      return;
+    }
+    const auto& tok = *it->second.tok;
+    std::vector<engine::token_id> ids;
+    for (const auto& t : body["tokens"]) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= tok.vocab_size()) {
+        send_error(res, make_error(400, "tokens must be ids in 0.." + std::to_string(tok.vocab_size() - 1),
+                                   "invalid_request_error", "tokens"));
+        return;
+      }
+      ids.push_back(static_cast<engine::token_id>(t.get<int64_t>()));
+    }
+    engine::incremental_decoder dec{tok};
+    std::string text;
+    for (auto id : ids)
+      text += dec.push(id);
+    text += dec.flush();
+    res.set_content(nlohmann::json{{"prompt", text}}.dump(-1, ' ', false,
+                                                          nlohmann::json::error_handler_t::replace),
+                    "application/json");
   });
 
   svr.Get("/admin/state", [this, gw](const httplib::Request& req, httplib::Response& res) {

@@ -370,6 +370,15 @@ def test_after_kill_admin_cli_still_works(cluster):
     assert one_state(states, "gpu_unit", node="gpu0")["state"]["simulated"] is True
 
 
+def test_after_kill_ready_names_the_model_without_replica(cluster):
+    _kill_gpu1(cluster)
+    # (a Response is falsy for 4xx/5xx, hence the tuple)
+    r, = wait_until(lambda: (lambda r: (r,) if r.status_code == 503 else None)(
+        requests.get(f"{BASE}/ready", timeout=2)), 5, "/ready to turn 503")
+    assert r.json() == {"ready": False, "models_without_replica": ["tiny-b"]}
+    assert requests.get(f"{BASE}/health", timeout=2).status_code == 200  # alive, not ready
+
+
 def test_launch_reports_killed_node(cluster):
     _kill_gpu1(cluster)
     pid = cluster.pids["gpu1"]

@@ -159,6 +159,32 @@ def test_chat_logprobs_have_openais_shape_streamed_and_not(stories):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "top_logprobs"
 
 
+def test_tokenizer_endpoints_and_model_lookup(stories):
+    case = GOLDEN["tokenize"][0]  # "Hello world", llama.cpp's ids and detokenized text
+    r = requests.post(f"{stories}/tokenize", timeout=10, json={
+        "model": "stories260K", "prompt": case["text"], "add_special_tokens": False})
+    assert r.status_code == 200, r.text
+    assert r.json()["tokens"] == case["tokens"]
+    assert r.json()["count"] == len(case["tokens"]) and r.json()["max_model_len"] == 128
+    with_bos = requests.post(f"{stories}/tokenize", timeout=10,
+                             json={"model": "stories260K", "prompt": case["text"]}).json()["tokens"]
+    assert with_bos == [1] + case["tokens"]
+    r = requests.post(f"{stories}/detokenize", timeout=10,
+                      json={"model": "stories260K", "tokens": case["tokens"]})
+    assert r.status_code == 200 and r.json()["prompt"] == case["detokenized"]
+    bad = requests.post(f"{stories}/detokenize", timeout=10, json={"model": "stories260K", "tokens": [512]})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
+    assert requests.post(f"{stories}/tokenize", timeout=10,
+                         json={"model": "nope", "prompt": "x"}).status_code == 404
+    card = requests.get(f"{stories}/v1/models/stories260K", timeout=10).json()
+    assert card["id"] == "stories260K" and card["backend"] == "cpu" and card["object"] == "model"
+    assert requests.get(f"{stories}/v1/models/nope", timeout=10).status_code == 404
+    # Readiness follows the router's replica table (refreshed every 500 ms).
+    ready, = wait_until(lambda: (lambda r: (r,) if r.status_code == 200 else None)(
+        requests.get(f"{stories}/ready", timeout=10)), 10, "/ready to answer 200")
+    assert ready.json() == {"ready": True, "models_without_replica": []}
+
+
 def test_default_serve_is_smollm2_and_answers(llmux_bin, tmp_path):
     # `llmux serve` with no model arguments: SmolLM2-135M-Instruct on the CPU,
     # from the cache scripts/setup fills.
