@@ -204,50 +204,55 @@ void http_edge::install_routes() {
                     "application/json");
   });
 
-  // Tokenizer endpoints (vLLM's shapes): the edge owns the tokenizers.
-  svr.Post("/tokenize", [this, authorized](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req, res))
-      return;
-    auto body = nlohmann::json::parse(req.body, nullptr, false);
+  // Tokenizer endpoints (vLLM's shapes): the edge owns the tokenizers. Both
+  // take {"model": string, FIELD: ...}; `tokenizer_request` checks that
+  // much and finds the model (null after answering with the error).
+  auto tokenizer_request = [this](const httplib::Request& req, httplib::Response& res,
+                                  const char* field, bool array, nlohmann::json& body)
+    -> const model_entry* {
+    body = nlohmann::json::parse(req.body, nullptr, false);
     if (!body.is_object() || !body.contains("model") || !body["model"].is_string()
-        || !body.contains("prompt") || !body["prompt"].is_string()) {
-      send_error(res, make_error(400, "expected {\"model\": string, \"prompt\": string}",
-                                 "invalid_request_error", body.is_object() ? "prompt" : ""));
-      return;
+        || !body.contains(field) || (array ? !body[field].is_array() : !body[field].is_string())) {
+      send_error(res, make_error(400, std::string{"expected {\"model\": string, \""} + field
+                                        + (array ? "\": [int]}" : "\": string}"),
+                                 "invalid_request_error", body.is_object() ? field : ""));
+      return nullptr;
     }
     auto it = models_.find(body["model"].get<std::string>());
     if (it == models_.end()) {
       send_error(res, make_error(404, "The model '" + body["model"].get<std::string>()
                                         + "' does not exist",
                                  "invalid_request_error", "model", "model_not_found"));
-      return;
+      return nullptr;
     }
+    return &it->second;
+  };
+
+  svr.Post("/tokenize", [authorized, tokenizer_request](const httplib::Request& req,
+                                                       httplib::Response& res) {
+    if (!authorized(req, res))
+      return;
+    nlohmann::json body;
+    const auto* model = tokenizer_request(req, res, "prompt", false, body);
+    if (model == nullptr)
+      return;
     bool add_special = body.value("add_special_tokens", true);
-    auto ids = it->second.tok->encode(body["prompt"].get<std::string>(), add_special);
+    auto ids = model->tok->encode(body["prompt"].get<std::string>(), add_special);
     res.set_content(nlohmann::json{{"tokens", ids}, {"count", ids.size()},
-                                   {"max_model_len", it->second.cfg.arch.context_length}}
+                                   {"max_model_len", model->cfg.arch.context_length}}
                       .dump(),
                     "application/json");
   });
 
-  svr.Post("/detokenize", [this, authorized](const httplib::Request& req, httplib::Response& res) {
+  svr.Post("/detokenize", [authorized, tokenizer_request](const httplib::Request& req,
+                                                         httplib::Response& res) {
     if (!authorized(req, res))
       return;
-    auto body = nlohmann::json::parse(req.body, nullptr, false);
-    if (!body.is_object() || !body.contains("model") || !body["model"].is_string()
-        || !body.contains("tokens") || !body["tokens"].is_array()) {
-      send_error(res, make_error(400, "expected {\"model\": string, \"tokens\": [int]}",
-                                 "invalid_request_error", body.is_object() ? "tokens" : ""));
+    nlohmann::json body;
+    const auto* model = tokenizer_request(req, res, "tokens", true, body);
+    if (model == nullptr)
       return;
-    }
-    auto it = models_.find(body["model"].get<std::string>());
-    if (it == models_.end()) {
-      send_error(res, make_error(404, "The model '" + body["model"].get<std::string>()
-                                        + "' does not exist",
-                                 "invalid_request_error", "model", "model_not_found"));
-      return;
-    }
-    const auto& tok = *it->second.tok;
+    const auto& tok = *model->tok;
     std::vector<engine::token_id> ids;
     for (const auto& t : body["tokens"]) {
       if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= tok.vocab_size()) {
