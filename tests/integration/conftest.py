@@ -243,6 +243,21 @@ def start_llmux(args: list[str], log_dir: Path, name: str, owner: str,
     return p.start(cwd or SOURCE_DIR)
 
 
+def start_serve(args: list, log_dir: Path, name: str, owner: str, port: int,
+                timeout: float = 30.0) -> tuple[LlmuxProcess, str]:
+    """Starts `llmux serve ARGS` (listening on `port`) and waits until GET /health
+    answers; returns the process and its base URL. Cleans up if it never does."""
+    proc = start_llmux(["serve", *args], log_dir, name, owner=owner, stop_signal=signal.SIGTERM)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, timeout,
+                   f"{name} to answer GET {base}/health", proc=proc)
+    except BaseException:
+        proc.cleanup()
+        raise
+    return proc, base
+
+
 def run_llmux(args: list[str], timeout: float = 30.0, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """Runs a short-lived llmux command (admin, bad configs) to completion."""
     return subprocess.run([str(LLMUX_BIN), *[str(a) for a in args]], capture_output=True, text=True,

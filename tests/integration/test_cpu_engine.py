@@ -21,6 +21,7 @@ from conftest import (
     models_ready,
     require_ports_free,
     start_llmux,
+    start_serve,
     stream_post,
     wait_until,
 )
@@ -34,12 +35,8 @@ GOLDEN = json.loads((SHARED / "golden" / "stories260K_greedy.json").read_text())
 def stories(llmux_bin, tmp_path_factory):
     port = free_port()
     d = tmp_path_factory.mktemp("cpu")
-    proc = start_llmux(["serve", "--model", MODEL, "--port", port], d, "serve-stories",
-                       owner=__name__, stop_signal=signal.SIGTERM)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve(["--model", MODEL, "--port", port], d, "serve-stories", __name__, port)
     try:
-        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 30,
-                   "the stories260K edge to answer /health", proc=proc)
         yield base
     finally:
         proc.cleanup()
@@ -192,12 +189,8 @@ def test_default_serve_is_smollm2_and_answers(llmux_bin, tmp_path):
     if not cached.exists():
         pytest.skip(f"{cached} is missing: scripts/setup fetches it")
     port = free_port()
-    proc = start_llmux(["serve", "--port", port], tmp_path, "serve-default", owner=__name__,
-                       stop_signal=signal.SIGTERM)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve(["--port", port], tmp_path, "serve-default", __name__, port, timeout=60)
     try:
-        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 60,
-                   "the default edge to answer /health", proc=proc)
         cards = requests.get(f"{base}/v1/models", timeout=10).json()["data"]
         assert [(c["id"], c["backend"]) for c in cards] == [("SmolLM2-135M-Instruct", "cpu")]
         r = requests.post(f"{base}/v1/chat/completions", timeout=60, json={
@@ -264,12 +257,8 @@ node = "solo"
 backend = "cpu"
 models = [ {{ name = "dummy-tiny", share = 1.0 }} ]
 """)
-    proc = start_llmux(["serve", "--config", cfg], tmp_path, "serve-dummy", owner=__name__,
-                       stop_signal=signal.SIGTERM)
-    base = f"http://127.0.0.1:{http}"
+    proc, base = start_serve(["--config", cfg], tmp_path, "serve-dummy", __name__, http)
     try:
-        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 30,
-                   "the dummy edge to answer /health", proc=proc)
         r = requests.post(f"{base}/v1/completions", timeout=60, json={
             "model": "dummy-tiny", "prompt": "hello", "max_tokens": 8, "temperature": 0,
             "logit_bias": {"257": -100}})  # the stand-in tokenizer's EOS: never stop early

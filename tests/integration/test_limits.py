@@ -4,7 +4,6 @@ llama-7b prefill step of ~4 ms is held ~8 s) and tiny limits."""
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 
@@ -21,7 +20,7 @@ from conftest import (
     chat_body,
     free_port,
     one_state,
-    start_llmux,
+    start_serve,
     wait_until,
 )
 
@@ -61,12 +60,8 @@ max_running = 1
 max_waiting = 1
 models = [ {{ name = "slow", share = 1.0 }} ]
 """)
-    proc = start_llmux(["serve", "--config", cfg], d, "serve-limits", owner=__name__,
-                       stop_signal=signal.SIGTERM)
-    base = f"http://127.0.0.1:{http}"
+    proc, base = start_serve(["--config", cfg], d, "serve-limits", __name__, http)
     try:
-        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 15,
-                   "the slow edge to answer /health", proc=proc)
         yield SimpleNamespace(base=base, config=cfg)
     finally:
         proc.cleanup()

@@ -19,6 +19,7 @@ from conftest import (
     json_events,
     run_llmux,
     start_llmux,
+    start_serve,
     stream_post,
     wait_until,
 )
@@ -32,15 +33,7 @@ def _health(base):
 def _start_serve(tmp_path_factory, name, extra=()):
     port = free_port()
     log_dir = tmp_path_factory.mktemp(name)
-    proc = start_llmux(["serve", "--sim", "--port", port, *extra], log_dir, name, owner=__name__,
-                       stop_signal=signal.SIGTERM)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _health(base), 15, f"GET {base}/health", proc=proc)
-    except BaseException:
-        proc.cleanup()
-        raise
-    return proc, base
+    return start_serve(["--sim", "--port", port, *extra], log_dir, name, __name__, port)
 
 
 @pytest.fixture(scope="module")
