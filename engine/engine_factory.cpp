@@ -36,7 +36,7 @@ std::unique_ptr<engine> make_engine(const config::model_config& model, const eng
     std::shared_ptr<tokenizer> tok;
     if (model.load_format == "dummy") {
       weights = llama_model::dummy(model.arch, dummy_dtype(model), 0x5eed);
-      tok = make_tokenizer(model);
+      tok = make_frontend(model).tok;
     } else {
       weights = llama_model::load(model.file);
       tok = make_tokenizer(read_vocab(weights->file()));
@@ -51,26 +51,18 @@ std::unique_ptr<engine> make_engine(const config::model_config& model, const eng
   unavailable(model);
 }
 
-std::shared_ptr<tokenizer> make_tokenizer(const config::model_config& model) {
+model_frontend make_frontend(const config::model_config& model) {
   // Dummy weights have no vocabulary: the sim's byte tokenizer stands in
   // (ids past its table decode to nothing; dummy models are for speed runs).
   if (model.backend == "sim" || model.load_format == "dummy")
-    return std::make_shared<sim_tokenizer>();
+    return {std::make_shared<sim_tokenizer>(), {}};
   if (model.backend == "cpu") {
-    auto file = gguf::gguf_file::open(model.file);
-    return make_tokenizer(read_vocab(*file));
+    // One read of the file's vocabulary gives both the tokenizer and the
+    // chat template.
+    auto vocab = read_vocab(*gguf::gguf_file::open(model.file));
+    return {make_tokenizer(vocab), detect_chat_style(vocab.chat_template)};
   }
   unavailable(model);
-}
-
-chat_style chat_style_for(const config::model_config& model) {
-  std::string tmpl;
-  if (model.backend != "sim" && !model.file.empty()) {
-    auto file = gguf::gguf_file::open(model.file);
-    if (auto t = file->get_string("tokenizer.chat_template"))
-      tmpl = *t;
-  }
-  return detect_chat_style(tmpl);
 }
 
 void resolve_model_files(config::cluster_config& cfg) {

@@ -29,12 +29,14 @@ struct engine_context {
 [[nodiscard]] std::unique_ptr<engine> make_engine(const config::model_config& model,
                                                   const engine_context& ctx);
 
-/// The tokenizer the edge uses for `model` (same vocabulary as its engine).
-[[nodiscard]] std::shared_ptr<tokenizer> make_tokenizer(const config::model_config& model);
-
-/// The chat style of `model`: from the model file's template metadata, else
-/// ChatML with no default system prompt (as llama.cpp falls back).
-[[nodiscard]] chat_style chat_style_for(const config::model_config& model);
+/// What the edge needs of a model: its tokenizer (the same vocabulary as its
+/// engine) and its chat style (from the file's template; ChatML with no
+/// default system prompt when it has none, as llama.cpp falls back).
+struct model_frontend {
+  std::shared_ptr<tokenizer> tok;
+  chat_style chat;
+};
+[[nodiscard]] model_frontend make_frontend(const config::model_config& model);
 
 /// Fills `arch` (layers, heads, context length, ...) of every file-backed
 /// model from its file header, so KV accounting and context checks work

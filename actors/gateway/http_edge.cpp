@@ -106,8 +106,10 @@ http_edge::http_edge(const config::cluster_config& cfg,
                      std::shared_ptr<request_registry> registry, edge_hooks hooks)
   : cfg_(cfg), registry_(std::move(registry)), hooks_(std::move(hooks)),
     server_(std::make_unique<httplib::Server>()) {
-  for (const auto& m : cfg_.models)
-    models_[m.name] = model_entry{m, engine::make_tokenizer(m), engine::chat_style_for(m)};
+  for (const auto& m : cfg_.models) {
+    auto front = engine::make_frontend(m);
+    models_[m.name] = model_entry{m, std::move(front.tok), front.chat};
+  }
 }
 
 http_edge::~http_edge() {
