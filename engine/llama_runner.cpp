@@ -87,29 +87,23 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
                         hp.rope_base, hp.rope_neox);
       auto sid = seqs[rows[t].seq].id;
       for (int64_t h = 0; h < HKV; ++h) {
-        auto* kd = kv_.k(sid, layer, static_cast<int>(h), rows[t].pos);
-        auto* vd = kv_.v(sid, layer, static_cast<int>(h), rows[t].pos);
-        for (int64_t i = 0; i < D; ++i) {
-          kd[i] = kernels::fp32_to_fp16(k_[t * KVD + h * D + i]);
-          vd[i] = kernels::fp32_to_fp16(v_[t * KVD + h * D + i]);
-        }
+        kernels::fp32_to_fp16_row(&k_[t * KVD + h * D], kv_.k(sid, layer, static_cast<int>(h), p), D);
+        kernels::fp32_to_fp16_row(&v_[t * KVD + h * D], kv_.v(sid, layer, static_cast<int>(h), p), D);
       }
     }
 
     // Attention, one job per (sequence, kv head): its cached K and V are
     // decoded to f32 once and shared by the group's query heads and by every
     // row of the sequence (a prefill chunk has many). Each row attends to
-    // positions 0..pos. Rounding follows llama.cpp's CPU attention (ggml
-    // mul_mat with an f16 KV cache converts the other operand to f16): Q is
-    // rounded to f16 for QKᵀ and the softmax weights to f16 for the V sum.
-    // With it, log-probabilities agree with llama.cpp's to ~1e-4; without,
-    // to ~4e-3.
+    // positions 0..pos; kernels::attention_row rounds as llama.cpp's CPU
+    // attention does (with it, log-probabilities agree with llama.cpp's to
+    // ~1e-4; without, to ~4e-3).
     std::vector<int64_t> first_row(seqs.size() + 1, 0);
     for (size_t i = 0; i < seqs.size(); ++i)
       first_row[i + 1] = first_row[i] + seqs[i].n;
     pool.parallel_for(static_cast<int64_t>(seqs.size()) * HKV, [&](int64_t begin, int64_t end,
                                                                    int) {
-      std::vector<float> kf, vf, scores, qh(static_cast<size_t>(D));
+      thread_local std::vector<float> kf, vf, scores;
       for (int64_t job = begin; job < end; ++job) {
         auto si = static_cast<size_t>(job / HKV);
         int kvh = static_cast<int>(job % HKV);
@@ -119,40 +113,18 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
         int64_t ctx = int64_t{sq.pos0} + sq.n;
         kf.resize(static_cast<size_t>(ctx * D));
         vf.resize(static_cast<size_t>(ctx * D));
-        for (int64_t j = 0; j < ctx; ++j) {
-          const uint16_t* kr = kv_.k(sq.id, layer, kvh, j);
-          const uint16_t* vr = kv_.v(sq.id, layer, kvh, j);
-          for (int64_t i = 0; i < D; ++i) {
-            kf[j * D + i] = kernels::fp16_to_fp32(kr[i]);
-            vf[j * D + i] = kernels::fp16_to_fp32(vr[i]);
-          }
-        }
         scores.resize(static_cast<size_t>(ctx));
-        for (int64_t t = first_row[si]; t < first_row[si + 1]; ++t) {
-          int64_t upto = rows[t].pos + 1;
-          for (int64_t h = int64_t{kvh} * group; h < (int64_t{kvh} + 1) * group; ++h) {
-            for (int64_t i = 0; i < D; ++i)
-              qh[i] = kernels::fp16_to_fp32(kernels::fp32_to_fp16(q_[t * E + h * D + i]));
-            float mx = -INFINITY;
-            for (int64_t j = 0; j < upto; ++j) {
-              scores[j] = kernels::dot_f32(qh.data(), &kf[j * D], D) * scale;
-              mx = std::max(mx, scores[j]);
-            }
-            float sum = 0;
-            for (int64_t j = 0; j < upto; ++j) {
-              scores[j] = std::exp(scores[j] - mx);
-              sum += scores[j];
-            }
-            float* out = &attn_[t * E + h * D];
-            std::fill(out, out + D, 0.0f);
-            for (int64_t j = 0; j < upto; ++j) {
-              float w = kernels::fp16_to_fp32(kernels::fp32_to_fp16(scores[j] / sum));
-              const float* vr = &vf[j * D];
-              for (int64_t i = 0; i < D; ++i)
-                out[i] += w * vr[i];
-            }
-          }
+        // The cache holds block_tokens positions of one head contiguously.
+        for (int64_t j = 0; j < ctx;) {
+          const int64_t run = std::min<int64_t>(ctx - j, kv_.block_tokens() - j % kv_.block_tokens());
+          kernels::fp16_to_fp32_row(kv_.k(sq.id, layer, kvh, j), &kf[j * D], run * D);
+          kernels::fp16_to_fp32_row(kv_.v(sq.id, layer, kvh, j), &vf[j * D], run * D);
+          j += run;
         }
+        for (int64_t t = first_row[si]; t < first_row[si + 1]; ++t)
+          for (int64_t h = int64_t{kvh} * group; h < (int64_t{kvh} + 1) * group; ++h)
+            kernels::attention_row(&q_[t * E + h * D], kf.data(), vf.data(), rows[t].pos + 1, D,
+                                   scale, scores.data(), &attn_[t * E + h * D]);
       }
     });
 

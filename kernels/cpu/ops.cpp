@@ -34,6 +34,11 @@ void avx2_to_q8_1(const float* x, void* dst, int64_t k);
 double avx2_sum_squares(const float* x, int64_t n);
 void avx2_scale_mul(const float* x, float scale, const float* w, int64_t n, float* out);
 void avx2_swiglu(const float* gate, const float* up, int64_t n, float* out);
+void avx2_gemm_q4_1(const void* w, size_t w_stride, int64_t rows, const void* act,
+                    size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy);
+void avx2_from_f16(const uint16_t* x, float* y, int64_t n);
+void avx2_attention_row(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
+                        float scale, float* scores, float* out);
 // ops_avx512.cpp (AVX-512 F/BW/VL/VNNI)
 float avx512_dot_f32(const float* a, const float* b, int64_t n);
 float avx512_vdot_f32(const void* w, const void* x, int64_t k);
@@ -42,6 +47,8 @@ float avx512_vdot_bf16(const void* w, const void* x, int64_t k);
 float avx512_vdot_q8_0(const void* w, const void* x, int64_t k);
 float avx512_vdot_q4_0(const void* w, const void* x, int64_t k);
 float avx512_vdot_q4_1(const void* w, const void* x, int64_t k);
+void avx512_gemm_q4_1(const void* w, size_t w_stride, int64_t rows, const void* act,
+                      size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy);
 }  // namespace detail
 
 namespace {
@@ -316,6 +323,30 @@ void portable_swiglu(const float* gate, const float* up, int64_t n, float* out) 
     out[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
 }
 
+void portable_from_f16(const uint16_t* x, float* y, int64_t n) {
+  const float* t = fp16_table();
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = t[x[i]];
+}
+
+inline float round_f16(float x) { return f16(fp32_to_fp16(x)); }
+
+void portable_attention_row(const float* q, const float* k, const float* v, int64_t ctx,
+                            int64_t d, float scale, float* scores, float* out) {
+  std::vector<float> qh(static_cast<size_t>(d));
+  for (int64_t i = 0; i < d; ++i)
+    qh[static_cast<size_t>(i)] = round_f16(q[i]);
+  for (int64_t j = 0; j < ctx; ++j)
+    scores[j] = portable_dot_f32(qh.data(), k + j * d, d) * scale;
+  softmax_ref(scores, ctx);
+  std::fill(out, out + d, 0.0f);
+  for (int64_t j = 0; j < ctx; ++j) {
+    const float p = round_f16(scores[j]);
+    for (int64_t i = 0; i < d; ++i)
+      out[i] += p * v[j * d + i];
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Dispatch
 // ---------------------------------------------------------------------------
@@ -328,6 +359,12 @@ struct kernel_set {
   double (*sum_squares)(const float*, int64_t);
   void (*scale_mul)(const float*, float, const float*, int64_t, float*);
   void (*swiglu)(const float*, const float*, int64_t, float*);
+  // Q4_1 × Q8_1 tiles (nullptr: per-pair vdot_q4_1).
+  void (*gemm_q4_1)(const void*, size_t, int64_t, const void*, size_t, int64_t, int64_t, float*,
+                    int64_t);
+  void (*from_f16)(const uint16_t*, float*, int64_t);
+  void (*attention_row)(const float*, const float*, const float*, int64_t, int64_t, float, float*,
+                        float*);
 };
 
 constexpr kernel_set portable_set{
@@ -335,7 +372,7 @@ constexpr kernel_set portable_set{
     portable_vdot_q8_0, portable_vdot_q4_0,   portable_vdot_q4_1,    portable_vdot_q4_k,
     portable_vdot_q5_k, portable_vdot_q6_k,   portable_to_f16,       portable_to_bf16,
     portable_to_q8<block_q8_0>, portable_to_q8<block_q8_1>, to_q8_k, portable_sum_squares,
-    portable_scale_mul, portable_swiglu,
+    portable_scale_mul, portable_swiglu, nullptr, portable_from_f16, portable_attention_row,
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -348,6 +385,7 @@ constexpr kernel_set avx2_set{
     detail::avx2_vdot_q6_k,   detail::avx2_to_f16,    portable_to_bf16,
     detail::avx2_to_q8_0,     detail::avx2_to_q8_1,   to_q8_k,
     detail::avx2_sum_squares, detail::avx2_scale_mul, detail::avx2_swiglu,
+    detail::avx2_gemm_q4_1,   detail::avx2_from_f16,  detail::avx2_attention_row,
 };
 
 constexpr kernel_set avx512_set{
@@ -357,6 +395,7 @@ constexpr kernel_set avx512_set{
     detail::avx2_vdot_q6_k,   detail::avx2_to_f16,      portable_to_bf16,
     detail::avx2_to_q8_0,     detail::avx2_to_q8_1,     to_q8_k,
     detail::avx2_sum_squares, detail::avx2_scale_mul,   detail::avx2_swiglu,
+    detail::avx512_gemm_q4_1, detail::avx2_from_f16,    detail::avx2_attention_row,
 };
 #endif
 
@@ -515,6 +554,13 @@ void matmul(const matrix_view& w, const float* x, int64_t m, float* y, thread_po
 
   const auto* wdata = static_cast<const uint8_t*>(w.data);
   const size_t w_stride = row_bytes(w.type, k);
+  if (w.type == dtype::q4_1 && ks.gemm_q4_1 != nullptr) {
+    pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
+      ks.gemm_q4_1(wdata + static_cast<size_t>(begin) * w_stride, w_stride, end - begin, act,
+                   act_stride, m, k, y + begin, n);
+    });
+    return;
+  }
   // Tiles of W rows × activation rows, so both stay in cache when m is large.
   constexpr int64_t tile_n = 16;
   constexpr int64_t tile_m = 16;
@@ -635,5 +681,50 @@ void softmax_ref(float* x, int64_t n) {
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) { return active_kernels().dot_f32(a, b, n); }
+
+void fp16_to_fp32_row(const uint16_t* x, float* y, int64_t n) { active_kernels().from_f16(x, y, n); }
+
+void fp32_to_fp16_row(const float* x, uint16_t* y, int64_t n) { active_kernels().to_f16(x, y, n); }
+
+void attention_row(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
+                   float scale, float* scores, float* out) {
+  if (ctx <= 0) {
+    std::fill(out, out + d, 0.0f);
+    return;
+  }
+  const kernel_set& ks = active_kernels();
+  if (d % 8 == 0 && d <= 256)
+    ks.attention_row(q, k, v, ctx, d, scale, scores, out);
+  else
+    portable_attention_row(q, k, v, ctx, d, scale, scores, out);
+}
+
+void attention_row_ref(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
+                       float scale, float* out) {
+  std::vector<double> qh(static_cast<size_t>(d)), s(static_cast<size_t>(ctx));
+  for (int64_t i = 0; i < d; ++i)
+    qh[static_cast<size_t>(i)] = fp16_to_fp32(fp32_to_fp16(q[i]));
+  double mx = -INFINITY;
+  for (int64_t j = 0; j < ctx; ++j) {
+    double dot = 0.0;
+    for (int64_t i = 0; i < d; ++i)
+      dot += qh[static_cast<size_t>(i)] * static_cast<double>(k[j * d + i]);
+    s[static_cast<size_t>(j)] = dot * static_cast<double>(scale);
+    mx = std::max(mx, s[static_cast<size_t>(j)]);
+  }
+  double sum = 0.0;
+  for (auto& x : s) {
+    x = std::exp(x - mx);
+    sum += x;
+  }
+  for (int64_t i = 0; i < d; ++i) {
+    double acc = 0.0;
+    for (int64_t j = 0; j < ctx; ++j) {
+      const double p = fp16_to_fp32(fp32_to_fp16(static_cast<float>(s[static_cast<size_t>(j)] / sum)));
+      acc += p * static_cast<double>(v[j * d + i]);
+    }
+    out[i] = static_cast<float>(acc);
+  }
+}
 
 }  // namespace llmux::kernels

@@ -24,7 +24,10 @@ struct matrix_view {
   int64_t cols = 0;
 };
 
-/// y[m, n] = x[m, k] · W[n, k]ᵀ. Threads split the n output rows. As
+/// y[m, n] = x[m, k] · W[n, k]ᵀ. Threads split the n output rows. Q4_1
+/// weights go through a tiled kernel (4 W rows × 4 x rows share each
+/// unpacked block) whose per-output summation order does not depend on m,
+/// so a row's result is the same whatever else is in the batch. As
 /// llama.cpp's CPU backend, x is first converted to vec_dot_type(W.type)
 /// (below) and each output is an integer/fp dot product per block; matmul_ref
 /// instead uses the exact f32 x against the decoded W, in double. y must not
@@ -60,6 +63,24 @@ void softmax_ref(float* x, int64_t n);
 
 /// Dot product of n floats.
 [[nodiscard]] float dot_f32(const float* a, const float* b, int64_t n);
+
+/// Rows of halves to floats and back (round to nearest even), F16C where
+/// the CPU has it.
+void fp16_to_fp32_row(const uint16_t* x, float* y, int64_t n);
+void fp32_to_fp16_row(const float* x, uint16_t* y, int64_t n);
+
+/// One query row of one head attending to `ctx` positions: out[d] =
+/// Σ_j p_j·V[j], p = softmax(scale · q·K[j]), K and V `ctx` rows of d
+/// floats (decoded from the f16 cache). Rounding as llama.cpp's CPU
+/// attention over an f16 cache (ggml mul_mat converts the other operand to
+/// f16): q is rounded to f16 before q·K, and p to f16 before the V sum;
+/// Σ exp(x − max) is summed in double, as ggml's soft_max. `scores` is
+/// scratch for ctx floats. attention_row_ref does the same in double
+/// (with the same two f16 roundings), for tests.
+void attention_row(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
+                   float scale, float* scores, float* out);
+void attention_row_ref(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
+                       float scale, float* out);
 
 // ---- The pieces matmul is built from, for callers that reuse activations
 // (e.g. one x against several weight matrices of the same type). ----

@@ -4,6 +4,8 @@
 // functions from other headers there: the linker could pick that copy for
 // code that runs on any x86-64.
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -52,6 +54,15 @@ inline __m256i dot_i8_pairs(__m256i x, __m256i y) {
 
 // Σ u·y over 32 unsigned (≤ 63) × signed bytes, as 16 int16 lanes.
 inline __m256i dot_u8_i16(__m256i u, __m256i y) { return _mm256_maddubs_epi16(u, y); }
+
+// Σ u·s over 32 unsigned (≤ 127) × signed bytes, as 8 int32 lanes.
+inline __m256i dot_u8_i8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+inline float hsum8(__m256 v) { return hsum(v); }
+
+#include "kernels/cpu/gemm_q4_1.inc"
 
 // ---- exp, as ggml's ggml_v_expf (ARM optimized-routines), so silu matches
 // llama.cpp's vectorised one bit for bit. ----
@@ -463,6 +474,89 @@ void avx2_swiglu(const float* gate, const float* up, int64_t n, float* out) {
     _mm256_storeu_ps(out + i, _mm256_mul_ps(v_silu(_mm256_loadu_ps(gate + i)), _mm256_loadu_ps(up + i)));
   for (; i < n; ++i)
     out[i] = (gate[i] / (1.0f + __builtin_expf(-gate[i]))) * up[i];
+}
+
+void avx2_gemm_q4_1(const void* w, size_t w_stride, int64_t rows, const void* act,
+                    size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy) {
+  q4_1_gemm(static_cast<const uint8_t*>(w), w_stride, rows, static_cast<const uint8_t*>(act),
+            act_stride, m, k, y, ldy);
+}
+
+void avx2_from_f16(const uint16_t* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
+  for (; i < n; ++i)
+    y[i] = _cvtsh_ss(x[i]);
+}
+
+namespace {
+inline __m256 round_f16(__m256 v) { return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)); }
+}  // namespace
+
+// See attention_row in ops.hpp. d is a multiple of 8, at most 256 (the
+// caller checks).
+void avx2_attention_row(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
+                        float scale, float* scores, float* out) {
+  alignas(32) float qh[256];
+  for (int64_t i = 0; i < d; i += 8)
+    _mm256_store_ps(qh + i, round_f16(_mm256_loadu_ps(q + i)));
+
+  // Scores, and their max.
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < ctx; ++j) {
+    const float* kr = k + j * d;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+      s0 = _mm256_fmadd_ps(_mm256_load_ps(qh + i), _mm256_loadu_ps(kr + i), s0);
+      s1 = _mm256_fmadd_ps(_mm256_load_ps(qh + i + 8), _mm256_loadu_ps(kr + i + 8), s1);
+    }
+    if (i < d)
+      s0 = _mm256_fmadd_ps(_mm256_load_ps(qh + i), _mm256_loadu_ps(kr + i), s0);
+    const float sc = hsum(_mm256_add_ps(s0, s1)) * scale;
+    scores[j] = sc;
+    mx = std::max(mx, sc);
+  }
+
+  // exp(x − max), summed in double (as ggml's soft_max), then the weights
+  // p = e/Σ rounded to f16.
+  const __m256 vmx = _mm256_set1_ps(mx);
+  double sum = 0.0;
+  int64_t j = 0;
+  for (; j + 8 <= ctx; j += 8) {
+    const __m256 e = v_expf(_mm256_sub_ps(_mm256_loadu_ps(scores + j), vmx));
+    _mm256_storeu_ps(scores + j, e);
+    sum += static_cast<double>(hsum(e));
+  }
+  for (; j < ctx; ++j) {
+    const float e = __builtin_expf(scores[j] - mx);
+    scores[j] = e;
+    sum += static_cast<double>(e);
+  }
+  const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
+  j = 0;
+  for (; j + 8 <= ctx; j += 8)
+    _mm256_storeu_ps(scores + j, round_f16(_mm256_mul_ps(_mm256_loadu_ps(scores + j), inv)));
+  const float inv1 = static_cast<float>(1.0 / sum);
+  for (; j < ctx; ++j)
+    scores[j] = _cvtsh_ss(_cvtss_sh(scores[j] * inv1, _MM_FROUND_TO_NEAREST_INT));
+
+  // out = Σ p_j·V_j, 64 dims (8 registers) at a time.
+  for (int64_t i0 = 0; i0 < d; i0 += 64) {
+    const int nv = static_cast<int>(std::min<int64_t>(64, d - i0) / 8);
+    __m256 o[8];
+    for (int r = 0; r < 8; ++r)
+      o[r] = _mm256_setzero_ps();
+    for (int64_t jj = 0; jj < ctx; ++jj) {
+      const __m256 p = _mm256_broadcast_ss(scores + jj);
+      const float* vr = v + jj * d + i0;
+      for (int r = 0; r < nv; ++r)
+        o[r] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8 * r), o[r]);
+    }
+    for (int r = 0; r < nv; ++r)
+      _mm256_storeu_ps(out + i0 + 8 * r, o[r]);
+  }
 }
 
 }  // namespace llmux::kernels::detail

@@ -5,6 +5,7 @@
 // __builtin_cpu_supports said yes; no templates or inline functions from other
 // headers after the target pragma.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -66,6 +67,13 @@ inline __m256i nibbles_32(const uint8_t* p) {
 inline __m256i dot_i8(__m256i x, __m256i y) {
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
 }
+
+// Σ u·s over 32 unsigned × signed bytes, as 8 int32 lanes: one VNNI op.
+inline __m256i dot_u8_i8(__m256i u, __m256i s) {
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+
+#include "kernels/cpu/gemm_q4_1.inc"
 
 // One 32-element block: acc + d_w·d_a·Σ q_w·q_a.
 inline __m256 block_q8_0_q8_0(const block_q8_0& a, const block_q8_0& b, __m256 acc) {
@@ -201,6 +209,12 @@ float avx512_vdot_q4_1(const void* w, const void* x, int64_t k) {
     summs += h2f(a[ib].m) * h2f(b[ib].s);
   }
   return hsum8(_mm256_add_ps(acc0, acc1)) + summs;
+}
+
+void avx512_gemm_q4_1(const void* w, size_t w_stride, int64_t rows, const void* act,
+                      size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy) {
+  q4_1_gemm(static_cast<const uint8_t*>(w), w_stride, rows, static_cast<const uint8_t*>(act),
+            act_stride, m, k, y, ldy);
 }
 
 }  // namespace llmux::kernels::detail

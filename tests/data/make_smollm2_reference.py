@@ -5,7 +5,11 @@
 
 Writes tests/data/smollm2_greedy.json: per prompt, the prompt token ids (no
 BOS: SmolLM2's vocabulary asks for none), 32 greedy tokens, and the top-5
-log-probabilities of the first 8 generated positions.
+log-probabilities of the first 8 generated positions. Also llama.cpp's own
+spread: each prompt and its continuation evaluated again in one batch
+(llama.cpp's prefill path) instead of token by token; where the batch's
+greedy choice differs from the token-by-token one, the log-probability gap
+between the two (under the batch's logits). The test bounds ours by it.
 """
 
 import json
@@ -56,8 +60,25 @@ def main():
                       "completion_text": llm.detokenize(out).decode("utf-8", "replace"),
                       "top_logprobs": tops})
         print(json.dumps(cases[-1]["completion_text"]), file=sys.stderr)
+    disagreements, positions, worst_gap = 0, 0, 0.0
+    for case in cases:
+        toks = case["prompt_tokens"] + case["completion_tokens"]
+        llm.reset()
+        llm.eval(toks)
+        p = len(case["prompt_tokens"])
+        for step, want in enumerate(case["completion_tokens"]):
+            logits = llm.scores[p + step - 1]
+            best = max(range(len(logits)), key=lambda i: (logits[i], -i))
+            positions += 1
+            if best != want:
+                disagreements += 1
+                worst_gap = max(worst_gap, float(logits[best] - logits[want]))
+    print(f"llama.cpp batch vs token by token: {disagreements}/{positions} differ, worst gap {worst_gap:.4f}",
+          file=sys.stderr)
     with open(OUT, "w") as f:
         json.dump({"model": os.path.basename(MODEL), "generator": f"llama-cpp-python {llama_cpp.__version__}",
+                   "batch_vs_token_by_token": {"disagreements": disagreements, "positions": positions,
+                                               "worst_gap": round(worst_gap, 5)},
                    "cases": cases}, f, indent=1)
 
 

@@ -6,16 +6,19 @@
 // with its own rounding, and a 30-layer Q4_1 model amplifies that: against
 // an exact float64 forward pass over the dequantized weights, llama.cpp's
 // log-probabilities are off by up to ~0.2, and so are ours (in other
-// places); even the summation order of the attention dot products moves
-// our agreement between 217 and 228 of 231 positions. So: prompt tokens
-// equal; at least 90% of positions pick the same greedy token and every
-// other one is a near tie (gap < 0.5 nats); top-5 log-probabilities within
-// 0.5. A wrong kernel or layer is far outside all three.
+// places). llama.cpp does not even agree with itself: the same tokens
+// evaluated in one batch instead of token by token pick another greedy
+// token at 4 of 231 positions, by up to 0.33 nats (the reference file
+// records this as batch_vs_token_by_token). So: prompt tokens equal; at
+// least 90% of positions pick the same greedy token and every other one is
+// a near tie, its gap under our logits below twice llama.cpp's own worst
+// gap (and at least 0.5); top-5 log-probabilities within 0.5. A wrong kernel or layer is far outside all three.
 
 #include <catch2/catch.hpp>
 
 #include "tests/engine/test_data.hpp"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "engine/gguf.hpp"
@@ -42,6 +45,8 @@ TEST_CASE("SmolLM2 Q4_1: prompt tokens, greedy tokens and log-probs agree with l
   auto tok = engine::make_tokenizer(engine::read_vocab(model->file()));
   const auto n_vocab = model->hparams().n_vocab;
   REQUIRE(n_vocab == 49152);
+  const double gap_bound =
+      std::max(0.5, 2.0 * doc["batch_vs_token_by_token"]["worst_gap"].get<double>());
   kernels::thread_pool pool{2};
   std::vector<float> logits, lp;
   double worst_top = 0, worst_gap = 0;
@@ -78,13 +83,12 @@ TEST_CASE("SmolLM2 Q4_1: prompt tokens, greedy tokens and log-probs agree with l
         ++same_argmax;
       } else {
         // A divergence must be a near tie: llama.cpp's token is almost as
-        // likely as ours under our logits (both quantize activations to 8
-        // bits, with different rounding; see docs/benchmarks.md).
+        // likely as ours under our logits (see the top of this file).
         identical = false;
         double gap = lp[static_cast<size_t>(ours)] - lp[static_cast<size_t>(theirs)];
         worst_gap = std::max(worst_gap, gap);
         INFO("step " << step << ": ours " << ours << ", llama.cpp " << theirs);
-        CHECK(gap < 0.5);
+        CHECK(gap < gap_bound);
       }
       pos += static_cast<int32_t>(feed.size());
       feed = {theirs};

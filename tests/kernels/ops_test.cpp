@@ -99,7 +99,7 @@ TEST_CASE("matmul matches matmul_ref for every type, size and thread count", "[o
         std::vector<float> wf(static_cast<size_t>(n * k));
         for (int64_t r = 0; r < n; ++r)
           get_row(w, r, wf.data() + r * k);
-        for (int64_t m : {1, 3, 7}) {
+        for (int64_t m : {1, 3, 7, 37}) {
           const auto x = random_vec(rng, m * k, -2.0f, 2.0f);
           std::vector<float> ref(static_cast<size_t>(m * n));
           matmul_ref(w, x.data(), m, ref.data());
@@ -125,6 +125,101 @@ TEST_CASE("matmul matches matmul_ref for every type, size and thread count", "[o
           }
         }
       }
+    }
+  }
+}
+
+TEST_CASE("a Q4_1 matmul row is bit-identical whatever else is in the batch", "[ops][matmul]") {
+  // The tiled Q4_1 kernel shares unpacked blocks across 4×4 tiles; each
+  // output must still be summed in one fixed order, so a sequence's logits
+  // do not depend on which other rows (or threads) share its step.
+  simd_guard g;
+  std::mt19937 rng(99);
+  const int64_t n = 37, k = 32 * 19, m = 45;
+  const auto wbytes = random_weights(rng, dtype::q4_1, n, k);
+  const matrix_view w{wbytes.data(), dtype::q4_1, n, k};
+  const auto x = random_vec(rng, m * k, -2.0f, 2.0f);
+  thread_pool one{1}, three{3};
+  for (simd_level lv : levels()) {
+    force_simd(lv);
+    std::vector<float> full(static_cast<size_t>(m * n));
+    matmul(w, x.data(), m, full.data(), three);
+    for (int64_t i0 : {int64_t{0}, int64_t{5}, int64_t{31}, int64_t{43}}) {
+      for (int64_t len : {int64_t{1}, int64_t{2}, int64_t{3}}) {
+        if (i0 + len > m)
+          continue;
+        std::vector<float> part(static_cast<size_t>(len * n), NAN);
+        matmul(w, x.data() + i0 * k, len, part.data(), one);
+        for (int64_t i = 0; i < len; ++i)
+          for (int64_t r = 0; r < n; ++r) {
+            INFO(to_string(lv) << " rows " << i0 << "+" << len << " row " << i << " col " << r);
+            REQUIRE(part[static_cast<size_t>(i * n + r)] == full[static_cast<size_t>((i0 + i) * n + r)]);
+          }
+      }
+    }
+  }
+}
+
+TEST_CASE("attention_row matches attention_row_ref", "[ops][attention]") {
+  simd_guard g;
+  std::mt19937 rng(7);
+  for (int64_t d : {8, 12, 64, 72, 128}) {
+    for (int64_t ctx : {1, 5, 17, 300}) {
+      const auto q = random_vec(rng, d, -3.0f, 3.0f);
+      const auto k = random_vec(rng, ctx * d);
+      const auto v = random_vec(rng, ctx * d);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+      std::vector<float> ref(static_cast<size_t>(d));
+      attention_row_ref(q.data(), k.data(), v.data(), ctx, d, scale, ref.data());
+      for (simd_level lv : levels()) {
+        force_simd(lv);
+        std::vector<float> out(static_cast<size_t>(d), NAN), scores(static_cast<size_t>(ctx), NAN);
+        attention_row(q.data(), k.data(), v.data(), ctx, d, scale, scores.data(), out.data());
+        for (int64_t i = 0; i < d; ++i) {
+          INFO(to_string(lv) << " d " << d << " ctx " << ctx << " dim " << i);
+          REQUIRE(std::fabs(out[static_cast<size_t>(i)] - ref[static_cast<size_t>(i)]) < 2e-4);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("attention_row by hand", "[ops][attention]") {
+  simd_guard g;
+  const int64_t d = 16;
+  std::vector<float> q(d, 0.0f), k(3 * d, 0.0f), v(3 * d);
+  for (int64_t i = 0; i < 3 * d; ++i)
+    v[static_cast<size_t>(i)] = static_cast<float>(i % d) + 100.0f * static_cast<float>(i / d);
+  q[0] = 1.0f;
+  k[0] = 0.0f;          // key 0: score 0
+  k[d] = std::log(3.0f);  // key 1: score ln 3, so p = (1, 3) / 4 over keys 0..1
+  k[2 * d] = 50.0f;     // key 2: past the context below, must not count
+  for (simd_level lv : levels()) {
+    force_simd(lv);
+    std::vector<float> out(d), scores(3);
+    attention_row(q.data(), k.data(), v.data(), 1, d, 1.0f, scores.data(), out.data());
+    for (int64_t i = 0; i < d; ++i)
+      CHECK(out[static_cast<size_t>(i)] == v[static_cast<size_t>(i)]);  // one key: p = 1
+    attention_row(q.data(), k.data(), v.data(), 2, d, 1.0f, scores.data(), out.data());
+    for (int64_t i = 0; i < d; ++i)
+      CHECK(out[static_cast<size_t>(i)] == Approx(0.25 * static_cast<double>(i) + 0.75 * (i + 100.0)).epsilon(1e-3));
+  }
+}
+
+TEST_CASE("fp16 row conversions equal the scalar ones", "[ops]") {
+  simd_guard g;
+  std::mt19937 rng(3);
+  const auto x = random_vec(rng, 77, -70000.0f, 70000.0f);
+  for (simd_level lv : levels()) {
+    force_simd(lv);
+    std::vector<uint16_t> h(x.size());
+    std::vector<float> back(x.size());
+    fp32_to_fp16_row(x.data(), h.data(), static_cast<int64_t>(x.size()));
+    fp16_to_fp32_row(h.data(), back.data(), static_cast<int64_t>(x.size()));
+    for (size_t i = 0; i < x.size(); ++i) {
+      INFO(to_string(lv) << " " << x[i]);
+      REQUIRE(h[i] == fp32_to_fp16(x[i]));
+      REQUIRE(back[i] == fp16_to_fp32(h[i]));
     }
   }
 }
