@@ -330,8 +330,10 @@ void parse_sampling(const json& body, completion_request& req) {
   if (const json* v = optional_field(body, "n")) {
     const int64_t n = get_integer(*v, "n");
     if (n < 1) fail("n", "'n' must be at least 1, got " + std::to_string(n), "integer_below_min_value");
-    if (n > 1) fail("n", "n > 1 is not supported yet");
-    req.n = 1;
+    if (n > max_choices)
+      fail("n", "'n' must be at most " + std::to_string(max_choices) + ", got " + std::to_string(n),
+           "integer_above_max_value");
+    req.n = static_cast<int>(n);
   }
   parse_stop(body, req);
 }
@@ -365,6 +367,10 @@ completion_request parse_body(const json& body, api_kind kind) {
   parse_streaming(body, req);
   parse_sampling(body, req);
   if (const json* v = optional_field(body, "user")) req.user = get_string(*v, "user");
+  if (kind == api_kind::completions)
+    if (const json* v = optional_field(body, "echo")) req.echo = get_bool(*v, "echo");
+  if (req.echo && req.logprobs >= 0)
+    fail("echo", "'echo' with 'logprobs' is not supported: prompt log-probabilities are not computed");
   return req;
 }
 
@@ -498,35 +504,45 @@ ordered_json logprobs_json(api_kind kind, const std::vector<logprob_entry>* lps)
 
 }  // namespace
 
-std::string render_completion(const response_meta& meta, const std::string& text,
-                              const std::string& finish_reason, const usage_counts& usage,
-                              const std::vector<logprob_entry>* logprobs) {
+std::string render_completion(const response_meta& meta, const std::vector<choice_result>& choices,
+                              const usage_counts& usage) {
   const bool chat = meta.kind == api_kind::chat;
   ordered_json j = response_head(meta, chat ? "chat.completion" : "text_completion");
-  ordered_json choice;
-  choice["index"] = 0;
-  if (chat) {
-    ordered_json message;
-    message["role"] = "assistant";
-    message["content"] = text;
-    choice["message"] = std::move(message);
-  } else {
-    choice["text"] = text;
+  ordered_json arr = ordered_json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const auto& c = choices[i];
+    ordered_json choice;
+    choice["index"] = static_cast<int64_t>(i);
+    if (chat) {
+      ordered_json message;
+      message["role"] = "assistant";
+      message["content"] = c.text;
+      choice["message"] = std::move(message);
+    } else {
+      choice["text"] = c.text;
+    }
+    choice["logprobs"] = logprobs_json(meta.kind, c.logprobs);
+    choice["finish_reason"] = or_null(c.finish_reason);
+    arr.push_back(std::move(choice));
   }
-  choice["logprobs"] = logprobs_json(meta.kind, logprobs);
-  choice["finish_reason"] = or_null(finish_reason);
-  j["choices"] = ordered_json::array({std::move(choice)});
+  j["choices"] = std::move(arr);
   j["usage"] = usage_json(usage);
   return dump(j);
 }
 
+std::string render_completion(const response_meta& meta, const std::string& text,
+                              const std::string& finish_reason, const usage_counts& usage,
+                              const std::vector<logprob_entry>* logprobs) {
+  return render_completion(meta, {choice_result{text, finish_reason, logprobs}}, usage);
+}
+
 std::string render_chunk(const response_meta& meta, const std::string& delta_text, bool first,
                          const std::string& finish_reason,
-                         const std::vector<logprob_entry>* logprobs) {
+                         const std::vector<logprob_entry>* logprobs, int index) {
   const bool chat = meta.kind == api_kind::chat;
   ordered_json j = response_head(meta, chunk_object(meta.kind));
   ordered_json choice;
-  choice["index"] = 0;
+  choice["index"] = index;
   if (chat) {
     // OpenAI's first chunk is {"role":"assistant","content":""}; the closing
     // chunk that only carries finish_reason has an empty delta.

@@ -43,10 +43,14 @@ struct completion_request {
   int logprobs = -1;  ///< -1: none; k >= 0: each token's log-prob and its top-k alternatives
                       ///< (completions: `logprobs: k`; chat: `logprobs: true` + `top_logprobs: k`)
   std::optional<uint64_t> seed;
-  int n = 1;                           ///< only 1 is accepted for now
+  int n = 1;                           ///< choices per request, 1..max_choices
   std::vector<std::string> stop;       ///< string or list of up to 4 strings
+  bool echo = false;                   ///< completions: the prompt text leads the choice's text
   std::string user;
 };
+
+/// Most choices (`n`) one request may ask for: each is a sequence of its own.
+inline constexpr int max_choices = 16;
 
 /// An error as OpenAI returns it: HTTP status + {"error":{message,type,param,code}}.
 struct api_error {
@@ -94,12 +98,22 @@ struct logprob_entry {
 /// `logprobs`, choice.logprobs takes OpenAI's shape for the kind (chat:
 /// {content:[{token,logprob,bytes,top_logprobs}]}; completions: {tokens,
 /// token_logprobs, top_logprobs, text_offset}); otherwise it is null.
+/// One choice of a non-streaming response.
+struct choice_result {
+  std::string text;
+  std::string finish_reason;
+  const std::vector<logprob_entry>* logprobs = nullptr;
+};
+[[nodiscard]] std::string render_completion(const response_meta& meta,
+                                            const std::vector<choice_result>& choices,
+                                            const usage_counts& usage);
+/// The same with one choice.
 [[nodiscard]] std::string render_completion(const response_meta& meta, const std::string& text,
                                             const std::string& finish_reason,
                                             const usage_counts& usage,
                                             const std::vector<logprob_entry>* logprobs = nullptr);
 
-/// One streaming chunk (the JSON, without SSE framing) for choice 0:
+/// One streaming chunk (the JSON, without SSE framing) for choice `index`:
 /// `text_completion` {text} or `chat.completion.chunk` {delta:{role?,content?}}.
 /// `first` adds role "assistant" (and `content`, even if empty) to a chat
 /// delta; later chat deltas carry `content` only when `delta_text` is
@@ -108,7 +122,8 @@ struct logprob_entry {
 /// `render_usage_chunk`.
 [[nodiscard]] std::string render_chunk(const response_meta& meta, const std::string& delta_text,
                                        bool first, const std::string& finish_reason,
-                                       const std::vector<logprob_entry>* logprobs = nullptr);
+                                       const std::vector<logprob_entry>* logprobs = nullptr,
+                                       int index = 0);
 
 /// The final usage-only chunk of `stream_options.include_usage`: `choices: []`.
 [[nodiscard]] std::string render_usage_chunk(const response_meta& meta, const usage_counts& usage);

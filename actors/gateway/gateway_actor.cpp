@@ -42,6 +42,7 @@ using gateway_ptr = gateway_actor::stateful_pointer<gateway_state>;
 void push_error(gateway_ptr self, uint64_t id, int status, std::string message) {
   if (auto sink = self->state.registry->find(id)) {
     sink_event ev;
+    ev.id = id;
     ev.finish = finish_reason::error;
     ev.status = status;
     ev.message = std::move(message);
@@ -149,6 +150,7 @@ gateway_actor spawn_gateway(caf::actor_system& sys, gateway_options opts,
           auto& r = it->second;
           r.output.insert(r.output.end(), d.tokens.begin(), d.tokens.end());
           sink_event ev;
+          ev.id = d.id;
           ev.tokens = std::move(d.tokens);
           ev.logprobs = std::move(d.logprobs);
           ev.finish = d.finish;

@@ -1,7 +1,12 @@
 #include "actors/gateway/http_edge.hpp"
 
+#include "actors/gateway/choice_text.hpp"
+
+#include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <functional>
+#include <optional>
 #include <random>
 #include <stdexcept>
 
@@ -63,41 +68,95 @@ std::string hex_id(const char* prefix, uint64_t id) {
   return buf;
 }
 
-/// OpenAI log-prob entries for the tokens of one event; `offset` is the
-/// running byte offset of the choice's text (completions' text_offset).
-std::vector<net::logprob_entry> logprob_entries(const engine::tokenizer& tok, const sink_event& ev,
-                                                int64_t& offset) {
-  std::vector<net::logprob_entry> out;
-  for (size_t i = 0; i < ev.tokens.size() && i < ev.logprobs.size(); ++i) {
-    net::logprob_entry e;
-    e.token = tok.token_bytes(ev.tokens[i]);
-    e.logprob = ev.logprobs[i].logprob;
-    for (size_t k = 0; k < ev.logprobs[i].top_ids.size(); ++k)
-      e.top.emplace_back(tok.token_bytes(ev.logprobs[i].top_ids[k]), ev.logprobs[i].top_logprobs[k]);
-    e.text_offset = offset;
-    offset += static_cast<int64_t>(e.token.size());
-    out.push_back(std::move(e));
-  }
-  return out;
-}
-
-/// State of one streaming response, shared by httplib's provider calls.
-struct stream_state {
+/// One choice of a request: its own sequence (request id) at the unit.
+struct choice_state {
   uint64_t id = 0;
+  choice_text text;
+  std::string finish;  ///< finish_reason once ended; empty while running
+  std::string out;     ///< non-streaming: the text so far
+  std::vector<net::logprob_entry> lps;  ///< non-streaming: the log-probs so far
+};
+
+/// What one event did to its choice.
+struct choice_update {
+  int index = 0;
+  std::string text;
+  std::vector<net::logprob_entry> lps;
+  std::string finish;  ///< set when the choice ended with this event
+};
+
+/// A request's choices and their shared sink (events carry their id), the
+/// state shared by httplib's provider calls when streaming.
+struct completion_job {
+  std::vector<choice_state> choices;
   std::shared_ptr<request_sink> sink;
   std::vector<sink_event> pending;
-  engine::incremental_decoder decoder;
+  clock_type::time_point start, deadline;
   net::response_meta meta;
   net::usage_counts usage;
+  std::string echo;  ///< completions with echo: the prompt text
   bool include_usage = false;
-  bool want_logprobs = false;
-  int64_t text_offset = 0;
-  const engine::tokenizer* tok = nullptr;
   bool started = false;
   bool finished = false;
-  clock_type::time_point deadline;
+  std::function<void(uint64_t)> cancel;
 
-  explicit stream_state(const engine::tokenizer& t) : decoder(t), tok(&t) {}
+  [[nodiscard]] bool done() const {
+    return std::all_of(choices.begin(), choices.end(), [](const auto& c) { return !c.finish.empty(); });
+  }
+
+  void cancel_running() {
+    for (auto& c : choices)
+      if (c.finish.empty())
+        cancel(c.id);
+  }
+
+  /// Feeds a (non-error) event to its choice. A stop string ends the choice
+  /// here and cancels its sequence at the unit. Nothing for events of a
+  /// choice that has already ended (tokens in flight after a stop string).
+  std::optional<choice_update> apply(const sink_event& ev) {
+    for (size_t i = 0; i < choices.size(); ++i) {
+      auto& c = choices[i];
+      if (c.id != ev.id)
+        continue;
+      if (!c.finish.empty())
+        return std::nullopt;
+      auto d = c.text.push(ev);
+      choice_update u{static_cast<int>(i), std::move(d.text), std::move(d.logprobs), {}};
+      if (c.text.stopped()) {
+        c.finish = "stop";
+        cancel(c.id);
+      } else if (ev.finish != finish_reason::none) {
+        u.text += c.text.finish();
+        c.finish = protocol::to_string(ev.finish);
+      }
+      u.finish = c.finish;
+      return u;
+    }
+    return std::nullopt;
+  }
+
+  void close(request_registry& registry) const {
+    for (const auto& c : choices)
+      registry.close(c.id);
+  }
+
+  [[nodiscard]] int64_t completion_tokens() const {
+    int64_t n = 0;
+    for (const auto& c : choices)
+      n += c.text.tokens();
+    return n;
+  }
+
+  void log(bool stream) const {
+    std::string why;
+    for (const auto& c : choices)
+      why += (why.empty() ? "" : ",") + c.finish;
+    spdlog::info("request {} model={} n={} prompt_tokens={} completion_tokens={} finish={} {}ms={}",
+                 meta.id, meta.model, choices.size(), usage.prompt_tokens, usage.completion_tokens,
+                 why, stream ? "stream " : "",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - start)
+                   .count());
+  }
 };
 
 }  // namespace
@@ -299,14 +358,6 @@ void http_edge::install_routes() {
         return;
       }
       auto& r = std::get<net::completion_request>(parsed);
-      if (!r.stop.empty()) {
-        // Refuse rather than ignore: a client relying on stop strings must not
-        // silently get text past them. (Stop matching comes with the full
-        // OpenAI surface.)
-        send_error(res, make_error(400, "'stop' sequences are not supported yet by this server",
-                                   "invalid_request_error", "stop", "unsupported_parameter"));
-        return;
-      }
       auto mit = models_.find(r.model);
       if (mit == models_.end()) {
         send_error(res, make_error(404, "The model '" + r.model + "' does not exist",
@@ -350,10 +401,8 @@ void http_edge::install_routes() {
       }
 
       protocol::gen_request g;
-      g.id = registry_->next_id();
       g.model = r.model;
       g.original_prompt_len = static_cast<int32_t>(prompt.size());
-      g.prompt = std::move(prompt);
       g.params.max_tokens = r.max_tokens.value_or(model.cfg.max_tokens_default);
       g.params.temperature = r.temperature;
       g.params.top_p = r.top_p;
@@ -374,70 +423,86 @@ void http_edge::install_routes() {
         g.params.bias_tokens.push_back(tok_id);
         g.params.bias_values.push_back(b);
       }
-      if (r.seed) {
-        g.params.seed = *r.seed;
-      } else {
-        static thread_local std::mt19937_64 rng{std::random_device{}()};
-        g.params.seed = rng();
-      }
 
-      net::response_meta meta;
+      auto job = std::make_shared<completion_job>();
+      job->start = start;
+      job->deadline = start + std::chrono::milliseconds(cfg_.timeouts.request_ms);
+      job->sink = std::make_shared<request_sink>();
+      job->cancel = hooks_.cancel;
+      job->include_usage = r.include_usage;
+      job->usage.prompt_tokens = static_cast<int64_t>(prompt.size());
+      if (r.echo) {
+        if (r.prompt_is_tokens) {
+          engine::incremental_decoder dec{tok};
+          for (auto t : prompt)
+            job->echo += dec.push(t);
+          job->echo += dec.flush();
+        } else {
+          job->echo = r.prompt;
+        }
+      }
+      // Each choice is a sequence of its own; with a seed, choice i samples
+      // with seed + i, so the choices differ and a request is reproducible.
+      static thread_local std::mt19937_64 rng{std::random_device{}()};
+      const uint64_t seed = r.seed ? *r.seed : rng();
+      std::vector<protocol::gen_request> submits;
+      for (int i = 0; i < r.n; ++i) {
+        protocol::gen_request gi = g;
+        gi.id = registry_->next_id();
+        gi.prompt = prompt;
+        gi.params.seed = seed + static_cast<uint64_t>(i);
+        registry_->attach(gi.id, job->sink);
+        job->choices.push_back(choice_state{gi.id, choice_text{tok, r.stop, r.logprobs >= 0}, {}, {}, {}});
+        submits.push_back(std::move(gi));
+      }
+      auto& meta = job->meta;
       meta.kind = kind;
-      meta.id = hex_id(kind == net::api_kind::chat ? "chatcmpl-" : "cmpl-", g.id);
+      meta.id = hex_id(kind == net::api_kind::chat ? "chatcmpl-" : "cmpl-", job->choices[0].id);
       meta.created = std::time(nullptr);
       meta.model = r.model;
       meta.system_fingerprint = "llmux-" + model.cfg.backend;
-
-      auto id = g.id;
-      net::usage_counts usage;
-      usage.prompt_tokens = static_cast<int64_t>(g.prompt.size());
-      auto deadline = start + std::chrono::milliseconds(cfg_.timeouts.request_ms);
-      auto sink = registry_->open(id);
-      hooks_.submit(std::move(g));
+      for (auto& gi : submits)
+        hooks_.submit(std::move(gi));
 
       // Wait for the first event before committing a status: an error that
       // arrives first (no replica, queue full) becomes a proper HTTP error.
-      std::vector<sink_event> first;
-      if (!sink->wait_pop(first, deadline)) {
-        hooks_.cancel(id);
-        registry_->close(id);
+      if (!job->sink->wait_pop(job->pending, job->deadline)) {
+        job->cancel_running();
+        job->close(*registry_);
         send_error(res, make_error(504, "request deadline of " + std::to_string(cfg_.timeouts.request_ms)
                                           + " ms exceeded before the first token",
                                    "timeout_error"));
         return;
       }
-      if (first.front().finish == finish_reason::error) {
-        registry_->close(id);
-        send_error(res, event_error(first.front()));
+      if (job->pending.front().finish == finish_reason::error) {
+        job->cancel_running();
+        job->close(*registry_);
+        send_error(res, event_error(job->pending.front()));
         return;
       }
 
       if (!r.stream) {
-        std::vector<int32_t> out;
-        std::vector<net::logprob_entry> lps;
-        int64_t offset = 0;
-        std::vector<sink_event> evs = std::move(first);
-        finish_reason why = finish_reason::none;
         while (true) {
-          for (auto& ev : evs) {
-            out.insert(out.end(), ev.tokens.begin(), ev.tokens.end());
-            if (r.logprobs >= 0)
-              for (auto& e : logprob_entries(tok, ev, offset))
-                lps.push_back(std::move(e));
+          for (auto& ev : job->pending) {
             if (ev.finish == finish_reason::error) {
-              registry_->close(id);
+              job->cancel_running();
+              job->close(*registry_);
               send_error(res, event_error(ev));
               return;
             }
-            if (ev.finish != finish_reason::none)
-              why = ev.finish;
+            if (auto u = job->apply(ev)) {
+              auto& c = job->choices[static_cast<size_t>(u->index)];
+              c.out += u->text;
+              for (auto& e : u->lps)
+                c.lps.push_back(std::move(e));
+            }
           }
-          evs.clear();
-          if (why != finish_reason::none)
+          job->pending.clear();
+          if (job->done())
             break;
-          if (!sink->wait_pop(evs, deadline)) {
-            hooks_.cancel(id);
-            registry_->close(id);
+          if (!job->sink->wait_pop(job->pending, job->deadline)) {
+            job->cancel_running();
+            job->close(*registry_);
             send_error(res, make_error(504, "request deadline of "
                                               + std::to_string(cfg_.timeouts.request_ms)
                                               + " ms exceeded",
@@ -445,102 +510,81 @@ void http_edge::install_routes() {
             return;
           }
         }
-        registry_->close(id);
-        usage.completion_tokens = static_cast<int64_t>(out.size());
-        engine::incremental_decoder dec{tok};
-        std::string text;
-        for (auto t : out)
-          text += dec.push(t);
-        text += dec.flush();
-        res.set_content(net::render_completion(meta, text, protocol::to_string(why), usage,
-                                               r.logprobs >= 0 ? &lps : nullptr),
-                        "application/json");
-        spdlog::info("request {} model={} prompt_tokens={} completion_tokens={} finish={} ms={}",
-                     meta.id, meta.model, usage.prompt_tokens, usage.completion_tokens,
-                     protocol::to_string(why),
-                     std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - start).count());
+        job->close(*registry_);
+        job->usage.completion_tokens = job->completion_tokens();
+        std::vector<net::choice_result> choices;
+        for (auto& c : job->choices)
+          choices.push_back({job->echo + c.out, c.finish, r.logprobs >= 0 ? &c.lps : nullptr});
+        res.set_content(net::render_completion(meta, choices, job->usage), "application/json");
+        job->log(false);
         return;
       }
 
-      auto st = std::make_shared<stream_state>(tok);
-      st->id = id;
-      st->sink = sink;
-      st->pending = std::move(first);
-      st->meta = meta;
-      st->usage = usage;
-      st->include_usage = r.include_usage;
-      st->want_logprobs = r.logprobs >= 0;
-      st->deadline = deadline;
       res.set_header("Cache-Control", "no-cache");
       res.set_header("X-Accel-Buffering", "no");
       res.set_chunked_content_provider(
         "text/event-stream",
-        [this, st, start](size_t, httplib::DataSink& out) {
+        [job](size_t, httplib::DataSink& out) {
           auto write = [&](const std::string& s) { return out.write(s.data(), s.size()); };
-          if (!st->started) {
-            st->started = true;
-            // OpenAI opens a chat stream with the assistant role and empty content.
-            if (st->meta.kind == net::api_kind::chat
-                && !write(net::sse_event(net::render_chunk(st->meta, "", true, ""))))
-              return false;
+          auto chunk = [&](const std::string& text, bool first, const std::string& finish,
+                           const std::vector<net::logprob_entry>* lps, int index) {
+            return write(net::sse_event(net::render_chunk(job->meta, text, first, finish, lps, index)));
+          };
+          if (!job->started) {
+            job->started = true;
+            // OpenAI opens each chat choice with the assistant role and empty
+            // content; a completion with echo opens with the prompt.
+            for (size_t i = 0; i < job->choices.size(); ++i) {
+              const int index = static_cast<int>(i);
+              if (job->meta.kind == net::api_kind::chat && !chunk("", true, "", nullptr, index))
+                return false;
+              if (!job->echo.empty() && !chunk(job->echo, false, "", nullptr, index))
+                return false;
+            }
           }
-          if (st->pending.empty() && !st->sink->wait_pop(st->pending, st->deadline)) {
-            net::api_error e = make_error(504, "request deadline exceeded", "timeout_error");
-            write(net::sse_event(net::error_body(e)));
+          if (job->pending.empty() && !job->sink->wait_pop(job->pending, job->deadline)) {
+            write(net::sse_event(net::error_body(make_error(504, "request deadline exceeded",
+                                                            "timeout_error"))));
             write(net::sse_done());
-            hooks_.cancel(st->id);
-            st->finished = true;
+            job->cancel_running();
+            job->finished = true;
             out.done();
             return true;
           }
-          for (auto& ev : st->pending) {
-            std::string text;
-            for (auto t : ev.tokens)
-              text += st->decoder.push(t);
-            std::vector<net::logprob_entry> lps;
-            if (st->want_logprobs)
-              lps = logprob_entries(*st->tok, ev, st->text_offset);
-            const auto* lp = st->want_logprobs && !lps.empty() ? &lps : nullptr;
-            st->usage.completion_tokens += static_cast<int64_t>(ev.tokens.size());
+          for (auto& ev : job->pending) {
             if (ev.finish == finish_reason::error) {
               write(net::sse_event(net::error_body(event_error(ev))));
               write(net::sse_done());
-              st->finished = true;
+              job->cancel_running();
+              job->finished = true;
               out.done();
               return true;
             }
-            if (ev.finish != finish_reason::none) {
-              text += st->decoder.flush();
-              if ((!text.empty() || lp) && !write(net::sse_event(net::render_chunk(st->meta, text, false, "", lp))))
-                return false;
-              if (!write(net::sse_event(net::render_chunk(st->meta, "", false,
-                                                          protocol::to_string(ev.finish)))))
-                return false;
-              if (st->include_usage
-                  && !write(net::sse_event(net::render_usage_chunk(st->meta, st->usage))))
-                return false;
-              write(net::sse_done());
-              st->finished = true;
-              spdlog::info("request {} model={} prompt_tokens={} completion_tokens={} finish={} "
-                           "stream ms={}",
-                           st->meta.id, st->meta.model, st->usage.prompt_tokens,
-                           st->usage.completion_tokens, protocol::to_string(ev.finish),
-                           std::chrono::duration_cast<std::chrono::milliseconds>(
-                             clock_type::now() - start).count());
-              out.done();
-              return true;
-            }
-            if ((!text.empty() || lp)
-                && !write(net::sse_event(net::render_chunk(st->meta, text, false, "", lp))))
+            auto u = job->apply(ev);
+            if (!u)
+              continue;
+            if ((!u->text.empty() || !u->lps.empty())
+                && !chunk(u->text, false, "", u->lps.empty() ? nullptr : &u->lps, u->index))
               return false;  // client gone: the releaser cancels
+            if (!u->finish.empty() && !chunk("", false, u->finish, nullptr, u->index))
+              return false;
           }
-          st->pending.clear();
+          job->pending.clear();
+          if (job->done()) {
+            job->usage.completion_tokens = job->completion_tokens();
+            if (job->include_usage && !write(net::sse_event(net::render_usage_chunk(job->meta, job->usage))))
+              return false;
+            write(net::sse_done());
+            job->finished = true;
+            job->log(true);
+            out.done();
+          }
           return true;
         },
-        [this, st](bool success) {
-          if (!success || !st->finished)
-            hooks_.cancel(st->id);
-          registry_->close(st->id);
+        [this, job](bool success) {
+          if (!success || !job->finished)
+            job->cancel_running();
+          job->close(*registry_);
         });
     };
   };

@@ -33,6 +33,11 @@ std::shared_ptr<request_sink> request_registry::open(uint64_t id) {
   return sink;
 }
 
+void request_registry::attach(uint64_t id, std::shared_ptr<request_sink> sink) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  sinks_[id] = std::move(sink);
+}
+
 void request_registry::close(uint64_t id) {
   std::lock_guard<std::mutex> guard{mtx_};
   sinks_.erase(id);
@@ -50,14 +55,15 @@ size_t request_registry::open_count() const {
 }
 
 void request_registry::fail_all(int status, const std::string& message) {
-  std::vector<std::shared_ptr<request_sink>> sinks;
+  std::vector<std::pair<uint64_t, std::shared_ptr<request_sink>>> sinks;
   {
     std::lock_guard<std::mutex> guard{mtx_};
     for (auto& [id, sink] : sinks_)
-      sinks.push_back(sink);
+      sinks.emplace_back(id, sink);
   }
-  for (auto& sink : sinks) {
+  for (auto& [id, sink] : sinks) {
     sink_event ev;
+    ev.id = id;
     ev.finish = protocol::finish_reason::error;
     ev.status = status;
     ev.message = message;

@@ -24,6 +24,7 @@ namespace llmux::gateway {
 /// What an HTTP thread sees of its request: tokens, an end, or an error with
 /// the HTTP status it should become.
 struct sink_event {
+  uint64_t id = 0;  ///< the request it belongs to (a sink may serve several: n > 1)
   std::vector<int32_t> tokens;
   std::vector<engine::token_logprobs> logprobs;  ///< one per token, when asked for
   protocol::finish_reason finish = protocol::finish_reason::none;
@@ -49,6 +50,9 @@ public:
   /// A fresh request id (unique within this process).
   uint64_t next_id();
   std::shared_ptr<request_sink> open(uint64_t id);
+  /// Routes `id`'s events to an existing sink too (the choices of one
+  /// request share a sink; events carry their id).
+  void attach(uint64_t id, std::shared_ptr<request_sink> sink);
   void close(uint64_t id);
   [[nodiscard]] std::shared_ptr<request_sink> find(uint64_t id) const;
   [[nodiscard]] size_t open_count() const;

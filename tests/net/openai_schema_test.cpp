@@ -358,8 +358,24 @@ TEST_CASE("error: seed not an integer", "[openai][error]") {
   check_completions_error(R"(,"seed":1.5)", "seed", "'seed' must be an integer, got number");
 }
 
-TEST_CASE("error: n greater than one", "[openai][error]") {
-  check_completions_error(R"(,"n":2)", "n", "n > 1 is not supported yet");
+TEST_CASE("n up to max_choices is accepted", "[openai]") {
+  const auto r = parse_ok(R"({"model":"m","prompt":"x","n":3})", api_kind::completions);
+  CHECK(r.n == 3);
+  CHECK(parse_ok(R"({"model":"m","prompt":"x","n":16})", api_kind::completions).n == max_choices);
+}
+
+TEST_CASE("error: n above max_choices", "[openai][error]") {
+  check_completions_error(R"(,"n":17)", "n", "'n' must be at most 16, got 17");
+}
+
+TEST_CASE("echo: completions only, and not with logprobs", "[openai]") {
+  CHECK(parse_ok(R"({"model":"m","prompt":"x","echo":true})", api_kind::completions).echo);
+  CHECK_FALSE(parse_ok(R"({"model":"m","prompt":"x"})", api_kind::completions).echo);
+  // Chat has no echo; the field is ignored as an unknown one.
+  CHECK_FALSE(parse_ok(R"({"model":"m","messages":[{"role":"user","content":"x"}],"echo":true})",
+                       api_kind::chat).echo);
+  check_completions_error(R"(,"echo":1)", "echo", "must be a boolean");
+  check_completions_error(R"(,"echo":true,"logprobs":2)", "echo", "prompt log-probabilities");
 }
 
 TEST_CASE("error: n below one", "[openai][error]") {
@@ -411,10 +427,33 @@ TEST_CASE("error_body has OpenAI's shape, nulls for empty param and code", "[ope
 }
 
 TEST_CASE("a parse error renders through error_body", "[openai][render]") {
-  const api_error e = parse_err(R"({"model":"m","prompt":"x","n":3})", api_kind::completions);
+  const api_error e = parse_err(R"({"model":"m","prompt":"x","n":30})", api_kind::completions);
   const json j = json::parse(error_body(e));
   CHECK(j["error"]["param"] == "n");
-  CHECK(j["error"]["message"] == "n > 1 is not supported yet");
+  CHECK(j["error"]["message"] == "'n' must be at most 16, got 30");
+}
+
+TEST_CASE("render_completion: several choices, each with its index", "[openai][render]") {
+  const std::vector<logprob_entry> lps{{"a", -0.5f, {}, 0}};
+  const json j = json::parse(render_completion(
+    meta_for(api_kind::completions),
+    {choice_result{"one", "stop", nullptr}, choice_result{"two", "length", &lps}}, {3, 4}));
+  REQUIRE(j["choices"].size() == 2);
+  CHECK(j["choices"][0]["index"] == 0);
+  CHECK(j["choices"][0]["text"] == "one");
+  CHECK(j["choices"][0]["finish_reason"] == "stop");
+  CHECK(j["choices"][0]["logprobs"].is_null());
+  CHECK(j["choices"][1]["index"] == 1);
+  CHECK(j["choices"][1]["text"] == "two");
+  CHECK(j["choices"][1]["finish_reason"] == "length");
+  CHECK(j["choices"][1]["logprobs"]["tokens"] == json::array({"a"}));
+  CHECK(j["usage"]["total_tokens"] == 7);
+}
+
+TEST_CASE("render_chunk carries the choice index", "[openai][render]") {
+  const json j = json::parse(render_chunk(meta_for(api_kind::chat), "hi", false, "", nullptr, 2));
+  CHECK(j["choices"][0]["index"] == 2);
+  CHECK(j["choices"][0]["delta"]["content"] == "hi");
 }
 
 TEST_CASE("render_completion: text_completion", "[openai][render]") {
