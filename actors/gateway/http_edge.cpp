@@ -27,8 +27,13 @@ using protocol::finish_reason;
 
 namespace {
 
+double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
+
 void send_error(httplib::Response& res, const net::api_error& e) {
   res.status = e.status;
+  // Overloaded or no replica: worth retrying soon (OpenAI's clients honour it).
+  if (e.status == 429 || e.status == 503)
+    res.set_header("Retry-After", "1");
   res.set_content(net::error_body(e), "application/json");
 }
 
@@ -75,6 +80,7 @@ struct choice_state {
   std::string finish;  ///< finish_reason once ended; empty while running
   std::string out;     ///< non-streaming: the text so far
   std::vector<net::logprob_entry> lps;  ///< non-streaming: the log-probs so far
+  clock_type::time_point last_token;    ///< for inter-token latency
 };
 
 /// What one event did to its choice.
@@ -98,7 +104,9 @@ struct completion_job {
   bool include_usage = false;
   bool started = false;
   bool finished = false;
+  bool first_token_seen = false;
   std::function<void(uint64_t)> cancel;
+  std::shared_ptr<edge_metrics> metrics;
 
   [[nodiscard]] bool done() const {
     return std::all_of(choices.begin(), choices.end(), [](const auto& c) { return !c.finish.empty(); });
@@ -120,6 +128,17 @@ struct completion_job {
         continue;
       if (!c.finish.empty())
         return std::nullopt;
+      if (!ev.tokens.empty()) {
+        const auto now = clock_type::now();
+        if (!first_token_seen) {
+          first_token_seen = true;
+          metrics->first_token(meta.model, seconds(now - start));
+        }
+        if (c.last_token != clock_type::time_point{})
+          metrics->tokens_after(meta.model, seconds(now - c.last_token),
+                                static_cast<int64_t>(ev.tokens.size()));
+        c.last_token = now;
+      }
       auto d = c.text.push(ev);
       choice_update u{static_cast<int>(i), std::move(d.text), std::move(d.logprobs), {}};
       if (c.text.stopped()) {
@@ -147,10 +166,16 @@ struct completion_job {
     return n;
   }
 
+  /// The request is complete: metrics and its one info line.
   void log(bool stream) const {
     std::string why;
-    for (const auto& c : choices)
+    std::vector<std::string> reasons;
+    for (const auto& c : choices) {
       why += (why.empty() ? "" : ",") + c.finish;
+      reasons.push_back(c.finish);
+    }
+    metrics->finished(meta.model, seconds(clock_type::now() - start), usage.prompt_tokens,
+                      usage.completion_tokens, reasons);
     spdlog::info("request {} model={} n={} prompt_tokens={} completion_tokens={} finish={} {}ms={}",
                  meta.id, meta.model, choices.size(), usage.prompt_tokens, usage.completion_tokens,
                  why, stream ? "stream " : "",
@@ -347,8 +372,33 @@ void http_edge::install_routes() {
     }
   });
 
+  // Prometheus metrics (open, as vLLM's: no key needed to scrape). The
+  // cluster gauges come from the admin state of every actor.
+  svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    cluster_gauges gauges;
+    try {
+      gauges = gauges_from_admin_state(hooks_.admin_state());
+    } catch (const std::exception& e) {
+      spdlog::warn("/metrics: cluster state unavailable: {}", e.what());
+    }
+    res.set_content(metrics_->render(gauges), "text/plain; version=0.0.4; charset=utf-8");
+  });
+
   auto generate = [this, authorized](net::api_kind kind) {
     return [this, authorized, kind](const httplib::Request& req, httplib::Response& res) {
+      // Every answer counts once, by model (known models only) and status.
+      std::string label;
+      struct count_on_exit {
+        const std::shared_ptr<edge_metrics>& m;
+        const std::string& model;
+        const httplib::Response& res;
+        ~count_on_exit() {
+          // httplib fills in 200 after the handler when it set none.
+          m->request_done(model, res.status > 0 ? res.status : 200);
+          if (res.status == 429)
+            m->queue_rejection(model);
+        }
+      } counter{metrics_, label, res};
       auto start = clock_type::now();
       if (!authorized(req, res))
         return;
@@ -366,6 +416,7 @@ void http_edge::install_routes() {
       }
       const auto& model = mit->second;
       const auto& tok = *model.tok;
+      label = r.model;
 
       // Tokenize at the edge: units only ever see token ids.
       std::vector<int32_t> prompt;
@@ -429,6 +480,7 @@ void http_edge::install_routes() {
       job->deadline = start + std::chrono::milliseconds(cfg_.timeouts.request_ms);
       job->sink = std::make_shared<request_sink>();
       job->cancel = hooks_.cancel;
+      job->metrics = metrics_;
       job->include_usage = r.include_usage;
       job->usage.prompt_tokens = static_cast<int64_t>(prompt.size());
       if (r.echo) {

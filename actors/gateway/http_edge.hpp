@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "actors/gateway/edge_metrics.hpp"
 #include "actors/gateway/request_registry.hpp"
 #include "config/cluster_config.hpp"
 #include "engine/chat_template.hpp"
@@ -57,6 +58,7 @@ private:
   config::cluster_config cfg_;
   std::shared_ptr<request_registry> registry_;
   edge_hooks hooks_;
+  std::shared_ptr<edge_metrics> metrics_ = std::make_shared<edge_metrics>();
   std::map<std::string, model_entry> models_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;

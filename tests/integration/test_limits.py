@@ -100,6 +100,10 @@ def test_queue_full_is_429_and_deadline_is_504(slow_edge):
                       timeout=30)
     assert time.monotonic() - t < 3, "a full queue must refuse at once, not wait"
     assert_openai_error(c, 429, message_contains="overloaded")
+    assert c.headers.get("Retry-After"), c.headers
+    metrics = requests.get(f"{slow_edge.base}/metrics", timeout=10).text
+    assert 'llmux:queue_rejections_total{model="slow"} 1\n' in metrics, metrics
+    assert 'llmux:num_requests_waiting{model="slow"} 1\n' in metrics, metrics
 
     # A's first step is held ~8 s, past request_ms = 5000: both end with 504,
     # at the deadline rather than when the step finally returns.

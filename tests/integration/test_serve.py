@@ -119,6 +119,58 @@ def test_eos_ends_with_stop(served):
     assert "".join(c["choices"][0]["text"] for c in chunks) == j["choices"][0]["text"]
 
 
+def _scrape(base):
+    """/metrics through prometheus_client's parser: {(name, frozenset(labels)): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    r = requests.get(f"{base}/metrics", timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain"), r.text
+    out = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def _m(scrape, name, **labels):
+    return scrape.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_count_requests_tokens_and_latencies(served):
+    before = _scrape(served)
+    tokens = 0
+    for i in range(2):
+        r = requests.post(f"{served}/v1/completions", timeout=HTTP_TIMEOUT,
+                          json={"model": "tiny", "prompt": "hi", "max_tokens": 5, "seed": i})
+        assert r.status_code == 200, r.text
+        tokens += r.json()["usage"]["completion_tokens"]
+    events = json_events(stream_post(f"{served}/v1/completions", {
+        "model": "tiny", "prompt": "hi", "max_tokens": 4, "stream": True,
+        "stream_options": {"include_usage": True}}, None))
+    tokens += events[-1]["usage"]["completion_tokens"]
+    assert requests.post(f"{served}/v1/completions", timeout=HTTP_TIMEOUT,
+                         json={"model": "nope", "prompt": "hi"}).status_code == 404
+    after = _scrape(served)
+
+    def delta(name, **labels):
+        return _m(after, name, **labels) - _m(before, name, **labels)
+
+    assert delta("llmux:requests_total", model="tiny", status="200") == 3
+    assert delta("llmux:requests_total", model="", status="404") == 1  # unknown names: no label
+    assert delta("llmux:generation_tokens_total", model="tiny") == tokens
+    assert delta("llmux:prompt_tokens_total", model="tiny") > 0
+    assert delta("llmux:request_success_total", model="tiny", finished_reason="length") == 3
+    for h in ("time_to_first_token_seconds", "e2e_request_latency_seconds"):
+        assert delta(f"llmux:{h}_count", model="tiny") == 3, h
+        assert delta(f"llmux:{h}_bucket", model="tiny", le="+Inf") == 3, h
+    assert delta("llmux:inter_token_latency_seconds_count", model="tiny") == tokens - 3
+    # Cluster gauges: nothing left running, the unit's KV pool, every actor's mailbox.
+    assert ("llmux:num_requests_running", frozenset({("model", "tiny")})) in after
+    assert _m(after, "llmux:num_requests_running", model="tiny") == 0
+    assert any(k[0] == "llmux:kv_blocks_free" and v > 0 for k, v in after.items())
+    kinds = {dict(k[1])["kind"] for k in after if k[0] == "llmux:actor_mailbox_size"}
+    assert {"gateway", "router", "scheduler", "gpu_unit", "kv_manager"} <= kinds, kinds
+
+
 def test_open_serve_needs_no_key(served):
     r = requests.post(f"{served}/v1/chat/completions", json=chat_body("tiny", max_tokens=2),
                       headers=auth("anything"), timeout=HTTP_TIMEOUT)

@@ -1,0 +1,203 @@
+#include "actors/gateway/edge_metrics.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+namespace llmux::gateway {
+
+histogram::histogram(std::vector<double> b) : bounds(std::move(b)), counts(bounds.size() + 1, 0) {}
+
+void histogram::observe(double v) {
+  const auto i = static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), v) - bounds.begin());
+  ++counts[i];
+  sum += v;
+  ++count;
+}
+
+namespace {
+
+/// A label value with \, " and newline escaped.
+std::string esc(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"')
+      out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+void header(std::string& out, const char* name, const char* type, const char* help) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
+void histograms(std::string& out, const char* name, const char* help,
+                const std::map<std::string, histogram>& hs) {
+  header(out, name, "histogram", help);
+  for (const auto& [model, h] : hs) {
+    const std::string label = "model=\"" + esc(model) + "\"";
+    uint64_t cum = 0;
+    for (size_t i = 0; i < h.bounds.size(); ++i) {
+      cum += h.counts[i];
+      out += std::string{name} + "_bucket{" + label + ",le=\"" + num(h.bounds[i]) + "\"} " +
+             std::to_string(cum) + "\n";
+    }
+    out += std::string{name} + "_bucket{" + label + ",le=\"+Inf\"} " + std::to_string(h.count) + "\n";
+    out += std::string{name} + "_sum{" + label + "} " + num(h.sum) + "\n";
+    out += std::string{name} + "_count{" + label + "} " + std::to_string(h.count) + "\n";
+  }
+}
+
+template <class Map>
+void per_label(std::string& out, const char* name, const char* type, const char* help,
+               const char* label, const Map& m) {
+  header(out, name, type, help);
+  for (const auto& [k, v] : m)
+    out += std::string{name} + "{" + label + "=\"" + esc(k) + "\"} " + std::to_string(v) + "\n";
+}
+
+histogram& slot(std::map<std::string, histogram>& m, const std::string& model,
+                const std::vector<double>& bounds) {
+  auto it = m.find(model);
+  if (it == m.end())
+    it = m.emplace(model, histogram{bounds}).first;
+  return it->second;
+}
+
+}  // namespace
+
+edge_metrics::edge_metrics()
+  // vLLM's buckets, with finer low ends: llmux's edge and sim backend answer
+  // in well under a millisecond.
+  : ttft_bounds_{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,
+                 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0},
+    itl_bounds_{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+                0.4, 0.5, 0.75, 1.0, 2.5},
+    e2e_bounds_{0.001, 0.01, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0,
+                30.0, 40.0, 50.0, 60.0, 120.0} {}
+
+void edge_metrics::request_done(const std::string& model, int status) {
+  std::lock_guard<std::mutex> g{mtx_};
+  ++requests_[{model, status}];
+}
+
+void edge_metrics::queue_rejection(const std::string& model) {
+  std::lock_guard<std::mutex> g{mtx_};
+  ++rejections_[model];
+}
+
+void edge_metrics::first_token(const std::string& model, double seconds) {
+  std::lock_guard<std::mutex> g{mtx_};
+  slot(ttft_, model, ttft_bounds_).observe(seconds);
+}
+
+void edge_metrics::tokens_after(const std::string& model, double seconds, int64_t tokens) {
+  if (tokens <= 0)
+    return;
+  std::lock_guard<std::mutex> g{mtx_};
+  auto& h = slot(itl_, model, itl_bounds_);
+  for (int64_t i = 0; i < tokens; ++i)
+    h.observe(seconds / static_cast<double>(tokens));
+}
+
+void edge_metrics::finished(const std::string& model, double seconds, int64_t prompt_tokens,
+                            int64_t generation_tokens, const std::vector<std::string>& finish_reasons) {
+  std::lock_guard<std::mutex> g{mtx_};
+  slot(e2e_, model, e2e_bounds_).observe(seconds);
+  prompt_tokens_[model] += static_cast<uint64_t>(prompt_tokens);
+  generation_tokens_[model] += static_cast<uint64_t>(generation_tokens);
+  for (const auto& why : finish_reasons)
+    ++success_[{model, why}];
+}
+
+std::string edge_metrics::render(const cluster_gauges& gauges) const {
+  std::string out;
+  {
+    std::lock_guard<std::mutex> g{mtx_};
+    header(out, "llmux:requests_total", "counter",
+           "Answers of the generation endpoints by model and HTTP status.");
+    for (const auto& [key, v] : requests_)
+      out += "llmux:requests_total{model=\"" + esc(key.first) + "\",status=\"" +
+             std::to_string(key.second) + "\"} " + std::to_string(v) + "\n";
+    header(out, "llmux:request_success_total", "counter",
+           "Finished requests (choices) by model and finish reason.");
+    for (const auto& [key, v] : success_)
+      out += "llmux:request_success_total{model=\"" + esc(key.first) + "\",finished_reason=\"" +
+             esc(key.second) + "\"} " + std::to_string(v) + "\n";
+    per_label(out, "llmux:queue_rejections_total", "counter",
+              "Requests refused with 429 because a model's queue was full.", "model", rejections_);
+    per_label(out, "llmux:prompt_tokens_total", "counter", "Prompt tokens of finished requests.",
+              "model", prompt_tokens_);
+    per_label(out, "llmux:generation_tokens_total", "counter",
+              "Generated tokens of finished requests.", "model", generation_tokens_);
+    histograms(out, "llmux:time_to_first_token_seconds",
+               "Time from request arrival at the edge to its first token.", ttft_);
+    histograms(out, "llmux:inter_token_latency_seconds", "Time between successive tokens.", itl_);
+    histograms(out, "llmux:e2e_request_latency_seconds",
+               "Time from request arrival at the edge to its last token.", e2e_);
+  }
+  per_label(out, "llmux:num_requests_running", "gauge", "Sequences in a running batch.", "model",
+            gauges.running);
+  per_label(out, "llmux:num_requests_waiting", "gauge", "Requests waiting in a scheduler queue.",
+            "model", gauges.waiting);
+  per_label(out, "llmux:kv_blocks_used", "gauge", "KV blocks in use, per unit.", "unit",
+            gauges.kv_used);
+  per_label(out, "llmux:kv_blocks_free", "gauge", "KV blocks free, per unit.", "unit",
+            gauges.kv_free);
+  header(out, "llmux:actor_mailbox_size", "gauge", "Messages waiting in each actor's mailbox.");
+  for (const auto& [key, v] : gauges.mailbox)
+    out += "llmux:actor_mailbox_size{node=\"" + esc(std::get<0>(key)) + "\",kind=\"" +
+           esc(std::get<1>(key)) + "\",name=\"" + esc(std::get<2>(key)) + "\"} " +
+           std::to_string(v) + "\n";
+  return out;
+}
+
+cluster_gauges gauges_from_admin_state(const std::string& json_text) {
+  cluster_gauges g;
+  auto j = nlohmann::json::parse(json_text, nullptr, false);
+  if (!j.is_array())
+    return g;
+  for (const auto& a : j) {
+    if (!a.is_object())
+      continue;
+    const auto node = a.value("node", std::string{});
+    const auto kind = a.value("kind", std::string{});
+    const auto name = a.value("name", std::string{});
+    g.mailbox[{node, kind, name}] = a.value("mailbox", uint64_t{0});
+    const auto it = a.find("state");
+    if (it == a.end() || !it->is_object())
+      continue;
+    const auto& st = *it;
+    if (kind == "scheduler") {
+      const auto model = st.value("model", std::string{});
+      g.running[model] += st.value("running", int64_t{0});
+      g.waiting[model] += st.value("waiting", int64_t{0});
+    } else if (kind == "kv_manager") {
+      g.kv_used[name] = st.value("blocks_used", int64_t{0});
+      g.kv_free[name] = st.value("blocks_free", int64_t{0});
+    }
+  }
+  return g;
+}
+
+}  // namespace llmux::gateway

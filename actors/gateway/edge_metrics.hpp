@@ -1,0 +1,70 @@
+#pragma once
+/// The edge's Prometheus metrics — pure core (no CAF, no HTTP): counters and
+/// histograms the HTTP threads record into, and the text exposition format
+/// (version 0.0.4) that `GET /metrics` serves. Names follow vLLM's where one
+/// exists, with the prefix `llmux:` (see docs/operations.md).
+///
+/// Thread-safe: one mutex; recording is a few map lookups per request event.
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace llmux::gateway {
+
+/// A cumulative histogram with fixed upper bounds (seconds).
+struct histogram {
+  explicit histogram(std::vector<double> bounds = {});
+  void observe(double v);
+  std::vector<double> bounds;
+  std::vector<uint64_t> counts;  ///< per bucket (not cumulative); last is +Inf
+  double sum = 0;
+  uint64_t count = 0;
+};
+
+/// Live gauges read from the cluster's admin state at scrape time.
+struct cluster_gauges {
+  std::map<std::string, int64_t> running, waiting;  ///< per model
+  std::map<std::string, int64_t> kv_used, kv_free;   ///< per unit
+  /// (node, kind, name) → messages waiting in the actor's mailbox
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> mailbox;
+};
+
+/// Reads cluster_gauges from `/admin/state`'s JSON (a list of {node, kind,
+/// name, mailbox, state}). Unknown kinds and missing fields are skipped.
+[[nodiscard]] cluster_gauges gauges_from_admin_state(const std::string& json_text);
+
+class edge_metrics {
+public:
+  edge_metrics();
+
+  /// One HTTP answer of a generation endpoint. `model` is empty when the
+  /// request named no known model (so clients cannot grow the label set).
+  void request_done(const std::string& model, int status);
+  /// A 429 from a queue limit.
+  void queue_rejection(const std::string& model);
+  void first_token(const std::string& model, double seconds);
+  /// `tokens` arrived `seconds` after the previous ones: one inter-token
+  /// observation of seconds / tokens per token.
+  void tokens_after(const std::string& model, double seconds, int64_t tokens);
+  /// A finished request: end-to-end latency, token counts, and why each of
+  /// its choices finished.
+  void finished(const std::string& model, double seconds, int64_t prompt_tokens,
+                int64_t generation_tokens, const std::vector<std::string>& finish_reasons);
+
+  /// The exposition text, with the cluster gauges appended.
+  [[nodiscard]] std::string render(const cluster_gauges& gauges) const;
+
+private:
+  mutable std::mutex mtx_;
+  std::map<std::pair<std::string, int>, uint64_t> requests_;  ///< (model, status)
+  std::map<std::pair<std::string, std::string>, uint64_t> success_;  ///< (model, reason)
+  std::map<std::string, uint64_t> rejections_, prompt_tokens_, generation_tokens_;
+  std::map<std::string, histogram> ttft_, itl_, e2e_;
+  std::vector<double> ttft_bounds_, itl_bounds_, e2e_bounds_;
+};
+
+}  // namespace llmux::gateway

@@ -1,0 +1,91 @@
+// edge_metrics: what the edge records, and the Prometheus text it renders.
+
+#include "actors/gateway/edge_metrics.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <sstream>
+
+using namespace llmux::gateway;
+
+namespace {
+
+/// The value of the sample line that starts with `series` + " ", or -1.
+double sample(const std::string& text, const std::string& series) {
+  std::istringstream in{text};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.compare(0, series.size() + 1, series + " ") == 0)
+      return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("histogram buckets are cumulative in the exposition", "[edge_metrics]") {
+  edge_metrics m;
+  m.first_token("a", 0.003);   // in (0.0025, 0.005]
+  m.first_token("a", 0.005);   // on a bound: le="0.005" counts it
+  m.first_token("a", 1000.0);  // past every bound: only +Inf
+  const auto text = m.render({});
+  const std::string h = "llmux:time_to_first_token_seconds";
+  CHECK(sample(text, h + "_bucket{model=\"a\",le=\"0.0025\"}") == 0);
+  CHECK(sample(text, h + "_bucket{model=\"a\",le=\"0.005\"}") == 2);
+  CHECK(sample(text, h + "_bucket{model=\"a\",le=\"80\"}") == 2);
+  CHECK(sample(text, h + "_bucket{model=\"a\",le=\"+Inf\"}") == 3);
+  CHECK(sample(text, h + "_count{model=\"a\"}") == 3);
+  CHECK(sample(text, h + "_sum{model=\"a\"}") == Approx(1000.008));
+  CHECK(text.find("# TYPE " + h + " histogram") != std::string::npos);
+}
+
+TEST_CASE("counters by model, status and finish reason", "[edge_metrics]") {
+  edge_metrics m;
+  m.request_done("a", 200);
+  m.request_done("a", 200);
+  m.request_done("", 404);
+  m.request_done("a", 429);
+  m.queue_rejection("a");
+  m.finished("a", 0.5, 7, 3, {"stop", "length", "stop"});
+  m.tokens_after("a", 0.02, 4);  // four tokens in one event: 4 observations of 5 ms
+  const auto text = m.render({});
+  CHECK(sample(text, "llmux:requests_total{model=\"a\",status=\"200\"}") == 2);
+  CHECK(sample(text, "llmux:requests_total{model=\"\",status=\"404\"}") == 1);
+  CHECK(sample(text, "llmux:requests_total{model=\"a\",status=\"429\"}") == 1);
+  CHECK(sample(text, "llmux:queue_rejections_total{model=\"a\"}") == 1);
+  CHECK(sample(text, "llmux:request_success_total{model=\"a\",finished_reason=\"stop\"}") == 2);
+  CHECK(sample(text, "llmux:request_success_total{model=\"a\",finished_reason=\"length\"}") == 1);
+  CHECK(sample(text, "llmux:prompt_tokens_total{model=\"a\"}") == 7);
+  CHECK(sample(text, "llmux:generation_tokens_total{model=\"a\"}") == 3);
+  CHECK(sample(text, "llmux:inter_token_latency_seconds_count{model=\"a\"}") == 4);
+  CHECK(sample(text, "llmux:inter_token_latency_seconds_bucket{model=\"a\",le=\"0.005\"}") == 4);
+  CHECK(sample(text, "llmux:e2e_request_latency_seconds_count{model=\"a\"}") == 1);
+}
+
+TEST_CASE("label values are escaped", "[edge_metrics]") {
+  edge_metrics m;
+  m.request_done("we\"ird\\name\n", 200);
+  CHECK(m.render({}).find(R"(model="we\"ird\\name\n")") != std::string::npos);
+}
+
+TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
+  const auto g = gauges_from_admin_state(R"([
+    {"node":"n1","kind":"scheduler","name":"m@u1","mailbox":2,"state":{"model":"m","running":3,"waiting":1}},
+    {"node":"n2","kind":"scheduler","name":"m@u2","mailbox":0,"state":{"model":"m","running":1,"waiting":4}},
+    {"node":"n1","kind":"kv_manager","name":"u1/kv","mailbox":0,"state":{"blocks_used":10,"blocks_free":90}},
+    {"node":"n1","kind":"gateway","name":"gw","mailbox":5,"state":{}},
+    {"node":"n1","kind":"weird"}
+  ])");
+  CHECK(g.running.at("m") == 4);
+  CHECK(g.waiting.at("m") == 5);
+  CHECK(g.kv_used.at("u1/kv") == 10);
+  CHECK(g.kv_free.at("u1/kv") == 90);
+  CHECK(g.mailbox.at({"n1", "gateway", "gw"}) == 5);
+  CHECK(g.mailbox.size() == 5);
+  CHECK(gauges_from_admin_state("not json").mailbox.empty());
+
+  edge_metrics m;
+  const auto text = m.render(g);
+  CHECK(sample(text, "llmux:num_requests_running{model=\"m\"}") == 4);
+  CHECK(sample(text, "llmux:kv_blocks_free{unit=\"u1/kv\"}") == 90);
+  CHECK(sample(text, "llmux:actor_mailbox_size{node=\"n1\",kind=\"scheduler\",name=\"m@u1\"}") == 2);
+}
