@@ -1,6 +1,7 @@
 #include "engine/llama_model.hpp"
 
 #include <random>
+#include <set>
 #include <stdexcept>
 
 namespace llmux::engine {
@@ -45,11 +46,23 @@ llama_hparams read_hparams(const gguf_file& f) {
   hp.n_head_kv = hp.n_head;
   if (f.find(hp.arch + ".attention.head_count_kv"))
     hp.n_head_kv = r.required_int("attention.head_count_kv");
-  if (hp.n_embd % hp.n_head != 0 || hp.n_head % hp.n_head_kv != 0)
-    f.fail(hp.arch + ".attention.head_count",
-           "embedding_length " + std::to_string(hp.n_embd) + ", heads " + std::to_string(hp.n_head)
-             + " and kv heads " + std::to_string(hp.n_head_kv) + " do not divide evenly");
-  hp.head_dim = hp.n_embd / hp.n_head;
+  if (hp.n_head % hp.n_head_kv != 0)
+    f.fail(hp.arch + ".attention.head_count_kv", "heads " + std::to_string(hp.n_head)
+             + " are not a multiple of kv heads " + std::to_string(hp.n_head_kv));
+  // Head size: attention.key_length where the file gives one (Mistral Nemo:
+  // 128, not 5120 / 32), else embedding_length / heads, as llama.cpp.
+  if (f.find(hp.arch + ".attention.key_length")) {
+    hp.head_dim = r.required_int("attention.key_length");
+  } else {
+    if (hp.n_embd % hp.n_head != 0)
+      f.fail(hp.arch + ".attention.head_count", "embedding_length " + std::to_string(hp.n_embd)
+               + " is not a multiple of heads " + std::to_string(hp.n_head));
+    hp.head_dim = hp.n_embd / hp.n_head;
+  }
+  if (f.find(hp.arch + ".attention.value_length")
+      && r.required_int("attention.value_length") != hp.head_dim)
+    f.fail(hp.arch + ".attention.value_length",
+           "differs from the key head size " + std::to_string(hp.head_dim) + " (not supported)");
   hp.rope_dim = hp.head_dim;
   if (f.find(hp.arch + ".rope.dimension_count"))
     hp.rope_dim = r.required_int("rope.dimension_count");
@@ -57,8 +70,16 @@ llama_hparams read_hparams(const gguf_file& f) {
     f.fail(hp.arch + ".rope.dimension_count", "must be even and <= head size");
   if (auto v = r.opt_float("rope.freq_base"))
     hp.rope_base = static_cast<float>(*v);
-  if (auto t = f.get_string(hp.arch + ".rope.scaling.type"); t && *t != "none")
-    f.fail(hp.arch + ".rope.scaling.type", "RoPE scaling '" + *t + "' is not supported yet");
+  // llama.cpp divides positions by rope.scaling.factor (or the older
+  // rope.scale_linear) unless the scaling type is "none"; with no type it
+  // assumes "linear", so a bare factor scales too.
+  auto scaling = f.get_string(hp.arch + ".rope.scaling.type").value_or("linear");
+  if (scaling != "none" && scaling != "linear")
+    f.fail(hp.arch + ".rope.scaling.type", "RoPE scaling '" + scaling + "' is not supported yet");
+  for (const char* key : {"rope.scaling.factor", "rope.scale_linear"})
+    if (auto factor = r.opt_float(key); factor && scaling == "linear" && *factor != 0.0 && *factor != 1.0)
+      f.fail(hp.arch + "." + key, "linear RoPE scaling (factor " + std::to_string(*factor)
+                                    + ") is not supported yet");
   if (auto v = r.opt_float("attention.layer_norm_rms_epsilon"))
     hp.norm_eps = static_cast<float>(*v);
   hp.rope_neox = hp.arch == "qwen2";
@@ -69,31 +90,53 @@ llama_hparams read_hparams(const gguf_file& f) {
   return hp;
 }
 
-const tensor_info& need(const gguf_file& f, const std::string& name) {
-  const auto* t = f.find_tensor(name);
-  if (t == nullptr)
-    f.fail("tensor '" + name + "'", "missing (the architecture needs it)");
-  return *t;
-}
+/// Finds the tensors the forward pass reads and remembers which, so that
+/// `check_all_used` can refuse a file with more (as llama.cpp refuses a
+/// tensor its graph does not take): an extra tensor is a feature llmux
+/// does not run, and ignoring it would give other results than llama.cpp.
+struct tensor_reader {
+  const gguf_file& f;
+  std::set<std::string> used;
 
-/// A [rows, cols] matrix: GGUF dims are {cols, rows}.
-kernels::matrix_view matrix(const gguf_file& f, const std::string& name, int64_t rows,
-                            int64_t cols) {
-  const auto& t = need(f, name);
-  if (t.dims.size() != 2 || t.dims[0] != cols || t.dims[1] != rows)
-    f.fail("tensor '" + name + "'", "expected shape [" + std::to_string(cols) + ", "
-                                      + std::to_string(rows) + "]");
-  return {t.data, t.type, rows, cols};
-}
+  const tensor_info& need(const std::string& name) {
+    const auto* t = f.find_tensor(name);
+    if (t == nullptr)
+      f.fail("tensor '" + name + "'", "missing (the architecture needs it)");
+    used.insert(name);
+    return *t;
+  }
 
-const float* vector_f32(const gguf_file& f, const std::string& name, int64_t n) {
-  const auto& t = need(f, name);
-  if (t.dims.size() != 1 || t.dims[0] != n)
-    f.fail("tensor '" + name + "'", "expected " + std::to_string(n) + " elements");
-  if (t.type != kernels::dtype::f32)
-    f.fail("tensor '" + name + "'", "norms and biases must be F32, got " + kernels::to_string(t.type));
-  return reinterpret_cast<const float*>(t.data);
-}
+  /// A [rows, cols] matrix: GGUF dims are {cols, rows}.
+  kernels::matrix_view matrix(const std::string& name, int64_t rows, int64_t cols) {
+    const auto& t = need(name);
+    if (t.dims.size() != 2 || t.dims[0] != cols || t.dims[1] != rows)
+      f.fail("tensor '" + name + "'", "expected shape [" + std::to_string(cols) + ", "
+                                        + std::to_string(rows) + "]");
+    return {t.data, t.type, rows, cols};
+  }
+
+  const float* vector_f32(const std::string& name, int64_t n) {
+    const auto& t = need(name);
+    if (t.dims.size() != 1 || t.dims[0] != n)
+      f.fail("tensor '" + name + "'", "expected " + std::to_string(n) + " elements");
+    if (t.type != kernels::dtype::f32)
+      f.fail("tensor '" + name + "'", "norms and biases must be F32, got " + kernels::to_string(t.type));
+    return reinterpret_cast<const float*>(t.data);
+  }
+
+  void check_all_used(const std::string& arch) const {
+    for (const auto& t : f.tensors()) {
+      if (used.count(t.name))
+        continue;
+      if (t.name == "rope_freqs.weight")
+        f.fail("tensor 'rope_freqs.weight'", "Llama 3.1 RoPE frequency factors are not supported "
+                                             "yet (llama.cpp applies them at every position)");
+      f.fail("tensor '" + t.name + "'", "not part of the " + arch + " model llmux runs (a bias "
+                                        "or extension it does not support); refusing the file "
+                                        "rather than ignoring the tensor");
+    }
+  }
+};
 
 }  // namespace
 
@@ -118,35 +161,38 @@ std::shared_ptr<llama_model> llama_model::load(const std::string& path) {
   const auto& f = *m->file_;
   m->hp_ = read_hparams(f);
   auto& hp = m->hp_;
-  int64_t kv_dim = int64_t{hp.n_head_kv} * hp.head_dim;
-  const auto& embd = need(f, "token_embd.weight");
+  const int64_t q_dim = int64_t{hp.n_head} * hp.head_dim;
+  const int64_t kv_dim = int64_t{hp.n_head_kv} * hp.head_dim;
+  tensor_reader r{f, {}};
+  const auto& embd = r.need("token_embd.weight");
   if (embd.dims.size() != 2 || embd.dims[0] != hp.n_embd)
     f.fail("tensor 'token_embd.weight'", "expected rows of " + std::to_string(hp.n_embd));
   if (hp.n_vocab == 0)
     hp.n_vocab = static_cast<int>(embd.dims[1]);
-  m->tok_embd_ = matrix(f, "token_embd.weight", hp.n_vocab, hp.n_embd);
-  m->output_norm_ = vector_f32(f, "output_norm.weight", hp.n_embd);
-  m->output_ = f.find_tensor("output.weight") ? matrix(f, "output.weight", hp.n_vocab, hp.n_embd)
+  m->tok_embd_ = r.matrix("token_embd.weight", hp.n_vocab, hp.n_embd);
+  m->output_norm_ = r.vector_f32("output_norm.weight", hp.n_embd);
+  m->output_ = f.find_tensor("output.weight") ? r.matrix("output.weight", hp.n_vocab, hp.n_embd)
                                               : m->tok_embd_;  // tied embeddings
   for (int i = 0; i < hp.n_layer; ++i) {
     auto p = "blk." + std::to_string(i) + ".";
     llama_layer l;
-    l.attn_norm = vector_f32(f, p + "attn_norm.weight", hp.n_embd);
-    l.wq = matrix(f, p + "attn_q.weight", hp.n_embd, hp.n_embd);
-    l.wk = matrix(f, p + "attn_k.weight", kv_dim, hp.n_embd);
-    l.wv = matrix(f, p + "attn_v.weight", kv_dim, hp.n_embd);
-    l.wo = matrix(f, p + "attn_output.weight", hp.n_embd, hp.n_embd);
+    l.attn_norm = r.vector_f32(p + "attn_norm.weight", hp.n_embd);
+    l.wq = r.matrix(p + "attn_q.weight", q_dim, hp.n_embd);
+    l.wk = r.matrix(p + "attn_k.weight", kv_dim, hp.n_embd);
+    l.wv = r.matrix(p + "attn_v.weight", kv_dim, hp.n_embd);
+    l.wo = r.matrix(p + "attn_output.weight", hp.n_embd, q_dim);
     if (hp.arch == "qwen2") {
-      l.bq = vector_f32(f, p + "attn_q.bias", hp.n_embd);
-      l.bk = vector_f32(f, p + "attn_k.bias", kv_dim);
-      l.bv = vector_f32(f, p + "attn_v.bias", kv_dim);
+      l.bq = r.vector_f32(p + "attn_q.bias", q_dim);
+      l.bk = r.vector_f32(p + "attn_k.bias", kv_dim);
+      l.bv = r.vector_f32(p + "attn_v.bias", kv_dim);
     }
-    l.ffn_norm = vector_f32(f, p + "ffn_norm.weight", hp.n_embd);
-    l.w_gate = matrix(f, p + "ffn_gate.weight", hp.n_ff, hp.n_embd);
-    l.w_up = matrix(f, p + "ffn_up.weight", hp.n_ff, hp.n_embd);
-    l.w_down = matrix(f, p + "ffn_down.weight", hp.n_embd, hp.n_ff);
+    l.ffn_norm = r.vector_f32(p + "ffn_norm.weight", hp.n_embd);
+    l.w_gate = r.matrix(p + "ffn_gate.weight", hp.n_ff, hp.n_embd);
+    l.w_up = r.matrix(p + "ffn_up.weight", hp.n_ff, hp.n_embd);
+    l.w_down = r.matrix(p + "ffn_down.weight", hp.n_embd, hp.n_ff);
     m->layers_.push_back(l);
   }
+  r.check_all_used(hp.arch);
   return m;
 }
 

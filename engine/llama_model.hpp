@@ -1,7 +1,11 @@
 #pragma once
 /// A Llama-family decoder loaded from GGUF: hyperparameters and weight views
 /// into the mapped file (no copies). Supported architectures: llama (Llama
-/// 2/3, SmolLM/SmolLM2, Mistral) and qwen2 (attention biases, NEOX RoPE).
+/// 2/3, SmolLM/SmolLM2, Mistral) and qwen2 (attention biases, NEOX RoPE),
+/// with GQA, head size from attention.key_length, RoPE base from metadata
+/// and tied or untied output. Files needing what the forward pass does not
+/// run (RoPE scaling, Llama 3.1's rope_freqs.weight, any tensor beyond the
+/// architecture's) are refused at load, never run approximately.
 /// Immutable after load; shared by every engine instance of the model.
 
 #include <memory>
@@ -24,7 +28,7 @@ struct llama_hparams {
   int n_head = 0;
   int n_head_kv = 0;
   int n_ff = 0;
-  int head_dim = 0;
+  int head_dim = 0;      ///< attention.key_length, else n_embd / n_head
   int rope_dim = 0;      ///< dims rotated per head
   float rope_base = 10000.0f;
   float norm_eps = 1e-5f;

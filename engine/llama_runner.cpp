@@ -30,7 +30,7 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
                            kernels::thread_pool& pool) {
   const auto& hp = model_->hparams();
   const int64_t E = hp.n_embd, F = hp.n_ff, D = hp.head_dim;
-  const int64_t H = hp.n_head, HKV = hp.n_head_kv, KVD = HKV * D;
+  const int64_t H = hp.n_head, HKV = hp.n_head_kv, QD = H * D, KVD = HKV * D;
   const int64_t group = H / HKV;
 
   // Room in the cache for every sequence's new positions.
@@ -54,10 +54,10 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
   }
   x_.resize(T * E);
   h_.resize(T * E);
-  q_.resize(T * E);
+  q_.resize(T * QD);
   k_.resize(T * KVD);
   v_.resize(T * KVD);
-  attn_.resize(T * E);
+  attn_.resize(T * QD);
   gate_.resize(T * F);
   up_.resize(T * F);
   tmp_.resize(T * std::max(E, F));
@@ -74,14 +74,14 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
     matmul(L.wq, h_.data(), T, q_.data(), pool);
     matmul(L.wk, h_.data(), T, k_.data(), pool);
     matmul(L.wv, h_.data(), T, v_.data(), pool);
-    add_bias(q_.data(), L.bq, T, E);
+    add_bias(q_.data(), L.bq, T, QD);
     add_bias(k_.data(), L.bk, T, KVD);
     add_bias(v_.data(), L.bv, T, KVD);
 
     // RoPE, then K and V into the cache (f16), row by row.
     for (int64_t t = 0; t < T; ++t) {
       auto p = rows[t].pos;
-      kernels::rope_ref(&q_[t * E], static_cast<int>(H), static_cast<int>(D), hp.rope_dim, p,
+      kernels::rope_ref(&q_[t * QD], static_cast<int>(H), static_cast<int>(D), hp.rope_dim, p,
                         hp.rope_base, hp.rope_neox);
       kernels::rope_ref(&k_[t * KVD], static_cast<int>(HKV), static_cast<int>(D), hp.rope_dim, p,
                         hp.rope_base, hp.rope_neox);
@@ -123,8 +123,8 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
         }
         for (int64_t t = first_row[si]; t < first_row[si + 1]; ++t)
           for (int64_t h = int64_t{kvh} * group; h < (int64_t{kvh} + 1) * group; ++h)
-            kernels::attention_row(&q_[t * E + h * D], kf.data(), vf.data(), rows[t].pos + 1, D,
-                                   scale, scores.data(), &attn_[t * E + h * D]);
+            kernels::attention_row(&q_[t * QD + h * D], kf.data(), vf.data(), rows[t].pos + 1, D,
+                                   scale, scores.data(), &attn_[t * QD + h * D]);
       }
     });
 
