@@ -10,7 +10,11 @@
 #include <random>
 #include <stdexcept>
 
+#include <dirent.h>
+#include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -28,6 +32,61 @@ using protocol::finish_reason;
 namespace {
 
 double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
+
+/// Numeric host and port of a socket address, as httplib reports them.
+std::pair<std::string, int> host_port(const sockaddr_storage& a, socklen_t len) {
+  char host[NI_MAXHOST], serv[NI_MAXSERV];
+  if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
+                  NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return {{}, -1};
+  return {host, std::atoi(serv)};
+}
+
+/// The socket `req` arrived on, or -1. httplib 0.11 hands handlers no socket
+/// (and no "connection closed" probe), so it is found by matching the
+/// request's peer address and ports against this process's sockets, once
+/// per connection: httplib serves a connection on one pool thread, so the
+/// answer is cached per thread and re-checked on use.
+int connection_socket(const httplib::Request& req) {
+  auto matches = [&req](int fd) {
+    sockaddr_storage peer{}, local{};
+    socklen_t pl = sizeof peer, ll = sizeof local;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0
+        || getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0)
+      return false;
+    auto [host, port] = host_port(peer, pl);
+    return port == req.remote_port && host_port(local, ll).second == req.local_port
+           && host == req.remote_addr;
+  };
+  thread_local int cached = -1;
+  if (cached >= 0 && matches(cached))
+    return cached;
+  cached = -1;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (const dirent* e = readdir(dir)) {
+      const int fd = std::atoi(e->d_name);
+      struct stat st {};
+      if (e->d_name[0] == '.' || fd == dirfd(dir) || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+        continue;
+      if (matches(fd)) {
+        cached = fd;
+        break;
+      }
+    }
+    closedir(dir);
+  }
+  return cached;
+}
+
+/// The client closed its end or the connection broke. Polls without
+/// reading, so request bytes are left alone. (A client that half-closes
+/// after sending its request would look gone: HTTP clients do not.)
+bool peer_closed(int fd) {
+  if (fd < 0)
+    return false;
+  pollfd p{fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
 
 void send_error(httplib::Response& res, const net::api_error& e) {
   res.status = e.status;
@@ -534,6 +593,10 @@ void http_edge::install_routes() {
       }
 
       if (!r.stream) {
+        // Waits in short slices, so a client that goes away (which httplib
+        // does not tell a handler) cancels its request within ~100 ms.
+        const int sock = connection_socket(req);
+        auto next_check = clock_type::now() + std::chrono::milliseconds(100);
         while (true) {
           for (auto& ev : job->pending) {
             if (ev.finish == finish_reason::error) {
@@ -552,7 +615,21 @@ void http_edge::install_routes() {
           job->pending.clear();
           if (job->done())
             break;
-          if (!job->sink->wait_pop(job->pending, job->deadline)) {
+          const auto now = clock_type::now();
+          if (now >= next_check) {
+            next_check = now + std::chrono::milliseconds(100);
+            if (peer_closed(sock)) {
+              job->cancel_running();
+              job->close(*registry_);
+              res.status = 499;  // nginx's "client closed request": nobody reads this answer
+              spdlog::info("request {} model={} cancelled: the client closed the connection",
+                           meta.id, meta.model);
+              return;
+            }
+          }
+          if (job->sink->wait_pop(job->pending, std::min(job->deadline, next_check)))
+            continue;
+          if (clock_type::now() >= job->deadline) {
             job->cancel_running();
             job->close(*registry_);
             send_error(res, make_error(504, "request deadline of "

@@ -190,6 +190,43 @@ def test_client_disconnect_cancels_generation(frozen_cluster):
                              f"it was not cancelled (dropped after {time.monotonic() - t0:.1f}s)")
 
 
+def test_client_disconnect_cancels_a_non_streaming_request(frozen_cluster):
+    # The same without streaming: the client sends its request over a raw socket
+    # and closes the connection while the answer is being generated. The edge
+    # notices (it polls the connection while it waits) and cancels down to the
+    # scheduler; otherwise the sequence runs to its end and counts as finished
+    # (checked: with the poll disabled, this test fails on that).
+    import socket
+    from urllib.parse import urlparse
+    before = _scheduler(admin_state_http(BASE, ADMIN_TOKEN), "gpu1")
+    body = json.dumps(chat_body("tiny-b", max_tokens=260, seed=37)).encode()
+    url = urlparse(BASE)
+    sock = socket.create_connection((url.hostname, url.port), timeout=5)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+
+    def running():
+        st = _scheduler(admin_state_http(BASE, ADMIN_TOKEN, timeout=2), "gpu1")
+        return st if st["generated_tokens"] > before["generated_tokens"] and st["running"] == 1 else None
+
+    wait_until(running, 5, "the request to be generating on gpu1", interval=0.05)
+    sock.close()
+    t0 = time.monotonic()
+
+    def idle():
+        st = _scheduler(admin_state_http(BASE, ADMIN_TOKEN, timeout=2), "gpu1")
+        return st if st["running"] == 0 and st["waiting"] == 0 and st["kv_token_blocks_held"] == 0 else None
+
+    st = wait_until(idle, 5, "gpu1's scheduler to drop the abandoned request and free its KV blocks",
+                    interval=0.1)
+    generated = st["generated_tokens"] - before["generated_tokens"]
+    assert generated < 200, (f"the scheduler generated {generated} tokens for a request whose client left; "
+                             f"it was not cancelled (dropped after {time.monotonic() - t0:.1f}s)")
+    assert st["finished"] == before["finished"], "the abandoned request must be cancelled, not finished"
+    metrics = requests.get(f"{BASE}/metrics", timeout=5).text
+    assert 'llmux:requests_total{model="tiny-b",status="499"} 1' in metrics
+
+
 def test_frozen_node_detected_and_requests_fail_fast(frozen_cluster):
     c = frozen_cluster
     # Healthy first: tiny-b answers.
