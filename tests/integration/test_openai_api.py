@@ -35,16 +35,21 @@ PROMPT = "The capital of France is"
 
 
 @pytest.fixture(scope="module")
-def base(llmux_bin, tmp_path_factory):
+def served(llmux_bin, tmp_path_factory):
     if not CACHED.exists():
         pytest.skip(f"{CACHED} is missing: scripts/setup fetches it")
     port = free_port()
     proc, url = start_serve(["--port", port, "--api-key", KEY], tmp_path_factory.mktemp("openai"),
                             "serve-openai", __name__, port, timeout=60)
     try:
-        yield url
+        yield proc, url
     finally:
         proc.cleanup()
+
+
+@pytest.fixture(scope="module")
+def base(served):
+    return served[1]
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +256,13 @@ def test_slow_reader_gets_every_event(base):
               if line.startswith("data: {")]
     assert "".join(e["choices"][0]["text"] for e in events) == plain
     assert data.decode().endswith("data: [DONE]\n\n")
+
+
+def test_api_keys_never_reach_the_log(served, client):
+    proc, base = served
+    client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{base}/v1", api_key="sk-wrong-key-123", max_retries=0).models.list()
+    log = proc.log_path.read_text(errors="replace")
+    assert "request cmpl-" in log  # the per-request line was written
+    assert KEY not in log and "sk-wrong-key-123" not in log
