@@ -264,19 +264,27 @@ void http_edge::start() {
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server_->set_payload_max_length(cfg_.gateway.max_body_bytes);
   server_->set_keep_alive_max_count(100000);
-  server_->set_tcp_nodelay(true);
+  server_->set_tcp_nodelay(true);  // small SSE writes must not wait for ACKs (Nagle)
   // httplib's default adds SO_REUSEPORT, which lets a second (stale or
   // misconfigured) edge bind the same port and silently take a share of the
   // traffic. Bind exclusively: a busy port is an error at start.
-  server_->set_socket_options([](int sock) {
+  int listen_sock = -1;
+  server_->set_socket_options([&listen_sock](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });  // small SSE writes must not wait for ACKs (Nagle)
+    listen_sock = sock;
+  });
   install_routes();
   if (!server_->bind_to_port(cfg_.gateway.host.c_str(), cfg_.gateway.port))
     throw std::runtime_error("cannot listen on " + cfg_.gateway.host + ":"
                              + std::to_string(cfg_.gateway.port)
                              + " (address in use or not available)");
+  // httplib 0.11 listens with a backlog of 5: a burst of new connections
+  // overflows it and the kernel drops SYNs, which clients resend after 1 s
+  // (seen as 1 s time-to-first-token at 8 concurrent clients). listen()
+  // again on the bound socket raises the backlog.
+  if (listen_sock >= 0)
+    ::listen(listen_sock, SOMAXCONN);
   port_ = cfg_.gateway.port;
   thread_ = std::thread([this] { server_->listen_after_bind(); });
 }

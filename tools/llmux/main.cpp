@@ -22,6 +22,7 @@
 #include "tools/llmux/admin_cli.hpp"
 #include "tools/llmux/bench_engine.hpp"
 #include "tools/llmux/bench_rtt.hpp"
+#include "tools/llmux/bench_serve.hpp"
 #include "tools/llmux/launch.hpp"
 #include "tools/llmux/node_runtime.hpp"
 
@@ -98,6 +99,23 @@ int main(int argc, char** argv) {
   rtt->add_option("--requests", rtt_opts.requests, "Measured requests")->check(CLI::PositiveNumber);
   rtt->add_option("--warmup", rtt_opts.warmup, "Unmeasured requests first");
   rtt->add_flag("--json", rtt_opts.json, "Print one JSON line");
+
+  auto* bench_serve = bench->add_subcommand("serve", "Load generator: open or closed loop, latency percentiles");
+  tools::serve_bench_options serve_opts;
+  bench_serve->add_option("--url", serve_opts.target.url, "Server base URL");
+  bench_serve->add_option("--model", serve_opts.target.model, "Model name")->required();
+  bench_serve->add_option("--api-key", serve_opts.target.api_key, "Bearer key");
+  bench_serve->add_option("--requests", serve_opts.requests, "Requests per sweep point")->check(CLI::PositiveNumber);
+  bench_serve->add_option("--rate", serve_opts.rates, "Open loop: Poisson arrivals per second (several: a sweep)");
+  bench_serve->add_option("--concurrency", serve_opts.concurrencies, "Closed loop: requests in flight (several: a sweep)");
+  bench_serve->add_option("--max-workers", serve_opts.max_workers, "Open loop: client threads");
+  bench_serve->add_option("--prompt-len", serve_opts.prompt_len, "N, fixed:N, uniform:MIN:MAX or lognormal:MEAN[:SIGMA[:MIN:MAX]]");
+  bench_serve->add_option("--output-len", serve_opts.output_len, "Same forms, for max_tokens");
+  bench_serve->add_option("--temperature", serve_opts.target.temperature, "Sampling temperature");
+  bench_serve->add_option("--seed", serve_opts.seed, "Plan seed (arrivals and lengths)");
+  bench_serve->add_option("--slo-ttft-ms", serve_opts.slo_ttft_ms, "SLO: time to first token bound");
+  bench_serve->add_option("--slo-tpot-ms", serve_opts.slo_tpot_ms, "SLO: time per output token bound");
+  bench_serve->add_flag("--json", serve_opts.json, "Also print one JSON line per sweep point");
 
   auto* bench_engine = bench->add_subcommand("engine", "CPU engine speed: prefill and decode");
   tools::engine_bench_options eng_opts;
@@ -207,5 +225,7 @@ int main(int argc, char** argv) {
     return tools::run_bench_rtt(rtt_opts);
   if (*bench_engine)
     return tools::run_bench_engine(eng_opts);
+  if (*bench_serve)
+    return tools::run_bench_serve(serve_opts);
   return 0;
 }

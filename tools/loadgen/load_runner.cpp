@@ -1,0 +1,160 @@
+#include "tools/loadgen/load_runner.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+namespace llmux::loadgen {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+httplib::Headers headers_for(const target& t) {
+  httplib::Headers h;
+  if (!t.api_key.empty())
+    h.emplace("Authorization", "Bearer " + t.api_key);
+  return h;
+}
+
+void configure(httplib::Client& cli, const target& t) {
+  cli.set_keep_alive(true);
+  cli.set_tcp_nodelay(true);
+  const auto secs = static_cast<time_t>(t.timeout_s);
+  cli.set_read_timeout(secs, 0);
+  cli.set_write_timeout(secs, 0);
+  cli.set_connection_timeout(10, 0);
+}
+
+// A stock text for /tokenize: varied words, so prompts are not one token repeated.
+constexpr const char* stock_text =
+  "The history of computing is a story of ideas that were tried, measured and kept when they "
+  "worked. Early machines filled rooms; later ones fit in a pocket. Along the way people "
+  "learned to share processors between many programs, to cache what is used often, and to "
+  "move work to where the data lives. Serving language models repeats that story: many "
+  "models, one pool of memory, and schedulers that decide who runs next. ";
+
+request_result run_one(httplib::Client& cli, const target& t, const std::vector<int32_t>& source,
+                       const planned_request& p, size_t index) {
+  request_result r;
+  nlohmann::json prompt = nlohmann::json::array();
+  for (int i = 0; i < p.prompt_tokens; ++i)
+    prompt.push_back(source[(index * 7 + static_cast<size_t>(i)) % source.size()]);
+  nlohmann::json body{{"model", t.model},
+                      {"prompt", std::move(prompt)},
+                      {"max_tokens", p.output_tokens},
+                      {"temperature", t.temperature},
+                      {"seed", index},
+                      {"stream", true},
+                      {"stream_options", {{"include_usage", true}}}};
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.headers = headers_for(t);
+  req.headers.emplace("Content-Type", "application/json");
+  req.body = body.dump();
+  std::string buf;
+  const auto t0 = clock_type::now();
+  double last = -1;
+  bool saw_done = false;
+  req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
+    buf.append(data, len);
+    for (size_t end; (end = buf.find("\n\n")) != std::string::npos; buf.erase(0, end + 2)) {
+      const std::string ev = buf.substr(0, end);
+      if (ev.compare(0, 6, "data: ") != 0)
+        continue;
+      const std::string payload = ev.substr(6);
+      if (payload == "[DONE]") {
+        saw_done = true;
+        continue;
+      }
+      auto j = nlohmann::json::parse(payload, nullptr, false);
+      if (j.is_discarded()) {
+        r.error = "unparsable event: " + payload.substr(0, 200);
+        return false;
+      }
+      if (j.contains("error")) {
+        r.error = "error event: " + j["error"].value("message", std::string{});
+        return false;
+      }
+      if (j.contains("usage") && j["usage"].is_object()) {
+        r.output_tokens = j["usage"].value("completion_tokens", 0);
+        r.prompt_tokens = j["usage"].value("prompt_tokens", 0);
+      }
+      if (j.contains("choices") && !j["choices"].empty()
+          && !j["choices"][0].value("text", std::string{}).empty()) {
+        const double now = since(t0);
+        if (last < 0)
+          r.ttft_s = now;
+        else
+          r.itl_s.push_back(now - last);
+        last = now;
+      }
+    }
+    return true;
+  };
+  httplib::Response res;
+  httplib::Error err = httplib::Error::Success;
+  const bool sent = cli.send(req, res, err);
+  r.e2e_s = since(t0);
+  r.status = sent ? res.status : 0;
+  if (!sent && r.error.empty())
+    r.error = "no answer: " + httplib::to_string(err);
+  else if (sent && res.status != 200 && r.error.empty())
+    r.error = "HTTP " + std::to_string(res.status) + ": " + buf.substr(0, 300);
+  else if (sent && r.error.empty() && !saw_done)
+    r.error = "the stream ended without [DONE]";
+  r.ok = r.error.empty() && last >= 0;
+  if (r.error.empty() && last < 0)
+    r.error = "no text came back";
+  return r;
+}
+
+}  // namespace
+
+std::vector<int32_t> prompt_source(const target& t) {
+  httplib::Client cli{t.url};
+  configure(cli, t);
+  nlohmann::json body{{"model", t.model}, {"prompt", stock_text}, {"add_special_tokens", false}};
+  auto res = cli.Post("/tokenize", headers_for(t), body.dump(), "application/json");
+  if (!res)
+    throw std::runtime_error("POST " + t.url + "/tokenize: " + httplib::to_string(res.error()));
+  auto j = nlohmann::json::parse(res->body, nullptr, false);
+  if (res->status != 200 || !j.is_object() || !j.contains("tokens") || j["tokens"].empty())
+    throw std::runtime_error("POST " + t.url + "/tokenize answered " + std::to_string(res->status)
+                             + ": " + res->body.substr(0, 300));
+  return j["tokens"].get<std::vector<int32_t>>();
+}
+
+std::vector<request_result> run_plan(const target& t, const std::vector<planned_request>& plan,
+                                     int workers, const std::vector<int32_t>& source,
+                                     double& duration_s) {
+  std::vector<request_result> results(plan.size());
+  std::atomic<size_t> next{0};
+  const auto start = clock_type::now();
+  std::vector<std::thread> pool;
+  for (int w = 0; w < std::max(1, workers); ++w)
+    pool.emplace_back([&] {
+      httplib::Client cli{t.url};
+      configure(cli, t);
+      for (size_t i; (i = next.fetch_add(1)) < plan.size();) {
+        std::this_thread::sleep_until(start + std::chrono::duration_cast<clock_type::duration>(
+                                                std::chrono::duration<double>(plan[i].at_s)));
+        results[i] = run_one(cli, t, source, plan[i], i);
+      }
+    });
+  for (auto& th : pool)
+    th.join();
+  duration_s = since(start);
+  return results;
+}
+
+}  // namespace llmux::loadgen

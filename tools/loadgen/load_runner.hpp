@@ -1,0 +1,36 @@
+#pragma once
+/// Runs a load plan against an OpenAI-compatible server: streaming
+/// `/v1/completions` requests whose prompts are token ids (exact prompt
+/// lengths for any model: ids come from the server's own `/tokenize` of a
+/// stock text), timed per chunk.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tools/loadgen/load_plan.hpp"
+
+namespace llmux::loadgen {
+
+struct target {
+  std::string url = "http://127.0.0.1:8080";
+  std::string model;
+  std::string api_key;
+  double temperature = 0.0;
+  double timeout_s = 600;
+};
+
+/// Token ids to cut prompts from. Throws std::runtime_error naming the
+/// server's answer when /tokenize fails.
+[[nodiscard]] std::vector<int32_t> prompt_source(const target& t);
+
+/// Sends every request of `plan` from `workers` client threads, each on its
+/// own keep-alive connection: a request waits for its `at_s` (open loop)
+/// and for a free worker (closed loop: workers = concurrency). Returns one
+/// result per planned request, and the run's wall time in `duration_s`.
+[[nodiscard]] std::vector<request_result> run_plan(const target& t,
+                                                   const std::vector<planned_request>& plan,
+                                                   int workers, const std::vector<int32_t>& source,
+                                                   double& duration_s);
+
+}  // namespace llmux::loadgen
