@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -139,16 +141,34 @@ std::vector<request_result> run_plan(const target& t, const std::vector<planned_
                                      double& duration_s) {
   std::vector<request_result> results(plan.size());
   std::atomic<size_t> next{0};
+  // Connections are shared, most recently used first: a request takes one
+  // only when it is due, so the connections opened track the real
+  // concurrency rather than the worker count (a thread-per-connection
+  // server would otherwise hold a thread for every idle one).
+  std::mutex mtx;
+  std::vector<std::unique_ptr<httplib::Client>> idle;
+  auto take = [&] {
+    std::lock_guard<std::mutex> g{mtx};
+    if (idle.empty()) {
+      auto cli = std::make_unique<httplib::Client>(t.url);
+      configure(*cli, t);
+      return cli;
+    }
+    auto cli = std::move(idle.back());
+    idle.pop_back();
+    return cli;
+  };
   const auto start = clock_type::now();
   std::vector<std::thread> pool;
   for (int w = 0; w < std::max(1, workers); ++w)
     pool.emplace_back([&] {
-      httplib::Client cli{t.url};
-      configure(cli, t);
       for (size_t i; (i = next.fetch_add(1)) < plan.size();) {
         std::this_thread::sleep_until(start + std::chrono::duration_cast<clock_type::duration>(
                                                 std::chrono::duration<double>(plan[i].at_s)));
-        results[i] = run_one(cli, t, source, plan[i], i);
+        auto cli = take();
+        results[i] = run_one(*cli, t, source, plan[i], i);
+        std::lock_guard<std::mutex> g{mtx};
+        idle.push_back(std::move(cli));
       }
     });
   for (auto& th : pool)
