@@ -104,6 +104,12 @@ def test_queue_full_is_429_and_deadline_is_504(slow_edge):
     metrics = requests.get(f"{slow_edge.base}/metrics", timeout=10).text
     assert 'llmux:queue_rejections_total{model="slow"} 1\n' in metrics, metrics
     assert 'llmux:num_requests_waiting{model="slow"} 1\n' in metrics, metrics
+    # The official client sees the same refusal as its RateLimitError.
+    import openai
+    with pytest.raises(openai.RateLimitError) as refused:
+        openai.OpenAI(base_url=f"{slow_edge.base}/v1", api_key="unused", max_retries=0).chat.completions.create(
+            model="slow", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert refused.value.status_code == 429 and refused.value.response.headers.get("Retry-After") == "1"
 
     # A's first step is held ~8 s, past request_ms = 5000: both end with 504,
     # at the deadline rather than when the step finally returns.
