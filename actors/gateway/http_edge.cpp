@@ -583,20 +583,23 @@ void http_edge::install_routes() {
       for (auto& gi : submits)
         hooks_.submit(std::move(gi));
 
+      // Before the answer is committed, a failure cancels what still runs,
+      // releases the ids and becomes a proper HTTP error.
+      auto fail = [&](const net::api_error& e) {
+        job->cancel_running();
+        job->close(*registry_);
+        send_error(res, e);
+      };
       // Wait for the first event before committing a status: an error that
       // arrives first (no replica, queue full) becomes a proper HTTP error.
       if (!job->sink->wait_pop(job->pending, job->deadline)) {
-        job->cancel_running();
-        job->close(*registry_);
-        send_error(res, make_error(504, "request deadline of " + std::to_string(cfg_.timeouts.request_ms)
-                                          + " ms exceeded before the first token",
-                                   "timeout_error"));
+        fail(make_error(504, "request deadline of " + std::to_string(cfg_.timeouts.request_ms)
+                               + " ms exceeded before the first token",
+                        "timeout_error"));
         return;
       }
       if (job->pending.front().finish == finish_reason::error) {
-        job->cancel_running();
-        job->close(*registry_);
-        send_error(res, event_error(job->pending.front()));
+        fail(event_error(job->pending.front()));
         return;
       }
 
@@ -608,9 +611,7 @@ void http_edge::install_routes() {
         while (true) {
           for (auto& ev : job->pending) {
             if (ev.finish == finish_reason::error) {
-              job->cancel_running();
-              job->close(*registry_);
-              send_error(res, event_error(ev));
+              fail(event_error(ev));
               return;
             }
             if (auto u = job->apply(ev)) {
@@ -638,12 +639,9 @@ void http_edge::install_routes() {
           if (job->sink->wait_pop(job->pending, std::min(job->deadline, next_check)))
             continue;
           if (clock_type::now() >= job->deadline) {
-            job->cancel_running();
-            job->close(*registry_);
-            send_error(res, make_error(504, "request deadline of "
-                                              + std::to_string(cfg_.timeouts.request_ms)
-                                              + " ms exceeded",
-                                       "timeout_error"));
+            fail(make_error(504, "request deadline of " + std::to_string(cfg_.timeouts.request_ms)
+                                   + " ms exceeded",
+                            "timeout_error"));
             return;
           }
         }
@@ -679,24 +677,20 @@ void http_edge::install_routes() {
                 return false;
             }
           }
-          if (job->pending.empty() && !job->sink->wait_pop(job->pending, job->deadline)) {
-            write(net::sse_event(net::error_body(make_error(504, "request deadline exceeded",
-                                                            "timeout_error"))));
+          // After the 200 is sent, a failure is an error event, then [DONE].
+          auto fail = [&](const net::api_error& e) {
+            write(net::sse_event(net::error_body(e)));
             write(net::sse_done());
             job->cancel_running();
             job->finished = true;
             out.done();
             return true;
-          }
+          };
+          if (job->pending.empty() && !job->sink->wait_pop(job->pending, job->deadline))
+            return fail(make_error(504, "request deadline exceeded", "timeout_error"));
           for (auto& ev : job->pending) {
-            if (ev.finish == finish_reason::error) {
-              write(net::sse_event(net::error_body(event_error(ev))));
-              write(net::sse_done());
-              job->cancel_running();
-              job->finished = true;
-              out.done();
-              return true;
-            }
+            if (ev.finish == finish_reason::error)
+              return fail(event_error(ev));
             auto u = job->apply(ev);
             if (!u)
               continue;

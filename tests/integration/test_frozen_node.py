@@ -162,6 +162,12 @@ def _scheduler(states, node):
     return found[0]["state"]
 
 
+def _gpu1_idle():
+    """gpu1's scheduler state once nothing runs or waits there and no KV block is held."""
+    st = _scheduler(admin_state_http(BASE, ADMIN_TOKEN, timeout=2), "gpu1")
+    return st if st["running"] == 0 and st["waiting"] == 0 and st["kv_token_blocks_held"] == 0 else None
+
+
 def test_client_disconnect_cancels_generation(frozen_cluster):
     # docs/architecture.md: a client that disconnects mid-stream -> cancel -> the
     # scheduler drops the sequence and frees its KV blocks. At 10x time scale the
@@ -179,11 +185,7 @@ def test_client_disconnect_cancels_generation(frozen_cluster):
     # The connection is closed now (the with-block ended mid-stream).
     t0 = time.monotonic()
 
-    def idle():
-        st = _scheduler(admin_state_http(BASE, ADMIN_TOKEN, timeout=2), "gpu1")
-        return st if st["running"] == 0 and st["waiting"] == 0 and st["kv_token_blocks_held"] == 0 else None
-
-    st = wait_until(idle, 5, "gpu1's scheduler to drop the abandoned sequence and free its KV blocks",
+    st = wait_until(_gpu1_idle, 5, "gpu1's scheduler to drop the abandoned sequence and free its KV blocks",
                     interval=0.1)
     generated = st["generated_tokens"] - before["generated_tokens"]
     assert generated < 200, (f"the scheduler generated {generated} tokens for a stream abandoned after 2; "
@@ -213,11 +215,7 @@ def test_client_disconnect_cancels_a_non_streaming_request(frozen_cluster):
     sock.close()
     t0 = time.monotonic()
 
-    def idle():
-        st = _scheduler(admin_state_http(BASE, ADMIN_TOKEN, timeout=2), "gpu1")
-        return st if st["running"] == 0 and st["waiting"] == 0 and st["kv_token_blocks_held"] == 0 else None
-
-    st = wait_until(idle, 5, "gpu1's scheduler to drop the abandoned request and free its KV blocks",
+    st = wait_until(_gpu1_idle, 5, "gpu1's scheduler to drop the abandoned request and free its KV blocks",
                     interval=0.1)
     generated = st["generated_tokens"] - before["generated_tokens"]
     assert generated < 200, (f"the scheduler generated {generated} tokens for a request whose client left; "
