@@ -172,7 +172,7 @@ def test_metrics_count_requests_tokens_and_latencies(served):
     assert {"gateway", "router", "scheduler", "gpu_unit", "kv_manager"} <= kinds, kinds
 
 
-def test_bench_serve_drives_the_edge(served):
+def test_bench_serve_drives_the_edge(served, tmp_path):
     # `llmux bench serve` against the sim edge: an open-loop and a closed-loop point.
     port = served.rsplit(":", 1)[1]
     r = run_llmux(["bench", "serve", "--url", f"http://127.0.0.1:{port}", "--model", "tiny",
@@ -185,11 +185,16 @@ def test_bench_serve_drives_the_edge(served):
     assert row["mode"] == "rate" and row["requests"] == 12 and row["ok"] == 12 and row["failed"] == 0
     assert row["ttft"]["n"] == 12 and row["e2e"]["p99_ms"] >= row["e2e"]["p50_ms"] > 0
     assert row["output_tokens_per_s"] > 0 and row["slo_attainment"] == 1.0
+    png = tmp_path / "sweep.png"
     r = run_llmux(["bench", "serve", "--url", f"http://127.0.0.1:{port}", "--model", "tiny",
-                   "--requests", "6", "--concurrency", "1", "3"], timeout=60)
+                   "--requests", "6", "--concurrency", "1", "3", "--plot", png], timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert [l.split()[:4] for l in r.stdout.splitlines() if l.startswith("concurrency")] == [
         ["concurrency", "1", "6", "0"], ["concurrency", "3", "6", "0"]], r.stdout
+    # The sweep's plot: a PNG (its pixels are checked by png_plot_test).
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", data[:16]
+    assert int.from_bytes(data[16:20], "big") == 1200 and f"plot: {png}" in r.stdout
     # Clear failures: an unknown model, a bad length spec.
     r = run_llmux(["bench", "serve", "--url", f"http://127.0.0.1:{port}", "--model", "nope"], timeout=30)
     assert r.returncode == 1 and "does not exist" in r.stderr, r.stderr

@@ -1,13 +1,90 @@
 #include "tools/llmux/bench_serve.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <stdexcept>
+#include <utility>
 
 #include "tools/loadgen/load_plan.hpp"
 #include "tools/loadgen/load_runner.hpp"
+#include "tools/loadgen/png_plot.hpp"
 
 namespace llmux::tools {
+
+namespace {
+
+/// One panel a measure against the swept value (`sweep`: each rate or
+/// concurrency with its run's summary): throughput, output tokens, TTFT, TPOT, E2E, and SLO
+/// attainment when an SLO was given (else ITL). A run with no successful
+/// request, or a statistic with no samples, leaves a gap.
+std::vector<loadgen::plot_panel> sweep_panels(bool open,
+                                              std::vector<std::pair<double, loadgen::run_summary>> sweep,
+                                              const loadgen::slo_spec& slo) {
+  // In ascending order, so that the lines run left to right.
+  std::stable_sort(sweep.begin(), sweep.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<double> xs;
+  std::vector<loadgen::run_summary> runs;
+  for (auto& [x, run] : sweep) {
+    xs.push_back(x);
+    runs.push_back(std::move(run));
+  }
+  // A sweep over a factor of 8 or more (1 2 4 8 ...) reads better on a log axis.
+  const bool log_x = xs.front() > 0 && xs.back() >= 8 * xs.front();
+  const std::string x_label = open ? "rate (req/s)" : "concurrency";
+  auto panel = [&](std::string title, std::string y_label, std::vector<loadgen::plot_series> series) {
+    return loadgen::plot_panel{std::move(title), x_label, std::move(y_label), std::move(series), log_x};
+  };
+  auto series = [&](std::string label, auto measure) {
+    loadgen::plot_series s{std::move(label), xs, {}};
+    for (const auto& r : runs)
+      s.y.push_back(r.ok > 0 ? measure(r) : NAN);
+    return s;
+  };
+  using stats_member = loadgen::latency_stats loadgen::run_summary::*;
+  auto latency = [&](std::string title, stats_member m) {
+    auto ms = [m](double loadgen::latency_stats::*q) {
+      return [m, q](const loadgen::run_summary& r) { return (r.*m).n > 0 ? (r.*m).*q * 1e3 : NAN; };
+    };
+    return panel(std::move(title), "ms",
+                 {series("p50", ms(&loadgen::latency_stats::p50)),
+                  series("p99", ms(&loadgen::latency_stats::p99))});
+  };
+
+  std::vector<loadgen::plot_series> throughput = {
+      series("achieved", [](const loadgen::run_summary& r) { return r.requests_per_s; })};
+  if (open)
+    throughput.push_back({"offered", xs, xs});
+  std::vector<loadgen::plot_panel> panels = {
+      panel("Throughput", "req/s", throughput),
+      panel("Output throughput", "tok/s",
+            {series("output tok/s", [](const loadgen::run_summary& r) { return r.output_tokens_per_s; })}),
+      latency("TTFT", &loadgen::run_summary::ttft),
+      latency("TPOT", &loadgen::run_summary::tpot),
+      latency("E2E latency", &loadgen::run_summary::e2e),
+  };
+  if (slo.ttft_s > 0 || slo.tpot_s > 0) {
+    auto bound = [](const char* name, double s) {
+      char text[64];
+      std::snprintf(text, sizeof text, "%s <= %g ms", name, s * 1e3);
+      return std::string{text};
+    };
+    std::string bounds = slo.ttft_s > 0 ? bound("TTFT", slo.ttft_s) : "";
+    if (slo.tpot_s > 0)
+      bounds += (bounds.empty() ? "" : ", ") + bound("TPOT", slo.tpot_s);
+    // Failed requests miss the SLO, so a run with none OK still has a value (0).
+    loadgen::plot_series met{bounds, xs, {}};
+    for (const auto& r : runs)
+      met.y.push_back(100.0 * r.slo_attainment);
+    panels.push_back(panel("SLO attainment", "% of requests", {met}));
+  } else {
+    panels.push_back(latency("ITL", &loadgen::run_summary::itl));
+  }
+  return panels;
+}
+
+}  // namespace
 
 int run_bench_serve(const serve_bench_options& o) {
   if (!o.rates.empty() && !o.concurrencies.empty()) {
@@ -50,6 +127,7 @@ int run_bench_serve(const serve_bench_options& o) {
               "ok", "fail", "req/s", "out_tok/s", "ttft_p50", "ttft_p90", "ttft_p99", "tpot_p50",
               "tpot_p99", "itl_p50", "itl_p99", "e2e_p50", "e2e_p99", "slo%");
   int failures = 0;
+  std::vector<std::pair<double, loadgen::run_summary>> sweep;
   for (const auto& p : points) {
     const bool open = std::string{p.mode} == "rate";
     auto plan = loadgen::make_plan(o.requests, open ? p.value : 0.0, prompt, output, o.seed);
@@ -58,6 +136,7 @@ int run_bench_serve(const serve_bench_options& o) {
                                      source, duration);
     auto s = loadgen::summarize(results, duration, slo);
     failures += s.failed;
+    sweep.emplace_back(p.value, s);
     auto ms = [](double v) { return v * 1e3; };
     std::printf("%-12s %7g %5d %4d %8.2f %9.1f %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f %8.2f %8.1f %8.1f "
                 "%6.1f\n",
@@ -77,6 +156,17 @@ int run_bench_serve(const serve_bench_options& o) {
       std::cout << j.dump() << std::endl;
     }
     std::fflush(stdout);
+  }
+  if (!o.plot.empty()) {
+    try {
+      const auto panels = sweep_panels(!o.rates.empty(), std::move(sweep), slo);
+      const int rows = static_cast<int>((panels.size() + 1) / 2);
+      loadgen::write_file(o.plot, loadgen::render_png(panels, 1200, 350 * rows));
+    } catch (const std::exception& e) {
+      std::cerr << "llmux bench serve: " << e.what() << "\n";
+      return 1;
+    }
+    std::printf("plot: %s\n", o.plot.c_str());
   }
   return failures > 0 ? 1 : 0;
 }

@@ -4,7 +4,8 @@
 /// arrivals at each --rate) or closed loop (each --concurrency), prompt and
 /// output lengths fixed, uniform or log-normal (ShareGPT-like); streaming.
 /// One table row (and with --json one JSON line) per sweep point:
-/// throughput, TTFT/TPOT/ITL/E2E percentiles, SLO attainment.
+/// throughput, TTFT/TPOT/ITL/E2E percentiles, SLO attainment; with --plot,
+/// a PNG of them all against the sweep.
 
 #include <cstdint>
 #include <string>
@@ -26,6 +27,9 @@ struct serve_bench_options {
   double slo_ttft_ms = 0;
   double slo_tpot_ms = 0;
   bool json = false;
+  /// PNG path for the sweep's plot (throughput, TTFT, TPOT, E2E, SLO
+  /// attainment against the rate or concurrency); empty: no plot.
+  std::string plot;
 };
 
 int run_bench_serve(const serve_bench_options& opts);

@@ -12,8 +12,6 @@
 
 namespace llmux::tools {
 
-namespace {
-
 std::string self_exe() {
   char buf[4096];
   auto n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
@@ -22,6 +20,8 @@ std::string self_exe() {
   buf[n] = '\0';
   return buf;
 }
+
+namespace {
 
 /// Writes one whole line with a single write(2): the children share our
 /// stdout and stderr, and a line written piece by piece interleaves with

@@ -10,6 +10,9 @@
 
 namespace llmux::tools {
 
+/// This program's own path (/proc/self/exe; "llmux" if it cannot be read).
+[[nodiscard]] std::string self_exe();
+
 /// Runs until a termination signal or until every child has exited.
 /// SIGINT, SIGTERM and SIGCHLD must be blocked in the calling thread.
 int run_launch(const std::string& config_path, const config::cluster_config& cfg);

@@ -21,6 +21,7 @@
 #include "engine/engine_factory.hpp"
 #include "tools/llmux/admin_cli.hpp"
 #include "tools/llmux/bench_engine.hpp"
+#include "tools/llmux/bench_gateway.hpp"
 #include "tools/llmux/bench_rtt.hpp"
 #include "tools/llmux/bench_serve.hpp"
 #include "tools/llmux/launch.hpp"
@@ -116,6 +117,19 @@ int main(int argc, char** argv) {
   bench_serve->add_option("--slo-ttft-ms", serve_opts.slo_ttft_ms, "SLO: time to first token bound");
   bench_serve->add_option("--slo-tpot-ms", serve_opts.slo_tpot_ms, "SLO: time per output token bound");
   bench_serve->add_flag("--json", serve_opts.json, "Also print one JSON line per sweep point");
+  bench_serve->add_option("--plot", serve_opts.plot, "Write a PNG plot of the sweep to this file");
+  auto* bench_gw = bench->add_subcommand("gateway", "The edge's own cost: sim backend at zero step time, in-process, HTTP, two processes, and a peer router");
+  tools::gateway_bench_options gw_opts;
+  bench_gw->add_option("--requests", gw_opts.requests, "Sequential requests per layout and mode")->check(CLI::PositiveNumber);
+  bench_gw->add_option("--warmup", gw_opts.warmup, "Warm-up requests before each sequential run");
+  bench_gw->add_option("--output-len", gw_opts.output_len, "max_tokens per request")->check(CLI::PositiveNumber);
+  bench_gw->add_option("--rates", gw_opts.rates, "Rate ladder, requests/s (default 250 ... 24000)");
+  bench_gw->add_option("--rate-seconds", gw_opts.rate_seconds, "Seconds of arrivals per ladder step");
+  bench_gw->add_option("--p99-bound-ms", gw_opts.p99_bound_ms, "A rate is sustained while end-to-end p99 is under this");
+  bench_gw->add_option("--layouts", gw_opts.layouts, "Any of inproc http two-process peer");
+  bench_gw->add_option("--python", gw_opts.python, "Python with sglang_router (default: the setup venv)");
+  bench_gw->add_option("--base-port", gw_opts.base_port, "Ports base .. base+7 are used");
+  bench_gw->add_flag("--json", gw_opts.json, "Also print one JSON line per layout");
 
   auto* bench_engine = bench->add_subcommand("engine", "CPU engine speed: prefill and decode");
   tools::engine_bench_options eng_opts;
@@ -227,5 +241,7 @@ int main(int argc, char** argv) {
     return tools::run_bench_engine(eng_opts);
   if (*bench_serve)
     return tools::run_bench_serve(serve_opts);
+  if (*bench_gw)
+    return tools::run_bench_gateway(gw_opts);
   return 0;
 }

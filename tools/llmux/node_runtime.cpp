@@ -4,6 +4,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <stdexcept>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -61,17 +62,77 @@ int wait_for_signal() {
 
 }  // namespace
 
-int run_node(const config::cluster_config& cfg, const std::string& node_name,
-             const node_run_options& opts) {
-  const auto* me = cfg.find_node(node_name);
-  if (me == nullptr) {
-    std::cerr << "llmux: " << cfg.source << ": no node named '" << node_name << "'\n";
-    return 2;
+struct node_runtime::impl {
+  config::cluster_config cfg;
+  std::string node;
+  node_run_options opts;
+  // Declared in this order on purpose: the actor system keeps a reference to
+  // its config, and it must outlive the servers and actor handles below.
+  caf::actor_system_config sys_cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::vector<caf::actor> spawned;
+  admin_actor admin;
+  std::shared_ptr<gateway::request_registry> registry;
+  gateway::edge_hooks hooks;
+  std::unique_ptr<gateway::http_edge> edge;
+  std::unique_ptr<net::admin_server> admin_srv;
+
+  void boot();
+  ~impl() {
+    if (registry)
+      registry->fail_all(503, "server is shutting down");
+    if (edge)
+      edge->stop();
+    if (admin_srv)
+      admin_srv->stop();
+    // Stop the actors before the system's destructor, which waits for all of
+    // them: a live one (timers keep it busy) would hang the exit forever.
+    for (auto& a : spawned)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   }
+};
+
+node_runtime::node_runtime(const config::cluster_config& cfg, const std::string& node_name,
+                           const node_run_options& opts)
+    : impl_{std::make_unique<impl>()} {
+  impl_->cfg = cfg;
+  impl_->node = node_name;
+  impl_->opts = opts;
+  impl_->boot();
+}
+
+node_runtime::~node_runtime() = default;
+
+const gateway::edge_hooks& node_runtime::hooks() const {
+  return impl_->hooks;
+}
+
+std::shared_ptr<gateway::request_registry> node_runtime::registry() const {
+  return impl_->registry;
+}
+
+void node_runtime::print_banner() const {
+  const auto& cfg = impl_->cfg;
+  const auto* me = cfg.find_node(impl_->node);
+  std::cout << "llmux: node " << impl_->node << " up";
+  if (impl_->opts.publish)
+    std::cout << ", cluster port " << me->host << ":" << me->port;
+  if (impl_->opts.admin_port)
+    std::cout << ", admin port " << me->host << ":" << me->admin_port;
+  std::cout << std::endl;
+  if (impl_->edge)
+    std::cout << "llmux: edge listening on http://" << cfg.gateway.host << ":"
+              << impl_->edge->port() << std::endl;
+}
+
+void node_runtime::impl::boot() {
+  const std::string& node_name = node;
+  const auto* me = cfg.find_node(node_name);
+  if (me == nullptr)
+    throw std::runtime_error(cfg.source + ": no node named '" + node_name + "'");
   const auto& to = cfg.timeouts;
 
   // -- the actor system: middleman with heartbeats on every node -------------
-  caf::actor_system_config sys_cfg;
   sys_cfg.load<caf::io::middleman>();
   register_types(sys_cfg);
   sys_cfg.set("scheduler.max-threads", cfg.scheduler_threads);
@@ -83,27 +144,16 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
               caf::timespan{std::chrono::milliseconds(to.connection_timeout_ms)});
   sys_cfg.set("logger.console-verbosity", caf::atom("quiet"));
   sys_cfg.set("logger.file-verbosity", caf::atom("quiet"));
-  caf::actor_system sys{sys_cfg};
-  std::vector<caf::actor> spawned;
-  // On every way out (a failed start included), stop the actors first: the
-  // actor system's destructor waits for all of them, so a live one (timers
-  // keep it busy) would hang the exit forever.
-  struct stop_actors {
-    std::vector<caf::actor>& all;
-    ~stop_actors() {
-      for (auto& a : all)
-        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-    }
-  } stopper{spawned};
+  sys = std::make_unique<caf::actor_system>(sys_cfg);
+  caf::actor_system& sys = *this->sys;
   auto add = [&](admin_actor& admin, const char* kind, const std::string& name, caf::actor a) {
     caf::anon_send(admin, add_actor_atom::value, std::string{kind}, name, a);
     spawned.push_back(std::move(a));
   };
 
   // -- 1. admin: the node's agent, first so everything can register --------
-  auto admin = admin::spawn_admin(sys, {node_name});
+  admin = admin::spawn_admin(sys, {node_name});
   spawned.push_back(caf::actor_cast<caf::actor>(admin));
-
   // -- 2. units: kv_manager, gpu_unit, one scheduler per hosted model --------
   for (const auto& u : cfg.units) {
     if (u.node != node_name)
@@ -133,8 +183,7 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
                     << m->file << " (" << m->backend << ")" << std::endl;
         core->add_model(m->name, engine::make_engine(*m, ctx), um.share);
       } catch (const std::exception& e) {
-        std::cerr << "llmux: node " << node_name << ": unit " << u.name << ": " << e.what() << "\n";
-        return 1;
+        throw std::runtime_error("unit " + u.name + ": " + e.what());
       }
     }
     auto kv = kv::spawn_kv_manager(sys, kvo);
@@ -169,8 +218,6 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
 
   // -- 3. router, gateway + HTTP edge, controller (the edge node) ------------
   router_actor router;
-  std::shared_ptr<gateway::request_registry> registry;
-  std::unique_ptr<gateway::http_edge> edge;
   if (cfg.router.node == node_name) {
     router::router_options ro;
     ro.node = node_name;
@@ -194,33 +241,26 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
     go.request_timeout_ms = to.request_ms;
     auto gw = gateway::spawn_gateway(sys, go, registry, router);
     add(admin, "gateway", go.name, caf::actor_cast<caf::actor>(gw));
-    gateway::edge_hooks hooks;
     hooks.submit = [gw](gen_request req) { caf::anon_send(gw, submit_atom::value, std::move(req)); };
     hooks.cancel = [gw](uint64_t id) { caf::anon_send(gw, cancel_atom::value, id); };
-    hooks.admin_state = [&sys, admin] { return cluster_state(sys, admin, 5000).dump(); };
-    edge = std::make_unique<gateway::http_edge>(cfg, registry, hooks);
-    try {
-      edge->start();
-    } catch (const std::exception& e) {
-      std::cerr << "llmux: node " << node_name << ": " << e.what() << "\n";
-      return 1;
+    hooks.admin_state = [&sys, admin = admin] { return cluster_state(sys, admin, 5000).dump(); };
+    if (opts.http) {
+      edge = std::make_unique<gateway::http_edge>(cfg, registry, hooks);
+      edge->start();  // throws std::runtime_error when the port cannot be bound
     }
   }
 
   // -- 4. open the node to the cluster and to the admin CLI -------------------
   if (opts.publish) {
     auto port = sys.middleman().publish(admin, me->port, me->host.c_str(), true);
-    if (!port) {
-      std::cerr << "llmux: node " << node_name << ": cannot publish on " << me->host << ":"
-                << me->port << ": " << sys.render(port.error()) << "\n";
-      return 1;
-    }
+    if (!port)
+      throw std::runtime_error("cannot publish on " + me->host + ":" + std::to_string(me->port)
+                               + ": " + sys.render(port.error()));
   }
-  std::unique_ptr<net::admin_server> admin_srv;
   if (opts.admin_port) {
     auto token = cfg.gateway.admin_token;
     admin_srv = std::make_unique<net::admin_server>(
-      me->host, me->admin_port, [&sys, admin, token](const nlohmann::json& req) {
+      me->host, me->admin_port, [&sys, admin = admin, token](const nlohmann::json& req) {
         if (!token.empty() && req.value("token", "") != token)
           return nlohmann::json{{"ok", false}, {"error", "bad admin token"}};
         auto cmd = req.value("cmd", "");
@@ -231,29 +271,27 @@ int run_node(const config::cluster_config& cfg, const std::string& node_name,
     try {
       admin_srv->start();
     } catch (const std::exception& e) {
-      std::cerr << "llmux: node " << node_name << ": admin port: " << e.what() << "\n";
-      return 1;
+      throw std::runtime_error(std::string{"admin port: "} + e.what());
     }
   }
+}
 
-  std::cout << "llmux: node " << node_name << " up";
-  if (opts.publish)
-    std::cout << ", cluster port " << me->host << ":" << me->port;
-  if (opts.admin_port)
-    std::cout << ", admin port " << me->host << ":" << me->admin_port;
-  std::cout << std::endl;
-  if (edge)
-    std::cout << "llmux: edge listening on http://" << cfg.gateway.host << ":" << edge->port()
-              << std::endl;
-
+int run_node(const config::cluster_config& cfg, const std::string& node_name,
+             const node_run_options& opts) {
+  if (cfg.find_node(node_name) == nullptr) {
+    std::cerr << "llmux: " << cfg.source << ": no node named '" << node_name << "'\n";
+    return 2;
+  }
+  std::unique_ptr<node_runtime> rt;
+  try {
+    rt = std::make_unique<node_runtime>(cfg, node_name, opts);
+  } catch (const std::exception& e) {
+    std::cerr << "llmux: node " << node_name << ": " << e.what() << "\n";
+    return 1;
+  }
+  rt->print_banner();
   int sig = wait_for_signal();
   std::cout << "llmux: node " << node_name << " stopping (" << strsignal(sig) << ")" << std::endl;
-  if (registry)
-    registry->fail_all(503, "server is shutting down");
-  if (edge)
-    edge->stop();
-  if (admin_srv)
-    admin_srv->stop();
   return 0;
 }
 

@@ -48,15 +48,18 @@ request_result run_one(httplib::Client& cli, const target& t, const std::vector<
                        const planned_request& p, size_t index) {
   request_result r;
   nlohmann::json prompt = nlohmann::json::array();
-  for (int i = 0; i < p.prompt_tokens; ++i)
+  for (int i = 0; i < p.prompt_tokens && !source.empty(); ++i)
     prompt.push_back(source[(index * 7 + static_cast<size_t>(i)) % source.size()]);
+  if (source.empty())
+    prompt = t.text_prompt;
   nlohmann::json body{{"model", t.model},
                       {"prompt", std::move(prompt)},
                       {"max_tokens", p.output_tokens},
                       {"temperature", t.temperature},
                       {"seed", index},
-                      {"stream", true},
-                      {"stream_options", {{"include_usage", true}}}};
+                      {"stream", t.stream}};
+  if (t.stream)
+    body["stream_options"] = {{"include_usage", true}};
   httplib::Request req;
   req.method = "POST";
   req.path = "/v1/completions";
@@ -69,6 +72,8 @@ request_result run_one(httplib::Client& cli, const target& t, const std::vector<
   bool saw_done = false;
   req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
     buf.append(data, len);
+    if (!t.stream)
+      return true;
     for (size_t end; (end = buf.find("\n\n")) != std::string::npos; buf.erase(0, end + 2)) {
       const std::string ev = buf.substr(0, end);
       if (ev.compare(0, 6, "data: ") != 0)
@@ -108,6 +113,20 @@ request_result run_one(httplib::Client& cli, const target& t, const std::vector<
   const bool sent = cli.send(req, res, err);
   r.e2e_s = since(t0);
   r.status = sent ? res.status : 0;
+  if (!t.stream && sent && res.status == 200) {
+    // One answer: its arrival is the first (and only) text.
+    auto j = nlohmann::json::parse(buf, nullptr, false);
+    if (j.is_discarded() || !j.contains("choices"))
+      r.error = "unparsable answer: " + buf.substr(0, 200);
+    else {
+      saw_done = true;
+      last = r.ttft_s = r.e2e_s;
+      if (j.contains("usage") && j["usage"].is_object()) {
+        r.output_tokens = j["usage"].value("completion_tokens", 0);
+        r.prompt_tokens = j["usage"].value("prompt_tokens", 0);
+      }
+    }
+  }
   if (!sent && r.error.empty())
     r.error = "no answer: " + httplib::to_string(err);
   else if (sent && res.status != 200 && r.error.empty())

@@ -18,13 +18,18 @@ struct target {
   std::string api_key;
   double temperature = 0.0;
   double timeout_s = 600;
+  bool stream = true;        ///< false: one JSON answer; TTFT is then the whole request
+  /// Sent as the prompt of every request when no token source is given
+  /// (for servers or routers that take neither /tokenize nor token ids).
+  std::string text_prompt;
 };
 
 /// Token ids to cut prompts from. Throws std::runtime_error naming the
 /// server's answer when /tokenize fails.
 [[nodiscard]] std::vector<int32_t> prompt_source(const target& t);
 
-/// Sends every request of `plan` from `workers` client threads, each on its
+/// Sends every request of `plan` from `workers` client threads (prompts cut
+/// from `source`, or `t.text_prompt` when `source` is empty), each on its
 /// own keep-alive connection: a request waits for its `at_s` (open loop)
 /// and for a free worker (closed loop: workers = concurrency). Returns one
 /// result per planned request, and the run's wall time in `duration_s`.
