@@ -273,6 +273,14 @@ def test_frozen_node_detected_and_requests_fail_fast(frozen_cluster):
                           headers=auth(KEY), timeout=HTTP_TIMEOUT)
         assert_openai_error(r, 503, type_="service_unavailable_error", message_contains="no live replica")
         assert time.monotonic() - t < 10
+        # The official client: a 5xx is its InternalServerError, Retry-After kept.
+        import openai
+        with pytest.raises(openai.InternalServerError) as e:
+            openai.OpenAI(base_url=f"{BASE}/v1", api_key=KEY, max_retries=0, timeout=HTTP_TIMEOUT) \
+                .chat.completions.create(model="tiny-b", messages=[{"role": "user", "content": "hi"}],
+                                         max_tokens=4)
+        assert e.value.status_code == 503 and e.value.response.headers.get("Retry-After") == "1"
+        assert e.value.body["type"] == "service_unavailable_error", e.value.body
         r = requests.post(f"{BASE}/v1/chat/completions", json=chat_body("tiny-a", max_tokens=4),
                           headers=auth(KEY), timeout=HTTP_TIMEOUT)
         assert r.status_code == 200, r.text

@@ -76,6 +76,12 @@ def test_body_too_large_is_413(slow_edge):
     body["messages"][0]["content"] = "x" * 4096  # the body is > max_body_bytes = 2048
     r = requests.post(f"{slow_edge.base}/v1/chat/completions", json=body, timeout=10)
     assert_openai_error(r, 413, message_contains="too large")
+    # The official client has no class of its own for 413: its APIStatusError.
+    import openai
+    with pytest.raises(openai.APIStatusError) as e:
+        openai.OpenAI(base_url=f"{slow_edge.base}/v1", api_key="unused", max_retries=0).chat.completions.create(
+            model="slow", messages=body["messages"], max_tokens=1)
+    assert e.value.status_code == 413 and "too large" in e.value.message
 
 
 def test_queue_full_is_429_and_deadline_is_504(slow_edge):
@@ -87,8 +93,20 @@ def test_queue_full_is_429_and_deadline_is_504(slow_edge):
                           timeout=30)
         results[name] = (r, time.monotonic() - t)
 
+    def post_with_client(name):
+        # The official client: a 504 is its InternalServerError (5xx).
+        import openai
+        t = time.monotonic()
+        try:
+            openai.OpenAI(base_url=f"{slow_edge.base}/v1", api_key="unused", max_retries=0,
+                          timeout=30).chat.completions.create(
+                model="slow", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+            results[name] = (None, time.monotonic() - t)
+        except openai.APIError as e:
+            results[name] = (e, time.monotonic() - t)
+
     # A runs (max_running 1), B waits (max_waiting 1): the queue is then full.
-    a = threading.Thread(target=post, args=("a",))
+    a = threading.Thread(target=post_with_client, args=("a",))
     a.start()
     wait_until(lambda: _scheduler(slow_edge.base)["running"] == 1, 5, "request A to run")
     b = threading.Thread(target=post, args=("b",))
@@ -115,10 +133,14 @@ def test_queue_full_is_429_and_deadline_is_504(slow_edge):
     # at the deadline rather than when the step finally returns.
     a.join(timeout=30)
     b.join(timeout=30)
-    for name in ("a", "b"):
-        r, took = results[name]
-        assert_openai_error(r, 504)
-        assert 4.0 < took < 7.5, f"request {name} took {took:.1f}s; the deadline is 5 s"
+    err, took = results["a"]
+    import openai
+    assert isinstance(err, openai.InternalServerError) and err.status_code == 504, repr(err)
+    assert err.body["type"] == "timeout_error", err.body
+    assert 4.0 < took < 7.5, f"request a took {took:.1f}s; the deadline is 5 s"
+    r, took = results["b"]
+    assert_openai_error(r, 504)
+    assert 4.0 < took < 7.5, f"request b took {took:.1f}s; the deadline is 5 s"
 
     # The deadline cancelled both all the way down: nothing runs or waits, no KV is held.
     st = wait_until(lambda: (lambda s: s if s["running"] == 0 and s["waiting"] == 0
