@@ -642,7 +642,7 @@ void read_units(const section& top, cluster_config& cfg) {
     auto s = top.element("units", arr, i);
     s.allow_only({"name", "node", "backend", "gpu", "kv_blocks", "block_tokens", "max_running",
                   "max_batch_tokens", "max_waiting", "time_scale", "threads", "kv_cache_mib",
-                  "models"});
+                  "kv_growth", "models"});
     unit_config u;
     u.name = read_name(s, "name");
     if (!unit_names.insert(u.name).second)
@@ -662,6 +662,7 @@ void read_units(const section& top, cluster_config& cfg) {
     read_positive(s, "max_running", u.max_running);
     read_positive(s, "max_batch_tokens", u.max_batch_tokens);
     read_positive(s, "max_waiting", u.max_waiting);
+    read_choice(s, "kv_growth", u.kv_growth, {"on_demand", "reserve"});
     read_int(s, "threads", u.threads, 0, ">= 0 (0 = every core)");
     read_positive(s, "kv_cache_mib", u.kv_cache_mib);
     if (auto v = s.number("time_scale")) {

@@ -101,6 +101,10 @@ struct unit_config {
   int max_running = 256;          ///< sequences in a step, per model
   int max_batch_tokens = 4096;    ///< tokens in a step (prefill chunking), per model
   int max_waiting = 1024;         ///< queued requests per model before 429
+  /// KV blocks per sequence: "on_demand" (prompt + 1 at admission, grow per
+  /// block, preempt the newest by recompute when refused) or "reserve"
+  /// (prompt + max_tokens at admission, never preempted).
+  std::string kv_growth = "on_demand";
   double time_scale = 1.0;        ///< sim: multiplies step time; 0 = no wait
   int threads = 0;                ///< cpu: worker threads of the unit; 0 = every core
   int kv_cache_mib = 1024;        ///< cpu: KV cache budget when kv_blocks = 0

@@ -571,7 +571,7 @@ void http_edge::install_routes() {
         gi.prompt = prompt;
         gi.params.seed = seed + static_cast<uint64_t>(i);
         registry_->attach(gi.id, job->sink);
-        job->choices.push_back(choice_state{gi.id, choice_text{tok, r.stop, r.logprobs >= 0}, {}, {}, {}});
+        job->choices.push_back(choice_state{gi.id, choice_text{tok, r.stop, r.logprobs >= 0}, {}, {}, {}, {}});
         submits.push_back(std::move(gi));
       }
       auto& meta = job->meta;

@@ -27,9 +27,18 @@ void fill_sampling(engine::seq_work& w, const protocol::gen_params& p) {
 
 }  // namespace
 
-int64_t batch_scheduler::blocks_for(const protocol::gen_request& r) const {
-  int64_t tokens = static_cast<int64_t>(r.prompt.size()) + r.params.max_tokens;
+int64_t batch_scheduler::blocks_for_tokens(int64_t tokens) const {
   return (tokens + opts_.block_tokens - 1) / opts_.block_tokens;
+}
+
+int64_t batch_scheduler::admission_blocks(const protocol::gen_request& r) const {
+  const auto prompt = static_cast<int64_t>(r.prompt.size());
+  return blocks_for_tokens(opts_.growth == kv_growth::reserve ? prompt + r.params.max_tokens
+                                                               : prompt + 1);
+}
+
+int64_t batch_scheduler::capacity(const sequence& s) const {
+  return s.blocks * opts_.block_tokens;
 }
 
 int32_t batch_scheduler::total_len(const sequence& s) const {
@@ -45,7 +54,9 @@ enqueue_status batch_scheduler::enqueue(protocol::gen_request req, uint32_t sink
     return enqueue_status::queue_full;
   if (running_.count(req.id) > 0
       || std::any_of(waiting_.begin(), waiting_.end(),
-                     [&](const auto& w) { return w.first.id == req.id; }))
+                     [&](const auto& w) { return w.first.id == req.id; })
+      || std::any_of(preempted_.begin(), preempted_.end(),
+                     [&](const sequence& p) { return p.req.id == req.id; }))
     return enqueue_status::duplicate_id;
   // The context window caps the output: the request ends with "length" there.
   auto room = opts_.context_length - static_cast<int32_t>(req.prompt.size());
@@ -61,6 +72,12 @@ int64_t batch_scheduler::cancel(uint64_t id) {
     waiting_.erase(w);
     return 0;
   }
+  auto pw = std::find_if(preempted_.begin(), preempted_.end(),
+                         [&](const sequence& x) { return x.req.id == id; });
+  if (pw != preempted_.end()) {
+    preempted_.erase(pw);  // holds no blocks; the engine was told at preemption
+    return 0;
+  }
   auto r = running_.find(id);
   if (r == running_.end())
     return 0;
@@ -71,6 +88,7 @@ int64_t batch_scheduler::cancel(uint64_t id) {
     return 0;
   }
   auto freed = r->second.blocks;
+  hold_admission_ = false;
   blocks_held_ -= freed;
   running_.erase(r);
   order_.erase(std::find(order_.begin(), order_.end(), id));
@@ -83,6 +101,9 @@ int64_t batch_scheduler::cancel_sink(uint32_t sink, size_t* n) {
   for (const auto& [req, s] : waiting_)
     if (s == sink)
       ids.push_back(req.id);
+  for (const auto& p : preempted_)
+    if (p.sink == sink)
+      ids.push_back(p.req.id);
   for (const auto& [id, seq] : running_)
     if (seq.sink == sink && !seq.cancelled)
       ids.push_back(id);
@@ -96,19 +117,37 @@ int64_t batch_scheduler::cancel_sink(uint32_t sink, size_t* n) {
 
 std::vector<int64_t> batch_scheduler::admission_candidates() const {
   std::vector<int64_t> out;
+  // After a preemption the pool is known to be short: admitting again
+  // (the preempted sequence first) before anything ends would only preempt
+  // again and recompute for nothing.
+  if (hold_admission_ && !running_.empty())
+    return out;
   auto room = static_cast<size_t>(std::max(0, opts_.max_running - static_cast<int>(running_.size())));
-  for (size_t i = 0; i < waiting_.size() && i < room; ++i)
-    out.push_back(blocks_for(waiting_[i].first));
+  // A preempted sequence comes back with room for everything it has plus
+  // the token it samples next.
+  for (size_t i = 0; i < preempted_.size() && out.size() < room; ++i)
+    out.push_back(blocks_for_tokens(total_len(preempted_[i]) + 1));
+  for (size_t i = 0; i < waiting_.size() && out.size() < room; ++i)
+    out.push_back(admission_blocks(waiting_[i].first));
   return out;
 }
 
 void batch_scheduler::admit(size_t n) {
+  for (; n > 0 && !preempted_.empty(); --n) {
+    sequence s = std::move(preempted_.front());
+    preempted_.pop_front();
+    s.blocks = blocks_for_tokens(total_len(s) + 1);
+    blocks_held_ += s.blocks;
+    auto id = s.req.id;
+    order_.push_back(id);
+    running_.emplace(id, std::move(s));
+  }
   n = std::min(n, waiting_.size());
   for (size_t i = 0; i < n; ++i) {
     auto [req, sink] = std::move(waiting_.front());
     waiting_.pop_front();
     sequence s;
-    s.blocks = blocks_for(req);
+    s.blocks = admission_blocks(req);
     s.sink = sink;
     s.req = std::move(req);
     blocks_held_ += s.blocks;
@@ -120,6 +159,15 @@ void batch_scheduler::admit(size_t n) {
 
 routed_delta batch_scheduler::reject_first_waiting(const std::string& why) {
   routed_delta rd;
+  if (!preempted_.empty()) {
+    // It has streamed tokens already: it ends where the pool let it get.
+    rd.sink = preempted_.front().sink;
+    rd.delta.id = preempted_.front().req.id;
+    rd.delta.finish = finish_reason::length;
+    preempted_.pop_front();
+    ++finished_;
+    return rd;
+  }
   if (waiting_.empty())
     return rd;
   rd.sink = waiting_.front().second;
@@ -128,6 +176,59 @@ routed_delta batch_scheduler::reject_first_waiting(const std::string& why) {
   rd.delta.error = why;
   waiting_.pop_front();
   return rd;
+}
+
+std::vector<int64_t> batch_scheduler::growth_candidates() {
+  growth_ids_.clear();
+  if (opts_.growth != kv_growth::on_demand || in_flight_)
+    return {};
+  for (auto id : order_) {
+    const auto& s = running_.at(id);
+    // Whatever the next step feeds this sequence (a decode token, or the
+    // rest of a re-admitted prefill) must fit its blocks.
+    if (total_len(s) > capacity(s))
+      growth_ids_.push_back(id);
+  }
+  std::vector<int64_t> needs;
+  for (auto id : growth_ids_)
+    needs.push_back(blocks_for_tokens(total_len(running_.at(id))) - running_.at(id).blocks);
+  return needs;
+}
+
+step_events batch_scheduler::apply_growth(int32_t granted) {
+  step_events ev;
+  std::vector<uint64_t> ids;
+  ids.swap(growth_ids_);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto it = running_.find(ids[i]);
+    if (static_cast<int32_t>(i) < granted) {
+      // Granted: the blocks are held now (even if the sequence goes below).
+      auto need = blocks_for_tokens(total_len(it->second)) - it->second.blocks;
+      it->second.blocks += need;
+      blocks_held_ += need;
+      continue;
+    }
+    // Refused: make room by recompute, newest first (perhaps this one).
+    if (it != running_.end() && !order_.empty())
+      preempt(order_.back(), ev);
+  }
+  return ev;
+}
+
+void batch_scheduler::preempt(uint64_t id, step_events& ev) {
+  auto it = running_.find(id);
+  sequence s = std::move(it->second);
+  ev.freed_blocks += s.blocks;
+  blocks_held_ -= s.blocks;
+  running_.erase(it);
+  order_.erase(std::find(order_.begin(), order_.end(), id));
+  released_.push_back(id);  // the engine drops its KV
+  s.blocks = 0;
+  s.computed = 0;
+  // Preempted newest first, so pushing to the front keeps them oldest first.
+  preempted_.push_front(std::move(s));
+  ++preemptions_;
+  hold_admission_ = true;
 }
 
 bool batch_scheduler::can_step() const {
@@ -149,7 +250,7 @@ engine::step_input batch_scheduler::next_step() {
   for (auto id : order_) {
     auto& s = running_.at(id);
     int32_t pending = total_len(s) - s.computed;
-    if (s.generated.empty() || pending != 1 || budget <= 0)
+    if (s.generated.empty() || pending != 1 || budget <= 0 || s.computed + 1 > capacity(s))
       continue;
     engine::seq_work w;
     w.seq_id = id;
@@ -163,19 +264,25 @@ engine::step_input batch_scheduler::next_step() {
     budget -= 1;
   }
   // Then prefill chunks in admission order, split to fit the token budget.
+  // A sequence re-admitted after preemption prefills its prompt and the
+  // tokens it generated, and samples after the last of them.
   for (auto id : order_) {
     if (budget <= 0)
       break;
     auto& s = running_.at(id);
-    if (!s.generated.empty())
+    int32_t pending = total_len(s) - s.computed;
+    if (pending <= 0 || (!s.generated.empty() && pending == 1))
       continue;
-    int32_t pending = static_cast<int32_t>(s.req.prompt.size()) - s.computed;
-    if (pending <= 0)
+    auto room = capacity(s) - s.computed;
+    int32_t chunk = static_cast<int32_t>(
+      std::min({static_cast<int64_t>(pending), static_cast<int64_t>(budget), room}));
+    if (chunk <= 0)
       continue;
-    int32_t chunk = std::min(pending, budget);
     engine::seq_work w;
     w.seq_id = id;
-    w.tokens.assign(s.req.prompt.begin() + s.computed, s.req.prompt.begin() + s.computed + chunk);
+    const auto prompt_len = static_cast<int32_t>(s.req.prompt.size());
+    for (int32_t i = s.computed; i < s.computed + chunk; ++i)
+      w.tokens.push_back(i < prompt_len ? s.req.prompt[i] : s.generated[i - prompt_len]);
     w.context_len = s.computed;
     w.prompt_len = s.req.original_prompt_len;
     bool sample = chunk == pending;
@@ -192,6 +299,7 @@ engine::step_input batch_scheduler::next_step() {
 }
 
 void batch_scheduler::retire(uint64_t id, step_events& ev) {
+  hold_admission_ = false;
   auto it = running_.find(id);
   ev.freed_blocks += it->second.blocks;
   blocks_held_ -= it->second.blocks;

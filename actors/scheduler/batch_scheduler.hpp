@@ -10,10 +10,20 @@
 /// (decodes first) and fills the rest of the token budget with prefill
 /// chunks, so a long prompt is split across steps and never stalls decodes.
 ///
-/// KV memory: a sequence is admitted only when the unit's kv_manager grants
-/// blocks for prompt + max_tokens (in token-blocks of `block_tokens`), so a
-/// running sequence can never run out of KV and no preemption is needed here.
-/// (On-demand growth with preemption comes with the multiplexing work.)
+/// KV memory (`kv_growth`), in token-blocks of `block_tokens`, granted by the
+/// unit's kv_manager:
+///  - on_demand (the default, as vLLM): a sequence is admitted with blocks
+///    for its prompt plus one token, and grows one block at a time before
+///    the step that needs it (`growth_candidates` / `apply_growth`). When
+///    the pool or the model's quota refuses, the newest running sequence is
+///    preempted by recompute: its blocks and engine KV are dropped, it waits
+///    ahead of new requests, and on re-admission its prompt and every token
+///    it generated are prefilled again, so its next sampled token is the one
+///    it would have sampled (same KV, same position: greedy outputs do not
+///    change). A preempted sequence that can no longer fit at all ends with
+///    "length".
+///  - reserve: admission takes blocks for prompt + max_tokens at once, so a
+///    running sequence never runs out and nothing is preempted.
 ///
 /// Single-threaded: the owning actor calls everything.
 
@@ -29,7 +39,11 @@
 
 namespace llmux::scheduler {
 
+/// How a sequence's KV blocks are obtained (see above).
+enum class kv_growth { on_demand, reserve };
+
 struct scheduler_options {
+  kv_growth growth = kv_growth::on_demand;
   int max_running = 256;        ///< sequences admitted at once
   int max_batch_tokens = 4096;  ///< tokens fed per step (>= max_running for decodes)
   int max_waiting = 1024;       ///< queued requests before refusing (429)
@@ -67,13 +81,27 @@ public:
   /// Returns token-blocks freed now; returns the number of requests in `*n`.
   int64_t cancel_sink(uint32_t sink, size_t* n = nullptr);
 
-  /// Token-blocks each of the next waiting requests needs, in queue order,
-  /// for as many as could be admitted (bounded by max_running).
+  /// Token-blocks each of the next waiting requests needs, in queue order
+  /// (preempted sequences first), for as many as could be admitted (bounded
+  /// by max_running). None after a preemption until a sequence ends (or none
+  /// runs): the pool is short, and re-admitting would thrash.
   [[nodiscard]] std::vector<int64_t> admission_candidates() const;
   /// Moves the first `n` waiting requests to running (their blocks granted).
   void admit(size_t n);
-  /// Fails the first waiting request (it can never get its blocks).
+  /// Ends the first waiting request (it can never get its blocks): a fresh
+  /// one fails with `why`; a preempted one, which has already streamed
+  /// tokens, ends with "length".
   [[nodiscard]] routed_delta reject_first_waiting(const std::string& why);
+
+  /// on_demand: the token-blocks (one each) that running sequences need
+  /// before the next step can feed them, oldest first. Empty when none do,
+  /// in reserve mode, or while a step is in flight. Remembers whom it asked
+  /// for, for `apply_growth`.
+  [[nodiscard]] std::vector<int64_t> growth_candidates();
+  /// The first `granted` of the last candidates got their block. For each
+  /// one refused, the newest running sequence (perhaps the refused one
+  /// itself) is preempted by recompute; its blocks are in `freed_blocks`.
+  [[nodiscard]] step_events apply_growth(int32_t granted);
 
   /// True when a step can run (something admitted, no step in flight).
   [[nodiscard]] bool can_step() const;
@@ -90,7 +118,9 @@ public:
   /// with an error delta and its blocks are freed.
   [[nodiscard]] step_events fail_step(const std::string& why);
 
-  [[nodiscard]] size_t waiting() const { return waiting_.size(); }
+  [[nodiscard]] size_t waiting() const { return waiting_.size() + preempted_.size(); }
+  [[nodiscard]] size_t preempted_waiting() const { return preempted_.size(); }
+  [[nodiscard]] uint64_t preemptions() const { return preemptions_; }
   [[nodiscard]] size_t running() const { return running_.size(); }
   [[nodiscard]] bool step_in_flight() const { return in_flight_; }
   [[nodiscard]] uint64_t finished() const { return finished_; }
@@ -114,9 +144,13 @@ private:
     bool sample;
   };
 
-  [[nodiscard]] int64_t blocks_for(const protocol::gen_request& r) const;
+  [[nodiscard]] int64_t blocks_for_tokens(int64_t tokens) const;
+  [[nodiscard]] int64_t admission_blocks(const protocol::gen_request& r) const;
   [[nodiscard]] int32_t total_len(const sequence& s) const;
+  /// Tokens the cache may hold for `s` (its blocks × block_tokens).
+  [[nodiscard]] int64_t capacity(const sequence& s) const;
   void retire(uint64_t id, step_events& ev);
+  void preempt(uint64_t id, step_events& ev);
 
   scheduler_options opts_;
   std::deque<std::pair<protocol::gen_request, uint32_t>> waiting_;
@@ -124,6 +158,10 @@ private:
   std::vector<uint64_t> order_;  ///< running ids in admission order (stable batches)
   std::vector<planned> plan_;    ///< the in-flight step
   std::vector<uint64_t> released_;  ///< ended since the engine was last told
+  std::deque<sequence> preempted_;  ///< wait for re-admission, oldest first
+  std::vector<uint64_t> growth_ids_;  ///< whom the last growth_candidates asked for
+  uint64_t preemptions_ = 0;
+  bool hold_admission_ = false;  ///< preempted since a sequence last ended
   bool in_flight_ = false;
   uint64_t finished_ = 0;
   uint64_t generated_total_ = 0;

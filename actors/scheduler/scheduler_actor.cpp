@@ -89,6 +89,29 @@ void pump(scheduler_ptr self) {
   auto& s = self->state;
   if (s.alloc_in_flight || s.core->step_in_flight())
     return;
+  // Running sequences first: a block each for those the next step would
+  // overrun; each refusal preempts the newest (by recompute).
+  auto grow = s.core->growth_candidates();
+  if (!grow.empty()) {
+    s.alloc_in_flight = true;
+    self->request(s.kv, std::chrono::milliseconds(s.opts.step_timeout_ms), kv_alloc_atom::value,
+                  s.opts.model, std::move(grow))
+      .then(
+        [self](int32_t granted) {
+          auto& s = self->state;
+          s.alloc_in_flight = false;
+          auto ev = s.core->apply_growth(std::max(granted, 0));
+          deliver(self, ev);  // frees the preempted sequences' blocks first
+          pump(self);
+        },
+        [self](caf::error&) {
+          // Unknown outcome: nothing counted as granted, nothing preempted;
+          // the step leaves out whoever lacks a block, the timer retries.
+          self->state.alloc_in_flight = false;
+          run_step(self);
+        });
+    return;
+  }
   auto cand = s.core->admission_candidates();
   if (cand.empty()) {
     run_step(self);
@@ -107,8 +130,8 @@ void pump(scheduler_ptr self) {
           // The first waiting request can never fit this unit's pool or quota.
           step_events ev;
           ev.deltas.push_back(s.core->reject_first_waiting(
-            "request needs more KV cache (prompt + max_tokens) than unit '" + s.opts.unit
-            + "' can hold for model '" + s.opts.model + "'"));
+            "request needs more KV cache than unit '" + s.opts.unit + "' can hold for model '"
+            + s.opts.model + "'"));
           ++s.rejected;
           deliver(self, ev);
         }
@@ -256,6 +279,8 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
                          {"generated_tokens", s.core->generated_tokens()},
                          {"tokens_per_s", s.tokens_per_s},
                          {"kv_token_blocks_held", s.core->blocks_held()},
+                         {"preemptions", s.core->preemptions()},
+                         {"preempted_waiting", s.core->preempted_waiting()},
                          {"gateways", s.sinks.size()}};
         return {s.opts.node, "scheduler", s.opts.replica, self->mailbox().size(), j.dump()};
       },

@@ -30,8 +30,11 @@ namespace {
 
 constexpr token_id eos = 99;
 
+/// Reserve mode (prompt + max_tokens at admission): the tests up to the
+/// on-demand section count blocks that way.
 scheduler_options small_opts() {
   scheduler_options o;
+  o.growth = scheduler::kv_growth::reserve;
   o.max_running = 4;
   o.max_batch_tokens = 8;
   o.max_waiting = 3;
@@ -473,6 +476,7 @@ struct model_req {
 TEST_CASE("property: blocks_held matches admitted-not-retired, every request ends once",
           "[scheduler][property]") {
   scheduler_options o;
+  o.growth = scheduler::kv_growth::reserve;
   o.max_running = 6;
   o.max_batch_tokens = 16;
   o.max_waiting = 8;
@@ -762,4 +766,263 @@ TEST_CASE("batch_scheduler: a stop token ends a request like EOS, and is not str
   // The ended sequence is handed to the engine to free its KV.
   auto next = s.next_step();
   CHECK(next.released == std::vector<uint64_t>{1});
+}
+
+// -- on-demand KV growth and preemption by recompute --------------------------
+
+namespace {
+
+scheduler_options on_demand_opts() {
+  auto o = small_opts();
+  o.growth = scheduler::kv_growth::on_demand;
+  return o;
+}
+
+/// A deterministic stand-in for a model: each sequence's KV is the list of
+/// tokens it was fed, at the positions it was fed them; a sampled token is a
+/// hash of that whole list. It checks every step against its own record, so
+/// a recompute that fed a wrong token, skipped one, or put one at the wrong
+/// position changes every later token.
+class history_engine {
+public:
+  step_output step(const step_input& in) {
+    for (auto id : in.released)
+      fed_.erase(id);
+    step_output out;
+    for (const auto& w : in.seqs) {
+      auto& f = fed_[w.seq_id];
+      REQUIRE(w.context_len == static_cast<int32_t>(f.size()));
+      f.insert(f.end(), w.tokens.begin(), w.tokens.end());
+      uint64_t h = 1469598103934665603ull;
+      for (auto t : f)
+        h = (h ^ static_cast<uint64_t>(t)) * 1099511628211ull;
+      out.tokens.push_back(w.sample ? static_cast<token_id>(h % 100) : -1);  // 99 is EOS
+    }
+    return out;
+  }
+  [[nodiscard]] size_t live() const { return fed_.size(); }
+
+private:
+  std::map<uint64_t, std::vector<token_id>> fed_;
+};
+
+/// An imagined kv_manager: `pool` token-blocks, granted in order while they fit.
+struct count_pool {
+  int64_t pool = 0;
+  int64_t used = 0;
+  int32_t grant(const std::vector<int64_t>& needs) {
+    int32_t n = 0;
+    for (auto need : needs) {
+      if (used + need > pool)
+        break;
+      used += need;
+      ++n;
+    }
+    if (n == 0 && !needs.empty() && needs.front() > pool)
+      return -1;
+    return n;
+  }
+};
+
+struct run_result {
+  std::map<uint64_t, std::vector<token_id>> tokens;
+  std::map<uint64_t, finish_reason> finish;
+  uint64_t preemptions = 0;
+};
+
+/// Drives a scheduler as its actor does (growth, then admission, then a
+/// step) until every request has ended; checks the block accounting after
+/// every move.
+run_result drive(scheduler_options o, int64_t pool, const std::vector<gen_request>& reqs) {
+  batch_scheduler s(o);
+  history_engine eng;
+  count_pool kv{pool};
+  run_result r;
+  for (const auto& q : reqs)
+    REQUIRE(s.enqueue(q, 0) == enqueue_status::accepted);
+  auto take = [&](step_events& ev) {
+    kv.used -= ev.freed_blocks;
+    for (auto& rd : ev.deltas) {
+      auto& t = r.tokens[rd.delta.id];
+      t.insert(t.end(), rd.delta.tokens.begin(), rd.delta.tokens.end());
+      if (rd.delta.finish != finish_reason::none) {
+        REQUIRE(r.finish.count(rd.delta.id) == 0);  // every request ends once
+        r.finish[rd.delta.id] = rd.delta.finish;
+      }
+    }
+  };
+  for (int guard = 0; r.finish.size() < reqs.size(); ++guard) {
+    REQUIRE(guard < 100000);
+    bool progress = false;
+    // grant() takes the blocks of the needs it grants, as the kv_manager does.
+    auto grow = s.growth_candidates();
+    if (!grow.empty()) {
+      auto ev = s.apply_growth(std::max(0, kv.grant(grow)));
+      take(ev);
+      progress = true;
+    }
+    if (auto cand = s.admission_candidates(); !cand.empty()) {
+      auto granted = kv.grant(cand);
+      if (granted > 0) {
+        s.admit(static_cast<size_t>(granted));
+        progress = true;
+      } else if (granted < 0) {
+        step_events ev;
+        ev.deltas.push_back(s.reject_first_waiting("never fits"));
+        take(ev);
+        progress = true;
+      }
+    }
+    REQUIRE(s.blocks_held() == kv.used);
+    REQUIRE(kv.used <= pool);
+    if (s.can_step()) {
+      auto ev = s.apply(eng.step(s.next_step()));
+      take(ev);
+      REQUIRE(s.blocks_held() == kv.used);
+      progress = true;
+    }
+    REQUIRE(progress);  // no state where nothing can move
+  }
+  REQUIRE(s.blocks_held() == 0);
+  REQUIRE(kv.used == 0);
+  REQUIRE(s.waiting() == 0);
+  r.preemptions = s.preemptions();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("on-demand: admission takes the prompt and one token, decodes grow a block at a time",
+          "[scheduler]") {
+  batch_scheduler s(on_demand_opts());  // 4-token blocks
+  REQUIRE(s.enqueue(req(1, 5, 8, true), 0) == enqueue_status::accepted);
+  CHECK(s.admission_candidates() == std::vector<int64_t>{2});  // ceil((5 + 1) / 4)
+  s.admit(1);
+  CHECK(s.growth_candidates().empty());
+  auto ev = s.apply(answer_all(s.next_step(), 7));  // prefill 5, sample: 6 tokens, 8 fit
+  REQUIRE(ev.deltas.size() == 1);
+  CHECK(s.growth_candidates().empty());
+  ev = s.apply(answer_all(s.next_step(), 7));  // decode at position 5: 7 tokens
+  ev = s.apply(answer_all(s.next_step(), 7));  // position 6: 8 tokens
+  CHECK(s.growth_candidates().empty());        // the 8th token is fed at position 7: fits
+  ev = s.apply(answer_all(s.next_step(), 7));  // 9 tokens: position 8 needs a third block
+  CHECK(s.growth_candidates() == std::vector<int64_t>{1});
+  // Not granted yet: the step leaves the sequence out rather than overrun.
+  CHECK(s.next_step().seqs.empty());
+  CHECK_FALSE(s.step_in_flight());
+  REQUIRE(s.growth_candidates() == std::vector<int64_t>{1});
+  ev = s.apply_growth(1);
+  CHECK(ev.freed_blocks == 0);
+  CHECK(s.blocks_held() == 3);
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  CHECK(in.seqs[0].context_len == 8);
+  CHECK(s.preemptions() == 0);
+}
+
+TEST_CASE("on-demand: a refused block preempts the newest sequence, which recomputes",
+          "[scheduler]") {
+  batch_scheduler s(on_demand_opts());
+  admit_one(s, req(1, 3, 10, true));  // 1 block: 3 prompt + 1
+  admit_one(s, req(2, 3, 10, true));
+  CHECK(s.blocks_held() == 2);
+  // Prefill both (sample 40 + id), then one decode each: 5 tokens > 4.
+  auto ev = s.apply(answer(s.next_step(), [](uint64_t id) { return static_cast<token_id>(40 + id); }));
+  ev = s.apply(answer(s.next_step(), [](uint64_t id) { return static_cast<token_id>(50 + id); }));
+  REQUIRE(s.growth_candidates() == std::vector<int64_t>{1, 1});
+  ev = s.apply_growth(1);  // the older one gets its block; the newer is preempted
+  CHECK(ev.freed_blocks == 1);
+  CHECK(s.preemptions() == 1);
+  CHECK(s.running() == 1);
+  CHECK(s.waiting() == 1);
+  CHECK(s.preempted_waiting() == 1);
+  CHECK(s.blocks_held() == 2);
+  // Nothing is admitted until a sequence ends: the pool is short.
+  REQUIRE(s.enqueue(req(3, 2, 2), 0) == enqueue_status::accepted);
+  CHECK(s.admission_candidates().empty());
+  CHECK(s.cancel(1) == 2);
+  // Then it comes back first, with room for 3 prompt + 2 generated + 1.
+  CHECK(s.admission_candidates() == std::vector<int64_t>{2, 1});
+  s.admit(1);
+  CHECK(s.preempted_waiting() == 0);
+  auto in = s.next_step();
+  CHECK(in.released == std::vector<uint64_t>{2, 1});  // its old KV is dropped (and 1's)
+  const engine::seq_work* again = nullptr;
+  for (const auto& w : in.seqs)
+    if (w.seq_id == 2)
+      again = &w;
+  REQUIRE(again != nullptr);
+  CHECK(again->context_len == 0);
+  CHECK(again->tokens == std::vector<token_id>{1200, 1201, 1202, 42, 52});
+  CHECK(again->sample);
+  // Its next token continues the stream; nothing is streamed twice.
+  ev = s.apply(answer(in, [](uint64_t id) { return static_cast<token_id>(60 + id); }));
+  auto* d = delta_for(ev, 2);
+  REQUIRE(d != nullptr);
+  CHECK(d->tokens == std::vector<token_id>{62});
+}
+
+TEST_CASE("on-demand: a cancelled preempted request frees nothing twice", "[scheduler]") {
+  batch_scheduler s(on_demand_opts());
+  admit_one(s, req(1, 4, 10, true));  // 4 + 1 tokens: 2 blocks
+  auto ev = s.apply(answer_all(s.next_step(), 9));
+  ev = s.apply(answer_all(s.next_step(), 9));
+  ev = s.apply(answer_all(s.next_step(), 9));
+  ev = s.apply(answer_all(s.next_step(), 9));  // 8 tokens: the 8 that fit 2 blocks
+  CHECK(s.growth_candidates().empty());
+  ev = s.apply(answer_all(s.next_step(), 9));  // 9: position 8 needs a third
+  REQUIRE(s.growth_candidates() == std::vector<int64_t>{1});
+  ev = s.apply_growth(0);  // preempts itself
+  CHECK(ev.freed_blocks == 2);
+  CHECK(s.blocks_held() == 0);
+  CHECK(s.cancel(1) == 0);
+  CHECK(s.waiting() == 0);
+  CHECK(s.running() == 0);
+  CHECK(s.take_released() == std::vector<uint64_t>{1});
+}
+
+TEST_CASE("on-demand: a preempted sequence that can never fit again ends with length",
+          "[scheduler]") {
+  // A pool of 3 token-blocks (12 tokens): the sequence grows to 12 tokens,
+  // is preempted, and cannot come back with 13.
+  auto r = drive(on_demand_opts(), 3, {req(1, 6, 20, true)});
+  CHECK(r.finish.at(1) == finish_reason::length);
+  // 6 prompt + 6 generated fill the 12 tokens; the 7th generated token was
+  // sampled from them, then feeding it needed a 4th block.
+  CHECK(r.tokens.at(1).size() == 7);
+  CHECK(r.preemptions == 1);
+  // The same request in a pool large enough: all 20 tokens, same first 6.
+  auto full = drive(on_demand_opts(), 100, {req(1, 6, 20, true)});
+  REQUIRE(full.tokens.at(1).size() == 20);
+  CHECK(std::equal(r.tokens.at(1).begin(), r.tokens.at(1).end(), full.tokens.at(1).begin()));
+}
+
+TEST_CASE("property: preemption by recompute never changes what a request generates",
+          "[scheduler][property]") {
+  std::mt19937_64 rng(0xbeef5eed);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  uint64_t preemptions = 0;
+  for (int round = 0; round < 60; ++round) {
+    auto o = on_demand_opts();
+    o.max_running = uniform(1, 6);
+    o.max_batch_tokens = uniform(4, 16);
+    o.max_waiting = 64;
+    o.context_length = 40;
+    std::vector<gen_request> reqs;
+    int64_t largest = 0;
+    for (int i = 0, n = uniform(1, 10); i < n; ++i) {
+      auto q = req(static_cast<uint64_t>(i + 1), uniform(1, 14), uniform(1, 20), uniform(0, 3) > 0);
+      largest = std::max<int64_t>(largest, (static_cast<int64_t>(q.prompt.size()) + q.params.max_tokens + 3) / 4 + 1);
+      reqs.push_back(q);
+    }
+    // A pool that fits the largest request alone, but often not all at once.
+    const int64_t tight = largest + uniform(0, 4);
+    auto a = drive(o, tight, reqs);
+    auto b = drive(o, 10000, reqs);
+    preemptions += a.preemptions;
+    CHECK(b.preemptions == 0);
+    CHECK(a.tokens == b.tokens);
+    CHECK(a.finish == b.finish);
+  }
+  CHECK(preemptions > 20);  // the tight pools really did preempt
 }

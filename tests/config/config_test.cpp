@@ -244,6 +244,7 @@ block_tokens = 32
 max_running = 8
 max_batch_tokens = 512
 max_waiting = 10
+kv_growth = "reserve"
 time_scale = 0
 models = [ { name = "custom", share = 0.5 }, { name = "tiny-a", share = 0.5 } ]
 )";
@@ -282,6 +283,8 @@ max_body_bytes = 10
   const auto& u = cfg.units[1];
   CHECK(u.gpu == "b200");
   CHECK(u.kv_blocks == 100);
+  CHECK(u.kv_growth == "reserve");
+  CHECK(cfg.units[0].kv_growth == "on_demand");  // the default
   CHECK(u.time_scale == 0.0);  // an integer where a float is expected
   REQUIRE(u.models.size() == 2);
   CHECK(u.models[0].share == 0.5);
@@ -539,6 +542,11 @@ TEST_CASE("bad gpu spec value", "[config][error]") {
 TEST_CASE("bad router policy", "[config][error]") {
   auto text = base_config + "\n[router]\npolicy = \"random\"\n";
   require_error(text, "router.policy", "unknown value 'random'", line_with(text, "random"));
+}
+
+TEST_CASE("bad kv_growth", "[config][error]") {
+  auto text = replace(base_config, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nkv_growth = \"lazy\"\nmodels");
+  require_error(text, "units[0].kv_growth", "unknown value 'lazy'", line_with(text, "lazy"));
 }
 
 TEST_CASE("bad architecture preset", "[config][error]") {

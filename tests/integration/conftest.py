@@ -302,6 +302,22 @@ def pytest_runtest_makereport(item, call):
 # --------------------------------------------------------------------------------------
 
 
+def solo_config(http: int, node: int, admin: int, gateway: str = "") -> str:
+    """The [[nodes]] and [gateway] sections of a one-node config (node "solo",
+    gateway on it); `gateway` adds lines to the [gateway] table."""
+    return f"""
+[[nodes]]
+name = "solo"
+port = {node}
+admin_port = {admin}
+
+[gateway]
+node = "solo"
+port = {http}
+{gateway}
+"""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

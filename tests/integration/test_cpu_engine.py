@@ -20,6 +20,7 @@ from conftest import (
     json_events,
     models_ready,
     require_ports_free,
+    solo_config,
     start_llmux,
     start_serve,
     stream_post,
@@ -239,14 +240,7 @@ def test_dummy_weights_serve_through_the_cluster(llmux_bin, tmp_path):
     # served by the real CPU engine (for speed runs at real sizes without files).
     http, node, admin = free_port(), free_port(), free_port()
     cfg = tmp_path / "dummy.toml"
-    cfg.write_text(f"""
-[[nodes]]
-name = "solo"
-port = {node}
-admin_port = {admin}
-[gateway]
-node = "solo"
-port = {http}
+    cfg.write_text(solo_config(http, node, admin) + f"""
 [[models]]
 name = "dummy-tiny"
 backend = "cpu"

@@ -20,6 +20,7 @@ from conftest import (
     chat_body,
     free_port,
     one_state,
+    solo_config,
     start_serve,
     wait_until,
 )
@@ -32,20 +33,9 @@ def slow_edge(llmux_bin, tmp_path_factory):
     d = tmp_path_factory.mktemp("limits")
     http, node, admin = free_port(), free_port(), free_port()
     cfg = d / "limits.toml"
-    cfg.write_text(f"""
+    cfg.write_text(solo_config(http, node, admin, f'admin_token = "{ADMIN}"\nmax_body_bytes = 2048') + f"""
 [timeouts]
 request_ms = 5000
-
-[[nodes]]
-name = "solo"
-port = {node}
-admin_port = {admin}
-
-[gateway]
-node = "solo"
-port = {http}
-admin_token = "{ADMIN}"
-max_body_bytes = 2048
 
 [[models]]
 name = "slow"

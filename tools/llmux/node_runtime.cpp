@@ -203,6 +203,8 @@ void node_runtime::impl::boot() {
       so.core.max_running = u.max_running;
       so.core.max_batch_tokens = u.max_batch_tokens;
       so.core.max_waiting = u.max_waiting;
+      so.core.growth = u.kv_growth == "reserve" ? scheduler::kv_growth::reserve
+                                                : scheduler::kv_growth::on_demand;
       so.core.block_tokens = u.block_tokens;
       so.core.context_length = m->arch.context_length > 0 ? m->arch.context_length : 4096;
       so.core.eos_id = core->models().at(m->name).engine->vocab().eos_id();
