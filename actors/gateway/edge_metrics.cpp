@@ -164,6 +164,28 @@ std::string edge_metrics::render(const cluster_gauges& gauges) const {
             gauges.kv_used);
   per_label(out, "llmux:kv_blocks_free", "gauge", "KV blocks free, per unit.", "unit",
             gauges.kv_free);
+  per_label(out, "llmux:kv_blocks_evictable", "gauge",
+            "KV blocks holding cached prefixes nobody uses (reclaimable), per unit.", "unit",
+            gauges.kv_evictable);
+  auto per_unit_model = [&](const char* name, const char* help,
+                            const std::map<std::pair<std::string, std::string>, int64_t>& m) {
+    header(out, name, "gauge", help);
+    for (const auto& [key, v] : m)
+      out += std::string{name} + "{unit=\"" + esc(key.first) + "\",model=\"" + esc(key.second)
+             + "\"} " + std::to_string(v) + "\n";
+  };
+  per_unit_model("llmux:kv_model_blocks_used", "KV blocks a model holds on a unit.",
+                 gauges.kv_model_used);
+  per_unit_model("llmux:kv_model_blocks_quota", "KV blocks a model may hold on a unit.",
+                 gauges.kv_model_quota);
+  per_label(out, "llmux:prefix_cache_queries_total", "counter",
+            "Prompt tokens looked up in the prefix cache.", "model", gauges.prefix_queries);
+  per_label(out, "llmux:prefix_cache_hits_total", "counter",
+            "Prompt tokens found in the prefix cache (their prefill skipped).", "model",
+            gauges.prefix_hits);
+  per_label(out, "llmux:num_preemptions_total", "counter",
+            "Sequences preempted (by recompute) when the KV pool refused a block.", "model",
+            gauges.preemptions);
   header(out, "llmux:actor_mailbox_size", "gauge", "Messages waiting in each actor's mailbox.");
   for (const auto& [key, v] : gauges.mailbox)
     out += "llmux:actor_mailbox_size{node=\"" + esc(std::get<0>(key)) + "\",kind=\"" +
@@ -192,9 +214,23 @@ cluster_gauges gauges_from_admin_state(const std::string& json_text) {
       const auto model = st.value("model", std::string{});
       g.running[model] += st.value("running", int64_t{0});
       g.waiting[model] += st.value("waiting", int64_t{0});
+      g.preemptions[model] += st.value("preemptions", int64_t{0});
     } else if (kind == "kv_manager") {
       g.kv_used[name] = st.value("blocks_used", int64_t{0});
       g.kv_free[name] = st.value("blocks_free", int64_t{0});
+      g.kv_evictable[name] = st.value("blocks_evictable", int64_t{0});
+      const auto block_tokens = st.value("block_tokens", int64_t{0});
+      const auto models = st.find("models");
+      if (models == st.end() || !models->is_object())
+        continue;
+      for (const auto& [model, m] : models->items()) {
+        if (!m.is_object())
+          continue;
+        g.kv_model_used[{name, model}] = m.value("used", int64_t{0});
+        g.kv_model_quota[{name, model}] = m.value("quota", int64_t{0});
+        g.prefix_queries[model] += m.value("prefix_queries", int64_t{0}) * block_tokens;
+        g.prefix_hits[model] += m.value("prefix_hits", int64_t{0}) * block_tokens;
+      }
     }
   }
   return g;

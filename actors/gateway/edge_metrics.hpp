@@ -29,6 +29,12 @@ struct histogram {
 struct cluster_gauges {
   std::map<std::string, int64_t> running, waiting;  ///< per model
   std::map<std::string, int64_t> kv_used, kv_free;   ///< per unit
+  std::map<std::string, int64_t> kv_evictable;       ///< per unit: cached, unreferenced
+  /// (unit, model) → physical KV blocks the model holds, and its quota
+  std::map<std::pair<std::string, std::string>, int64_t> kv_model_used, kv_model_quota;
+  /// per model, in tokens: prompt tokens looked up in the prefix cache, and found
+  std::map<std::string, int64_t> prefix_queries, prefix_hits;
+  std::map<std::string, int64_t> preemptions;        ///< per model
   /// (node, kind, name) → messages waiting in the actor's mailbox
   std::map<std::tuple<std::string, std::string, std::string>, uint64_t> mailbox;
 };

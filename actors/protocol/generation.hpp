@@ -76,6 +76,22 @@ typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
            x.params);
 }
 
+/// What a scheduler asks its unit's kv_manager for, for one sequence: a
+/// block table covering `tokens` tokens. With `lookup` tokens given (the
+/// sequence's prompt, or prompt + generated tokens after a preemption), the
+/// longest cached prefix of them, in whole blocks and never all of them, is
+/// shared first.
+struct kv_need {
+  uint64_t seq = 0;
+  int32_t tokens = 0;
+  std::vector<int32_t> lookup;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_need& x) {
+  return f(caf::meta::type_name("kv_need"), x.seq, x.tokens, x.lookup);
+}
+
 /// New tokens of one request in one step; `finish != none` ends the stream.
 struct token_delta {
   uint64_t id = 0;

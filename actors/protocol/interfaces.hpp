@@ -30,8 +30,10 @@ using cancel_atom = caf::atom_constant<caf::atom("cancel")>;      // edge → sc
 using step_atom = caf::atom_constant<caf::atom("step")>;          // scheduler → unit
 using step_done_atom = caf::atom_constant<caf::atom("stepdone")>; // unit → itself (sim delay)
 using set_share_atom = caf::atom_constant<caf::atom("setshare")>; // controller/admin → unit
-using kv_alloc_atom = caf::atom_constant<caf::atom("kvalloc")>;   // scheduler → kv_manager
-using kv_free_atom = caf::atom_constant<caf::atom("kvfree")>;     // scheduler → kv_manager
+using kv_open_atom = caf::atom_constant<caf::atom("kvopen")>;     // scheduler → kv_manager
+using kv_grow_atom = caf::atom_constant<caf::atom("kvgrow")>;     // scheduler → kv_manager
+using kv_commit_atom = caf::atom_constant<caf::atom("kvcommit")>; // scheduler → kv_manager
+using kv_close_atom = caf::atom_constant<caf::atom("kvclose")>;   // scheduler → kv_manager
 using replica_up_atom = caf::atom_constant<caf::atom("replicaup")>;   // controller → router
 using replica_dn_atom = caf::atom_constant<caf::atom("replicadn")>;   // controller → router
 using lost_atom = caf::atom_constant<caf::atom("lost")>;              // edge → router
@@ -124,12 +126,20 @@ using gpu_unit_actor = caf::typed_actor<
   caf::reacts_to<set_share_atom, std::string, double>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
-/// The unit's KV block pool. `kv_alloc` asks for blocks for a list of
-/// sequences (in tokens-blocks, each costing layers × kv_heads physical
-/// blocks) and answers how many of them, in order, were granted.
+/// The unit's KV block pool, one block table per sequence (kv_block_pool).
+/// - `kv_open`: tables for new sequences, granted in order while they fit;
+///   the answer holds each granted one's cached prefix length in tokens, or
+///   is {-1} when the first can never fit the model's quota or the pool.
+/// - `kv_grow`: longer tables for running sequences (`lookup` unused);
+///   answers how many, in order, were granted.
+/// - `kv_commit`: these tokens of a sequence are computed: its full blocks
+///   join the model's prefix cache.
+/// - `kv_close`: the sequences ended or were preempted.
 using kv_manager_actor = caf::typed_actor<
-  caf::replies_to<kv_alloc_atom, std::string, std::vector<int64_t>>::with<int32_t>,
-  caf::reacts_to<kv_free_atom, std::string, int64_t>,
+  caf::replies_to<kv_open_atom, std::string, std::vector<kv_need>>::with<std::vector<int32_t>>,
+  caf::replies_to<kv_grow_atom, std::string, std::vector<kv_need>>::with<int32_t>,
+  caf::reacts_to<kv_commit_atom, std::string, uint64_t, std::vector<int32_t>>,
+  caf::reacts_to<kv_close_atom, std::string, std::vector<uint64_t>>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// One per cluster: connects to every node, tells the router about replicas.

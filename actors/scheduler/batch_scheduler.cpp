@@ -96,7 +96,7 @@ int64_t batch_scheduler::cancel(uint64_t id) {
   return freed;
 }
 
-int64_t batch_scheduler::cancel_sink(uint32_t sink, size_t* n) {
+int64_t batch_scheduler::cancel_sink(uint32_t sink, size_t* n, std::vector<uint64_t>* closed) {
   std::vector<uint64_t> ids;
   for (const auto& [req, s] : waiting_)
     if (s == sink)
@@ -108,15 +108,19 @@ int64_t batch_scheduler::cancel_sink(uint32_t sink, size_t* n) {
     if (seq.sink == sink && !seq.cancelled)
       ids.push_back(id);
   int64_t freed = 0;
-  for (auto id : ids)
-    freed += cancel(id);
+  for (auto id : ids) {
+    auto f = cancel(id);
+    if (f > 0 && closed != nullptr)
+      closed->push_back(id);
+    freed += f;
+  }
   if (n != nullptr)
     *n = ids.size();
   return freed;
 }
 
-std::vector<int64_t> batch_scheduler::admission_candidates() const {
-  std::vector<int64_t> out;
+std::vector<protocol::kv_need> batch_scheduler::admission_candidates() const {
+  std::vector<protocol::kv_need> out;
   // After a preemption the pool is known to be short: admitting again
   // (the preempted sequence first) before anything ends would only preempt
   // again and recompute for nothing.
@@ -125,35 +129,59 @@ std::vector<int64_t> batch_scheduler::admission_candidates() const {
   auto room = static_cast<size_t>(std::max(0, opts_.max_running - static_cast<int>(running_.size())));
   // A preempted sequence comes back with room for everything it has plus
   // the token it samples next.
-  for (size_t i = 0; i < preempted_.size() && out.size() < room; ++i)
-    out.push_back(blocks_for_tokens(total_len(preempted_[i]) + 1));
-  for (size_t i = 0; i < waiting_.size() && out.size() < room; ++i)
-    out.push_back(admission_blocks(waiting_[i].first));
+  for (size_t i = 0; i < preempted_.size() && out.size() < room; ++i) {
+    const auto& p = preempted_[i];
+    protocol::kv_need n{p.req.id,
+                        static_cast<int32_t>(blocks_for_tokens(total_len(p) + 1) * opts_.block_tokens), {}};
+    if (opts_.share_prefix) {
+      n.lookup = p.req.prompt;
+      n.lookup.insert(n.lookup.end(), p.generated.begin(), p.generated.end());
+    }
+    out.push_back(std::move(n));
+  }
+  for (size_t i = 0; i < waiting_.size() && out.size() < room; ++i) {
+    const auto& r = waiting_[i].first;
+    protocol::kv_need n{r.id, static_cast<int32_t>(admission_blocks(r) * opts_.block_tokens), {}};
+    if (opts_.share_prefix)
+      n.lookup = r.prompt;
+    out.push_back(std::move(n));
+  }
   return out;
 }
 
 void batch_scheduler::admit(size_t n) {
-  for (; n > 0 && !preempted_.empty(); --n) {
-    sequence s = std::move(preempted_.front());
-    preempted_.pop_front();
-    s.blocks = blocks_for_tokens(total_len(s) + 1);
+  admit(std::vector<int32_t>(n, 0));
+}
+
+void batch_scheduler::admit(const std::vector<int32_t>& cached) {
+  size_t i = 0;
+  auto start = [&](sequence s) {
+    // A cached prefix is whole blocks of the tokens looked up, never all of
+    // them: at least one token is left to compute and sample from.
+    const int32_t hit = opts_.share_prefix && i < cached.size() ? std::max(cached[i], 0) : 0;
+    ++i;
+    s.computed = std::min(hit, total_len(s) - 1);
+    s.committed_blocks = s.computed / opts_.block_tokens;
     blocks_held_ += s.blocks;
     auto id = s.req.id;
     order_.push_back(id);
     running_.emplace(id, std::move(s));
+  };
+  while (i < cached.size() && !preempted_.empty()) {
+    sequence s = std::move(preempted_.front());
+    preempted_.pop_front();
+    s.blocks = std::max(blocks_for_tokens(total_len(s) + 1),
+                        opts_.share_prefix ? blocks_for_tokens(cached[i]) : 0);
+    start(std::move(s));
   }
-  n = std::min(n, waiting_.size());
-  for (size_t i = 0; i < n; ++i) {
+  while (i < cached.size() && !waiting_.empty()) {
     auto [req, sink] = std::move(waiting_.front());
     waiting_.pop_front();
     sequence s;
     s.blocks = admission_blocks(req);
     s.sink = sink;
     s.req = std::move(req);
-    blocks_held_ += s.blocks;
-    auto id = s.req.id;
-    order_.push_back(id);
-    running_.emplace(id, std::move(s));
+    start(std::move(s));
   }
 }
 
@@ -178,20 +206,20 @@ routed_delta batch_scheduler::reject_first_waiting(const std::string& why) {
   return rd;
 }
 
-std::vector<int64_t> batch_scheduler::growth_candidates() {
+std::vector<protocol::kv_need> batch_scheduler::growth_candidates() {
   growth_ids_.clear();
   if (opts_.growth != kv_growth::on_demand || in_flight_)
     return {};
+  std::vector<protocol::kv_need> needs;
   for (auto id : order_) {
     const auto& s = running_.at(id);
     // Whatever the next step feeds this sequence (a decode token, or the
     // rest of a re-admitted prefill) must fit its blocks.
-    if (total_len(s) > capacity(s))
+    if (total_len(s) > capacity(s)) {
       growth_ids_.push_back(id);
+      needs.push_back({id, static_cast<int32_t>(blocks_for_tokens(total_len(s)) * opts_.block_tokens), {}});
+    }
   }
-  std::vector<int64_t> needs;
-  for (auto id : growth_ids_)
-    needs.push_back(blocks_for_tokens(total_len(running_.at(id))) - running_.at(id).blocks);
   return needs;
 }
 
@@ -219,12 +247,14 @@ void batch_scheduler::preempt(uint64_t id, step_events& ev) {
   auto it = running_.find(id);
   sequence s = std::move(it->second);
   ev.freed_blocks += s.blocks;
+  ev.closed.push_back(id);
   blocks_held_ -= s.blocks;
   running_.erase(it);
   order_.erase(std::find(order_.begin(), order_.end(), id));
   released_.push_back(id);  // the engine drops its KV
   s.blocks = 0;
   s.computed = 0;
+  s.committed_blocks = 0;
   // Preempted newest first, so pushing to the front keeps them oldest first.
   preempted_.push_front(std::move(s));
   ++preemptions_;
@@ -302,6 +332,7 @@ void batch_scheduler::retire(uint64_t id, step_events& ev) {
   hold_admission_ = false;
   auto it = running_.find(id);
   ev.freed_blocks += it->second.blocks;
+  ev.closed.push_back(id);
   blocks_held_ -= it->second.blocks;
   running_.erase(it);
   order_.erase(std::find(order_.begin(), order_.end(), id));
@@ -322,6 +353,15 @@ step_events batch_scheduler::apply(const engine::step_output& out) {
       continue;
     }
     s.computed += p.fed;
+    if (opts_.share_prefix && s.computed / opts_.block_tokens > s.committed_blocks) {
+      s.committed_blocks = s.computed / opts_.block_tokens;
+      const auto prompt_len = static_cast<int32_t>(s.req.prompt.size());
+      std::vector<int32_t> done(s.req.prompt.begin(),
+                                s.req.prompt.begin() + std::min(prompt_len, s.computed));
+      for (int32_t i = prompt_len; i < s.computed; ++i)
+        done.push_back(s.generated[i - prompt_len]);
+      ev.commits.emplace_back(p.id, std::move(done));
+    }
     if (!p.sample)
       continue;
     auto tok = i < out.tokens.size() ? out.tokens[i] : -1;

@@ -50,6 +50,10 @@ struct scheduler_options {
   int block_tokens = 16;        ///< tokens per KV block
   int context_length = 4096;    ///< prompt + output limit, tokens
   engine::token_id eos_id = -1; ///< end-of-sequence token of the model
+  /// Share KV prefixes through the unit's prefix cache: admission looks the
+  /// prompt up (a hit skips that much prefill) and computed full blocks are
+  /// committed. Only for engines that read KV from the unit's shared blocks.
+  bool share_prefix = false;
 };
 
 enum class enqueue_status { accepted, queue_full, prompt_too_long, empty_prompt, duplicate_id };
@@ -62,8 +66,12 @@ struct routed_delta {
 
 struct step_events {
   std::vector<routed_delta> deltas;
-  int64_t freed_blocks = 0;  ///< token-blocks to give back to the kv_manager
-  int64_t new_tokens = 0;    ///< output tokens produced by this step
+  int64_t freed_blocks = 0;        ///< token-blocks given back (informational)
+  std::vector<uint64_t> closed;    ///< sequences whose tables go back: `kv_close`
+  /// Sequences with newly computed full blocks, and their computed tokens:
+  /// `kv_commit` (share_prefix only).
+  std::vector<std::pair<uint64_t, std::vector<int32_t>>> commits;
+  int64_t new_tokens = 0;          ///< output tokens produced by this step
 };
 
 class batch_scheduler {
@@ -78,26 +86,30 @@ public:
   /// dropped when that step's result arrives. Returns token-blocks freed now.
   int64_t cancel(uint64_t id);
   /// Cancels every request that streams to `sink` (its gateway went away).
-  /// Returns token-blocks freed now; returns the number of requests in `*n`.
-  int64_t cancel_sink(uint32_t sink, size_t* n = nullptr);
+  /// Returns token-blocks freed now; the number of requests in `*n`, and the
+  /// sequences whose tables must be closed now in `*closed`.
+  int64_t cancel_sink(uint32_t sink, size_t* n = nullptr, std::vector<uint64_t>* closed = nullptr);
 
   /// Token-blocks each of the next waiting requests needs, in queue order
   /// (preempted sequences first), for as many as could be admitted (bounded
   /// by max_running). None after a preemption until a sequence ends (or none
   /// runs): the pool is short, and re-admitting would thrash.
-  [[nodiscard]] std::vector<int64_t> admission_candidates() const;
+  [[nodiscard]] std::vector<protocol::kv_need> admission_candidates() const;
   /// Moves the first `n` waiting requests to running (their blocks granted).
   void admit(size_t n);
+  /// The same, with each one's cached prefix (tokens whose KV the unit's
+  /// prefix cache already holds: their prefill is skipped).
+  void admit(const std::vector<int32_t>& cached);
   /// Ends the first waiting request (it can never get its blocks): a fresh
   /// one fails with `why`; a preempted one, which has already streamed
   /// tokens, ends with "length".
   [[nodiscard]] routed_delta reject_first_waiting(const std::string& why);
 
-  /// on_demand: the token-blocks (one each) that running sequences need
-  /// before the next step can feed them, oldest first. Empty when none do,
+  /// on_demand: the longer tables (one more block each) that running
+  /// sequences need before the next step can feed them, oldest first. Empty when none do,
   /// in reserve mode, or while a step is in flight. Remembers whom it asked
   /// for, for `apply_growth`.
-  [[nodiscard]] std::vector<int64_t> growth_candidates();
+  [[nodiscard]] std::vector<protocol::kv_need> growth_candidates();
   /// The first `granted` of the last candidates got their block. For each
   /// one refused, the newest running sequence (perhaps the refused one
   /// itself) is preempted by recompute; its blocks are in `freed_blocks`.
@@ -136,6 +148,7 @@ private:
     std::vector<engine::token_id> generated;
     int32_t computed = 0;  ///< tokens whose KV is in the cache
     int64_t blocks = 0;    ///< token-blocks reserved
+    int64_t committed_blocks = 0;  ///< full blocks committed to the prefix cache
     bool cancelled = false;
   };
   struct planned {

@@ -41,8 +41,10 @@ void pump(scheduler_ptr self);
 
 void deliver(scheduler_ptr self, step_events& ev) {
   auto& s = self->state;
-  if (ev.freed_blocks > 0)
-    self->send(s.kv, kv_free_atom::value, s.opts.model, ev.freed_blocks);
+  for (auto& [seq, tokens] : ev.commits)
+    self->send(s.kv, kv_commit_atom::value, s.opts.model, seq, std::move(tokens));
+  if (!ev.closed.empty())
+    self->send(s.kv, kv_close_atom::value, s.opts.model, std::move(ev.closed));
   if (ev.deltas.empty())
     return;
   // One message per gateway per step, whatever the number of requests.
@@ -94,7 +96,7 @@ void pump(scheduler_ptr self) {
   auto grow = s.core->growth_candidates();
   if (!grow.empty()) {
     s.alloc_in_flight = true;
-    self->request(s.kv, std::chrono::milliseconds(s.opts.step_timeout_ms), kv_alloc_atom::value,
+    self->request(s.kv, std::chrono::milliseconds(s.opts.step_timeout_ms), kv_grow_atom::value,
                   s.opts.model, std::move(grow))
       .then(
         [self](int32_t granted) {
@@ -118,15 +120,13 @@ void pump(scheduler_ptr self) {
     return;
   }
   s.alloc_in_flight = true;
-  self->request(s.kv, std::chrono::milliseconds(s.opts.step_timeout_ms), kv_alloc_atom::value,
+  self->request(s.kv, std::chrono::milliseconds(s.opts.step_timeout_ms), kv_open_atom::value,
                 s.opts.model, std::move(cand))
     .then(
-      [self](int32_t granted) {
+      [self](std::vector<int32_t>& cached) {
         auto& s = self->state;
         s.alloc_in_flight = false;
-        if (granted > 0) {
-          s.core->admit(static_cast<size_t>(granted));
-        } else if (granted < 0) {
+        if (cached.size() == 1 && cached.front() < 0) {
           // The first waiting request can never fit this unit's pool or quota.
           step_events ev;
           ev.deltas.push_back(s.core->reject_first_waiting(
@@ -134,9 +134,11 @@ void pump(scheduler_ptr self) {
             + s.opts.model + "'"));
           ++s.rejected;
           deliver(self, ev);
+        } else if (!cached.empty()) {
+          s.core->admit(cached);
         }
         run_step(self);
-        // granted == 0: blocks are busy; the next step or timer retries.
+        // Nothing granted: blocks are busy; the next step or timer retries.
       },
       [self](caf::error&) {
         self->state.alloc_in_flight = false;
@@ -187,10 +189,11 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
       if (it == s.sink_index.end() || s.sinks[it->second].address() != dm.source)
         return;
       size_t n = 0;
-      auto freed = s.core->cancel_sink(it->second, &n);
+      std::vector<uint64_t> closed;
+      (void)s.core->cancel_sink(it->second, &n, &closed);
       s.orphaned += n;
-      if (freed > 0)
-        self->send(s.kv, kv_free_atom::value, s.opts.model, freed);
+      if (!closed.empty())
+        self->send(s.kv, kv_close_atom::value, s.opts.model, std::move(closed));
       pump(self);
     });
     self->send(self, tick_atom::value);
@@ -242,9 +245,9 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         return rep;
       },
       [self](cancel_atom, uint64_t id) {
-        auto freed = self->state.core->cancel(id);
-        if (freed > 0)
-          self->send(self->state.kv, kv_free_atom::value, self->state.opts.model, freed);
+        if (self->state.core->cancel(id) > 0)
+          self->send(self->state.kv, kv_close_atom::value, self->state.opts.model,
+                     std::vector<uint64_t>{id});
         pump(self);
       },
       [self](subscribe_atom, caf::actor& sub) {

@@ -1,8 +1,10 @@
 #pragma once
 /// The scheduler actor: one per model replica, a thin shell over
-/// `batch_scheduler`. Per step: (admission: one `kv_alloc` to the kv_manager
-/// when requests wait) → one `step` to the gpu_unit → one `token_batch` per
-/// gateway with that step's tokens for all its requests.
+/// `batch_scheduler`. Per step: (growth: one `kv_grow` to the kv_manager
+/// when running sequences need a block; admission: one `kv_open` when
+/// requests wait) → one `step` to the gpu_unit → one `token_batch` per
+/// gateway with that step's tokens for all its requests, `kv_commit` for new
+/// full blocks (prefix sharing) and `kv_close` for ended sequences.
 
 #include <string>
 

@@ -86,6 +86,31 @@ const protocol::token_delta* delta_for(const step_events& ev, uint64_t id) {
   return nullptr;
 }
 
+/// Token-blocks each candidate asks for (tokens are whole blocks).
+std::vector<int64_t> blocks_of(const std::vector<protocol::kv_need>& needs) {
+  std::vector<int64_t> out;
+  for (const auto& n : needs) {
+    REQUIRE(n.tokens % small_opts().block_tokens == 0);
+    out.push_back(n.tokens / small_opts().block_tokens);
+  }
+  return out;
+}
+
+std::vector<uint64_t> ids_of(const std::vector<protocol::kv_need>& needs) {
+  std::vector<uint64_t> out;
+  for (const auto& n : needs)
+    out.push_back(n.seq);
+  return out;
+}
+
+/// The work a step gives sequence `id`, or nullptr.
+const engine::seq_work* work_for(const step_input& in, uint64_t id) {
+  for (const auto& w : in.seqs)
+    if (w.seq_id == id)
+      return &w;
+  return nullptr;
+}
+
 /// Enqueue + admit, requiring acceptance.
 void admit_one(batch_scheduler& s, gen_request r, uint32_t sink = 0) {
   REQUIRE(s.enqueue(std::move(r), sink) == enqueue_status::accepted);
@@ -121,7 +146,7 @@ TEST_CASE("max_tokens is clamped to the room left in the context window", "[sche
   // prompt 30 + max_tokens 100 in a 32-token window: 2 tokens of room.
   REQUIRE(s.enqueue(req(1, 30, 100), 0) == enqueue_status::accepted);
   // blocks = ceil((30 + 2) / 4) = 8
-  CHECK(s.admission_candidates() == std::vector<int64_t>{8});
+  CHECK(blocks_of(s.admission_candidates()) == std::vector<int64_t>{8});
   s.admit(1);
   CHECK(s.blocks_held() == 8);
   // Prefill 30 tokens with budget 8: chunks 8, 8, 8, 6 (the last one samples).
@@ -147,7 +172,7 @@ TEST_CASE("max_tokens is clamped to the room left in the context window", "[sche
 
   // A request asking for no tokens still gets one: blocks = ceil((3 + 1) / 4) = 1.
   REQUIRE(s.enqueue(req(2, 3, 0), 0) == enqueue_status::accepted);
-  CHECK(s.admission_candidates() == std::vector<int64_t>{1});
+  CHECK(blocks_of(s.admission_candidates()) == std::vector<int64_t>{1});
 }
 
 TEST_CASE("admission candidates: ceil((prompt + max_tokens) / block_tokens), max_running bound",
@@ -158,9 +183,9 @@ TEST_CASE("admission candidates: ceil((prompt + max_tokens) / block_tokens), max
   REQUIRE(s.enqueue(req(1, 5, 3), 0) == enqueue_status::accepted);   // 8 tokens  -> 2 blocks
   REQUIRE(s.enqueue(req(2, 8, 9), 0) == enqueue_status::accepted);   // 17 tokens -> 5 blocks
   REQUIRE(s.enqueue(req(3, 1, 1), 0) == enqueue_status::accepted);   // 2 tokens  -> 1 block
-  CHECK(s.admission_candidates() == std::vector<int64_t>{2, 5});
+  CHECK(blocks_of(s.admission_candidates()) == std::vector<int64_t>{2, 5});
   s.admit(1);
-  CHECK(s.admission_candidates() == std::vector<int64_t>{5});
+  CHECK(blocks_of(s.admission_candidates()) == std::vector<int64_t>{5});
   CHECK(s.blocks_held() == 2);
   s.admit(1);
   CHECK(s.admission_candidates().empty());  // 2 running = max_running
@@ -342,7 +367,7 @@ TEST_CASE("cancel a waiting request", "[scheduler]") {
   REQUIRE(s.enqueue(req(2, 6, 10), 0) == enqueue_status::accepted);  // 4 blocks
   CHECK(s.cancel(1) == 0);
   CHECK(s.waiting() == 1);
-  CHECK(s.admission_candidates() == std::vector<int64_t>{4});
+  CHECK(blocks_of(s.admission_candidates()) == std::vector<int64_t>{4});
   CHECK(s.cancel(1) == 0);   // already gone
   CHECK(s.cancel(77) == 0);  // never known
   CHECK(s.blocks_held() == 0);
@@ -437,7 +462,7 @@ TEST_CASE("reject_first_waiting fails the head of the queue", "[scheduler]") {
   CHECK(rd.delta.finish == finish_reason::error);
   CHECK(rd.delta.error == "too big");
   CHECK(s.waiting() == 1);
-  CHECK(s.admission_candidates() == std::vector<int64_t>{1});
+  CHECK(blocks_of(s.admission_candidates()) == std::vector<int64_t>{1});
   CHECK(s.blocks_held() == 0);
 }
 
@@ -549,7 +574,7 @@ TEST_CASE("property: blocks_held matches admitted-not-retired, every request end
           waiting.push_back(id);
         }
       } else if (what < 45) {  // admit what fits in the pool
-        auto cand = s.admission_candidates();
+        auto cand = blocks_of(s.admission_candidates());
         size_t room = static_cast<size_t>(o.max_running) - running.size();
         REQUIRE(cand.size() == std::min(room, waiting.size()));
         for (size_t i = 0; i < cand.size(); ++i)
@@ -806,21 +831,48 @@ private:
   std::map<uint64_t, std::vector<token_id>> fed_;
 };
 
-/// An imagined kv_manager: `pool` token-blocks, granted in order while they fit.
-struct count_pool {
+/// An imagined kv_manager: `pool` token-blocks, tables per sequence, granted
+/// in order while they fit.
+struct seq_pool {
   int64_t pool = 0;
   int64_t used = 0;
-  int32_t grant(const std::vector<int64_t>& needs) {
-    int32_t n = 0;
-    for (auto need : needs) {
-      if (used + need > pool)
+  std::map<uint64_t, int64_t> held;  ///< token-blocks per open sequence
+  static int64_t blocks(const protocol::kv_need& n) { return (n.tokens + 3) / 4; }
+  std::vector<int32_t> open(const std::vector<protocol::kv_need>& needs) {
+    std::vector<int32_t> cached;
+    for (const auto& n : needs) {
+      REQUIRE(held.count(n.seq) == 0);
+      if (used + blocks(n) > pool)
         break;
-      used += need;
+      used += blocks(n);
+      held[n.seq] = blocks(n);
+      cached.push_back(0);
+    }
+    if (cached.empty() && !needs.empty() && blocks(needs.front()) > pool)
+      return {-1};
+    return cached;
+  }
+  int32_t grow(const std::vector<protocol::kv_need>& needs) {
+    int32_t n = 0;
+    for (const auto& g : needs) {
+      auto more = blocks(g) - held.at(g.seq);
+      REQUIRE(more > 0);
+      if (used + more > pool)
+        break;
+      used += more;
+      held[g.seq] += more;
       ++n;
     }
-    if (n == 0 && !needs.empty() && needs.front() > pool)
-      return -1;
     return n;
+  }
+  int64_t close(const std::vector<uint64_t>& seqs) {
+    int64_t freed = 0;
+    for (auto id : seqs) {
+      freed += held.at(id);
+      held.erase(id);
+    }
+    used -= freed;
+    return freed;
   }
 };
 
@@ -836,12 +888,12 @@ struct run_result {
 run_result drive(scheduler_options o, int64_t pool, const std::vector<gen_request>& reqs) {
   batch_scheduler s(o);
   history_engine eng;
-  count_pool kv{pool};
+  seq_pool kv{pool};
   run_result r;
   for (const auto& q : reqs)
     REQUIRE(s.enqueue(q, 0) == enqueue_status::accepted);
   auto take = [&](step_events& ev) {
-    kv.used -= ev.freed_blocks;
+    REQUIRE(kv.close(ev.closed) == ev.freed_blocks);
     for (auto& rd : ev.deltas) {
       auto& t = r.tokens[rd.delta.id];
       t.insert(t.end(), rd.delta.tokens.begin(), rd.delta.tokens.end());
@@ -854,19 +906,18 @@ run_result drive(scheduler_options o, int64_t pool, const std::vector<gen_reques
   for (int guard = 0; r.finish.size() < reqs.size(); ++guard) {
     REQUIRE(guard < 100000);
     bool progress = false;
-    // grant() takes the blocks of the needs it grants, as the kv_manager does.
     auto grow = s.growth_candidates();
     if (!grow.empty()) {
-      auto ev = s.apply_growth(std::max(0, kv.grant(grow)));
+      auto ev = s.apply_growth(kv.grow(grow));
       take(ev);
       progress = true;
     }
     if (auto cand = s.admission_candidates(); !cand.empty()) {
-      auto granted = kv.grant(cand);
-      if (granted > 0) {
-        s.admit(static_cast<size_t>(granted));
+      auto cached = kv.open(cand);
+      if (!cached.empty() && cached.front() >= 0) {
+        s.admit(cached);
         progress = true;
-      } else if (granted < 0) {
+      } else if (!cached.empty()) {
         step_events ev;
         ev.deltas.push_back(s.reject_first_waiting("never fits"));
         take(ev);
@@ -885,6 +936,7 @@ run_result drive(scheduler_options o, int64_t pool, const std::vector<gen_reques
   }
   REQUIRE(s.blocks_held() == 0);
   REQUIRE(kv.used == 0);
+  REQUIRE(kv.held.empty());  // every table was closed
   REQUIRE(s.waiting() == 0);
   r.preemptions = s.preemptions();
   return r;
@@ -896,7 +948,7 @@ TEST_CASE("on-demand: admission takes the prompt and one token, decodes grow a b
           "[scheduler]") {
   batch_scheduler s(on_demand_opts());  // 4-token blocks
   REQUIRE(s.enqueue(req(1, 5, 8, true), 0) == enqueue_status::accepted);
-  CHECK(s.admission_candidates() == std::vector<int64_t>{2});  // ceil((5 + 1) / 4)
+  CHECK(blocks_of(s.admission_candidates()) == std::vector<int64_t>{2});  // ceil((5 + 1) / 4)
   s.admit(1);
   CHECK(s.growth_candidates().empty());
   auto ev = s.apply(answer_all(s.next_step(), 7));  // prefill 5, sample: 6 tokens, 8 fit
@@ -906,11 +958,11 @@ TEST_CASE("on-demand: admission takes the prompt and one token, decodes grow a b
   ev = s.apply(answer_all(s.next_step(), 7));  // position 6: 8 tokens
   CHECK(s.growth_candidates().empty());        // the 8th token is fed at position 7: fits
   ev = s.apply(answer_all(s.next_step(), 7));  // 9 tokens: position 8 needs a third block
-  CHECK(s.growth_candidates() == std::vector<int64_t>{1});
+  CHECK(ids_of(s.growth_candidates()) == std::vector<uint64_t>{1});
   // Not granted yet: the step leaves the sequence out rather than overrun.
   CHECK(s.next_step().seqs.empty());
   CHECK_FALSE(s.step_in_flight());
-  REQUIRE(s.growth_candidates() == std::vector<int64_t>{1});
+  REQUIRE(ids_of(s.growth_candidates()) == std::vector<uint64_t>{1});
   ev = s.apply_growth(1);
   CHECK(ev.freed_blocks == 0);
   CHECK(s.blocks_held() == 3);
@@ -929,7 +981,7 @@ TEST_CASE("on-demand: a refused block preempts the newest sequence, which recomp
   // Prefill both (sample 40 + id), then one decode each: 5 tokens > 4.
   auto ev = s.apply(answer(s.next_step(), [](uint64_t id) { return static_cast<token_id>(40 + id); }));
   ev = s.apply(answer(s.next_step(), [](uint64_t id) { return static_cast<token_id>(50 + id); }));
-  REQUIRE(s.growth_candidates() == std::vector<int64_t>{1, 1});
+  REQUIRE(ids_of(s.growth_candidates()) == std::vector<uint64_t>{1, 2});
   ev = s.apply_growth(1);  // the older one gets its block; the newer is preempted
   CHECK(ev.freed_blocks == 1);
   CHECK(s.preemptions() == 1);
@@ -942,15 +994,12 @@ TEST_CASE("on-demand: a refused block preempts the newest sequence, which recomp
   CHECK(s.admission_candidates().empty());
   CHECK(s.cancel(1) == 2);
   // Then it comes back first, with room for 3 prompt + 2 generated + 1.
-  CHECK(s.admission_candidates() == std::vector<int64_t>{2, 1});
+  CHECK(blocks_of(s.admission_candidates()) == std::vector<int64_t>{2, 1});
   s.admit(1);
   CHECK(s.preempted_waiting() == 0);
   auto in = s.next_step();
   CHECK(in.released == std::vector<uint64_t>{2, 1});  // its old KV is dropped (and 1's)
-  const engine::seq_work* again = nullptr;
-  for (const auto& w : in.seqs)
-    if (w.seq_id == 2)
-      again = &w;
+  const auto* again = work_for(in, 2);
   REQUIRE(again != nullptr);
   CHECK(again->context_len == 0);
   CHECK(again->tokens == std::vector<token_id>{1200, 1201, 1202, 42, 52});
@@ -971,7 +1020,7 @@ TEST_CASE("on-demand: a cancelled preempted request frees nothing twice", "[sche
   ev = s.apply(answer_all(s.next_step(), 9));  // 8 tokens: the 8 that fit 2 blocks
   CHECK(s.growth_candidates().empty());
   ev = s.apply(answer_all(s.next_step(), 9));  // 9: position 8 needs a third
-  REQUIRE(s.growth_candidates() == std::vector<int64_t>{1});
+  REQUIRE(ids_of(s.growth_candidates()) == std::vector<uint64_t>{1});
   ev = s.apply_growth(0);  // preempts itself
   CHECK(ev.freed_blocks == 2);
   CHECK(s.blocks_held() == 0);
@@ -1025,4 +1074,60 @@ TEST_CASE("property: preemption by recompute never changes what a request genera
     CHECK(a.finish == b.finish);
   }
   CHECK(preemptions > 20);  // the tight pools really did preempt
+}
+
+TEST_CASE("share_prefix: computed full blocks are committed, a cached prefix skips its prefill",
+          "[scheduler]") {
+  auto o = on_demand_opts();
+  o.share_prefix = true;
+  batch_scheduler s(o);  // 4-token blocks, 8 tokens per step
+  auto first = req(1, 9, 10, true);
+  const auto prompt = first.prompt;
+  REQUIRE(s.enqueue(first, 0) == enqueue_status::accepted);
+  auto cand = s.admission_candidates();
+  REQUIRE(cand.size() == 1);
+  CHECK(cand[0].lookup == prompt);  // the prompt is looked up
+  s.admit(std::vector<int32_t>{0});
+  auto ev = s.apply(answer_all(s.next_step(), 7));  // 8 of 9 prompt tokens
+  REQUIRE(ev.commits.size() == 1);
+  CHECK(ev.commits[0].first == 1);
+  CHECK(ev.commits[0].second == std::vector<int32_t>(prompt.begin(), prompt.begin() + 8));
+  ev = s.apply(answer_all(s.next_step(), 7));  // the 9th, and a sample: no new full block
+  CHECK(ev.commits.empty());
+  REQUIRE(s.growth_candidates().empty());
+  ev = s.apply(answer_all(s.next_step(), 7));  // decode: 10 tokens computed
+  CHECK(ev.commits.empty());
+  ev = s.apply(answer_all(s.next_step(), 7));  // 11 computed
+  CHECK(ev.commits.empty());
+  REQUIRE(s.growth_candidates().empty());      // 3 blocks hold 12
+  ev = s.apply(answer_all(s.next_step(), 7));  // 12 computed: a third full block, with generated tokens
+  REQUIRE(ev.commits.size() == 1);
+  auto expect = std::vector<int32_t>(prompt.begin(), prompt.end());
+  expect.insert(expect.end(), {7, 7, 7});
+  CHECK(ev.commits[0].second == expect);
+
+  // A second request with the same prompt, 8 tokens of it cached: it
+  // prefills only the 9th and samples.
+  auto second = req(2, 9, 2, true);
+  second.prompt = prompt;
+  REQUIRE(s.enqueue(second, 0) == enqueue_status::accepted);
+  cand = s.admission_candidates();
+  REQUIRE(cand.size() == 1);
+  s.admit(std::vector<int32_t>{8});
+  auto in = s.next_step();
+  const auto* w = work_for(in, 2);
+  REQUIRE(w != nullptr);
+  CHECK(w->context_len == 8);
+  CHECK(w->tokens == std::vector<int32_t>{prompt[8]});
+  CHECK(w->sample);
+  // A whole-prompt "hit" is never taken at its word: one token is computed.
+  batch_scheduler t(o);
+  auto third = req(3, 8, 2, true);
+  REQUIRE(t.enqueue(third, 0) == enqueue_status::accepted);
+  (void)t.admission_candidates();
+  t.admit(std::vector<int32_t>{8});
+  in = t.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  CHECK(in.seqs[0].context_len == 7);
+  CHECK(in.seqs[0].sample);
 }

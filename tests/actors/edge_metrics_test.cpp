@@ -69,9 +69,11 @@ TEST_CASE("label values are escaped", "[edge_metrics]") {
 
 TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
   const auto g = gauges_from_admin_state(R"([
-    {"node":"n1","kind":"scheduler","name":"m@u1","mailbox":2,"state":{"model":"m","running":3,"waiting":1}},
-    {"node":"n2","kind":"scheduler","name":"m@u2","mailbox":0,"state":{"model":"m","running":1,"waiting":4}},
-    {"node":"n1","kind":"kv_manager","name":"u1/kv","mailbox":0,"state":{"blocks_used":10,"blocks_free":90}},
+    {"node":"n1","kind":"scheduler","name":"m@u1","mailbox":2,"state":{"model":"m","running":3,"waiting":1,"preemptions":2}},
+    {"node":"n2","kind":"scheduler","name":"m@u2","mailbox":0,"state":{"model":"m","running":1,"waiting":4,"preemptions":5}},
+    {"node":"n1","kind":"kv_manager","name":"u1/kv","mailbox":0,"state":{"blocks_used":10,"blocks_free":90,
+     "blocks_evictable":6,"block_tokens":16,
+     "models":{"m":{"used":4,"quota":60,"prefix_queries":3,"prefix_hits":2}}}},
     {"node":"n1","kind":"gateway","name":"gw","mailbox":5,"state":{}},
     {"node":"n1","kind":"weird"}
   ])");
@@ -79,6 +81,12 @@ TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
   CHECK(g.waiting.at("m") == 5);
   CHECK(g.kv_used.at("u1/kv") == 10);
   CHECK(g.kv_free.at("u1/kv") == 90);
+  CHECK(g.kv_evictable.at("u1/kv") == 6);
+  CHECK(g.kv_model_used.at({"u1/kv", "m"}) == 4);
+  CHECK(g.kv_model_quota.at({"u1/kv", "m"}) == 60);
+  CHECK(g.prefix_queries.at("m") == 48);  // token-blocks × block_tokens
+  CHECK(g.prefix_hits.at("m") == 32);
+  CHECK(g.preemptions.at("m") == 7);
   CHECK(g.mailbox.at({"n1", "gateway", "gw"}) == 5);
   CHECK(g.mailbox.size() == 5);
   CHECK(gauges_from_admin_state("not json").mailbox.empty());
@@ -87,5 +95,8 @@ TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
   const auto text = m.render(g);
   CHECK(sample(text, "llmux:num_requests_running{model=\"m\"}") == 4);
   CHECK(sample(text, "llmux:kv_blocks_free{unit=\"u1/kv\"}") == 90);
+  CHECK(sample(text, "llmux:kv_model_blocks_quota{unit=\"u1/kv\",model=\"m\"}") == 60);
+  CHECK(sample(text, "llmux:prefix_cache_hits_total{model=\"m\"}") == 32);
+  CHECK(sample(text, "llmux:num_preemptions_total{model=\"m\"}") == 7);
   CHECK(sample(text, "llmux:actor_mailbox_size{node=\"n1\",kind=\"scheduler\",name=\"m@u1\"}") == 2);
 }

@@ -172,6 +172,35 @@ def test_metrics_count_requests_tokens_and_latencies(served):
     assert {"gateway", "router", "scheduler", "gpu_unit", "kv_manager"} <= kinds, kinds
 
 
+def test_repeated_prompt_hits_the_prefix_cache(served):
+    # A long prompt sent twice: the second time its full blocks come from the
+    # unit's prefix cache (sim: KV is accounting, so a hit skips that prefill).
+    import uuid
+    prompt = f"{uuid.uuid4()} " + " ".join(f"word{i}" for i in range(120))
+    body = {"model": "tiny", "prompt": prompt, "max_tokens": 2}
+    before = _scrape(served)
+    r = requests.post(f"{served}/v1/completions", json=body, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    prompt_tokens = r.json()["usage"]["prompt_tokens"]
+    assert prompt_tokens > 64
+    mid = _scrape(served)
+    assert _m(mid, "llmux:prefix_cache_hits_total", model="tiny") == \
+        _m(before, "llmux:prefix_cache_hits_total", model="tiny"), "a new prompt cannot hit"
+    assert _m(mid, "llmux:prefix_cache_queries_total", model="tiny") > \
+        _m(before, "llmux:prefix_cache_queries_total", model="tiny")
+    r = requests.post(f"{served}/v1/completions", json=body, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    after = _scrape(served)
+    hits = _m(after, "llmux:prefix_cache_hits_total", model="tiny") - \
+        _m(mid, "llmux:prefix_cache_hits_total", model="tiny")
+    # Whole 16-token blocks of the prompt, never all of it.
+    assert 0 < hits < prompt_tokens and hits % 16 == 0 and hits >= prompt_tokens - 32, hits
+    kv = [a for a in requests.get(f"{served}/admin/state", timeout=HTTP_TIMEOUT).json()
+          if a["kind"] == "kv_manager"][0]["state"]
+    assert kv["models"]["tiny"]["prefix_hits"] * kv["block_tokens"] >= hits
+    assert kv["models"]["tiny"]["sequences"] == 0  # both tables closed
+
+
 def test_bench_serve_drives_the_edge(served, tmp_path):
     # `llmux bench serve` against the sim edge: an open-loop and a closed-loop point.
     port = served.rsplit(":", 1)[1]

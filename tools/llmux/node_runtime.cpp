@@ -205,6 +205,11 @@ void node_runtime::impl::boot() {
       so.core.max_waiting = u.max_waiting;
       so.core.growth = u.kv_growth == "reserve" ? scheduler::kv_growth::reserve
                                                 : scheduler::kv_growth::on_demand;
+      // Prefix hits skip prefill only where the engine reads the unit's
+      // shared blocks: the sim (KV is accounting only there). The CPU engine
+      // keeps each sequence's KV privately until it moves to the unit's
+      // block tables, so it neither looks up nor commits.
+      so.core.share_prefix = m->backend == "sim";
       so.core.block_tokens = u.block_tokens;
       so.core.context_length = m->arch.context_length > 0 ? m->arch.context_length : 4096;
       so.core.eos_id = core->models().at(m->name).engine->vocab().eos_id();
