@@ -263,3 +263,56 @@ models = [ {{ name = "dummy-tiny", share = 1.0 }} ]
         assert "building random q8_0 weights" in proc.log()
     finally:
         proc.cleanup()
+
+
+def test_colocated_cpu_example_shares_one_unit_and_one_pool(llmux_bin, tmp_path):
+    # examples/colocated-cpu.toml: stories260K and SmolLM2 on ONE CPU unit, one
+    # head-wise KV pool, half the threads each. Both answer at once, correctly.
+    cached = Path.home() / ".cache" / "llmux" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not cached.exists():
+        pytest.skip(f"{cached} is missing: scripts/setup fetches it")
+    require_ports_free([8082, 7321, 7421], "examples/colocated-cpu.toml")
+    proc, base = start_serve(["--config", SOURCE_DIR / "examples" / "colocated-cpu.toml"], tmp_path,
+                             "serve-colocated", __name__, 8082)
+    try:
+        wait_until(lambda: models_ready(base, None, ["stories260K", "SmolLM2-135M-Instruct"]), 30,
+                   "both models to have a live replica", proc=proc)
+        results = {}
+        case = GOLDEN["cases"][1]
+
+        def stories():
+            results["stories"] = requests.post(f"{base}/v1/completions", timeout=60, json={
+                "model": "stories260K", "prompt": case["prompt"], "temperature": 0,
+                "max_tokens": len(case["completion_tokens"])})
+
+        def smol():
+            results["smol"] = requests.post(f"{base}/v1/chat/completions", timeout=60, json={
+                "model": "SmolLM2-135M-Instruct", "temperature": 0, "max_tokens": 24,
+                "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]})
+
+        threads = [threading.Thread(target=f) for f in (stories, smol)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=90)
+        assert results["stories"].status_code == 200, results["stories"].text
+        assert results["stories"].json()["choices"][0]["text"] == case["completion_text"]
+        assert results["smol"].status_code == 200, results["smol"].text
+        assert "Paris" in results["smol"].json()["choices"][0]["message"]["content"]
+
+        states = requests.get(f"{base}/admin/state", timeout=10).json()
+        units = [s for s in states if s["kind"] == "gpu_unit"]
+        kvs = [s for s in states if s["kind"] == "kv_manager"]
+        assert len(units) == 1 and len(kvs) == 1, [(s["kind"], s["name"]) for s in states]
+        models = units[0]["state"]["models"]
+        assert {m: models[m]["share"] for m in models} == {"stories260K": 0.5, "SmolLM2-135M-Instruct": 0.5}
+        assert all(models[m]["steps"] > 0 for m in models), models
+        pool = kvs[0]["state"]
+        # One pool, two shapes: 5 layers x 4 KV heads and 30 x 3 head-blocks per token-block.
+        assert {m: v["blocks_per_token_block"] for m, v in pool["models"].items()} == \
+            {"stories260K": 20, "SmolLM2-135M-Instruct": 90}
+        assert pool["blocks_used"] == 0 and all(v["sequences"] == 0 for v in pool["models"].values())
+        schedulers = {s["state"]["model"] for s in states if s["kind"] == "scheduler"}
+        assert schedulers == {"stories260K", "SmolLM2-135M-Instruct"}
+    finally:
+        proc.cleanup()
