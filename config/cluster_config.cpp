@@ -642,7 +642,7 @@ void read_units(const section& top, cluster_config& cfg) {
     auto s = top.element("units", arr, i);
     s.allow_only({"name", "node", "backend", "gpu", "kv_blocks", "block_tokens", "max_running",
                   "max_batch_tokens", "max_waiting", "time_scale", "threads", "kv_cache_mib",
-                  "kv_growth", "models"});
+                  "kv_growth", "policy", "quota_period_ms", "kv_floor_tokens", "models"});
     unit_config u;
     u.name = read_name(s, "name");
     if (!unit_names.insert(u.name).second)
@@ -663,6 +663,9 @@ void read_units(const section& top, cluster_config& cfg) {
     read_positive(s, "max_batch_tokens", u.max_batch_tokens);
     read_positive(s, "max_waiting", u.max_waiting);
     read_choice(s, "kv_growth", u.kv_growth, {"on_demand", "reserve"});
+    read_choice(s, "policy", u.policy, {"adbs", "fcfs", "round_robin"});
+    read_positive(s, "quota_period_ms", u.quota_period_ms);
+    read_int(s, "kv_floor_tokens", u.kv_floor_tokens, 0, ">= 0");
     read_int(s, "threads", u.threads, 0, ">= 0 (0 = every core)");
     read_positive(s, "kv_cache_mib", u.kv_cache_mib);
     if (auto v = s.number("time_scale")) {
@@ -677,7 +680,7 @@ void read_units(const section& top, cluster_config& cfg) {
     double share_sum = 0;
     for (size_t j = 0; j < models.size(); ++j) {
       auto ms = s.element("models", models, j);
-      ms.allow_only({"name", "share"});
+      ms.allow_only({"name", "share", "rate"});
       unit_model um;
       um.model = read_name(ms, "name");
       const auto* model = cfg.find_model(um.model);
@@ -693,6 +696,11 @@ void read_units(const section& top, cluster_config& cfg) {
         if (!(*v > 0 && *v <= 1))
           ms.fail("share", "must be in (0, 1], got " + format_number(*v));
         um.share = *v;
+      }
+      if (auto v = ms.number("rate")) {
+        if (!(*v >= 0) || !std::isfinite(*v))
+          ms.fail("rate", "must be a finite number >= 0 (requests/s), got " + format_number(*v));
+        um.rate = *v;
       }
       share_sum += um.share;
       u.models.push_back(std::move(um));

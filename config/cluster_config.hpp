@@ -88,6 +88,7 @@ struct model_config {
 struct unit_model {
   std::string model;   ///< a name from [[models]]
   double share = 1.0;  ///< compute share in (0, 1]
+  double rate = 1.0;   ///< expected requests/s: ADBS's starting point for its KV quota
 };
 
 /// A GPU unit (or CPU socket): co-located models share its compute and KV pool.
@@ -105,6 +106,13 @@ struct unit_config {
   /// block, preempt the newest by recompute when refused) or "reserve"
   /// (prompt + max_tokens at admission, never preempted).
   std::string kv_growth = "on_demand";
+  /// How co-located models share the KV pool: "adbs" (MuxServe: quotas
+  /// proportional to measured rate × KV per token, moved every
+  /// `quota_period_ms` toward models with a backlog), "fcfs" or
+  /// "round_robin" (no quotas: first come, first served from one pool).
+  std::string policy = "adbs";
+  int quota_period_ms = 5000;     ///< adbs: seconds between quota moves, in ms
+  int kv_floor_tokens = 512;      ///< adbs: KV every model keeps room for, tokens
   double time_scale = 1.0;        ///< sim: multiplies step time; 0 = no wait
   int threads = 0;                ///< cpu: worker threads of the unit; 0 = every core
   int kv_cache_mib = 1024;        ///< cpu: KV cache budget when kv_blocks = 0

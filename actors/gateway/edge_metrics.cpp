@@ -183,6 +183,8 @@ std::string edge_metrics::render(const cluster_gauges& gauges) const {
   per_label(out, "llmux:prefix_cache_hits_total", "counter",
             "Prompt tokens found in the prefix cache (their prefill skipped).", "model",
             gauges.prefix_hits);
+  per_label(out, "llmux:kv_quota_moves_total", "counter",
+            "KV quota moves between a unit's models (ADBS), per unit.", "unit", gauges.quota_moves);
   per_label(out, "llmux:num_preemptions_total", "counter",
             "Sequences preempted (by recompute) when the KV pool refused a block.", "model",
             gauges.preemptions);
@@ -219,6 +221,7 @@ cluster_gauges gauges_from_admin_state(const std::string& json_text) {
       g.kv_used[name] = st.value("blocks_used", int64_t{0});
       g.kv_free[name] = st.value("blocks_free", int64_t{0});
       g.kv_evictable[name] = st.value("blocks_evictable", int64_t{0});
+      g.quota_moves[name] = st.value("quota_moves", int64_t{0});
       const auto block_tokens = st.value("block_tokens", int64_t{0});
       const auto models = st.find("models");
       if (models == st.end() || !models->is_object())

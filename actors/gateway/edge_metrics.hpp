@@ -35,6 +35,7 @@ struct cluster_gauges {
   /// per model, in tokens: prompt tokens looked up in the prefix cache, and found
   std::map<std::string, int64_t> prefix_queries, prefix_hits;
   std::map<std::string, int64_t> preemptions;        ///< per model
+  std::map<std::string, int64_t> quota_moves;        ///< per unit: ADBS quota moves
   /// (node, kind, name) → messages waiting in the actor's mailbox
   std::map<std::tuple<std::string, std::string, std::string>, uint64_t> mailbox;
 };

@@ -155,7 +155,7 @@ gateway_actor spawn_gateway(caf::actor_system& sys, gateway_options opts,
           ev.logprobs = std::move(d.logprobs);
           ev.finish = d.finish;
           if (d.finish == finish_reason::error) {
-            ev.status = 500;
+            ev.status = d.status != 0 ? d.status : 500;
             ev.message = d.error;
           }
           bool done = d.finish != finish_reason::none;

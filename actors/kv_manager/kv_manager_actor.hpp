@@ -13,6 +13,7 @@ struct kv_model_shape {
   std::string model;
   int layers = 0;
   int kv_heads = 0;
+  double expected_rate = 1.0;  ///< req/s, from the config: ADBS's starting point
 };
 
 struct kv_manager_options {
@@ -21,6 +22,11 @@ struct kv_manager_options {
   int64_t total_blocks = 0;
   int block_tokens = 16;
   std::vector<kv_model_shape> models;
+  /// "adbs": per-model quotas from unit::quota_planner, moved every
+  /// `quota_period_ms`; "fcfs"/"round_robin": every model may use the pool.
+  std::string policy = "adbs";
+  int quota_period_ms = 5000;
+  int64_t floor_tokens = 512;  ///< adbs: room every model keeps, tokens
 };
 
 protocol::kv_manager_actor spawn_kv_manager(caf::actor_system& sys, kv_manager_options opts);

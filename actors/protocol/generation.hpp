@@ -99,11 +99,13 @@ struct token_delta {
   std::vector<engine::token_logprobs> logprobs;  ///< one per token, when asked for
   finish_reason finish = finish_reason::none;
   std::string error;  ///< set when finish == error
+  int32_t status = 0; ///< the HTTP status an error becomes (0: 500)
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, token_delta& x) {
-  return f(caf::meta::type_name("token_delta"), x.id, x.tokens, x.logprobs, x.finish, x.error);
+  return f(caf::meta::type_name("token_delta"), x.id, x.tokens, x.logprobs, x.finish, x.error,
+           x.status);
 }
 
 /// Everything one scheduler step produced for one gateway: one message per

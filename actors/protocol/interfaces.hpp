@@ -34,6 +34,7 @@ using kv_open_atom = caf::atom_constant<caf::atom("kvopen")>;     // scheduler �
 using kv_grow_atom = caf::atom_constant<caf::atom("kvgrow")>;     // scheduler → kv_manager
 using kv_commit_atom = caf::atom_constant<caf::atom("kvcommit")>; // scheduler → kv_manager
 using kv_close_atom = caf::atom_constant<caf::atom("kvclose")>;   // scheduler → kv_manager
+using kv_load_atom = caf::atom_constant<caf::atom("kvload")>;     // scheduler → kv_manager
 using replica_up_atom = caf::atom_constant<caf::atom("replicaup")>;   // controller → router
 using replica_dn_atom = caf::atom_constant<caf::atom("replicadn")>;   // controller → router
 using lost_atom = caf::atom_constant<caf::atom("lost")>;              // edge → router
@@ -135,11 +136,15 @@ using gpu_unit_actor = caf::typed_actor<
 /// - `kv_commit`: these tokens of a sequence are computed: its full blocks
 ///   join the model's prefix cache.
 /// - `kv_close`: the sequences ended or were preempted.
+/// - `kv_load`: a scheduler's arrivals since its last report and the tokens
+///   its waiting requests need (their backlog), for the ADBS quotas.
 using kv_manager_actor = caf::typed_actor<
   caf::replies_to<kv_open_atom, std::string, std::vector<kv_need>>::with<std::vector<int32_t>>,
   caf::replies_to<kv_grow_atom, std::string, std::vector<kv_need>>::with<int32_t>,
   caf::reacts_to<kv_commit_atom, std::string, uint64_t, std::vector<int32_t>>,
   caf::reacts_to<kv_close_atom, std::string, std::vector<uint64_t>>,
+  caf::reacts_to<kv_load_atom, std::string, int32_t, int64_t>,
+  caf::reacts_to<tick_atom>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// One per cluster: connects to every node, tells the router about replicas.

@@ -202,6 +202,7 @@ routed_delta batch_scheduler::reject_first_waiting(const std::string& why) {
   rd.delta.id = waiting_.front().first.id;
   rd.delta.finish = finish_reason::error;
   rd.delta.error = why;
+  rd.delta.status = 400;
   waiting_.pop_front();
   return rd;
 }

@@ -101,8 +101,9 @@ public:
   /// prefix cache already holds: their prefill is skipped).
   void admit(const std::vector<int32_t>& cached);
   /// Ends the first waiting request (it can never get its blocks): a fresh
-  /// one fails with `why`; a preempted one, which has already streamed
-  /// tokens, ends with "length".
+  /// one fails with `why` and status 400 (too large for this deployment, as
+  /// a prompt over the context window); a preempted one, which has already
+  /// streamed tokens, ends with "length".
   [[nodiscard]] routed_delta reject_first_waiting(const std::string& why);
 
   /// on_demand: the longer tables (one more block each) that running

@@ -24,6 +24,10 @@ struct scheduler_state {
   std::unordered_map<caf::actor_addr, uint32_t> sink_index;
   std::vector<caf::actor> subscribers;
   bool alloc_in_flight = false;
+  // What the kv_manager's ADBS quotas learn from this replica each tick.
+  int32_t arrivals = 0;          ///< accepted since the last kv_load
+  bool open_refused = false;     ///< the last kv_open granted nothing
+  int64_t last_backlog = -1;     ///< tokens, as last reported
   uint64_t rejected = 0;
   uint64_t orphaned = 0;  ///< requests cancelled because their gateway went away
   // Load reporting and tokens/s.
@@ -126,6 +130,7 @@ void pump(scheduler_ptr self) {
       [self](std::vector<int32_t>& cached) {
         auto& s = self->state;
         s.alloc_in_flight = false;
+        s.open_refused = cached.empty();
         if (cached.size() == 1 && cached.front() < 0) {
           // The first waiting request can never fit this unit's pool or quota.
           step_events ev;
@@ -144,6 +149,21 @@ void pump(scheduler_ptr self) {
         self->state.alloc_in_flight = false;
         run_step(self);
       });
+}
+
+/// Arrivals and backlog (tokens the waiting requests need but could not
+/// get) to the kv_manager, whose ADBS quotas follow them.
+void report_kv_load(scheduler_ptr self) {
+  auto& s = self->state;
+  int64_t backlog = 0;
+  if (s.open_refused)
+    for (const auto& n : s.core->admission_candidates())
+      backlog += n.tokens;
+  if (s.arrivals == 0 && backlog == s.last_backlog)
+    return;
+  self->send(s.kv, kv_load_atom::value, s.opts.model, s.arrivals, backlog);
+  s.arrivals = 0;
+  s.last_backlog = backlog;
 }
 
 void report_load(scheduler_ptr self) {
@@ -218,6 +238,7 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         switch (s.core->enqueue(std::move(req), it->second)) {
           case enqueue_status::accepted:
             rep.ok = true;
+            ++s.arrivals;
             break;
           case enqueue_status::queue_full:
             rep.status = 429;
@@ -264,6 +285,7 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
       },
       [self](tick_atom) {
         report_load(self);
+        report_kv_load(self);
         pump(self);
         self->delayed_send(self, std::chrono::milliseconds(self->state.opts.load_report_ms),
                            tick_atom::value);

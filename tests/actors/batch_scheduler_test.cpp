@@ -461,6 +461,7 @@ TEST_CASE("reject_first_waiting fails the head of the queue", "[scheduler]") {
   CHECK(rd.delta.id == 5);
   CHECK(rd.delta.finish == finish_reason::error);
   CHECK(rd.delta.error == "too big");
+  CHECK(rd.delta.status == 400);  // too large for this deployment, not a server fault
   CHECK(s.waiting() == 1);
   CHECK(blocks_of(s.admission_candidates()) == std::vector<int64_t>{1});
   CHECK(s.blocks_held() == 0);

@@ -72,7 +72,7 @@ TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
     {"node":"n1","kind":"scheduler","name":"m@u1","mailbox":2,"state":{"model":"m","running":3,"waiting":1,"preemptions":2}},
     {"node":"n2","kind":"scheduler","name":"m@u2","mailbox":0,"state":{"model":"m","running":1,"waiting":4,"preemptions":5}},
     {"node":"n1","kind":"kv_manager","name":"u1/kv","mailbox":0,"state":{"blocks_used":10,"blocks_free":90,
-     "blocks_evictable":6,"block_tokens":16,
+     "blocks_evictable":6,"block_tokens":16,"quota_moves":3,
      "models":{"m":{"used":4,"quota":60,"prefix_queries":3,"prefix_hits":2}}}},
     {"node":"n1","kind":"gateway","name":"gw","mailbox":5,"state":{}},
     {"node":"n1","kind":"weird"}
@@ -87,6 +87,7 @@ TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
   CHECK(g.prefix_queries.at("m") == 48);  // token-blocks × block_tokens
   CHECK(g.prefix_hits.at("m") == 32);
   CHECK(g.preemptions.at("m") == 7);
+  CHECK(g.quota_moves.at("u1/kv") == 3);
   CHECK(g.mailbox.at({"n1", "gateway", "gw"}) == 5);
   CHECK(g.mailbox.size() == 5);
   CHECK(gauges_from_admin_state("not json").mailbox.empty());

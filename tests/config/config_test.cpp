@@ -245,8 +245,11 @@ max_running = 8
 max_batch_tokens = 512
 max_waiting = 10
 kv_growth = "reserve"
+policy = "round_robin"
+quota_period_ms = 250
+kv_floor_tokens = 64
 time_scale = 0
-models = [ { name = "custom", share = 0.5 }, { name = "tiny-a", share = 0.5 } ]
+models = [ { name = "custom", share = 0.5, rate = 2.5 }, { name = "tiny-a", share = 0.5 } ]
 )";
   text = replace(text, "node = \"edge\"\n", R"(node = "edge"
 host = "0.0.0.0"
@@ -284,6 +287,12 @@ max_body_bytes = 10
   CHECK(u.gpu == "b200");
   CHECK(u.kv_blocks == 100);
   CHECK(u.kv_growth == "reserve");
+  CHECK(u.policy == "round_robin");
+  CHECK(cfg.units[0].policy == "adbs");  // the default
+  CHECK(u.quota_period_ms == 250);
+  CHECK(u.kv_floor_tokens == 64);
+  CHECK(u.models[0].rate == 2.5);
+  CHECK(u.models[1].rate == 1.0);
   CHECK(cfg.units[0].kv_growth == "on_demand");  // the default
   CHECK(u.time_scale == 0.0);  // an integer where a float is expected
   REQUIRE(u.models.size() == 2);
@@ -542,6 +551,13 @@ TEST_CASE("bad gpu spec value", "[config][error]") {
 TEST_CASE("bad router policy", "[config][error]") {
   auto text = base_config + "\n[router]\npolicy = \"random\"\n";
   require_error(text, "router.policy", "unknown value 'random'", line_with(text, "random"));
+}
+
+TEST_CASE("bad unit policy and model rate", "[config][error]") {
+  auto text = replace(base_config, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\npolicy = \"lifo\"\nmodels");
+  require_error(text, "units[0].policy", "unknown value 'lifo'", line_with(text, "lifo"));
+  text = replace(base_config, "{ name = \"tiny-a\" }", "{ name = \"tiny-a\", rate = -1 }");
+  require_error(text, "units[0].models[0].rate", "must be a finite number >= 0", line_with(text, "rate"));
 }
 
 TEST_CASE("bad kv_growth", "[config][error]") {

@@ -164,10 +164,13 @@ void node_runtime::impl::boot() {
     kvo.name = u.name + "/kv";
     kvo.block_tokens = u.block_tokens;
     kvo.total_blocks = u.kv_blocks > 0 ? u.kv_blocks : config::auto_kv_blocks(cfg, u);
+    kvo.policy = u.policy;
+    kvo.quota_period_ms = u.quota_period_ms;
+    kvo.floor_tokens = u.kv_floor_tokens;
     auto core = std::make_shared<unit::unit_core>(u.time_scale);
     for (const auto& um : u.models) {
       const auto* m = cfg.find_model(um.model);
-      kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads});
+      kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads, um.rate});
       try {
         engine::engine_context ctx;
         ctx.gpu = gpu;
