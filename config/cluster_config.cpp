@@ -100,6 +100,13 @@ const model_config* cluster_config::find_model(const std::string& model_name) co
   return nullptr;
 }
 
+const unit_config* cluster_config::find_unit(const std::string& unit_name) const {
+  for (const auto& u : units)
+    if (u.name == unit_name)
+      return &u;
+  return nullptr;
+}
+
 namespace {
 
 std::string format_error(const std::string& file, int line, const std::string& key,

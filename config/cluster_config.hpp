@@ -143,6 +143,7 @@ struct cluster_config {
 
   [[nodiscard]] const node_config* find_node(const std::string& name) const;
   [[nodiscard]] const model_config* find_model(const std::string& name) const;
+  [[nodiscard]] const unit_config* find_unit(const std::string& name) const;
 };
 
 /// A bad config: `what()` is one line "FILE:LINE: key 'KEY': REASON".

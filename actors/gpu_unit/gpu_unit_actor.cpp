@@ -66,10 +66,10 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
         it->second.promise.deliver(std::move(it->second.out));
         self->state.held.erase(it);
       },
-      [self](set_share_atom, const std::string& model, double share) {
-        if (auto err = self->state.core->set_share(model, share))
-          caf::aout(self) << "set_share refused on " << self->state.opts.name << ": " << *err
-                          << std::endl;
+      [self](set_share_atom, const std::string& model, double share) -> std::string {
+        // A message like any other: it runs between two steps, never inside one.
+        auto err = self->state.core->set_share(model, share);
+        return err ? *err : std::string{};
       },
       [self](get_state_atom) -> actor_state {
         auto& s = self->state;

@@ -124,7 +124,9 @@ using router_actor = caf::typed_actor<
 using gpu_unit_actor = caf::typed_actor<
   caf::replies_to<step_atom, std::string, engine::step_input>::with<engine::step_output>,
   caf::reacts_to<step_done_atom, uint64_t>,
-  caf::reacts_to<set_share_atom, std::string, double>,
+  // Moves a model's jobs to a partition of this share, between steps; the
+  // answer is empty, or why the move was refused.
+  caf::replies_to<set_share_atom, std::string, double>::with<std::string>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// The unit's KV block pool, one block table per sequence (kv_block_pool).

@@ -20,6 +20,7 @@ from conftest import (
     json_events,
     models_ready,
     require_ports_free,
+    run_llmux,
     solo_config,
     start_llmux,
     start_serve,
@@ -314,5 +315,61 @@ def test_colocated_cpu_example_shares_one_unit_and_one_pool(llmux_bin, tmp_path)
         assert pool["blocks_used"] == 0 and all(v["sequences"] == 0 for v in pool["models"].values())
         schedulers = {s["state"]["model"] for s in states if s["kind"] == "scheduler"}
         assert schedulers == {"stories260K", "SmolLM2-135M-Instruct"}
+
+        # Compute shares move as messages while requests run, and lose none:
+        # every golden case at once on stories260K and a SmolLM2 chat, and
+        # meanwhile stories260K goes to a quarter of the unit, SmolLM2 to 3/4.
+        config = SOURCE_DIR / "examples" / "colocated-cpu.toml"
+        before = {m: models[m]["share_moves"] for m in models}
+        results = {}
+
+        def story(i, c):
+            results[i] = requests.post(f"{base}/v1/completions", timeout=120, json={
+                "model": "stories260K", "prompt": c["prompt"], "temperature": 0,
+                "max_tokens": len(c["completion_tokens"])})
+
+        long_body = {"model": "SmolLM2-135M-Instruct", "prompt": "Once upon a time, in a quiet village,",
+                     "max_tokens": 160, "temperature": 0}
+
+        def long_smol():
+            results["long"] = requests.post(f"{base}/v1/completions", timeout=120, json=long_body)
+
+        threads = [threading.Thread(target=story, args=(i, c)) for i, c in enumerate(GOLDEN["cases"])]
+        threads += [threading.Thread(target=smol), threading.Thread(target=long_smol)]
+        for t in threads:
+            t.start()
+        # The moves below happen while SmolLM2 sequences run.
+        wait_until(lambda: any(s["kind"] == "scheduler" and s["state"]["model"] == "SmolLM2-135M-Instruct"
+                               and s["state"]["running"] > 0
+                               for s in requests.get(f"{base}/admin/state", timeout=10).json()),
+                   30, "SmolLM2 requests to run", interval=0.01)
+        r = run_llmux(["admin", "--config", config, "set-share", "cpu0", "SmolLM2-135M-Instruct", "0.75"])
+        assert r.returncode == 1 and "sum" in r.stderr, r.stderr  # 0.5 + 0.75 > 1: refused
+        r = run_llmux(["admin", "--config", config, "set-share", "cpu0", "stories260K", "0.25"])
+        assert r.returncode == 0, r.stderr
+        r = run_llmux(["admin", "--config", config, "set-share", "cpu0", "SmolLM2-135M-Instruct", "0.75"])
+        assert r.returncode == 0, r.stderr
+        for t in threads:
+            t.join(timeout=120)
+        for i, c in enumerate(GOLDEN["cases"]):
+            assert results[i].status_code == 200, results[i].text
+            assert results[i].json()["choices"][0]["text"] == c["completion_text"], c["prompt"]
+        assert results["smol"].status_code == 200 and "Paris" in results["smol"].json()["choices"][0]["message"]["content"]
+        # The long one ran across the move and still generated what it generates alone.
+        assert results["long"].status_code == 200, results["long"].text
+        alone = requests.post(f"{base}/v1/completions", timeout=120, json=long_body)
+        assert results["long"].json()["choices"][0]["text"] == alone.json()["choices"][0]["text"]
+        assert results["long"].json()["usage"]["completion_tokens"] == 160
+        units = [s for s in requests.get(f"{base}/admin/state", timeout=10).json() if s["kind"] == "gpu_unit"]
+        after = units[0]["state"]["models"]
+        assert {m: after[m]["share"] for m in after} == {"stories260K": 0.25, "SmolLM2-135M-Instruct": 0.75}
+        assert all(after[m]["share_moves"] == before[m] + 1 for m in after), after
+        # Clear refusals: an unknown model, an unknown unit, a share out of range.
+        r = run_llmux(["admin", "--config", config, "set-share", "cpu0", "nope", "0.1"])
+        assert r.returncode == 1 and "not on this unit" in r.stderr, r.stderr
+        r = run_llmux(["admin", "--config", config, "set-share", "gpu9", "stories260K", "0.1"])
+        assert r.returncode == 2 and "no unit named 'gpu9'" in r.stderr, r.stderr
+        r = run_llmux(["admin", "--config", config, "set-share", "cpu0", "stories260K", "1.5"])
+        assert r.returncode == 1 and "(0, 1]" in r.stderr, r.stderr
     finally:
         proc.cleanup()

@@ -1,5 +1,8 @@
 #include "tools/llmux/admin_cli.hpp"
 
+#include <optional>
+#include <stdexcept>
+
 #include <iostream>
 #include <sstream>
 
@@ -68,37 +71,90 @@ std::string render_state_table(const nlohmann::json& states) {
   return os.str();
 }
 
-int run_admin(const config::cluster_config& cfg, const admin_cli_options& opts) {
-  if (opts.command != "state") {
-    std::cerr << "llmux admin: unknown command '" << opts.command << "' (known: state)\n";
-    return 2;
-  }
-  auto node_name = opts.node.empty() ? cfg.controller.node : opts.node;
+namespace {
+
+/// One admin call to `node_name`; prints why it failed and returns nullopt.
+std::optional<nlohmann::json> call_node(const config::cluster_config& cfg,
+                                        const std::string& node_name, nlohmann::json req,
+                                        const admin_cli_options& opts) {
   const auto* node = cfg.find_node(node_name);
   if (node == nullptr) {
     std::cerr << "llmux admin: " << cfg.source << ": no node named '" << node_name << "'\n";
-    return 2;
+    return std::nullopt;
   }
-  nlohmann::json req{{"cmd", "state"}, {"token", cfg.gateway.admin_token}};
+  req["token"] = cfg.gateway.admin_token;
   nlohmann::json rep;
   try {
     rep = net::admin_call(node->host, node->admin_port, req,
                           std::chrono::milliseconds(opts.timeout_ms));
   } catch (const std::exception& e) {
     std::cerr << "llmux admin: node " << node_name << ": " << e.what() << "\n";
-    return 1;
+    return std::nullopt;
   }
   if (!rep.value("ok", false)) {
     std::cerr << "llmux admin: node " << node_name << " refused: " << rep.value("error", "?")
               << "\n";
-    return 1;
+    return std::nullopt;
   }
+  return rep;
+}
+
+/// set-share UNIT MODEL SHARE: asks the unit's own node.
+int run_set_share(const config::cluster_config& cfg, const admin_cli_options& opts) {
+  if (opts.args.size() != 3) {
+    std::cerr << "llmux admin: set-share needs UNIT MODEL SHARE\n";
+    return 2;
+  }
+  const auto* unit = cfg.find_unit(opts.args[0]);
+  if (unit == nullptr) {
+    std::cerr << "llmux admin: " << cfg.source << ": no unit named '" << opts.args[0] << "'\n";
+    return 2;
+  }
+  double share = 0;
+  try {
+    size_t used = 0;
+    share = std::stod(opts.args[2], &used);
+    if (used != opts.args[2].size())
+      throw std::invalid_argument("trailing text");
+  } catch (const std::exception&) {
+    std::cerr << "llmux admin: share '" << opts.args[2] << "' is not a number\n";
+    return 2;
+  }
+  auto rep = call_node(cfg, unit->node,
+                       {{"cmd", "set-share"}, {"unit", unit->name}, {"model", opts.args[1]},
+                        {"share", share}},
+                       opts);
+  if (!rep)
+    return 1;
+  std::cout << "unit " << unit->name << ": " << opts.args[1] << " now runs on a share of " << share
+            << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int run_admin(const config::cluster_config& cfg, const admin_cli_options& opts) {
+  if (opts.command == "set-share")
+    return run_set_share(cfg, opts);
+  if (opts.command != "state") {
+    std::cerr << "llmux admin: unknown command '" << opts.command << "' (known: state, set-share)\n";
+    return 2;
+  }
+  if (opts.args.size() > 1) {
+    std::cerr << "llmux admin: state takes at most one filter (a kind, name or node)\n";
+    return 2;
+  }
+  const std::string filter = opts.args.empty() ? "" : opts.args[0];
+  auto node_name = opts.node.empty() ? cfg.controller.node : opts.node;
+  auto rep = call_node(cfg, node_name, {{"cmd", "state"}}, opts);
+  if (!rep)
+    return cfg.find_node(node_name) == nullptr ? 2 : 1;
   nlohmann::json states = nlohmann::json::array();
-  for (const auto& st : rep["state"])
-    if (matches(st, opts.actor))
+  for (const auto& st : (*rep)["state"])
+    if (matches(st, filter))
       states.push_back(st);
-  if (!opts.actor.empty() && states.empty()) {
-    std::cerr << "llmux admin: no actor matches '" << opts.actor << "'\n";
+  if (!filter.empty() && states.empty()) {
+    std::cerr << "llmux admin: no actor matches '" << filter << "'\n";
     return 1;
   }
   if (opts.json)

@@ -1,8 +1,10 @@
 #pragma once
-/// `llmux admin`: asks a node's admin port for the cluster state over the
-/// msgpack admin protocol and prints it as a table or JSON.
+/// `llmux admin`: over the msgpack admin protocol, asks a node's admin port
+/// for the cluster state (printed as a table or JSON), or moves a model's
+/// compute share on a unit (`set-share`, a message to the unit).
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -13,7 +15,9 @@ namespace llmux::tools {
 struct admin_cli_options {
   std::string command = "state";
   bool json = false;
-  std::string actor;  ///< filter: a kind, a name, or a node; empty = all
+  /// state: [FILTER] (a kind, a name, or a node; none = all);
+  /// set-share: UNIT MODEL SHARE.
+  std::vector<std::string> args;
   std::string node;   ///< ask this node (default: the controller's node)
   int timeout_ms = 8000;
 };

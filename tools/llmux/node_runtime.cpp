@@ -50,6 +50,30 @@ nlohmann::json cluster_state(caf::actor_system& sys, const admin_actor& admin, i
   return out;
 }
 
+/// `llmux admin ... set-share UNIT MODEL SHARE`: one `set_share` message to
+/// the unit, which moves the model's jobs between two steps.
+nlohmann::json set_share(caf::actor_system& sys, const std::map<std::string, gpu_unit_actor>& units,
+                         const nlohmann::json& req) {
+  const auto unit = req.value("unit", std::string{});
+  auto it = units.find(unit);
+  if (it == units.end())
+    return {{"ok", false}, {"error", "no unit '" + unit + "' on this node"}};
+  if (!req.contains("share") || !req["share"].is_number())
+    return {{"ok", false}, {"error", "share must be a number"}};
+  caf::scoped_actor self{sys};
+  std::string answer;
+  std::string failure;
+  self->request(it->second, std::chrono::seconds(30), set_share_atom::value,
+                req.value("model", std::string{}), req["share"].get<double>())
+    .receive([&](std::string& err) { answer = std::move(err); },
+             [&](caf::error& err) { failure = sys.render(err); });
+  if (!failure.empty())
+    return {{"ok", false}, {"error", "unit '" + unit + "' did not answer: " + failure}};
+  if (!answer.empty())
+    return {{"ok", false}, {"error", answer}};
+  return {{"ok", true}};
+}
+
 int wait_for_signal() {
   sigset_t set;
   sigemptyset(&set);
@@ -76,6 +100,7 @@ struct node_runtime::impl {
   gateway::edge_hooks hooks;
   std::unique_ptr<gateway::http_edge> edge;
   std::unique_ptr<net::admin_server> admin_srv;
+  std::map<std::string, gpu_unit_actor> units;  ///< this node's units, by name
 
   void boot();
   ~impl() {
@@ -196,6 +221,7 @@ void node_runtime::impl::boot() {
     auto unit = unit::spawn_gpu_unit(sys, {node_name, u.name, u.backend, u.gpu}, core,
                                      /*own_thread=*/u.backend != "sim");
     add(admin, "gpu_unit", u.name, caf::actor_cast<caf::actor>(unit));
+    units[u.name] = unit;
     for (const auto& um : u.models) {
       const auto* m = cfg.find_model(um.model);
       scheduler::scheduler_actor_options so;
@@ -270,10 +296,12 @@ void node_runtime::impl::boot() {
   if (opts.admin_port) {
     auto token = cfg.gateway.admin_token;
     admin_srv = std::make_unique<net::admin_server>(
-      me->host, me->admin_port, [&sys, admin = admin, token](const nlohmann::json& req) {
+      me->host, me->admin_port, [&sys, admin = admin, token, units = units](const nlohmann::json& req) {
         if (!token.empty() && req.value("token", "") != token)
           return nlohmann::json{{"ok", false}, {"error", "bad admin token"}};
         auto cmd = req.value("cmd", "");
+        if (cmd == "set-share")
+          return set_share(sys, units, req);
         if (cmd != "state")
           return nlohmann::json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
         return nlohmann::json{{"ok", true}, {"state", cluster_state(sys, admin, 5000)}};
