@@ -1,8 +1,9 @@
 #pragma once
 /// The gpu_unit actor: one per GPU group (or CPU socket), a thin shell over
 /// `unit_core`. Steps of different models run independently (each in its own
-/// partition); a sim step's reply is held for its modelled time with a timer,
-/// never by blocking a thread.
+/// partition: for real engines a partition actor on its own thread; for the
+/// sim, a step's reply is held for its modelled time with a timer, never by
+/// blocking a thread).
 
 #include <memory>
 #include <string>
@@ -19,8 +20,12 @@ struct gpu_unit_options {
   std::string gpu;
 };
 
-/// `own_thread`: run the actor detached (real engines block for a step).
+/// `partitions`: real engines block for a step, so each model gets a
+/// partition: a detached actor (its own thread) that runs its steps and its
+/// share changes, so co-located models compute at the same time. The unit
+/// delegates to them and keeps the books (shares, counters). Without, steps
+/// run on the unit actor (sim: modelled time, replies held by timers).
 protocol::gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
-                                        std::shared_ptr<unit_core> core, bool own_thread = false);
+                                        std::shared_ptr<unit_core> core, bool partitions = false);
 
 }  // namespace llmux::unit

@@ -19,9 +19,11 @@ engine::step_output unit_core::step(const std::string& model, const engine::step
   auto& slot = it->second;
   auto out = slot.engine->step(in);
   ++slot.steps;
+  uint64_t fed = 0;
   for (const auto& s : in.seqs)
-    slot.tokens_in += s.tokens.size();
-  slot.busy_seconds += out.seconds;
+    fed += s.tokens.size();
+  slot.tokens_in += fed;
+  slot.busy_ns += static_cast<uint64_t>(out.seconds * 1e9);
   return out;
 }
 
@@ -33,6 +35,13 @@ double unit_core::hold_seconds(const std::string& model, const engine::step_outp
 }
 
 std::optional<std::string> unit_core::set_share(const std::string& model, double share) {
+  auto err = take_share(model, share);
+  if (!err)
+    models_.at(model).engine->set_share(share);
+  return err;
+}
+
+std::optional<std::string> unit_core::take_share(const std::string& model, double share) {
   auto it = models_.find(model);
   if (it == models_.end())
     return "model '" + model + "' is not on this unit";
@@ -45,9 +54,15 @@ std::optional<std::string> unit_core::set_share(const std::string& model, double
   if (others + share > 1 + 1e-9)
     return "shares would sum to " + std::to_string(others + share) + " (> 1)";
   it->second.share = share;
-  it->second.engine->set_share(share);
   ++it->second.share_moves;
   return std::nullopt;
+}
+
+engine::engine& unit_core::engine_of(const std::string& model) {
+  auto it = models_.find(model);
+  if (it == models_.end())
+    throw std::out_of_range("model '" + model + "' is not on this unit");
+  return *it->second.engine;
 }
 
 uint64_t unit_core::total_steps() const {

@@ -6,8 +6,15 @@
 /// a GPU, worker threads on CPU); a share change applies between steps.
 /// For the sim backend, a step's modelled time (× time_scale) is how long the
 /// actor holds the reply; real engines spend the time computing.
-/// Single-threaded: the owning actor calls everything.
+///
+/// Threads: the sim's steps and every share change run on the owning actor.
+/// A real engine's steps run on its partition's own thread (a partition
+/// actor per model), so models step at the same time: `step` touches only
+/// that model's slot, whose counters are atomics, and the map never changes
+/// after setup. No lock anywhere.
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -34,14 +41,20 @@ public:
   /// when the model is unknown, the share out of range, or the unit's shares
   /// would sum above 1.
   [[nodiscard]] std::optional<std::string> set_share(const std::string& model, double share);
+  /// The same in two halves, for a model whose engine runs on a partition
+  /// thread: `take_share` checks and records the new share (the unit's
+  /// books), and the partition then calls `engine.set_share` between steps.
+  [[nodiscard]] std::optional<std::string> take_share(const std::string& model, double share);
+  [[nodiscard]] engine::engine& engine_of(const std::string& model);
 
   struct model_slot {
     std::unique_ptr<engine::engine> engine;
-    double share = 1.0;
-    uint64_t steps = 0;
-    uint64_t tokens_in = 0;   ///< tokens fed (prefill + decode)
-    double busy_seconds = 0;  ///< modelled or measured step time, summed
-    uint64_t share_moves = 0;
+    std::atomic<double> share{1.0};
+    std::atomic<uint64_t> steps{0};
+    std::atomic<uint64_t> tokens_in{0};    ///< tokens fed (prefill + decode)
+    std::atomic<uint64_t> busy_ns{0};      ///< modelled or measured step time, summed
+    std::atomic<uint64_t> share_moves{0};
+    [[nodiscard]] double busy_seconds() const { return static_cast<double>(busy_ns.load()) * 1e-9; }
   };
 
   [[nodiscard]] const std::map<std::string, model_slot>& models() const { return models_; }

@@ -101,6 +101,24 @@ TEST_CASE("unit_core: set_share validates model, range and the unit's total", "[
   CHECK(u.set_share("a", 0.41).has_value());
 }
 
+TEST_CASE("unit_core: take_share keeps the books, the partition tells the engine", "[unit_core]") {
+  unit_core u(1.0);
+  auto a = std::make_unique<fixed_time_engine>();
+  auto* engine_a = a.get();
+  u.add_model("a", std::move(a), 0.5);
+  u.add_model("b", std::make_unique<fixed_time_engine>(), 0.5);
+  REQUIRE(engine_a->share == 0.5);
+  CHECK(u.take_share("a", 0.7).has_value());  // the same checks as set_share
+  CHECK_FALSE(u.take_share("a", 0.25).has_value());
+  CHECK(u.models().at("a").share == 0.25);
+  CHECK(u.models().at("a").share_moves == 1);
+  CHECK(engine_a->share == 0.5);  // not yet: that is the partition's part, between its steps
+  u.engine_of("a").set_share(0.25);
+  CHECK(engine_a->share == 0.25);
+  CHECK_FALSE(u.take_share("b", 0.75).has_value());  // the books already count a's 0.25
+  CHECK_THROWS_AS(u.engine_of("ghost"), std::out_of_range);
+}
+
 TEST_CASE("unit_core: set_share reaches the engine and changes its step time", "[unit_core]") {
   unit_core u(1.0);
   u.add_model("m", sim("m", 1.0), 1.0);
@@ -161,7 +179,7 @@ TEST_CASE("unit_core: counts steps, tokens fed and busy time per model", "[unit_
   const auto& a = u.models().at("a");
   CHECK(a.steps == 2);
   CHECK(a.tokens_in == 12);
-  CHECK(a.busy_seconds == Approx(t1 + t2));
+  CHECK(a.busy_seconds() == Approx(t1 + t2));
   CHECK(u.models().at("b").steps == 1);
   CHECK(u.models().at("b").tokens_in == 4096);
   CHECK(u.total_steps() == 3);

@@ -363,6 +363,9 @@ def test_colocated_cpu_example_shares_one_unit_and_one_pool(llmux_bin, tmp_path)
         units = [s for s in requests.get(f"{base}/admin/state", timeout=10).json() if s["kind"] == "gpu_unit"]
         after = units[0]["state"]["models"]
         assert {m: after[m]["share"] for m in after} == {"stories260K": 0.25, "SmolLM2-135M-Instruct": 0.75}
+        # Each model steps on its own partition thread: their steps overlapped.
+        assert units[0]["state"]["partitions"] == 2
+        assert units[0]["state"]["concurrent_steps_max"] == 2, units[0]["state"]
         assert all(after[m]["share_moves"] == before[m] + 1 for m in after), after
         # Clear refusals: an unknown model, an unknown unit, a share out of range.
         r = run_llmux(["admin", "--config", config, "set-share", "cpu0", "nope", "0.1"])

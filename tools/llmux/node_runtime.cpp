@@ -216,10 +216,11 @@ void node_runtime::impl::boot() {
     }
     auto kv = kv::spawn_kv_manager(sys, kvo);
     add(admin, "kv_manager", kvo.name, caf::actor_cast<caf::actor>(kv));
-    // A real engine computes inside the step handler: give such a unit its
-    // own thread so it never blocks the CAF workers that carry messages.
+    // A real engine computes inside the step handler: each of its models
+    // gets a partition actor with its own thread, so steps never block the
+    // CAF workers that carry messages, and co-located models compute at once.
     auto unit = unit::spawn_gpu_unit(sys, {node_name, u.name, u.backend, u.gpu}, core,
-                                     /*own_thread=*/u.backend != "sim");
+                                     /*partitions=*/u.backend != "sim");
     add(admin, "gpu_unit", u.name, caf::actor_cast<caf::actor>(unit));
     units[u.name] = unit;
     for (const auto& um : u.models) {
