@@ -68,6 +68,25 @@ int64_t kv_block_pool::blocks_per_token_block(const std::string& model) const {
 
 // ---- free list and eviction ----
 
+bool kv_block_pool::quota_allows(const std::string& model, const model_usage& m, int64_t more) const {
+  if (m.used + more <= m.quota)
+    return true;
+  if (!borrow_spare_)
+    return false;
+  // A model holding nothing may always start one sequence the pool has room
+  // for: a request larger than its quota must not wait forever while every
+  // other model keeps its own (that starved whole models at overload).
+  if (m.used == 0)
+    return true;
+  // Above its quota a model may borrow what no other model's quota still
+  // guarantees: the unused part of every other quota stays free for it.
+  int64_t owed = 0;
+  for (const auto& [name, other] : models_)
+    if (name != model && (waiting_.count(name) != 0 || !lend_idle_))
+      owed += std::max<int64_t>(0, other.quota - other.used);
+  return more + owed <= free() + evictable_;
+}
+
 bool kv_block_pool::pool_has(int64_t blocks, int64_t pinned) const {
   return blocks <= free() + evictable_ - pinned;
 }
@@ -162,7 +181,7 @@ bool kv_block_pool::try_allocate(const std::string& model, int64_t token_blocks)
     return false;
   auto& m = it->second;
   const int64_t need = token_blocks * m.per_token_block();
-  if (m.used + need > m.quota || !pool_has(need, 0))
+  if (!quota_allows(model, m, need) || !pool_has(need, 0))
     return false;
   auto& anonymous = state_.at(model).anonymous;
   for (auto b : take(need))
@@ -247,7 +266,7 @@ std::optional<int32_t> kv_block_pool::open(const std::string& model, uint64_t se
     if (entries_.at(id).lru_tick != 0)
       pinned += per;
   const int64_t fresh = (wanted - cached) * per;
-  if (m.used + pinned + fresh > m.quota || !pool_has(fresh, pinned))
+  if (!quota_allows(model, m, pinned + fresh) || !pool_has(fresh, pinned))
     return std::nullopt;
 
   sequence s;
@@ -286,7 +305,7 @@ bool kv_block_pool::grow(const std::string& model, uint64_t seq, int32_t tokens)
   const int64_t fresh = wanted * per - static_cast<int64_t>(table.size());
   if (fresh <= 0)
     return true;
-  if (m.used + fresh > m.quota || !pool_has(fresh, 0))
+  if (!quota_allows(model, m, fresh) || !pool_has(fresh, 0))
     return false;
   acquire_fresh(m, fresh, table);
   return true;

@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -76,6 +77,21 @@ public:
   /// Re-declaring a model with nothing held changes its shape; with blocks
   /// held it is ignored (the tables would no longer match the shape).
   void add_model(const std::string& model, int layers, int kv_heads);
+  /// Quotas as guarantees rather than caps: a model above its quota may
+  /// still take blocks as long as every other model's unused quota stays
+  /// free (work-conserving; ADBS uses this so a fenced-off pool does not sit
+  /// idle while one model's requests wait). Off by default: quotas cap.
+  void set_borrow_spare(bool on) { borrow_spare_ = on; }
+  /// With borrowing: lend also the unused quota of models with nothing
+  /// waiting for blocks (`set_waiting`); a model marked waiting keeps all of
+  /// its unused quota. Borrowed blocks come back as their sequences end.
+  void set_lend_idle(bool on) { lend_idle_ = on; }
+  void set_waiting(const std::string& model, bool waiting) {
+    if (waiting)
+      waiting_.insert(model);
+    else
+      waiting_.erase(model);
+  }
   /// Caps the physical blocks `model` may hold (negative → 0). Takes effect
   /// for later allocations; what is held above a lowered quota stays held.
   void set_quota(const std::string& model, int64_t physical_blocks);
@@ -195,6 +211,8 @@ private:
   /// True if `blocks` more can come from the free list plus the evictable
   /// cache, not counting `pinned` evictable blocks about to be referenced.
   [[nodiscard]] bool pool_has(int64_t blocks, int64_t pinned) const;
+  /// May `model` (usage `m`) take `more` blocks under its quota, or borrow them?
+  [[nodiscard]] bool quota_allows(const std::string& model, const model_usage& m, int64_t more) const;
   /// Takes `count` free ids, evicting least-recently-released cache entries
   /// while the free list is short. The caller has checked `pool_has`.
   std::vector<int32_t> take(int64_t count);
@@ -209,6 +227,9 @@ private:
 
   int64_t total_;
   int block_tokens_;
+  bool borrow_spare_ = false;
+  bool lend_idle_ = false;
+  std::set<std::string> waiting_;  ///< models with requests waiting for blocks
   prefix_hash_fn hash_ = &chain_hash;
   uint64_t release_errors_ = 0;
   std::map<std::string, model_usage> models_;

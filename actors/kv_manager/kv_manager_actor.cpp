@@ -65,6 +65,9 @@ void start_quotas(kv_state& s) {
   }
   for (const auto& [model, q] : split.quotas)
     s.pool->set_quota(model, q);
+  // Quotas guarantee; spare blocks no other quota still needs are lent.
+  s.pool->set_borrow_spare(true);
+  s.pool->set_lend_idle(true);
 }
 
 /// One ADBS period: quota moves from models under 90% of theirs to models
@@ -169,6 +172,7 @@ kv_manager_actor spawn_kv_manager(caf::actor_system& sys, kv_manager_options opt
           s.planner->on_arrival(model, now);
         const int64_t bt = s.pool->block_tokens();
         s.backlog[model] = (backlog_tokens + bt - 1) / bt * s.pool->blocks_per_token_block(model);
+        s.pool->set_waiting(model, backlog_tokens > 0);
       },
       [self](tick_atom) {
         auto& s = self->state;

@@ -743,3 +743,74 @@ TEST_CASE("kv_block_pool property: random sequences, commits and anonymous block
     CHECK(p.release_errors() == errors);
   }
 }
+
+TEST_CASE("kv_block_pool: with borrowing, quotas guarantee rather than cap", "[kv_pool]") {
+  kv_block_pool pool(100, 16);
+  pool.add_model("hot", 1, 1);   // 1 physical block per token-block
+  pool.add_model("cold", 1, 1);
+  pool.set_quota("hot", 70);
+  pool.set_quota("cold", 30);
+  pool.set_borrow_spare(true);
+  // Hot may exceed its 70 while cold's 30 stay free for cold.
+  REQUIRE(pool.try_allocate("hot", 70));
+  CHECK_FALSE(pool.try_allocate("hot", 1));  // anything more would eat cold's guarantee
+  REQUIRE(pool.try_allocate("cold", 10));
+  CHECK(pool.try_allocate("cold", 20));       // its guarantee is there
+  CHECK_FALSE(pool.try_allocate("cold", 1));  // the pool is full
+  pool.release("cold", 25);
+  // Cold now uses 5 of its 30: 25 owed to it, nothing spare for hot.
+  CHECK_FALSE(pool.try_allocate("hot", 1));
+  pool.set_quota("cold", 10);                  // its guarantee shrinks to 10: 5 owed
+  CHECK(pool.try_allocate("hot", 20));         // 25 free, 5 owed: 20 may be lent
+  CHECK_FALSE(pool.try_allocate("hot", 1));
+  CHECK(pool.try_allocate("cold", 5));         // the 5 still owed to cold
+  CHECK(pool.check_invariants().empty());
+  // Without borrowing the same quota caps.
+  kv_block_pool capped(100, 16);
+  capped.add_model("hot", 1, 1);
+  capped.add_model("cold", 1, 1);
+  capped.set_quota("hot", 70);
+  capped.set_quota("cold", 30);
+  REQUIRE(capped.try_allocate("hot", 70));
+  CHECK_FALSE(capped.try_allocate("hot", 1));
+  capped.set_quota("cold", 10);
+  CHECK_FALSE(capped.try_allocate("hot", 1));  // 20 spare, but hot is at its cap
+}
+
+TEST_CASE("kv_block_pool: idle guarantees are lent, a waiting model's are kept", "[kv_pool]") {
+  kv_block_pool pool(100, 16);
+  pool.add_model("hot", 1, 1);
+  pool.add_model("cold", 1, 1);
+  pool.set_quota("hot", 70);
+  pool.set_quota("cold", 30);
+  pool.set_borrow_spare(true);
+  pool.set_lend_idle(true);
+  REQUIRE(pool.try_allocate("hot", 90));  // cold waits for nothing: its 30 are lendable
+  pool.set_waiting("cold", true);
+  CHECK_FALSE(pool.try_allocate("hot", 5));  // cold now waits: what is left is its
+  CHECK(pool.try_allocate("cold", 10));
+  pool.release("hot", 20);
+  CHECK_FALSE(pool.try_allocate("hot", 1));  // cold still owed 20 of its 30
+  CHECK(pool.try_allocate("cold", 20));
+  pool.set_waiting("cold", false);
+  CHECK_FALSE(pool.try_allocate("hot", 1));  // the pool is simply full
+  CHECK(pool.check_invariants().empty());
+}
+
+TEST_CASE("kv_block_pool: with borrowing, a model holding nothing may always start", "[kv_pool]") {
+  kv_block_pool pool(100, 16);
+  pool.add_model("hot", 1, 1);
+  pool.add_model("cold", 1, 1);
+  pool.set_quota("hot", 90);
+  pool.set_quota("cold", 10);
+  pool.set_borrow_spare(true);
+  pool.set_lend_idle(true);
+  pool.set_waiting("hot", true);
+  // Cold's request needs 15, more than its quota, and hot keeps its 90: it
+  // still starts, since cold holds nothing, rather than wait forever.
+  CHECK(pool.try_allocate("cold", 15));
+  CHECK_FALSE(pool.try_allocate("cold", 1));  // but only that one
+  CHECK(pool.try_allocate("hot", 85));        // hot's guarantee is what is left
+  CHECK_FALSE(pool.try_allocate("hot", 1));
+  CHECK(pool.check_invariants().empty());
+}
