@@ -240,6 +240,15 @@ public:
     fail(name, type_error("a number", *n));
   }
 
+  [[nodiscard]] std::optional<bool> boolean(std::string_view name) const {
+    const auto* n = find(name);
+    if (!n)
+      return std::nullopt;
+    if (const auto* v = n->as_boolean())
+      return v->get();
+    fail(name, type_error("a boolean", *n));
+  }
+
   [[nodiscard]] std::optional<std::string> string(std::string_view name) const {
     const auto* n = find(name);
     if (!n)
@@ -512,9 +521,17 @@ void read_controller(const section& top, cluster_config& cfg) {
   auto s = top.table("controller");
   if (!s)
     return;
-  s->allow_only({"node"});
+  s->allow_only({"node", "move_shares", "share_step", "share_cooldown_ms"});
   read_string(*s, "node", cfg.controller.node);
   check_node_ref(cfg, *s, "node", cfg.controller.node);
+  if (auto v = s->boolean("move_shares"))
+    cfg.controller.move_shares = *v;
+  if (auto v = s->number("share_step")) {
+    if (!(*v > 0 && *v < 1))
+      s->fail("share_step", "must be in (0, 1), got " + format_number(*v));
+    cfg.controller.share_step = *v;
+  }
+  read_positive(*s, "share_cooldown_ms", cfg.controller.share_cooldown_ms);
   if (cfg.controller.node != cfg.router.node)
     s->fail("node", "the controller must run on the router's node '" + cfg.router.node + "'");
 }

@@ -41,6 +41,13 @@ struct router_config {
 
 struct controller_config {
   std::string node;  ///< node that runs the controller (the router's, for now)
+  /// Move compute shares on a unit from idle models to models whose queues
+  /// stay long (controller::share_policy), `share_step` at a time, at most
+  /// once per `share_cooldown_ms` per unit. Off: shares change only by
+  /// `llmux admin set-share`.
+  bool move_shares = false;
+  double share_step = 0.125;
+  int share_cooldown_ms = 5000;
 };
 
 /// Per-GPU-type constants of the sim cost model (roofline).

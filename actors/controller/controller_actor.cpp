@@ -1,6 +1,7 @@
 #include "actors/controller/controller_actor.hpp"
 
 #include <chrono>
+#include <deque>
 #include <map>
 
 #include <caf/all.hpp>
@@ -23,6 +24,13 @@ struct controller_state {
   std::map<std::string, admin_actor> admins;  ///< node → its admin actor, while up
   std::map<std::string, size_t> replicas;     ///< node → replicas it advertised
   clock_type::time_point t0 = clock_type::now();
+  // Share moves (opts.move_shares).
+  std::unique_ptr<share_policy> shares;
+  std::map<std::string, gpu_unit_actor> units;          ///< unit → its actor
+  std::map<std::string, std::string> replica_unit;      ///< replica → unit
+  uint64_t share_moves = 0;
+  uint64_t share_move_failures = 0;
+  std::deque<nlohmann::json> recent_moves;
 
   double now() const { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 };
@@ -39,9 +47,19 @@ void adopt(controller_ptr self, const std::string& node, admin_actor admin) {
   self->request(admin, std::chrono::milliseconds(s.opts.connect_ms), replicas_atom::value)
     .then(
       [self, node](std::vector<replica_info>& reps) {
-        self->state.replicas[node] = reps.size();
-        for (auto& r : reps)
-          self->send(self->state.router, replica_up_atom::value, std::move(r));
+        auto& s = self->state;
+        s.replicas[node] = reps.size();
+        for (auto& r : reps) {
+          if (s.shares && r.unit_actor) {
+            // Learn the unit's shares and hear the scheduler's load.
+            s.units[r.unit] = caf::actor_cast<gpu_unit_actor>(r.unit_actor);
+            s.replica_unit[r.replica] = r.unit;
+            s.shares->set_share(r.unit, r.model, r.share);
+            self->send(caf::actor_cast<scheduler_actor>(r.scheduler), subscribe_atom::value,
+                       caf::actor_cast<caf::actor>(self));
+          }
+          self->send(s.router, replica_up_atom::value, std::move(r));
+        }
       },
       [self, node](caf::error& err) {
         caf::aout(self) << "controller: node " << node
@@ -75,6 +93,45 @@ void connect(controller_ptr self, const std::string& node) {
       });
 }
 
+/// Sends one share move: the shrinking model first, so the unit's shares
+/// never sum above 1; then the growing one.
+void send_move(controller_ptr self, const share_move& mv) {
+  auto& s = self->state;
+  auto unit = s.units.at(mv.unit);
+  auto timeout = std::chrono::milliseconds(s.opts.connect_ms * 5);
+  self->request(unit, timeout, set_share_atom::value, mv.from, mv.from_share)
+    .then(
+      [self, unit, mv, timeout](std::string& err) {
+        auto& s = self->state;
+        if (!err.empty()) {
+          ++s.share_move_failures;
+          caf::aout(self) << "controller: share move on " << mv.unit << " refused: " << err
+                          << std::endl;
+          return;
+        }
+        self->request(unit, timeout, set_share_atom::value, mv.to, mv.to_share)
+          .then(
+            [self, mv](std::string& err2) {
+              auto& s = self->state;
+              if (!err2.empty()) {
+                ++s.share_move_failures;
+                return;
+              }
+              ++s.share_moves;
+              s.recent_moves.push_back({{"unit", mv.unit},
+                                        {"from", mv.from},
+                                        {"to", mv.to},
+                                        {"from_share", mv.from_share},
+                                        {"to_share", mv.to_share},
+                                        {"at_s", s.now()}});
+              if (s.recent_moves.size() > 8)
+                s.recent_moves.pop_front();
+            },
+            [self](caf::error&) { ++self->state.share_move_failures; });
+      },
+      [self](caf::error&) { ++self->state.share_move_failures; });
+}
+
 }  // namespace
 
 controller_actor spawn_controller(caf::actor_system& sys, controller_options opts,
@@ -86,6 +143,10 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
     s.opts = std::move(opts);
     s.local_admin = std::move(local_admin);
     s.router = std::move(router);
+    if (s.opts.move_shares) {
+      s.shares = std::make_unique<share_policy>(s.opts.shares);
+      self->delayed_send(self, std::chrono::milliseconds(s.opts.share_tick_ms), share_tick_atom::value);
+    }
     self->set_down_handler([self](caf::down_msg& dm) {
       auto& s = self->state;
       for (auto it = s.admins.begin(); it != s.admins.end(); ++it) {
@@ -108,6 +169,19 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
           connect(self, node);
         self->delayed_send(self, std::chrono::milliseconds(self->state.opts.reconnect_ms),
                            tick_atom::value);
+      },
+      [self](share_tick_atom) {
+        auto& s = self->state;
+        for (const auto& mv : s.shares->decide(s.now()))
+          send_move(self, mv);
+        self->delayed_send(self, std::chrono::milliseconds(s.opts.share_tick_ms),
+                           share_tick_atom::value);
+      },
+      [self](const load_report& rep) {
+        auto& s = self->state;
+        auto it = s.replica_unit.find(rep.replica);
+        if (s.shares && it != s.replica_unit.end())
+          s.shares->observe(it->second, rep.model, rep.waiting);
       },
       [self](nodes_atom) -> std::vector<node_entry> {
         std::vector<node_entry> out;
@@ -136,7 +210,21 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
                            {"last_error", r.last_error}});
         nlohmann::json j{{"nodes_up", s.table->up_count()},
                          {"nodes_total", s.table->rows().size()},
-                         {"nodes", nodes}};
+                         {"nodes", nodes},
+                         {"move_shares", s.shares != nullptr},
+                         {"share_moves", s.share_moves},
+                         {"share_move_failures", s.share_move_failures}};
+        if (s.shares) {
+          auto moves = nlohmann::json::array();
+          for (const auto& m : s.recent_moves)
+            moves.push_back(m);
+          j["recent_share_moves"] = moves;
+          auto units = nlohmann::json::object();
+          for (const auto& [unit, u] : s.shares->units())
+            for (const auto& [model, m] : u.models)
+              units[unit][model] = m.share;
+          j["shares"] = units;
+        }
         return {s.opts.node, "controller", s.opts.name, self->mailbox().size(), j.dump()};
       },
     };

@@ -3,12 +3,14 @@
 /// actor through the middleman (retrying until it answers), learns its
 /// replicas and tells the router; a node that dies (monitor → down_msg, also
 /// raised by middleman heartbeats for a frozen node) has its replicas marked
-/// down at once and is reconnected when it returns.
+/// down at once and is reconnected when it returns. With `move_shares` it
+/// also moves compute shares between the models of a unit (share_policy).
 
 #include <string>
 #include <vector>
 
 #include "actors/controller/node_table.hpp"
+#include "actors/controller/share_policy.hpp"
 #include "actors/protocol/interfaces.hpp"
 
 namespace llmux::controller {
@@ -19,6 +21,12 @@ struct controller_options {
   std::vector<config::node_config> nodes;
   int connect_ms = 2000;
   int reconnect_ms = 1000;
+  /// Move compute shares toward models whose queues stay long: the
+  /// controller subscribes to every scheduler's load reports and sends the
+  /// units `set_share` messages (share_policy decides).
+  bool move_shares = false;
+  share_policy_options shares;
+  int share_tick_ms = 500;  ///< how often it decides
 };
 
 protocol::controller_actor spawn_controller(caf::actor_system& sys, controller_options opts,

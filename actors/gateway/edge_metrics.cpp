@@ -185,6 +185,9 @@ std::string edge_metrics::render(const cluster_gauges& gauges) const {
             gauges.prefix_hits);
   per_label(out, "llmux:kv_quota_moves_total", "counter",
             "KV quota moves between a unit's models (ADBS), per unit.", "unit", gauges.quota_moves);
+  per_label(out, "llmux:share_moves_total", "counter",
+            "Compute-share moves the controller made toward growing queues.", "controller",
+            gauges.share_moves);
   per_label(out, "llmux:num_preemptions_total", "counter",
             "Sequences preempted (by recompute) when the KV pool refused a block.", "model",
             gauges.preemptions);
@@ -217,6 +220,8 @@ cluster_gauges gauges_from_admin_state(const std::string& json_text) {
       g.running[model] += st.value("running", int64_t{0});
       g.waiting[model] += st.value("waiting", int64_t{0});
       g.preemptions[model] += st.value("preemptions", int64_t{0});
+    } else if (kind == "controller" && st.value("move_shares", false)) {
+      g.share_moves[name] = st.value("share_moves", int64_t{0});
     } else if (kind == "kv_manager") {
       g.kv_used[name] = st.value("blocks_used", int64_t{0});
       g.kv_free[name] = st.value("blocks_free", int64_t{0});

@@ -36,6 +36,7 @@ struct cluster_gauges {
   std::map<std::string, int64_t> prefix_queries, prefix_hits;
   std::map<std::string, int64_t> preemptions;        ///< per model
   std::map<std::string, int64_t> quota_moves;        ///< per unit: ADBS quota moves
+  std::map<std::string, int64_t> share_moves;        ///< per controller: compute-share moves
   /// (node, kind, name) → messages waiting in the actor's mailbox
   std::map<std::tuple<std::string, std::string, std::string>, uint64_t> mailbox;
 };

@@ -45,6 +45,7 @@ using replicas_atom = caf::atom_constant<caf::atom("replicas")>;      // control
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;            // admin → controller
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;   // router → scheduler (load reports)
 using tick_atom = caf::atom_constant<caf::atom("tick")>;              // timers, self-sent
+using share_tick_atom = caf::atom_constant<caf::atom("sharetick")>;  // controller, self-sent
 
 // -- messages carrying handles --------------------------------------------------
 
@@ -72,12 +73,14 @@ struct replica_info {
   std::string node;
   std::string backend;  ///< "sim" | "cpu" | "cuda"
   caf::actor scheduler;
+  caf::actor unit_actor;  ///< its gpu_unit (share moves go there)
+  double share = 1.0;     ///< its compute share when it came up
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_info& x) {
   return f(caf::meta::type_name("replica_info"), x.replica, x.model, x.unit, x.node, x.backend,
-           x.scheduler);
+           x.scheduler, x.unit_actor, x.share);
 }
 
 /// A node as the controller sees it.
@@ -152,6 +155,8 @@ using kv_manager_actor = caf::typed_actor<
 /// One per cluster: connects to every node, tells the router about replicas.
 using controller_actor = caf::typed_actor<
   caf::replies_to<nodes_atom>::with<std::vector<node_entry>>,
+  caf::reacts_to<load_report>,  // from every scheduler, for share moves
+  caf::reacts_to<share_tick_atom>,
   caf::reacts_to<tick_atom>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 

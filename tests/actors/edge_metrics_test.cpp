@@ -75,6 +75,7 @@ TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
      "blocks_evictable":6,"block_tokens":16,"quota_moves":3,
      "models":{"m":{"used":4,"quota":60,"prefix_queries":3,"prefix_hits":2}}}},
     {"node":"n1","kind":"gateway","name":"gw","mailbox":5,"state":{}},
+    {"node":"n1","kind":"controller","name":"controller","mailbox":0,"state":{"move_shares":true,"share_moves":4}},
     {"node":"n1","kind":"weird"}
   ])");
   CHECK(g.running.at("m") == 4);
@@ -89,7 +90,8 @@ TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
   CHECK(g.preemptions.at("m") == 7);
   CHECK(g.quota_moves.at("u1/kv") == 3);
   CHECK(g.mailbox.at({"n1", "gateway", "gw"}) == 5);
-  CHECK(g.mailbox.size() == 5);
+  CHECK(g.mailbox.size() == 6);
+  CHECK(g.share_moves.at("controller") == 4);
   CHECK(gauges_from_admin_state("not json").mailbox.empty());
 
   edge_metrics m;

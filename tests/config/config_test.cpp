@@ -180,6 +180,7 @@ TEST_CASE("defaults are filled in", "[config]") {
   CHECK(cfg.router.node == "edge");  // the gateway's node
   CHECK(cfg.router.policy == "least_loaded");
   CHECK(cfg.controller.node == "edge");
+  CHECK_FALSE(cfg.controller.move_shares);  // shares move only when asked
   CHECK(cfg.models[0].backend == "sim");
   CHECK(cfg.models[0].max_tokens_default == 256);
   CHECK(cfg.models[0].file.empty());
@@ -220,6 +221,9 @@ policy = "round_robin"
 
 [controller]
 node = "edge"
+move_shares = true
+share_step = 0.25
+share_cooldown_ms = 700
 
 [gpus.h100]
 peak_tflops = 900
@@ -267,6 +271,9 @@ max_body_bytes = 10
   CHECK(cfg.router.node == "edge");
   CHECK(cfg.router.policy == "round_robin");
   CHECK(cfg.controller.node == "edge");
+  CHECK(cfg.controller.move_shares);
+  CHECK(cfg.controller.share_step == 0.25);
+  CHECK(cfg.controller.share_cooldown_ms == 700);
   CHECK(cfg.gateway.host == "0.0.0.0");
   CHECK(cfg.gateway.port == 9000);
   CHECK(cfg.gateway.api_keys == std::vector<std::string>{"a", "b"});
@@ -558,6 +565,13 @@ TEST_CASE("bad unit policy and model rate", "[config][error]") {
   require_error(text, "units[0].policy", "unknown value 'lifo'", line_with(text, "lifo"));
   text = replace(base_config, "{ name = \"tiny-a\" }", "{ name = \"tiny-a\", rate = -1 }");
   require_error(text, "units[0].models[0].rate", "must be a finite number >= 0", line_with(text, "rate"));
+}
+
+TEST_CASE("bad controller share settings", "[config][error]") {
+  auto text = base_config + "\n[controller]\nnode = \"edge\"\nmove_shares = \"yes\"\n";
+  require_error(text, "controller.move_shares", "a boolean", line_with(text, "move_shares"));
+  text = base_config + "\n[controller]\nnode = \"edge\"\nshare_step = 1.5\n";
+  require_error(text, "controller.share_step", "must be in (0, 1)", line_with(text, "share_step"));
 }
 
 TEST_CASE("bad kv_growth", "[config][error]") {

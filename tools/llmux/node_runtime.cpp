@@ -248,7 +248,8 @@ void node_runtime::impl::boot() {
       auto sched = scheduler::spawn_scheduler(sys, so, unit, kv);
       add(admin, "scheduler", so.replica, caf::actor_cast<caf::actor>(sched));
       replica_info info{so.replica, m->name, u.name, node_name, m->backend,
-                        caf::actor_cast<caf::actor>(sched)};
+                        caf::actor_cast<caf::actor>(sched), caf::actor_cast<caf::actor>(unit),
+                        um.share};
       caf::anon_send(admin, replica_up_atom::value, std::move(info));
     }
   }
@@ -268,6 +269,9 @@ void node_runtime::impl::boot() {
     co.nodes = cfg.nodes;
     co.connect_ms = to.connect_ms;
     co.reconnect_ms = to.reconnect_ms;
+    co.move_shares = cfg.controller.move_shares;
+    co.shares.step = cfg.controller.share_step;
+    co.shares.cooldown_s = cfg.controller.share_cooldown_ms / 1e3;
     auto ctrl = controller::spawn_controller(sys, co, admin, router);
     add(admin, "controller", co.name, caf::actor_cast<caf::actor>(ctrl));
   }
