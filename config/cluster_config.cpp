@@ -24,18 +24,18 @@ namespace llmux::config {
 double model_arch::params() const {
   // Doubles throughout: llama-70b overflows 32-bit products.
   const double h = hidden;
-  const double head_dim = heads > 0 ? static_cast<double>(hidden / heads) : 0.0;
+  const double head_dim = head_size();
+  const double q_dim = head_dim * heads;
   const double kv_dim = head_dim * kv_heads;
   const double embeddings = 2.0 * vocab * h;  // input table + untied output head
-  const double attention = 2.0 * h * h + 2.0 * h * kv_dim;  // q,o + k,v
+  const double attention = 2.0 * h * q_dim + 2.0 * h * kv_dim;  // q,o + k,v
   const double mlp = 3.0 * h * intermediate;                // gate, up, down
   const double norms = 2.0 * h;
   return embeddings + layers * (attention + mlp + norms);
 }
 
 double model_arch::kv_bytes_per_token() const {
-  const double head_dim = heads > 0 ? static_cast<double>(hidden / heads) : 0.0;
-  return 2.0 * layers * kv_heads * head_dim * dtype_bytes;
+  return 2.0 * layers * kv_heads * static_cast<double>(head_size()) * dtype_bytes;
 }
 
 namespace {
@@ -855,8 +855,8 @@ int64_t auto_kv_blocks(const cluster_config& cfg, const unit_config& unit) {
       continue;
     if (!cpu)
       bytes -= m->arch.params() * m->arch.dtype_bytes;
-    if (m->arch.heads > 0) {
-      double hb = static_cast<double>(m->arch.hidden / m->arch.heads) * m->arch.dtype_bytes;
+    if (m->arch.head_size() > 0) {
+      double hb = static_cast<double>(m->arch.head_size()) * m->arch.dtype_bytes;
       head_bytes = std::max(head_bytes, hb);
     }
   }

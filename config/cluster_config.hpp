@@ -71,7 +71,10 @@ struct model_arch {
   int vocab = 0;
   int context_length = 0;
   int dtype_bytes = 2;  ///< bytes per weight / KV element
+  int head_dim = 0;     ///< per-head size; 0: hidden / heads (files may say otherwise)
 
+  /// The size of one attention head: `head_dim`, else hidden / heads.
+  [[nodiscard]] int head_size() const { return head_dim > 0 ? head_dim : heads > 0 ? hidden / heads : 0; }
   /// Parameters (weights), counted as a Llama-style decoder.
   [[nodiscard]] double params() const;
   /// Bytes of K and V for one token across all layers.

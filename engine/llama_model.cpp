@@ -152,6 +152,7 @@ config::model_arch llama_model::read_arch(const gguf::gguf_file& file) {
   a.vocab = hp.n_vocab;
   a.context_length = hp.n_ctx_train;
   a.dtype_bytes = 2;  // the KV cache is kept in f16, as llama.cpp does by default
+  a.head_dim = hp.head_dim;  // attention.key_length where the file gives one
   return a;
 }
 
@@ -208,7 +209,7 @@ std::shared_ptr<llama_model> llama_model::dummy(const config::model_arch& arch, 
   hp.n_head = arch.heads;
   hp.n_head_kv = arch.kv_heads;
   hp.n_ff = arch.intermediate;
-  hp.head_dim = arch.hidden / arch.heads;
+  hp.head_dim = arch.head_size();
   hp.rope_dim = hp.head_dim;
   std::mt19937_64 rng{seed};
   std::normal_distribution<float> normal{0.0f, 0.02f};

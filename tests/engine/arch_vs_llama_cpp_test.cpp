@@ -179,6 +179,16 @@ TEST_CASE("Mistral shape (SPM, GQA 4 to 1, head size from key_length, F16) agree
   check_variant("mistral");
 }
 
+TEST_CASE("the head size from key_length reaches the KV sizing", "[arch][llama]") {
+  // Mistral-shaped file: 64 hidden / 8 heads would be 8; the file says 16.
+  auto file = engine::gguf::gguf_file::open(arch_dir + "mistral.gguf");
+  auto arch = engine::llama_model::read_arch(*file);
+  CHECK(arch.hidden / arch.heads == 8);
+  CHECK(arch.head_size() == 16);
+  // K and V, every layer, every KV head, f16: 2 x L x 2 x 16 x 2 bytes.
+  CHECK(arch.kv_bytes_per_token() == Approx(2.0 * arch.layers * arch.kv_heads * 16 * 2));
+}
+
 TEST_CASE("files with features llama.cpp applies and llmux does not run are refused",
           "[arch][llama]") {
   const auto& rejected = reference()["rejected"];
