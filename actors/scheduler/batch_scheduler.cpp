@@ -158,7 +158,7 @@ void batch_scheduler::admit(const std::vector<int32_t>& cached) {
   auto start = [&](sequence s) {
     // A cached prefix is whole blocks of the tokens looked up, never all of
     // them: at least one token is left to compute and sample from.
-    const int32_t hit = opts_.share_prefix && i < cached.size() ? std::max(cached[i], 0) : 0;
+    const int32_t hit = opts_.share_prefix ? std::max(cached[i], 0) : 0;
     ++i;
     s.computed = std::min(hit, total_len(s) - 1);
     s.committed_blocks = s.computed / opts_.block_tokens;
@@ -170,8 +170,8 @@ void batch_scheduler::admit(const std::vector<int32_t>& cached) {
   while (i < cached.size() && !preempted_.empty()) {
     sequence s = std::move(preempted_.front());
     preempted_.pop_front();
-    s.blocks = std::max(blocks_for_tokens(total_len(s) + 1),
-                        opts_.share_prefix ? blocks_for_tokens(cached[i]) : 0);
+    // Room for all it has and its next token (a cached prefix is shorter).
+    s.blocks = blocks_for_tokens(total_len(s) + 1);
     start(std::move(s));
   }
   while (i < cached.size() && !waiting_.empty()) {

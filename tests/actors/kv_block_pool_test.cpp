@@ -744,13 +744,25 @@ TEST_CASE("kv_block_pool property: random sequences, commits and anonymous block
   }
 }
 
-TEST_CASE("kv_block_pool: with borrowing, quotas guarantee rather than cap", "[kv_pool]") {
+namespace {
+
+/// A 100-block pool shared by "hot" and "cold" (1 physical block per
+/// token-block each) with these quotas and borrowing on.
+kv_block_pool hot_cold_pool(int64_t hot_quota, int64_t cold_quota, bool lend_idle) {
   kv_block_pool pool(100, 16);
-  pool.add_model("hot", 1, 1);   // 1 physical block per token-block
+  pool.add_model("hot", 1, 1);
   pool.add_model("cold", 1, 1);
-  pool.set_quota("hot", 70);
-  pool.set_quota("cold", 30);
+  pool.set_quota("hot", hot_quota);
+  pool.set_quota("cold", cold_quota);
   pool.set_borrow_spare(true);
+  pool.set_lend_idle(lend_idle);
+  return pool;
+}
+
+}  // namespace
+
+TEST_CASE("kv_block_pool: with borrowing, quotas guarantee rather than cap", "[kv_pool]") {
+  auto pool = hot_cold_pool(70, 30, false);
   // Hot may exceed its 70 while cold's 30 stay free for cold.
   REQUIRE(pool.try_allocate("hot", 70));
   CHECK_FALSE(pool.try_allocate("hot", 1));  // anything more would eat cold's guarantee
@@ -778,13 +790,7 @@ TEST_CASE("kv_block_pool: with borrowing, quotas guarantee rather than cap", "[k
 }
 
 TEST_CASE("kv_block_pool: idle guarantees are lent, a waiting model's are kept", "[kv_pool]") {
-  kv_block_pool pool(100, 16);
-  pool.add_model("hot", 1, 1);
-  pool.add_model("cold", 1, 1);
-  pool.set_quota("hot", 70);
-  pool.set_quota("cold", 30);
-  pool.set_borrow_spare(true);
-  pool.set_lend_idle(true);
+  auto pool = hot_cold_pool(70, 30, true);
   REQUIRE(pool.try_allocate("hot", 90));  // cold waits for nothing: its 30 are lendable
   pool.set_waiting("cold", true);
   CHECK_FALSE(pool.try_allocate("hot", 5));  // cold now waits: what is left is its
@@ -798,13 +804,7 @@ TEST_CASE("kv_block_pool: idle guarantees are lent, a waiting model's are kept",
 }
 
 TEST_CASE("kv_block_pool: with borrowing, a model holding nothing may always start", "[kv_pool]") {
-  kv_block_pool pool(100, 16);
-  pool.add_model("hot", 1, 1);
-  pool.add_model("cold", 1, 1);
-  pool.set_quota("hot", 90);
-  pool.set_quota("cold", 10);
-  pool.set_borrow_spare(true);
-  pool.set_lend_idle(true);
+  auto pool = hot_cold_pool(90, 10, true);
   pool.set_waiting("hot", true);
   // Cold's request needs 15, more than its quota, and hot keeps its 90: it
   // still starts, since cold holds nothing, rather than wait forever.
