@@ -10,17 +10,38 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 
 from conftest import port_in_use, run_llmux
 
 
 def _free_base(span: int = 8) -> int:
+    # Below the kernel's ephemeral range: the bench holds these ports for
+    # minutes while its own clients open thousands of outbound connections,
+    # and any of those could otherwise take one of them as its local port.
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    high = max(ephemeral_low - span, 10000 + span)
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        if not any(port_in_use(base + i) for i in range(span)):
+        base = rng.randrange(10000, high)
+        if all(_bindable(base + i) for i in range(span)):
             return base
     raise RuntimeError("no run of free ports")
+
+
+def _bindable(port: int) -> bool:
+    if port_in_use(port):
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _rows(out: str) -> dict:
