@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -318,10 +319,46 @@ port = {http}
 """
 
 
-def free_port() -> int:
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+_port_rng = random.Random()
+
+
+def _bindable(port: int) -> bool:
+    if port in _handed_out or port_in_use(port):
+        return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(span: int) -> int:
+    """The first of `span` consecutive free ports, below the kernel's ephemeral
+    range: a port asked of the kernel (bind to 0) is an ephemeral one, which any
+    outbound connection on the machine may take before the server binds it, and
+    servers under test hold theirs while clients open thousands of connections.
+    Ports handed out once are not handed out again in this session."""
+    high = max(_ephemeral_low() - span, 10000 + span)
+    for _ in range(500):
+        base = _port_rng.randrange(10000, high)
+        if all(_bindable(base + i) for i in range(span)):
+            _handed_out.update(range(base, base + span))
+            return base
+    raise RuntimeError(f"no run of {span} free ports below {high}")
+
+
+def free_port() -> int:
+    return free_ports(1)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

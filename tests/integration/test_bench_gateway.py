@@ -9,39 +9,8 @@ checked is the mechanism, on any machine."""
 from __future__ import annotations
 
 import json
-import random
-import socket
 
-from conftest import port_in_use, run_llmux
-
-
-def _free_base(span: int = 8) -> int:
-    # Below the kernel's ephemeral range: the bench holds these ports for
-    # minutes while its own clients open thousands of outbound connections,
-    # and any of those could otherwise take one of them as its local port.
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            ephemeral_low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    high = max(ephemeral_low - span, 10000 + span)
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(10000, high)
-        if all(_bindable(base + i) for i in range(span)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
-def _bindable(port: int) -> bool:
-    if port_in_use(port):
-        return False
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from conftest import free_ports, run_llmux
 
 
 def _rows(out: str) -> dict:
@@ -51,7 +20,7 @@ def _rows(out: str) -> dict:
 
 def test_bench_gateway_measures_every_layout():
     r = run_llmux(["bench", "gateway", "--requests", "40", "--warmup", "5", "--rates", "100", "200",
-                   "--rate-seconds", "1", "--p99-bound-ms", "2000", "--base-port", _free_base(),
+                   "--rate-seconds", "1", "--p99-bound-ms", "2000", "--base-port", free_ports(8),
                    "--json"], timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = _rows(r.stdout)
@@ -75,7 +44,7 @@ def test_bench_gateway_ladder_stops_at_the_first_miss():
     # A bound no request can meet: the first rung fails, with the reason.
     r = run_llmux(["bench", "gateway", "--layouts", "http", "--requests", "10", "--warmup", "2",
                    "--rates", "100", "200", "--rate-seconds", "1", "--p99-bound-ms", "0.001",
-                   "--base-port", _free_base(), "--json"], timeout=120)
+                   "--base-port", free_ports(8), "--json"], timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     row = _rows(r.stdout)["http"]
     for mode in ("plain", "stream"):
