@@ -22,7 +22,9 @@ int threads_for(const cpu_engine_options& o, double share) {
 
 cpu_engine::cpu_engine(std::shared_ptr<const llama_model> model,
                        std::shared_ptr<const tokenizer> tok, cpu_engine_options opts)
-  : tok_(std::move(tok)), opts_(opts), runner_(std::move(model), opts.block_tokens, opts.kv_blocks),
+  : tok_(std::move(tok)), opts_(opts),
+    runner_(opts.arena ? llama_runner(std::move(model), opts.arena)
+                       : llama_runner(std::move(model), opts.block_tokens, opts.kv_blocks)),
     pool_(std::make_unique<kernels::thread_pool>(threads_for(opts, opts.share))) {
 }
 
@@ -39,6 +41,10 @@ step_output cpu_engine::step(const step_input& in) {
     runner_.release(id);
     history_.erase(id);
   }
+  // Tables granted since the last step (released ones first: a preempted
+  // sequence comes back under its id with a new table).
+  for (const auto& w : in.seqs)
+    runner_.adopt(w.seq_id, w.kv_blocks);
   // Penalties look at what each sequence has fed: its prompt, and its own
   // sampled tokens coming back one step later (positions >= prompt_len).
   for (const auto& w : in.seqs) {

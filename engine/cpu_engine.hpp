@@ -18,6 +18,9 @@ struct cpu_engine_options {
   double share = 1.0;      ///< (0, 1]
   int block_tokens = 16;
   int64_t kv_blocks = 0;   ///< physical blocks (one head, one layer, block_tokens tokens)
+  /// The unit's shared KV memory: when set, sequences' tables are the
+  /// kv_manager's grants (seq_work::kv_blocks) and `kv_blocks` is unused.
+  std::shared_ptr<kv_arena> arena;
 };
 
 class cpu_engine final : public engine {

@@ -32,6 +32,11 @@ struct seq_work {
   std::vector<int32_t> bias_tokens;  ///< logit_bias
   std::vector<float> bias_values;
   int32_t logprobs = -1;  ///< -1: none; k >= 0: the sampled token's log-prob and the top k
+  /// Engines that keep KV in the unit's shared blocks: physical block ids
+  /// appended to the sequence's table before this step (token-block-major,
+  /// then layer, then KV head), as the unit's kv_manager granted them. A
+  /// sequence's first step carries its whole table, cached prefix included.
+  std::vector<int32_t> kv_blocks;
 };
 
 /// Log-probabilities (natural log, of the model's raw distribution) at one

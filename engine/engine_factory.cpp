@@ -1,5 +1,7 @@
 #include "engine/engine_factory.hpp"
 
+#include <algorithm>
+
 #include "engine/cpu_engine.hpp"
 #include "engine/gguf.hpp"
 #include "engine/llama_model.hpp"
@@ -46,9 +48,25 @@ std::unique_ptr<engine> make_engine(const config::model_config& model, const eng
     o.share = ctx.share;
     o.block_tokens = ctx.block_tokens;
     o.kv_blocks = ctx.kv_blocks;
+    o.arena = ctx.arena;
     return std::make_unique<cpu_engine>(std::move(weights), std::move(tok), o);
   }
   unavailable(model);
+}
+
+bool reads_unit_blocks(const config::model_config& model) {
+  return model.backend == "cpu";
+}
+
+std::shared_ptr<kv_arena> make_kv_arena(const std::vector<const config::model_config*>& models,
+                                        int64_t blocks, int block_tokens) {
+  int max_head = 0;
+  for (const auto* m : models)
+    if (reads_unit_blocks(*m))
+      max_head = std::max(max_head, m->arch.head_size());
+  if (max_head == 0)
+    return nullptr;
+  return std::make_shared<kv_arena>(blocks, block_tokens, max_head);
 }
 
 model_frontend make_frontend(const config::model_config& model) {

@@ -11,6 +11,8 @@
 
 namespace llmux::engine {
 
+class kv_arena;
+
 struct backend_unavailable : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -22,7 +24,21 @@ struct engine_context {
   int threads = 0;        ///< cpu: the unit's threads (0 = every core)
   int block_tokens = 16;
   int64_t kv_blocks = 0;  ///< physical KV blocks the engine may use
+  /// The unit's shared KV memory (`make_kv_arena`), for engines that keep
+  /// KV in the kv_manager's blocks (cpu); null: private blocks.
+  std::shared_ptr<kv_arena> arena;
 };
+
+/// Whether `model`'s engine keeps its KV in the unit's blocks, so the
+/// kv_manager grants it block ids and prefix-cache hits skip its prefill.
+/// The sim also shares prefixes (its KV is accounting only) but needs no ids.
+[[nodiscard]] bool reads_unit_blocks(const config::model_config& model);
+
+/// The KV memory of a unit whose pool has `blocks` physical blocks of
+/// `block_tokens` tokens, sized for the largest head among `models` that
+/// read the unit's blocks; null when none does.
+[[nodiscard]] std::shared_ptr<kv_arena> make_kv_arena(const std::vector<const config::model_config*>& models,
+                                                      int64_t blocks, int block_tokens);
 
 /// The engine for `model`. Throws backend_unavailable for a backend this
 /// build cannot run, std::runtime_error for a model file it cannot load.

@@ -14,6 +14,12 @@ llama_runner::llama_runner(std::shared_ptr<const llama_model> model, int block_t
         block_tokens, kv_blocks) {
 }
 
+llama_runner::llama_runner(std::shared_ptr<const llama_model> model, std::shared_ptr<kv_arena> arena)
+  : model_(std::move(model)),
+    kv_(model_->hparams().n_layer, model_->hparams().n_head_kv, model_->hparams().head_dim,
+        std::move(arena)) {
+}
+
 namespace {
 
 void add_bias(float* x, const float* b, int64_t rows, int64_t n) {

@@ -28,7 +28,10 @@ struct runner_seq {
 
 class llama_runner {
 public:
+  /// Private KV blocks.
   llama_runner(std::shared_ptr<const llama_model> model, int block_tokens, int64_t kv_blocks);
+  /// KV in a unit's arena: sequences' tables come from `adopt`.
+  llama_runner(std::shared_ptr<const llama_model> model, std::shared_ptr<kv_arena> arena);
 
   /// Runs the step. `logits` receives n_vocab floats for each sequence with
   /// `logits = true`, in order. Returns false (nothing computed) when the KV
@@ -36,6 +39,8 @@ public:
   [[nodiscard]] bool forward(const std::vector<runner_seq>& seqs, std::vector<float>& logits,
                              kernels::thread_pool& pool);
   void release(uint64_t seq) { kv_.release(seq); }
+  /// Shared KV: physical ids the table of `seq` gained (paged_kv_cache::adopt).
+  void adopt(uint64_t seq, const std::vector<int32_t>& ids) { kv_.adopt(seq, ids); }
 
   [[nodiscard]] const llama_model& model() const { return *model_; }
   [[nodiscard]] const paged_kv_cache& kv() const { return kv_; }

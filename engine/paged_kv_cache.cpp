@@ -2,8 +2,64 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 
 namespace llmux::engine {
+
+kv_arena::kv_arena(int64_t blocks, int block_tokens, int max_head_dim)
+  : blocks_(std::max<int64_t>(blocks, 0)), block_tokens_(std::max(block_tokens, 1)),
+    max_head_dim_(std::max(max_head_dim, 1)),
+    block_elems_(2 * static_cast<size_t>(block_tokens_) * static_cast<size_t>(max_head_dim_)),
+    chunks_(new std::atomic<uint16_t*>[static_cast<size_t>((blocks_ + chunk_blocks - 1) / chunk_blocks)]) {
+  for (int64_t c = 0; c < (blocks_ + chunk_blocks - 1) / chunk_blocks; ++c)
+    chunks_[static_cast<size_t>(c)].store(nullptr, std::memory_order_relaxed);
+}
+
+uint16_t* kv_arena::block(int32_t id) {
+  auto c = static_cast<size_t>(id / chunk_blocks);
+  uint16_t* base = chunks_[c].load(std::memory_order_acquire);
+  if (base == nullptr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    base = chunks_[c].load(std::memory_order_relaxed);
+    if (base == nullptr) {
+      owned_.emplace_back(new uint16_t[static_cast<size_t>(chunk_blocks) * block_elems_]);
+      base = owned_.back().get();
+      chunks_[c].store(base, std::memory_order_release);
+      allocated_chunks_.fetch_add(1);
+    }
+  }
+  return base + static_cast<size_t>(id % chunk_blocks) * block_elems_;
+}
+
+paged_kv_cache::paged_kv_cache(int n_layer, int n_head_kv, int head_dim,
+                               std::shared_ptr<kv_arena> arena)
+  : n_layer_(n_layer), n_head_kv_(n_head_kv), head_dim_(head_dim),
+    block_tokens_(arena->block_tokens()), max_blocks_(arena->blocks()), arena_(std::move(arena)),
+    block_elems_(2 * static_cast<size_t>(block_tokens_) * static_cast<size_t>(head_dim)) {
+  if (head_dim > arena_->max_head_dim())
+    throw std::invalid_argument("KV arena blocks hold heads of " + std::to_string(arena_->max_head_dim())
+                                + " values; the model's head has " + std::to_string(head_dim));
+}
+
+void paged_kv_cache::adopt(uint64_t seq, const std::vector<int32_t>& ids) {
+  if (ids.empty())
+    return;
+  const auto per_tb = static_cast<size_t>(n_layer_) * static_cast<size_t>(n_head_kv_);
+  if (!arena_ || per_tb == 0 || ids.size() % per_tb != 0)
+    throw std::invalid_argument("KV table grant of " + std::to_string(ids.size())
+                                + " block ids is not whole token-blocks of "
+                                + std::to_string(per_tb));
+  for (auto id : ids)
+    if (id < 0 || id >= arena_->blocks())
+      throw std::invalid_argument("KV block id " + std::to_string(id) + " outside the unit's "
+                                  + std::to_string(arena_->blocks()) + " blocks");
+  auto& table = tables_[seq];
+  for (size_t i = 0; i < ids.size(); i += per_tb) {
+    table.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(i),
+                       ids.begin() + static_cast<std::ptrdiff_t>(i + per_tb));
+    used_ += static_cast<int64_t>(per_tb);
+  }
+}
 
 paged_kv_cache::paged_kv_cache(int n_layer, int n_head_kv, int head_dim, int block_tokens,
                                int64_t max_blocks)
@@ -29,12 +85,16 @@ int32_t paged_kv_cache::take_block() {
 }
 
 uint16_t* paged_kv_cache::block_ptr(int32_t id) const {
+  if (arena_)
+    return arena_->block(id);
   auto chunk = static_cast<size_t>(id / chunk_blocks);
   auto off = static_cast<size_t>(id % chunk_blocks) * block_elems_;
   return chunks_[chunk].get() + off;
 }
 
 bool paged_kv_cache::reserve(uint64_t seq, int64_t tokens) {
+  if (arena_)
+    return capacity_tokens(seq) >= tokens;
   auto& table = tables_[seq];
   int64_t need_tb = (tokens + block_tokens_ - 1) / block_tokens_;
   int64_t add_tb = need_tb - static_cast<int64_t>(table.size());
@@ -62,7 +122,8 @@ void paged_kv_cache::release(uint64_t seq) {
     return;
   for (const auto& ids : it->second)
     for (auto id : ids) {
-      free_.push_back(id);
+      if (!arena_)
+        free_.push_back(id);
       --used_;
     }
   tables_.erase(it);

@@ -1,32 +1,87 @@
 #pragma once
-/// The CPU engine's paged KV cache for one model.
+/// The CPU engine's paged KV cache for one model, and the arena that lets the
+/// models of one unit keep their KV in one pool.
 ///
 /// Head-wise blocks, as in the unit's pool: a physical block holds the K and
 /// V of one head of one layer for `block_tokens` tokens, stored in f16 (as
 /// llama.cpp's default cache). A sequence owns a block table: for each
-/// token-block, one physical block per (layer, kv head). Blocks are handed
-/// out from a free list and allocated lazily in chunks, up to `max_blocks`.
+/// token-block, one physical block per (layer, kv head).
 ///
-/// Single-threaded for reserve/release (the engine's step thread); `k`/`v`
-/// pointers may be read and written by the step's worker threads for
+/// Two ways to get blocks:
+/// - private (no arena): the cache hands out its own blocks from a free list,
+///   allocated lazily in chunks, up to `max_blocks` (benchmarks, tests);
+/// - shared (a `kv_arena`): the unit's kv_manager owns the free list and the
+///   prefix cache, and the engine is told which physical ids a sequence's
+///   table gained (`adopt`). Sequences that share a prompt prefix then share
+///   its blocks, and the models of a unit draw from one memory.
+///
+/// Single-threaded for reserve/adopt/release (the engine's step thread);
+/// `k`/`v` pointers may be read and written by the step's worker threads for
 /// distinct positions.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
 namespace llmux::engine {
 
+/// Memory for a unit's physical KV blocks, shared by the engines of every
+/// model on the unit (each on its own thread). Every block is sized for the
+/// largest head among them (the pool's choice: one free list for all head
+/// sizes); a model with a smaller head uses the front of each of its blocks.
+/// Memory is allocated in chunks on first touch, so an arena sized for the
+/// whole pool costs what the busiest moment used.
+class kv_arena {
+public:
+  kv_arena(int64_t blocks, int block_tokens, int max_head_dim);
+
+  /// Storage of block `id` (0 <= id < blocks()): K of `block_tokens` rows
+  /// of the owner's head_dim, then V at `block_tokens · head_dim`.
+  /// Thread-safe.
+  [[nodiscard]] uint16_t* block(int32_t id);
+
+  [[nodiscard]] int64_t blocks() const { return blocks_; }
+  [[nodiscard]] int block_tokens() const { return block_tokens_; }
+  [[nodiscard]] int max_head_dim() const { return max_head_dim_; }
+  [[nodiscard]] int64_t bytes_allocated() const { return allocated_chunks_.load() * chunk_bytes(); }
+
+private:
+  static constexpr int64_t chunk_blocks = 256;
+  [[nodiscard]] int64_t chunk_bytes() const {
+    return chunk_blocks * static_cast<int64_t>(block_elems_) * 2;
+  }
+
+  int64_t blocks_;
+  int block_tokens_, max_head_dim_;
+  size_t block_elems_;  ///< 2 · block_tokens · max_head_dim
+  std::unique_ptr<std::atomic<uint16_t*>[]> chunks_;
+  std::vector<std::unique_ptr<uint16_t[]>> owned_;  ///< under mu_
+  std::atomic<int64_t> allocated_chunks_{0};
+  std::mutex mu_;
+};
+
 class paged_kv_cache {
 public:
+  /// Private blocks.
   paged_kv_cache(int n_layer, int n_head_kv, int head_dim, int block_tokens, int64_t max_blocks);
+  /// Blocks of a unit's arena, granted by its kv_manager (`adopt`).
+  paged_kv_cache(int n_layer, int n_head_kv, int head_dim, std::shared_ptr<kv_arena> arena);
 
   /// Makes room for positions [0, tokens) of `seq`. All or nothing; false
-  /// when the cache has no blocks left.
+  /// when the cache has no blocks left. Shared: true if the adopted table
+  /// already covers them (nothing is allocated here).
   [[nodiscard]] bool reserve(uint64_t seq, int64_t tokens);
-  /// Frees every block of `seq` (unknown seq: no-op).
+  /// Shared: appends granted physical ids to the table of `seq` (whole
+  /// token-blocks of n_layer · n_head_kv ids). Throws std::invalid_argument
+  /// for a partial token-block or an id outside the arena.
+  void adopt(uint64_t seq, const std::vector<int32_t>& ids);
+  /// Private: frees every block of `seq`. Shared: forgets its table (the
+  /// kv_manager owns the blocks). Unknown seq: no-op.
   void release(uint64_t seq);
+  [[nodiscard]] bool shared() const { return arena_ != nullptr; }
 
   /// head_dim f16 values of K (or V) of `seq` at `pos`, for (layer, head).
   /// `pos` must be reserved.
@@ -55,6 +110,7 @@ private:
 
   int n_layer_, n_head_kv_, head_dim_, block_tokens_;
   int64_t max_blocks_;
+  std::shared_ptr<kv_arena> arena_;  ///< shared mode
   size_t block_elems_;  ///< 2 · block_tokens · head_dim (K then V)
   static constexpr int64_t chunk_blocks = 256;
   std::vector<std::unique_ptr<uint16_t[]>> chunks_;

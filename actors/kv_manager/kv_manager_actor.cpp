@@ -32,6 +32,12 @@ struct kv_state {
   [[nodiscard]] double now_s() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
+  [[nodiscard]] bool wants_tables(const std::string& model) const {
+    for (const auto& m : opts.models)
+      if (m.model == model)
+        return m.tables;
+    return false;
+  }
   void note_usage(const std::string& model) {
     auto it = pool->models().find(model);
     if (it != pool->models().end())
@@ -110,22 +116,25 @@ kv_manager_actor spawn_kv_manager(caf::actor_system& sys, kv_manager_options opt
     if (s.planner)
       self->delayed_send(self, std::chrono::milliseconds(s.opts.quota_period_ms), tick_atom::value);
     return {
-      [self](kv_open_atom, const std::string& model,
-             const std::vector<kv_need>& needs) -> std::vector<int32_t> {
+      [self](kv_open_atom, const std::string& model, const std::vector<kv_need>& needs) -> kv_grant {
         auto& s = self->state;
-        std::vector<int32_t> cached;
+        kv_grant g;
+        const bool tables = s.wants_tables(model);
         for (const auto& n : needs) {
           auto got = s.pool->open(model, n.seq, n.lookup, n.tokens);
           if (!got)
             break;
-          cached.push_back(*got);
+          g.cached.push_back(*got);
+          if (tables)
+            g.blocks.push_back(*s.pool->table(model, n.seq));
+          ++g.granted;
           ++s.allocations;
         }
         s.note_usage(model);
-        if (cached.empty() && !needs.empty()) {
+        if (g.granted == 0 && !needs.empty()) {
           ++s.refusals;
-          // Distinguish "not now" (empty) from "never" ({-1}): the sequence
-          // is larger than the model's whole quota or the whole pool.
+          // Distinguish "not now" from "never": the sequence is larger than
+          // the model's whole quota or the whole pool.
           auto per = s.pool->blocks_per_token_block(model);
           auto it = s.pool->models().find(model);
           const int64_t bt = s.pool->block_tokens();
@@ -139,23 +148,29 @@ kv_manager_actor spawn_kv_manager(caf::actor_system& sys, kv_manager_options opt
               if (name != model)
                 most -= info.floor_blocks;
           }
-          if (per == 0 || it == s.pool->models().end() || need > most)
-            return {-1};
+          g.never = per == 0 || it == s.pool->models().end() || need > most;
         }
-        return cached;
+        return g;
       },
-      [self](kv_grow_atom, const std::string& model, const std::vector<kv_need>& needs) -> int32_t {
+      [self](kv_grow_atom, const std::string& model, const std::vector<kv_need>& needs) -> kv_grant {
         auto& s = self->state;
-        int32_t granted = 0;
+        kv_grant g;
+        const bool tables = s.wants_tables(model);
         for (const auto& n : needs) {
+          const auto* before = s.pool->table(model, n.seq);
+          const size_t had = before ? before->size() : 0;
           if (!s.pool->grow(model, n.seq, n.tokens))
             break;
-          ++granted;
+          if (tables) {
+            const auto& t = *s.pool->table(model, n.seq);
+            g.blocks.emplace_back(t.begin() + static_cast<std::ptrdiff_t>(had), t.end());
+          }
+          ++g.granted;
         }
         s.note_usage(model);
-        if (granted < static_cast<int32_t>(needs.size()))
+        if (g.granted < static_cast<int32_t>(needs.size()))
           ++s.refusals;
-        return granted;
+        return g;
       },
       [self](kv_commit_atom, const std::string& model, uint64_t seq,
              const std::vector<int32_t>& tokens) { self->state.pool->commit(model, seq, tokens); },

@@ -14,6 +14,8 @@ struct kv_model_shape {
   int layers = 0;
   int kv_heads = 0;
   double expected_rate = 1.0;  ///< req/s, from the config: ADBS's starting point
+  /// Its engine keeps KV in the unit's blocks: grants carry the block ids.
+  bool tables = false;
 };
 
 struct kv_manager_options {

@@ -92,6 +92,27 @@ typename Inspector::result_type inspect(Inspector& f, kv_need& x) {
   return f(caf::meta::type_name("kv_need"), x.seq, x.tokens, x.lookup);
 }
 
+/// The kv_manager's answer to `kv_open` and `kv_grow`: the first `granted`
+/// needs got their tables, in order.
+struct kv_grant {
+  int32_t granted = 0;
+  /// kv_open: the first need can never fit (larger than the model's whole
+  /// quota or the pool); nothing is granted.
+  bool never = false;
+  /// kv_open: tokens of each granted sequence's prefix found in the cache.
+  std::vector<int32_t> cached;
+  /// For engines that read the unit's blocks (empty otherwise): the physical
+  /// block ids each granted sequence's table gained, token-block-major, then
+  /// layer, then KV head. The scheduler hands them to the engine with the
+  /// sequence's next step.
+  std::vector<std::vector<int32_t>> blocks;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_grant& x) {
+  return f(caf::meta::type_name("kv_grant"), x.granted, x.never, x.cached, x.blocks);
+}
+
 /// New tokens of one request in one step; `finish != none` ends the stream.
 struct token_delta {
   uint64_t id = 0;
@@ -156,7 +177,8 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, seq_work& x) {
   return f(caf::meta::type_name("seq_work"), x.seq_id, x.tokens, x.context_len, x.prompt_len,
            x.sample, x.seed, x.temperature, x.top_p, x.top_k, x.min_p, x.presence_penalty,
-           x.frequency_penalty, x.repetition_penalty, x.bias_tokens, x.bias_values, x.logprobs);
+           x.frequency_penalty, x.repetition_penalty, x.bias_tokens, x.bias_values, x.logprobs,
+           x.kv_blocks);
 }
 
 template <class Inspector>

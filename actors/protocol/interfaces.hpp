@@ -134,18 +134,20 @@ using gpu_unit_actor = caf::typed_actor<
 
 /// The unit's KV block pool, one block table per sequence (kv_block_pool).
 /// - `kv_open`: tables for new sequences, granted in order while they fit;
-///   the answer holds each granted one's cached prefix length in tokens, or
-///   is {-1} when the first can never fit the model's quota or the pool.
-/// - `kv_grow`: longer tables for running sequences (`lookup` unused);
-///   answers how many, in order, were granted.
+///   the grant holds each one's cached prefix length in tokens, or `never`
+///   when the first can never fit the model's quota or the pool.
+/// - `kv_grow`: longer tables for running sequences (`lookup` unused),
+///   granted in order while they fit.
+///   Both grants carry the new physical block ids for models whose engine
+///   reads the unit's blocks (the CPU engine), none for the sim.
 /// - `kv_commit`: these tokens of a sequence are computed: its full blocks
 ///   join the model's prefix cache.
 /// - `kv_close`: the sequences ended or were preempted.
 /// - `kv_load`: a scheduler's arrivals since its last report and the tokens
 ///   its waiting requests need (their backlog), for the ADBS quotas.
 using kv_manager_actor = caf::typed_actor<
-  caf::replies_to<kv_open_atom, std::string, std::vector<kv_need>>::with<std::vector<int32_t>>,
-  caf::replies_to<kv_grow_atom, std::string, std::vector<kv_need>>::with<int32_t>,
+  caf::replies_to<kv_open_atom, std::string, std::vector<kv_need>>::with<kv_grant>,
+  caf::replies_to<kv_grow_atom, std::string, std::vector<kv_need>>::with<kv_grant>,
   caf::reacts_to<kv_commit_atom, std::string, uint64_t, std::vector<int32_t>>,
   caf::reacts_to<kv_close_atom, std::string, std::vector<uint64_t>>,
   caf::reacts_to<kv_load_atom, std::string, int32_t, int64_t>,

@@ -26,6 +26,7 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<int64_t>>("std::vector<int64_t>");
   cfg.add_message_type<kv_need>("llmux::kv_need");
   cfg.add_message_type<std::vector<kv_need>>("std::vector<llmux::kv_need>");
+  cfg.add_message_type<kv_grant>("llmux::kv_grant");
   cfg.add_message_type<gateway_actor>("llmux::gateway_actor");
 }
 

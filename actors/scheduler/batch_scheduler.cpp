@@ -25,6 +25,13 @@ void fill_sampling(engine::seq_work& w, const protocol::gen_params& p) {
   w.logprobs = p.logprobs;
 }
 
+/// Penalties make the engine count the tokens a sequence feeds (prompt and
+/// output); a prefix taken from the cache is never fed, so such a request
+/// computes its whole history itself.
+bool prefix_shareable(const protocol::gen_params& p) {
+  return p.presence_penalty == 0 && p.frequency_penalty == 0 && p.repetition_penalty == 1;
+}
+
 }  // namespace
 
 int64_t batch_scheduler::blocks_for_tokens(int64_t tokens) const {
@@ -133,7 +140,7 @@ std::vector<protocol::kv_need> batch_scheduler::admission_candidates() const {
     const auto& p = preempted_[i];
     protocol::kv_need n{p.req.id,
                         static_cast<int32_t>(blocks_for_tokens(total_len(p) + 1) * opts_.block_tokens), {}};
-    if (opts_.share_prefix) {
+    if (opts_.share_prefix && prefix_shareable(p.req.params)) {
       n.lookup = p.req.prompt;
       n.lookup.insert(n.lookup.end(), p.generated.begin(), p.generated.end());
     }
@@ -142,7 +149,7 @@ std::vector<protocol::kv_need> batch_scheduler::admission_candidates() const {
   for (size_t i = 0; i < waiting_.size() && out.size() < room; ++i) {
     const auto& r = waiting_[i].first;
     protocol::kv_need n{r.id, static_cast<int32_t>(admission_blocks(r) * opts_.block_tokens), {}};
-    if (opts_.share_prefix)
+    if (opts_.share_prefix && prefix_shareable(r.params))
       n.lookup = r.prompt;
     out.push_back(std::move(n));
   }
@@ -154,11 +161,22 @@ void batch_scheduler::admit(size_t n) {
 }
 
 void batch_scheduler::admit(const std::vector<int32_t>& cached) {
+  protocol::kv_grant g;
+  g.granted = static_cast<int32_t>(cached.size());
+  g.cached = cached;
+  admit(g);
+}
+
+void batch_scheduler::admit(const protocol::kv_grant& grant) {
+  const auto n = static_cast<size_t>(std::max(grant.granted, 0));
   size_t i = 0;
   auto start = [&](sequence s) {
     // A cached prefix is whole blocks of the tokens looked up, never all of
     // them: at least one token is left to compute and sample from.
-    const int32_t hit = opts_.share_prefix ? std::max(cached[i], 0) : 0;
+    const int32_t cached = i < grant.cached.size() ? grant.cached[i] : 0;
+    const int32_t hit = opts_.share_prefix ? std::max(cached, 0) : 0;
+    if (i < grant.blocks.size())
+      s.new_blocks = grant.blocks[i];
     ++i;
     s.computed = std::min(hit, total_len(s) - 1);
     s.committed_blocks = s.computed / opts_.block_tokens;
@@ -167,14 +185,14 @@ void batch_scheduler::admit(const std::vector<int32_t>& cached) {
     order_.push_back(id);
     running_.emplace(id, std::move(s));
   };
-  while (i < cached.size() && !preempted_.empty()) {
+  while (i < n && !preempted_.empty()) {
     sequence s = std::move(preempted_.front());
     preempted_.pop_front();
     // Room for all it has and its next token (a cached prefix is shorter).
     s.blocks = blocks_for_tokens(total_len(s) + 1);
     start(std::move(s));
   }
-  while (i < cached.size() && !waiting_.empty()) {
+  while (i < n && !waiting_.empty()) {
     auto [req, sink] = std::move(waiting_.front());
     waiting_.pop_front();
     sequence s;
@@ -225,16 +243,25 @@ std::vector<protocol::kv_need> batch_scheduler::growth_candidates() {
 }
 
 step_events batch_scheduler::apply_growth(int32_t granted) {
+  protocol::kv_grant g;
+  g.granted = granted;
+  return apply_growth(g);
+}
+
+step_events batch_scheduler::apply_growth(const protocol::kv_grant& grant) {
   step_events ev;
   std::vector<uint64_t> ids;
   ids.swap(growth_ids_);
   for (size_t i = 0; i < ids.size(); ++i) {
     auto it = running_.find(ids[i]);
-    if (static_cast<int32_t>(i) < granted) {
+    if (static_cast<int32_t>(i) < grant.granted) {
       // Granted: the blocks are held now (even if the sequence goes below).
       auto need = blocks_for_tokens(total_len(it->second)) - it->second.blocks;
       it->second.blocks += need;
       blocks_held_ += need;
+      if (i < grant.blocks.size())
+        it->second.new_blocks.insert(it->second.new_blocks.end(), grant.blocks[i].begin(),
+                                     grant.blocks[i].end());
       continue;
     }
     // Refused: make room by recompute, newest first (perhaps this one).
@@ -256,6 +283,7 @@ void batch_scheduler::preempt(uint64_t id, step_events& ev) {
   s.blocks = 0;
   s.computed = 0;
   s.committed_blocks = 0;
+  s.new_blocks.clear();
   // Preempted newest first, so pushing to the front keeps them oldest first.
   preempted_.push_front(std::move(s));
   ++preemptions_;
@@ -286,6 +314,8 @@ engine::step_input batch_scheduler::next_step() {
     engine::seq_work w;
     w.seq_id = id;
     w.tokens = {s.generated.back()};
+    w.kv_blocks = std::move(s.new_blocks);
+    s.new_blocks.clear();
     w.context_len = s.computed;
     w.prompt_len = s.req.original_prompt_len;
     w.sample = true;
@@ -314,6 +344,8 @@ engine::step_input batch_scheduler::next_step() {
     const auto prompt_len = static_cast<int32_t>(s.req.prompt.size());
     for (int32_t i = s.computed; i < s.computed + chunk; ++i)
       w.tokens.push_back(i < prompt_len ? s.req.prompt[i] : s.generated[i - prompt_len]);
+    w.kv_blocks = std::move(s.new_blocks);
+    s.new_blocks.clear();
     w.context_len = s.computed;
     w.prompt_len = s.req.original_prompt_len;
     bool sample = chunk == pending;

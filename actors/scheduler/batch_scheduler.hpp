@@ -100,6 +100,10 @@ public:
   /// The same, with each one's cached prefix (tokens whose KV the unit's
   /// prefix cache already holds: their prefill is skipped).
   void admit(const std::vector<int32_t>& cached);
+  /// The same from the kv_manager's grant: the first `granted`, with their
+  /// cached prefixes and (engines reading the unit's blocks) their tables,
+  /// which go to the engine with each sequence's next step.
+  void admit(const protocol::kv_grant& grant);
   /// Ends the first waiting request (it can never get its blocks): a fresh
   /// one fails with `why` and status 400 (too large for this deployment, as
   /// a prompt over the context window); a preempted one, which has already
@@ -115,6 +119,9 @@ public:
   /// one refused, the newest running sequence (perhaps the refused one
   /// itself) is preempted by recompute; its blocks are in `freed_blocks`.
   [[nodiscard]] step_events apply_growth(int32_t granted);
+  /// The same from the kv_manager's grant (its new block ids, if any, go to
+  /// the engine with each sequence's next step).
+  [[nodiscard]] step_events apply_growth(const protocol::kv_grant& grant);
 
   /// True when a step can run (something admitted, no step in flight).
   [[nodiscard]] bool can_step() const;
@@ -150,6 +157,7 @@ private:
     int32_t computed = 0;  ///< tokens whose KV is in the cache
     int64_t blocks = 0;    ///< token-blocks reserved
     int64_t committed_blocks = 0;  ///< full blocks committed to the prefix cache
+    std::vector<int32_t> new_blocks;  ///< granted block ids the engine has not been given
     bool cancelled = false;
   };
   struct planned {

@@ -103,10 +103,10 @@ void pump(scheduler_ptr self) {
     self->request(s.kv, std::chrono::milliseconds(s.opts.step_timeout_ms), kv_grow_atom::value,
                   s.opts.model, std::move(grow))
       .then(
-        [self](int32_t granted) {
+        [self](kv_grant& grant) {
           auto& s = self->state;
           s.alloc_in_flight = false;
-          auto ev = s.core->apply_growth(std::max(granted, 0));
+          auto ev = s.core->apply_growth(grant);
           deliver(self, ev);  // frees the preempted sequences' blocks first
           pump(self);
         },
@@ -127,11 +127,11 @@ void pump(scheduler_ptr self) {
   self->request(s.kv, std::chrono::milliseconds(s.opts.step_timeout_ms), kv_open_atom::value,
                 s.opts.model, std::move(cand))
     .then(
-      [self](std::vector<int32_t>& cached) {
+      [self](kv_grant& grant) {
         auto& s = self->state;
         s.alloc_in_flight = false;
-        s.open_refused = cached.empty();
-        if (cached.size() == 1 && cached.front() < 0) {
+        s.open_refused = grant.granted == 0;
+        if (grant.never) {
           // The first waiting request can never fit this unit's pool or quota.
           step_events ev;
           ev.deltas.push_back(s.core->reject_first_waiting(
@@ -139,8 +139,8 @@ void pump(scheduler_ptr self) {
             + s.opts.model + "'"));
           ++s.rejected;
           deliver(self, ev);
-        } else if (!cached.empty()) {
-          s.core->admit(cached);
+        } else if (grant.granted > 0) {
+          s.core->admit(grant);
         }
         run_step(self);
         // Nothing granted: blocks are busy; the next step or timer retries.

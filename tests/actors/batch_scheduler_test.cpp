@@ -889,7 +889,7 @@ struct run_result {
 run_result drive(scheduler_options o, int64_t pool, const std::vector<gen_request>& reqs) {
   batch_scheduler s(o);
   history_engine eng;
-  seq_pool kv{pool};
+  seq_pool kv{pool, 0, {}};
   run_result r;
   for (const auto& q : reqs)
     REQUIRE(s.enqueue(q, 0) == enqueue_status::accepted);
@@ -1131,4 +1131,84 @@ TEST_CASE("share_prefix: computed full blocks are committed, a cached prefix ski
   REQUIRE(in.seqs.size() == 1);
   CHECK(in.seqs[0].context_len == 7);
   CHECK(in.seqs[0].sample);
+}
+
+TEST_CASE("granted block ids reach the engine once, with the sequence's next step", "[scheduler]") {
+  // Engines that read the unit's blocks get each table from the grants: the
+  // whole table with the first step, each growth with the step after it,
+  // and nothing of a table a preemption dropped.
+  auto o = on_demand_opts();
+  o.share_prefix = true;
+  batch_scheduler s(o);  // 4-token blocks
+  REQUIRE(s.enqueue(req(1, 3, 3, true), 0) == enqueue_status::accepted);
+  REQUIRE(s.admission_candidates().size() == 1);
+  protocol::kv_grant g;
+  g.granted = 1;
+  g.cached = {0};
+  g.blocks = {{10}};
+  s.admit(g);
+  auto in = s.next_step();
+  REQUIRE(work_for(in, 1) != nullptr);
+  CHECK(work_for(in, 1)->kv_blocks == std::vector<int32_t>{10});
+  (void)s.apply(answer_all(in, 7));  // 3 computed, 1 generated
+  in = s.next_step();
+  CHECK(work_for(in, 1)->kv_blocks.empty());  // given once
+  (void)s.apply(answer_all(in, 7));  // 4 computed, 2 generated: the next decode needs a block
+
+  // Meanwhile a second request is admitted with its table, and before it
+  // ever steps, the first one's growth is refused: the newest is preempted.
+  REQUIRE(s.enqueue(req(2, 3, 3, true), 0) == enqueue_status::accepted);
+  REQUIRE(s.admission_candidates().size() == 1);
+  g.blocks = {{20}};
+  s.admit(g);
+  REQUIRE(s.growth_candidates().size() == 1);
+  protocol::kv_grant refused;
+  auto ev = s.apply_growth(refused);
+  CHECK(ev.closed == std::vector<uint64_t>{2});
+  REQUIRE(s.growth_candidates().size() == 1);
+  protocol::kv_grant grown;
+  grown.granted = 1;
+  grown.blocks = {{11}};
+  ev = s.apply_growth(grown);
+  CHECK(ev.closed.empty());
+  in = s.next_step();
+  CHECK(in.released == std::vector<uint64_t>{2});
+  REQUIRE(in.seqs.size() == 1);
+  CHECK(work_for(in, 1)->kv_blocks == std::vector<int32_t>{11});
+  ev = s.apply(answer_all(in, 7));  // the first one finishes
+  CHECK(ev.closed == std::vector<uint64_t>{1});
+
+  // The preempted one comes back with a new table: only that reaches the engine.
+  auto cand = s.admission_candidates();
+  REQUIRE(cand.size() == 1);
+  CHECK(cand[0].seq == 2);
+  g.blocks = {{30}};
+  s.admit(g);
+  in = s.next_step();
+  REQUIRE(work_for(in, 2) != nullptr);
+  CHECK(work_for(in, 2)->kv_blocks == std::vector<int32_t>{30});
+}
+
+TEST_CASE("requests with penalties do not look their prompt up in the prefix cache", "[scheduler]") {
+  // The engine counts the tokens a penalised sequence feeds; a cached prefix
+  // is never fed, so its counts would be wrong.
+  auto o = on_demand_opts();
+  o.share_prefix = true;
+  for (int which = 0; which < 3; ++which) {
+    batch_scheduler s(o);
+    auto r = req(1, 9, 4);
+    if (which == 0)
+      r.params.presence_penalty = 0.5;
+    else if (which == 1)
+      r.params.frequency_penalty = 0.5;
+    else
+      r.params.repetition_penalty = 1.1;
+    REQUIRE(s.enqueue(r, 0) == enqueue_status::accepted);
+    auto cand = s.admission_candidates();
+    REQUIRE(cand.size() == 1);
+    CHECK(cand[0].lookup.empty());
+  }
+  batch_scheduler plain(o);
+  REQUIRE(plain.enqueue(req(1, 9, 4), 0) == enqueue_status::accepted);
+  CHECK(plain.admission_candidates().at(0).lookup.size() == 9);
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import re
 import threading
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from conftest import (
     free_port,
     json_events,
     models_ready,
+    one_state,
     require_ports_free,
     run_llmux,
     solo_config,
@@ -312,7 +314,9 @@ def test_colocated_cpu_example_shares_one_unit_and_one_pool(llmux_bin, tmp_path)
         # One pool, two shapes: 5 layers x 4 KV heads and 30 x 3 head-blocks per token-block.
         assert {m: v["blocks_per_token_block"] for m, v in pool["models"].items()} == \
             {"stories260K": 20, "SmolLM2-135M-Instruct": 90}
-        assert pool["blocks_used"] == 0 and all(v["sequences"] == 0 for v in pool["models"].values())
+        # Nothing held; what is not free is the prefix cache's evictable blocks.
+        assert pool["blocks_used"] == pool["blocks_evictable"], pool
+        assert all(v["sequences"] == 0 and v["used"] == 0 for v in pool["models"].values()), pool
         schedulers = {s["state"]["model"] for s in states if s["kind"] == "scheduler"}
         assert schedulers == {"stories260K", "SmolLM2-135M-Instruct"}
 
@@ -374,5 +378,75 @@ def test_colocated_cpu_example_shares_one_unit_and_one_pool(llmux_bin, tmp_path)
         assert r.returncode == 2 and "no unit named 'gpu9'" in r.stderr, r.stderr
         r = run_llmux(["admin", "--config", config, "set-share", "cpu0", "stories260K", "1.5"])
         assert r.returncode == 1 and "(0, 1]" in r.stderr, r.stderr
+
+        _prefix_hits_change_no_output(base)
     finally:
         proc.cleanup()
+
+
+def _metric(base, name, model):
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    m = re.search(rf'^{re.escape(name)}{{model="{re.escape(model)}"}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _prefix_hits_change_no_output(base):
+    """Prefix caching on the real CPU engine: the unit's kv_manager hands a
+    request the blocks another request computed for the same prompt prefix
+    (SmolLM2 and stories260K keep their KV in the unit's one arena), the
+    request prefills only the rest, and its greedy output is exactly what the
+    first, cache-missing run produced, while the other model runs beside it."""
+    smol, story = "SmolLM2-135M-Instruct", "stories260K"
+    system = ("You are a careful assistant for a small library. Answer in short, plain sentences. "
+              "The library opens at nine and closes at five, every day but Sunday. Members may borrow "
+              "six books at a time for three weeks, and renew them twice unless someone has reserved "
+              "them. Late books cost ten cents a day. The reading room is quiet; the children's corner "
+              "has story time on Saturday mornings.")
+    chat = {"model": smol, "temperature": 0, "max_tokens": 24,
+            "messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": "When does the library close?"}]}
+    tale = {"model": story, "temperature": 0, "max_tokens": 40,
+            "prompt": "In a small town by the sea, a boy called Tom found an old map under his bed. "
+                      "He showed it to his sister, and they walked to the beach to dig"}
+
+    def kv_model(name):
+        kv = one_state(requests.get(f"{base}/admin/state", timeout=10).json(), "kv_manager")["state"]
+        return kv["models"][name]
+
+    # Prompts no earlier phase sent or generated (the cache also holds
+    # generated tokens' blocks), so these runs miss.
+    before = {m: kv_model(m) for m in (smol, story)}
+    first_chat = requests.post(f"{base}/v1/chat/completions", timeout=120, json=chat)
+    first_tale = requests.post(f"{base}/v1/completions", timeout=120, json=tale)
+    assert first_chat.status_code == 200 and first_tale.status_code == 200, (first_chat.text, first_tale.text)
+    missed = {m: kv_model(m) for m in (smol, story)}
+    assert missed[smol]["prefix_hits"] == before[smol]["prefix_hits"], (before, missed)
+    assert missed[story]["prefix_hits"] == before[story]["prefix_hits"], (before, missed)
+
+    # Again, both models at once: each hits its own model's cached blocks.
+    again = {}
+
+    def send(key, path, body):
+        again[key] = requests.post(f"{base}{path}", timeout=120, json=body)
+
+    hits_metric = _metric(base, "llmux:prefix_cache_hits_total", smol)
+    threads = [threading.Thread(target=send, args=("chat", "/v1/chat/completions", chat)),
+               threading.Thread(target=send, args=("tale", "/v1/completions", tale))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=150)
+    assert again["chat"].status_code == 200 and again["tale"].status_code == 200
+    assert again["chat"].json()["choices"][0]["message"]["content"] == \
+        first_chat.json()["choices"][0]["message"]["content"]
+    assert again["tale"].json()["choices"][0]["text"] == first_tale.json()["choices"][0]["text"]
+    hit = {m: kv_model(m) for m in (smol, story)}
+    # Every whole 16-token block of the prompt but the one holding its last
+    # token was found (the prompt is never taken whole: one token is computed).
+    for name, resp in ((smol, first_chat), (story, first_tale)):
+        prompt_tokens = resp.json()["usage"]["prompt_tokens"]
+        expect = (prompt_tokens - 1) // 16  # token-blocks, in admin state
+        assert expect >= 2, (name, prompt_tokens)
+        assert hit[name]["prefix_hits"] - missed[name]["prefix_hits"] == expect, (name, hit[name], missed[name])
+    hits_now = _metric(base, "llmux:prefix_cache_hits_total", smol)
+    assert hits_now - hits_metric == ((first_chat.json()["usage"]["prompt_tokens"] - 1) // 16) * 16

@@ -193,9 +193,16 @@ void node_runtime::impl::boot() {
     kvo.quota_period_ms = u.quota_period_ms;
     kvo.floor_tokens = u.kv_floor_tokens;
     auto core = std::make_shared<unit::unit_core>(u.time_scale);
+    // One KV memory for the unit's engines that read the kv_manager's
+    // blocks, so its models share one pool in fact, not only in accounting.
+    std::vector<const config::model_config*> hosted;
+    for (const auto& um : u.models)
+      hosted.push_back(cfg.find_model(um.model));
+    auto arena = engine::make_kv_arena(hosted, kvo.total_blocks, u.block_tokens);
     for (const auto& um : u.models) {
       const auto* m = cfg.find_model(um.model);
-      kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads, um.rate});
+      kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads, um.rate,
+                            engine::reads_unit_blocks(*m)});
       try {
         engine::engine_context ctx;
         ctx.gpu = gpu;
@@ -203,6 +210,7 @@ void node_runtime::impl::boot() {
         ctx.threads = u.threads;
         ctx.block_tokens = u.block_tokens;
         ctx.kv_blocks = kvo.total_blocks;
+        ctx.arena = arena;
         if (m->load_format == "dummy")
           std::cout << "llmux: node " << node_name << ": building random " << m->dtype
                     << " weights for " << m->name << " (load_format = dummy)" << std::endl;
@@ -235,11 +243,9 @@ void node_runtime::impl::boot() {
       so.core.max_waiting = u.max_waiting;
       so.core.growth = u.kv_growth == "reserve" ? scheduler::kv_growth::reserve
                                                 : scheduler::kv_growth::on_demand;
-      // Prefix hits skip prefill only where the engine reads the unit's
-      // shared blocks: the sim (KV is accounting only there). The CPU engine
-      // keeps each sequence's KV privately until it moves to the unit's
-      // block tables, so it neither looks up nor commits.
-      so.core.share_prefix = m->backend == "sim";
+      // Prefix hits skip prefill where the engine reads the unit's shared
+      // blocks (cpu), and on the sim, whose KV is accounting only.
+      so.core.share_prefix = m->backend == "sim" || engine::reads_unit_blocks(*m);
       so.core.block_tokens = u.block_tokens;
       so.core.context_length = m->arch.context_length > 0 ? m->arch.context_length : 4096;
       so.core.eos_id = core->models().at(m->name).engine->vocab().eos_id();
