@@ -666,7 +666,8 @@ void read_units(const section& top, cluster_config& cfg) {
     auto s = top.element("units", arr, i);
     s.allow_only({"name", "node", "backend", "gpu", "kv_blocks", "block_tokens", "max_running",
                   "max_batch_tokens", "max_waiting", "time_scale", "threads", "kv_cache_mib",
-                  "kv_growth", "policy", "quota_period_ms", "kv_floor_tokens", "models"});
+                  "kv_growth", "policy", "multiplex", "quota_period_ms", "kv_floor_tokens",
+                  "models"});
     unit_config u;
     u.name = read_name(s, "name");
     if (!unit_names.insert(u.name).second)
@@ -688,6 +689,10 @@ void read_units(const section& top, cluster_config& cfg) {
     read_positive(s, "max_waiting", u.max_waiting);
     read_choice(s, "kv_growth", u.kv_growth, {"on_demand", "reserve"});
     read_choice(s, "policy", u.policy, {"adbs", "fcfs", "round_robin"});
+    read_choice(s, "multiplex", u.multiplex, {"spatial", "temporal"});
+    if (u.multiplex == "temporal" && u.backend != "sim")
+      s.fail("multiplex", "\"temporal\" is implemented for the sim backend only; unit '" + u.name
+                            + "' has backend '" + u.backend + "' (its models step at once, each on its share)");
     read_positive(s, "quota_period_ms", u.quota_period_ms);
     read_int(s, "kv_floor_tokens", u.kv_floor_tokens, 0, ">= 0");
     read_int(s, "threads", u.threads, 0, ">= 0 (0 = every core)");

@@ -121,6 +121,13 @@ struct unit_config {
   /// `quota_period_ms` toward models with a backlog), "fcfs" or
   /// "round_robin" (no quotas: first come, first served from one pool).
   std::string policy = "adbs";
+  /// How the unit's compute is shared between its models' steps:
+  /// "spatial" (each model steps at once on its share: CPU partitions, the
+  /// sim's concurrent steps) or "temporal" (sim only so far: one step at a
+  /// time on the whole unit, ordered by `policy`: adbs runs steps with
+  /// prefill work first, round-robin over models; fcfs by the step's
+  /// arrival; round_robin in rotation).
+  std::string multiplex = "spatial";
   int quota_period_ms = 5000;     ///< adbs: seconds between quota moves, in ms
   int kv_floor_tokens = 512;      ///< adbs: KV every model keeps room for, tokens
   double time_scale = 1.0;        ///< sim: multiplies step time; 0 = no wait

@@ -2,11 +2,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <unordered_map>
 
 #include <caf/all.hpp>
 #include <nlohmann/json.hpp>
+
+#include "actors/gpu_unit/unit_policy.hpp"
 
 namespace llmux::unit {
 
@@ -18,7 +21,27 @@ namespace {
 struct held_step {
   caf::typed_response_promise<engine::step_output> promise;
   engine::step_output out;
+  bool temporal = false;  ///< the unit's one running step (temporal mode)
 };
+
+/// A step waiting for the unit (temporal mode): one per model at most, as a
+/// scheduler has one step in flight.
+struct queued_step {
+  caf::typed_response_promise<engine::step_output> promise;
+  engine::step_input in;
+  bool prefill = false;
+  uint64_t grants_at_ready = 0;  ///< the unit's grant count when it arrived
+};
+
+/// Whether a step computes prompt tokens (a prefill job in ADBS's terms):
+/// some sequence feeds positions before the end of its prompt, or more than
+/// one token (a recompute after preemption).
+bool has_prefill(const engine::step_input& in) {
+  for (const auto& w : in.seqs)
+    if (w.context_len < w.prompt_len || w.tokens.size() > 1)
+      return true;
+  return false;
+}
 
 /// One model's partition of a unit with a real engine: a detached actor, so
 /// its steps compute on their own thread while other models' partitions
@@ -67,12 +90,72 @@ struct unit_state {
   std::map<std::string, partition_actor> partitions;  ///< real engines only
   std::shared_ptr<concurrency> busy = std::make_shared<concurrency>();
   std::unordered_map<uint64_t, held_step> held;
+  size_t held_max = 0;  ///< most steps in flight at once
   uint64_t next_job = 1;
+  // Temporal mode: the arbiter picks which queued step runs when the unit frees up.
+  std::unique_ptr<unit_arbiter> arbiter;
+  std::map<std::string, queued_step> queued;
+  bool running = false;
+  uint64_t grants = 0;
+  std::deque<nlohmann::json> recent_grants;  ///< newest last
+  /// Per model: the most grants its prefill (first) and decode (second)
+  /// steps waited behind, from arrival to their own grant.
+  std::map<std::string, std::pair<uint64_t, uint64_t>> waited_max;
+  clock_type::time_point start = clock_type::now();
   clock_type::time_point rate_t = clock_type::now();
   uint64_t rate_steps = 0;
 };
 
 using unit_ptr = gpu_unit_actor::stateful_pointer<unit_state>;
+
+/// Runs a sim step now and delivers its output to `promise` after its
+/// modelled time (at once when there is none). Returns false if the step
+/// failed (the promise has the error) or was delivered at once.
+bool run_sim_step(unit_ptr self, const std::string& model, const engine::step_input& in,
+                  caf::typed_response_promise<engine::step_output> promise, bool temporal) {
+  auto& s = self->state;
+  engine::step_output out;
+  try {
+    out = s.core->step(model, in);
+  } catch (const std::exception& e) {
+    promise.deliver(caf::make_error(caf::sec::runtime_error, e.what()));
+    return false;
+  }
+  auto hold = s.core->hold_seconds(model, out);
+  if (hold <= 0) {
+    promise.deliver(std::move(out));
+    return false;
+  }
+  auto job = s.next_job++;
+  s.held.emplace(job, held_step{promise, std::move(out), temporal});
+  s.held_max = std::max(s.held_max, s.held.size());
+  self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(hold)),
+                     step_done_atom::value, job);
+  return true;
+}
+
+/// Temporal mode: while the unit is free, the arbiter's next grant runs.
+void run_next(unit_ptr self) {
+  auto& s = self->state;
+  while (!s.running) {
+    auto g = s.arbiter->next();
+    if (!g)
+      return;
+    auto it = s.queued.find(g->model);
+    if (it == s.queued.end())
+      continue;  // withdrawn
+    auto q = std::move(it->second);
+    s.queued.erase(it);
+    const uint64_t waited = s.grants - q.grants_at_ready;
+    ++s.grants;
+    auto& most = s.waited_max[g->model];
+    (q.prefill ? most.first : most.second) = std::max(q.prefill ? most.first : most.second, waited);
+    s.recent_grants.push_back({{"model", g->model}, {"job", q.prefill ? "prefill" : "decode"}, {"waited", waited}});
+    if (s.recent_grants.size() > 32)
+      s.recent_grants.pop_front();
+    s.running = run_sim_step(self, g->model, q.in, q.promise, true);
+  }
+}
 
 }  // namespace
 
@@ -82,6 +165,12 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
                  bool partitions) -> gpu_unit_actor::behavior_type {
     self->state.opts = std::move(opts);
     self->state.core = std::move(core);
+    if (self->state.opts.temporal && !partitions) {
+      auto kind = parse_policy(self->state.opts.policy).value_or(policy_kind::adbs);
+      self->state.arbiter = std::make_unique<unit_arbiter>(kind, self->state.opts.max_prefill_streak);
+      for (const auto& [model, slot] : self->state.core->models())
+        self->state.arbiter->add_model(model);
+    }
     if (partitions)
       for (const auto& [model, slot] : self->state.core->models())
         self->state.partitions[model] = self->spawn<caf::detached + caf::linked>(
@@ -94,21 +183,17 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
         // straight back to the scheduler.
         if (auto p = s.partitions.find(model); p != s.partitions.end())
           return self->delegate(p->second, step_atom::value, model, in);
-        engine::step_output out;
-        try {
-          out = s.core->step(model, in);
-        } catch (const std::exception& e) {
-          return caf::make_error(caf::sec::runtime_error, e.what());
-        }
-        auto hold = s.core->hold_seconds(model, out);
-        if (hold <= 0)
-          return out;
-        auto job = s.next_job++;
         auto promise = self->make_response_promise<engine::step_output>();
-        s.held.emplace(job, held_step{promise, std::move(out)});
-        self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(
-                                   std::chrono::duration<double>(hold)),
-                           step_done_atom::value, job);
+        if (s.arbiter && !in.seqs.empty()) {
+          // Temporal: the step waits its turn on the whole unit.
+          const bool prefill = has_prefill(in);
+          s.queued[model] = queued_step{promise, in, prefill, s.grants};
+          s.arbiter->ready(model, prefill,
+                           std::chrono::duration<double>(clock_type::now() - s.start).count());
+          run_next(self);
+          return promise;
+        }
+        run_sim_step(self, model, in, promise, false);
         return promise;
       },
       [self](step_done_atom, uint64_t job) {
@@ -116,7 +201,12 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
         if (it == self->state.held.end())
           return;
         it->second.promise.deliver(std::move(it->second.out));
+        const bool temporal = it->second.temporal;
         self->state.held.erase(it);
+        if (temporal) {
+          self->state.running = false;
+          run_next(self);
+        }
       },
       [self](set_share_atom, const std::string& model,
              double share) -> caf::result<std::string> {
@@ -155,11 +245,30 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
                          {"steps", steps},
                          {"step_rate", rate},
                          {"steps_in_flight", s.held.size()},
+                         {"steps_in_flight_max", s.held_max},
+                         {"multiplex", s.arbiter ? "temporal" : "spatial"},
                          {"partitions", s.partitions.size()},
                          {"concurrent_steps_max", s.busy->most.load()},
                          {"models", models}};
         if (s.opts.backend == "sim")
           j["gpu"] = s.opts.gpu;  // the GPU type the cost model simulates
+        if (s.arbiter) {
+          j["order"] = std::string{policy_name(s.arbiter->kind())};
+          j["queued_steps"] = s.queued.size();
+          j["grants"] = s.grants;
+          auto grants = nlohmann::json::array();
+          for (const auto& g : s.recent_grants)
+            grants.push_back(g);
+          j["recent_grants"] = grants;
+          for (const auto& slot : s.arbiter->models()) {
+            models[slot.name]["prefill_grants"] = slot.prefill.granted;
+            models[slot.name]["decode_grants"] = slot.decode.granted;
+            auto w = s.waited_max.find(slot.name);
+            models[slot.name]["prefill_waited_max"] = w == s.waited_max.end() ? 0 : w->second.first;
+            models[slot.name]["decode_waited_max"] = w == s.waited_max.end() ? 0 : w->second.second;
+          }
+          j["models"] = models;
+        }
         return {s.opts.node, "gpu_unit", s.opts.name, self->mailbox().size(), j.dump()};
       },
     };

@@ -18,6 +18,15 @@ struct gpu_unit_options {
   std::string name;
   std::string backend;
   std::string gpu;
+  /// Sim only: one step at a time on the whole unit (temporal multiplexing),
+  /// the next chosen by `policy`'s unit_arbiter; otherwise steps of
+  /// different models run at once, each on its share.
+  bool temporal = false;
+  std::string policy = "adbs";  ///< "adbs" | "fcfs" | "round_robin"
+  /// adbs, temporal: after this many prefill steps in a row, a waiting
+  /// decode-only step goes next (MuxServe runs decodes beside prefills in
+  /// spare SMs; one step at a time, pure prefill-first would starve them).
+  int max_prefill_streak = 0;
 };
 
 /// `partitions`: real engines block for a step, so each model gets a

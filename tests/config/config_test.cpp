@@ -759,3 +759,16 @@ dtype = "q4_1"
   CHECK_THAT(err("backend = \"cpu\"\nload_format = \"fast\"\narchitecture = \"tiny\"\n"),
              Catch::Contains("models[0].load_format"));
 }
+
+TEST_CASE("units choose spatial or temporal multiplexing; temporal is sim-only", "[config]") {
+  CHECK(parse_cluster_config(base_config, "test.toml").units[0].multiplex == "spatial");  // default
+  auto text = replace(base_config, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nmultiplex = \"temporal\"\nmodels");
+  CHECK(parse_cluster_config(text, "test.toml").units[0].multiplex == "temporal");
+  auto bad = replace(base_config, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nmultiplex = \"both\"\nmodels");
+  require_error(bad, "units[0].multiplex", "spatial", line_with(bad, "multiplex"));
+  auto cpu = replace(base_config, "architecture = \"tiny\"", "backend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"");
+  cpu = replace(cpu, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nbackend = \"cpu\"\nmultiplex = \"temporal\"\nmodels");
+  auto e = parse_error_of(cpu);
+  CHECK(e.key == "units[0].multiplex");
+  CHECK_THAT(e.reason, Contains("sim backend only"));
+}

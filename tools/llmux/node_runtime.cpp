@@ -206,7 +206,8 @@ void node_runtime::impl::boot() {
       try {
         engine::engine_context ctx;
         ctx.gpu = gpu;
-        ctx.share = um.share;
+        // Temporal multiplexing gives each step the whole unit.
+        ctx.share = u.multiplex == "temporal" ? 1.0 : um.share;
         ctx.threads = u.threads;
         ctx.block_tokens = u.block_tokens;
         ctx.kv_blocks = kvo.total_blocks;
@@ -217,7 +218,7 @@ void node_runtime::impl::boot() {
         else if (m->backend != "sim")
           std::cout << "llmux: node " << node_name << ": loading " << m->name << " from "
                     << m->file << " (" << m->backend << ")" << std::endl;
-        core->add_model(m->name, engine::make_engine(*m, ctx), um.share);
+        core->add_model(m->name, engine::make_engine(*m, ctx), ctx.share);
       } catch (const std::exception& e) {
         throw std::runtime_error("unit " + u.name + ": " + e.what());
       }
@@ -227,8 +228,14 @@ void node_runtime::impl::boot() {
     // A real engine computes inside the step handler: each of its models
     // gets a partition actor with its own thread, so steps never block the
     // CAF workers that carry messages, and co-located models compute at once.
-    auto unit = unit::spawn_gpu_unit(sys, {node_name, u.name, u.backend, u.gpu}, core,
-                                     /*partitions=*/u.backend != "sim");
+    unit::gpu_unit_options uo{node_name, u.name, u.backend, u.gpu};
+    uo.temporal = u.multiplex == "temporal";
+    uo.policy = u.policy;
+    // One step at a time: after a prefill step of every model, a waiting
+    // decode step goes (pure prefill-first would starve decodes here, where
+    // MuxServe runs them beside prefills in spare SMs).
+    uo.max_prefill_streak = static_cast<int>(u.models.size());
+    auto unit = unit::spawn_gpu_unit(sys, uo, core, /*partitions=*/u.backend != "sim");
     add(admin, "gpu_unit", u.name, caf::actor_cast<caf::actor>(unit));
     units[u.name] = unit;
     for (const auto& um : u.models) {
