@@ -13,8 +13,9 @@
 /// Both are single-threaded: the owning actor calls everything. Neither
 /// blocks or allocates beyond its small per-model tables.
 ///
-/// Status: a tested core; the gpu_unit and kv_manager actors do not use it
-/// yet (wiring it, with a unit `policy` config key, is the next step).
+/// Wiring: the kv_manager owns a `quota_planner` (unit `policy = "adbs"`);
+/// a sim gpu_unit with `multiplex = "temporal"` orders steps with a
+/// `unit_arbiter` of the unit's `policy`.
 ///
 /// ## What MuxServe defines (Duan et al., ICML 2024, §3.3, Algorithm 2)
 ///

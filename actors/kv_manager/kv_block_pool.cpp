@@ -80,9 +80,12 @@ bool kv_block_pool::quota_allows(const std::string& model, const model_usage& m,
     return true;
   // Above its quota a model may borrow what no other model's quota still
   // guarantees: the unused part of every other quota stays free for it.
+  // With lending, only an idle model's (nothing waiting, nothing running:
+  // running sequences grow into their model's quota, and lending it out
+  // preempted them below their quota).
   int64_t owed = 0;
   for (const auto& [name, other] : models_)
-    if (name != model && (waiting_.count(name) != 0 || !lend_idle_))
+    if (name != model && (!lend_idle_ || waiting_.count(name) != 0 || other.used > 0))
       owed += std::max<int64_t>(0, other.quota - other.used);
   return more + owed <= free() + evictable_;
 }

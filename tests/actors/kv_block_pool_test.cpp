@@ -803,6 +803,21 @@ TEST_CASE("kv_block_pool: idle guarantees are lent, a waiting model's are kept",
   CHECK(pool.check_invariants().empty());
 }
 
+TEST_CASE("kv_block_pool: a running model's unused quota is not lent, so its sequences can grow", "[kv_pool]") {
+  auto pool = hot_cold_pool(70, 30, true);
+  // Cold runs one sequence of 10 token-blocks and waits for nothing.
+  REQUIRE(pool.open("cold", 1, {}, 16 * 10));
+  REQUIRE(pool.try_allocate("hot", 70));
+  CHECK_FALSE(pool.try_allocate("hot", 1));  // cold's other 20 are kept for it
+  // Its sequence grows into them, to its whole quota, never preempted by hot.
+  CHECK(pool.grow("cold", 1, 16 * 30));
+  CHECK_FALSE(pool.grow("cold", 1, 16 * 31));  // the pool is full
+  // Once it ends and holds nothing, its quota is lent again.
+  pool.close("cold", 1);
+  CHECK(pool.try_allocate("hot", 30));
+  CHECK(pool.check_invariants().empty());
+}
+
 TEST_CASE("kv_block_pool: with borrowing, a model holding nothing may always start", "[kv_pool]") {
   auto pool = hot_cold_pool(90, 10, true);
   pool.set_waiting("hot", true);
