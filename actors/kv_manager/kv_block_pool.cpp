@@ -80,13 +80,20 @@ bool kv_block_pool::quota_allows(const std::string& model, const model_usage& m,
     return true;
   // Above its quota a model may borrow what no other model's quota still
   // guarantees: the unused part of every other quota stays free for it.
-  // With lending, only an idle model's (nothing waiting, nothing running:
-  // running sequences grow into their model's quota, and lending it out
-  // preempted them below their quota).
+  // With lending, a model with nothing waiting keeps only what its open
+  // sequences grow into next (a token-block each, within its quota): the
+  // rest of its quota is lent, and its running sequences are not preempted
+  // under their own quota for want of their next block.
   int64_t owed = 0;
-  for (const auto& [name, other] : models_)
-    if (name != model && (!lend_idle_ || waiting_.count(name) != 0 || other.used > 0))
-      owed += std::max<int64_t>(0, other.quota - other.used);
+  for (const auto& [name, other] : models_) {
+    if (name == model)
+      continue;
+    const int64_t unused = std::max<int64_t>(0, other.quota - other.used);
+    if (!lend_idle_ || waiting_.count(name) != 0)
+      owed += unused;
+    else
+      owed += std::min(unused, other.sequences * other.per_token_block());
+  }
   return more + owed <= free() + evictable_;
 }
 

@@ -82,10 +82,10 @@ public:
   /// free (work-conserving; ADBS uses this so a fenced-off pool does not sit
   /// idle while one model's requests wait). Off by default: quotas cap.
   void set_borrow_spare(bool on) { borrow_spare_ = on; }
-  /// With borrowing: lend also the unused quota of idle models: nothing
-  /// waiting for blocks (`set_waiting`) and no sequence open. A model that
-  /// waits or runs keeps all of its unused quota (its running sequences grow
-  /// into it). Borrowed blocks come back as their sequences end.
+  /// With borrowing: lend also the unused quota of models with nothing
+  /// waiting for blocks (`set_waiting`), all but a token-block per open
+  /// sequence (what each grows into next); a model marked waiting keeps all
+  /// of its unused quota. Borrowed blocks come back as their sequences end.
   void set_lend_idle(bool on) { lend_idle_ = on; }
   void set_waiting(const std::string& model, bool waiting) {
     if (waiting)

@@ -803,18 +803,23 @@ TEST_CASE("kv_block_pool: idle guarantees are lent, a waiting model's are kept",
   CHECK(pool.check_invariants().empty());
 }
 
-TEST_CASE("kv_block_pool: a running model's unused quota is not lent, so its sequences can grow", "[kv_pool]") {
+TEST_CASE("kv_block_pool: a running model keeps the next block of each sequence", "[kv_pool]") {
   auto pool = hot_cold_pool(70, 30, true);
-  // Cold runs one sequence of 10 token-blocks and waits for nothing.
-  REQUIRE(pool.open("cold", 1, {}, 16 * 10));
+  // Cold runs two sequences of 5 token-blocks and waits for nothing: of its
+  // 20 unused, it keeps one token-block per sequence and lends the rest.
+  REQUIRE(pool.open("cold", 1, {}, 16 * 5));
+  REQUIRE(pool.open("cold", 2, {}, 16 * 5));
   REQUIRE(pool.try_allocate("hot", 70));
-  CHECK_FALSE(pool.try_allocate("hot", 1));  // cold's other 20 are kept for it
-  // Its sequence grows into them, to its whole quota, never preempted by hot.
-  CHECK(pool.grow("cold", 1, 16 * 30));
-  CHECK_FALSE(pool.grow("cold", 1, 16 * 31));  // the pool is full
-  // Once it ends and holds nothing, its quota is lent again.
+  CHECK(pool.try_allocate("hot", 18));
+  CHECK_FALSE(pool.try_allocate("hot", 1));  // the last 2 are cold's next blocks
+  // Both sequences get them, never preempted by hot's borrowing.
+  CHECK(pool.grow("cold", 1, 16 * 6));
+  CHECK(pool.grow("cold", 2, 16 * 6));
+  CHECK_FALSE(pool.grow("cold", 1, 16 * 7));  // the pool is full
+  // Once cold ends, its whole quota is lendable again.
   pool.close("cold", 1);
-  CHECK(pool.try_allocate("hot", 30));
+  pool.close("cold", 2);
+  CHECK(pool.try_allocate("hot", 12));
   CHECK(pool.check_invariants().empty());
 }
 
