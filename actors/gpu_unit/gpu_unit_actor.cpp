@@ -149,7 +149,8 @@ void run_next(unit_ptr self) {
     const uint64_t waited = s.grants - q.grants_at_ready;
     ++s.grants;
     auto& most = s.waited_max[g->model];
-    (q.prefill ? most.first : most.second) = std::max(q.prefill ? most.first : most.second, waited);
+    auto& job_most = q.prefill ? most.first : most.second;
+    job_most = std::max(job_most, waited);
     s.recent_grants.push_back({{"model", g->model}, {"job", q.prefill ? "prefill" : "decode"}, {"waited", waited}});
     if (s.recent_grants.size() > 32)
       s.recent_grants.pop_front();
@@ -187,6 +188,12 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
         if (s.arbiter && !in.seqs.empty()) {
           // Temporal: the step waits its turn on the whole unit.
           const bool prefill = has_prefill(in);
+          if (auto old = s.queued.find(model); old != s.queued.end())
+            // A scheduler sends its next step only after the last one's
+            // answer; one still queued was given up on (its request timed
+            // out): it is replaced, and told so.
+            old->second.promise.deliver(caf::make_error(caf::sec::request_timeout,
+                                                        "step replaced by a newer one of the same model"));
           s.queued[model] = queued_step{promise, in, prefill, s.grants};
           s.arbiter->ready(model, prefill,
                            std::chrono::duration<double>(clock_type::now() - s.start).count());
