@@ -1,19 +1,27 @@
 #!/usr/bin/env python3
-"""ADBS vs FCFS on a sim unit with skewed popularity (issue 5's benchmark).
+"""ADBS vs FCFS vs round-robin with skewed popularity (issue 5's benchmark).
 
-For each policy, skew alpha and total rate: serve N co-located sim models on
-one unit (`llmux serve --config`, a generated config; the backend is simulated:
-the cost model's step times, no model math), drive every model at once with its
-own `llmux bench serve` (open loop, Poisson, rate_i proportional to (i+1)^-alpha),
-and report throughput and SLO attainment per model and in all.
+For each policy, skew alpha and total rate: serve N co-located models on one
+unit (`llmux serve --config`, a generated config), drive every model at once
+with its own `llmux bench serve` (open loop, Poisson, rate_i proportional to
+(i+1)^-alpha), and report throughput and SLO attainment per model and in all.
 
-    ~/.cache/llmux/venv/bin/python bench/adbs_sweep.py [--llmux build/llmux] [--quick]
+    ~/.cache/llmux/venv/bin/python bench/adbs_sweep.py [--backend sim|cpu] [--multiplex temporal]
 
-What differs between the policies today: the KV pool. `adbs` gives each model a
-quota (expected rate x KV per token, moved toward backlogs every period);
-`fcfs` lets whoever asks first take blocks. Step order across models is not a
-policy yet (each model steps in its own partition), so `round_robin`, which
-differs from `fcfs` only there, is not run.
+Backends:
+- sim (default): llama-7b-shaped models; simulated (the cost model's step
+  times, no model math).
+- cpu: real models on the CPU engine: SmolLM2-135M-Instruct, stories260K and a
+  second SmolLM2 entry (same file, its own scheduler and KV), on one unit.
+
+What differs between the policies:
+- the KV pool: `adbs` gives each model a quota (expected rate x KV per token,
+  moved toward backlogs every period); `fcfs` and `round_robin` let whoever
+  asks first take blocks;
+- the step order, with `--multiplex temporal` (sim only): one step at a time
+  on the whole unit, `adbs` prefill steps first round-robin, `fcfs` by
+  arrival, `round_robin` in rotation. With `spatial` (the default) each model
+  steps at once on its share, and `round_robin` equals `fcfs`.
 """
 
 from __future__ import annotations
@@ -38,7 +46,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def config(models, rates, policy, kv_token_blocks, port, node, admin) -> str:
+SMOL = Path.home() / ".cache" / "llmux" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K" / "stories260K.gguf"
+
+
+def model_names(backend: str, n: int) -> list[str]:
+    if backend == "cpu":
+        return ["smol-a", "stories", "smol-b"][:n]
+    return [f"m{i}" for i in range(n)]
+
+
+def config(backend, multiplex, models, rates, policy, kv_token_blocks, port, node, admin) -> str:
     text = f"""
 [[nodes]]
 name = "solo"
@@ -51,20 +69,28 @@ port = {port}
 http_threads = 256
 """
     for m in models:
-        text += f'\n[[models]]\nname = "{m}"\nbackend = "sim"\narchitecture = "llama-7b"\n'
+        if backend == "cpu":
+            path = STORIES if m == "stories" else SMOL
+            text += f'\n[[models]]\nname = "{m}"\nbackend = "cpu"\nfile = "{path}"\n'
+        else:
+            text += f'\n[[models]]\nname = "{m}"\nbackend = "sim"\narchitecture = "llama-7b"\n'
     share = 1.0 / len(models)
     entries = ", ".join(f'{{ name = "{m}", share = {share:.4f}, rate = {r:.4f} }}' for m, r in zip(models, rates))
-    # llama-7b: 32 layers x 32 KV heads = 1024 head-blocks per 16-token block.
+    # llama-7b: 32 layers x 32 KV heads = 1024 head-blocks per 16-token block;
+    # on cpu, kv_token_blocks counts SmolLM2's (30 layers x 3 KV heads = 90).
+    per = 90 if backend == "cpu" else 1024
+    extra = 'threads = 2\n' if backend == "cpu" else f'multiplex = "{multiplex}"\n'
     text += f"""
 [[units]]
 name = "u"
 node = "solo"
-kv_blocks = {kv_token_blocks * 1024}
+backend = "{backend}"
+kv_blocks = {kv_token_blocks * per}
 policy = "{policy}"
 quota_period_ms = 1000
 kv_floor_tokens = 512
 max_waiting = 100000
-models = [ {entries} ]
+{extra}models = [ {entries} ]
 """
     return text
 
@@ -83,18 +109,19 @@ def wait_ready(base: str, timeout: float = 30) -> None:
 
 
 def run_point(llmux, policy, alpha, total_rate, args):
-    models = [f"m{i}" for i in range(args.models)]
+    models = model_names(args.backend, args.models)
     weights = [(i + 1) ** -alpha for i in range(args.models)]
     rates = [total_rate * w / sum(weights) for w in weights]
     port, node, admin = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory() as d:
         cfg = Path(d) / "adbs.toml"
-        cfg.write_text(config(models, rates, policy, args.kv_token_blocks, port, node, admin))
+        cfg.write_text(config(args.backend, args.multiplex, models, rates, policy, args.kv_token_blocks,
+                              port, node, admin))
         log = open(Path(d) / "serve.log", "w")
         srv = subprocess.Popen([llmux, "serve", "--config", str(cfg)], stdout=log, stderr=log)
         try:
             base = f"http://127.0.0.1:{port}"
-            wait_ready(base)
+            wait_ready(base, 120)
             out = {}
 
             def drive(m, r):
@@ -114,6 +141,11 @@ def run_point(llmux, policy, alpha, total_rate, args):
                 t.start()
             for t in threads:
                 t.join()
+            # Preemptions by recompute over the run, all models.
+            with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+                text = r.read().decode()
+            out["_preemptions"] = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                                      if l.startswith("llmux:num_preemptions_total{"))
             return models, rates, out
         finally:
             srv.send_signal(signal.SIGTERM)
@@ -127,7 +159,10 @@ def main() -> int:
     ap.add_argument("--models", type=int, default=3)
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.7, 1.3, 2.1])
     ap.add_argument("--rates", type=float, nargs="+", default=[4, 8, 16], help="total req/s")
-    ap.add_argument("--policies", nargs="+", default=["adbs", "fcfs"])
+    ap.add_argument("--policies", nargs="+", default=["adbs", "fcfs", "round_robin"])
+    ap.add_argument("--backend", choices=["sim", "cpu"], default="sim")
+    ap.add_argument("--multiplex", choices=["spatial", "temporal"], default="spatial",
+                    help="sim: how the unit shares compute between the models' steps")
     ap.add_argument("--seconds", type=float, default=30, help="seconds of arrivals per point")
     ap.add_argument("--kv-token-blocks", type=int, default=160, help="pool size in 16-token blocks")
     ap.add_argument("--prompt-len", default="lognormal:256:1:16:1024")
@@ -137,8 +172,13 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    print(f"sim unit (simulated), {args.models} llama-7b-shaped models, KV pool {args.kv_token_blocks} "
-          f"x 16 tokens, {args.seconds:g} s of Poisson arrivals per point, SLO TTFT <= "
+    if args.backend == "cpu" and args.multiplex == "temporal":
+        ap.error("--multiplex temporal is sim-only")
+    what = (f"sim unit (simulated), {args.multiplex} multiplexing, {args.models} llama-7b-shaped models"
+            if args.backend == "sim" else
+            f"cpu unit (real engine, 2 threads), models {', '.join(model_names('cpu', args.models))}")
+    print(f"{what}, KV pool {args.kv_token_blocks} x 16 tokens, {args.seconds:g} s of Poisson arrivals "
+          f"per point, prompts {args.prompt_len}, outputs {args.output_len}, SLO TTFT <= "
           f"{args.slo_ttft_ms:g} ms and TPOT <= {args.slo_tpot_ms:g} ms")
     print(f"{'alpha':>5} {'rate':>5} {'policy':>6} {'req/s':>7} {'slo%':>6}  per model: rate -> slo% (ttft p99 ms)")
     for alpha in args.alphas:
@@ -153,9 +193,11 @@ def main() -> int:
                     f"{m} {r:.2f} -> {100 * out[m].get('slo_attainment', 0):.0f}% "
                     f"({out[m].get('ttft', {}).get('p99_ms', float('nan')):.0f})" for m, r in zip(models, rates))
                 print(f"{alpha:5.1f} {total:5g} {policy:>6} {rps:7.2f} {100 * met / max(reqs, 1):6.1f}  {per}"
+                      + f"  preempted {out.pop('_preemptions', 0):.0f}"
                       + ("" if ok == reqs else f"  ({reqs - ok} failed)"), flush=True)
                 if args.json:
-                    print(json.dumps({"alpha": alpha, "rate": total, "policy": policy, "models": out}))
+                    print(json.dumps({"alpha": alpha, "rate": total, "policy": policy, "backend": args.backend,
+                                      "multiplex": args.multiplex, "models": out}))
     return 0
 
 
