@@ -183,41 +183,6 @@ void kv_block_pool::drop(model_usage& m, uint64_t entry, const int32_t* ids, int
   m.cached += per;
 }
 
-// ---- anonymous token-block counts ----
-
-bool kv_block_pool::try_allocate(const std::string& model, int64_t token_blocks) {
-  auto it = models_.find(model);
-  if (it == models_.end() || token_blocks < 0)
-    return false;
-  auto& m = it->second;
-  const int64_t need = token_blocks * m.per_token_block();
-  if (!quota_allows(model, m, need) || !pool_has(need, 0))
-    return false;
-  auto& anonymous = state_.at(model).anonymous;
-  for (auto b : take(need))
-    anonymous.push_back(b);
-  m.used += need;
-  return true;
-}
-
-void kv_block_pool::release(const std::string& model, int64_t token_blocks) {
-  auto it = models_.find(model);
-  if (it == models_.end() || token_blocks <= 0)
-    return;
-  auto& m = it->second;
-  auto& anonymous = state_.at(model).anonymous;
-  int64_t give = token_blocks * m.per_token_block();
-  if (give > static_cast<int64_t>(anonymous.size())) {
-    ++release_errors_;
-    give = static_cast<int64_t>(anonymous.size());
-  }
-  for (int64_t i = 0; i < give; ++i) {
-    free_.push_back(anonymous.back());
-    anonymous.pop_back();
-  }
-  m.used -= give;
-}
-
 // ---- sequences ----
 
 std::vector<uint64_t> kv_block_pool::lookup(const model_state& st,
@@ -375,7 +340,7 @@ const std::vector<int32_t>* kv_block_pool::table(const std::string& model, uint6
 // ---- invariants ----
 
 std::string kv_block_pool::check_invariants() const {
-  enum class use : uint8_t { none, free, anonymous, referenced, evictable };
+  enum class use : uint8_t { none, free, referenced, evictable };
   const auto seen = static_cast<size_t>(fresh_);
   if (refs_.size() != seen || cached_in_.size() != seen)
     return "per-block vectors do not match the fresh mark";
@@ -397,11 +362,8 @@ std::string kv_block_pool::check_invariants() const {
   int64_t evictable = 0;
   for (const auto& [name, m] : models_) {
     const auto& st = state_.at(name);
-    for (auto b : st.anonymous)
-      if (auto err = claim(b, use::anonymous, name + " anonymous"); !err.empty())
-        return err;
     const auto per = static_cast<size_t>(m.per_token_block());
-    int64_t used = static_cast<int64_t>(st.anonymous.size());
+    int64_t used = 0;
     for (const auto& [seq, s] : st.sequences) {
       const std::string where = name + " seq " + std::to_string(seq);
       if (s.table.size() % per != 0 || s.chain.size() > s.table.size() / per)
@@ -454,7 +416,7 @@ std::string kv_block_pool::check_invariants() const {
       return "id " + std::to_string(b) + ": refcount " + std::to_string(refs_[b]) + ", in "
              + std::to_string(table_refs[b]) + " tables";
     if (table_refs[b] > 0 && state[b] != use::none)
-      return "id " + std::to_string(b) + ": in a table and free or anonymous";
+      return "id " + std::to_string(b) + ": in a table and free";
     if (table_refs[b] > 0)
       state[b] = use::referenced;
   }
@@ -487,7 +449,7 @@ std::string kv_block_pool::check_invariants() const {
     if (state[b] == use::none)
       return "id " + std::to_string(b) + " is in no state (leaked)";
     if (cached_in_[b] != 0 && state[b] != use::referenced && state[b] != use::evictable)
-      return "id " + std::to_string(b) + " marked cached but free or anonymous";
+      return "id " + std::to_string(b) + " marked cached but free";
   }
   return {};
 }

@@ -19,12 +19,9 @@
 /// pool (stories260K, head_dim 8, beside SmolLM2, head_dim 64, wastes 7/8 of
 /// each stories260K block, which is few blocks in practice).
 ///
-/// Two ways to hold blocks, drawing from the same free list and quotas:
-/// - per sequence (`open`, `grow`, `commit`, `close`): a block table per
-///   sequence, with a per-model prefix cache so sequences sharing a prompt
-///   prefix share its full token-blocks;
-/// - anonymous token-block counts per model (`try_allocate`, `release`), the
-///   accounting the kv_manager actor uses until it moves to block tables.
+/// Blocks are held per sequence (`open`, `grow`, `commit`, `close`): a block
+/// table per sequence, with a per-model prefix cache so sequences sharing a
+/// prompt prefix share its full token-blocks.
 ///
 /// Prefix cache: each full token-block a sequence commits is published under
 /// a hash chain h_i = H(h_{i-1}, tokens of block i) in its model's index. A
@@ -103,16 +100,6 @@ public:
   /// Physical blocks one token-block of `model` takes (layers × kv_heads).
   [[nodiscard]] int64_t blocks_per_token_block(const std::string& model) const;
 
-  // ---- anonymous token-block counts (the actor's current protocol) ----
-
-  /// Takes `token_blocks` for `model` if the pool (after evicting unreferenced
-  /// cached blocks) and the model's quota have room; all or nothing. Unknown
-  /// model or negative count → false.
-  [[nodiscard]] bool try_allocate(const std::string& model, int64_t token_blocks);
-  /// Gives back token-blocks; more than held is clamped (and counted as an
-  /// accounting error in `release_errors`).
-  void release(const std::string& model, int64_t token_blocks);
-
   // ---- sequences with block tables and prefix caching ----
 
   /// Starts sequence `seq` of `model` with prompt `prompt` and a table
@@ -145,7 +132,7 @@ public:
   [[nodiscard]] const std::vector<int32_t>* table(const std::string& model, uint64_t seq) const;
 
   /// Empty when the pool is consistent, else what is wrong: every block is
-  /// exactly one of free / anonymous / referenced / evictable-cached,
+  /// exactly one of free / referenced / evictable-cached,
   /// refcounts equal the tables holding each block, counters equal their
   /// recomputed sums, no id is twice in the free list. O(total + tables).
   [[nodiscard]] std::string check_invariants() const;
@@ -153,7 +140,7 @@ public:
   struct model_usage {
     int layers = 0;
     int kv_heads = 0;
-    int64_t used = 0;            ///< physical blocks held: anonymous + referenced by tables (shared once)
+    int64_t used = 0;            ///< physical blocks referenced by its tables (shared ones once)
     int64_t quota = 0;           ///< physical blocks
     int64_t cached = 0;          ///< physical blocks in the cache with no references (evictable)
     uint64_t prefix_queries = 0; ///< token-blocks looked up by successful `open`s
@@ -165,7 +152,7 @@ public:
   };
 
   [[nodiscard]] int64_t total() const { return total_; }
-  /// Physical blocks not on the free list (held, anonymous or cached).
+  /// Physical blocks not on the free list (referenced or cached).
   [[nodiscard]] int64_t used() const { return total_ - free(); }
   /// Physical blocks on the free list (evictable cached blocks not included).
   [[nodiscard]] int64_t free() const { return static_cast<int64_t>(free_.size()) + (total_ - fresh_); }
@@ -174,7 +161,6 @@ public:
   /// Physical blocks evicted from the prefix cache so far.
   [[nodiscard]] uint64_t evicted_blocks() const { return evicted_blocks_; }
   [[nodiscard]] int block_tokens() const { return block_tokens_; }
-  [[nodiscard]] uint64_t release_errors() const { return release_errors_; }
   [[nodiscard]] const std::map<std::string, model_usage>& models() const { return models_; }
 
 private:
@@ -195,7 +181,6 @@ private:
   struct model_state {
     std::unordered_multimap<uint64_t, uint64_t> index;  ///< hash → cache entry id
     std::map<uint64_t, sequence> sequences;
-    std::vector<int32_t> anonymous;  ///< ids held by try_allocate
   };
 
   /// A sequence with its model's records; `seq` is null when either is unknown.
@@ -232,7 +217,6 @@ private:
   bool lend_idle_ = false;
   std::set<std::string> waiting_;  ///< models with requests waiting for blocks
   prefix_hash_fn hash_ = &chain_hash;
-  uint64_t release_errors_ = 0;
   std::map<std::string, model_usage> models_;
   std::map<std::string, model_state> state_;
   // Ids from `fresh_` up have never been handed out and are free; the
