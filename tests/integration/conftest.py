@@ -319,6 +319,12 @@ port = {http}
 """
 
 
+def sim_models(*names: str, architecture: str = "tiny") -> str:
+    """[[models]] tables for sim-backend models of one architecture."""
+    return "".join(f'\n[[models]]\nname = "{n}"\nbackend = "sim"\narchitecture = "{architecture}"\n'
+                   for n in names)
+
+
 def _ephemeral_low() -> int:
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
@@ -377,6 +383,23 @@ def require_ports_free(ports: list[int], why: str) -> None:
 # --------------------------------------------------------------------------------------
 # HTTP / OpenAI helpers
 # --------------------------------------------------------------------------------------
+
+
+def scrape_metrics(base: str) -> dict:
+    """/metrics through prometheus_client's parser: {(name, frozenset(labels)): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    r = requests.get(f"{base}/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain"), r.text
+    out = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def metric(scrape: dict, name: str, **labels) -> float:
+    """One sample of a `scrape_metrics` result; 0 when absent."""
+    return scrape.get((name, frozenset(labels.items())), 0.0)
 
 
 def auth(key: Optional[str]) -> dict:

@@ -13,7 +13,7 @@ import threading
 
 import requests
 
-from conftest import admin_state_http, free_port, one_state, solo_config, start_serve, wait_until
+from conftest import admin_state_http, free_port, one_state, sim_models, solo_config, start_serve, wait_until
 
 ADMIN = "adm-order"
 
@@ -21,8 +21,7 @@ ADMIN = "adm-order"
 def _serve(tmp_path, policy):
     http, node, admin = free_port(), free_port(), free_port()
     cfg = tmp_path / f"order-{policy}.toml"
-    models = "\n".join(f'[[models]]\nname = "{m}"\nbackend = "sim"\narchitecture = "tiny"\n' for m in "abc")
-    cfg.write_text(solo_config(http, node, admin, f'admin_token = "{ADMIN}"') + models + f"""
+    cfg.write_text(solo_config(http, node, admin, f'admin_token = "{ADMIN}"') + sim_models("a", "b", "c") + f"""
 [[units]]
 name = "u"
 node = "solo"

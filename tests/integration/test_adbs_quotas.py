@@ -10,7 +10,7 @@ import threading
 
 import requests
 
-from conftest import admin_state_http, free_port, one_state, solo_config, start_serve, wait_until
+from conftest import admin_state_http, free_port, one_state, sim_models, solo_config, start_serve, wait_until
 
 ADMIN = "adm-adbs"
 TOKEN_BLOCKS = 40  # of 16 tokens; "tiny" takes 2 layers x 4 KV heads = 8 blocks per token-block
@@ -19,16 +19,7 @@ TOKEN_BLOCKS = 40  # of 16 tokens; "tiny" takes 2 layers x 4 KV heads = 8 blocks
 def _serve(tmp_path, policy):
     http, node, admin = free_port(), free_port(), free_port()
     cfg = tmp_path / f"adbs-{policy}.toml"
-    cfg.write_text(solo_config(http, node, admin, f'admin_token = "{ADMIN}"') + f"""
-[[models]]
-name = "hot"
-backend = "sim"
-architecture = "tiny"
-
-[[models]]
-name = "cold"
-backend = "sim"
-architecture = "tiny"
+    cfg.write_text(solo_config(http, node, admin, f'admin_token = "{ADMIN}"') + sim_models("hot", "cold") + f"""
 
 [[units]]
 name = "u"

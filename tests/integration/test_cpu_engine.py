@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import re
 import threading
 from pathlib import Path
 
@@ -19,10 +18,12 @@ from conftest import (
     auth,
     free_port,
     json_events,
+    metric,
     models_ready,
     one_state,
     require_ports_free,
     run_llmux,
+    scrape_metrics,
     solo_config,
     start_llmux,
     start_serve,
@@ -384,12 +385,6 @@ def test_colocated_cpu_example_shares_one_unit_and_one_pool(llmux_bin, tmp_path)
         proc.cleanup()
 
 
-def _metric(base, name, model):
-    text = requests.get(f"{base}/metrics", timeout=10).text
-    m = re.search(rf'^{re.escape(name)}{{model="{re.escape(model)}"}} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def _prefix_hits_change_no_output(base):
     """Prefix caching on the real CPU engine: the unit's kv_manager hands a
     request the blocks another request computed for the same prompt prefix
@@ -429,7 +424,7 @@ def _prefix_hits_change_no_output(base):
     def send(key, path, body):
         again[key] = requests.post(f"{base}{path}", timeout=120, json=body)
 
-    hits_metric = _metric(base, "llmux:prefix_cache_hits_total", smol)
+    hits_metric = metric(scrape_metrics(base), "llmux:prefix_cache_hits_total", model=smol)
     threads = [threading.Thread(target=send, args=("chat", "/v1/chat/completions", chat)),
                threading.Thread(target=send, args=("tale", "/v1/completions", tale))]
     for t in threads:
@@ -448,5 +443,5 @@ def _prefix_hits_change_no_output(base):
         expect = (prompt_tokens - 1) // 16  # token-blocks, in admin state
         assert expect >= 2, (name, prompt_tokens)
         assert hit[name]["prefix_hits"] - missed[name]["prefix_hits"] == expect, (name, hit[name], missed[name])
-    hits_now = _metric(base, "llmux:prefix_cache_hits_total", smol)
+    hits_now = metric(scrape_metrics(base), "llmux:prefix_cache_hits_total", model=smol)
     assert hits_now - hits_metric == ((first_chat.json()["usage"]["prompt_tokens"] - 1) // 16) * 16

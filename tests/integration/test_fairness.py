@@ -67,14 +67,14 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import statistics
 import threading
 import time
 
 import requests
 
-from conftest import admin_state_http, free_port, one_state, solo_config, start_serve, wait_until
+from conftest import (admin_state_http, free_port, metric, one_state, scrape_metrics, sim_models, solo_config,
+                      start_serve, wait_until)
 
 ADMIN = "adm-fair"
 TIME_SCALE = 1000.0  # "tiny" on the sim h100: ~41 us a step (mostly overhead) -> ~41 ms
@@ -100,16 +100,7 @@ KV_RATIO_MIN, KV_RATIO_MAX = 0.5, 3.0
 def _serve(tmp_path):
     http, node, admin = free_port(), free_port(), free_port()
     cfg = tmp_path / "fairness.toml"
-    cfg.write_text(solo_config(http, node, admin, f'admin_token = "{ADMIN}"\nhttp_threads = 256') + f"""
-[[models]]
-name = "hot"
-backend = "sim"
-architecture = "tiny"
-
-[[models]]
-name = "cold"
-backend = "sim"
-architecture = "tiny"
+    cfg.write_text(solo_config(http, node, admin, f'admin_token = "{ADMIN}"\nhttp_threads = 256') + sim_models("hot", "cold") + f"""
 
 [[units]]
 name = "u"
@@ -156,12 +147,6 @@ def _p90(values):
 
 def _fmt(d):
     return {k: round(v, 1) for k, v in d.items()}
-
-
-def _counter(metrics, name, **labels):
-    sel = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    m = re.search(rf"^{re.escape(name)}{{{re.escape(sel)}}} (\S+)$", metrics, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def test_cold_model_keeps_its_slo_and_kv_share_beside_a_10x_hot_model(tmp_path):
@@ -229,9 +214,9 @@ def test_cold_model_keeps_its_slo_and_kv_share_beside_a_10x_hot_model(tmp_path):
             assert len(res) == sent[model], (model, len(res), sent[model])
             bad = [r for r in res if r[0] != 200 or r[2]["completion_tokens"] != MAX_TOKENS]
             assert not bad, f"{model}: {len(bad)} of {len(res)} requests failed: {bad[:5]}"
-        metrics = requests.get(f"{base}/metrics", timeout=10).text
-        assert _counter(metrics, "llmux:requests_total", model="cold", status="200") == sent["cold"] + 3
-        assert _counter(metrics, "llmux:requests_total", model="hot", status="200") == sent["hot"]
+        metrics = scrape_metrics(base)
+        assert metric(metrics, "llmux:requests_total", model="cold", status="200") == sent["cold"] + 3
+        assert metric(metrics, "llmux:requests_total", model="hot", status="200") == sent["hot"]
 
         window = [s for s in samples if start <= s[0] <= arrivals_end]
         assert len(window) >= WINDOW_S / SAMPLE_PERIOD_S / 3, \
@@ -246,8 +231,8 @@ def test_cold_model_keeps_its_slo_and_kv_share_beside_a_10x_hot_model(tmp_path):
                    f"hot p90 {_p90(lat['hot']):.2f}s max {max(lat['hot']):.2f}s; "
                    f"mean blocks used {_fmt(used)}; blocks per req/s {_fmt(kv_per_rate)}; "
                    f"cold/hot {ratio:.2f}; "
-                   f"preemptions cold {_counter(metrics, 'llmux:num_preemptions_total', model='cold')} "
-                   f"hot {_counter(metrics, 'llmux:num_preemptions_total', model='hot')}")
+                   f"preemptions cold {metric(metrics, 'llmux:num_preemptions_total', model='cold')} "
+                   f"hot {metric(metrics, 'llmux:num_preemptions_total', model='hot')}")
         print(summary)
 
         # The contention was real, else the SLO below proves nothing.

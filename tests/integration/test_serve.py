@@ -18,7 +18,9 @@ from conftest import (
     check_chat_stream,
     free_port,
     json_events,
+    metric,
     run_llmux,
+    scrape_metrics,
     start_llmux,
     start_serve,
     stream_post,
@@ -120,24 +122,8 @@ def test_eos_ends_with_stop(served):
     assert "".join(c["choices"][0]["text"] for c in chunks) == j["choices"][0]["text"]
 
 
-def _scrape(base):
-    """/metrics through prometheus_client's parser: {(name, frozenset(labels)): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-    r = requests.get(f"{base}/metrics", timeout=HTTP_TIMEOUT)
-    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain"), r.text
-    out = {}
-    for fam in text_string_to_metric_families(r.text):
-        for s in fam.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def _m(scrape, name, **labels):
-    return scrape.get((name, frozenset(labels.items())), 0.0)
-
-
 def test_metrics_count_requests_tokens_and_latencies(served):
-    before = _scrape(served)
+    before = scrape_metrics(served)
     tokens = 0
     for i in range(2):
         r = requests.post(f"{served}/v1/completions", timeout=HTTP_TIMEOUT,
@@ -150,10 +136,10 @@ def test_metrics_count_requests_tokens_and_latencies(served):
     tokens += events[-1]["usage"]["completion_tokens"]
     assert requests.post(f"{served}/v1/completions", timeout=HTTP_TIMEOUT,
                          json={"model": "nope", "prompt": "hi"}).status_code == 404
-    after = _scrape(served)
+    after = scrape_metrics(served)
 
     def delta(name, **labels):
-        return _m(after, name, **labels) - _m(before, name, **labels)
+        return metric(after, name, **labels) - metric(before, name, **labels)
 
     assert delta("llmux:requests_total", model="tiny", status="200") == 3
     assert delta("llmux:requests_total", model="", status="404") == 1  # unknown names: no label
@@ -166,7 +152,7 @@ def test_metrics_count_requests_tokens_and_latencies(served):
     assert delta("llmux:inter_token_latency_seconds_count", model="tiny") == tokens - 3
     # Cluster gauges: nothing left running, the unit's KV pool, every actor's mailbox.
     assert ("llmux:num_requests_running", frozenset({("model", "tiny")})) in after
-    assert _m(after, "llmux:num_requests_running", model="tiny") == 0
+    assert metric(after, "llmux:num_requests_running", model="tiny") == 0
     assert any(k[0] == "llmux:kv_blocks_free" and v > 0 for k, v in after.items())
     kinds = {dict(k[1])["kind"] for k in after if k[0] == "llmux:actor_mailbox_size"}
     assert {"gateway", "router", "scheduler", "gpu_unit", "kv_manager"} <= kinds, kinds
@@ -178,21 +164,21 @@ def test_repeated_prompt_hits_the_prefix_cache(served):
     import uuid
     prompt = f"{uuid.uuid4()} " + " ".join(f"word{i}" for i in range(120))
     body = {"model": "tiny", "prompt": prompt, "max_tokens": 2}
-    before = _scrape(served)
+    before = scrape_metrics(served)
     r = requests.post(f"{served}/v1/completions", json=body, timeout=HTTP_TIMEOUT)
     assert r.status_code == 200, r.text
     prompt_tokens = r.json()["usage"]["prompt_tokens"]
     assert prompt_tokens > 64
-    mid = _scrape(served)
-    assert _m(mid, "llmux:prefix_cache_hits_total", model="tiny") == \
-        _m(before, "llmux:prefix_cache_hits_total", model="tiny"), "a new prompt cannot hit"
-    assert _m(mid, "llmux:prefix_cache_queries_total", model="tiny") > \
-        _m(before, "llmux:prefix_cache_queries_total", model="tiny")
+    mid = scrape_metrics(served)
+    assert metric(mid, "llmux:prefix_cache_hits_total", model="tiny") == \
+        metric(before, "llmux:prefix_cache_hits_total", model="tiny"), "a new prompt cannot hit"
+    assert metric(mid, "llmux:prefix_cache_queries_total", model="tiny") > \
+        metric(before, "llmux:prefix_cache_queries_total", model="tiny")
     r = requests.post(f"{served}/v1/completions", json=body, timeout=HTTP_TIMEOUT)
     assert r.status_code == 200, r.text
-    after = _scrape(served)
-    hits = _m(after, "llmux:prefix_cache_hits_total", model="tiny") - \
-        _m(mid, "llmux:prefix_cache_hits_total", model="tiny")
+    after = scrape_metrics(served)
+    hits = metric(after, "llmux:prefix_cache_hits_total", model="tiny") - \
+        metric(mid, "llmux:prefix_cache_hits_total", model="tiny")
     # Whole 16-token blocks of the prompt, never all of it.
     assert 0 < hits < prompt_tokens and hits % 16 == 0 and hits >= prompt_tokens - 32, hits
     kv = [a for a in requests.get(f"{served}/admin/state", timeout=HTTP_TIMEOUT).json()
