@@ -18,7 +18,7 @@ What differs between the policies:
 - the KV pool: `adbs` gives each model a quota (expected rate x KV per token,
   moved toward backlogs every period); `fcfs` and `round_robin` let whoever
   asks first take blocks;
-- the step order, with `--multiplex temporal` (sim only): one step at a time
+- the step order, with `--multiplex temporal`: one step at a time
   on the whole unit, `adbs` prefill steps first round-robin, `fcfs` by
   arrival, `round_robin` in rotation. With `spatial` (the default) each model
   steps at once on its share, and `round_robin` equals `fcfs`.
@@ -55,8 +55,9 @@ def model_names(backend: str, n: int) -> list[str]:
     return [f"m{i}" for i in range(n)]
 
 
-def config(backend, multiplex, models, rates, policy, kv_token_blocks, port, node, admin) -> str:
-    text = f"""
+def solo_node(port: int, node: int, admin: int, http_threads: int = 256) -> str:
+    """The [[nodes]] and [gateway] tables of a one-node config."""
+    return f"""
 [[nodes]]
 name = "solo"
 port = {node}
@@ -65,8 +66,12 @@ admin_port = {admin}
 [gateway]
 node = "solo"
 port = {port}
-http_threads = 256
+http_threads = {http_threads}
 """
+
+
+def config(backend, multiplex, models, rates, policy, kv_token_blocks, port, node, admin) -> str:
+    text = solo_node(port, node, admin)
     for m in models:
         if backend == "cpu":
             path = STORIES if m == "stories" else SMOL
@@ -78,7 +83,7 @@ http_threads = 256
     # llama-7b: 32 layers x 32 KV heads = 1024 head-blocks per 16-token block;
     # on cpu, kv_token_blocks counts SmolLM2's (30 layers x 3 KV heads = 90).
     per = 90 if backend == "cpu" else 1024
-    extra = 'threads = 2\n' if backend == "cpu" else f'multiplex = "{multiplex}"\n'
+    extra = ('threads = 2\n' if backend == "cpu" else "") + f'multiplex = "{multiplex}"\n'
     text += f"""
 [[units]]
 name = "u"
@@ -171,11 +176,10 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    if args.backend == "cpu" and args.multiplex == "temporal":
-        ap.error("--multiplex temporal is sim-only")
     what = (f"sim unit (simulated), {args.multiplex} multiplexing, {args.models} llama-7b-shaped models"
             if args.backend == "sim" else
-            f"cpu unit (real engine, 2 threads), models {', '.join(model_names('cpu', args.models))}")
+            f"cpu unit (real engine, 2 threads), {args.multiplex} multiplexing, models "
+            f"{', '.join(model_names('cpu', args.models))}")
     print(f"{what}, KV pool {args.kv_token_blocks} x 16 tokens, {args.seconds:g} s of Poisson arrivals "
           f"per point, prompts {args.prompt_len}, outputs {args.output_len}, SLO TTFT <= "
           f"{args.slo_ttft_ms:g} ms and TPOT <= {args.slo_tpot_ms:g} ms")

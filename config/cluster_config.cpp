@@ -621,6 +621,14 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
     m.name = read_name(s, "name");
     if (cfg.find_model(m.name))
       s.fail("name", "duplicate model name '" + m.name + "'");
+    // "MODEL/prefill" and "MODEL/decode" name a split model's jobs (set-share).
+    for (const char* job : {"/prefill", "/decode"}) {
+      const std::string suffix = job;
+      if (m.name.size() >= suffix.size()
+          && m.name.compare(m.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        s.fail("name", "model name '" + m.name + "' ends in '" + suffix
+                         + "', which names a job of a model with split jobs");
+    }
     read_choice(s, "backend", m.backend, {"sim", "cpu", "cuda"});
     read_choice(s, "load_format", m.load_format, {"auto", "dummy"});
     read_choice(s, "dtype", m.dtype, {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k"});
@@ -666,7 +674,7 @@ void read_units(const section& top, cluster_config& cfg) {
     auto s = top.element("units", arr, i);
     s.allow_only({"name", "node", "backend", "gpu", "kv_blocks", "block_tokens", "max_running",
                   "max_batch_tokens", "max_waiting", "time_scale", "threads", "kv_cache_mib",
-                  "kv_growth", "policy", "multiplex", "quota_period_ms", "kv_floor_tokens",
+                  "kv_growth", "policy", "multiplex", "jobs", "quota_period_ms", "kv_floor_tokens",
                   "models"});
     unit_config u;
     u.name = read_name(s, "name");
@@ -690,9 +698,13 @@ void read_units(const section& top, cluster_config& cfg) {
     read_choice(s, "kv_growth", u.kv_growth, {"on_demand", "reserve"});
     read_choice(s, "policy", u.policy, {"adbs", "fcfs", "round_robin"});
     read_choice(s, "multiplex", u.multiplex, {"spatial", "temporal"});
-    if (u.multiplex == "temporal" && u.backend != "sim")
-      s.fail("multiplex", "\"temporal\" is implemented for the sim backend only; unit '" + u.name
-                            + "' has backend '" + u.backend + "' (its models step at once, each on its share)");
+    if (u.multiplex == "temporal" && u.backend == "cuda")
+      s.fail("multiplex", "\"temporal\" is implemented for the sim and cpu backends; unit '" + u.name
+                            + "' has backend 'cuda'");
+    read_choice(s, "jobs", u.jobs, {"mixed", "split"});
+    if (u.jobs == "split" && u.multiplex == "temporal")
+      s.fail("jobs", "\"split\" runs a model's prefill and decode jobs at once in two partitions; unit '"
+                       + u.name + "' has multiplex = \"temporal\" (one step at a time on the whole unit)");
     read_positive(s, "quota_period_ms", u.quota_period_ms);
     read_int(s, "kv_floor_tokens", u.kv_floor_tokens, 0, ">= 0");
     read_int(s, "threads", u.threads, 0, ">= 0 (0 = every core)");
@@ -709,7 +721,7 @@ void read_units(const section& top, cluster_config& cfg) {
     double share_sum = 0;
     for (size_t j = 0; j < models.size(); ++j) {
       auto ms = s.element("models", models, j);
-      ms.allow_only({"name", "share", "rate"});
+      ms.allow_only({"name", "share", "rate", "decode_share"});
       unit_model um;
       um.model = read_name(ms, "name");
       const auto* model = cfg.find_model(um.model);
@@ -730,6 +742,17 @@ void read_units(const section& top, cluster_config& cfg) {
         if (!(*v >= 0) || !std::isfinite(*v))
           ms.fail("rate", "must be a finite number >= 0 (requests/s), got " + format_number(*v));
         um.rate = *v;
+      }
+      if (auto v = ms.number("decode_share")) {
+        if (u.jobs != "split")
+          ms.fail("decode_share", "needs jobs = \"split\" on unit '" + u.name
+                                    + "' (with mixed jobs a model has one share)");
+        if (!(*v > 0 && *v < um.share))
+          ms.fail("decode_share", "must be in (0, share = " + format_number(um.share)
+                                    + "): the prefill job gets the rest, got " + format_number(*v));
+        um.decode_share = *v;
+      } else if (u.jobs == "split") {
+        um.decode_share = um.share / 2;
       }
       share_sum += um.share;
       u.models.push_back(std::move(um));

@@ -97,8 +97,11 @@ struct model_config {
 
 struct unit_model {
   std::string model;   ///< a name from [[models]]
-  double share = 1.0;  ///< compute share in (0, 1]
+  double share = 1.0;  ///< compute share in (0, 1]; split jobs: both jobs together
   double rate = 1.0;   ///< expected requests/s: ADBS's starting point for its KV quota
+  /// Split jobs: the decode job's part of `share` (the prefill job gets the
+  /// rest); share / 2 unless given. 0 with mixed jobs.
+  double decode_share = 0;
 };
 
 /// A GPU unit (or CPU socket): co-located models share its compute and KV pool.
@@ -123,11 +126,16 @@ struct unit_config {
   std::string policy = "adbs";
   /// How the unit's compute is shared between its models' steps:
   /// "spatial" (each model steps at once on its share: CPU partitions, the
-  /// sim's concurrent steps) or "temporal" (sim only so far: one step at a
-  /// time on the whole unit, ordered by `policy`: adbs runs steps with
-  /// prefill work first, round-robin over models; fcfs by the step's
-  /// arrival; round_robin in rotation).
+  /// sim's concurrent steps) or "temporal" (sim and cpu: one step at a time
+  /// on the whole unit, ordered by `policy`: adbs runs steps with prefill
+  /// work first, round-robin over models; fcfs by the step's arrival;
+  /// round_robin in rotation).
   std::string multiplex = "spatial";
+  /// How each model's work is split into jobs: "mixed" (one step feeds its
+  /// decodes and prefill chunks together, chunked prefill) or "split" (its
+  /// prefill job and decode job step at once, each in its own partition and
+  /// share: on CPU, worker threads; spatial units only).
+  std::string jobs = "mixed";
   int quota_period_ms = 5000;     ///< adbs: seconds between quota moves, in ms
   int kv_floor_tokens = 512;      ///< adbs: KV every model keeps room for, tokens
   double time_scale = 1.0;        ///< sim: multiplies step time; 0 = no wait

@@ -25,20 +25,40 @@ cpu_engine::cpu_engine(std::shared_ptr<const llama_model> model,
   : tok_(std::move(tok)), opts_(opts),
     runner_(opts.arena ? llama_runner(std::move(model), opts.arena)
                        : llama_runner(std::move(model), opts.block_tokens, opts.kv_blocks)),
-    pool_(std::make_unique<kernels::thread_pool>(threads_for(opts, opts.share))) {
+    lanes_{} {
+  lanes_[0].share = opts.share;
+  lanes_[0].pool = std::make_unique<kernels::thread_pool>(threads_for(opts, opts.share));
+  // A decode lane given no share of its own starts at the engine's first one
+  // (read by the decode job's thread only: lane 0's share may change meanwhile).
+  lanes_[1].share = opts.share;
 }
 
 void cpu_engine::set_share(double share) {
-  opts_.share = share;
+  set_job_share(job_kind::mixed, share);
+}
+
+void cpu_engine::set_job_share(job_kind job, double share) {
+  // Each lane is changed only by its own job's thread, between its steps.
+  auto& l = lanes_[job == job_kind::decode ? 1 : 0];
+  l.share = share;
   int n = threads_for(opts_, share);
-  if (n != pool_->size())
-    pool_ = std::make_unique<kernels::thread_pool>(n);
+  if (!l.pool || n != l.pool->size())
+    l.pool = std::make_unique<kernels::thread_pool>(n);
+}
+
+int cpu_engine::threads(job_kind job) const {
+  const auto& l = lanes_[job == job_kind::decode ? 1 : 0];
+  return l.pool ? l.pool->size() : 0;
 }
 
 step_output cpu_engine::step(const step_input& in) {
   auto t0 = std::chrono::steady_clock::now();
+  auto& lane = lanes_[in.job == job_kind::decode ? 1 : 0];
+  if (!lane.pool)  // a decode job given no share of its own: the mixed one's
+    lane.pool = std::make_unique<kernels::thread_pool>(threads_for(opts_, lane.share));
   for (auto id : in.released) {
     runner_.release(id);
+    std::lock_guard<std::mutex> lock(history_mu_);
     history_.erase(id);
   }
   // Tables granted since the last step (released ones first: a preempted
@@ -52,7 +72,12 @@ step_output cpu_engine::step(const step_input& in) {
                      || w.repetition_penalty != 1.0f;
     if (!penalized)
       continue;
-    auto& h = history_[w.seq_id];
+    token_history* hp = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(history_mu_);
+      hp = &history_[w.seq_id];  // stable: the map is node-based
+    }
+    auto& h = *hp;
     for (size_t i = 0; i < w.tokens.size(); ++i) {
       h.seen.insert(w.tokens[i]);
       if (w.context_len + static_cast<int32_t>(i) >= w.prompt_len)
@@ -64,7 +89,7 @@ step_output cpu_engine::step(const step_input& in) {
   for (const auto& w : in.seqs)
     seqs.push_back({w.seq_id, w.tokens.data(), static_cast<int32_t>(w.tokens.size()),
                     w.context_len, w.sample});
-  if (!runner_.forward(seqs, logits_, *pool_))
+  if (!runner_.forward(seqs, lane.logits, *lane.pool, lane.scratch))
     throw std::runtime_error("KV cache full: the step needs more blocks than the engine has");
   step_output out;
   out.tokens.reserve(in.seqs.size());
@@ -86,10 +111,15 @@ step_output cpu_engine::step(const step_input& in) {
     p.repetition_penalty = w.repetition_penalty;
     p.bias_tokens = &w.bias_tokens;
     p.bias_values = &w.bias_values;
-    auto hist = history_.find(w.seq_id);
+    const token_history* hist = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(history_mu_);
+      auto it = history_.find(w.seq_id);
+      hist = it == history_.end() ? nullptr : &it->second;
+    }
     auto pos = int64_t{w.context_len} + static_cast<int64_t>(w.tokens.size());
-    const float* lg = &logits_[row * n_vocab];
-    auto tok = sample_token(lg, n_vocab, p, pos, hist == history_.end() ? nullptr : &hist->second);
+    const float* lg = &lane.logits[row * n_vocab];
+    auto tok = sample_token(lg, n_vocab, p, pos, hist);
     out.tokens.push_back(tok);
     if (w.logprobs >= 0) {
       out.logprobs.resize(in.seqs.size());

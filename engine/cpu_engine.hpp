@@ -2,8 +2,14 @@
 /// The `cpu` backend: a real Llama-family model on CPU threads, over a paged
 /// KV cache. The unit gives it a compute share; on CPU a share is a number
 /// of worker threads (share × the unit's threads), changed between steps.
+///
+/// Split jobs: a prefill step and a decode step may run at once on two
+/// threads. Each job has its own lane (worker threads, activations, logits);
+/// weights and the KV cache are shared, and the two steps feed disjoint
+/// sequences. The decode lane's threads start with its first share or step.
 
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 
 #include "engine/engine.hpp"
@@ -32,20 +38,33 @@ public:
   /// kv_manager's admission makes that a bug, not a load condition).
   [[nodiscard]] step_output step(const step_input& in) override;
   void set_share(double share) override;
+  void set_job_share(job_kind job, double share) override;
   [[nodiscard]] std::string backend() const override { return "cpu"; }
   [[nodiscard]] const tokenizer& vocab() const override { return *tok_; }
 
-  [[nodiscard]] int threads() const { return pool_->size(); }
+  /// Worker threads of the mixed/prefill lane.
+  [[nodiscard]] int threads() const { return lanes_[0].pool->size(); }
+  /// Worker threads of `job`'s lane (0: the decode lane has not started).
+  [[nodiscard]] int threads(job_kind job) const;
   [[nodiscard]] const llama_runner& runner() const { return runner_; }
 
 private:
   std::shared_ptr<const tokenizer> tok_;
   cpu_engine_options opts_;
   llama_runner runner_;
-  std::unique_ptr<kernels::thread_pool> pool_;
-  std::vector<float> logits_;
-  /// Sequences with penalties: what they have fed so far.
+  struct lane {
+    std::unique_ptr<kernels::thread_pool> pool;
+    runner_scratch scratch;
+    std::vector<float> logits;
+    double share = 1.0;
+  };
+  /// [0]: mixed and prefill steps; [1]: decode steps.
+  lane lanes_[2];
+  /// Sequences with penalties: what they have fed so far. The map is shared
+  /// by the lanes (under history_mu_); an entry is used by the one step
+  /// feeding its sequence.
   std::unordered_map<uint64_t, token_history> history_;
+  std::mutex history_mu_;
 };
 
 }  // namespace llmux::engine

@@ -2,7 +2,9 @@
 /// The engine interface: one call runs one step of a batch that mixes prefill
 /// chunks and decode tokens of many sequences (continuous batching).
 ///
-/// An engine belongs to one gpu_unit and is called from one thread at a time.
+/// An engine belongs to one gpu_unit and is called from one thread at a time
+/// per job: with split jobs, a prefill step and a decode step of the same
+/// engine may run at once on two threads, always over disjoint sequences.
 /// Backends: `sim` (here), `cpu` and `cuda` (later issues).
 
 #include <cstdint>
@@ -13,6 +15,17 @@
 #include "engine/tokenizer.hpp"
 
 namespace llmux::engine {
+
+/// Which of a model's jobs a step belongs to. `mixed`: one step feeds
+/// decodes and prefill chunks together (chunked prefill). A unit with split
+/// jobs runs each model's `prefill` steps (prompt chunks, recomputes) and
+/// `decode` steps (one token per running sequence) as two jobs, each in its
+/// own partition, at the same time. Values travel on the wire: append only.
+enum class job_kind : uint8_t { mixed = 0, prefill = 1, decode = 2 };
+
+[[nodiscard]] inline const char* job_name(job_kind j) {
+  return j == job_kind::prefill ? "prefill" : j == job_kind::decode ? "decode" : "mixed";
+}
 
 /// One sequence's slice of a step.
 struct seq_work {
@@ -50,6 +63,7 @@ struct token_logprobs {
 struct step_input {
   std::vector<seq_work> seqs;
   std::vector<uint64_t> released;  ///< sequences that ended since the last step: free their KV
+  job_kind job = job_kind::mixed;  ///< the partition it runs in
 };
 
 struct step_output {
@@ -66,6 +80,12 @@ public:
   [[nodiscard]] virtual step_output step(const step_input& in) = 0;
   /// Changes the compute share the engine runs on, between steps.
   virtual void set_share(double share) = 0;
+  /// Changes the share of one job (split jobs), between that job's steps.
+  /// `mixed` is `set_share`.
+  virtual void set_job_share(job_kind job, double share) {
+    (void)job;
+    set_share(share);
+  }
   [[nodiscard]] virtual std::string backend() const = 0;
   [[nodiscard]] virtual const tokenizer& vocab() const = 0;
 };

@@ -33,7 +33,7 @@ void add_bias(float* x, const float* b, int64_t rows, int64_t n) {
 }  // namespace
 
 bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<float>& logits,
-                           kernels::thread_pool& pool) {
+                           kernels::thread_pool& pool, runner_scratch& sc) {
   const auto& hp = model_->hparams();
   const int64_t E = hp.n_embd, F = hp.n_ff, D = hp.head_dim;
   const int64_t H = hp.n_head, HKV = hp.n_head_kv, QD = H * D, KVD = HKV * D;
@@ -43,6 +43,12 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
   for (const auto& s : seqs)
     if (!kv_.reserve(s.id, int64_t{s.pos0} + s.n))
       return false;
+
+  // Each sequence's table, looked up once: the workers below read it without
+  // the cache's lock.
+  std::vector<const paged_kv_cache::table*> tables(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i)
+    tables[i] = kv_.find_table(seqs[i].id);
 
   // Token rows: which sequence and position each row of the batch is.
   struct row_info {
@@ -58,43 +64,43 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
     logits.clear();
     return true;
   }
-  x_.resize(T * E);
-  h_.resize(T * E);
-  q_.resize(T * QD);
-  k_.resize(T * KVD);
-  v_.resize(T * KVD);
-  attn_.resize(T * QD);
-  gate_.resize(T * F);
-  up_.resize(T * F);
-  tmp_.resize(T * std::max(E, F));
+  sc.x.resize(T * E);
+  sc.h.resize(T * E);
+  sc.q.resize(T * QD);
+  sc.k.resize(T * KVD);
+  sc.v.resize(T * KVD);
+  sc.attn.resize(T * QD);
+  sc.gate.resize(T * F);
+  sc.up.resize(T * F);
+  sc.tmp.resize(T * std::max(E, F));
 
   int64_t r = 0;
   for (const auto& s : seqs)
     for (int32_t j = 0; j < s.n; ++j)
-      kernels::get_row(model_->tok_embd(), s.tokens[j], &x_[(r++) * E]);
+      kernels::get_row(model_->tok_embd(), s.tokens[j], &sc.x[(r++) * E]);
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   for (int layer = 0; layer < hp.n_layer; ++layer) {
     const auto& L = model_->layers()[static_cast<size_t>(layer)];
-    kernels::rmsnorm(x_.data(), L.attn_norm, hp.norm_eps, T, E, h_.data());
-    matmul(L.wq, h_.data(), T, q_.data(), pool);
-    matmul(L.wk, h_.data(), T, k_.data(), pool);
-    matmul(L.wv, h_.data(), T, v_.data(), pool);
-    add_bias(q_.data(), L.bq, T, QD);
-    add_bias(k_.data(), L.bk, T, KVD);
-    add_bias(v_.data(), L.bv, T, KVD);
+    kernels::rmsnorm(sc.x.data(), L.attn_norm, hp.norm_eps, T, E, sc.h.data());
+    matmul(L.wq, sc.h.data(), T, sc.q.data(), pool);
+    matmul(L.wk, sc.h.data(), T, sc.k.data(), pool);
+    matmul(L.wv, sc.h.data(), T, sc.v.data(), pool);
+    add_bias(sc.q.data(), L.bq, T, QD);
+    add_bias(sc.k.data(), L.bk, T, KVD);
+    add_bias(sc.v.data(), L.bv, T, KVD);
 
     // RoPE, then K and V into the cache (f16), row by row.
     for (int64_t t = 0; t < T; ++t) {
       auto p = rows[t].pos;
-      kernels::rope_ref(&q_[t * QD], static_cast<int>(H), static_cast<int>(D), hp.rope_dim, p,
+      kernels::rope_ref(&sc.q[t * QD], static_cast<int>(H), static_cast<int>(D), hp.rope_dim, p,
                         hp.rope_base, hp.rope_neox);
-      kernels::rope_ref(&k_[t * KVD], static_cast<int>(HKV), static_cast<int>(D), hp.rope_dim, p,
+      kernels::rope_ref(&sc.k[t * KVD], static_cast<int>(HKV), static_cast<int>(D), hp.rope_dim, p,
                         hp.rope_base, hp.rope_neox);
-      auto sid = seqs[rows[t].seq].id;
+      const auto& table = *tables[rows[t].seq];
       for (int64_t h = 0; h < HKV; ++h) {
-        kernels::fp32_to_fp16_row(&k_[t * KVD + h * D], kv_.k(sid, layer, static_cast<int>(h), p), D);
-        kernels::fp32_to_fp16_row(&v_[t * KVD + h * D], kv_.v(sid, layer, static_cast<int>(h), p), D);
+        kernels::fp32_to_fp16_row(&sc.k[t * KVD + h * D], kv_.k(table, layer, static_cast<int>(h), p), D);
+        kernels::fp32_to_fp16_row(&sc.v[t * KVD + h * D], kv_.v(table, layer, static_cast<int>(h), p), D);
       }
     }
 
@@ -123,28 +129,28 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
         // The cache holds block_tokens positions of one head contiguously.
         for (int64_t j = 0; j < ctx;) {
           const int64_t run = std::min<int64_t>(ctx - j, kv_.block_tokens() - j % kv_.block_tokens());
-          kernels::fp16_to_fp32_row(kv_.k(sq.id, layer, kvh, j), &kf[j * D], run * D);
-          kernels::fp16_to_fp32_row(kv_.v(sq.id, layer, kvh, j), &vf[j * D], run * D);
+          kernels::fp16_to_fp32_row(kv_.k(*tables[si], layer, kvh, j), &kf[j * D], run * D);
+          kernels::fp16_to_fp32_row(kv_.v(*tables[si], layer, kvh, j), &vf[j * D], run * D);
           j += run;
         }
         for (int64_t t = first_row[si]; t < first_row[si + 1]; ++t)
           for (int64_t h = int64_t{kvh} * group; h < (int64_t{kvh} + 1) * group; ++h)
-            kernels::attention_row(&q_[t * QD + h * D], kf.data(), vf.data(), rows[t].pos + 1, D,
-                                   scale, scores.data(), &attn_[t * QD + h * D]);
+            kernels::attention_row(&sc.q[t * QD + h * D], kf.data(), vf.data(), rows[t].pos + 1, D,
+                                   scale, scores.data(), &sc.attn[t * QD + h * D]);
       }
     });
 
-    matmul(L.wo, attn_.data(), T, tmp_.data(), pool);
+    matmul(L.wo, sc.attn.data(), T, sc.tmp.data(), pool);
     for (int64_t i = 0; i < T * E; ++i)
-      x_[i] += tmp_[i];
+      sc.x[i] += sc.tmp[i];
 
-    kernels::rmsnorm(x_.data(), L.ffn_norm, hp.norm_eps, T, E, h_.data());
-    matmul(L.w_gate, h_.data(), T, gate_.data(), pool);
-    matmul(L.w_up, h_.data(), T, up_.data(), pool);
-    kernels::swiglu(gate_.data(), up_.data(), T * F, gate_.data());
-    matmul(L.w_down, gate_.data(), T, tmp_.data(), pool);
+    kernels::rmsnorm(sc.x.data(), L.ffn_norm, hp.norm_eps, T, E, sc.h.data());
+    matmul(L.w_gate, sc.h.data(), T, sc.gate.data(), pool);
+    matmul(L.w_up, sc.h.data(), T, sc.up.data(), pool);
+    kernels::swiglu(sc.gate.data(), sc.up.data(), T * F, sc.gate.data());
+    matmul(L.w_down, sc.gate.data(), T, sc.tmp.data(), pool);
     for (int64_t i = 0; i < T * E; ++i)
-      x_[i] += tmp_[i];
+      sc.x[i] += sc.tmp[i];
   }
 
   // Logits only for the last row of sequences that sample.
@@ -158,7 +164,7 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
   auto n_out = static_cast<int64_t>(out_rows.size());
   std::vector<float> last(static_cast<size_t>(n_out * E));
   for (int64_t i = 0; i < n_out; ++i)
-    std::copy_n(&x_[out_rows[i] * E], E, &last[i * E]);
+    std::copy_n(&sc.x[out_rows[i] * E], E, &last[i * E]);
   kernels::rmsnorm(last.data(), model_->output_norm(), hp.norm_eps, n_out, E, last.data());
   logits.resize(static_cast<size_t>(n_out * hp.n_vocab));
   matmul(model_->output(), last.data(), n_out, logits.data(), pool);

@@ -5,8 +5,9 @@
 /// (prefill chunks and single decode tokens mixed) go through each layer
 /// together, so every weight matrix is read once per step whatever the batch
 /// size; attention then runs per sequence over its own cached context.
-/// Called from one thread at a time (the unit's step thread); the work is
-/// spread over the thread pool it is given.
+/// Each call's work is spread over the thread pool it is given. Two calls may
+/// run at once (a model's prefill and decode jobs) over disjoint sequences,
+/// each with its own pool and scratch; the KV cache is shared.
 
 #include <cstdint>
 #include <memory>
@@ -26,6 +27,12 @@ struct runner_seq {
   bool logits = false;    ///< produce logits for the last token
 };
 
+/// Activations of one step, reused across steps (grown on demand). One per
+/// job that steps the runner.
+struct runner_scratch {
+  std::vector<float> x, h, q, k, v, attn, gate, up, tmp;
+};
+
 class llama_runner {
 public:
   /// Private KV blocks.
@@ -37,7 +44,12 @@ public:
   /// `logits = true`, in order. Returns false (nothing computed) when the KV
   /// cache cannot hold the batch.
   [[nodiscard]] bool forward(const std::vector<runner_seq>& seqs, std::vector<float>& logits,
-                             kernels::thread_pool& pool);
+                             kernels::thread_pool& pool) {
+    return forward(seqs, logits, pool, scratch_);
+  }
+  /// The same with the caller's scratch (a second job stepping at once).
+  [[nodiscard]] bool forward(const std::vector<runner_seq>& seqs, std::vector<float>& logits,
+                             kernels::thread_pool& pool, runner_scratch& scratch);
   void release(uint64_t seq) { kv_.release(seq); }
   /// Shared KV: physical ids the table of `seq` gained (paged_kv_cache::adopt).
   void adopt(uint64_t seq, const std::vector<int32_t>& ids) { kv_.adopt(seq, ids); }
@@ -48,8 +60,7 @@ public:
 private:
   std::shared_ptr<const llama_model> model_;
   paged_kv_cache kv_;
-  // Scratch, reused across steps (grown on demand).
-  std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, tmp_;
+  runner_scratch scratch_;
 };
 
 }  // namespace llmux::engine

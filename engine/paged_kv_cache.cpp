@@ -53,6 +53,7 @@ void paged_kv_cache::adopt(uint64_t seq, const std::vector<int32_t>& ids) {
     if (id < 0 || id >= arena_->blocks())
       throw std::invalid_argument("KV block id " + std::to_string(id) + " outside the unit's "
                                   + std::to_string(arena_->blocks()) + " blocks");
+  std::lock_guard<std::mutex> lock(mu_);
   auto& table = tables_[seq];
   for (size_t i = 0; i < ids.size(); i += per_tb) {
     table.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(i),
@@ -66,6 +67,9 @@ paged_kv_cache::paged_kv_cache(int n_layer, int n_head_kv, int head_dim, int blo
   : n_layer_(n_layer), n_head_kv_(n_head_kv), head_dim_(head_dim), block_tokens_(block_tokens),
     max_blocks_(max_blocks),
     block_elems_(2 * static_cast<size_t>(block_tokens) * static_cast<size_t>(head_dim)) {
+  // Never reallocated: a step's workers read chunk pointers while another
+  // job's step may add a chunk.
+  chunks_.reserve(static_cast<size_t>((std::max<int64_t>(max_blocks, 0) + chunk_blocks - 1) / chunk_blocks));
 }
 
 int32_t paged_kv_cache::take_block() {
@@ -95,6 +99,7 @@ uint16_t* paged_kv_cache::block_ptr(int32_t id) const {
 bool paged_kv_cache::reserve(uint64_t seq, int64_t tokens) {
   if (arena_)
     return capacity_tokens(seq) >= tokens;
+  std::lock_guard<std::mutex> lock(mu_);
   auto& table = tables_[seq];
   int64_t need_tb = (tokens + block_tokens_ - 1) / block_tokens_;
   int64_t add_tb = need_tb - static_cast<int64_t>(table.size());
@@ -117,6 +122,7 @@ bool paged_kv_cache::reserve(uint64_t seq, int64_t tokens) {
 }
 
 void paged_kv_cache::release(uint64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = tables_.find(seq);
   if (it == tables_.end())
     return;
@@ -130,13 +136,37 @@ void paged_kv_cache::release(uint64_t seq) {
 }
 
 int64_t paged_kv_cache::capacity_tokens(uint64_t seq) const {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = tables_.find(seq);
   return it == tables_.end() ? 0 : static_cast<int64_t>(it->second.size()) * block_tokens_;
 }
 
+int64_t paged_kv_cache::used_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return used_;
+}
+
+size_t paged_kv_cache::sequences() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return tables_.size();
+}
+
+const paged_kv_cache::table* paged_kv_cache::find_table(uint64_t seq) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tables_.find(seq);
+  return it == tables_.end() ? nullptr : &it->second;
+}
+
 paged_kv_cache::span paged_kv_cache::block_at(uint64_t seq, int layer, int head,
                                                int64_t pos) const {
-  const auto& table = tables_.at(seq);
+  const auto* t = find_table(seq);
+  if (t == nullptr)
+    throw std::out_of_range("no KV table for sequence " + std::to_string(seq));
+  return block_at(*t, layer, head, pos);
+}
+
+paged_kv_cache::span paged_kv_cache::block_at(const table& table, int layer, int head,
+                                               int64_t pos) const {
   auto tb = static_cast<size_t>(pos / block_tokens_);
   auto id = table.at(tb)[static_cast<size_t>(layer * n_head_kv_ + head)];
   const uint16_t* base = block_ptr(id);
@@ -151,6 +181,16 @@ uint16_t* paged_kv_cache::k(uint64_t seq, int layer, int head, int64_t pos) {
 
 uint16_t* paged_kv_cache::v(uint64_t seq, int layer, int head, int64_t pos) {
   auto s = block_at(seq, layer, head, pos);
+  return const_cast<uint16_t*>(s.v) + (pos - s.first_pos) * head_dim_;
+}
+
+uint16_t* paged_kv_cache::k(const table& t, int layer, int head, int64_t pos) const {
+  auto s = block_at(t, layer, head, pos);
+  return const_cast<uint16_t*>(s.k) + (pos - s.first_pos) * head_dim_;
+}
+
+uint16_t* paged_kv_cache::v(const table& t, int layer, int head, int64_t pos) const {
+  auto s = block_at(t, layer, head, pos);
   return const_cast<uint16_t*>(s.v) + (pos - s.first_pos) * head_dim_;
 }
 

@@ -15,9 +15,14 @@
 ///   table gained (`adopt`). Sequences that share a prompt prefix then share
 ///   its blocks, and the models of a unit draw from one memory.
 ///
-/// Single-threaded for reserve/adopt/release (the engine's step thread);
-/// `k`/`v` pointers may be read and written by the step's worker threads for
-/// distinct positions.
+/// Threads: a model with split jobs runs a prefill step and a decode step at
+/// once, over disjoint sequences. Every change to the set of tables (reserve,
+/// adopt, release) and every lookup by id takes a lock; a step looks each of
+/// its sequences' tables up once (`find_table`) and then reads and writes
+/// K/V through the table (`k`/`v`/`block_at` on a table) without one: a
+/// table's address is stable while other sequences come and go, and only the
+/// step that feeds a sequence touches its table. Worker threads of a step
+/// write distinct positions.
 
 #include <atomic>
 #include <cstdint>
@@ -83,10 +88,17 @@ public:
   void release(uint64_t seq);
   [[nodiscard]] bool shared() const { return arena_ != nullptr; }
 
+  /// Per token-block: n_layer·n_head_kv physical block ids.
+  using table = std::vector<std::vector<int32_t>>;
+  /// The table of `seq`, or null. Stays valid until `seq` is released.
+  [[nodiscard]] const table* find_table(uint64_t seq) const;
+
   /// head_dim f16 values of K (or V) of `seq` at `pos`, for (layer, head).
   /// `pos` must be reserved.
   [[nodiscard]] uint16_t* k(uint64_t seq, int layer, int head, int64_t pos);
   [[nodiscard]] uint16_t* v(uint64_t seq, int layer, int head, int64_t pos);
+  [[nodiscard]] uint16_t* k(const table& t, int layer, int head, int64_t pos) const;
+  [[nodiscard]] uint16_t* v(const table& t, int layer, int head, int64_t pos) const;
 
   /// The first K row of the token-block holding `pos`, and how many
   /// positions of that block follow (rows are head_dim apart) — for
@@ -97,12 +109,13 @@ public:
     int64_t first_pos;
   };
   [[nodiscard]] span block_at(uint64_t seq, int layer, int head, int64_t pos) const;
+  [[nodiscard]] span block_at(const table& t, int layer, int head, int64_t pos) const;
 
   [[nodiscard]] int block_tokens() const { return block_tokens_; }
-  [[nodiscard]] int64_t used_blocks() const { return used_; }
+  [[nodiscard]] int64_t used_blocks() const;
   [[nodiscard]] int64_t max_blocks() const { return max_blocks_; }
   [[nodiscard]] int64_t capacity_tokens(uint64_t seq) const;
-  [[nodiscard]] size_t sequences() const { return tables_.size(); }
+  [[nodiscard]] size_t sequences() const;
 
 private:
   [[nodiscard]] int32_t take_block();
@@ -117,8 +130,9 @@ private:
   int64_t allocated_ = 0;  ///< blocks backed by memory
   int64_t used_ = 0;
   std::vector<int32_t> free_;
-  /// seq → per token-block: n_layer·n_head_kv physical block ids.
-  std::unordered_map<uint64_t, std::vector<std::vector<int32_t>>> tables_;
+  /// seq → its table. Node-based: a table's address survives rehashing.
+  std::unordered_map<uint64_t, table> tables_;
+  mutable std::mutex mu_;  ///< tables_, free_, chunks_, used_, allocated_
 };
 
 }  // namespace llmux::engine

@@ -29,7 +29,8 @@ step_output sim_engine::step(const step_input& in) {
     // The sampled token sits at the position right after the fed tokens.
     out.tokens.push_back(s.sample ? token_at(s.seed, s.prompt_len, s.context_len + n) : -1);
   }
-  out.seconds = costs_.estimate(shape, share_).seconds;
+  const double share = in.job == job_kind::decode && decode_share_ > 0 ? decode_share_ : share_;
+  out.seconds = costs_.estimate(shape, share).seconds;
   return out;
 }
 

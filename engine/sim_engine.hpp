@@ -15,6 +15,10 @@ public:
 
   [[nodiscard]] step_output step(const step_input& in) override;
   void set_share(double share) override { share_ = share; }
+  /// Split jobs: decode steps are modelled on the decode job's share.
+  void set_job_share(job_kind job, double share) override {
+    (job == job_kind::decode ? decode_share_ : share_) = share;
+  }
   [[nodiscard]] std::string backend() const override { return "sim"; }
   [[nodiscard]] const tokenizer& vocab() const override { return tokenizer_; }
 
@@ -31,6 +35,7 @@ private:
   cost_model costs_;
   sim_tokenizer tokenizer_;
   double share_;
+  double decode_share_ = 0;  ///< 0: the decode job has no share of its own
 };
 
 }  // namespace llmux::engine

@@ -22,6 +22,7 @@ struct held_step {
   caf::typed_response_promise<engine::step_output> promise;
   engine::step_output out;
   bool temporal = false;  ///< the unit's one running step (temporal mode)
+  std::string model;  ///< empty for a step that feeds nothing
 };
 
 /// A step waiting for the unit (temporal mode): one per model at most, as a
@@ -43,12 +44,19 @@ bool has_prefill(const engine::step_input& in) {
   return false;
 }
 
-/// One model's partition of a unit with a real engine: a detached actor, so
-/// its steps compute on their own thread while other models' partitions
-/// compute theirs. It sees only its model's slot of the unit_core.
+/// One job's partition of a unit with a real engine: a detached actor, so
+/// its steps compute on their own thread while other partitions compute
+/// theirs. A model with one mixed job has one; a model with split jobs has
+/// two (prefill, decode) over one engine. It sees only its model's slot of
+/// the unit_core.
 using partition_actor = caf::typed_actor<
   caf::replies_to<step_atom, std::string, engine::step_input>::with<engine::step_output>,
-  caf::replies_to<set_share_atom, std::string, double>::with<std::string>>;
+  caf::replies_to<set_share_atom, std::string, int32_t, double>::with<std::string>>;
+
+/// The partition key of a job: the model's name for its mixed job.
+std::string job_key(const std::string& model, engine::job_kind job) {
+  return job == engine::job_kind::mixed ? model : model + "/" + engine::job_name(job);
+}
 
 /// Steps running now on the unit's partitions, and the most seen at once.
 struct concurrency {
@@ -63,21 +71,23 @@ partition_actor::behavior_type partition(partition_actor::pointer self,
   return {
     [core, busy](step_atom, const std::string& model,
                  const engine::step_input& in) -> caf::result<engine::step_output> {
-      const int n = ++busy->now;
+      // Steps that compute (not release-only ones) count as running.
+      const int counted = in.seqs.empty() ? 0 : 1;
+      const int n = busy->now += counted;
       for (int m = busy->most; n > m && !busy->most.compare_exchange_weak(m, n);)
         ;
       try {
         auto out = core->step(model, in);
-        --busy->now;
+        busy->now -= counted;
         return out;
       } catch (const std::exception& e) {
-        --busy->now;
+        busy->now -= counted;
         return caf::make_error(caf::sec::runtime_error, e.what());
       }
     },
-    [core](set_share_atom, const std::string& model, double share) -> std::string {
+    [core](set_share_atom, const std::string& model, int32_t job, double share) -> std::string {
       // Between two of this partition's steps, never inside one.
-      core->engine_of(model).set_share(share);
+      core->engine_of(model).set_job_share(static_cast<engine::job_kind>(job), share);
       return {};
     },
   };
@@ -90,6 +100,7 @@ struct unit_state {
   std::map<std::string, partition_actor> partitions;  ///< real engines only
   std::shared_ptr<concurrency> busy = std::make_shared<concurrency>();
   std::unordered_map<uint64_t, held_step> held;
+  std::map<std::string, int> held_of;  ///< per model
   size_t held_max = 0;  ///< most steps in flight at once
   uint64_t next_job = 1;
   // Temporal mode: the arbiter picks which queued step runs when the unit frees up.
@@ -127,8 +138,12 @@ bool run_sim_step(unit_ptr self, const std::string& model, const engine::step_in
     return false;
   }
   auto job = s.next_job++;
-  s.held.emplace(job, held_step{promise, std::move(out), temporal});
+  // Only steps that feed tokens count as the model's steps at once.
+  const std::string counted = in.seqs.empty() ? std::string{} : model;
+  s.held.emplace(job, held_step{promise, std::move(out), temporal, counted});
   s.held_max = std::max(s.held_max, s.held.size());
+  if (!counted.empty())
+    s.core->note_running(model, ++s.held_of[model]);
   self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(hold)),
                      step_done_atom::value, job);
   return true;
@@ -154,7 +169,27 @@ void run_next(unit_ptr self) {
     s.recent_grants.push_back({{"model", g->model}, {"job", q.prefill ? "prefill" : "decode"}, {"waited", waited}});
     if (s.recent_grants.size() > 32)
       s.recent_grants.pop_front();
-    s.running = run_sim_step(self, g->model, q.in, q.promise, true);
+    if (s.partitions.empty()) {
+      s.running = run_sim_step(self, g->model, q.in, q.promise, true);
+      continue;
+    }
+    // A real engine: the model's partition computes the step on the whole
+    // unit's threads; the next grant waits for its reply.
+    auto p = s.partitions.find(g->model);
+    s.running = true;
+    auto promise = q.promise;
+    self->request(p->second, caf::infinite, step_atom::value, g->model, std::move(q.in))
+      .then(
+        [self, promise](engine::step_output& out) mutable {
+          promise.deliver(std::move(out));
+          self->state.running = false;
+          run_next(self);
+        },
+        [self, promise](caf::error& err) mutable {
+          promise.deliver(std::move(err));
+          self->state.running = false;
+          run_next(self);
+        });
   }
 }
 
@@ -166,7 +201,7 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
                  bool partitions) -> gpu_unit_actor::behavior_type {
     self->state.opts = std::move(opts);
     self->state.core = std::move(core);
-    if (self->state.opts.temporal && !partitions) {
+    if (self->state.opts.temporal) {
       auto kind = parse_policy(self->state.opts.policy).value_or(policy_kind::adbs);
       self->state.arbiter = std::make_unique<unit_arbiter>(kind, self->state.opts.max_prefill_streak);
       for (const auto& [model, slot] : self->state.core->models())
@@ -174,16 +209,28 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
     }
     if (partitions)
       for (const auto& [model, slot] : self->state.core->models())
-        self->state.partitions[model] = self->spawn<caf::detached + caf::linked>(
-          partition, self->state.core, self->state.busy);
+        for (auto job : slot.split ? std::vector<engine::job_kind>{engine::job_kind::prefill,
+                                                                   engine::job_kind::decode}
+                                   : std::vector<engine::job_kind>{engine::job_kind::mixed})
+          self->state.partitions[job_key(model, job)] = self->spawn<caf::detached + caf::linked>(
+            partition, self->state.core, self->state.busy);
     return {
       [self](step_atom, const std::string& model,
              const engine::step_input& in) -> caf::result<engine::step_output> {
         auto& s = self->state;
-        // A real engine steps on its model's partition thread; the reply goes
-        // straight back to the scheduler.
-        if (auto p = s.partitions.find(model); p != s.partitions.end())
-          return self->delegate(p->second, step_atom::value, model, in);
+        // A real engine steps on its job's partition thread; the reply goes
+        // straight back to the scheduler. (A mixed step of a split model,
+        // such as a release-only one, goes to its prefill partition.)
+        // Temporal units queue steps that feed something for the arbiter.
+        if (!s.partitions.empty() && !(s.arbiter && !in.seqs.empty())) {
+          auto p = s.partitions.find(job_key(model, in.job));
+          if (p == s.partitions.end())
+            p = s.partitions.find(job_key(model, engine::job_kind::prefill));
+          if (p == s.partitions.end())
+            p = s.partitions.find(model);
+          if (p != s.partitions.end())
+            return self->delegate(p->second, step_atom::value, model, in);
+        }
         auto promise = self->make_response_promise<engine::step_output>();
         if (s.arbiter && !in.seqs.empty()) {
           // Temporal: the step waits its turn on the whole unit.
@@ -209,26 +256,47 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
           return;
         it->second.promise.deliver(std::move(it->second.out));
         const bool temporal = it->second.temporal;
+        if (!it->second.model.empty())
+          --self->state.held_of[it->second.model];
         self->state.held.erase(it);
         if (temporal) {
           self->state.running = false;
           run_next(self);
         }
       },
-      [self](set_share_atom, const std::string& model,
+      [self](set_share_atom, const std::string& target,
              double share) -> caf::result<std::string> {
         auto& s = self->state;
-        auto p = s.partitions.find(model);
-        if (p == s.partitions.end()) {
+        if (s.partitions.empty()) {
           // Sim: the engine is the actor's own; a message runs between steps.
-          auto err = s.core->set_share(model, share);
+          auto err = s.core->set_share(target, share);
           return err ? *err : std::string{};
         }
         // The unit's books first (so two moves cannot both pass the sum
-        // check), then the partition applies it between two of its steps.
-        if (auto err = s.core->take_share(model, share))
+        // check), then each job's partition applies its share between two
+        // of its steps.
+        unit_core::share_change change;
+        if (auto err = s.core->take_share(target, share, &change))
           return *err;
-        return self->delegate(p->second, set_share_atom::value, model, share);
+        auto promise = self->make_response_promise<std::string>();
+        auto left = std::make_shared<size_t>(change.jobs.size());
+        for (const auto& [job, value] : change.jobs) {
+          auto p = s.partitions.find(job_key(change.model, job));
+          if (p == s.partitions.end()) {
+            promise.deliver(std::string{"no partition for "} + job_key(change.model, job));
+            return promise;
+          }
+          self->request(p->second, caf::infinite, set_share_atom::value, change.model,
+                        static_cast<int32_t>(job), value)
+            .then([promise, left](std::string&) mutable {
+                    if (--*left == 0)
+                      promise.deliver(std::string{});
+                  },
+                  [promise](caf::error& err) mutable {
+                    promise.deliver(caf::make_error(caf::sec::runtime_error, to_string(err)));
+                  });
+        }
+        return promise;
       },
       [self](get_state_atom) -> actor_state {
         auto& s = self->state;
@@ -239,13 +307,31 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
         s.rate_t = now;
         s.rate_steps = steps;
         auto models = nlohmann::json::object();
-        for (const auto& [name, slot] : s.core->models())
+        for (const auto& [name, slot] : s.core->models()) {
           models[name] = {{"backend", slot.engine->backend()},
-                          {"share", slot.share.load()},
+                          {"share", slot.total_share()},
                           {"steps", slot.steps.load()},
                           {"tokens_in", slot.tokens_in.load()},
                           {"busy_seconds", slot.busy_seconds()},
-                          {"share_moves", slot.share_moves.load()}};
+                          {"share_moves", slot.share_moves.load()},
+                          {"steps_at_once_max", slot.running_max.load()}};
+          // Each job's partition and share: one mixed job, or prefill and
+          // decode side by side.
+          const auto decode_steps = slot.decode_steps.load();
+          const double decode_busy = static_cast<double>(slot.decode_busy_ns.load()) * 1e-9;
+          if (slot.split)
+            models[name]["jobs"] = {
+              {"prefill", {{"share", slot.share.load()},
+                           {"steps", slot.steps.load() - decode_steps},
+                           {"busy_seconds", slot.busy_seconds() - decode_busy}}},
+              {"decode", {{"share", slot.decode_share.load()},
+                          {"steps", decode_steps},
+                          {"busy_seconds", decode_busy}}}};
+          else
+            models[name]["jobs"] = {{"mixed", {{"share", slot.share.load()},
+                                               {"steps", slot.steps.load()},
+                                               {"busy_seconds", slot.busy_seconds()}}}};
+        }
         nlohmann::json j{{"backend", s.opts.backend},
                          {"simulated", s.opts.backend == "sim"},
                          {"time_scale", s.core->time_scale()},

@@ -19,6 +19,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/engine.hpp"
 
@@ -28,7 +30,10 @@ class unit_core {
 public:
   explicit unit_core(double time_scale) : time_scale_(time_scale) {}
 
-  void add_model(const std::string& model, std::unique_ptr<engine::engine> e, double share);
+  /// `decode_share` > 0: the model runs split jobs, its prefill job on
+  /// `share` and its decode job on `decode_share`; otherwise one mixed job.
+  void add_model(const std::string& model, std::unique_ptr<engine::engine> e, double share,
+                 double decode_share = 0);
 
   /// Runs one step; throws std::out_of_range for a model not on this unit.
   [[nodiscard]] engine::step_output step(const std::string& model, const engine::step_input& in);
@@ -37,19 +42,37 @@ public:
   /// modelled time for sim, zero for real engines (they already spent it).
   [[nodiscard]] double hold_seconds(const std::string& model, const engine::step_output& out) const;
 
-  /// Moves `model` to a partition of `share` (0, 1]. Returns an error text
-  /// when the model is unknown, the share out of range, or the unit's shares
-  /// would sum above 1.
-  [[nodiscard]] std::optional<std::string> set_share(const std::string& model, double share);
-  /// The same in two halves, for a model whose engine runs on a partition
-  /// thread: `take_share` checks and records the new share (the unit's
-  /// books), and the partition then calls `engine.set_share` between steps.
-  [[nodiscard]] std::optional<std::string> take_share(const std::string& model, double share);
+  /// What a share move gives each job it touches.
+  struct share_change {
+    std::string model;
+    std::vector<std::pair<engine::job_kind, double>> jobs;
+  };
+  /// Moves a job to a partition of `share` (0, 1]. `target` is a model
+  /// (its whole share: a split model's two jobs keep their proportion) or
+  /// one job of a split model, "MODEL/prefill" or "MODEL/decode". Returns an
+  /// error text when the target is unknown, the share out of range, or the
+  /// unit's shares (every job's) would sum above 1.
+  [[nodiscard]] std::optional<std::string> set_share(const std::string& target, double share);
+  /// The same in two halves, for a model whose engine runs on partition
+  /// threads: `take_share` checks and records the new shares (the unit's
+  /// books) and says which jobs change; each job's partition then calls
+  /// `engine.set_job_share` between its steps.
+  [[nodiscard]] std::optional<std::string> take_share(const std::string& target, double share,
+                                                      share_change* change = nullptr);
   [[nodiscard]] engine::engine& engine_of(const std::string& model);
+  /// Sim: `n` steps of `model` are in flight at once (their replies held).
+  void note_running(const std::string& model, int n);
 
   struct model_slot {
     std::unique_ptr<engine::engine> engine;
-    std::atomic<double> share{1.0};
+    bool split = false;                 ///< prefill and decode jobs (else one mixed job)
+    std::atomic<double> share{1.0};     ///< the mixed job's, or the prefill job's
+    std::atomic<double> decode_share{0};  ///< split: the decode job's
+    std::atomic<uint64_t> decode_steps{0};  ///< split: steps of the decode job
+    std::atomic<uint64_t> decode_busy_ns{0};
+    [[nodiscard]] double total_share() const { return share.load() + decode_share.load(); }
+    std::atomic<int> running{0};      ///< this model's steps feeding tokens now (real engines)
+    std::atomic<int> running_max{0};  ///< the most at once: 2 when its jobs overlapped
     std::atomic<uint64_t> steps{0};
     std::atomic<uint64_t> tokens_in{0};    ///< tokens fed (prefill + decode)
     std::atomic<uint64_t> busy_ns{0};      ///< modelled or measured step time, summed

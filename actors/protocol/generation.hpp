@@ -183,7 +183,7 @@ typename Inspector::result_type inspect(Inspector& f, seq_work& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_input& x) {
-  return f(caf::meta::type_name("step_input"), x.seqs, x.released);
+  return f(caf::meta::type_name("step_input"), x.seqs, x.released, x.job);
 }
 
 template <class Inspector>

@@ -88,9 +88,7 @@ int64_t batch_scheduler::cancel(uint64_t id) {
   auto r = running_.find(id);
   if (r == running_.end())
     return 0;
-  bool in_step = in_flight_ && std::any_of(plan_.begin(), plan_.end(),
-                                           [&](const planned& p) { return p.id == id; });
-  if (in_step) {
+  if (r->second.busy) {
     r->second.cancelled = true;  // dropped when the step returns
     return 0;
   }
@@ -138,6 +136,8 @@ std::vector<protocol::kv_need> batch_scheduler::admission_candidates() const {
   // the token it samples next.
   for (size_t i = 0; i < preempted_.size() && out.size() < room; ++i) {
     const auto& p = preempted_[i];
+    if (release_pending(p.req.id))
+      return out;  // its old KV is not yet dropped; those behind it wait too
     protocol::kv_need n{p.req.id,
                         static_cast<int32_t>(blocks_for_tokens(total_len(p) + 1) * opts_.block_tokens), {}};
     if (opts_.share_prefix && prefix_shareable(p.req.params)) {
@@ -227,11 +227,13 @@ routed_delta batch_scheduler::reject_first_waiting(const std::string& why) {
 
 std::vector<protocol::kv_need> batch_scheduler::growth_candidates() {
   growth_ids_.clear();
-  if (opts_.growth != kv_growth::on_demand || in_flight_)
+  if (opts_.growth != kv_growth::on_demand || (!opts_.split_jobs && step_in_flight()))
     return {};
   std::vector<protocol::kv_need> needs;
   for (auto id : order_) {
     const auto& s = running_.at(id);
+    if (s.busy)
+      continue;  // split jobs: in the other job's step; asked for when it returns
     // Whatever the next step feeds this sequence (a decode token, or the
     // rest of a re-admitted prefill) must fit its blocks.
     if (total_len(s) > capacity(s)) {
@@ -254,6 +256,8 @@ step_events batch_scheduler::apply_growth(const protocol::kv_grant& grant) {
   ids.swap(growth_ids_);
   for (size_t i = 0; i < ids.size(); ++i) {
     auto it = running_.find(ids[i]);
+    if (it == running_.end())
+      continue;  // cancelled meanwhile: its kv_close, sent after, frees the block
     if (static_cast<int32_t>(i) < grant.granted) {
       // Granted: the blocks are held now (even if the sequence goes below).
       auto need = blocks_for_tokens(total_len(it->second)) - it->second.blocks;
@@ -264,9 +268,14 @@ step_events batch_scheduler::apply_growth(const protocol::kv_grant& grant) {
                                      grant.blocks[i].end());
       continue;
     }
-    // Refused: make room by recompute, newest first (perhaps this one).
-    if (it != running_.end() && !order_.empty())
-      preempt(order_.back(), ev);
+    // Refused: make room by recompute, newest first (perhaps this one),
+    // among the sequences in no step (split jobs: the other job's step may
+    // be computing some).
+    for (auto v = order_.rbegin(); v != order_.rend(); ++v)
+      if (!running_.at(*v).busy) {
+        preempt(*v, ev);
+        break;
+      }
   }
   return ev;
 }
@@ -290,8 +299,31 @@ void batch_scheduler::preempt(uint64_t id, step_events& ev) {
   hold_admission_ = true;
 }
 
-bool batch_scheduler::can_step() const {
-  return !in_flight_ && !running_.empty();
+bool batch_scheduler::prefill_ready(const sequence& s) const {
+  const int32_t pending = total_len(s) - s.computed;
+  return pending > 0 && (s.generated.empty() || pending != 1) && capacity(s) > s.computed;
+}
+
+bool batch_scheduler::decode_ready(const sequence& s) const {
+  return !s.generated.empty() && total_len(s) - s.computed == 1 && s.computed + 1 <= capacity(s);
+}
+
+bool batch_scheduler::release_pending(uint64_t id) const {
+  if (!opts_.split_jobs)
+    return false;
+  auto has = [id](const std::vector<uint64_t>& v) { return std::find(v.begin(), v.end(), id) != v.end(); };
+  return has(released_) || has(releasing_[0]) || has(releasing_[1]);
+}
+
+bool batch_scheduler::can_step(engine::job_kind job) const {
+  if (in_flight_[slot(job)])
+    return false;
+  if (job == engine::job_kind::mixed)
+    return !in_flight_[1] && !running_.empty();
+  for (const auto& [id, s] : running_)
+    if (!s.busy && (job == engine::job_kind::prefill ? prefill_ready(s) : decode_ready(s)))
+      return true;
+  return false;
 }
 
 std::vector<uint64_t> batch_scheduler::take_released() {
@@ -300,16 +332,19 @@ std::vector<uint64_t> batch_scheduler::take_released() {
   return out;
 }
 
-engine::step_input batch_scheduler::next_step() {
+engine::step_input batch_scheduler::next_step(engine::job_kind job) {
   engine::step_input in;
+  in.job = job;
   in.released = take_released();
-  plan_.clear();
+  auto& plan = plans_[slot(job)];
+  plan.clear();
   int budget = opts_.max_batch_tokens;
   // Decodes first: one token each, so running streams never stall behind prompts.
   for (auto id : order_) {
+    if (job == engine::job_kind::prefill)
+      break;
     auto& s = running_.at(id);
-    int32_t pending = total_len(s) - s.computed;
-    if (s.generated.empty() || pending != 1 || budget <= 0 || s.computed + 1 > capacity(s))
+    if (s.busy || !decode_ready(s) || budget <= 0)
       continue;
     engine::seq_work w;
     w.seq_id = id;
@@ -321,24 +356,22 @@ engine::step_input batch_scheduler::next_step() {
     w.sample = true;
     fill_sampling(w, s.req.params);
     in.seqs.push_back(std::move(w));
-    plan_.push_back({id, 1, true});
+    plan.push_back({id, 1, true});
     budget -= 1;
   }
   // Then prefill chunks in admission order, split to fit the token budget.
   // A sequence re-admitted after preemption prefills its prompt and the
   // tokens it generated, and samples after the last of them.
   for (auto id : order_) {
-    if (budget <= 0)
+    if (budget <= 0 || job == engine::job_kind::decode)
       break;
     auto& s = running_.at(id);
-    int32_t pending = total_len(s) - s.computed;
-    if (pending <= 0 || (!s.generated.empty() && pending == 1))
+    if (s.busy || !prefill_ready(s))
       continue;
+    int32_t pending = total_len(s) - s.computed;
     auto room = capacity(s) - s.computed;
     int32_t chunk = static_cast<int32_t>(
       std::min({static_cast<int64_t>(pending), static_cast<int64_t>(budget), room}));
-    if (chunk <= 0)
-      continue;
     engine::seq_work w;
     w.seq_id = id;
     const auto prompt_len = static_cast<int32_t>(s.req.prompt.size());
@@ -352,11 +385,20 @@ engine::step_input batch_scheduler::next_step() {
     w.sample = sample;
     fill_sampling(w, s.req.params);
     in.seqs.push_back(std::move(w));
-    plan_.push_back({id, chunk, sample});
+    plan.push_back({id, chunk, sample});
     budget -= chunk;
   }
-  in_flight_ = !plan_.empty();
-  if (in_flight_)
+  for (const auto& p : plan)
+    running_.at(p.id).busy = true;
+  auto& flying = in_flight_[slot(job)];
+  flying = !plan.empty();
+  if (opts_.split_jobs) {
+    // The engine drops these sequences' KV when this step starts; until it
+    // returns, none of them may come back with a new table.
+    releasing_[slot(job)] = in.released;
+    flying = flying || !in.released.empty();
+  }
+  if (!plan.empty())
     ++steps_;
   return in;
 }
@@ -372,15 +414,19 @@ void batch_scheduler::retire(uint64_t id, step_events& ev) {
   released_.push_back(id);
 }
 
-step_events batch_scheduler::apply(const engine::step_output& out) {
+step_events batch_scheduler::apply(const engine::step_output& out, engine::job_kind job) {
   step_events ev;
-  in_flight_ = false;
-  for (size_t i = 0; i < plan_.size(); ++i) {
-    const auto& p = plan_[i];
+  const int k = slot(job);
+  in_flight_[k] = false;
+  releasing_[k].clear();
+  auto& plan = plans_[k];
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const auto& p = plan[i];
     auto it = running_.find(p.id);
     if (it == running_.end())
       continue;
     auto& s = it->second;
+    s.busy = false;
     if (s.cancelled) {
       retire(p.id, ev);
       continue;
@@ -422,17 +468,24 @@ step_events batch_scheduler::apply(const engine::step_output& out) {
     }
     ev.deltas.push_back(std::move(rd));
   }
-  plan_.clear();
+  plan.clear();
   return ev;
 }
 
-step_events batch_scheduler::fail_step(const std::string& why) {
+step_events batch_scheduler::fail_step(const std::string& why, engine::job_kind job) {
   step_events ev;
-  in_flight_ = false;
-  for (const auto& p : plan_) {
+  const int k = slot(job);
+  in_flight_[k] = false;
+  // The engine may never have seen these releases; they stay pending for
+  // the next step (the sequences' KV is dropped there, before any new table).
+  released_.insert(released_.end(), releasing_[k].begin(), releasing_[k].end());
+  releasing_[k].clear();
+  auto& plan = plans_[k];
+  for (const auto& p : plan) {
     auto it = running_.find(p.id);
     if (it == running_.end())
       continue;
+    it->second.busy = false;
     routed_delta rd;
     rd.sink = it->second.sink;
     rd.delta.id = p.id;
@@ -443,7 +496,7 @@ step_events batch_scheduler::fail_step(const std::string& why) {
     if (!cancelled)
       ev.deltas.push_back(std::move(rd));
   }
-  plan_.clear();
+  plan.clear();
   return ev;
 }
 

@@ -25,6 +25,16 @@
 ///  - reserve: admission takes blocks for prompt + max_tokens at once, so a
 ///    running sequence never runs out and nothing is preempted.
 ///
+/// Split jobs (`split_jobs`): the model's prefill and decode run as two jobs
+/// in two partitions of the unit, each with its own step in flight:
+/// `next_step(job_kind::decode)` feeds every running sequence's last token,
+/// `next_step(job_kind::prefill)` prompt chunks (and recomputes). A sequence
+/// is in at most one step at a time: when its prefill step samples its first
+/// token it moves to the decode job. KV growth, admission and preemption go
+/// on while steps are in flight, among the sequences in none; a preempted
+/// sequence is re-admitted only after the step that tells the engine to drop
+/// its old KV has returned (the two jobs' steps are not ordered).
+///
 /// Single-threaded: the owning actor calls everything.
 
 #include <cstdint>
@@ -54,6 +64,9 @@ struct scheduler_options {
   /// prompt up (a hit skips that much prefill) and computed full blocks are
   /// committed. Only for engines that read KV from the unit's shared blocks.
   bool share_prefix = false;
+  /// Prefill and decode as two jobs with a step each in flight (see above);
+  /// otherwise one mixed step at a time.
+  bool split_jobs = false;
 };
 
 enum class enqueue_status { accepted, queue_full, prompt_too_long, empty_prompt, duplicate_id };
@@ -124,25 +137,39 @@ public:
   [[nodiscard]] step_events apply_growth(const protocol::kv_grant& grant);
 
   /// True when a step can run (something admitted, no step in flight).
-  [[nodiscard]] bool can_step() const;
+  [[nodiscard]] bool can_step() const { return can_step(engine::job_kind::mixed); }
+  /// Split jobs: true when `job` has no step in flight and has work (for
+  /// mixed: as above).
+  [[nodiscard]] bool can_step(engine::job_kind job) const;
   /// Sequences that ended (finished, cancelled, failed) since the engine was
   /// last told: it frees their KV. `next_step` hands them over itself; an
   /// idle scheduler takes them with `take_released` and sends them alone.
   [[nodiscard]] bool has_released() const { return !released_.empty(); }
   [[nodiscard]] std::vector<uint64_t> take_released();
   /// Builds the next step and marks it in flight.
-  [[nodiscard]] engine::step_input next_step();
+  [[nodiscard]] engine::step_input next_step() { return next_step(engine::job_kind::mixed); }
+  /// Split jobs: the next step of `job`. One that feeds nothing but carries
+  /// released sequences is still in flight until it returns.
+  [[nodiscard]] engine::step_input next_step(engine::job_kind job);
   /// Applies the in-flight step's output: stop rules, deltas per sink.
-  [[nodiscard]] step_events apply(const engine::step_output& out);
+  [[nodiscard]] step_events apply(const engine::step_output& out) {
+    return apply(out, engine::job_kind::mixed);
+  }
+  [[nodiscard]] step_events apply(const engine::step_output& out, engine::job_kind job);
   /// The in-flight step failed (unit unreachable): every sequence in it ends
   /// with an error delta and its blocks are freed.
-  [[nodiscard]] step_events fail_step(const std::string& why);
+  [[nodiscard]] step_events fail_step(const std::string& why) {
+    return fail_step(why, engine::job_kind::mixed);
+  }
+  [[nodiscard]] step_events fail_step(const std::string& why, engine::job_kind job);
 
   [[nodiscard]] size_t waiting() const { return waiting_.size() + preempted_.size(); }
   [[nodiscard]] size_t preempted_waiting() const { return preempted_.size(); }
   [[nodiscard]] uint64_t preemptions() const { return preemptions_; }
   [[nodiscard]] size_t running() const { return running_.size(); }
-  [[nodiscard]] bool step_in_flight() const { return in_flight_; }
+  /// Any step in flight (either job's).
+  [[nodiscard]] bool step_in_flight() const { return in_flight_[0] || in_flight_[1]; }
+  [[nodiscard]] bool step_in_flight(engine::job_kind job) const { return in_flight_[slot(job)]; }
   [[nodiscard]] uint64_t finished() const { return finished_; }
   [[nodiscard]] uint64_t generated_tokens() const { return generated_total_; }
   [[nodiscard]] uint64_t steps() const { return steps_; }
@@ -159,6 +186,7 @@ private:
     int64_t committed_blocks = 0;  ///< full blocks committed to the prefix cache
     std::vector<int32_t> new_blocks;  ///< granted block ids the engine has not been given
     bool cancelled = false;
+    bool busy = false;  ///< in a step in flight
   };
   struct planned {
     uint64_t id;
@@ -173,18 +201,28 @@ private:
   [[nodiscard]] int64_t capacity(const sequence& s) const;
   void retire(uint64_t id, step_events& ev);
   void preempt(uint64_t id, step_events& ev);
+  /// The plan slot of a job: 0 for mixed and prefill, 1 for decode.
+  [[nodiscard]] static int slot(engine::job_kind job) { return job == engine::job_kind::decode ? 1 : 0; }
+  /// Whether `s` has prompt (or recompute) tokens the next prefill can feed,
+  /// or a decode token the next decode can.
+  [[nodiscard]] bool prefill_ready(const sequence& s) const;
+  [[nodiscard]] bool decode_ready(const sequence& s) const;
+  /// Split jobs: whether the engine may still hold KV of an earlier life of `id`.
+  [[nodiscard]] bool release_pending(uint64_t id) const;
 
   scheduler_options opts_;
   std::deque<std::pair<protocol::gen_request, uint32_t>> waiting_;
   std::unordered_map<uint64_t, sequence> running_;
   std::vector<uint64_t> order_;  ///< running ids in admission order (stable batches)
-  std::vector<planned> plan_;    ///< the in-flight step
+  std::vector<planned> plans_[2];  ///< the in-flight steps (slot 0: mixed/prefill, 1: decode)
+  /// Split jobs: released ids each in-flight step carries to the engine.
+  std::vector<uint64_t> releasing_[2];
   std::vector<uint64_t> released_;  ///< ended since the engine was last told
   std::deque<sequence> preempted_;  ///< wait for re-admission, oldest first
   std::vector<uint64_t> growth_ids_;  ///< whom the last growth_candidates asked for
   uint64_t preemptions_ = 0;
   bool hold_admission_ = false;  ///< preempted since a sequence last ended
-  bool in_flight_ = false;
+  bool in_flight_[2] = {false, false};
   uint64_t finished_ = 0;
   uint64_t generated_total_ = 0;
   uint64_t steps_ = 0;

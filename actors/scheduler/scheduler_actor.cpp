@@ -59,8 +59,39 @@ void deliver(scheduler_ptr self, step_events& ev) {
     self->send(s.sinks[sink], std::move(batch));
 }
 
+/// Split jobs: starts each job's step that can go (its partition is free and
+/// it has work, or there are released sequences to tell the engine about).
+void run_job_steps(scheduler_ptr self) {
+  auto& s = self->state;
+  for (auto job : {engine::job_kind::decode, engine::job_kind::prefill}) {
+    if (s.core->step_in_flight(job))
+      continue;
+    if (!s.core->can_step(job) && !(s.core->has_released() && job == engine::job_kind::prefill))
+      continue;
+    auto in = s.core->next_step(job);
+    self->request(s.unit, std::chrono::milliseconds(s.opts.step_timeout_ms), step_atom::value,
+                  s.opts.model, std::move(in))
+      .then(
+        [self, job](engine::step_output& out) {
+          auto ev = self->state.core->apply(out, job);
+          deliver(self, ev);
+          pump(self);
+        },
+        [self, job](caf::error& err) {
+          auto ev = self->state.core->fail_step("engine step failed on unit '" + self->state.opts.unit
+                                                + "': " + self->system().render(err), job);
+          deliver(self, ev);
+          pump(self);
+        });
+  }
+}
+
 void run_step(scheduler_ptr self) {
   auto& s = self->state;
+  if (s.opts.core.split_jobs) {
+    run_job_steps(self);
+    return;
+  }
   if (!s.core->can_step()) {
     if (s.core->has_released() && !s.core->step_in_flight()) {
       // Idle, but the engine still holds KV of ended sequences: tell it now.
@@ -93,7 +124,9 @@ void run_step(scheduler_ptr self) {
 /// have appeared (enqueue, step done, timer).
 void pump(scheduler_ptr self) {
   auto& s = self->state;
-  if (s.alloc_in_flight || s.core->step_in_flight())
+  // Mixed: KV changes only between steps. Split jobs: while one job's step
+  // computes, the other's sequences grow and new ones are admitted.
+  if (s.alloc_in_flight || (!s.opts.core.split_jobs && s.core->step_in_flight()))
     return;
   // Running sequences first: a block each for those the next step would
   // overrun; each refusal preempts the newest (by recompute).

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -883,17 +884,21 @@ struct run_result {
   uint64_t preemptions = 0;
 };
 
-/// Drives a scheduler as its actor does (growth, then admission, then a
-/// step) until every request has ended; checks the block accounting after
-/// every move.
-run_result drive(scheduler_options o, int64_t pool, const std::vector<gen_request>& reqs) {
-  batch_scheduler s(o);
+/// What a driven scheduler streamed, checked as it goes: every request ends
+/// once, and the blocks the imagined kv_manager frees are the ones the
+/// scheduler says it freed.
+struct driver {
+  batch_scheduler s;
   history_engine eng;
-  seq_pool kv{pool, 0, {}};
+  seq_pool kv;
   run_result r;
-  for (const auto& q : reqs)
-    REQUIRE(s.enqueue(q, 0) == enqueue_status::accepted);
-  auto take = [&](step_events& ev) {
+
+  driver(scheduler_options o, int64_t pool, const std::vector<gen_request>& reqs)
+    : s(o), kv{pool, 0, {}} {
+    for (const auto& q : reqs)
+      REQUIRE(s.enqueue(q, 0) == enqueue_status::accepted);
+  }
+  void take(step_events& ev) {
     REQUIRE(kv.close(ev.closed) == ev.freed_blocks);
     for (auto& rd : ev.deltas) {
       auto& t = r.tokens[rd.delta.id];
@@ -903,12 +908,14 @@ run_result drive(scheduler_options o, int64_t pool, const std::vector<gen_reques
         r.finish[rd.delta.id] = rd.delta.finish;
       }
     }
-  };
-  for (int guard = 0; r.finish.size() < reqs.size(); ++guard) {
-    REQUIRE(guard < 100000);
+  }
+  /// Growth, then admission, as the actor does before a step; `growing`
+  /// sees the growth candidates first. True if anything moved.
+  template <class F>
+  bool kv_moves(F growing) {
     bool progress = false;
-    auto grow = s.growth_candidates();
-    if (!grow.empty()) {
+    if (auto grow = s.growth_candidates(); !grow.empty()) {
+      growing(grow);
       auto ev = s.apply_growth(kv.grow(grow));
       take(ev);
       progress = true;
@@ -926,21 +933,66 @@ run_result drive(scheduler_options o, int64_t pool, const std::vector<gen_reques
       }
     }
     REQUIRE(s.blocks_held() == kv.used);
-    REQUIRE(kv.used <= pool);
-    if (s.can_step()) {
-      auto ev = s.apply(eng.step(s.next_step()));
-      take(ev);
-      REQUIRE(s.blocks_held() == kv.used);
+    REQUIRE(kv.used <= kv.pool);
+    return progress;
+  }
+  /// Everything ended: nothing is held anywhere.
+  run_result finish() {
+    REQUIRE(s.blocks_held() == 0);
+    REQUIRE(kv.used == 0);
+    REQUIRE(kv.held.empty());  // every table was closed
+    REQUIRE(s.waiting() == 0);
+    r.preemptions = s.preemptions();
+    return r;
+  }
+};
+
+/// Drives a scheduler as its actor does (growth, then admission, then a
+/// step) until every request has ended; checks the block accounting after
+/// every move.
+run_result drive(scheduler_options o, int64_t pool, const std::vector<gen_request>& reqs) {
+  driver d(o, pool, reqs);
+  for (int guard = 0; d.r.finish.size() < reqs.size(); ++guard) {
+    REQUIRE(guard < 100000);
+    bool progress = d.kv_moves([](const auto&) {});
+    if (d.s.can_step()) {
+      auto ev = d.s.apply(d.eng.step(d.s.next_step()));
+      d.take(ev);
+      REQUIRE(d.s.blocks_held() == d.kv.used);
       progress = true;
     }
     REQUIRE(progress);  // no state where nothing can move
   }
-  REQUIRE(s.blocks_held() == 0);
-  REQUIRE(kv.used == 0);
-  REQUIRE(kv.held.empty());  // every table was closed
-  REQUIRE(s.waiting() == 0);
-  r.preemptions = s.preemptions();
-  return r;
+  return d.finish();
+}
+
+/// A random load for the property tests: options, requests (prompt 1–14
+/// tokens, output 1–20; `short_outputs`: a quarter end at their first token),
+/// and a pool that fits the largest request alone but often not all at once.
+struct random_load {
+  scheduler_options o;
+  std::vector<gen_request> reqs;
+  int64_t tight = 0;
+};
+
+random_load random_case(std::mt19937_64& rng, bool short_outputs) {
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  random_load c;
+  c.o = on_demand_opts();
+  c.o.max_running = uniform(1, 6);
+  c.o.max_batch_tokens = uniform(4, 16);
+  c.o.max_waiting = 64;
+  c.o.context_length = 40;
+  int64_t largest = 0;
+  for (int i = 0, n = uniform(1, short_outputs ? 12 : 10); i < n; ++i) {
+    const int prompt = uniform(1, 14);
+    const int out = short_outputs && uniform(0, 3) == 0 ? 1 : uniform(short_outputs ? 2 : 1, 20);
+    auto q = req(static_cast<uint64_t>(i + 1), prompt, out, uniform(0, 3) > 0);
+    largest = std::max<int64_t>(largest, (static_cast<int64_t>(q.prompt.size()) + q.params.max_tokens + 3) / 4 + 1);
+    c.reqs.push_back(q);
+  }
+  c.tight = largest + uniform(0, 4);
+  return c;
 }
 
 }  // namespace
@@ -1050,23 +1102,9 @@ TEST_CASE("on-demand: a preempted sequence that can never fit again ends with le
 TEST_CASE("property: preemption by recompute never changes what a request generates",
           "[scheduler][property]") {
   std::mt19937_64 rng(0xbeef5eed);
-  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   uint64_t preemptions = 0;
   for (int round = 0; round < 60; ++round) {
-    auto o = on_demand_opts();
-    o.max_running = uniform(1, 6);
-    o.max_batch_tokens = uniform(4, 16);
-    o.max_waiting = 64;
-    o.context_length = 40;
-    std::vector<gen_request> reqs;
-    int64_t largest = 0;
-    for (int i = 0, n = uniform(1, 10); i < n; ++i) {
-      auto q = req(static_cast<uint64_t>(i + 1), uniform(1, 14), uniform(1, 20), uniform(0, 3) > 0);
-      largest = std::max<int64_t>(largest, (static_cast<int64_t>(q.prompt.size()) + q.params.max_tokens + 3) / 4 + 1);
-      reqs.push_back(q);
-    }
-    // A pool that fits the largest request alone, but often not all at once.
-    const int64_t tight = largest + uniform(0, 4);
+    auto [o, reqs, tight] = random_case(rng, false);
     auto a = drive(o, tight, reqs);
     auto b = drive(o, 10000, reqs);
     preemptions += a.preemptions;
@@ -1211,4 +1249,269 @@ TEST_CASE("requests with penalties do not look their prompt up in the prefix cac
   batch_scheduler plain(o);
   REQUIRE(plain.enqueue(req(1, 9, 4), 0) == enqueue_status::accepted);
   CHECK(plain.admission_candidates().at(0).lookup.size() == 9);
+}
+
+// -- Split jobs: a prefill step and a decode step in flight at once ----------
+
+namespace {
+
+scheduler_options split_opts() {
+  auto o = on_demand_opts();
+  o.split_jobs = true;
+  return o;
+}
+
+std::set<uint64_t> seq_ids(const step_input& in) {
+  std::set<uint64_t> ids;
+  for (const auto& w : in.seqs)
+    ids.insert(w.seq_id);
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("split jobs: a decode step and a prefill step fly at once over disjoint sequences",
+          "[scheduler][split]") {
+  batch_scheduler s(split_opts());  // 4-token blocks, 8 tokens a step
+  admit_one(s, req(1, 2, 10, true));  // 1 block: room for 2 decodes
+  CHECK_FALSE(s.can_step(engine::job_kind::decode));  // nothing generated yet
+  REQUIRE(s.can_step(engine::job_kind::prefill));
+  auto p = s.next_step(engine::job_kind::prefill);
+  CHECK(p.job == engine::job_kind::prefill);
+  CHECK(seq_ids(p) == std::set<uint64_t>{1});
+  CHECK(s.step_in_flight(engine::job_kind::prefill));
+  CHECK_FALSE(s.step_in_flight(engine::job_kind::decode));
+  (void)s.apply(answer_all(p, 7), engine::job_kind::prefill);  // 1 samples its first token
+
+  // 2 arrives while 1 decodes: its prompt goes to the prefill job.
+  admit_one(s, req(2, 7, 10, true));
+  REQUIRE(s.can_step(engine::job_kind::decode));
+  REQUIRE(s.can_step(engine::job_kind::prefill));
+  auto d = s.next_step(engine::job_kind::decode);
+  p = s.next_step(engine::job_kind::prefill);
+  CHECK(d.job == engine::job_kind::decode);
+  CHECK(seq_ids(d) == std::set<uint64_t>{1});
+  REQUIRE(d.seqs.size() == 1);
+  CHECK(d.seqs[0].tokens == std::vector<token_id>{7});
+  CHECK(d.seqs[0].context_len == 2);
+  CHECK(seq_ids(p) == std::set<uint64_t>{2});
+  CHECK(p.seqs[0].tokens.size() == 7);
+  CHECK(s.step_in_flight(engine::job_kind::decode));
+  CHECK(s.step_in_flight(engine::job_kind::prefill));
+  // Each job has one step in flight at most.
+  CHECK_FALSE(s.can_step(engine::job_kind::decode));
+  CHECK_FALSE(s.can_step(engine::job_kind::prefill));
+  CHECK_FALSE(s.can_step());
+
+  // They return in either order; the prefill one first here.
+  auto ev = s.apply(answer_all(p, 8), engine::job_kind::prefill);
+  REQUIRE(delta_for(ev, 2) != nullptr);
+  CHECK(delta_for(ev, 2)->tokens == std::vector<token_id>{8});
+  CHECK(delta_for(ev, 1) == nullptr);
+  CHECK(s.step_in_flight(engine::job_kind::decode));
+  // 2 now decodes too, but not until the decode job's step is back.
+  CHECK_FALSE(s.can_step(engine::job_kind::decode));
+  CHECK_FALSE(s.can_step(engine::job_kind::prefill));
+  ev = s.apply(answer_all(d, 9), engine::job_kind::decode);
+  REQUIRE(delta_for(ev, 1) != nullptr);
+  CHECK(delta_for(ev, 1)->tokens == std::vector<token_id>{9});
+  d = s.next_step(engine::job_kind::decode);
+  CHECK(seq_ids(d) == std::set<uint64_t>{1, 2});
+}
+
+TEST_CASE("split jobs: a cancelled sequence in the other job's step is dropped when that step returns",
+          "[scheduler][split]") {
+  batch_scheduler s(split_opts());
+  admit_one(s, req(1, 3, 10, true));
+  (void)s.apply(answer_all(s.next_step(engine::job_kind::prefill), 7), engine::job_kind::prefill);
+  admit_one(s, req(2, 5, 10, true));
+  auto d = s.next_step(engine::job_kind::decode);
+  auto p = s.next_step(engine::job_kind::prefill);
+  CHECK(s.cancel(1) == 0);  // in the decode step: nothing freed yet
+  CHECK(s.cancel(2) == 0);  // in the prefill step
+  auto ev = s.apply(answer_all(d, 9), engine::job_kind::decode);
+  CHECK(ev.deltas.empty());
+  CHECK(ev.closed == std::vector<uint64_t>{1});
+  ev = s.apply(answer_all(p, 9), engine::job_kind::prefill);
+  CHECK(ev.deltas.empty());
+  CHECK(ev.closed == std::vector<uint64_t>{2});
+  CHECK(s.blocks_held() == 0);
+  CHECK(s.running() == 0);
+}
+
+TEST_CASE("split jobs: growth goes on beside the other job's step, and never preempts a sequence in it",
+          "[scheduler][split]") {
+  batch_scheduler s(split_opts());  // 4-token blocks, 8 tokens a step
+  admit_one(s, req(1, 3, 10, true));  // 1 block
+  (void)s.apply(answer_all(s.next_step(engine::job_kind::prefill), 7), engine::job_kind::prefill);
+  (void)s.apply(answer_all(s.next_step(engine::job_kind::decode), 7), engine::job_kind::decode);
+  // 1 holds 5 tokens in one block: its next decode needs a second. A long
+  // prompt (newer) starts its prefill meanwhile.
+  admit_one(s, req(2, 14, 10, true));
+  auto p = s.next_step(engine::job_kind::prefill);
+  REQUIRE(seq_ids(p) == std::set<uint64_t>{2});
+  CHECK(p.seqs[0].tokens.size() == 8);  // chunked
+  // Mixed jobs would wait for the step; split jobs grow beside it.
+  REQUIRE(ids_of(s.growth_candidates()) == std::vector<uint64_t>{1});
+  auto ev = s.apply_growth(0);
+  // Refused: the newest sequence is 2, but it is computing; 1 makes room.
+  CHECK(ev.closed == std::vector<uint64_t>{1});
+  CHECK(s.preempted_waiting() == 1);
+  CHECK(s.step_in_flight(engine::job_kind::prefill));
+  ev = s.apply(answer_all(p, 5), engine::job_kind::prefill);
+  CHECK(ev.deltas.empty());  // 8 of 14 prompt tokens: nothing sampled yet
+  CHECK(s.running() == 1);
+}
+
+TEST_CASE("split jobs: a preempted sequence comes back only after the step dropping its old KV returns",
+          "[scheduler][split]") {
+  // The two jobs' steps are not ordered at the engine: a new table adopted
+  // by one job's step before the other job's step has dropped the old one
+  // would append to the old one.
+  batch_scheduler s(split_opts());
+  admit_one(s, req(1, 3, 3, true));
+  admit_one(s, req(2, 3, 10, true));
+  (void)s.apply(answer_all(s.next_step(engine::job_kind::prefill), 7), engine::job_kind::prefill);
+  (void)s.apply(answer_all(s.next_step(engine::job_kind::decode), 7), engine::job_kind::decode);
+  REQUIRE(s.growth_candidates().size() == 2);
+  auto ev = s.apply_growth(1);
+  REQUIRE(ev.closed == std::vector<uint64_t>{2});
+  // The prefill job has nothing to feed: it carries the release alone.
+  REQUIRE_FALSE(s.can_step(engine::job_kind::prefill));
+  REQUIRE(s.has_released());
+  auto p = s.next_step(engine::job_kind::prefill);
+  CHECK(p.released == std::vector<uint64_t>{2});
+  CHECK(p.seqs.empty());
+  CHECK(s.step_in_flight(engine::job_kind::prefill));
+  // 1 finishes in the decode job, so admission is no longer held, but the
+  // step dropping 2's old KV has not returned.
+  auto d = s.next_step(engine::job_kind::decode);
+  ev = s.apply(answer_all(d, 9), engine::job_kind::decode);
+  REQUIRE(delta_for(ev, 1) != nullptr);
+  CHECK(delta_for(ev, 1)->finish == finish_reason::length);
+  CHECK(s.admission_candidates().empty());
+  REQUIRE(s.enqueue(req(3, 2, 2), 0) == enqueue_status::accepted);
+  CHECK(s.admission_candidates().empty());  // nobody jumps ahead of 2 either
+  (void)s.apply(answer_all(p, 0), engine::job_kind::prefill);
+  CHECK(ids_of(s.admission_candidates()) == std::vector<uint64_t>{2, 3});
+}
+
+TEST_CASE("split jobs: a failed step keeps its releases for the next step", "[scheduler][split]") {
+  batch_scheduler s(split_opts());
+  admit_one(s, req(1, 3, 10, true));
+  admit_one(s, req(2, 3, 10, true));
+  (void)s.apply(answer_all(s.next_step(engine::job_kind::prefill), 7), engine::job_kind::prefill);
+  (void)s.apply(answer_all(s.next_step(engine::job_kind::decode), 7), engine::job_kind::decode);
+  REQUIRE(s.growth_candidates().size() == 2);
+  (void)s.apply_growth(1);  // 2 preempted
+  auto d = s.next_step(engine::job_kind::decode);
+  REQUIRE(d.released == std::vector<uint64_t>{2});
+  auto ev = s.fail_step("unit gone", engine::job_kind::decode);
+  REQUIRE(delta_for(ev, 1) != nullptr);
+  CHECK(delta_for(ev, 1)->finish == finish_reason::error);
+  // The engine may never have dropped 2's KV: the next step says so again.
+  CHECK(s.admission_candidates().empty());
+  REQUIRE(s.has_released());
+  auto p = s.next_step(engine::job_kind::prefill);
+  CHECK(p.released == std::vector<uint64_t>{2, 1});
+  CHECK(p.seqs.empty());
+  CHECK(s.step_in_flight(engine::job_kind::prefill));  // a release-only step is waited for
+  (void)s.apply(answer_all(p, 0), engine::job_kind::prefill);
+  CHECK(ids_of(s.admission_candidates()) == std::vector<uint64_t>{2});
+}
+
+namespace {
+
+/// Drives a split-jobs scheduler as its actor does, with the two jobs'
+/// steps started, computed and returned in a random interleaving (the
+/// engine may compute a step any time between its start and its return).
+/// Checks the block accounting after every move and that the two steps in
+/// flight never share a sequence.
+run_result drive_split(scheduler_options o, int64_t pool, const std::vector<gen_request>& reqs,
+                       std::mt19937_64& rng, uint64_t* overlaps) {
+  o.split_jobs = true;
+  driver d(o, pool, reqs);
+  auto& s = d.s;
+  const engine::job_kind jobs[2] = {engine::job_kind::prefill, engine::job_kind::decode};
+  std::optional<step_input> flying[2];
+  std::optional<step_output> computed[2];
+  auto coin = [&](int pct) { return std::uniform_int_distribution<int>(0, 99)(rng) < pct; };
+  for (int guard = 0; d.r.finish.size() < reqs.size(); ++guard) {
+    REQUIRE(guard < 100000);
+    // Growth goes on while steps fly, never for a sequence inside one.
+    bool progress = d.kv_moves([&](const std::vector<protocol::kv_need>& grow) {
+      for (int k = 0; k < 2; ++k)
+        if (flying[k])
+          for (const auto& g : grow)
+            REQUIRE(seq_ids(*flying[k]).count(g.seq) == 0);
+    });
+    for (int k = 0; k < 2; ++k) {
+      const bool can = s.can_step(jobs[k]) || (k == 0 && s.has_released());
+      // Sometimes a job waits while the other computes; with nothing in
+      // flight, whatever can start does.
+      if (flying[k] || !can || !(coin(70) || (!flying[0] && !flying[1])))
+        continue;
+      flying[k] = s.next_step(jobs[k]);
+      REQUIRE(flying[k]->job == jobs[k]);
+      if (jobs[k] == engine::job_kind::decode)
+        for (const auto& w : flying[k]->seqs) {
+          REQUIRE(w.tokens.size() == 1);
+          REQUIRE(w.sample);
+        }
+      progress = true;
+    }
+    if (flying[0] && flying[1]) {
+      for (auto id : seq_ids(*flying[0]))
+        REQUIRE(seq_ids(*flying[1]).count(id) == 0);
+      if (!flying[0]->seqs.empty() && !flying[1]->seqs.empty())
+        ++*overlaps;
+    }
+    // The engine computes a step in flight at some moment before it
+    // returns: now, or later; the two jobs' steps in either order.
+    for (int j = 0; j < 2; ++j)
+      if (flying[j] && !computed[j] && coin(50))
+        computed[j] = d.eng.step(*flying[j]);
+    // One of the steps in flight returns.
+    int k = flying[0] && flying[1] ? static_cast<int>(coin(50)) : flying[0] ? 0 : 1;
+    if (flying[k] && (coin(60) || !progress)) {
+      if (!computed[k])
+        computed[k] = d.eng.step(*flying[k]);
+      auto ev = s.apply(*computed[k], jobs[k]);
+      flying[k].reset();
+      computed[k].reset();
+      d.take(ev);
+      REQUIRE(s.blocks_held() == d.kv.used);
+      progress = true;
+    }
+    if (!progress)
+      REQUIRE((flying[0] || flying[1]));  // the coin said wait; a step can still return
+  }
+  // Every request has ended; what still flies carries only releases.
+  for (int k = 0; k < 2; ++k)
+    if (flying[k]) {
+      REQUIRE(flying[k]->seqs.empty());
+      auto ev = s.apply(computed[k] ? *computed[k] : d.eng.step(*flying[k]), jobs[k]);
+      d.take(ev);
+    }
+  d.eng.step(step_input{{}, s.take_released(), engine::job_kind::mixed});
+  CHECK(d.eng.live() == 0);  // the engine was told of every sequence that ended
+  return d.finish();
+}
+
+}  // namespace
+
+TEST_CASE("property: split jobs generate what one mixed step at a time does, in any interleaving",
+          "[scheduler][split][property]") {
+  std::mt19937_64 rng(0x5b11750b);
+  uint64_t preemptions = 0, overlaps = 0;
+  for (int round = 0; round < 400; ++round) {
+    auto [o, reqs, tight] = random_case(rng, true);
+    auto split = drive_split(o, tight, reqs, rng, &overlaps);
+    auto mixed = drive(o, 10000, reqs);
+    preemptions += split.preemptions;
+    CHECK(split.tokens == mixed.tokens);
+    CHECK(split.finish == mixed.finish);
+  }
+  CHECK(preemptions > 20);  // tight pools preempted
+  CHECK(overlaps > 100);    // and the two jobs really computed at once
 }

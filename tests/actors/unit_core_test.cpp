@@ -6,9 +6,14 @@
 
 #include "tests/gpu_specs.hpp"
 
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
 
 using namespace llmux;
 using engine::seq_work;
@@ -47,9 +52,17 @@ public:
     return out;
   }
   void set_share(double s) override { share = s; }
+  void set_job_share(llmux::engine::job_kind job, double s) override {
+    job_shares[job] = s;
+    ++job_share_calls[job];
+    if (job == llmux::engine::job_kind::mixed)
+      share = s;
+  }
   std::string backend() const override { return "cuda"; }
   const llmux::engine::tokenizer& vocab() const override { return tok_; }
   double share = -1;
+  std::map<llmux::engine::job_kind, double> job_shares;  ///< the last share each job was given
+  std::map<llmux::engine::job_kind, int> job_share_calls;
 
 private:
   llmux::engine::sim_tokenizer tok_;
@@ -184,4 +197,241 @@ TEST_CASE("unit_core: counts steps, tokens fed and busy time per model", "[unit_
   CHECK(u.models().at("b").tokens_in == 4096);
   CHECK(u.total_steps() == 3);
   CHECK(a.share_moves == 0);
+}
+
+// --- split jobs: a model's prefill and decode jobs, each on its own share ---
+
+namespace {
+
+using engine::job_kind;
+
+/// A model with split jobs beside a mixed one, as add_model builds them.
+struct split_unit {
+  unit_core u{1.0};
+  fixed_time_engine* m = nullptr;  ///< split: prefill 0.3, decode 0.2
+  fixed_time_engine* x = nullptr;  ///< mixed: 0.4
+  split_unit() {
+    auto em = std::make_unique<fixed_time_engine>();
+    auto ex = std::make_unique<fixed_time_engine>();
+    m = em.get();
+    x = ex.get();
+    u.add_model("m", std::move(em), 0.3, 0.2);
+    u.add_model("x", std::move(ex), 0.4);
+  }
+  [[nodiscard]] const unit_core::model_slot& slot(const std::string& name) const {
+    return u.models().at(name);
+  }
+};
+
+/// Lets a step return only once `n` steps are inside at once (or after a
+/// timeout, so a broken unit fails the test rather than hanging it).
+class meeting_engine final : public llmux::engine::engine {
+public:
+  explicit meeting_engine(int n) : n_(n) {}
+  llmux::engine::step_output step(const step_input& in) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++inside_;
+    met_.notify_all();
+    met_.wait_for(lock, std::chrono::seconds(5), [&] { return inside_ >= n_; });
+    llmux::engine::step_output out;
+    out.tokens.assign(in.seqs.size(), 7);
+    out.seconds = in.job == job_kind::decode ? 0.25 : 0.5;
+    return out;
+  }
+  void set_share(double) override {}
+  std::string backend() const override { return "cpu"; }
+  const llmux::engine::tokenizer& vocab() const override { return tok_; }
+
+private:
+  int n_;
+  int inside_ = 0;
+  std::mutex mu_;
+  std::condition_variable met_;
+  llmux::engine::sim_tokenizer tok_;
+};
+
+}  // namespace
+
+TEST_CASE("unit_core: add_model with a decode share gives the engine its two jobs' shares",
+          "[unit_core][split]") {
+  split_unit s;
+  CHECK(s.slot("m").split);
+  CHECK(s.slot("m").share == 0.3);
+  CHECK(s.slot("m").decode_share == 0.2);
+  CHECK(s.slot("m").total_share() == Approx(0.5));
+  CHECK(s.m->job_shares == std::map<job_kind, double>{{job_kind::prefill, 0.3}, {job_kind::decode, 0.2}});
+  // A model without a decode share runs one mixed job.
+  CHECK_FALSE(s.slot("x").split);
+  CHECK(s.slot("x").decode_share == 0);
+  CHECK(s.slot("x").total_share() == 0.4);
+  CHECK(s.x->share == 0.4);
+  CHECK(s.x->job_shares.count(job_kind::decode) == 0);
+}
+
+TEST_CASE("unit_core: MODEL/decode and MODEL/prefill move one job, MODEL moves both in proportion",
+          "[unit_core][split]") {
+  split_unit s;
+  // One job: the other keeps its share, and only the moved job's engine
+  // lane hears of it.
+  REQUIRE_FALSE(s.u.set_share("m/decode", 0.3).has_value());  // 0.3 + 0.3 + 0.4 = 1
+  CHECK(s.slot("m").decode_share == 0.3);
+  CHECK(s.slot("m").share == 0.3);
+  CHECK(s.m->job_shares.at(job_kind::decode) == 0.3);
+  CHECK(s.m->job_share_calls.at(job_kind::decode) == 2);  // add_model, then this move
+  CHECK(s.m->job_share_calls.at(job_kind::prefill) == 1);
+  CHECK(s.slot("m").share_moves == 1);
+
+  REQUIRE_FALSE(s.u.set_share("m/prefill", 0.2).has_value());
+  CHECK(s.slot("m").share == 0.2);
+  CHECK(s.slot("m").decode_share == 0.3);
+  CHECK(s.m->job_shares.at(job_kind::prefill) == 0.2);
+  CHECK(s.m->job_share_calls.at(job_kind::decode) == 2);
+
+  // The model as a whole: 0.5 → 0.25 halves both jobs (2 : 3 kept).
+  REQUIRE_FALSE(s.u.set_share("m", 0.25).has_value());
+  CHECK(s.slot("m").share == Approx(0.1));
+  CHECK(s.slot("m").decode_share == Approx(0.15));
+  CHECK(s.slot("m").total_share() == Approx(0.25));
+  CHECK(s.m->job_shares.at(job_kind::prefill) == Approx(0.1));
+  CHECK(s.m->job_shares.at(job_kind::decode) == Approx(0.15));
+  CHECK(s.m->job_shares.count(job_kind::mixed) == 0);
+  CHECK(s.slot("m").share_moves == 3);
+  // Upwards too: 0.25 → 0.5 doubles both.
+  REQUIRE_FALSE(s.u.set_share("m", 0.5).has_value());
+  CHECK(s.slot("m").share == Approx(0.2));
+  CHECK(s.slot("m").decode_share == Approx(0.3));
+  // The mixed model beside it still moves as one job.
+  REQUIRE_FALSE(s.u.set_share("x", 0.3).has_value());
+  CHECK(s.x->share == 0.3);
+  CHECK(s.x->job_shares.at(job_kind::mixed) == 0.3);
+}
+
+TEST_CASE("unit_core: every job of every model counts toward the unit's total of 1",
+          "[unit_core][split]") {
+  split_unit s;  // 0.3 + 0.2 + 0.4 = 0.9
+  // The other model sees both jobs of the split one.
+  CHECK(s.u.set_share("x", 0.55).has_value());   // 0.5 + 0.55 > 1
+  CHECK_FALSE(s.u.set_share("x", 0.5).has_value());  // 0.5 + 0.5 = 1
+  // A job sees its sibling and the other model.
+  auto err = s.u.set_share("m/decode", 0.21);  // 0.3 + 0.21 + 0.5 > 1
+  REQUIRE(err.has_value());
+  CHECK_THAT(*err, Catch::Contains("sum"));
+  CHECK(s.u.set_share("m/prefill", 0.31).has_value());
+  CHECK(s.u.set_share("m", 0.51).has_value());
+  // Refused moves change neither the books nor the engine.
+  CHECK(s.slot("m").share == 0.3);
+  CHECK(s.slot("m").decode_share == 0.2);
+  CHECK(s.slot("m").share_moves == 0);
+  CHECK(s.m->job_share_calls.at(job_kind::decode) == 1);
+  CHECK(s.m->job_share_calls.at(job_kind::prefill) == 1);
+  // Shrinking one job makes room for the other model.
+  REQUIRE_FALSE(s.u.set_share("m/decode", 0.1).has_value());
+  CHECK_FALSE(s.u.set_share("x", 0.6).has_value());  // 0.3 + 0.1 + 0.6 = 1
+  // A job's own share is checked like a model's.
+  CHECK(s.u.set_share("m/decode", 0.0).has_value());
+  CHECK(s.u.set_share("m/prefill", std::nan("")).has_value());
+}
+
+TEST_CASE("unit_core: take_share says which jobs change, and only the books move", "[unit_core][split]") {
+  split_unit s;
+  unit_core::share_change change;
+  REQUIRE_FALSE(s.u.take_share("m/decode", 0.1, &change).has_value());
+  CHECK(change.model == "m");
+  REQUIRE(change.jobs.size() == 1);
+  CHECK(change.jobs[0].first == job_kind::decode);
+  CHECK(change.jobs[0].second == 0.1);
+  CHECK(s.slot("m").decode_share == 0.1);
+  CHECK(s.m->job_shares.at(job_kind::decode) == 0.2);  // the decode partition's part, between its steps
+
+  REQUIRE_FALSE(s.u.take_share("m", 0.2, &change).has_value());  // 0.3 : 0.1
+  CHECK(change.model == "m");
+  REQUIRE(change.jobs.size() == 2);
+  CHECK(change.jobs[0].first == job_kind::prefill);
+  CHECK(change.jobs[0].second == Approx(0.15));
+  CHECK(change.jobs[1].first == job_kind::decode);
+  CHECK(change.jobs[1].second == Approx(0.05));
+
+  REQUIRE_FALSE(s.u.take_share("x", 0.2, &change).has_value());
+  CHECK(change.model == "x");
+  REQUIRE(change.jobs.size() == 1);
+  CHECK(change.jobs[0].first == job_kind::mixed);
+  CHECK(change.jobs[0].second == 0.2);
+  CHECK(s.x->share == 0.4);
+}
+
+TEST_CASE("unit_core: a mixed model has no prefill or decode job to move", "[unit_core][split]") {
+  split_unit s;
+  for (const std::string job : {"decode", "prefill"}) {
+    auto err = s.u.set_share("x/" + job, 0.1);
+    REQUIRE(err.has_value());
+    CHECK_THAT(*err, Catch::Contains("mixed") && Catch::Contains(job));
+  }
+  CHECK(s.slot("x").share == 0.4);
+  CHECK(s.slot("x").share_moves == 0);
+  CHECK(s.x->job_share_calls.count(job_kind::decode) == 0);
+  // Unknown models and jobs are not on the unit.
+  for (const std::string target : {"ghost/decode", "m/mixed", "m/", "/decode"}) {
+    auto err = s.u.set_share(target, 0.1);
+    REQUIRE(err.has_value());
+    CHECK_THAT(*err, Catch::Contains("not on this unit"));
+  }
+}
+
+TEST_CASE("unit_core: models whose names hold a slash are found by their names", "[unit_core][split]") {
+  unit_core u(1.0);
+  auto org = std::make_unique<fixed_time_engine>();
+  auto* org_engine = org.get();
+  u.add_model("org/m", std::move(org), 0.2, 0.2);
+  u.add_model("team/decode", std::make_unique<fixed_time_engine>(), 0.1);  // mixed, despite its name
+  REQUIRE_FALSE(u.set_share("org/m", 0.2).has_value());  // the model: both jobs halve
+  CHECK(u.models().at("org/m").share == Approx(0.1));
+  CHECK(u.models().at("org/m").decode_share == Approx(0.1));
+  REQUIRE_FALSE(u.set_share("org/m/decode", 0.3).has_value());
+  CHECK(u.models().at("org/m").decode_share == 0.3);
+  CHECK(org_engine->job_shares.at(job_kind::decode) == 0.3);
+  REQUIRE_FALSE(u.set_share("org/m/prefill", 0.4).has_value());
+  CHECK(u.models().at("org/m").share == 0.4);
+  // A model's own name wins over a job suffix.
+  REQUIRE_FALSE(u.set_share("team/decode", 0.2).has_value());
+  CHECK(u.models().at("team/decode").share == 0.2);
+  CHECK(u.models().at("team/decode").share_moves == 1);
+}
+
+TEST_CASE("unit_core: decode steps are counted apart, and a split model's jobs step at once",
+          "[unit_core][split]") {
+  unit_core u(1.0);
+  u.add_model("m", std::make_unique<meeting_engine>(2), 0.5, 0.5);
+  step_input prefill = big_prefill(), decode;
+  prefill.job = job_kind::prefill;
+  decode.job = job_kind::decode;
+  seq_work w;
+  w.seq_id = 2;
+  w.tokens = {'b'};
+  w.context_len = 9;
+  w.sample = true;
+  decode.seqs.push_back(w);
+  // Each step returns only when the other is inside the engine too.
+  std::thread decode_thread([&] { (void)u.step("m", decode); });
+  (void)u.step("m", prefill);
+  decode_thread.join();
+  const auto& m = u.models().at("m");
+  CHECK(m.running_max == 2);
+  CHECK(m.running == 0);
+  CHECK(m.steps == 2);
+  CHECK(m.decode_steps == 1);
+  CHECK(m.tokens_in == 4097);
+  CHECK(m.decode_busy_ns == 250'000'000);
+  CHECK(m.busy_ns == 750'000'000);
+
+  // Steps one at a time: at most one computing, and only decode steps count as such.
+  unit_core alone(1.0);
+  alone.add_model("f", std::make_unique<fixed_time_engine>(), 1.0);
+  (void)alone.step("f", prefill);
+  (void)alone.step("f", big_prefill());  // mixed
+  (void)alone.step("f", decode);
+  const auto& f = alone.models().at("f");
+  CHECK(f.running_max == 1);
+  CHECK(f.steps == 3);
+  CHECK(f.decode_steps == 1);
+  CHECK(f.decode_busy_ns == 500'000'000);
 }

@@ -760,7 +760,7 @@ dtype = "q4_1"
              Catch::Contains("models[0].load_format"));
 }
 
-TEST_CASE("units choose spatial or temporal multiplexing; temporal is sim-only", "[config]") {
+TEST_CASE("units choose spatial or temporal multiplexing; temporal is sim and cpu only", "[config]") {
   CHECK(parse_cluster_config(base_config, "test.toml").units[0].multiplex == "spatial");  // default
   auto text = replace(base_config, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nmultiplex = \"temporal\"\nmodels");
   CHECK(parse_cluster_config(text, "test.toml").units[0].multiplex == "temporal");
@@ -768,7 +768,86 @@ TEST_CASE("units choose spatial or temporal multiplexing; temporal is sim-only",
   require_error(bad, "units[0].multiplex", "spatial", line_with(bad, "multiplex"));
   auto cpu = replace(base_config, "architecture = \"tiny\"", "backend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"");
   cpu = replace(cpu, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nbackend = \"cpu\"\nmultiplex = \"temporal\"\nmodels");
-  auto e = parse_error_of(cpu);
+  CHECK(parse_cluster_config(cpu, "test.toml").units[0].multiplex == "temporal");
+  auto cuda = replace(base_config, "architecture = \"tiny\"", "backend = \"cuda\"\nload_format = \"dummy\"\narchitecture = \"tiny\"");
+  cuda = replace(cuda, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nbackend = \"cuda\"\nmultiplex = \"temporal\"\nmodels");
+  auto e = parse_error_of(cuda);
   CHECK(e.key == "units[0].multiplex");
-  CHECK_THAT(e.reason, Contains("sim backend only"));
+  CHECK_THAT(e.reason, Contains("sim and cpu backends"));
+}
+
+TEST_CASE("model names that end like a job of a split model are refused", "[config]") {
+  for (const char* job : {"/prefill", "/decode"}) {
+    auto text = replace(base_config, "name = \"tiny-a\"", std::string{"name = \"tiny-a"} + job + "\"");
+    text = replace(text, "{ name = \"tiny-a\"", std::string{"{ name = \"tiny-a"} + job + "\"");
+    auto e = parse_error_of(text);
+    CHECK(e.key == "models[0].name");
+    CHECK_THAT(e.reason, Contains("names a job"));
+  }
+  // Slashes elsewhere are fine (Hugging Face style names).
+  auto org = replace(base_config, "name = \"tiny-a\"", "name = \"org/tiny-a\"");
+  org = replace(org, "{ name = \"tiny-a\"", "{ name = \"org/tiny-a\"");
+  CHECK(parse_cluster_config(org, "test.toml").models[0].name == "org/tiny-a");
+}
+
+namespace {
+
+/// `text` with `line` added to the keys of its unit u0.
+std::string with_unit_key(const std::string& text, const std::string& line) {
+  return replace(text, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\n" + line + "\nmodels");
+}
+
+/// `text` with `keys` added to u0's entry for tiny-a.
+std::string with_model_keys(const std::string& text, const std::string& keys) {
+  return replace(text, "{ name = \"tiny-a\" }", "{ name = \"tiny-a\", " + keys + " }");
+}
+
+}  // namespace
+
+TEST_CASE("units run mixed jobs by default and split gives each model a decode share", "[config]") {
+  auto cfg = parse_cluster_config(base_config, "test.toml");
+  CHECK(cfg.units[0].jobs == "mixed");
+  CHECK(cfg.units[0].models[0].decode_share == 0);
+  CHECK(cfg.units[0].models[0].share == 1.0);
+
+  auto split = with_unit_key(base_config, "jobs = \"split\"");
+  auto halves = parse_cluster_config(split, "test.toml");
+  CHECK(halves.units[0].jobs == "split");
+  CHECK(halves.units[0].models[0].share == 1.0);  // both jobs together
+  CHECK(halves.units[0].models[0].decode_share == 0.5);
+  auto part = parse_cluster_config(with_model_keys(split, "share = 0.6"), "test.toml");
+  CHECK(part.units[0].models[0].share == 0.6);
+  CHECK(part.units[0].models[0].decode_share == Approx(0.3));
+  auto given = parse_cluster_config(with_model_keys(split, "share = 0.6, decode_share = 0.2"), "test.toml");
+  CHECK(given.units[0].models[0].share == 0.6);
+  CHECK(given.units[0].models[0].decode_share == 0.2);
+
+  auto bad = with_unit_key(base_config, "jobs = \"both\"");
+  require_error(bad, "units[0].jobs", "mixed", line_with(bad, "jobs"));
+}
+
+TEST_CASE("decode_share needs split jobs and must be below the model's share", "[config][error]") {
+  // With mixed jobs (the default, or said) a model has one share.
+  for (const auto& base : {base_config, with_unit_key(base_config, "jobs = \"mixed\"")}) {
+    auto text = with_model_keys(base, "share = 0.6, decode_share = 0.2");
+    require_error(text, "units[0].models[0].decode_share", "jobs = \"split\"", line_with(text, "decode_share"));
+  }
+  // The prefill job gets share − decode_share, which must stay above 0.
+  auto split = with_unit_key(base_config, "jobs = \"split\"");
+  for (const std::string v : {"0.6", "0.7", "0", "-0.1"}) {
+    auto text = with_model_keys(split, "share = 0.6, decode_share = " + v);
+    INFO("decode_share = " << v);
+    require_error(text, "units[0].models[0].decode_share", "(0, share = 0.6)", line_with(text, "decode_share"));
+  }
+  // Against the default share of 1 too.
+  auto whole = with_model_keys(split, "decode_share = 1");
+  require_error(whole, "units[0].models[0].decode_share", "(0, share = 1)", line_with(whole, "decode_share"));
+}
+
+TEST_CASE("split jobs need spatial multiplexing", "[config][error]") {
+  auto text = with_unit_key(base_config, "multiplex = \"temporal\"\njobs = \"split\"");
+  require_error(text, "units[0].jobs", "temporal", line_with(text, "jobs"));
+  // Mixed jobs on a temporal unit, and split on a spatial one, are fine.
+  CHECK_NOTHROW(parse_cluster_config(replace(text, "\"split\"", "\"mixed\""), "test.toml"));
+  CHECK_NOTHROW(parse_cluster_config(replace(text, "\"temporal\"", "\"spatial\""), "test.toml"));
 }

@@ -271,7 +271,8 @@ models = [ {{ name = "dummy-tiny", share = 1.0 }} ]
 
 def test_colocated_cpu_example_shares_one_unit_and_one_pool(llmux_bin, tmp_path):
     # examples/colocated-cpu.toml: stories260K and SmolLM2 on ONE CPU unit, one
-    # head-wise KV pool, half the threads each. Both answer at once, correctly.
+    # head-wise KV pool, half the threads each (a quarter per job: prefill and
+    # decode run split). Both answer at once, correctly.
     cached = Path.home() / ".cache" / "llmux" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not cached.exists():
         pytest.skip(f"{cached} is missing: scripts/setup fetches it")
@@ -368,9 +369,14 @@ def test_colocated_cpu_example_shares_one_unit_and_one_pool(llmux_bin, tmp_path)
         units = [s for s in requests.get(f"{base}/admin/state", timeout=10).json() if s["kind"] == "gpu_unit"]
         after = units[0]["state"]["models"]
         assert {m: after[m]["share"] for m in after} == {"stories260K": 0.25, "SmolLM2-135M-Instruct": 0.75}
-        # Each model steps on its own partition thread: their steps overlapped.
-        assert units[0]["state"]["partitions"] == 2
-        assert units[0]["state"]["concurrent_steps_max"] == 2, units[0]["state"]
+        # Each job of each model steps on its own partition thread (the
+        # example splits prefill and decode): steps overlapped.
+        assert units[0]["state"]["partitions"] == 4
+        assert units[0]["state"]["concurrent_steps_max"] >= 2, units[0]["state"]
+        # A model's move keeps its jobs' proportion: half each.
+        assert {m: {j: v["share"] for j, v in after[m]["jobs"].items()} for m in after} == {
+            "stories260K": {"prefill": 0.125, "decode": 0.125},
+            "SmolLM2-135M-Instruct": {"prefill": 0.375, "decode": 0.375}}
         assert all(after[m]["share_moves"] == before[m] + 1 for m in after), after
         # Clear refusals: an unknown model, an unknown unit, a share out of range.
         r = run_llmux(["admin", "--config", config, "set-share", "cpu0", "nope", "0.1"])

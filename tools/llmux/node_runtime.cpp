@@ -206,8 +206,10 @@ void node_runtime::impl::boot() {
       try {
         engine::engine_context ctx;
         ctx.gpu = gpu;
-        // Temporal multiplexing gives each step the whole unit.
-        ctx.share = u.multiplex == "temporal" ? 1.0 : um.share;
+        // Temporal multiplexing gives each step the whole unit. Split jobs:
+        // the engine starts on the prefill job's share; the decode job's is
+        // set below, when the unit takes the model.
+        ctx.share = u.multiplex == "temporal" ? 1.0 : um.share - um.decode_share;
         ctx.threads = u.threads;
         ctx.block_tokens = u.block_tokens;
         ctx.kv_blocks = kvo.total_blocks;
@@ -218,7 +220,7 @@ void node_runtime::impl::boot() {
         else if (m->backend != "sim")
           std::cout << "llmux: node " << node_name << ": loading " << m->name << " from "
                     << m->file << " (" << m->backend << ")" << std::endl;
-        core->add_model(m->name, engine::make_engine(*m, ctx), ctx.share);
+        core->add_model(m->name, engine::make_engine(*m, ctx), ctx.share, um.decode_share);
       } catch (const std::exception& e) {
         throw std::runtime_error("unit " + u.name + ": " + e.what());
       }
@@ -254,6 +256,7 @@ void node_runtime::impl::boot() {
       // blocks (cpu), and on the sim, whose KV is accounting only.
       so.core.share_prefix = m->backend == "sim" || engine::reads_unit_blocks(*m);
       so.core.block_tokens = u.block_tokens;
+      so.core.split_jobs = u.jobs == "split";
       so.core.context_length = m->arch.context_length > 0 ? m->arch.context_length : 4096;
       so.core.eos_id = core->models().at(m->name).engine->vocab().eos_id();
       so.load_report_ms = to.load_report_ms;
