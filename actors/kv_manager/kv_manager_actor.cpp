@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "actors/kv_manager/kv_manager_actor.hpp"
 
 #include <chrono>
@@ -197,14 +198,30 @@ kv_manager_actor spawn_kv_manager(caf::actor_system& sys, kv_manager_options opt
       [self](get_state_atom) -> actor_state {
         auto& s = self->state;
         auto models = nlohmann::json::object();
-        for (const auto& [name, m] : s.pool->models())
+        // Blocks are sized for the largest head: the share of the blocks in
+        // use (held or cached) that smaller heads leave empty.
+        int block_head_dim = 0;
+        for (const auto& shape : s.opts.models)
+          block_head_dim = std::max(block_head_dim, shape.head_dim);
+        double in_use = 0, empty = 0;
+        for (const auto& [name, m] : s.pool->models()) {
+          int head_dim = 0;
+          for (const auto& shape : s.opts.models)
+            if (shape.model == name)
+              head_dim = shape.head_dim;
           models[name] = {{"used", m.used},
                           {"quota", m.quota},
                           {"cached", m.cached},
                           {"sequences", m.sequences},
                           {"prefix_queries", m.prefix_queries},
                           {"prefix_hits", m.prefix_hits},
-                          {"blocks_per_token_block", int64_t{m.layers} * m.kv_heads}};
+                          {"blocks_per_token_block", int64_t{m.layers} * m.kv_heads},
+                          {"head_dim", head_dim}};
+          const auto blocks = static_cast<double>(m.used + m.cached);
+          in_use += blocks;
+          if (block_head_dim > 0 && head_dim > 0)
+            empty += blocks * (1.0 - static_cast<double>(head_dim) / block_head_dim);
+        }
         const double now = s.now_s();
         if (s.planner)
           for (const auto& [name, info] : s.planner->models()) {
@@ -216,7 +233,9 @@ kv_manager_actor spawn_kv_manager(caf::actor_system& sys, kv_manager_options opt
         auto moves = nlohmann::json::array();
         for (const auto& mv : s.recent_moves)
           moves.push_back(mv);
-        nlohmann::json j{{"blocks_total", s.pool->total()},
+        nlohmann::json j{{"block_head_dim", block_head_dim},
+                         {"slot_padding", in_use > 0 ? empty / in_use : 0.0},
+                         {"blocks_total", s.pool->total()},
                          {"blocks_used", s.pool->used()},
                          {"blocks_free", s.pool->free()},
                          {"blocks_evictable", s.pool->evictable()},

@@ -16,6 +16,10 @@ struct kv_model_shape {
   double expected_rate = 1.0;  ///< req/s, from the config: ADBS's starting point
   /// Its engine keeps KV in the unit's blocks: grants carry the block ids.
   bool tables = false;
+  /// Values per head. Every block has room for the largest head of the
+  /// unit's models (one free list for all shapes); a smaller head leaves the
+  /// rest of each of its blocks empty, which admin state reports.
+  int head_dim = 0;
 };
 
 struct kv_manager_options {

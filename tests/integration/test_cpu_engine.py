@@ -318,6 +318,14 @@ def test_colocated_cpu_example_shares_one_unit_and_one_pool(llmux_bin, tmp_path)
             {"stories260K": 20, "SmolLM2-135M-Instruct": 90}
         # Nothing held; what is not free is the prefix cache's evictable blocks.
         assert pool["blocks_used"] == pool["blocks_evictable"], pool
+        # Blocks are sized for the larger head (SmolLM2's 64); stories260K's
+        # heads of 8 leave 7/8 of each of its blocks empty, in admin state.
+        assert pool["block_head_dim"] == 64, pool
+        assert {m: v["head_dim"] for m, v in pool["models"].items()} == \
+            {"stories260K": 8, "SmolLM2-135M-Instruct": 64}
+        cached = {m: v["cached"] for m, v in pool["models"].items()}
+        assert cached["stories260K"] > 0 and cached["SmolLM2-135M-Instruct"] > 0, pool
+        assert pool["slot_padding"] == pytest.approx(cached["stories260K"] * 7 / 8 / sum(cached.values())), pool
         assert all(v["sequences"] == 0 and v["used"] == 0 for v in pool["models"].values()), pool
         schedulers = {s["state"]["model"] for s in states if s["kind"] == "scheduler"}
         assert schedulers == {"stories260K", "SmolLM2-135M-Instruct"}

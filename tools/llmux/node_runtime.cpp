@@ -202,7 +202,7 @@ void node_runtime::impl::boot() {
     for (const auto& um : u.models) {
       const auto* m = cfg.find_model(um.model);
       kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads, um.rate,
-                            engine::reads_unit_blocks(*m)});
+                            engine::reads_unit_blocks(*m), m->arch.head_size()});
       try {
         engine::engine_context ctx;
         ctx.gpu = gpu;
