@@ -6,7 +6,6 @@
 #include <stdexcept>
 #include <thread>
 
-#include "engine/sampler.hpp"
 
 namespace llmux::engine {
 
@@ -56,34 +55,14 @@ step_output cpu_engine::step(const step_input& in) {
   auto& lane = lanes_[in.job == job_kind::decode ? 1 : 0];
   if (!lane.pool)  // a decode job given no share of its own: the mixed one's
     lane.pool = std::make_unique<kernels::thread_pool>(threads_for(opts_, lane.share));
-  for (auto id : in.released) {
+  for (auto id : in.released)
     runner_.release(id);
-    std::lock_guard<std::mutex> lock(history_mu_);
-    history_.erase(id);
-  }
+  sampler_.release(in.released);
   // Tables granted since the last step (released ones first: a preempted
   // sequence comes back under its id with a new table).
   for (const auto& w : in.seqs)
     runner_.adopt(w.seq_id, w.kv_blocks);
-  // Penalties look at what each sequence has fed: its prompt, and its own
-  // sampled tokens coming back one step later (positions >= prompt_len).
-  for (const auto& w : in.seqs) {
-    bool penalized = w.presence_penalty != 0.0f || w.frequency_penalty != 0.0f
-                     || w.repetition_penalty != 1.0f;
-    if (!penalized)
-      continue;
-    token_history* hp = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(history_mu_);
-      hp = &history_[w.seq_id];  // stable: the map is node-based
-    }
-    auto& h = *hp;
-    for (size_t i = 0; i < w.tokens.size(); ++i) {
-      h.seen.insert(w.tokens[i]);
-      if (w.context_len + static_cast<int32_t>(i) >= w.prompt_len)
-        ++h.output_counts[w.tokens[i]];
-    }
-  }
+  sampler_.feed(in);
   std::vector<runner_seq> seqs;
   seqs.reserve(in.seqs.size());
   for (const auto& w : in.seqs)
@@ -92,41 +71,7 @@ step_output cpu_engine::step(const step_input& in) {
   if (!runner_.forward(seqs, lane.logits, *lane.pool, lane.scratch))
     throw std::runtime_error("KV cache full: the step needs more blocks than the engine has");
   step_output out;
-  out.tokens.reserve(in.seqs.size());
-  const int32_t n_vocab = runner_.model().hparams().n_vocab;
-  size_t row = 0;
-  for (const auto& w : in.seqs) {
-    if (!w.sample || w.tokens.empty()) {
-      out.tokens.push_back(-1);
-      continue;
-    }
-    sampling_params p;
-    p.temperature = w.temperature;
-    p.top_p = w.top_p;
-    p.top_k = w.top_k;
-    p.min_p = w.min_p;
-    p.seed = w.seed;
-    p.presence_penalty = w.presence_penalty;
-    p.frequency_penalty = w.frequency_penalty;
-    p.repetition_penalty = w.repetition_penalty;
-    p.bias_tokens = &w.bias_tokens;
-    p.bias_values = &w.bias_values;
-    const token_history* hist = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(history_mu_);
-      auto it = history_.find(w.seq_id);
-      hist = it == history_.end() ? nullptr : &it->second;
-    }
-    auto pos = int64_t{w.context_len} + static_cast<int64_t>(w.tokens.size());
-    const float* lg = &lane.logits[row * n_vocab];
-    auto tok = sample_token(lg, n_vocab, p, pos, hist);
-    out.tokens.push_back(tok);
-    if (w.logprobs >= 0) {
-      out.logprobs.resize(in.seqs.size());
-      out.logprobs[out.tokens.size() - 1] = top_logprobs(lg, n_vocab, tok, w.logprobs);
-    }
-    ++row;
-  }
+  sampler_.sample(in, lane.logits.data(), runner_.model().hparams().n_vocab, out);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

@@ -9,12 +9,10 @@
 /// sequences. The decode lane's threads start with its first share or step.
 
 #include <memory>
-#include <mutex>
-#include <unordered_map>
 
 #include "engine/engine.hpp"
 #include "engine/llama_runner.hpp"
-#include "engine/sampler.hpp"
+#include "engine/step_sampler.hpp"
 #include "kernels/cpu/thread_pool.hpp"
 
 namespace llmux::engine {
@@ -60,11 +58,8 @@ private:
   };
   /// [0]: mixed and prefill steps; [1]: decode steps.
   lane lanes_[2];
-  /// Sequences with penalties: what they have fed so far. The map is shared
-  /// by the lanes (under history_mu_); an entry is used by the one step
-  /// feeding its sequence.
-  std::unordered_map<uint64_t, token_history> history_;
-  std::mutex history_mu_;
+  /// Penalty histories and sampling, shared by the lanes.
+  step_sampler sampler_;
 };
 
 }  // namespace llmux::engine

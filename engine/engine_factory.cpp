@@ -1,6 +1,11 @@
 #include "engine/engine_factory.hpp"
 
 #include <algorithm>
+#include <cstdlib>
+#include <mutex>
+
+#include <dlfcn.h>
+#include <unistd.h>
 
 #include "engine/cpu_engine.hpp"
 #include "engine/gguf.hpp"
@@ -12,10 +17,57 @@ namespace llmux::engine {
 
 namespace {
 
+#ifdef LLMUX_HAVE_CUDA
+constexpr const char* built_backends = "sim, cpu, cuda";
+#else
+constexpr const char* built_backends = "sim, cpu; cuda needs a build with nvcc (LLMUX_CUDA)";
+#endif
+
 [[noreturn]] void unavailable(const config::model_config& model) {
   throw backend_unavailable("model '" + model.name + "': backend '" + model.backend
-                            + "' is not available in this build (available: sim, cpu)");
+                            + "' is not available in this build (available: " + built_backends + ")");
 }
+
+#ifdef LLMUX_HAVE_CUDA
+/// libllmux_cuda.so: $LLMUX_CUDA_PLUGIN, else beside the running binary.
+std::string cuda_plugin_path() {
+  if (const char* env = std::getenv("LLMUX_CUDA_PLUGIN"); env != nullptr && *env != '\0')
+    return env;
+  char buf[4096];
+  const auto n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  std::string exe = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string{};
+  const auto slash = exe.rfind('/');
+  return (slash == std::string::npos ? std::string{"."} : exe.substr(0, slash)) + "/libllmux_cuda.so";
+}
+
+/// The cuda backend lives in a library loaded on first use, so llmux starts
+/// (and links nothing of CUDA) on machines without a GPU driver.
+std::unique_ptr<engine> load_cuda_engine(const config::model_config& model, const engine_context& ctx) {
+  using make_fn = engine* (*)(const config::model_config*, const engine_context*, char*, size_t);
+  static std::mutex mu;
+  static make_fn make = nullptr;
+  static std::string load_error;
+  const auto path = cuda_plugin_path();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (make == nullptr && load_error.empty()) {
+      void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (h == nullptr)
+        load_error = dlerror();
+      else if ((make = reinterpret_cast<make_fn>(dlsym(h, "llmux_cuda_make_engine"))) == nullptr)
+        load_error = "no entry point llmux_cuda_make_engine";
+    }
+  }
+  if (make == nullptr)
+    throw backend_unavailable("model '" + model.name + "': backend 'cuda' is unavailable: cannot load " + path
+                              + ": " + load_error);
+  char error[2048] = {0};
+  engine* e = make(&model, &ctx, error, sizeof error);
+  if (e == nullptr)
+    throw backend_unavailable("model '" + model.name + "': backend 'cuda' is unavailable: " + error);
+  return std::unique_ptr<engine>(e);
+}
+#endif
 
 kernels::dtype dummy_dtype(const config::model_config& m) {
   static const std::pair<const char*, kernels::dtype> names[] = {
@@ -51,18 +103,22 @@ std::unique_ptr<engine> make_engine(const config::model_config& model, const eng
     o.arena = ctx.arena;
     return std::make_unique<cpu_engine>(std::move(weights), std::move(tok), o);
   }
+#ifdef LLMUX_HAVE_CUDA
+  if (model.backend == "cuda")
+    return load_cuda_engine(model, ctx);
+#endif
   unavailable(model);
 }
 
 bool reads_unit_blocks(const config::model_config& model) {
-  return model.backend == "cpu";
+  return model.backend == "cpu" || model.backend == "cuda";
 }
 
 std::shared_ptr<kv_arena> make_kv_arena(const std::vector<const config::model_config*>& models,
                                         int64_t blocks, int block_tokens) {
   int max_head = 0;
   for (const auto* m : models)
-    if (reads_unit_blocks(*m))
+    if (m->backend == "cpu")  // host memory; the cuda engine keeps its blocks on the device
       max_head = std::max(max_head, m->arch.head_size());
   if (max_head == 0)
     return nullptr;
@@ -74,7 +130,7 @@ model_frontend make_frontend(const config::model_config& model) {
   // (ids past its table decode to nothing; dummy models are for speed runs).
   if (model.backend == "sim" || model.load_format == "dummy")
     return {std::make_shared<sim_tokenizer>(), {}};
-  if (model.backend == "cpu") {
+  if (model.backend == "cpu" || model.backend == "cuda") {
     // One read of the file's vocabulary gives both the tokenizer and the
     // chat template.
     auto vocab = read_vocab(*gguf::gguf_file::open(model.file));

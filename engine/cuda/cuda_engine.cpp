@@ -1,0 +1,281 @@
+#include "engine/cuda/cuda_engine.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "engine/vocab.hpp"
+#include "kernels/cpu/ops.hpp"
+
+namespace llmux::engine {
+
+namespace cu = llmux::cuda;
+
+namespace {
+
+/// n floats in the engine's device type, at dst (host memory).
+void encode_row(cu::act t, const float* x, int64_t n, void* dst) {
+  if (t == cu::act::f32) {
+    std::memcpy(dst, x, static_cast<size_t>(n) * 4);
+  } else if (t == cu::act::f16) {
+    kernels::fp32_to_fp16_row(x, static_cast<uint16_t*>(dst), n);
+  } else {
+    auto* o = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t u;
+      std::memcpy(&u, &x[i], 4);
+      u += 0x7FFFu + ((u >> 16) & 1u);  // round to nearest even
+      o[i] = static_cast<uint16_t>(u >> 16);
+    }
+  }
+}
+
+}  // namespace
+
+void* cuda_engine::alloc(size_t bytes) {
+  void* p = nullptr;
+  cu::check(cudaMalloc(&p, std::max<size_t>(bytes, 1)), "cudaMalloc");
+  owned_.push_back(p);
+  return p;
+}
+
+void* cuda_engine::upload_matrix(const kernels::matrix_view& m) {
+  const size_t es = cu::act_bytes(opts_.type);
+  auto* dev = static_cast<uint8_t*>(alloc(static_cast<size_t>(m.rows * m.cols) * es));
+  // Dequantise a slab of rows at a time on the host, convert, copy.
+  const int64_t slab = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(m.cols * 4, 1));
+  std::vector<float> row(static_cast<size_t>(m.cols));
+  std::vector<uint8_t> buf;
+  for (int64_t r0 = 0; r0 < m.rows; r0 += slab) {
+    const int64_t n = std::min(slab, m.rows - r0);
+    buf.resize(static_cast<size_t>(n * m.cols) * es);
+    for (int64_t r = 0; r < n; ++r) {
+      kernels::get_row(m, r0 + r, row.data());
+      encode_row(opts_.type, row.data(), m.cols, buf.data() + static_cast<size_t>(r * m.cols) * es);
+    }
+    cu::check(cudaMemcpy(dev + static_cast<size_t>(r0 * m.cols) * es, buf.data(), buf.size(),
+                         cudaMemcpyHostToDevice),
+              "upload weights");
+  }
+  weight_bytes_ += m.rows * m.cols * static_cast<int64_t>(es);
+  return dev;
+}
+
+void* cuda_engine::upload_vector(const float* v, int64_t n) {
+  const size_t es = cu::act_bytes(opts_.type);
+  std::vector<uint8_t> buf(static_cast<size_t>(n) * es);
+  encode_row(opts_.type, v, n, buf.data());
+  void* dev = alloc(buf.size());
+  cu::check(cudaMemcpy(dev, buf.data(), buf.size(), cudaMemcpyHostToDevice), "upload norm");
+  weight_bytes_ += static_cast<int64_t>(buf.size());
+  return dev;
+}
+
+cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_ptr<const tokenizer> tok,
+                         cuda_engine_options opts)
+  : model_(std::move(model)), tok_(std::move(tok)), opts_(opts) {
+  std::string why;
+  if (!cu::device_available(&why))
+    throw cu::cuda_error("no usable CUDA device: " + why);
+  const auto& hp = model_->hparams();
+  if (hp.arch != "llama")
+    throw std::runtime_error("the cuda backend runs arch 'llama' so far; this model is '" + hp.arch + "'");
+  if (hp.head_dim > 256)
+    throw std::runtime_error("the cuda backend's attention takes heads up to 256 values; this model has "
+                             + std::to_string(hp.head_dim));
+  cu::check(cudaSetDevice(opts_.device), "cudaSetDevice");
+  cu::check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  blas_ = std::make_unique<cu::blas>(stream_);
+  try {
+    tok_embd_ = upload_matrix(model_->tok_embd());
+    output_norm_ = upload_vector(model_->output_norm(), hp.n_embd);
+    output_ = model_->output().data == model_->tok_embd().data ? tok_embd_ : upload_matrix(model_->output());
+    for (const auto& L : model_->layers()) {
+      if (L.bq != nullptr || L.bk != nullptr || L.bv != nullptr)
+        throw std::runtime_error("the cuda backend does not add attention biases yet");
+      layers_.push_back({upload_vector(L.attn_norm, hp.n_embd), upload_matrix(L.wq), upload_matrix(L.wk),
+                         upload_matrix(L.wv), upload_matrix(L.wo), upload_vector(L.ffn_norm, hp.n_embd),
+                         upload_matrix(L.w_gate), upload_matrix(L.w_up), upload_matrix(L.w_down)});
+    }
+    block_elems_ = 2 * int64_t{opts_.block_tokens} * hp.head_dim;
+    kv_bytes_ = opts_.kv_blocks * block_elems_ * 2;
+    arena_ = static_cast<uint16_t*>(alloc(static_cast<size_t>(kv_bytes_)));
+  } catch (...) {
+    for (void* p : owned_)
+      cudaFree(p);
+    owned_.clear();
+    blas_.reset();
+    cudaStreamDestroy(stream_);
+    throw;
+  }
+}
+
+cuda_engine::~cuda_engine() {
+  cudaStreamSynchronize(stream_);
+  for (void* p : owned_)
+    cudaFree(p);
+  blas_.reset();
+  cudaStreamDestroy(stream_);
+}
+
+void cuda_engine::ensure_rows(int64_t rows, int64_t out_rows) {
+  const auto& hp = model_->hparams();
+  const size_t es = cu::act_bytes(opts_.type);
+  if (rows > rows_cap_) {
+    const int64_t cap = std::max<int64_t>(rows, rows_cap_ * 2);
+    const int64_t E = hp.n_embd, QD = int64_t{hp.n_head} * hp.head_dim, KVD = int64_t{hp.n_head_kv} * hp.head_dim;
+    auto act_buf = [&](int64_t width) { return alloc(static_cast<size_t>(cap * width) * es); };
+    x_ = act_buf(E);
+    h_ = act_buf(E);
+    q_ = act_buf(QD);
+    k_ = act_buf(KVD);
+    v_ = act_buf(KVD);
+    attn_ = act_buf(QD);
+    tmp_ = act_buf(E);
+    gate_ = act_buf(hp.n_ff);
+    up_ = act_buf(hp.n_ff);
+    d_tokens_ = static_cast<int32_t*>(alloc(static_cast<size_t>(cap) * 4));
+    d_pos_ = static_cast<int32_t*>(alloc(static_cast<size_t>(cap) * 4));
+    d_start_ = static_cast<int32_t*>(alloc(static_cast<size_t>(cap) * 4));
+    rows_cap_ = cap;  // the old buffers stay owned until the engine goes (rare growth)
+  }
+  if (out_rows > out_cap_) {
+    const int64_t cap = std::max<int64_t>(out_rows, out_cap_ * 2);
+    hsel_ = alloc(static_cast<size_t>(cap * hp.n_embd) * es);
+    logits_ = static_cast<float*>(alloc(static_cast<size_t>(cap) * hp.n_vocab * 4));
+    d_out_rows_ = static_cast<int32_t*>(alloc(static_cast<size_t>(cap) * 4));
+    out_cap_ = cap;
+  }
+}
+
+step_output cuda_engine::step(const step_input& in) {
+  std::lock_guard<std::mutex> lock(step_mu_);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto& hp = model_->hparams();
+  const int per_tb = hp.n_layer * hp.n_head_kv;
+  const auto t = opts_.type;
+
+  for (auto id : in.released)
+    tables_.erase(id);
+  sampler_.release(in.released);
+  for (const auto& w : in.seqs) {
+    if (w.kv_blocks.empty())
+      continue;
+    if (w.kv_blocks.size() % static_cast<size_t>(per_tb) != 0)
+      throw std::invalid_argument("KV table grant of " + std::to_string(w.kv_blocks.size())
+                                  + " block ids is not whole token-blocks of " + std::to_string(per_tb));
+    for (auto id : w.kv_blocks)
+      if (id < 0 || id >= opts_.kv_blocks)
+        throw std::invalid_argument("KV block id " + std::to_string(id) + " outside the unit's "
+                                    + std::to_string(opts_.kv_blocks) + " blocks");
+    auto& table = tables_[w.seq_id];
+    table.insert(table.end(), w.kv_blocks.begin(), w.kv_blocks.end());
+  }
+  sampler_.feed(in);
+
+  // The step's rows: every token fed, its position, its sequence's table.
+  std::vector<int32_t> tokens, positions, starts, out_rows, tables;
+  for (const auto& w : in.seqs) {
+    if (w.tokens.empty())
+      continue;
+    const auto& table = tables_[w.seq_id];
+    const auto held = static_cast<int64_t>(table.size() / static_cast<size_t>(per_tb)) * opts_.block_tokens;
+    if (held < int64_t{w.context_len} + static_cast<int64_t>(w.tokens.size()))
+      throw std::runtime_error("KV table of sequence " + std::to_string(w.seq_id) + " holds " + std::to_string(held)
+                               + " tokens; the step needs "
+                               + std::to_string(w.context_len + static_cast<int64_t>(w.tokens.size())));
+    const auto start = static_cast<int32_t>(tables.size() / static_cast<size_t>(per_tb));
+    tables.insert(tables.end(), table.begin(), table.end());
+    for (size_t j = 0; j < w.tokens.size(); ++j) {
+      tokens.push_back(w.tokens[j]);
+      positions.push_back(w.context_len + static_cast<int32_t>(j));
+      starts.push_back(start);
+    }
+    if (w.sample)
+      out_rows.push_back(static_cast<int32_t>(tokens.size()) - 1);
+  }
+  step_output out;
+  const auto T = static_cast<int64_t>(tokens.size());
+  const auto n_out = static_cast<int64_t>(out_rows.size());
+  if (T > 0) {
+    ensure_rows(T, n_out);
+    if (static_cast<int64_t>(tables.size()) > tables_cap_) {
+      tables_cap_ = std::max<int64_t>(static_cast<int64_t>(tables.size()), tables_cap_ * 2);
+      d_tables_ = static_cast<int32_t*>(alloc(static_cast<size_t>(tables_cap_) * 4));
+    }
+    auto up = [&](int32_t* dst, const std::vector<int32_t>& src) {
+      cu::check(cudaMemcpyAsync(dst, src.data(), src.size() * 4, cudaMemcpyHostToDevice, stream_), "upload rows");
+    };
+    up(d_tokens_, tokens);
+    up(d_pos_, positions);
+    up(d_start_, starts);
+    up(d_tables_, tables);
+    if (n_out > 0)
+      up(d_out_rows_, out_rows);
+
+    const int64_t E = hp.n_embd, F = hp.n_ff, D = hp.head_dim;
+    const int64_t QD = int64_t{hp.n_head} * D, KVD = int64_t{hp.n_head_kv} * D;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    const cu::paged_kv kv{arena_, block_elems_, opts_.block_tokens, hp.head_dim, hp.n_head_kv, per_tb,
+                          d_tables_, d_start_, d_pos_};
+    cu::embedding(t, tok_embd_, d_tokens_, T, E, x_, stream_);
+    for (int l = 0; l < hp.n_layer; ++l) {
+      const auto& L = layers_[static_cast<size_t>(l)];
+      // x += the last layer's FFN output (none before layer 0); h = norm(x).
+      cu::rmsnorm(t, l == 0 ? x_ : tmp_, l == 0 ? nullptr : x_, l == 0 ? nullptr : x_, L.attn_norm, hp.norm_eps,
+                  T, E, h_, stream_);
+      blas_->matmul(t, L.wq, h_, T, QD, E, q_);
+      blas_->matmul(t, L.wk, h_, T, KVD, E, k_);
+      blas_->matmul(t, L.wv, h_, T, KVD, E, v_);
+      cu::rope(t, q_, T, hp.n_head, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, stream_);
+      cu::rope(t, k_, T, hp.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, stream_);
+      cu::kv_append(t, k_, v_, T, l, kv, stream_);
+      cu::paged_attention(t, q_, T, hp.n_head, l, scale, kv, attn_, stream_);
+      blas_->matmul(t, L.wo, attn_, T, E, QD, tmp_);
+      // x += attention output; h = norm(x).
+      cu::rmsnorm(t, tmp_, x_, x_, L.ffn_norm, hp.norm_eps, T, E, h_, stream_);
+      blas_->matmul(t, L.w_gate, h_, T, F, E, gate_);
+      blas_->matmul(t, L.w_up, h_, T, F, E, up_);
+      cu::swiglu(t, gate_, up_, T * F, gate_, stream_);
+      blas_->matmul(t, L.w_down, gate_, T, E, F, tmp_);
+    }
+    if (n_out > 0) {
+      // x += the last FFN output; the output norm; logits of the rows that sample.
+      cu::rmsnorm(t, tmp_, x_, x_, output_norm_, hp.norm_eps, T, E, h_, stream_);
+      cu::embedding(t, h_, d_out_rows_, n_out, E, hsel_, stream_);
+      blas_->matmul(t, output_, hsel_, n_out, hp.n_vocab, E, logits_, cu::act::f32);
+      host_logits_.resize(static_cast<size_t>(n_out) * hp.n_vocab);
+      cu::check(cudaMemcpyAsync(host_logits_.data(), logits_, host_logits_.size() * 4, cudaMemcpyDeviceToHost,
+                                stream_),
+                "download logits");
+    }
+    cu::check(cudaStreamSynchronize(stream_), "step");
+  }
+  sampler_.sample(in, host_logits_.data(), hp.n_vocab, out);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+std::unique_ptr<engine> make_cuda_engine(const config::model_config& model, const engine_context& ctx) {
+  std::shared_ptr<llama_model> weights;
+  std::shared_ptr<tokenizer> tok;
+  if (model.load_format == "dummy") {
+    // Random weights at the model's real size, made on the host in f16
+    // (bf16 when asked) and uploaded as they are.
+    weights = llama_model::dummy(model.arch, model.dtype == "bf16" ? kernels::dtype::bf16 : kernels::dtype::f16,
+                                 0x5eed);
+    tok = make_frontend(model).tok;
+  } else {
+    weights = llama_model::load(model.file);
+    tok = make_tokenizer(read_vocab(weights->file()));
+  }
+  cuda_engine_options o;
+  o.type = model.dtype == "bf16" ? cu::act::bf16 : model.dtype == "f32" ? cu::act::f32 : cu::act::f16;
+  o.block_tokens = ctx.block_tokens;
+  o.kv_blocks = ctx.kv_blocks;
+  return std::make_unique<cuda_engine>(std::move(weights), std::move(tok), o);
+}
+
+}  // namespace llmux::engine

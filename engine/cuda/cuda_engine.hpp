@@ -1,0 +1,101 @@
+#pragma once
+/// The `cuda` backend: a Llama-family model on one GPU, weights dequantised
+/// at load to f16 (or bf16 with dtype = "bf16") in device memory, KV in a
+/// head-wise paged f16 cache on the device whose blocks are the unit's
+/// kv_manager grants (seq_work::kv_blocks), GEMMs through cuBLAS and the
+/// kernels of kernels/cuda. Logits come back to the host for sampling, so
+/// sampling, penalties and log-probabilities are the CPU engine's
+/// (step_sampler); a device sampler is a later step.
+///
+/// Built into libllmux_cuda.so, which `llmux` loads only when a unit asks for
+/// backend = "cuda" (engine_factory), so the binary starts on machines
+/// without a GPU driver. Not yet: green-context SM partitions (set_share is
+/// recorded and has no effect), CUDA graphs, tensor parallelism, attention
+/// biases (qwen2 is refused), int8 weights.
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/engine.hpp"
+#include "engine/engine_factory.hpp"
+#include "engine/llama_model.hpp"
+#include "engine/step_sampler.hpp"
+#include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/ops.hpp"
+
+namespace llmux::engine {
+
+struct cuda_engine_options {
+  cuda::act type = cuda::act::f16;  ///< weights and activations on the device
+  int device = 0;
+  int block_tokens = 16;
+  int64_t kv_blocks = 0;  ///< the unit's pool: block ids the kv_manager may grant
+};
+
+class cuda_engine final : public engine {
+public:
+  /// Uploads the weights. Throws cuda::cuda_error (no device, out of
+  /// memory) or std::runtime_error (a model it cannot run), naming why.
+  cuda_engine(std::shared_ptr<const llama_model> model, std::shared_ptr<const tokenizer> tok,
+              cuda_engine_options opts);
+  ~cuda_engine() override;
+
+  [[nodiscard]] step_output step(const step_input& in) override;
+  void set_share(double share) override { share_ = share; }
+  [[nodiscard]] std::string backend() const override { return "cuda"; }
+  [[nodiscard]] const tokenizer& vocab() const override { return *tok_; }
+
+  /// Device bytes held by weights and the KV cache.
+  [[nodiscard]] int64_t weight_bytes() const { return weight_bytes_; }
+  [[nodiscard]] int64_t kv_bytes() const { return kv_bytes_; }
+
+private:
+  struct dev_layer {
+    void *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+  };
+  /// A device copy of `rows` × `cols` weights, converted to the engine's type.
+  void* upload_matrix(const kernels::matrix_view& m);
+  void* upload_vector(const float* v, int64_t n);
+  void* alloc(size_t bytes);
+  void ensure_rows(int64_t rows, int64_t out_rows);
+
+  std::shared_ptr<const llama_model> model_;
+  std::shared_ptr<const tokenizer> tok_;
+  cuda_engine_options opts_;
+  double share_ = 1.0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::blas> blas_;
+  std::vector<void*> owned_;  ///< every device allocation, freed at the end
+  int64_t weight_bytes_ = 0, kv_bytes_ = 0;
+
+  void* tok_embd_ = nullptr;
+  void* output_norm_ = nullptr;
+  void* output_ = nullptr;
+  std::vector<dev_layer> layers_;
+  uint16_t* arena_ = nullptr;
+  int64_t block_elems_ = 0;
+
+  // Activations, grown on demand.
+  int64_t rows_cap_ = 0, out_cap_ = 0;
+  void *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr,
+       *tmp_ = nullptr, *gate_ = nullptr, *up_ = nullptr, *hsel_ = nullptr;
+  float* logits_ = nullptr;
+  int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_start_ = nullptr, *d_out_rows_ = nullptr;
+  int32_t* d_tables_ = nullptr;
+  int64_t tables_cap_ = 0;
+  std::vector<float> host_logits_;
+
+  /// seq → its block table (per token-block, n_layer · n_head_kv ids).
+  std::unordered_map<uint64_t, std::vector<int32_t>> tables_;
+  step_sampler sampler_;
+  std::mutex step_mu_;  ///< one step at a time (split jobs share the GPU's one stream for now)
+};
+
+/// What the plugin's entry point builds from config (load or dummy weights).
+[[nodiscard]] std::unique_ptr<engine> make_cuda_engine(const config::model_config& model,
+                                                       const engine_context& ctx);
+
+}  // namespace llmux::engine

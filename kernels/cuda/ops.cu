@@ -1,0 +1,428 @@
+// CUDA kernels of the forward pass (see ops.hpp). Straightforward first
+// versions: one block per row (norms, embedding, sampling), one thread per
+// element pair or element (RoPE, SwiGLU, KV append), and attention with one
+// block of four warps per (query row, head), warps striding over positions
+// with an online softmax that is merged at the end. f32 accumulation
+// everywhere.
+
+#include "kernels/cuda/ops.hpp"
+
+#include <cmath>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace llmux::cuda {
+
+size_t act_bytes(act t) {
+  return t == act::f32 ? 4 : 2;
+}
+
+const char* to_string(act t) {
+  switch (t) {
+    case act::f32: return "f32";
+    case act::f16: return "f16";
+    case act::bf16: return "bf16";
+  }
+  return "?";
+}
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw cuda_error(std::string{what} + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+bool device_available(std::string* why) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (why != nullptr)
+      *why = std::string{cudaGetErrorName(e)} + ": " + cudaGetErrorString(e);
+    cudaGetLastError();  // clear it
+    return false;
+  }
+  if (n == 0) {
+    if (why != nullptr)
+      *why = "the CUDA runtime sees no device";
+    return false;
+  }
+  return true;
+}
+
+namespace {
+
+template <typename T> __device__ __forceinline__ float to_f(T x);
+template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+__device__ __forceinline__ float half_bits_to_f(uint16_t b) {
+  return __half2float(__ushort_as_half(b));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/// Sum over the block (blockDim.x a multiple of 32, at most 1024); every
+/// thread gets the total. Safe to call repeatedly.
+__device__ float block_sum(float v) {
+  __shared__ float part[32];
+  __shared__ float total;
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // an earlier call may still read part/total
+  if (lane == 0)
+    part[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    float s = lane < static_cast<int>(blockDim.x >> 5) ? part[lane] : 0.0f;
+    s = warp_sum(s);
+    if (lane == 0)
+      total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
+/// Runs f(T{}) for the activation type `t`.
+template <class F>
+void dispatch(act t, F&& f) {
+  switch (t) {
+    case act::f32: f(float{}); return;
+    case act::f16: f(__half{}); return;
+    case act::bf16: f(__nv_bfloat16{}); return;
+  }
+  throw cuda_error("unknown activation type");
+}
+
+void launched(const char* what) {
+  check(cudaGetLastError(), what);
+}
+
+unsigned blocks_for(int64_t n, int threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+// -- RMSNorm with the residual add -------------------------------------------
+
+template <typename T>
+__global__ void rmsnorm_kernel(const T* x, const T* residual, T* h_out, const T* weight, float eps,
+                               int64_t n, T* out) {
+  const int64_t row = blockIdx.x;
+  const T* xr = x + row * n;
+  const T* rr = residual != nullptr ? residual + row * n : nullptr;
+  float ss = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float h = to_f(xr[i]) + (rr != nullptr ? to_f(rr[i]) : 0.0f);
+    ss += h * h;
+  }
+  ss = block_sum(ss);
+  const float scale = rsqrtf(ss / static_cast<float>(n) + eps);
+  // Each element is read and then written by the same thread, so out and
+  // h_out may alias x or residual.
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float h = to_f(xr[i]) + (rr != nullptr ? to_f(rr[i]) : 0.0f);
+    if (h_out != nullptr)
+      h_out[row * n + i] = from_f<T>(h);
+    out[row * n + i] = from_f<T>(h * scale * to_f(weight[i]));
+  }
+}
+
+// -- RoPE ----------------------------------------------------------------------
+
+template <typename T>
+__global__ void rope_kernel(T* x, int heads, int head_dim, int rot_dim, const int32_t* positions,
+                            float base, bool neox) {
+  const int64_t row = blockIdx.x;
+  const int h = blockIdx.y;
+  T* v = x + (row * heads + h) * head_dim;
+  const float pos = static_cast<float>(positions[row]);
+  const int half = rot_dim / 2;
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    const float theta = pos * powf(base, -2.0f * static_cast<float>(i) / static_cast<float>(rot_dim));
+    float s, c;
+    sincosf(theta, &s, &c);
+    const int a = neox ? i : 2 * i;
+    const int b = neox ? i + half : 2 * i + 1;
+    const float x0 = to_f(v[a]), x1 = to_f(v[b]);
+    v[a] = from_f<T>(x0 * c - x1 * s);
+    v[b] = from_f<T>(x0 * s + x1 * c);
+  }
+}
+
+// -- SwiGLU, embedding -----------------------------------------------------------
+
+template <typename T>
+__global__ void swiglu_kernel(const T* gate, const T* up, int64_t n, T* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = to_f(gate[i]);
+    out[i] = from_f<T>(g / (1.0f + expf(-g)) * to_f(up[i]));
+  }
+}
+
+template <typename T>
+__global__ void embedding_kernel(const T* table, const int32_t* ids, int64_t n, T* out) {
+  const int64_t row = blockIdx.x;
+  const T* src = table + static_cast<int64_t>(ids[row]) * n;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    out[row * n + i] = src[i];
+}
+
+// -- Paged KV ------------------------------------------------------------------
+
+/// The physical block holding position `pos` of (layer, kv head) for the
+/// sequence whose table starts at token-block `start`.
+__device__ __forceinline__ int32_t block_of(const paged_kv& kv, int32_t start, int layer, int kvh,
+                                            int64_t pos) {
+  const int64_t tb = start + pos / kv.block_tokens;
+  return kv.tables[tb * kv.per_tb + static_cast<int64_t>(layer) * kv.n_head_kv + kvh];
+}
+
+template <typename T>
+__global__ void kv_append_kernel(const T* k, const T* v, int layer, paged_kv kv) {
+  const int64_t row = blockIdx.x;
+  const int kvh = blockIdx.y;
+  const int64_t pos = kv.positions[row];
+  const int32_t id = block_of(kv, kv.table_start[row], layer, kvh, pos);
+  uint16_t* block = kv.arena + static_cast<int64_t>(id) * kv.block_elems;
+  const int64_t slot = (pos % kv.block_tokens) * kv.head_dim;
+  const int64_t src = (row * kv.n_head_kv + kvh) * kv.head_dim;
+  for (int d = threadIdx.x; d < kv.head_dim; d += blockDim.x) {
+    block[slot + d] = __half_as_ushort(__float2half_rn(to_f(k[src + d])));
+    block[static_cast<int64_t>(kv.block_tokens) * kv.head_dim + slot + d] =
+      __half_as_ushort(__float2half_rn(to_f(v[src + d])));
+  }
+}
+
+constexpr int attn_warps = 4;
+constexpr int attn_max_dims_per_lane = 8;  // head_dim <= 256
+
+template <typename T>
+__global__ void __launch_bounds__(attn_warps * 32)
+  attention_kernel(const T* q, int n_head, int layer, float scale, paged_kv kv, T* out) {
+  const int64_t row = blockIdx.x;
+  const int h = blockIdx.y;
+  const int D = kv.head_dim;
+  const int kvh = h / (n_head / kv.n_head_kv);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t ctx = static_cast<int64_t>(kv.positions[row]) + 1;
+  const int32_t start = kv.table_start[row];
+  const T* qr = q + (row * n_head + h) * D;
+
+  float qv[attn_max_dims_per_lane];
+  float acc[attn_max_dims_per_lane];
+#pragma unroll
+  for (int k = 0; k < attn_max_dims_per_lane; ++k) {
+    const int d = lane + 32 * k;
+    qv[k] = d < D ? to_f(qr[d]) : 0.0f;
+    acc[k] = 0.0f;
+  }
+  // Online softmax over this warp's positions.
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t j = warp; j < ctx; j += attn_warps) {
+    const int32_t id = block_of(kv, start, layer, kvh, j);
+    const uint16_t* block = kv.arena + static_cast<int64_t>(id) * kv.block_elems;
+    const int64_t slot = (j % kv.block_tokens) * D;
+    const uint16_t* kr = block + slot;
+    const uint16_t* vr = block + static_cast<int64_t>(kv.block_tokens) * D + slot;
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < attn_max_dims_per_lane; ++k) {
+      const int d = lane + 32 * k;
+      if (d < D)
+        s += qv[k] * half_bits_to_f(kr[d]);
+    }
+    s = warp_sum(s) * scale;
+    const float m_new = fmaxf(m, s);
+    const float corr = expf(m - m_new);
+    const float p = expf(s - m_new);
+    l = l * corr + p;
+#pragma unroll
+    for (int k = 0; k < attn_max_dims_per_lane; ++k) {
+      const int d = lane + 32 * k;
+      if (d < D)
+        acc[k] = acc[k] * corr + p * half_bits_to_f(vr[d]);
+    }
+    m = m_new;
+  }
+  // Merge the warps: rescale each to the largest maximum.
+  __shared__ float wm[attn_warps], wl[attn_warps];
+  __shared__ float wacc[attn_warps][32 * attn_max_dims_per_lane];
+  if (lane == 0) {
+    wm[warp] = m;
+    wl[warp] = l;
+  }
+#pragma unroll
+  for (int k = 0; k < attn_max_dims_per_lane; ++k) {
+    const int d = lane + 32 * k;
+    if (d < D)
+      wacc[warp][d] = acc[k];
+  }
+  __syncthreads();
+  float big = -INFINITY;
+  for (int w = 0; w < attn_warps; ++w)
+    big = fmaxf(big, wm[w]);
+  float total = 0.0f;
+  for (int w = 0; w < attn_warps; ++w)
+    total += wl[w] * expf(wm[w] - big);  // a warp with no position: l = 0
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float o = 0.0f;
+    for (int w = 0; w < attn_warps; ++w)
+      o += wacc[w][d] * expf(wm[w] - big);
+    out[(row * n_head + h) * D + d] = from_f<T>(o / total);
+  }
+}
+
+// -- Greedy sampling ---------------------------------------------------------------
+
+__global__ void argmax_logprob_kernel(const float* logits, int64_t vocab, int32_t* ids, float* logprob) {
+  const int64_t row = blockIdx.x;
+  const float* x = logits + row * vocab;
+  float best = -INFINITY;
+  int32_t best_id = INT32_MAX;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
+    if (x[i] > best) {  // strided ascending: the first (lowest) id wins ties per thread
+      best = x[i];
+      best_id = static_cast<int32_t>(i);
+    }
+  // Warp, then block: the larger value wins, the lower id on ties.
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int32_t oi = __shfl_xor_sync(0xffffffffu, best_id, o);
+    if (ov > best || (ov == best && oi < best_id)) {
+      best = ov;
+      best_id = oi;
+    }
+  }
+  __shared__ float wv[32];
+  __shared__ int32_t wi[32];
+  __shared__ float row_max;
+  __shared__ int32_t row_id;
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  if (lane == 0) {
+    wv[w] = best;
+    wi[w] = best_id;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float bv = wv[0];
+    int32_t bi = wi[0];
+    for (int k = 1; k < static_cast<int>(blockDim.x >> 5); ++k)
+      if (wv[k] > bv || (wv[k] == bv && wi[k] < bi)) {
+        bv = wv[k];
+        bi = wi[k];
+      }
+    row_max = bv;
+    row_id = bi;
+  }
+  __syncthreads();
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
+    sum += expf(x[i] - row_max);
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) {
+    ids[row] = row_id;
+    if (logprob != nullptr)
+      logprob[row] = -logf(sum);  // x[id] − max − log Σ, and x[id] = max
+  }
+}
+
+}  // namespace
+
+void rmsnorm(act t, const void* x, const void* residual, void* h_out, const void* weight, float eps,
+             int64_t rows, int64_t n, void* out, cudaStream_t stream) {
+  if (rows == 0)
+    return;
+  dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    rmsnorm_kernel<T><<<static_cast<unsigned>(rows), 256, 0, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(residual), static_cast<T*>(h_out),
+      static_cast<const T*>(weight), eps, n, static_cast<T*>(out));
+  });
+  launched("rmsnorm");
+}
+
+void rope(act t, void* x, int64_t rows, int heads, int head_dim, int rot_dim, const int32_t* positions,
+          float base, bool neox, cudaStream_t stream) {
+  if (rows == 0)
+    return;
+  if (rot_dim > head_dim || rot_dim % 2 != 0)
+    throw cuda_error("rope: rot_dim must be even and at most head_dim");
+  dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    rope_kernel<T><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(heads)), 64, 0, stream>>>(
+      static_cast<T*>(x), heads, head_dim, rot_dim, positions, base, neox);
+  });
+  launched("rope");
+}
+
+void swiglu(act t, const void* gate, const void* up, int64_t n, void* out, cudaStream_t stream) {
+  if (n == 0)
+    return;
+  dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    const unsigned grid = std::min<unsigned>(blocks_for(n, 256), 65535u);
+    swiglu_kernel<T><<<grid, 256, 0, stream>>>(static_cast<const T*>(gate), static_cast<const T*>(up), n,
+                                               static_cast<T*>(out));
+  });
+  launched("swiglu");
+}
+
+void embedding(act t, const void* table, const int32_t* ids, int64_t rows, int64_t n, void* out,
+               cudaStream_t stream) {
+  if (rows == 0)
+    return;
+  dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    embedding_kernel<T><<<static_cast<unsigned>(rows), 256, 0, stream>>>(static_cast<const T*>(table), ids, n,
+                                                                          static_cast<T*>(out));
+  });
+  launched("embedding");
+}
+
+void kv_append(act t, const void* k, const void* v, int64_t rows, int layer, const paged_kv& kv,
+               cudaStream_t stream) {
+  if (rows == 0)
+    return;
+  dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    kv_append_kernel<T><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(kv.n_head_kv)), 64, 0,
+                          stream>>>(static_cast<const T*>(k), static_cast<const T*>(v), layer, kv);
+  });
+  launched("kv_append");
+}
+
+void paged_attention(act t, const void* q, int64_t rows, int n_head, int layer, float scale,
+                     const paged_kv& kv, void* out, cudaStream_t stream) {
+  if (rows == 0)
+    return;
+  if (kv.head_dim > 32 * attn_max_dims_per_lane)
+    throw cuda_error("paged_attention: head_dim above 256");
+  if (kv.n_head_kv <= 0 || n_head % kv.n_head_kv != 0)
+    throw cuda_error("paged_attention: n_head must be a multiple of n_head_kv");
+  dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    attention_kernel<T><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(n_head)), attn_warps * 32, 0,
+                          stream>>>(static_cast<const T*>(q), n_head, layer, scale, kv, static_cast<T*>(out));
+  });
+  launched("paged_attention");
+}
+
+void argmax_logprob(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, float* logprob,
+                    cudaStream_t stream) {
+  if (rows == 0)
+    return;
+  argmax_logprob_kernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(logits, vocab, ids, logprob);
+  launched("argmax_logprob");
+}
+
+}  // namespace llmux::cuda

@@ -1,0 +1,98 @@
+#pragma once
+/// CUDA kernels of the transformer forward pass, over the same head-wise
+/// paged KV layout as the CPU engine (engine/paged_kv_cache.hpp). Host
+/// functions: every pointer is device memory unless named otherwise, every
+/// call is asynchronous on `stream`, and errors come back as a
+/// std::runtime_error naming the launch (checked with cudaGetLastError).
+///
+/// Activations are f32, f16 or bf16 (`act`); reductions and softmax run in
+/// f32. The KV cache holds f16, as the CPU engine's and llama.cpp's default.
+/// Shapes are row-major, in elements.
+///
+/// This header needs only the CUDA runtime's types; the kernels live in
+/// ops.cu (built for sm_90 when LLMUX_CUDA is on).
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include <cuda_runtime_api.h>
+
+namespace llmux::cuda {
+
+enum class act { f32 = 0, f16 = 1, bf16 = 2 };
+[[nodiscard]] size_t act_bytes(act t);
+[[nodiscard]] const char* to_string(act t);
+
+struct cuda_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+/// Throws cuda_error with `what` and the runtime's text when `e` is an error.
+void check(cudaError_t e, const char* what);
+
+/// Whether this process can use a CUDA device. When not, `why` says why
+/// (no driver, no device, ...), for tests and the engine factory to print.
+[[nodiscard]] bool device_available(std::string* why = nullptr);
+
+/// Fused residual add and RMSNorm, per row of n: h = x + residual (x alone
+/// when `residual` is null); if `h_out` is not null, h is written there (the
+/// new residual stream; it may be x or residual); out = h / sqrt(mean(h²) +
+/// eps) · weight. `weight` has the activation type. out may alias x.
+void rmsnorm(act t, const void* x, const void* residual, void* h_out, const void* weight, float eps,
+             int64_t rows, int64_t n, void* out, cudaStream_t stream);
+
+/// Rotary embedding in place on `rows` vectors of `heads` heads of
+/// `head_dim`, row r at position positions[r] (device), rotating the first
+/// `rot_dim` dims of each head. neox = false: pairs (2i, 2i+1) (Llama);
+/// neox = true: pairs (i, i + rot_dim/2). theta_i = pos · base^(−2i/rot_dim).
+void rope(act t, void* x, int64_t rows, int heads, int head_dim, int rot_dim,
+          const int32_t* positions, float base, bool neox, cudaStream_t stream);
+
+/// out[i] = silu(gate[i]) · up[i]. out may alias gate or up.
+void swiglu(act t, const void* gate, const void* up, int64_t n, void* out, cudaStream_t stream);
+
+/// out[r, :] = table[ids[r], :] for `rows` ids (device) of a [vocab, n]
+/// table of the activation type.
+void embedding(act t, const void* table, const int32_t* ids, int64_t rows, int64_t n, void* out,
+               cudaStream_t stream);
+
+/// Where each row's KV lives. `tables` holds the block tables of the step's
+/// sequences back to back: per token-block, `per_tb` = n_layer · n_head_kv
+/// physical block ids (layer-major, then KV head), as the kv_manager grants
+/// them. Row r belongs to the sequence whose table starts at token-block
+/// `table_start[r]`, and sits at position `positions[r]`. A block is
+/// `block_elems` halves of `arena`: K as block_tokens rows of head_dim, then
+/// V at block_tokens · head_dim.
+struct paged_kv {
+  uint16_t* arena = nullptr;
+  int64_t block_elems = 0;
+  int block_tokens = 16;
+  int head_dim = 0;
+  int n_head_kv = 0;
+  int per_tb = 0;
+  const int32_t* tables = nullptr;
+  const int32_t* table_start = nullptr;
+  const int32_t* positions = nullptr;
+};
+
+/// Writes K and V ([rows, n_head_kv · head_dim], activation type) of `layer`
+/// into each row's slot of the cache, rounded to f16.
+void kv_append(act t, const void* k, const void* v, int64_t rows, int layer, const paged_kv& kv,
+               cudaStream_t stream);
+
+/// Causal attention of `rows` query rows ([rows, n_head · head_dim]) over
+/// the paged cache of `layer`: row r attends to positions 0..positions[r]
+/// of its sequence (its own K/V already appended), with GQA (n_head /
+/// n_head_kv query heads per KV head). Covers decode (one row per sequence)
+/// and prefill chunks over a cached prefix (rows of consecutive positions).
+/// out: [rows, n_head · head_dim]. head_dim ≤ 256.
+void paged_attention(act t, const void* q, int64_t rows, int n_head, int layer, float scale,
+                     const paged_kv& kv, void* out, cudaStream_t stream);
+
+/// Greedy pick per row of [rows, vocab] f32 logits: ids[r] = argmax (the
+/// lowest id among ties) and logprob[r] = its log-softmax (natural log).
+/// `logprob` may be null.
+void argmax_logprob(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, float* logprob,
+                    cudaStream_t stream);
+
+}  // namespace llmux::cuda

@@ -1,0 +1,466 @@
+// The CUDA kernels against the CPU reference (kernels/cpu/ops.hpp), on
+// random inputs of awkward sizes, in f32, f16 and bf16. Every output buffer
+// is poisoned (all bits set: NaN in each type) before a kernel runs, so an
+// element a kernel forgets to write fails the comparison. The reference gets
+// the same inputs rounded to the activation type, so what is compared is the
+// kernel's arithmetic and its output rounding.
+//
+// Without a GPU the binary says why and exits 77 (ctest: skipped).
+
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/ops.hpp"
+#include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/ops.hpp"
+
+using llmux::cuda::act;
+namespace cu = llmux::cuda;
+namespace cpu = llmux::kernels;
+
+namespace {
+
+// -- Host conversions ---------------------------------------------------------
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);  // round to nearest even
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float bf16_to_f32(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+/// Bytes of `x` in activation type t.
+std::vector<uint8_t> encode(act t, const std::vector<float>& x) {
+  std::vector<uint8_t> out(x.size() * cu::act_bytes(t));
+  if (t == act::f32) {
+    std::memcpy(out.data(), x.data(), out.size());
+  } else if (t == act::f16) {
+    cpu::fp32_to_fp16_row(x.data(), reinterpret_cast<uint16_t*>(out.data()), static_cast<int64_t>(x.size()));
+  } else {
+    auto* o = reinterpret_cast<uint16_t*>(out.data());
+    for (size_t i = 0; i < x.size(); ++i)
+      o[i] = f32_to_bf16(x[i]);
+  }
+  return out;
+}
+
+std::vector<float> decode(act t, const std::vector<uint8_t>& b) {
+  std::vector<float> out(b.size() / cu::act_bytes(t));
+  if (t == act::f32) {
+    std::memcpy(out.data(), b.data(), b.size());
+  } else if (t == act::f16) {
+    cpu::fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(b.data()), out.data(), static_cast<int64_t>(out.size()));
+  } else {
+    const auto* in = reinterpret_cast<const uint16_t*>(b.data());
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = bf16_to_f32(in[i]);
+  }
+  return out;
+}
+
+/// `x` as the activation type holds it.
+std::vector<float> rounded(act t, const std::vector<float>& x) {
+  return decode(t, encode(t, x));
+}
+
+/// Relative bound per type: about an output rounding plus f32 arithmetic.
+double tolerance(act t) {
+  return t == act::f32 ? 2e-5 : t == act::f16 ? 2e-3 : 1.6e-2;
+}
+
+// -- Device memory ------------------------------------------------------------
+
+struct device_buffer {
+  void* p = nullptr;
+  size_t bytes = 0;
+  explicit device_buffer(size_t n) : bytes(n) { cu::check(cudaMalloc(&p, std::max<size_t>(n, 1)), "cudaMalloc"); }
+  ~device_buffer() { cudaFree(p); }
+  device_buffer(device_buffer&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
+  device_buffer(const device_buffer&) = delete;
+  device_buffer& operator=(const device_buffer&) = delete;
+  device_buffer& operator=(device_buffer&&) = delete;
+  void upload(const void* src) { cu::check(cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice), "upload"); }
+  void poison() { cu::check(cudaMemset(p, 0xFF, bytes), "poison"); }
+  std::vector<uint8_t> download() const {
+    std::vector<uint8_t> out(bytes);
+    cu::check(cudaDeviceSynchronize(), "sync");
+    cu::check(cudaMemcpy(out.data(), p, bytes, cudaMemcpyDeviceToHost), "download");
+    return out;
+  }
+  template <typename T>
+  T* as() { return static_cast<T*>(p); }
+};
+
+device_buffer upload_act(act t, const std::vector<float>& x) {
+  device_buffer b(x.size() * cu::act_bytes(t));
+  auto bytes = encode(t, x);
+  b.upload(bytes.data());
+  return b;
+}
+
+template <typename T>
+device_buffer upload_vec(const std::vector<T>& x) {
+  device_buffer b(x.size() * sizeof(T));
+  b.upload(x.data());
+  return b;
+}
+
+std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> x(n);
+  for (auto& v : x)
+    v = u(rng);
+  return x;
+}
+
+/// Every element within tol · (|want| + rms(want)); NaN (an unwritten,
+/// poisoned element) always fails. Reports the first miss.
+void require_close(const std::vector<float>& got, const std::vector<float>& want, double tol,
+                   const std::string& what) {
+  REQUIRE(got.size() == want.size());
+  double rms = 0;
+  for (float w : want)
+    rms += static_cast<double>(w) * w;
+  rms = std::sqrt(rms / std::max<size_t>(want.size(), 1));
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
+    if (!(err <= tol * (std::fabs(want[i]) + rms))) {
+      if (bad++ == 0)
+        first = i;
+    }
+  }
+  INFO(what << ": " << bad << " of " << got.size() << " elements off; first at " << first << ": got "
+            << got[first] << ", want " << want[first] << " (tol " << tol << ")");
+  CHECK(bad == 0);
+}
+
+const act all_types[] = {act::f32, act::f16, act::bf16};
+
+}  // namespace
+
+TEST_CASE("rmsnorm with and without the fused residual add", "[cuda]") {
+  std::mt19937 rng(1);
+  const int64_t rows = 5, n = 1003;
+  const float eps = 1e-5f;
+  for (act t : all_types) {
+    INFO("type " << cu::to_string(t));
+    auto x = rounded(t, random_floats(rows * n, rng, -2, 2));
+    auto res = rounded(t, random_floats(rows * n, rng, -2, 2));
+    auto w = rounded(t, random_floats(n, rng, 0.5f, 1.5f));
+    auto dx = upload_act(t, x), dres = upload_act(t, res), dw = upload_act(t, w);
+    device_buffer dout(rows * n * cu::act_bytes(t));
+
+    dout.poison();
+    cu::rmsnorm(t, dx.p, nullptr, nullptr, dw.p, eps, rows, n, dout.p, nullptr);
+    std::vector<float> want(rows * n);
+    cpu::rmsnorm_ref(x.data(), w.data(), eps, rows, n, want.data());
+    require_close(decode(t, dout.download()), want, tolerance(t), "rmsnorm");
+
+    // Residual added, the new residual stream written over `res`, the
+    // normed output over x: both in place.
+    cu::rmsnorm(t, dx.p, dres.p, dres.p, dw.p, eps, rows, n, dx.p, nullptr);
+    std::vector<float> h(rows * n);
+    for (size_t i = 0; i < h.size(); ++i)
+      h[i] = x[i] + res[i];
+    cpu::rmsnorm_ref(h.data(), w.data(), eps, rows, n, want.data());
+    require_close(decode(t, dx.download()), want, tolerance(t), "rmsnorm(x + residual)");
+    require_close(decode(t, dres.download()), rounded(t, h), tolerance(t), "residual stream");
+  }
+}
+
+TEST_CASE("rope rotates Llama pairs and NeoX halves, partial rotation, far positions", "[cuda]") {
+  std::mt19937 rng(2);
+  const int heads = 5, head_dim = 72, rot_dim = 64;
+  const std::vector<int32_t> pos = {0, 17, 1999};
+  const auto rows = static_cast<int64_t>(pos.size());
+  auto dpos = upload_vec(pos);
+  for (act t : all_types)
+    for (bool neox : {false, true}) {
+      INFO("type " << cu::to_string(t) << ", neox " << neox);
+      auto x = rounded(t, random_floats(rows * heads * head_dim, rng));
+      auto dx = upload_act(t, x);
+      cu::rope(t, dx.p, rows, heads, head_dim, rot_dim, dpos.as<int32_t>(), 10000.0f, neox, nullptr);
+      auto want = x;
+      for (int64_t r = 0; r < rows; ++r)
+        cpu::rope_ref(&want[r * heads * head_dim], heads, head_dim, rot_dim, pos[r], 10000.0f, neox);
+      // Angles up to ~2000 rad: float theta differs by ~1e-4 between the
+      // reference's repeated products and powf.
+      require_close(decode(t, dx.download()), want, std::max(tolerance(t), 2e-3), "rope");
+    }
+}
+
+TEST_CASE("swiglu in place over an odd length", "[cuda]") {
+  std::mt19937 rng(3);
+  const int64_t n = 4099;
+  for (act t : all_types) {
+    INFO("type " << cu::to_string(t));
+    auto g = rounded(t, random_floats(n, rng, -6, 6));
+    auto u = rounded(t, random_floats(n, rng, -2, 2));
+    auto dg = upload_act(t, g), du = upload_act(t, u);
+    cu::swiglu(t, dg.p, du.p, n, dg.p, nullptr);
+    std::vector<float> want(n);
+    cpu::swiglu_ref(g.data(), u.data(), n, want.data());
+    require_close(decode(t, dg.download()), want, tolerance(t), "swiglu");
+  }
+}
+
+TEST_CASE("embedding gathers rows exactly, repeated ids too", "[cuda]") {
+  std::mt19937 rng(4);
+  const int64_t vocab = 37, n = 301;
+  const std::vector<int32_t> ids = {5, 0, 36, 5};
+  auto dids = upload_vec(ids);
+  for (act t : all_types) {
+    INFO("type " << cu::to_string(t));
+    auto table = rounded(t, random_floats(vocab * n, rng));
+    auto dtable = upload_act(t, table);
+    device_buffer dout(ids.size() * n * cu::act_bytes(t));
+    dout.poison();
+    cu::embedding(t, dtable.p, dids.as<int32_t>(), static_cast<int64_t>(ids.size()), n, dout.p, nullptr);
+    auto got = decode(t, dout.download());
+    for (size_t r = 0; r < ids.size(); ++r)
+      for (int64_t i = 0; i < n; ++i)
+        REQUIRE(got[r * n + i] == table[ids[r] * n + i]);
+  }
+}
+
+namespace {
+
+/// Three sequences over a paged, head-wise KV arena of two layers, as the
+/// kv_manager would grant it: shuffled block ids, blocks sized for a larger
+/// head than the model's (the front of each block is used).
+struct paged_fixture {
+  static constexpr int layers = 2, n_head = 6, n_head_kv = 2, head_dim = 80, block_tokens = 16;
+  static constexpr int block_head = 96;  // the arena's largest head
+  static constexpr int per_tb = layers * n_head_kv;
+  std::vector<int32_t> ctx = {1, 37, 100};  // tokens per sequence
+  std::vector<int32_t> tables;             // back to back, per_tb ids per token-block
+  std::vector<int32_t> start;              // each sequence's first token-block in `tables`
+  int64_t arena_blocks = 0;
+  int64_t block_elems = 2 * block_tokens * block_head;
+  /// K and V per (sequence, layer): [ctx, n_head_kv · head_dim], f32.
+  std::vector<std::vector<float>> k, v;
+
+  explicit paged_fixture(std::mt19937& rng) {
+    int64_t tbs = 0;
+    for (int32_t c : ctx) {
+      start.push_back(static_cast<int32_t>(tbs));
+      tbs += (c + block_tokens - 1) / block_tokens;
+    }
+    arena_blocks = tbs * per_tb + 20;  // some blocks nobody owns
+    std::vector<int32_t> ids(static_cast<size_t>(arena_blocks));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    tables.assign(ids.begin(), ids.begin() + tbs * per_tb);
+    for (size_t s = 0; s < ctx.size(); ++s)
+      for (int l = 0; l < layers; ++l) {
+        k.push_back(random_floats(static_cast<size_t>(ctx[s]) * n_head_kv * head_dim, rng));
+        v.push_back(random_floats(static_cast<size_t>(ctx[s]) * n_head_kv * head_dim, rng));
+      }
+  }
+  const std::vector<float>& K(size_t s, int l) const { return k[s * layers + l]; }
+  const std::vector<float>& V(size_t s, int l) const { return v[s * layers + l]; }
+};
+
+}  // namespace
+
+TEST_CASE("kv_append writes each row's K and V into its paged slots, and nothing else", "[cuda]") {
+  std::mt19937 rng(5);
+  paged_fixture f(rng);
+  for (act t : all_types) {
+    INFO("type " << cu::to_string(t));
+    device_buffer arena(static_cast<size_t>(f.arena_blocks * f.block_elems) * 2);
+    arena.poison();
+    auto dtables = upload_vec(f.tables);
+    // One append per sequence and layer: every position at once.
+    for (size_t s = 0; s < f.ctx.size(); ++s) {
+      std::vector<int32_t> pos(static_cast<size_t>(f.ctx[s]));
+      std::iota(pos.begin(), pos.end(), 0);
+      std::vector<int32_t> starts(pos.size(), f.start[s]);
+      auto dpos = upload_vec(pos), dstart = upload_vec(starts);
+      cu::paged_kv kv{arena.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
+                      dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()};
+      for (int l = 0; l < f.layers; ++l) {
+        auto dk = upload_act(t, f.K(s, l)), dv = upload_act(t, f.V(s, l));
+        cu::kv_append(t, dk.p, dv.p, f.ctx[s], l, kv, nullptr);
+      }
+    }
+    auto bytes = arena.download();
+    const auto* got = reinterpret_cast<const uint16_t*>(bytes.data());
+    std::vector<bool> written(static_cast<size_t>(f.arena_blocks * f.block_elems), false);
+    size_t wrong = 0;
+    for (size_t s = 0; s < f.ctx.size(); ++s)
+      for (int l = 0; l < f.layers; ++l) {
+        // The cache holds f16 of what the activation type held.
+        auto kk = rounded(act::f16, rounded(t, f.K(s, l))), vv = rounded(act::f16, rounded(t, f.V(s, l)));
+        for (int32_t p = 0; p < f.ctx[s]; ++p)
+          for (int h = 0; h < f.n_head_kv; ++h) {
+            const int64_t tb = f.start[s] + p / f.block_tokens;
+            const int64_t id = f.tables[tb * f.per_tb + l * f.n_head_kv + h];
+            const int64_t slot = static_cast<int64_t>(p % f.block_tokens) * f.head_dim;
+            for (int d = 0; d < f.head_dim; ++d) {
+              const int64_t ke = id * f.block_elems + slot + d;
+              const int64_t ve = ke + static_cast<int64_t>(f.block_tokens) * f.head_dim;
+              const size_t src = (static_cast<size_t>(p) * f.n_head_kv + h) * f.head_dim + d;
+              uint16_t want_k, want_v;
+              cpu::fp32_to_fp16_row(&kk[src], &want_k, 1);
+              cpu::fp32_to_fp16_row(&vv[src], &want_v, 1);
+              wrong += got[ke] != want_k;
+              wrong += got[ve] != want_v;
+              written[static_cast<size_t>(ke)] = written[static_cast<size_t>(ve)] = true;
+            }
+          }
+      }
+    CHECK(wrong == 0);
+    size_t stray = 0;  // elements no row owns keep the poison
+    for (size_t i = 0; i < written.size(); ++i)
+      stray += !written[i] && got[i] != 0xFFFF;
+    CHECK(stray == 0);
+  }
+}
+
+TEST_CASE("paged_attention: decode rows and a prefill chunk over a cached prefix, GQA, two layers", "[cuda]") {
+  std::mt19937 rng(6);
+  paged_fixture f(rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(f.head_dim));
+  // Decode rows of all three sequences, then rows 90..98 of the third: a
+  // prefill chunk whose first 90 positions are a cached prefix.
+  std::vector<int32_t> row_seq = {0, 1, 2}, row_pos = {0, 36, 99};
+  for (int32_t p = 90; p < 99; ++p) {
+    row_seq.push_back(2);
+    row_pos.push_back(p);
+  }
+  const auto rows = static_cast<int64_t>(row_seq.size());
+  std::vector<int32_t> row_start;
+  for (int32_t s : row_seq)
+    row_start.push_back(f.start[static_cast<size_t>(s)]);
+  auto dtables = upload_vec(f.tables), dstart = upload_vec(row_start), dpos = upload_vec(row_pos);
+  for (act t : all_types)
+    for (int layer = 0; layer < f.layers; ++layer) {
+      INFO("type " << cu::to_string(t) << ", layer " << layer);
+      device_buffer arena(static_cast<size_t>(f.arena_blocks * f.block_elems) * 2);
+      arena.poison();
+      // Fill the cache through kv_append (tested above), both layers.
+      for (size_t s = 0; s < f.ctx.size(); ++s) {
+        std::vector<int32_t> pos(static_cast<size_t>(f.ctx[s]));
+        std::iota(pos.begin(), pos.end(), 0);
+        std::vector<int32_t> starts(pos.size(), f.start[s]);
+        auto dp = upload_vec(pos), ds = upload_vec(starts);
+        cu::paged_kv fill{arena.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
+                          dtables.as<int32_t>(), ds.as<int32_t>(), dp.as<int32_t>()};
+        for (int l = 0; l < f.layers; ++l) {
+          auto dk = upload_act(t, f.K(s, l)), dv = upload_act(t, f.V(s, l));
+          cu::kv_append(t, dk.p, dv.p, f.ctx[s], l, fill, nullptr);
+        }
+      }
+      auto q = rounded(t, random_floats(static_cast<size_t>(rows) * f.n_head * f.head_dim, rng, -2, 2));
+      auto dq = upload_act(t, q);
+      device_buffer dout(q.size() * cu::act_bytes(t));
+      dout.poison();
+      cu::paged_kv kv{arena.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
+                      dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()};
+      cu::paged_attention(t, dq.p, rows, f.n_head, layer, scale, kv, dout.p, nullptr);
+
+      std::vector<float> want(q.size());
+      const int group = f.n_head / f.n_head_kv;
+      for (int64_t r = 0; r < rows; ++r) {
+        const auto s = static_cast<size_t>(row_seq[r]);
+        const int64_t ctx = row_pos[r] + 1;
+        auto kk = rounded(act::f16, rounded(t, f.K(s, layer))), vv = rounded(act::f16, rounded(t, f.V(s, layer)));
+        for (int h = 0; h < f.n_head; ++h) {
+          const int kvh = h / group;
+          std::vector<float> kh(static_cast<size_t>(ctx * f.head_dim)), vh(kh.size());
+          for (int64_t j = 0; j < ctx; ++j)
+            for (int d = 0; d < f.head_dim; ++d) {
+              kh[j * f.head_dim + d] = kk[(j * f.n_head_kv + kvh) * f.head_dim + d];
+              vh[j * f.head_dim + d] = vv[(j * f.n_head_kv + kvh) * f.head_dim + d];
+            }
+          cpu::attention_row_ref(&q[(r * f.n_head + h) * f.head_dim], kh.data(), vh.data(), ctx, f.head_dim,
+                                 scale, &want[(r * f.n_head + h) * f.head_dim]);
+        }
+      }
+      // The reference rounds q and the probabilities to f16 as llama.cpp's
+      // CPU attention does; the kernel keeps them in f32.
+      require_close(decode(t, dout.download()), want, std::max(tolerance(t), 4e-3), "paged_attention");
+    }
+}
+
+TEST_CASE("argmax_logprob: the lowest id among ties, and its log-softmax", "[cuda]") {
+  std::mt19937 rng(7);
+  const int64_t rows = 4, vocab = 32003;
+  auto logits = random_floats(rows * vocab, rng, -8, 8);
+  // Row 2: two equal maxima; the lower id wins.
+  logits[2 * vocab + 31000] = 20.0f;
+  logits[2 * vocab + 777] = 20.0f;
+  auto dl = upload_vec(logits);
+  device_buffer dids(rows * 4), dlp(rows * 4);
+  dids.poison();
+  dlp.poison();
+  cu::argmax_logprob(dl.as<float>(), rows, vocab, dids.as<int32_t>(), dlp.as<float>(), nullptr);
+  auto ib = dids.download(), lb = dlp.download();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = &logits[r * vocab];
+    const auto best = std::max_element(x, x + vocab) - x;  // the first maximum
+    double sum = 0;
+    for (int64_t i = 0; i < vocab; ++i)
+      sum += std::exp(static_cast<double>(x[i]) - x[best]);
+    int32_t id;
+    float lp;
+    std::memcpy(&id, &ib[r * 4], 4);
+    std::memcpy(&lp, &lb[r * 4], 4);
+    CHECK(id == best);
+    CHECK(lp == Approx(-std::log(sum)).margin(1e-4));
+  }
+  int32_t tie;
+  std::memcpy(&tie, &ib[2 * 4], 4);
+  CHECK(tie == 777);
+}
+
+TEST_CASE("cuBLAS matmul: y = x W^T for row-major activations and GGUF-shaped weights", "[cuda]") {
+  std::mt19937 rng(8);
+  cu::blas blas(nullptr);
+  for (act t : all_types)
+    for (int64_t m : {1, 7, 64}) {
+      const int64_t n = 515, k = 1000;
+      INFO("type " << cu::to_string(t) << ", m " << m);
+      auto w = rounded(t, random_floats(n * k, rng));
+      auto x = rounded(t, random_floats(m * k, rng));
+      auto dw = upload_act(t, w), dx = upload_act(t, x);
+      device_buffer dy(static_cast<size_t>(m * n) * cu::act_bytes(t));
+      dy.poison();
+      blas.matmul(t, dw.p, dx.p, m, n, k, dy.p);
+      std::vector<float> want(static_cast<size_t>(m * n));
+      cpu::matmul_ref(cpu::matrix_view{w.data(), llmux::kernels::dtype::f32, n, k}, x.data(), m, want.data());
+      require_close(decode(t, dy.download()), want, tolerance(t) * 4, "matmul");
+    }
+}
+
+int main(int argc, char** argv) {
+  std::string why;
+  if (!cu::device_available(&why)) {
+    std::cout << "cuda_kernels_test: SKIPPED, no usable CUDA device: " << why << std::endl;
+    return 77;
+  }
+  int dev = 0;
+  cudaDeviceProp prop{};
+  cudaGetDevice(&dev);
+  cudaGetDeviceProperties(&prop, dev);
+  std::cout << "cuda_kernels_test: on " << prop.name << " (sm_" << prop.major << prop.minor << ")" << std::endl;
+  return Catch::Session().run(argc, argv);
+}
