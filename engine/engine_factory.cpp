@@ -41,30 +41,35 @@ std::string cuda_plugin_path() {
 }
 
 /// The cuda backend lives in a library loaded on first use, so llmux starts
-/// (and links nothing of CUDA) on machines without a GPU driver.
-std::unique_ptr<engine> load_cuda_engine(const config::model_config& model, const engine_context& ctx) {
-  using make_fn = engine* (*)(const config::model_config*, const engine_context*, char*, size_t);
+/// (and links nothing of CUDA) on machines without a GPU driver. Returns the
+/// plugin's `name`, or throws backend_unavailable naming the file and why.
+void* cuda_symbol(const char* name, const std::string& who) {
   static std::mutex mu;
-  static make_fn make = nullptr;
+  static void* handle = nullptr;
   static std::string load_error;
   const auto path = cuda_plugin_path();
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (make == nullptr && load_error.empty()) {
-      void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (h == nullptr)
-        load_error = dlerror();
-      else if ((make = reinterpret_cast<make_fn>(dlsym(h, "llmux_cuda_make_engine"))) == nullptr)
-        load_error = "no entry point llmux_cuda_make_engine";
-    }
+  std::lock_guard<std::mutex> lock(mu);
+  if (handle == nullptr && load_error.empty()) {
+    handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr)
+      load_error = dlerror();
   }
-  if (make == nullptr)
-    throw backend_unavailable("model '" + model.name + "': backend 'cuda' is unavailable: cannot load " + path
-                              + ": " + load_error);
+  if (handle == nullptr)
+    throw backend_unavailable(who + "backend 'cuda' is unavailable: cannot load " + path + ": " + load_error);
+  void* sym = dlsym(handle, name);
+  if (sym == nullptr)
+    throw backend_unavailable(who + "backend 'cuda' is unavailable: " + path + " has no " + name);
+  return sym;
+}
+
+std::unique_ptr<engine> load_cuda_engine(const config::model_config& model, const engine_context& ctx) {
+  using make_fn = engine* (*)(const config::model_config*, const engine_context*, char*, size_t);
+  const std::string who = "model '" + model.name + "': ";
+  auto make = reinterpret_cast<make_fn>(cuda_symbol("llmux_cuda_make_engine", who));
   char error[2048] = {0};
   engine* e = make(&model, &ctx, error, sizeof error);
   if (e == nullptr)
-    throw backend_unavailable("model '" + model.name + "': backend 'cuda' is unavailable: " + error);
+    throw backend_unavailable(who + "backend 'cuda' is unavailable: " + error);
   return std::unique_ptr<engine>(e);
 }
 #endif
@@ -108,6 +113,20 @@ std::unique_ptr<engine> make_engine(const config::model_config& model, const eng
     return load_cuda_engine(model, ctx);
 #endif
   unavailable(model);
+}
+
+std::string cuda_device_report() {
+#ifdef LLMUX_HAVE_CUDA
+  using report_fn = bool (*)(char*, size_t);
+  auto report = reinterpret_cast<report_fn>(cuda_symbol("llmux_cuda_device_report", ""));
+  char out[2048] = {0};
+  if (!report(out, sizeof out))
+    throw backend_unavailable(std::string{"backend 'cuda' is unavailable: "} + out);
+  return out;
+#else
+  throw backend_unavailable(std::string{"backend 'cuda' is not available in this build (available: "} + built_backends
+                            + ")");
+#endif
 }
 
 bool reads_unit_blocks(const config::model_config& model) {

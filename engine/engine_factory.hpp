@@ -29,6 +29,11 @@ struct engine_context {
   std::shared_ptr<kv_arena> arena;
 };
 
+/// The GPU as the cuda backend measures it, one JSON object: device name,
+/// SMs, memory, device copy bandwidth (GB/s) and cuBLAS GEMM peak (TFLOP/s,
+/// f16 and bf16). Throws backend_unavailable without the backend or a GPU.
+[[nodiscard]] std::string cuda_device_report();
+
 /// Whether `model`'s engine keeps its KV in the unit's blocks, so the
 /// kv_manager grants it block ids and prefix-cache hits skip its prefill.
 /// The sim also shares prefixes (its KV is accounting only) but needs no ids.

@@ -197,6 +197,37 @@ std::shared_ptr<llama_model> llama_model::load(const std::string& path) {
   return m;
 }
 
+std::shared_ptr<llama_model> llama_model::shape_only(const config::model_arch& arch) {
+  auto m = std::make_shared<llama_model>();
+  auto& hp = m->hp_;
+  hp.arch = "llama";
+  hp.n_vocab = arch.vocab;
+  hp.n_ctx_train = arch.context_length;
+  hp.n_embd = arch.hidden;
+  hp.n_layer = arch.layers;
+  hp.n_head = arch.heads;
+  hp.n_head_kv = arch.kv_heads;
+  hp.n_ff = arch.intermediate;
+  hp.head_dim = arch.head_size();
+  hp.rope_dim = hp.head_dim;
+  const int64_t E = hp.n_embd, Q = int64_t{hp.n_head} * hp.head_dim, KV = int64_t{hp.n_head_kv} * hp.head_dim;
+  auto shape = [](int64_t rows, int64_t cols) { return kernels::matrix_view{nullptr, kernels::dtype::f32, rows, cols}; };
+  m->tok_embd_ = shape(hp.n_vocab, E);
+  m->output_ = m->tok_embd_;
+  for (int i = 0; i < hp.n_layer; ++i) {
+    llama_layer l;
+    l.wq = shape(Q, E);
+    l.wk = shape(KV, E);
+    l.wv = shape(KV, E);
+    l.wo = shape(E, Q);
+    l.w_gate = shape(hp.n_ff, E);
+    l.w_up = shape(hp.n_ff, E);
+    l.w_down = shape(E, hp.n_ff);
+    m->layers_.push_back(l);
+  }
+  return m;
+}
+
 std::shared_ptr<llama_model> llama_model::dummy(const config::model_arch& arch, kernels::dtype type,
                                                 uint64_t seed) {
   auto m = std::make_shared<llama_model>();

@@ -59,6 +59,11 @@ public:
   [[nodiscard]] static std::shared_ptr<llama_model> dummy(const config::model_arch& arch,
                                                           kernels::dtype type, uint64_t seed);
 
+  /// The shapes of `arch` with no weights at all (every matrix_view's data
+  /// and every norm null): for backends that make dummy weights where they
+  /// compute (the cuda engine fills them on the device).
+  [[nodiscard]] static std::shared_ptr<llama_model> shape_only(const config::model_arch& arch);
+
   /// Reads only what the rest of the cluster needs to know about a model
   /// file (shape for KV accounting and the context length), cheaply.
   [[nodiscard]] static config::model_arch read_arch(const gguf::gguf_file& file);

@@ -44,6 +44,13 @@ void* cuda_engine::alloc(size_t bytes) {
 void* cuda_engine::upload_matrix(const kernels::matrix_view& m) {
   const size_t es = cu::act_bytes(opts_.type);
   auto* dev = static_cast<uint8_t*>(alloc(static_cast<size_t>(m.rows * m.cols) * es));
+  if (m.data == nullptr) {
+    // Dummy weights (a shape-only model), made here: std 0.02 as vLLM's dummy.
+    cu::fill_uniform(opts_.type, dev, m.rows * m.cols, ++dummy_seed_, 0.02f * std::sqrt(3.0f), stream_);
+    cu::check(cudaStreamSynchronize(stream_), "dummy weights");
+    weight_bytes_ += m.rows * m.cols * static_cast<int64_t>(es);
+    return dev;
+  }
   // Dequantise a slab of rows at a time on the host, convert, copy.
   const int64_t slab = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(m.cols * 4, 1));
   std::vector<float> row(static_cast<size_t>(m.cols));
@@ -65,6 +72,13 @@ void* cuda_engine::upload_matrix(const kernels::matrix_view& m) {
 
 void* cuda_engine::upload_vector(const float* v, int64_t n) {
   const size_t es = cu::act_bytes(opts_.type);
+  if (v == nullptr) {  // a shape-only model's norm weights: ones
+    void* dev = alloc(static_cast<size_t>(n) * es);
+    cu::fill_value(opts_.type, dev, n, 1.0f, stream_);
+    cu::check(cudaStreamSynchronize(stream_), "dummy norms");
+    weight_bytes_ += n * static_cast<int64_t>(es);
+    return dev;
+  }
   std::vector<uint8_t> buf(static_cast<size_t>(n) * es);
   encode_row(opts_.type, v, n, buf.data());
   void* dev = alloc(buf.size());
@@ -146,6 +160,7 @@ void cuda_engine::ensure_rows(int64_t rows, int64_t out_rows) {
     hsel_ = alloc(static_cast<size_t>(cap * hp.n_embd) * es);
     logits_ = static_cast<float*>(alloc(static_cast<size_t>(cap) * hp.n_vocab * 4));
     d_out_rows_ = static_cast<int32_t*>(alloc(static_cast<size_t>(cap) * 4));
+    d_picked_ = static_cast<int32_t*>(alloc(static_cast<size_t>(cap) * 4));
     out_cap_ = cap;
   }
 }
@@ -199,6 +214,14 @@ step_output cuda_engine::step(const step_input& in) {
   step_output out;
   const auto T = static_cast<int64_t>(tokens.size());
   const auto n_out = static_cast<int64_t>(out_rows.size());
+  // Plain greedy rows pick on the device and bring back only the ids; any
+  // row with sampling, penalties, bias or log-probabilities sends the
+  // step's logits to the host sampler.
+  bool device_greedy = true;
+  for (const auto& w : in.seqs)
+    if (w.sample && (w.temperature > 0 || w.logprobs >= 0 || !w.bias_tokens.empty() || w.presence_penalty != 0
+                     || w.frequency_penalty != 0 || w.repetition_penalty != 1))
+      device_greedy = false;
   if (T > 0) {
     ensure_rows(T, n_out);
     if (static_cast<int64_t>(tables.size()) > tables_cap_) {
@@ -246,14 +269,27 @@ step_output cuda_engine::step(const step_input& in) {
       cu::rmsnorm(t, tmp_, x_, x_, output_norm_, hp.norm_eps, T, E, h_, stream_);
       cu::embedding(t, h_, d_out_rows_, n_out, E, hsel_, stream_);
       blas_->matmul(t, output_, hsel_, n_out, hp.n_vocab, E, logits_, cu::act::f32);
-      host_logits_.resize(static_cast<size_t>(n_out) * hp.n_vocab);
-      cu::check(cudaMemcpyAsync(host_logits_.data(), logits_, host_logits_.size() * 4, cudaMemcpyDeviceToHost,
-                                stream_),
-                "download logits");
+      if (device_greedy) {
+        cu::argmax_logprob(logits_, n_out, hp.n_vocab, d_picked_, nullptr, stream_);
+        picked_.resize(static_cast<size_t>(n_out));
+        cu::check(cudaMemcpyAsync(picked_.data(), d_picked_, picked_.size() * 4, cudaMemcpyDeviceToHost, stream_),
+                  "download tokens");
+      } else {
+        host_logits_.resize(static_cast<size_t>(n_out) * hp.n_vocab);
+        cu::check(cudaMemcpyAsync(host_logits_.data(), logits_, host_logits_.size() * 4, cudaMemcpyDeviceToHost,
+                                  stream_),
+                  "download logits");
+      }
     }
     cu::check(cudaStreamSynchronize(stream_), "step");
   }
-  sampler_.sample(in, host_logits_.data(), hp.n_vocab, out);
+  if (device_greedy && n_out > 0) {
+    size_t k = 0;
+    for (const auto& w : in.seqs)
+      out.tokens.push_back(w.sample && !w.tokens.empty() ? picked_[k++] : -1);
+  } else {
+    sampler_.sample(in, host_logits_.data(), hp.n_vocab, out);
+  }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }
@@ -262,10 +298,8 @@ std::unique_ptr<engine> make_cuda_engine(const config::model_config& model, cons
   std::shared_ptr<llama_model> weights;
   std::shared_ptr<tokenizer> tok;
   if (model.load_format == "dummy") {
-    // Random weights at the model's real size, made on the host in f16
-    // (bf16 when asked) and uploaded as they are.
-    weights = llama_model::dummy(model.arch, model.dtype == "bf16" ? kernels::dtype::bf16 : kernels::dtype::f16,
-                                 0x5eed);
+    // Random weights at the model's real size, made on the device.
+    weights = llama_model::shape_only(model.arch);
     tok = make_frontend(model).tok;
   } else {
     weights = llama_model::load(model.file);

@@ -3,9 +3,10 @@
 /// at load to f16 (or bf16 with dtype = "bf16") in device memory, KV in a
 /// head-wise paged f16 cache on the device whose blocks are the unit's
 /// kv_manager grants (seq_work::kv_blocks), GEMMs through cuBLAS and the
-/// kernels of kernels/cuda. Logits come back to the host for sampling, so
-/// sampling, penalties and log-probabilities are the CPU engine's
-/// (step_sampler); a device sampler is a later step.
+/// kernels of kernels/cuda. Plain greedy rows pick their token on the device
+/// (argmax); otherwise the logits come back to the host, so sampling,
+/// penalties and log-probabilities are the CPU engine's (step_sampler); a
+/// device sampler for those is a later step.
 ///
 /// Built into libllmux_cuda.so, which `llmux` loads only when a unit asks for
 /// backend = "cuda" (engine_factory), so the binary starts on machines
@@ -70,6 +71,7 @@ private:
   std::unique_ptr<cuda::blas> blas_;
   std::vector<void*> owned_;  ///< every device allocation, freed at the end
   int64_t weight_bytes_ = 0, kv_bytes_ = 0;
+  uint64_t dummy_seed_ = 0x5eed;
 
   void* tok_embd_ = nullptr;
   void* output_norm_ = nullptr;
@@ -84,6 +86,8 @@ private:
        *tmp_ = nullptr, *gate_ = nullptr, *up_ = nullptr, *hsel_ = nullptr;
   float* logits_ = nullptr;
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_start_ = nullptr, *d_out_rows_ = nullptr;
+  int32_t* d_picked_ = nullptr;  ///< greedy ids picked on the device
+  std::vector<int32_t> picked_;
   int32_t* d_tables_ = nullptr;
   int64_t tables_cap_ = 0;
   std::vector<float> host_logits_;

@@ -425,4 +425,51 @@ void argmax_logprob(const float* logits, int64_t rows, int64_t vocab, int32_t* i
   launched("argmax_logprob");
 }
 
+namespace {
+
+template <typename T>
+__global__ void fill_uniform_kernel(T* x, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    // splitmix64 of (seed, i): 24 bits of it, to [-1, 1).
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
+    x[i] = from_f<T>((2.0f * u - 1.0f) * scale);
+  }
+}
+
+template <typename T>
+__global__ void fill_value_kernel(T* x, int64_t n, float value) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = from_f<T>(value);
+}
+
+}  // namespace
+
+void fill_uniform(act t, void* x, int64_t n, uint64_t seed, float scale, cudaStream_t stream) {
+  if (n == 0)
+    return;
+  dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    fill_uniform_kernel<T><<<std::min<unsigned>(blocks_for(n, 256), 65535u), 256, 0, stream>>>(
+      static_cast<T*>(x), n, seed, scale);
+  });
+  launched("fill_uniform");
+}
+
+void fill_value(act t, void* x, int64_t n, float value, cudaStream_t stream) {
+  if (n == 0)
+    return;
+  dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    fill_value_kernel<T><<<std::min<unsigned>(blocks_for(n, 256), 65535u), 256, 0, stream>>>(static_cast<T*>(x),
+                                                                                              n, value);
+  });
+  launched("fill_value");
+}
+
 }  // namespace llmux::cuda

@@ -95,4 +95,9 @@ void paged_attention(act t, const void* q, int64_t rows, int n_head, int layer, 
 void argmax_logprob(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, float* logprob,
                     cudaStream_t stream);
 
+/// Dummy weights made where they are used: x[i] uniform in [−scale, scale]
+/// from a hash of (seed, i) (std = scale / √3), or every element `value`.
+void fill_uniform(act t, void* x, int64_t n, uint64_t seed, float scale, cudaStream_t stream);
+void fill_value(act t, void* x, int64_t n, float value, cudaStream_t stream);
+
 }  // namespace llmux::cuda

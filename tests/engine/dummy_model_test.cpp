@@ -63,3 +63,28 @@ TEST_CASE("dummy weights refuse a row length that does not fit the type's blocks
   CHECK_NOTHROW(engine::llama_model::dummy(a, kernels::dtype::q8_0, 1));
   CHECK_THROWS_AS(engine::llama_model::dummy(a, kernels::dtype::q4_k, 1), std::invalid_argument);
 }
+
+TEST_CASE("a shape-only model has a dummy model's shapes and no weights", "[dummy]") {
+  // The cuda engine makes dummy weights on the device from these shapes.
+  auto arch = small_arch();
+  arch.head_dim = 48;  // q_dim 192 != hidden 256: the shapes follow the heads
+  auto shape = engine::llama_model::shape_only(arch);
+  const auto& hp = shape->hparams();
+  CHECK(hp.n_layer == 2);
+  CHECK(hp.head_dim == 48);
+  CHECK(hp.n_vocab == 300);
+  REQUIRE(shape->layers().size() == 2);
+  const auto& l = shape->layers()[1];
+  auto dims = [](const kernels::matrix_view& m) { return std::make_pair(m.rows, m.cols); };
+  CHECK(dims(l.wq) == std::make_pair<int64_t, int64_t>(4 * 48, 256));
+  CHECK(dims(l.wk) == std::make_pair<int64_t, int64_t>(2 * 48, 256));
+  CHECK(dims(l.wo) == std::make_pair<int64_t, int64_t>(256, 4 * 48));
+  CHECK(dims(l.w_gate) == std::make_pair<int64_t, int64_t>(512, 256));
+  CHECK(dims(l.w_down) == std::make_pair<int64_t, int64_t>(256, 512));
+  CHECK(dims(shape->tok_embd()) == std::make_pair<int64_t, int64_t>(300, 256));
+  for (const auto* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &shape->tok_embd()})
+    CHECK(m->data == nullptr);
+  CHECK(l.attn_norm == nullptr);
+  CHECK(shape->output_norm() == nullptr);
+  CHECK(shape->output().data == shape->tok_embd().data);  // tied
+}

@@ -30,6 +30,12 @@ std::vector<int32_t> filler(int n, int vocab, int salt) {
 }  // namespace
 
 int run_bench_engine(const engine_bench_options& o) {
+  if (o.backend == "cuda")
+    return run_bench_engine_cuda(o);
+  if (o.model.empty()) {
+    std::cerr << "llmux bench engine: --model FILE is required for the cpu backend\n";
+    return 2;
+  }
   std::shared_ptr<engine::llama_model> model;
   try {
     model = engine::llama_model::load(o.model);

@@ -131,9 +131,14 @@ int main(int argc, char** argv) {
   bench_gw->add_option("--base-port", gw_opts.base_port, "Ports base .. base+7 are used");
   bench_gw->add_flag("--json", gw_opts.json, "Also print one JSON line per layout");
 
-  auto* bench_engine = bench->add_subcommand("engine", "CPU engine speed: prefill and decode");
+  auto* bench_engine = bench->add_subcommand("engine", "Engine speed alone: prefill and decode (cpu or cuda)");
   tools::engine_bench_options eng_opts;
-  bench_engine->add_option("--model", eng_opts.model, "GGUF model file")->required();
+  bench_engine->add_option("--backend", eng_opts.backend, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  bench_engine->add_option("--model", eng_opts.model, "GGUF model file");
+  bench_engine->add_option("--architecture", eng_opts.architecture,
+                           "cuda: dummy weights of this preset (e.g. llama-8b) instead of a file");
+  bench_engine->add_option("--dtype", eng_opts.dtype, "cuda: f16 | bf16")->check(CLI::IsMember({"f16", "bf16"}));
+  bench_engine->add_option("--context", eng_opts.decode_context, "cuda: each decode sequence's prompt, tokens");
   bench_engine->add_option("--prompt-tokens", eng_opts.prompt_tokens, "Prefill prompt length");
   bench_engine->add_option("--steps", eng_opts.decode_steps, "Decode steps per batch size");
   bench_engine->add_option("--batch", eng_opts.batches, "Decode batch sizes");
