@@ -9,6 +9,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <numeric>
@@ -26,8 +27,13 @@ using engine::step_input;
 
 namespace {
 
-const std::string stories_path = LLMUX_SHARED_DIR "/models/stories260K/stories260K.gguf";
-const std::string smollm_path = LLMUX_MODEL_CACHE "/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// $NAME, else the path built in (a bundle run elsewhere sets them).
+std::string dir(const char* name, const char* built_in) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : built_in;
+}
+const std::string stories_path = dir("LLMUX_SHARED_DIR", LLMUX_SHARED_DIR) + "/models/stories260K/stories260K.gguf";
+const std::string smollm_path = dir("LLMUX_MODEL_CACHE", LLMUX_MODEL_CACHE) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 struct run {
   std::vector<int32_t> tokens;
