@@ -27,6 +27,7 @@ for f in "$out"/bin/*; do ldd "$f"; done | awk '/=> \//{print $3}' | sort -u |
   while read -r lib; do cp -L "$lib" "$out/lib/"; done
 cp "$root/../shared/models/stories260K/stories260K.gguf" "$out/shared/models/stories260K/"
 cp "$root/../shared/golden/stories260K_greedy.json" "$out/shared/golden/"
+cp "$root/bench/torch_engine.py" "$out/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs the CUDA checks from the bundle; results also go to $OUT when set.
@@ -41,6 +42,8 @@ log=${OUT:-/tmp}/gpu_checks.log
   "$here/bin/cuda_engine_test"; echo "cuda_engine_test rc=$?"
   "$here/bin/llmux" bench engine --backend cuda --architecture llama-8b --dtype bf16 --batch 1 8 64 256 --json
   echo "bench rc=$?"
+  python3 "$here/torch_engine.py" --batch 1 8 64 256 --json  # the same shapes in PyTorch
+  echo "torch rc=$?"
 } 2>&1 | tee "$log"
 RUN
 chmod +x "$out/run.sh"
