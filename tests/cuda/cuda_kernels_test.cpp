@@ -22,6 +22,7 @@
 #include "kernels/cpu/ops.hpp"
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/ops.hpp"
+#include "kernels/cuda/partitions.hpp"
 
 using llmux::cuda::act;
 namespace cu = llmux::cuda;
@@ -449,6 +450,40 @@ TEST_CASE("cuBLAS matmul: y = x W^T for row-major activations and GGUF-shaped we
       cpu::matmul_ref(cpu::matrix_view{w.data(), llmux::kernels::dtype::f32, n, k}, x.data(), m, want.data());
       require_close(decode(t, dy.download()), want, tolerance(t) * 4, "matmul");
     }
+}
+
+TEST_CASE("sm_partitions: equal SM groups, and kernels on a partition's stream compute", "[cuda]") {
+  cu::sm_partitions parts(0);
+  INFO(parts.groups() << " groups of " << parts.group_sms() << " SMs of " << parts.device_sms());
+  REQUIRE(parts.groups() >= 2);
+  CHECK(parts.groups() * parts.group_sms() <= parts.device_sms());
+  cudaDeviceProp prop{};
+  cu::check(cudaGetDeviceProperties(&prop, 0), "props");
+  if (prop.major == 9)
+    CHECK(parts.group_sms() % 8 == 0);  // Hopper's split granularity
+  CHECK(parts.groups_for(0.01) == 1);
+  CHECK(parts.groups_for(1.0) == parts.groups());
+  CHECK(parts.groups_for(0.5) == (parts.groups() + 1) / 2);
+  CHECK_THROWS_AS(parts.stream(parts.groups() - 1, 2), cu::cuda_error);
+  // The same stream for the same range; a kernel on each of two disjoint
+  // ranges computes what the CPU reference does.
+  const int half = parts.groups() / 2;
+  auto s1 = parts.stream(0, half), s2 = parts.stream(half, parts.groups() - half);
+  CHECK(parts.stream(0, half) == s1);
+  CHECK(s1 != s2);
+  std::mt19937 rng(9);
+  const int64_t n = 1 << 20;
+  auto g = random_floats(n, rng, -4, 4), u = random_floats(n, rng);
+  std::vector<float> want(n);
+  cpu::swiglu_ref(g.data(), u.data(), n, want.data());
+  for (auto s : {s1, s2}) {
+    auto dg = upload_vec(g), du = upload_vec(u);
+    device_buffer out(n * 4);
+    out.poison();
+    cu::swiglu(act::f32, dg.p, du.p, n, out.p, s);
+    cu::check(cudaStreamSynchronize(s), "partition stream");
+    require_close(decode(act::f32, out.download()), want, tolerance(act::f32), "swiglu on a partition");
+  }
 }
 
 int main(int argc, char** argv) {
