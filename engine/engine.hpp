@@ -86,6 +86,14 @@ public:
     (void)job;
     set_share(share);
   }
+  /// The same with where the job's partition starts: the unit lays its jobs
+  /// out back to back, `offset` and `share` being fractions of the unit.
+  /// Backends whose partitions are places (SM ranges of a GPU) use it;
+  /// others need only the share.
+  virtual void set_job_partition(job_kind job, double offset, double share) {
+    (void)offset;
+    set_job_share(job, share);
+  }
   [[nodiscard]] virtual std::string backend() const = 0;
   [[nodiscard]] virtual const tokenizer& vocab() const = 0;
 };

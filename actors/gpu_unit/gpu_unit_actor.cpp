@@ -51,7 +51,7 @@ bool has_prefill(const engine::step_input& in) {
 /// the unit_core.
 using partition_actor = caf::typed_actor<
   caf::replies_to<step_atom, std::string, engine::step_input>::with<engine::step_output>,
-  caf::replies_to<set_share_atom, std::string, int32_t, double>::with<std::string>>;
+  caf::replies_to<set_share_atom, std::string, int32_t, double, double>::with<std::string>>;
 
 /// The partition key of a job: the model's name for its mixed job.
 std::string job_key(const std::string& model, engine::job_kind job) {
@@ -85,9 +85,9 @@ partition_actor::behavior_type partition(partition_actor::pointer self,
         return caf::make_error(caf::sec::runtime_error, e.what());
       }
     },
-    [core](set_share_atom, const std::string& model, int32_t job, double share) -> std::string {
+    [core](set_share_atom, const std::string& model, int32_t job, double offset, double share) -> std::string {
       // Between two of this partition's steps, never inside one.
-      core->engine_of(model).set_job_share(static_cast<engine::job_kind>(job), share);
+      core->engine_of(model).set_job_partition(static_cast<engine::job_kind>(job), offset, share);
       return {};
     },
   };
@@ -273,21 +273,21 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
           return err ? *err : std::string{};
         }
         // The unit's books first (so two moves cannot both pass the sum
-        // check), then each job's partition applies its share between two
-        // of its steps.
+        // check), then each job whose partition moved (its share, or where
+        // it starts) applies it between two of its own steps.
         unit_core::share_change change;
         if (auto err = s.core->take_share(target, share, &change))
           return *err;
         auto promise = self->make_response_promise<std::string>();
-        auto left = std::make_shared<size_t>(change.jobs.size());
-        for (const auto& [job, value] : change.jobs) {
-          auto p = s.partitions.find(job_key(change.model, job));
+        auto left = std::make_shared<size_t>(change.places.size());
+        for (const auto& place : change.places) {
+          auto p = s.partitions.find(job_key(place.model, place.job));
           if (p == s.partitions.end()) {
-            promise.deliver(std::string{"no partition for "} + job_key(change.model, job));
+            promise.deliver(std::string{"no partition for "} + job_key(place.model, place.job));
             return promise;
           }
-          self->request(p->second, caf::infinite, set_share_atom::value, change.model,
-                        static_cast<int32_t>(job), value)
+          self->request(p->second, caf::infinite, set_share_atom::value, place.model,
+                        static_cast<int32_t>(place.job), place.offset, place.share)
             .then([promise, left](std::string&) mutable {
                     if (--*left == 0)
                       promise.deliver(std::string{});

@@ -1,5 +1,7 @@
 #include "actors/gpu_unit/unit_core.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 namespace llmux::unit {
@@ -10,13 +12,40 @@ void unit_core::add_model(const std::string& model, std::unique_ptr<engine::engi
   slot.engine = std::move(e);
   slot.share = share;
   slot.split = decode_share > 0;
-  if (slot.split) {
+  if (slot.split)
     slot.decode_share = decode_share;
-    slot.engine->set_job_share(engine::job_kind::prefill, share);
-    slot.engine->set_job_share(engine::job_kind::decode, decode_share);
-  } else {
-    slot.engine->set_share(share);
+  // Setup is single-threaded: place the new jobs, and every job whose
+  // partition start moved (the layout is in model-name order).
+  for (const auto& p : relayout())
+    models_.at(p.model).engine->set_job_partition(p.job, p.offset, p.share);
+}
+
+std::vector<unit_core::share_change::placed> unit_core::relayout() {
+  std::vector<share_change::placed> moved;
+  double at = 0;
+  for (const auto& [name, slot] : models_) {
+    const auto first = slot.split ? engine::job_kind::prefill : engine::job_kind::mixed;
+    std::vector<std::pair<engine::job_kind, double>> jobs{{first, slot.share.load()}};
+    if (slot.split)
+      jobs.emplace_back(engine::job_kind::decode, slot.decode_share.load());
+    for (const auto& [job, share] : jobs) {
+      auto key = std::make_pair(name, job);
+      auto it = offsets_.find(key);
+      if (it == offsets_.end() || std::fabs(it->second - at) > 1e-12) {
+        offsets_[key] = at;
+        moved.push_back({name, job, at, share});
+      }
+      at += share;
+    }
   }
+  return moved;
+}
+
+double unit_core::offset_of(const std::string& model, engine::job_kind job) const {
+  auto it = offsets_.find({model, job});
+  if (it == offsets_.end())
+    throw std::out_of_range("no job " + std::string{engine::job_name(job)} + " of model '" + model + "' on this unit");
+  return it->second;
 }
 
 engine::step_output unit_core::step(const std::string& model, const engine::step_input& in) {
@@ -64,8 +93,8 @@ std::optional<std::string> unit_core::set_share(const std::string& target, doubl
   share_change change;
   auto err = take_share(target, share, &change);
   if (!err)
-    for (const auto& [job, value] : change.jobs)
-      models_.at(change.model).engine->set_job_share(job, value);
+    for (const auto& p : change.places)
+      models_.at(p.model).engine->set_job_partition(p.job, p.offset, p.share);
   return err;
 }
 
@@ -115,6 +144,7 @@ std::optional<std::string> unit_core::take_share(const std::string& target, doub
   slot.share = prefill;
   slot.decode_share = decode;
   ++slot.share_moves;
+  auto shifted = relayout();
   if (change != nullptr) {
     change->model = it->first;
     change->jobs.clear();
@@ -125,6 +155,17 @@ std::optional<std::string> unit_core::take_share(const std::string& target, doub
         change->jobs.emplace_back(engine::job_kind::prefill, prefill);
       if (!job || *job == engine::job_kind::decode)
         change->jobs.emplace_back(engine::job_kind::decode, decode);
+    }
+    // Where each job lands: the moved ones, and any other whose offset shifted.
+    change->places.clear();
+    for (const auto& [j, value] : change->jobs)
+      change->places.push_back({it->first, j, offset_of(it->first, j), value});
+    for (const auto& p : shifted) {
+      const bool listed = std::any_of(change->places.begin(), change->places.end(), [&](const auto& q) {
+        return q.model == p.model && q.job == p.job;
+      });
+      if (!listed)
+        change->places.push_back(p);
     }
   }
   return std::nullopt;

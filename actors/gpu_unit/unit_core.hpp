@@ -46,6 +46,15 @@ public:
   struct share_change {
     std::string model;
     std::vector<std::pair<engine::job_kind, double>> jobs;
+    /// Every job whose partition moved: the moved model's jobs, and the
+    /// jobs laid out after them (their offsets shift).
+    struct placed {
+      std::string model;
+      engine::job_kind job;
+      double offset;
+      double share;
+    };
+    std::vector<placed> places;
   };
   /// Moves a job to a partition of `share` (0, 1]. `target` is a model
   /// (its whole share: a split model's two jobs keep their proportion) or
@@ -60,6 +69,10 @@ public:
   [[nodiscard]] std::optional<std::string> take_share(const std::string& target, double share,
                                                       share_change* change = nullptr);
   [[nodiscard]] engine::engine& engine_of(const std::string& model);
+  /// Where a job's partition starts, as a fraction of the unit: the unit's
+  /// jobs are laid out back to back, models in name order, each model's
+  /// prefill (or mixed) job before its decode job.
+  [[nodiscard]] double offset_of(const std::string& model, engine::job_kind job) const;
   /// Sim: `n` steps of `model` are in flight at once (their replies held).
   void note_running(const std::string& model, int n);
 
@@ -85,8 +98,12 @@ public:
   [[nodiscard]] double time_scale() const { return time_scale_; }
 
 private:
+  /// Recomputes every job's offset; returns the jobs whose offset changed.
+  std::vector<share_change::placed> relayout();
+
   double time_scale_;
   std::map<std::string, model_slot> models_;
+  std::map<std::pair<std::string, engine::job_kind>, double> offsets_;
 };
 
 }  // namespace llmux::unit

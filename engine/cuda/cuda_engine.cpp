@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
@@ -127,7 +128,7 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
 }
 
 cuda_engine::~cuda_engine() {
-  cudaStreamSynchronize(stream_);
+  cudaDeviceSynchronize();  // every stream: the engine's and its partitions'
   for (void* p : owned_)
     cudaFree(p);
   blas_.reset();
@@ -168,6 +169,11 @@ void cuda_engine::ensure_rows(int64_t rows, int64_t out_rows) {
 step_output cuda_engine::step(const step_input& in) {
   std::lock_guard<std::mutex> lock(step_mu_);
   const auto t0 = std::chrono::steady_clock::now();
+  // The job's SM partition (set_job_partition), else the engine's stream.
+  cudaStream_t st = lane_stream_[in.job == job_kind::decode ? 1 : 0];
+  if (st == nullptr)
+    st = stream_;
+  blas_->set_stream(st);
   const auto& hp = model_->hparams();
   const int per_tb = hp.n_layer * hp.n_head_kv;
   const auto t = opts_.type;
@@ -229,7 +235,7 @@ step_output cuda_engine::step(const step_input& in) {
       d_tables_ = static_cast<int32_t*>(alloc(static_cast<size_t>(tables_cap_) * 4));
     }
     auto up = [&](int32_t* dst, const std::vector<int32_t>& src) {
-      cu::check(cudaMemcpyAsync(dst, src.data(), src.size() * 4, cudaMemcpyHostToDevice, stream_), "upload rows");
+      cu::check(cudaMemcpyAsync(dst, src.data(), src.size() * 4, cudaMemcpyHostToDevice, st), "upload rows");
     };
     up(d_tokens_, tokens);
     up(d_pos_, positions);
@@ -243,45 +249,45 @@ step_output cuda_engine::step(const step_input& in) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     const cu::paged_kv kv{arena_, block_elems_, opts_.block_tokens, hp.head_dim, hp.n_head_kv, per_tb,
                           d_tables_, d_start_, d_pos_};
-    cu::embedding(t, tok_embd_, d_tokens_, T, E, x_, stream_);
+    cu::embedding(t, tok_embd_, d_tokens_, T, E, x_, st);
     for (int l = 0; l < hp.n_layer; ++l) {
       const auto& L = layers_[static_cast<size_t>(l)];
       // x += the last layer's FFN output (none before layer 0); h = norm(x).
       cu::rmsnorm(t, l == 0 ? x_ : tmp_, l == 0 ? nullptr : x_, l == 0 ? nullptr : x_, L.attn_norm, hp.norm_eps,
-                  T, E, h_, stream_);
+                  T, E, h_, st);
       blas_->matmul(t, L.wq, h_, T, QD, E, q_);
       blas_->matmul(t, L.wk, h_, T, KVD, E, k_);
       blas_->matmul(t, L.wv, h_, T, KVD, E, v_);
-      cu::rope(t, q_, T, hp.n_head, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, stream_);
-      cu::rope(t, k_, T, hp.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, stream_);
-      cu::kv_append(t, k_, v_, T, l, kv, stream_);
-      cu::paged_attention(t, q_, T, hp.n_head, l, scale, kv, attn_, stream_);
+      cu::rope(t, q_, T, hp.n_head, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
+      cu::rope(t, k_, T, hp.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
+      cu::kv_append(t, k_, v_, T, l, kv, st);
+      cu::paged_attention(t, q_, T, hp.n_head, l, scale, kv, attn_, st);
       blas_->matmul(t, L.wo, attn_, T, E, QD, tmp_);
       // x += attention output; h = norm(x).
-      cu::rmsnorm(t, tmp_, x_, x_, L.ffn_norm, hp.norm_eps, T, E, h_, stream_);
+      cu::rmsnorm(t, tmp_, x_, x_, L.ffn_norm, hp.norm_eps, T, E, h_, st);
       blas_->matmul(t, L.w_gate, h_, T, F, E, gate_);
       blas_->matmul(t, L.w_up, h_, T, F, E, up_);
-      cu::swiglu(t, gate_, up_, T * F, gate_, stream_);
+      cu::swiglu(t, gate_, up_, T * F, gate_, st);
       blas_->matmul(t, L.w_down, gate_, T, E, F, tmp_);
     }
     if (n_out > 0) {
       // x += the last FFN output; the output norm; logits of the rows that sample.
-      cu::rmsnorm(t, tmp_, x_, x_, output_norm_, hp.norm_eps, T, E, h_, stream_);
-      cu::embedding(t, h_, d_out_rows_, n_out, E, hsel_, stream_);
+      cu::rmsnorm(t, tmp_, x_, x_, output_norm_, hp.norm_eps, T, E, h_, st);
+      cu::embedding(t, h_, d_out_rows_, n_out, E, hsel_, st);
       blas_->matmul(t, output_, hsel_, n_out, hp.n_vocab, E, logits_, cu::act::f32);
       if (device_greedy) {
-        cu::argmax_logprob(logits_, n_out, hp.n_vocab, d_picked_, nullptr, stream_);
+        cu::argmax_logprob(logits_, n_out, hp.n_vocab, d_picked_, nullptr, st);
         picked_.resize(static_cast<size_t>(n_out));
-        cu::check(cudaMemcpyAsync(picked_.data(), d_picked_, picked_.size() * 4, cudaMemcpyDeviceToHost, stream_),
+        cu::check(cudaMemcpyAsync(picked_.data(), d_picked_, picked_.size() * 4, cudaMemcpyDeviceToHost, st),
                   "download tokens");
       } else {
         host_logits_.resize(static_cast<size_t>(n_out) * hp.n_vocab);
         cu::check(cudaMemcpyAsync(host_logits_.data(), logits_, host_logits_.size() * 4, cudaMemcpyDeviceToHost,
-                                  stream_),
+                                  st),
                   "download logits");
       }
     }
-    cu::check(cudaStreamSynchronize(stream_), "step");
+    cu::check(cudaStreamSynchronize(st), "step");
   }
   if (device_greedy && n_out > 0) {
     size_t k = 0;
@@ -292,6 +298,25 @@ step_output cuda_engine::step(const step_input& in) {
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
+}
+
+void cuda_engine::set_job_partition(job_kind job, double offset, double share) {
+  share_ = share;
+  std::lock_guard<std::mutex> lock(step_mu_);
+  if (parts_ == nullptr && !parts_failed_) {
+    try {
+      parts_ = std::make_unique<cu::sm_partitions>(opts_.device);
+    } catch (const std::exception& e) {
+      parts_failed_ = true;
+      std::fprintf(stderr, "llmux cuda: no SM partitions (%s): jobs run on the whole GPU\n", e.what());
+    }
+  }
+  if (parts_ == nullptr)
+    return;
+  const int g = parts_->groups();
+  const int first = std::min(g - 1, static_cast<int>(std::floor(offset * g + 1e-9)));
+  const int count = std::min(g - first, parts_->groups_for(share));
+  lane_stream_[job == job_kind::decode ? 1 : 0] = parts_->stream(first, count);
 }
 
 std::unique_ptr<engine> make_cuda_engine(const config::model_config& model, const engine_context& ctx) {

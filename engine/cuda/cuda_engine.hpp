@@ -10,9 +10,10 @@
 ///
 /// Built into libllmux_cuda.so, which `llmux` loads only when a unit asks for
 /// backend = "cuda" (engine_factory), so the binary starts on machines
-/// without a GPU driver. Not yet: green-context SM partitions (set_share is
-/// recorded and has no effect), CUDA graphs, tensor parallelism, attention
-/// biases (qwen2 is refused), int8 weights.
+/// without a GPU driver. Not yet:
+/// CUDA graphs, tensor parallelism, attention biases (qwen2 is refused),
+/// int8 weights, and one device arena shared by the unit's models (each
+/// engine allocates the whole pool's blocks at its own head size).
 
 #include <memory>
 #include <mutex>
@@ -26,6 +27,7 @@
 #include "engine/step_sampler.hpp"
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/ops.hpp"
+#include "kernels/cuda/partitions.hpp"
 
 namespace llmux::engine {
 
@@ -46,6 +48,11 @@ public:
 
   [[nodiscard]] step_output step(const step_input& in) override;
   void set_share(double share) override { share_ = share; }
+  /// Moves the job's steps to the SM range [offset, offset + share) of the
+  /// GPU (green contexts, in groups of the split granularity), from its next
+  /// step. Where green contexts are unavailable the job keeps the whole GPU
+  /// (said once on stderr).
+  void set_job_partition(job_kind job, double offset, double share) override;
   [[nodiscard]] std::string backend() const override { return "cuda"; }
   [[nodiscard]] const tokenizer& vocab() const override { return *tok_; }
 
@@ -95,6 +102,9 @@ private:
   /// seq → its block table (per token-block, n_layer · n_head_kv ids).
   std::unordered_map<uint64_t, std::vector<int32_t>> tables_;
   step_sampler sampler_;
+  std::unique_ptr<cuda::sm_partitions> parts_;
+  bool parts_failed_ = false;
+  cudaStream_t lane_stream_[2] = {nullptr, nullptr};  ///< [0] mixed/prefill, [1] decode; null: stream_
   std::mutex step_mu_;  ///< one step at a time (split jobs share the GPU's one stream for now)
 };
 

@@ -1,5 +1,6 @@
 #include "kernels/cuda/gemm.hpp"
 
+#include <limits>
 #include <string>
 
 #include <cublas_v2.h>
@@ -26,6 +27,21 @@ cudaDataType_t data_type(act t) {
 
 blas::blas(cudaStream_t stream) {
   check_blas(cublasCreate(&handle_), "cublasCreate");
+  try {
+    check_blas(cublasSetStream(handle_, stream), "cublasSetStream");
+    // Split-K partial sums in f32, not in a 16-bit output type (cuBLAS's
+    // default allows the latter): the header promises f32 accumulation.
+    check_blas(cublasSetMathMode(handle_, static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH |
+                                                                    CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+               "cublasSetMathMode");
+  } catch (...) {
+    cublasDestroy(handle_);  // the destructor does not run for a throwing constructor
+    handle_ = nullptr;
+    throw;
+  }
+}
+
+void blas::set_stream(cudaStream_t stream) {
   check_blas(cublasSetStream(handle_, stream), "cublasSetStream");
 }
 
@@ -41,6 +57,11 @@ void blas::matmul(act t, const void* w, const void* x, int64_t m, int64_t n, int
 void blas::matmul(act t, const void* w, const void* x, int64_t m, int64_t n, int64_t k, void* y, act y_type) {
   if (m == 0 || n == 0)
     return;
+  // cuBLAS takes int dimensions; k = 0 would be an invalid leading dimension.
+  constexpr int64_t int_max = std::numeric_limits<int>::max();
+  if (m < 0 || n < 0 || k <= 0 || m > int_max || n > int_max || k > int_max)
+    throw cuda_error("matmul: dimensions m " + std::to_string(m) + ", n " + std::to_string(n) + ", k " +
+                     std::to_string(k) + " outside cuBLAS's int range (k must be positive)");
   // Column-major view: yᵀ [n, m] = W [n, k] · xᵀ [k, m]. Row-major W [n, k]
   // is column-major [k, n] (ld k), used transposed; row-major x [m, k] is
   // column-major [k, m] (ld k); row-major y [m, n] is column-major [n, m].

@@ -17,6 +17,8 @@ public:
   explicit blas(cudaStream_t stream);
   ~blas();
   blas(const blas&) = delete;
+  /// Later calls run on `stream` (a job moved to another SM partition).
+  void set_stream(cudaStream_t stream);
   blas& operator=(const blas&) = delete;
 
   /// y[m, n] = x[m, k] · W[n, k]ᵀ; y may not overlap x or W. y has type

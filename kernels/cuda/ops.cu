@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/ops.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -140,14 +141,19 @@ __global__ void rmsnorm_kernel(const T* x, const T* residual, T* h_out, const T*
 
 template <typename T>
 __global__ void rope_kernel(T* x, int heads, int head_dim, int rot_dim, const int32_t* positions,
-                            float base, bool neox) {
+                            float theta_scale, bool neox) {
   const int64_t row = blockIdx.x;
   const int h = blockIdx.y;
   T* v = x + (row * heads + h) * head_dim;
   const float pos = static_cast<float>(positions[row]);
   const int half = rot_dim / 2;
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    const float theta = pos * powf(base, -2.0f * static_cast<float>(i) / static_cast<float>(rot_dim));
+    // As ggml and the CPU engine: theta_i by i float products of
+    // base^(−2/rot_dim) (computed on the host), so the angles match theirs
+    // bit for bit even at far positions.
+    float theta = pos;
+    for (int k = 0; k < i; ++k)
+      theta *= theta_scale;
     float s, c;
     sincosf(theta, &s, &c);
     const int a = neox ? i : 2 * i;
@@ -322,7 +328,10 @@ __global__ void argmax_logprob_kernel(const float* logits, int64_t vocab, int32_
         bi = wi[k];
       }
     row_max = bv;
-    row_id = bi;
+    // A row of NaN or -inf alone updates no thread: answer id 0 (its
+    // logprob comes out NaN) rather than INT32_MAX, which the next step's
+    // embedding would read far out of bounds.
+    row_id = bi == INT32_MAX ? 0 : bi;
   }
   __syncthreads();
   float sum = 0.0f;
@@ -360,7 +369,8 @@ void rope(act t, void* x, int64_t rows, int heads, int head_dim, int rot_dim, co
   dispatch(t, [&](auto tag) {
     using T = decltype(tag);
     rope_kernel<T><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(heads)), 64, 0, stream>>>(
-      static_cast<T*>(x), heads, head_dim, rot_dim, positions, base, neox);
+      static_cast<T*>(x), heads, head_dim, rot_dim, positions,
+      std::pow(base, -2.0f / static_cast<float>(rot_dim)), neox);
   });
   launched("rope");
 }

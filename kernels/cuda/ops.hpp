@@ -44,7 +44,8 @@ void rmsnorm(act t, const void* x, const void* residual, void* h_out, const void
 /// Rotary embedding in place on `rows` vectors of `heads` heads of
 /// `head_dim`, row r at position positions[r] (device), rotating the first
 /// `rot_dim` dims of each head. neox = false: pairs (2i, 2i+1) (Llama);
-/// neox = true: pairs (i, i + rot_dim/2). theta_i = pos · base^(−2i/rot_dim).
+/// neox = true: pairs (i, i + rot_dim/2). theta_i = pos · base^(−2i/rot_dim),
+/// built as ggml does (i float products of base^(−2/rot_dim)).
 void rope(act t, void* x, int64_t rows, int heads, int head_dim, int rot_dim,
           const int32_t* positions, float base, bool neox, cudaStream_t stream);
 

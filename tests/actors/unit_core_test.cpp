@@ -58,11 +58,16 @@ public:
     if (job == llmux::engine::job_kind::mixed)
       share = s;
   }
+  void set_job_partition(llmux::engine::job_kind job, double offset, double s) override {
+    job_offsets[job] = offset;
+    set_job_share(job, s);
+  }
   std::string backend() const override { return "cuda"; }
   const llmux::engine::tokenizer& vocab() const override { return tok_; }
   double share = -1;
   std::map<llmux::engine::job_kind, double> job_shares;  ///< the last share each job was given
   std::map<llmux::engine::job_kind, int> job_share_calls;
+  std::map<llmux::engine::job_kind, double> job_offsets;  ///< where each job's partition starts
 
 private:
   llmux::engine::sim_tokenizer tok_;
@@ -278,14 +283,16 @@ TEST_CASE("unit_core: MODEL/decode and MODEL/prefill move one job, MODEL moves b
   CHECK(s.slot("m").share == 0.3);
   CHECK(s.m->job_shares.at(job_kind::decode) == 0.3);
   CHECK(s.m->job_share_calls.at(job_kind::decode) == 2);  // add_model, then this move
-  CHECK(s.m->job_share_calls.at(job_kind::prefill) == 1);
+  CHECK(s.m->job_share_calls.at(job_kind::prefill) == 1);  // its place did not change
   CHECK(s.slot("m").share_moves == 1);
 
   REQUIRE_FALSE(s.u.set_share("m/prefill", 0.2).has_value());
   CHECK(s.slot("m").share == 0.2);
   CHECK(s.slot("m").decode_share == 0.3);
   CHECK(s.m->job_shares.at(job_kind::prefill) == 0.2);
-  CHECK(s.m->job_share_calls.at(job_kind::decode) == 2);
+  // The decode job keeps its share but now starts at 0.2: it is told so.
+  CHECK(s.m->job_share_calls.at(job_kind::decode) == 3);
+  CHECK(s.m->job_shares.at(job_kind::decode) == 0.3);
 
   // The model as a whole: 0.5 → 0.25 halves both jobs (2 : 3 kept).
   REQUIRE_FALSE(s.u.set_share("m", 0.25).has_value());
@@ -434,4 +441,41 @@ TEST_CASE("unit_core: decode steps are counted apart, and a split model's jobs s
   CHECK(f.steps == 3);
   CHECK(f.decode_steps == 1);
   CHECK(f.decode_busy_ns == 500'000'000);
+}
+
+TEST_CASE("unit_core: jobs are laid out back to back, and a move re-places the jobs after it",
+          "[unit_core][split]") {
+  // Where a partition starts matters to a GPU (an SM range), not to CPU
+  // threads: engines hear of both.
+  split_unit s;  // m: prefill 0.3, decode 0.2; x: mixed 0.4 (name order)
+  CHECK(s.u.offset_of("m", job_kind::prefill) == 0);
+  CHECK(s.u.offset_of("m", job_kind::decode) == Approx(0.3));
+  CHECK(s.u.offset_of("x", job_kind::mixed) == Approx(0.5));
+  CHECK(s.m->job_offsets.at(job_kind::decode) == Approx(0.3));
+  CHECK(s.x->job_offsets.at(job_kind::mixed) == Approx(0.5));
+  CHECK_THROWS_AS(s.u.offset_of("x", job_kind::decode), std::out_of_range);
+
+  unit_core::share_change change;
+  REQUIRE_FALSE(s.u.take_share("m/prefill", 0.1, &change).has_value());
+  // The moved job, then the two whose start shifted by 0.2.
+  REQUIRE(change.places.size() == 3);
+  CHECK(change.places[0].model == "m");
+  CHECK(change.places[0].job == job_kind::prefill);
+  CHECK(change.places[0].offset == 0);
+  CHECK(change.places[0].share == Approx(0.1));
+  CHECK(change.places[1].model == "m");
+  CHECK(change.places[1].job == job_kind::decode);
+  CHECK(change.places[1].offset == Approx(0.1));
+  CHECK(change.places[1].share == Approx(0.2));
+  CHECK(change.places[2].model == "x");
+  CHECK(change.places[2].offset == Approx(0.3));
+  // take_share only books; set_share also tells the engines.
+  CHECK(s.x->job_offsets.at(job_kind::mixed) == Approx(0.5));
+  REQUIRE_FALSE(s.u.set_share("m/prefill", 0.3).has_value());
+  CHECK(s.x->job_offsets.at(job_kind::mixed) == Approx(0.5));
+  CHECK(s.m->job_offsets.at(job_kind::decode) == Approx(0.3));
+  // A move that shifts nothing else touches only its own job.
+  REQUIRE_FALSE(s.u.take_share("x", 0.2, &change).has_value());
+  REQUIRE(change.places.size() == 1);
+  CHECK(change.places[0].model == "x");
 }
