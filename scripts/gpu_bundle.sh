@@ -10,7 +10,7 @@
 #
 # The device tool carries at most 64 MiB: SmolLM2 (about 85 MB) does not fit,
 # so the SmolLM2 engine check is skipped there unless the file is brought in
-# pieces (see docs/benchmarks.md, GPU section).
+# pieces within one warm lease (two calls, each carrying half).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-$root/build}
