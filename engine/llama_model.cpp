@@ -197,9 +197,11 @@ std::shared_ptr<llama_model> llama_model::load(const std::string& path) {
   return m;
 }
 
-std::shared_ptr<llama_model> llama_model::shape_only(const config::model_arch& arch) {
-  auto m = std::make_shared<llama_model>();
-  auto& hp = m->hp_;
+namespace {
+
+/// A Llama of `arch`'s shape (dummy and shape-only models).
+llama_hparams hparams_of(const config::model_arch& arch) {
+  llama_hparams hp;
   hp.arch = "llama";
   hp.n_vocab = arch.vocab;
   hp.n_ctx_train = arch.context_length;
@@ -210,6 +212,15 @@ std::shared_ptr<llama_model> llama_model::shape_only(const config::model_arch& a
   hp.n_ff = arch.intermediate;
   hp.head_dim = arch.head_size();
   hp.rope_dim = hp.head_dim;
+  return hp;
+}
+
+}  // namespace
+
+std::shared_ptr<llama_model> llama_model::shape_only(const config::model_arch& arch) {
+  auto m = std::make_shared<llama_model>();
+  auto& hp = m->hp_;
+  hp = hparams_of(arch);
   const int64_t E = hp.n_embd, Q = int64_t{hp.n_head} * hp.head_dim, KV = int64_t{hp.n_head_kv} * hp.head_dim;
   auto shape = [](int64_t rows, int64_t cols) { return kernels::matrix_view{nullptr, kernels::dtype::f32, rows, cols}; };
   m->tok_embd_ = shape(hp.n_vocab, E);
@@ -232,16 +243,7 @@ std::shared_ptr<llama_model> llama_model::dummy(const config::model_arch& arch, 
                                                 uint64_t seed) {
   auto m = std::make_shared<llama_model>();
   auto& hp = m->hp_;
-  hp.arch = "llama";
-  hp.n_vocab = arch.vocab;
-  hp.n_ctx_train = arch.context_length;
-  hp.n_embd = arch.hidden;
-  hp.n_layer = arch.layers;
-  hp.n_head = arch.heads;
-  hp.n_head_kv = arch.kv_heads;
-  hp.n_ff = arch.intermediate;
-  hp.head_dim = arch.head_size();
-  hp.rope_dim = hp.head_dim;
+  hp = hparams_of(arch);
   std::mt19937_64 rng{seed};
   std::normal_distribution<float> normal{0.0f, 0.02f};
   auto block = static_cast<int64_t>(kernels::block_elems(type));

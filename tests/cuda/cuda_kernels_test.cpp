@@ -284,6 +284,27 @@ struct paged_fixture {
 
 }  // namespace
 
+namespace {
+
+/// Every position of every sequence and layer into the cache: one kv_append
+/// per sequence and layer, all its positions at once.
+void fill_cache(const paged_fixture& f, act t, device_buffer& arena, device_buffer& dtables) {
+  for (size_t s = 0; s < f.ctx.size(); ++s) {
+    std::vector<int32_t> pos(static_cast<size_t>(f.ctx[s]));
+    std::iota(pos.begin(), pos.end(), 0);
+    std::vector<int32_t> starts(pos.size(), f.start[s]);
+    auto dpos = upload_vec(pos), dstart = upload_vec(starts);
+    cu::paged_kv kv{arena.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
+                    dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()};
+    for (int l = 0; l < f.layers; ++l) {
+      auto dk = upload_act(t, f.K(s, l)), dv = upload_act(t, f.V(s, l));
+      cu::kv_append(t, dk.p, dv.p, f.ctx[s], l, kv, nullptr);
+    }
+  }
+}
+
+}  // namespace
+
 TEST_CASE("kv_append writes each row's K and V into its paged slots, and nothing else", "[cuda]") {
   std::mt19937 rng(5);
   paged_fixture f(rng);
@@ -292,19 +313,7 @@ TEST_CASE("kv_append writes each row's K and V into its paged slots, and nothing
     device_buffer arena(static_cast<size_t>(f.arena_blocks * f.block_elems) * 2);
     arena.poison();
     auto dtables = upload_vec(f.tables);
-    // One append per sequence and layer: every position at once.
-    for (size_t s = 0; s < f.ctx.size(); ++s) {
-      std::vector<int32_t> pos(static_cast<size_t>(f.ctx[s]));
-      std::iota(pos.begin(), pos.end(), 0);
-      std::vector<int32_t> starts(pos.size(), f.start[s]);
-      auto dpos = upload_vec(pos), dstart = upload_vec(starts);
-      cu::paged_kv kv{arena.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
-                      dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()};
-      for (int l = 0; l < f.layers; ++l) {
-        auto dk = upload_act(t, f.K(s, l)), dv = upload_act(t, f.V(s, l));
-        cu::kv_append(t, dk.p, dv.p, f.ctx[s], l, kv, nullptr);
-      }
-    }
+    fill_cache(f, t, arena, dtables);
     auto bytes = arena.download();
     const auto* got = reinterpret_cast<const uint16_t*>(bytes.data());
     std::vector<bool> written(static_cast<size_t>(f.arena_blocks * f.block_elems), false);
@@ -360,19 +369,7 @@ TEST_CASE("paged_attention: decode rows and a prefill chunk over a cached prefix
       INFO("type " << cu::to_string(t) << ", layer " << layer);
       device_buffer arena(static_cast<size_t>(f.arena_blocks * f.block_elems) * 2);
       arena.poison();
-      // Fill the cache through kv_append (tested above), both layers.
-      for (size_t s = 0; s < f.ctx.size(); ++s) {
-        std::vector<int32_t> pos(static_cast<size_t>(f.ctx[s]));
-        std::iota(pos.begin(), pos.end(), 0);
-        std::vector<int32_t> starts(pos.size(), f.start[s]);
-        auto dp = upload_vec(pos), ds = upload_vec(starts);
-        cu::paged_kv fill{arena.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
-                          dtables.as<int32_t>(), ds.as<int32_t>(), dp.as<int32_t>()};
-        for (int l = 0; l < f.layers; ++l) {
-          auto dk = upload_act(t, f.K(s, l)), dv = upload_act(t, f.V(s, l));
-          cu::kv_append(t, dk.p, dv.p, f.ctx[s], l, fill, nullptr);
-        }
-      }
+      fill_cache(f, t, arena, dtables);  // through kv_append, tested above
       auto q = rounded(t, random_floats(static_cast<size_t>(rows) * f.n_head * f.head_dim, rng, -2, 2));
       auto dq = upload_act(t, q);
       device_buffer dout(q.size() * cu::act_bytes(t));
