@@ -99,9 +99,7 @@ token_id sample_token(const float* raw, int32_t n_vocab, const sampling_params& 
   }
   pr = probs_of(p.temperature);
 
-  // One uniform draw from (seed, position).
-  auto bits = mix64(mix64(p.seed) ^ static_cast<uint64_t>(position));
-  double u = static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
+  const double u = sample_uniform(p.seed, position);
   double cum = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
     cum += pr[i];
@@ -109,6 +107,11 @@ token_id sample_token(const float* raw, int32_t n_vocab, const sampling_params& 
       return ids[i];
   }
   return ids.back();
+}
+
+double sample_uniform(uint64_t seed, int64_t position) {
+  auto bits = mix64(mix64(seed) ^ static_cast<uint64_t>(position));
+  return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
 }
 
 void log_softmax(const float* logits, int32_t n, std::vector<float>& out) {

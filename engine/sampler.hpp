@@ -46,6 +46,10 @@ struct token_history {
                                     const sampling_params& p, int64_t position,
                                     const token_history* history = nullptr);
 
+/// The one uniform draw in [0, 1) behind the token at `position` of a
+/// sequence seeded `seed` (every backend draws the same).
+[[nodiscard]] double sample_uniform(uint64_t seed, int64_t position);
+
 /// log-softmax of the logits (natural log), for log-probabilities.
 void log_softmax(const float* logits, int32_t n, std::vector<float>& out);
 

@@ -67,4 +67,28 @@ void step_sampler::sample(const step_input& in, const float* logits, int32_t n_v
   }
 }
 
+void step_sampler::processors(const seq_work& w, std::vector<token_adjust>& out) {
+  out.clear();
+  std::unordered_map<token_id, size_t> at;
+  auto entry = [&](token_id t) -> token_adjust& {
+    auto [it, fresh] = at.emplace(t, out.size());
+    if (fresh)
+      out.push_back(token_adjust{t, false, 0, 0.0f});
+    return out[it->second];
+  };
+  const bool penalized = w.presence_penalty != 0.0f || w.frequency_penalty != 0.0f || w.repetition_penalty != 1.0f;
+  if (penalized) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = history_.find(w.seq_id);
+    if (it != history_.end()) {
+      for (auto t : it->second.seen)
+        entry(t).seen = true;
+      for (const auto& [t, n] : it->second.output_counts)
+        entry(t).count = n;
+    }
+  }
+  for (size_t i = 0; i < w.bias_tokens.size() && i < w.bias_values.size(); ++i)
+    entry(w.bias_tokens[i]).bias += w.bias_values[i];
+}
+
 }  // namespace llmux::engine

@@ -15,6 +15,15 @@
 
 namespace llmux::engine {
 
+/// One token's logit processors in one row, for a sampler that applies
+/// them elsewhere (the cuda engine's device sampler).
+struct token_adjust {
+  int32_t token = 0;
+  bool seen = false;   ///< in prompt or output: the repetition penalty applies
+  int32_t count = 0;   ///< times in the output: presence and frequency penalties
+  float bias = 0.0f;   ///< the request's logit bias for it, summed
+};
+
 class step_sampler {
 public:
   /// Forgets ended sequences.
@@ -26,6 +35,11 @@ public:
   /// floats for each of them, in order. Fills out.tokens (-1 for the rest)
   /// and out.logprobs where asked.
   void sample(const step_input& in, const float* logits, int32_t n_vocab, step_output& out);
+
+  /// The processors of `w`'s row, one entry per token (penalties from its
+  /// history, as sample() applies them, and its logit bias), in `out`
+  /// (cleared first).
+  void processors(const seq_work& w, std::vector<token_adjust>& out);
 
 private:
   std::unordered_map<uint64_t, token_history> history_;

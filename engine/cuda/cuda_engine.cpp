@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "engine/sampler.hpp"
 #include "engine/vocab.hpp"
 #include "kernels/cpu/ops.hpp"
 
@@ -220,9 +221,9 @@ step_output cuda_engine::step(const step_input& in) {
   step_output out;
   const auto T = static_cast<int64_t>(tokens.size());
   const auto n_out = static_cast<int64_t>(out_rows.size());
-  // Plain greedy rows pick on the device and bring back only the ids; any
-  // row with sampling, penalties, bias or log-probabilities sends the
-  // step's logits to the host sampler.
+  // Plain greedy rows pick with argmax and bring back only the ids; any
+  // row with sampling, penalties, bias or log-probabilities goes through
+  // the device sampler (the CPU sampler's semantics, kernels/cuda/sample).
   bool device_greedy = true;
   for (const auto& w : in.seqs)
     if (w.sample && (w.temperature > 0 || w.logprobs >= 0 || !w.bias_tokens.empty() || w.presence_penalty != 0
@@ -281,23 +282,98 @@ step_output cuda_engine::step(const step_input& in) {
         cu::check(cudaMemcpyAsync(picked_.data(), d_picked_, picked_.size() * 4, cudaMemcpyDeviceToHost, st),
                   "download tokens");
       } else {
-        host_logits_.resize(static_cast<size_t>(n_out) * hp.n_vocab);
-        cu::check(cudaMemcpyAsync(host_logits_.data(), logits_, host_logits_.size() * 4, cudaMemcpyDeviceToHost,
-                                  st),
-                  "download logits");
+        sample_on_device(in, n_out, st);
       }
     }
     cu::check(cudaStreamSynchronize(st), "step");
   }
-  if (device_greedy && n_out > 0) {
+  if (n_out > 0) {
     size_t k = 0;
-    for (const auto& w : in.seqs)
-      out.tokens.push_back(w.sample && !w.tokens.empty() ? picked_[k++] : -1);
+    for (const auto& w : in.seqs) {
+      if (!w.sample || w.tokens.empty()) {
+        out.tokens.push_back(-1);
+        continue;
+      }
+      if (device_greedy) {
+        out.tokens.push_back(picked_[k++]);
+        continue;
+      }
+      const auto& r = results_[k++];
+      out.tokens.push_back(r.token);
+      if (w.logprobs >= 0) {
+        out.logprobs.resize(in.seqs.size());
+        auto& lp = out.logprobs[out.tokens.size() - 1];
+        lp.logprob = r.logprob;
+        // The device gives the top in no order: best first, ties by id.
+        std::vector<std::pair<float, int32_t>> top;
+        for (int i = 0; i < r.n_top; ++i)
+          top.emplace_back(r.top_logprobs[i], r.top_ids[i]);
+        std::sort(top.begin(), top.end(), [](const auto& a, const auto& b) {
+          return a.first > b.first || (a.first == b.first && a.second < b.second);
+        });
+        for (const auto& [l, id] : top) {
+          lp.top_ids.push_back(id);
+          lp.top_logprobs.push_back(l);
+        }
+      }
+    }
   } else {
-    sampler_.sample(in, host_logits_.data(), hp.n_vocab, out);
+    out.tokens.assign(in.seqs.size(), -1);
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
+}
+
+void cuda_engine::sample_on_device(const step_input& in, int64_t n_out, cudaStream_t st) {
+  const auto vocab = model_->hparams().n_vocab;
+  params_.clear();
+  adjust_.clear();
+  for (const auto& w : in.seqs) {
+    if (!w.sample || w.tokens.empty())
+      continue;
+    cu::sample_params p;
+    p.temperature = w.temperature;
+    p.top_k = w.top_k;
+    p.top_p = w.top_p;
+    p.min_p = w.min_p;
+    p.u = sample_uniform(w.seed, int64_t{w.context_len} + static_cast<int64_t>(w.tokens.size()));
+    p.n_top = std::min(w.logprobs, cu::sample_max_top);
+    p.repetition_penalty = w.repetition_penalty;
+    p.presence_penalty = w.presence_penalty;
+    p.frequency_penalty = w.frequency_penalty;
+    sampler_.processors(w, row_adjust_);
+    p.adjust_begin = static_cast<int32_t>(adjust_.size());
+    for (const auto& a : row_adjust_)
+      adjust_.push_back(cu::logit_adjust{a.token, a.seen ? 1 : 0, a.count, a.bias});
+    p.adjust_end = static_cast<int32_t>(adjust_.size());
+    params_.push_back(p);
+  }
+  const bool any_adjust = !adjust_.empty();
+  if (static_cast<int64_t>(params_.size()) > params_cap_) {
+    params_cap_ = std::max<int64_t>(static_cast<int64_t>(params_.size()), params_cap_ * 2);
+    d_params_ = static_cast<cu::sample_params*>(alloc(static_cast<size_t>(params_cap_) * sizeof(cu::sample_params)));
+    d_results_ = static_cast<cu::sample_result*>(alloc(static_cast<size_t>(params_cap_) * sizeof(cu::sample_result)));
+  }
+  if (static_cast<int64_t>(adjust_.size()) > adjust_cap_) {
+    adjust_cap_ = std::max<int64_t>(static_cast<int64_t>(adjust_.size()), adjust_cap_ * 2);
+    d_adjust_ = static_cast<cu::logit_adjust*>(alloc(static_cast<size_t>(adjust_cap_) * sizeof(cu::logit_adjust)));
+  }
+  if (any_adjust && n_out > work_rows_) {
+    work_rows_ = std::max(n_out, work_rows_ * 2);
+    d_work_ = static_cast<float*>(alloc(static_cast<size_t>(work_rows_) * static_cast<size_t>(vocab) * 4));
+  }
+  cu::check(cudaMemcpyAsync(d_params_, params_.data(), params_.size() * sizeof(cu::sample_params),
+                            cudaMemcpyHostToDevice, st),
+            "upload sampling parameters");
+  if (any_adjust)
+    cu::check(cudaMemcpyAsync(d_adjust_, adjust_.data(), adjust_.size() * sizeof(cu::logit_adjust),
+                              cudaMemcpyHostToDevice, st),
+              "upload logit processors");
+  cu::sample_rows(logits_, d_work_, n_out, vocab, d_params_, d_adjust_, d_results_, st);
+  results_.resize(static_cast<size_t>(n_out));
+  cu::check(cudaMemcpyAsync(results_.data(), d_results_, results_.size() * sizeof(cu::sample_result),
+                            cudaMemcpyDeviceToHost, st),
+            "download samples");
 }
 
 void cuda_engine::set_job_partition(job_kind job, double offset, double share) {

@@ -3,10 +3,10 @@
 /// at load to f16 (or bf16 with dtype = "bf16") in device memory, KV in a
 /// head-wise paged f16 cache on the device whose blocks are the unit's
 /// kv_manager grants (seq_work::kv_blocks), GEMMs through cuBLAS and the
-/// kernels of kernels/cuda. Plain greedy rows pick their token on the device
-/// (argmax); otherwise the logits come back to the host, so sampling,
-/// penalties and log-probabilities are the CPU engine's (step_sampler); a
-/// device sampler for those is a later step.
+/// kernels of kernels/cuda. Tokens are picked on the device: plain greedy
+/// rows by argmax, the rest by the device sampler (temperature, top-k,
+/// top-p, min-p, seeds, penalties, bias and log-probabilities, with the CPU
+/// sampler's semantics); only ids and log-probabilities come back.
 ///
 /// Built into libllmux_cuda.so, which `llmux` loads only when a unit asks for
 /// backend = "cuda" (engine_factory), so the binary starts on machines
@@ -28,6 +28,7 @@
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/ops.hpp"
 #include "kernels/cuda/partitions.hpp"
+#include "kernels/cuda/sample.hpp"
 
 namespace llmux::engine {
 
@@ -69,6 +70,9 @@ private:
   void* upload_vector(const float* v, int64_t n);
   void* alloc(size_t bytes);
   void ensure_rows(int64_t rows, int64_t out_rows);
+  /// Samples the step's `n_out` logits rows on the device into results_
+  /// (asynchronous on `st`).
+  void sample_on_device(const step_input& in, int64_t n_out, cudaStream_t st);
 
   std::shared_ptr<const llama_model> model_;
   std::shared_ptr<const tokenizer> tok_;
@@ -97,7 +101,16 @@ private:
   std::vector<int32_t> picked_;
   int32_t* d_tables_ = nullptr;
   int64_t tables_cap_ = 0;
-  std::vector<float> host_logits_;
+  // The device sampler's rows (sample_on_device), grown on demand.
+  std::vector<cuda::sample_params> params_;
+  std::vector<cuda::logit_adjust> adjust_;
+  std::vector<token_adjust> row_adjust_;
+  std::vector<cuda::sample_result> results_;
+  cuda::sample_params* d_params_ = nullptr;
+  cuda::sample_result* d_results_ = nullptr;
+  cuda::logit_adjust* d_adjust_ = nullptr;
+  float* d_work_ = nullptr;  ///< processed copies of rows with penalties or bias
+  int64_t params_cap_ = 0, adjust_cap_ = 0, work_rows_ = 0;
 
   /// seq → its block table (per token-block, n_layer · n_head_kv ids).
   std::unordered_map<uint64_t, std::vector<int32_t>> tables_;

@@ -2,11 +2,14 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <map>
 #include <vector>
 
 #include "engine/sampler.hpp"
+#include "engine/step_sampler.hpp"
 
 using namespace llmux::engine;
 
@@ -127,4 +130,70 @@ TEST_CASE("top_logprobs: the chosen token's log-prob and the k best, from the ra
   CHECK(t.top_logprobs[0] == Approx(std::log(0.5)));
   CHECK(t.top_logprobs[2] == Approx(std::log(0.2)));
   CHECK(top_logprobs(l.data(), 4, 2, 0).top_ids.empty());
+}
+
+TEST_CASE("step_sampler::processors: one entry per token, as sample() would apply them", "[sampler]") {
+  // A sequence with a 4-token prompt, then two steps of its own output
+  // coming back (token 7 twice, token 2 once).
+  step_sampler ss;
+  step_input in;
+  seq_work w;
+  w.seq_id = 5;
+  w.prompt_len = 4;
+  w.tokens = {1, 2, 3, 1};
+  w.repetition_penalty = 1.5f;
+  w.presence_penalty = 0.25f;
+  w.frequency_penalty = 0.5f;
+  w.bias_tokens = {9, 3, 9};
+  w.bias_values = {1.0f, -2.0f, 0.5f};
+  in.seqs = {w};
+  ss.feed(in);
+  for (std::vector<token_id> out : {std::vector<token_id>{7}, {7}, {2}}) {
+    in.seqs[0].context_len += static_cast<int32_t>(in.seqs[0].tokens.size());
+    in.seqs[0].tokens = out;
+    ss.feed(in);
+  }
+  std::vector<token_adjust> adj;
+  ss.processors(in.seqs[0], adj);
+  std::map<token_id, token_adjust> by;
+  for (const auto& a : adj) {
+    CHECK(by.count(a.token) == 0);  // one entry per token
+    by[a.token] = a;
+  }
+  REQUIRE(by.size() == 5);  // 1 2 3 7 9
+  CHECK((by[1].seen && by[1].count == 0));
+  CHECK((by[2].seen && by[2].count == 1));  // in the prompt and once in the output
+  CHECK((by[7].seen && by[7].count == 2));
+  CHECK(by[3].bias == -2.0f);
+  CHECK((!by[9].seen && by[9].bias == 1.5f));  // two bias entries summed
+
+  // Applied by hand to random logits, the entries give sample()'s greedy
+  // pick, with the penalties moving it in most rows.
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  int moved = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<float> l(12);
+    for (auto& x : l)
+      x = u(rng);
+    l[static_cast<size_t>(trial % 12)] += 3.0f;
+    step_output want;
+    in.seqs[0].temperature = 0.0f;
+    in.seqs[0].sample = true;
+    ss.sample(in, l.data(), 12, want);
+    auto m = l;
+    for (const auto& a : adj) {
+      auto& x = m[static_cast<size_t>(a.token)];
+      if (a.seen)
+        x = x > 0 ? x / w.repetition_penalty : x * w.repetition_penalty;
+      if (a.count > 0)
+        x -= w.presence_penalty + w.frequency_penalty * static_cast<float>(a.count);
+      x += a.bias;
+    }
+    const auto pick = std::max_element(m.begin(), m.end()) - m.begin();
+    CHECK(want.tokens.at(0) == pick);
+    if (pick != std::max_element(l.begin(), l.end()) - l.begin())
+      ++moved;
+  }
+  CHECK(moved > 40);
 }
