@@ -2,7 +2,8 @@
 # Packs what a lent GPU machine needs to run the CUDA checks without building
 # there (its image has nvcc and CMake but not our Debian libraries): the GPU
 # test binaries, llmux with its cuda plugin, the shared libraries they load
-# that are not glibc or CUDA, stories260K, and a runner. The bundle is .gpu/
+# that are not glibc or CUDA, stories260K, the toy architecture files of
+# tests/data/arch, and a runner. The bundle is .gpu/
 # (git-ignored). With the device tool, from the repository root:
 #
 #   scripts/gpu_bundle.sh                      # here
@@ -17,7 +18,7 @@ build=${BUILD:-$root/build}
 out=$root/.gpu
 ninja -C "$build" llmux cuda_kernels_test cuda_engine_test
 rm -rf "$out"
-mkdir -p "$out/bin" "$out/lib" "$out/shared/models/stories260K" "$out/shared/golden"
+mkdir -p "$out/bin" "$out/lib" "$out/shared/models/stories260K" "$out/shared/golden" "$out/src/tests/data/arch"
 cp "$build/llmux" "$build/libllmux_cuda.so" "$build/tests/cuda/cuda_kernels_test" \
    "$build/tests/cuda/cuda_engine_test" "$out/bin/"
 strip --strip-debug "$out"/bin/*  # the carry limit is 64 MiB
@@ -27,6 +28,7 @@ for f in "$out"/bin/*; do ldd "$f"; done | awk '/=> \//{print $3}' | sort -u |
   while read -r lib; do cp -L "$lib" "$out/lib/"; done
 cp "$root/../shared/models/stories260K/stories260K.gguf" "$out/shared/models/stories260K/"
 cp "$root/../shared/golden/stories260K_greedy.json" "$out/shared/golden/"
+cp "$root"/tests/data/arch/{qwen2,llama3,mistral}.gguf "$out/src/tests/data/arch/"
 cp "$root/bench/torch_engine.py" "$out/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -34,7 +36,7 @@ cat > "$out/run.sh" <<'RUN'
 here=$(cd "$(dirname "$0")" && pwd)
 export LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
 export LLMUX_CUDA_PLUGIN="$here/bin/libllmux_cuda.so"
-export LLMUX_SHARED_DIR="$here/shared" LLMUX_MODEL_CACHE="$here/models"
+export LLMUX_SHARED_DIR="$here/shared" LLMUX_MODEL_CACHE="$here/models" LLMUX_SOURCE_DIR="$here/src"
 log=${OUT:-/tmp}/gpu_checks.log
 {
   nvidia-smi -L || true

@@ -96,8 +96,8 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
   if (!cu::device_available(&why))
     throw cu::cuda_error("no usable CUDA device: " + why);
   const auto& hp = model_->hparams();
-  if (hp.arch != "llama")
-    throw std::runtime_error("the cuda backend runs arch 'llama' so far; this model is '" + hp.arch + "'");
+  if (hp.arch != "llama" && hp.arch != "qwen2")
+    throw std::runtime_error("the cuda backend runs arch 'llama' and 'qwen2'; this model is '" + hp.arch + "'");
   if (hp.head_dim > 256)
     throw std::runtime_error("the cuda backend's attention takes heads up to 256 values; this model has "
                              + std::to_string(hp.head_dim));
@@ -108,12 +108,13 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
     tok_embd_ = upload_matrix(model_->tok_embd());
     output_norm_ = upload_vector(model_->output_norm(), hp.n_embd);
     output_ = model_->output().data == model_->tok_embd().data ? tok_embd_ : upload_matrix(model_->output());
+    const int64_t QD = int64_t{hp.n_head} * hp.head_dim, KVD = int64_t{hp.n_head_kv} * hp.head_dim;
     for (const auto& L : model_->layers()) {
-      if (L.bq != nullptr || L.bk != nullptr || L.bv != nullptr)
-        throw std::runtime_error("the cuda backend does not add attention biases yet");
+      auto bias = [&](const float* b, int64_t n) { return b == nullptr ? nullptr : upload_vector(b, n); };
       layers_.push_back({upload_vector(L.attn_norm, hp.n_embd), upload_matrix(L.wq), upload_matrix(L.wk),
                          upload_matrix(L.wv), upload_matrix(L.wo), upload_vector(L.ffn_norm, hp.n_embd),
-                         upload_matrix(L.w_gate), upload_matrix(L.w_up), upload_matrix(L.w_down)});
+                         upload_matrix(L.w_gate), upload_matrix(L.w_up), upload_matrix(L.w_down),
+                         bias(L.bq, QD), bias(L.bk, KVD), bias(L.bv, KVD)});
     }
     block_elems_ = 2 * int64_t{opts_.block_tokens} * hp.head_dim;
     kv_bytes_ = opts_.kv_blocks * block_elems_ * 2;
@@ -259,6 +260,13 @@ step_output cuda_engine::step(const step_input& in) {
       blas_->matmul(t, L.wq, h_, T, QD, E, q_);
       blas_->matmul(t, L.wk, h_, T, KVD, E, k_);
       blas_->matmul(t, L.wv, h_, T, KVD, E, v_);
+      // qwen2's biases.
+      if (L.bq != nullptr)
+        cu::add_bias(t, q_, L.bq, T, QD, st);
+      if (L.bk != nullptr)
+        cu::add_bias(t, k_, L.bk, T, KVD, st);
+      if (L.bv != nullptr)
+        cu::add_bias(t, v_, L.bv, T, KVD, st);
       cu::rope(t, q_, T, hp.n_head, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
       cu::rope(t, k_, T, hp.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
       cu::kv_append(t, k_, v_, T, l, kv, st);

@@ -10,10 +10,10 @@
 ///
 /// Built into libllmux_cuda.so, which `llmux` loads only when a unit asks for
 /// backend = "cuda" (engine_factory), so the binary starts on machines
-/// without a GPU driver. Not yet:
-/// CUDA graphs, tensor parallelism, attention biases (qwen2 is refused),
-/// int8 weights, and one device arena shared by the unit's models (each
-/// engine allocates the whole pool's blocks at its own head size).
+/// without a GPU driver. Runs arch llama and qwen2 (q/k/v biases, NeoX
+/// RoPE). Not yet: tensor parallelism, and one device arena shared by the
+/// unit's models (each engine allocates the whole pool's blocks at its own
+/// head size).
 
 #include <memory>
 #include <mutex>
@@ -64,6 +64,7 @@ public:
 private:
   struct dev_layer {
     void *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+    void *bq, *bk, *bv;  ///< qwen2's attention biases, else null
   };
   /// A device copy of `rows` × `cols` weights, converted to the engine's type.
   void* upload_matrix(const kernels::matrix_view& m);

@@ -176,6 +176,14 @@ __global__ void swiglu_kernel(const T* gate, const T* up, int64_t n, T* out) {
 }
 
 template <typename T>
+__global__ void add_bias_kernel(T* x, const T* bias, int64_t rows, int64_t n) {
+  const int64_t total = rows * n;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = from_f<T>(to_f(x[i]) + to_f(bias[i % n]));
+}
+
+template <typename T>
 __global__ void embedding_kernel(const T* table, const int32_t* ids, int64_t n, T* out) {
   const int64_t row = blockIdx.x;
   const T* src = table + static_cast<int64_t>(ids[row]) * n;
@@ -385,6 +393,17 @@ void swiglu(act t, const void* gate, const void* up, int64_t n, void* out, cudaS
                                                static_cast<T*>(out));
   });
   launched("swiglu");
+}
+
+void add_bias(act t, void* x, const void* bias, int64_t rows, int64_t n, cudaStream_t stream) {
+  if (rows == 0 || n == 0)
+    return;
+  dispatch(t, [&](auto tag) {
+    using T = decltype(tag);
+    const unsigned grid = std::min<unsigned>(blocks_for(rows * n, 256), 65535u);
+    add_bias_kernel<T><<<grid, 256, 0, stream>>>(static_cast<T*>(x), static_cast<const T*>(bias), rows, n);
+  });
+  launched("add_bias");
 }
 
 void embedding(act t, const void* table, const int32_t* ids, int64_t rows, int64_t n, void* out,

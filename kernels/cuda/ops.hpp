@@ -52,6 +52,10 @@ void rope(act t, void* x, int64_t rows, int heads, int head_dim, int rot_dim,
 /// out[i] = silu(gate[i]) · up[i]. out may alias gate or up.
 void swiglu(act t, const void* gate, const void* up, int64_t n, void* out, cudaStream_t stream);
 
+/// x[r, i] += bias[i] for `rows` rows of n (qwen2's q/k/v biases); `bias`
+/// has the activation type.
+void add_bias(act t, void* x, const void* bias, int64_t rows, int64_t n, cudaStream_t stream);
+
 /// out[r, :] = table[ids[r], :] for `rows` ids (device) of a [vocab, n]
 /// table of the activation type.
 void embedding(act t, const void* table, const int32_t* ids, int64_t rows, int64_t n, void* out,

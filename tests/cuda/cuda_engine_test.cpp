@@ -119,9 +119,9 @@ struct both_engines {
   }
 };
 
-void compare(const std::string& path, const std::string& text) {
+void compare(const std::string& path, const std::string& text, cuda::act type = cuda::act::f16) {
   const int n = 32;
-  both_engines b(path, text, n);
+  both_engines b(path, text, n, type);
   auto want = b.on_cpu(n);
   auto got = b.on_gpu(n);
   // Plain greedy (no log-probabilities) picks by argmax on the device, the
@@ -160,6 +160,17 @@ TEST_CASE("cuda engine: SmolLM2 from GGUF, 32 greedy tokens equal the CPU engine
     return;
   }
   compare(smollm_path, "The capital of France is");
+}
+
+TEST_CASE("cuda engine: qwen2 (q/k/v biases, NeoX RoPE), llama3 and mistral toy files match the CPU engine", "[cuda]") {
+  // tests/data/arch: random-weight models of the shapes no real file here
+  // covers (see arch_vs_llama_cpp_test.cpp). In f32 on the device, so what
+  // differs from the CPU engine is summation order, not weight rounding.
+  for (const char* name : {"qwen2", "llama3", "mistral"}) {
+    INFO(name);
+    compare(dir("LLMUX_SOURCE_DIR", LLMUX_SOURCE_DIR) + "/tests/data/arch/" + name + ".gguf", "Hello world, this is",
+            cuda::act::f32);
+  }
 }
 
 TEST_CASE("cuda engine: seeded sampling with penalties picks the CPU engine's tokens (f32)", "[cuda]") {

@@ -94,6 +94,23 @@ TEST_CASE("swiglu in place over an odd length", "[cuda]") {
   }
 }
 
+TEST_CASE("add_bias adds one bias row to every row", "[cuda]") {
+  std::mt19937 rng(10);
+  const int64_t rows = 7, n = 901;
+  for (act t : all_types) {
+    INFO("type " << cu::to_string(t));
+    auto x = rounded(t, random_floats(rows * n, rng, -3, 3));
+    auto b = rounded(t, random_floats(n, rng, -1, 1));
+    auto dx = upload_act(t, x), db = upload_act(t, b);
+    cu::add_bias(t, dx.p, db.p, rows, n, nullptr);
+    std::vector<float> want(x);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < n; ++i)
+        want[static_cast<size_t>(r * n + i)] += b[static_cast<size_t>(i)];
+    require_close(decode(t, dx.download()), want, tolerance(t), "add_bias");
+  }
+}
+
 TEST_CASE("embedding gathers rows exactly, repeated ids too", "[cuda]") {
   std::mt19937 rng(4);
   const int64_t vocab = 37, n = 301;
