@@ -616,7 +616,7 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
   for (size_t i = 0; i < arr.size(); ++i) {
     auto s = top.element("models", arr, i);
     s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default", "load_format",
-                  "dtype"});
+                  "dtype", "enforce_eager"});
     model_config m;
     m.name = read_name(s, "name");
     if (cfg.find_model(m.name))
@@ -663,6 +663,8 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
         s.fail("file", "model file '" + m.file + "': no such file");
     }
     read_positive(s, "max_tokens_default", m.max_tokens_default);
+    if (auto v = s.boolean("enforce_eager"))
+      m.enforce_eager = *v;
     cfg.models.push_back(std::move(m));
   }
 }

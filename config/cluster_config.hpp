@@ -93,6 +93,7 @@ struct model_config {
   std::string dtype = "f16";         ///< dummy weights' type (f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q5_k q6_k)
   model_arch arch;             ///< sim and dummy: from `architecture` (preset or table)
   int max_tokens_default = 256;  ///< when a request gives none
+  bool enforce_eager = false;    ///< cuda: no CUDA graphs for decode steps (vLLM's flag)
 };
 
 struct unit_model {

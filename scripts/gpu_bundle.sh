@@ -44,6 +44,9 @@ log=${OUT:-/tmp}/gpu_checks.log
   "$here/bin/cuda_engine_test"; echo "cuda_engine_test rc=$?"
   "$here/bin/llmux" bench engine --backend cuda --architecture llama-8b --dtype bf16 --batch 1 8 64 256 --json
   echo "bench rc=$?"
+  # What CUDA graphs save: the same decode steps launched kernel by kernel.
+  "$here/bin/llmux" bench engine --backend cuda --architecture llama-8b --dtype bf16 --batch 1 8 --eager --json
+  echo "bench eager rc=$?"
   python3 "$here/torch_engine.py" --batch 1 8 64 256 --json  # the same shapes in PyTorch
   echo "torch rc=$?"
 } 2>&1 | tee "$log"

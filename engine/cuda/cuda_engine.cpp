@@ -40,6 +40,7 @@ void* cuda_engine::alloc(size_t bytes) {
   void* p = nullptr;
   cu::check(cudaMalloc(&p, std::max<size_t>(bytes, 1)), "cudaMalloc");
   owned_.push_back(p);
+  ++buffers_epoch_;  // captured graphs that used an older buffer are stale
   return p;
 }
 
@@ -118,7 +119,10 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
     }
     block_elems_ = 2 * int64_t{opts_.block_tokens} * hp.head_dim;
     kv_bytes_ = opts_.kv_blocks * block_elems_ * 2;
-    arena_ = static_cast<uint16_t*>(alloc(static_cast<size_t>(kv_bytes_)));
+    // One token-block more than the pool (ids kv_blocks.. kv_blocks + per_tb
+    // - 1, never granted): where a graph's padded rows write and read.
+    arena_ = static_cast<uint16_t*>(
+      alloc(static_cast<size_t>(kv_bytes_ + int64_t{hp.n_layer} * hp.n_head_kv * block_elems_ * 2)));
   } catch (...) {
     for (void* p : owned_)
       cudaFree(p);
@@ -131,6 +135,8 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
 
 cuda_engine::~cuda_engine() {
   cudaDeviceSynchronize();  // every stream: the engine's and its partitions'
+  for (auto& [key, g] : graphs_)
+    cudaGraphExecDestroy(g.exec);
   for (void* p : owned_)
     cudaFree(p);
   blas_.reset();
@@ -168,6 +174,51 @@ void cuda_engine::ensure_rows(int64_t rows, int64_t out_rows) {
   }
 }
 
+void cuda_engine::forward(int64_t T, int64_t n_out, cudaStream_t st) {
+  const auto& hp = model_->hparams();
+  const int per_tb = hp.n_layer * hp.n_head_kv;
+  const auto t = opts_.type;
+  const int64_t E = hp.n_embd, F = hp.n_ff, D = hp.head_dim;
+  const int64_t QD = int64_t{hp.n_head} * D, KVD = int64_t{hp.n_head_kv} * D;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const cu::paged_kv kv{arena_, block_elems_, opts_.block_tokens, hp.head_dim, hp.n_head_kv, per_tb,
+                        d_tables_, d_start_, d_pos_};
+  cu::embedding(t, tok_embd_, d_tokens_, T, E, x_, st);
+  for (int l = 0; l < hp.n_layer; ++l) {
+    const auto& L = layers_[static_cast<size_t>(l)];
+    // x += the last layer's FFN output (none before layer 0); h = norm(x).
+    cu::rmsnorm(t, l == 0 ? x_ : tmp_, l == 0 ? nullptr : x_, l == 0 ? nullptr : x_, L.attn_norm, hp.norm_eps,
+                T, E, h_, st);
+    blas_->matmul(t, L.wq, h_, T, QD, E, q_);
+    blas_->matmul(t, L.wk, h_, T, KVD, E, k_);
+    blas_->matmul(t, L.wv, h_, T, KVD, E, v_);
+    // qwen2's biases.
+    if (L.bq != nullptr)
+      cu::add_bias(t, q_, L.bq, T, QD, st);
+    if (L.bk != nullptr)
+      cu::add_bias(t, k_, L.bk, T, KVD, st);
+    if (L.bv != nullptr)
+      cu::add_bias(t, v_, L.bv, T, KVD, st);
+    cu::rope(t, q_, T, hp.n_head, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
+    cu::rope(t, k_, T, hp.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
+    cu::kv_append(t, k_, v_, T, l, kv, st);
+    cu::paged_attention(t, q_, T, hp.n_head, l, scale, kv, attn_, st);
+    blas_->matmul(t, L.wo, attn_, T, E, QD, tmp_);
+    // x += attention output; h = norm(x).
+    cu::rmsnorm(t, tmp_, x_, x_, L.ffn_norm, hp.norm_eps, T, E, h_, st);
+    blas_->matmul(t, L.w_gate, h_, T, F, E, gate_);
+    blas_->matmul(t, L.w_up, h_, T, F, E, up_);
+    cu::swiglu(t, gate_, up_, T * F, gate_, st);
+    blas_->matmul(t, L.w_down, gate_, T, E, F, tmp_);
+  }
+  if (n_out > 0) {
+    // x += the last FFN output; the output norm; logits of the rows that sample.
+    cu::rmsnorm(t, tmp_, x_, x_, output_norm_, hp.norm_eps, T, E, h_, st);
+    cu::embedding(t, h_, d_out_rows_, n_out, E, hsel_, st);
+    blas_->matmul(t, output_, hsel_, n_out, hp.n_vocab, E, logits_, cu::act::f32);
+  }
+}
+
 step_output cuda_engine::step(const step_input& in) {
   std::lock_guard<std::mutex> lock(step_mu_);
   const auto t0 = std::chrono::steady_clock::now();
@@ -178,7 +229,6 @@ step_output cuda_engine::step(const step_input& in) {
   blas_->set_stream(st);
   const auto& hp = model_->hparams();
   const int per_tb = hp.n_layer * hp.n_head_kv;
-  const auto t = opts_.type;
 
   for (auto id : in.released)
     tables_.erase(id);
@@ -230,8 +280,28 @@ step_output cuda_engine::step(const step_input& in) {
     if (w.sample && (w.temperature > 0 || w.logprobs >= 0 || !w.bias_tokens.empty() || w.presence_penalty != 0
                      || w.frequency_penalty != 0 || w.repetition_penalty != 1))
       device_greedy = false;
+  // A decode-only step (one token per sequence, every one sampling) replays
+  // the CUDA graph of its batch bucket: rows padded up to the bucket feed
+  // token 0 at position 0 of the scratch table, and nobody reads their logits.
+  int64_t graph_rows = 0;
+  if (opts_.graphs && T > 0 && T == n_out && T <= max_graph_rows) {
+    graph_rows = 1;
+    while (graph_rows < T)
+      graph_rows *= 2;
+    const auto pad_start = static_cast<int32_t>(tables.size() / static_cast<size_t>(per_tb));
+    for (int i = 0; i < per_tb; ++i)
+      tables.push_back(static_cast<int32_t>(opts_.kv_blocks) + i);
+    for (int64_t r = T; r < graph_rows; ++r) {
+      tokens.push_back(0);
+      positions.push_back(0);
+      starts.push_back(pad_start);
+      out_rows.push_back(static_cast<int32_t>(r));
+    }
+  }
   if (T > 0) {
-    ensure_rows(T, n_out);
+    // Graphs keep the buffers' addresses: they are sized for the largest
+    // bucket before the first capture.
+    ensure_rows(graph_rows > 0 ? max_graph_rows : T, graph_rows > 0 ? max_graph_rows : n_out);
     if (static_cast<int64_t>(tables.size()) > tables_cap_) {
       tables_cap_ = std::max<int64_t>(static_cast<int64_t>(tables.size()), tables_cap_ * 2);
       d_tables_ = static_cast<int32_t*>(alloc(static_cast<size_t>(tables_cap_) * 4));
@@ -243,47 +313,13 @@ step_output cuda_engine::step(const step_input& in) {
     up(d_pos_, positions);
     up(d_start_, starts);
     up(d_tables_, tables);
-    if (n_out > 0)
+    if (!out_rows.empty())
       up(d_out_rows_, out_rows);
-
-    const int64_t E = hp.n_embd, F = hp.n_ff, D = hp.head_dim;
-    const int64_t QD = int64_t{hp.n_head} * D, KVD = int64_t{hp.n_head_kv} * D;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    const cu::paged_kv kv{arena_, block_elems_, opts_.block_tokens, hp.head_dim, hp.n_head_kv, per_tb,
-                          d_tables_, d_start_, d_pos_};
-    cu::embedding(t, tok_embd_, d_tokens_, T, E, x_, st);
-    for (int l = 0; l < hp.n_layer; ++l) {
-      const auto& L = layers_[static_cast<size_t>(l)];
-      // x += the last layer's FFN output (none before layer 0); h = norm(x).
-      cu::rmsnorm(t, l == 0 ? x_ : tmp_, l == 0 ? nullptr : x_, l == 0 ? nullptr : x_, L.attn_norm, hp.norm_eps,
-                  T, E, h_, st);
-      blas_->matmul(t, L.wq, h_, T, QD, E, q_);
-      blas_->matmul(t, L.wk, h_, T, KVD, E, k_);
-      blas_->matmul(t, L.wv, h_, T, KVD, E, v_);
-      // qwen2's biases.
-      if (L.bq != nullptr)
-        cu::add_bias(t, q_, L.bq, T, QD, st);
-      if (L.bk != nullptr)
-        cu::add_bias(t, k_, L.bk, T, KVD, st);
-      if (L.bv != nullptr)
-        cu::add_bias(t, v_, L.bv, T, KVD, st);
-      cu::rope(t, q_, T, hp.n_head, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
-      cu::rope(t, k_, T, hp.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
-      cu::kv_append(t, k_, v_, T, l, kv, st);
-      cu::paged_attention(t, q_, T, hp.n_head, l, scale, kv, attn_, st);
-      blas_->matmul(t, L.wo, attn_, T, E, QD, tmp_);
-      // x += attention output; h = norm(x).
-      cu::rmsnorm(t, tmp_, x_, x_, L.ffn_norm, hp.norm_eps, T, E, h_, st);
-      blas_->matmul(t, L.w_gate, h_, T, F, E, gate_);
-      blas_->matmul(t, L.w_up, h_, T, F, E, up_);
-      cu::swiglu(t, gate_, up_, T * F, gate_, st);
-      blas_->matmul(t, L.w_down, gate_, T, E, F, tmp_);
-    }
+    if (graph_rows > 0)
+      run_graph(graph_rows, st);
+    else
+      forward(T, n_out, st);
     if (n_out > 0) {
-      // x += the last FFN output; the output norm; logits of the rows that sample.
-      cu::rmsnorm(t, tmp_, x_, x_, output_norm_, hp.norm_eps, T, E, h_, st);
-      cu::embedding(t, h_, d_out_rows_, n_out, E, hsel_, st);
-      blas_->matmul(t, output_, hsel_, n_out, hp.n_vocab, E, logits_, cu::act::f32);
       if (device_greedy) {
         cu::argmax_logprob(logits_, n_out, hp.n_vocab, d_picked_, nullptr, st);
         picked_.resize(static_cast<size_t>(n_out));
@@ -330,6 +366,38 @@ step_output cuda_engine::step(const step_input& in) {
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
+}
+
+void cuda_engine::run_graph(int64_t rows, cudaStream_t st) {
+  const auto key = std::make_pair(rows, st);
+  auto it = graphs_.find(key);
+  if (it != graphs_.end() && it->second.epoch != buffers_epoch_) {
+    cudaGraphExecDestroy(it->second.exec);  // a buffer moved since the capture
+    graphs_.erase(it);
+    it = graphs_.end();
+  }
+  if (it == graphs_.end()) {
+    // Capture this thread's launches only (another engine's thread may
+    // allocate meanwhile); nothing in forward() allocates or synchronises.
+    cudaGraph_t g = nullptr;
+    cu::check(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "begin graph capture");
+    try {
+      forward(rows, rows, st);
+    } catch (...) {
+      cudaStreamEndCapture(st, &g);
+      if (g != nullptr)
+        cudaGraphDestroy(g);
+      throw;
+    }
+    cu::check(cudaStreamEndCapture(st, &g), "end graph capture");
+    cudaGraphExec_t exec = nullptr;
+    const auto made = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    cu::check(made, "instantiate graph");
+    it = graphs_.emplace(key, captured_graph{exec, buffers_epoch_}).first;
+    ++graph_captures_;
+  }
+  cu::check(cudaGraphLaunch(it->second.exec, st), "launch graph");
 }
 
 void cuda_engine::sample_on_device(const step_input& in, int64_t n_out, cudaStream_t st) {
@@ -418,6 +486,7 @@ std::unique_ptr<engine> make_cuda_engine(const config::model_config& model, cons
   o.type = model.dtype == "bf16" ? cu::act::bf16 : model.dtype == "f32" ? cu::act::f32 : cu::act::f16;
   o.block_tokens = ctx.block_tokens;
   o.kv_blocks = ctx.kv_blocks;
+  o.graphs = !model.enforce_eager;
   return std::make_unique<cuda_engine>(std::move(weights), std::move(tok), o);
 }
 

@@ -13,8 +13,9 @@
 /// without a GPU driver. Runs arch llama and qwen2 (q/k/v biases, NeoX
 /// RoPE). Not yet: tensor parallelism, and one device arena shared by the
 /// unit's models (each engine allocates the whole pool's blocks at its own
-/// head size).
+/// head size). Decode-only steps replay a CUDA graph per batch bucket.
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,7 +38,14 @@ struct cuda_engine_options {
   int device = 0;
   int block_tokens = 16;
   int64_t kv_blocks = 0;  ///< the unit's pool: block ids the kv_manager may grant
+  /// Decode-only steps replay a CUDA graph per batch bucket (powers of two
+  /// up to max_graph_rows), captured on first use; false: every step
+  /// launches its kernels one by one (vLLM's enforce_eager).
+  bool graphs = true;
 };
+
+/// The largest decode batch that replays a graph; larger ones run eagerly.
+inline constexpr int64_t max_graph_rows = 256;
 
 class cuda_engine final : public engine {
 public:
@@ -57,6 +65,9 @@ public:
   [[nodiscard]] std::string backend() const override { return "cuda"; }
   [[nodiscard]] const tokenizer& vocab() const override { return *tok_; }
 
+  /// Graphs captured so far (a bucket on a stream, again after a buffer grew).
+  [[nodiscard]] int64_t graph_captures() const { return graph_captures_; }
+
   /// Device bytes held by weights and the KV cache.
   [[nodiscard]] int64_t weight_bytes() const { return weight_bytes_; }
   [[nodiscard]] int64_t kv_bytes() const { return kv_bytes_; }
@@ -71,6 +82,13 @@ private:
   void* upload_vector(const float* v, int64_t n);
   void* alloc(size_t bytes);
   void ensure_rows(int64_t rows, int64_t out_rows);
+  /// The forward pass of the rows uploaded to d_tokens_ / d_pos_ /
+  /// d_start_ / d_tables_, up to logits_ for the n_out rows in
+  /// d_out_rows_: launches only (no allocation, no synchronisation), so it
+  /// can be captured.
+  void forward(int64_t T, int64_t n_out, cudaStream_t st);
+  /// forward(rows, rows) through the graph captured for (rows, st).
+  void run_graph(int64_t rows, cudaStream_t st);
   /// Samples the step's `n_out` logits rows on the device into results_
   /// (asynchronous on `st`).
   void sample_on_device(const step_input& in, int64_t n_out, cudaStream_t st);
@@ -119,6 +137,13 @@ private:
   std::unique_ptr<cuda::sm_partitions> parts_;
   bool parts_failed_ = false;
   cudaStream_t lane_stream_[2] = {nullptr, nullptr};  ///< [0] mixed/prefill, [1] decode; null: stream_
+  struct captured_graph {
+    cudaGraphExec_t exec;
+    int64_t epoch;  ///< buffers_epoch_ at capture
+  };
+  std::map<std::pair<int64_t, cudaStream_t>, captured_graph> graphs_;
+  int64_t buffers_epoch_ = 0;  ///< bumped by every device allocation
+  int64_t graph_captures_ = 0;
   std::mutex step_mu_;  ///< one step at a time (split jobs share the GPU's one stream for now)
 };
 

@@ -28,7 +28,8 @@ cudaDataType_t data_type(act t) {
 blas::blas(cudaStream_t stream) {
   check_blas(cublasCreate(&handle_), "cublasCreate");
   try {
-    check_blas(cublasSetStream(handle_, stream), "cublasSetStream");
+    check(cudaMalloc(&workspace_, workspace_bytes), "cuBLAS workspace");
+    set_stream(stream);
     // Split-K partial sums in f32, not in a 16-bit output type (cuBLAS's
     // default allows the latter): the header promises f32 accumulation.
     check_blas(cublasSetMathMode(handle_, static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH |
@@ -37,17 +38,22 @@ blas::blas(cudaStream_t stream) {
   } catch (...) {
     cublasDestroy(handle_);  // the destructor does not run for a throwing constructor
     handle_ = nullptr;
+    cudaFree(workspace_);
     throw;
   }
 }
 
 void blas::set_stream(cudaStream_t stream) {
   check_blas(cublasSetStream(handle_, stream), "cublasSetStream");
+  // cublasSetStream resets the workspace to cuBLAS's own pool, which it
+  // may allocate from inside a graph capture: ours, always.
+  check_blas(cublasSetWorkspace(handle_, workspace_, workspace_bytes), "cublasSetWorkspace");
 }
 
 blas::~blas() {
   if (handle_ != nullptr)
     cublasDestroy(handle_);
+  cudaFree(workspace_);
 }
 
 void blas::matmul(act t, const void* w, const void* x, int64_t m, int64_t n, int64_t k, void* y) {

@@ -11,7 +11,8 @@ struct cublasContext;
 
 namespace llmux::cuda {
 
-/// One cuBLAS handle bound to one stream; use it from one thread at a time.
+/// One cuBLAS handle bound to one stream, with its own workspace (so its
+/// GEMMs can be captured into CUDA graphs); use it from one thread at a time.
 class blas {
 public:
   explicit blas(cudaStream_t stream);
@@ -26,8 +27,12 @@ public:
   void matmul(act t, const void* w, const void* x, int64_t m, int64_t n, int64_t k, void* y);
   void matmul(act t, const void* w, const void* x, int64_t m, int64_t n, int64_t k, void* y, act y_type);
 
+  /// 32 MiB, as NVIDIA recommends for Hopper.
+  static constexpr size_t workspace_bytes = size_t{32} << 20;
+
 private:
   cublasContext* handle_ = nullptr;
+  void* workspace_ = nullptr;
 };
 
 }  // namespace llmux::cuda

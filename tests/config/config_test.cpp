@@ -758,6 +758,13 @@ dtype = "q4_1"
              Catch::Contains("models[0].dtype"));
   CHECK_THAT(err("backend = \"cpu\"\nload_format = \"fast\"\narchitecture = \"tiny\"\n"),
              Catch::Contains("models[0].load_format"));
+  // CUDA graphs are on unless the model says enforce_eager (vLLM's flag;
+  // the cpu and sim backends have no graphs and accept it, as vLLM does).
+  CHECK_FALSE(cfg.models[0].enforce_eager);
+  CHECK(parse_cluster_config(base + "backend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"\n"
+                             "enforce_eager = true\n", "dummy.toml").models[0].enforce_eager);
+  CHECK_THAT(err("backend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"\nenforce_eager = \"yes\"\n"),
+             Catch::Contains("models[0].enforce_eager") && Catch::Contains("boolean"));
 }
 
 TEST_CASE("units choose spatial or temporal multiplexing; temporal is sim and cpu only", "[config]") {

@@ -64,6 +64,7 @@ int run_bench_engine_cuda(const engine_bench_options& o) {
   m.name = "bench";
   m.backend = "cuda";
   m.dtype = o.dtype;
+  m.enforce_eager = o.eager;
   try {
     if (!o.architecture.empty()) {
       auto a = config::arch_preset(o.architecture);
@@ -114,9 +115,9 @@ int run_bench_engine_cuda(const engine_bench_options& o) {
   std::printf("device %s (sm_%s, %d SMs): copy %.0f GB/s, cuBLAS %s peak %.0f TFLOP/s\n",
               dev.value("device", "?").c_str(), dev.value("sm", "?").c_str(), dev.value("sms", 0),
               copy_bps / 1e9, o.dtype.c_str(), gemm_peak / 1e12);
-  std::printf("model %s, %s: %.2f B params, %.2f GB of weights read per step\n",
+  std::printf("model %s, %s: %.2f B params, %.2f GB of weights read per step; decode %s\n",
               o.architecture.empty() ? o.model.c_str() : o.architecture.c_str(), o.dtype.c_str(),
-              a.params() / 1e9, weight_bytes / 1e9);
+              a.params() / 1e9, weight_bytes / 1e9, o.eager ? "eager (--eager)" : "through CUDA graphs");
   std::printf("%-8s %-6s %-7s %12s %12s %12s %9s\n", "phase", "batch", "context", "ms/step", "floor ms", "tokens/s",
               "of floor");
   grants g{per_tb, bt, 0};
@@ -196,7 +197,7 @@ int run_bench_engine_cuda(const engine_bench_options& o) {
                 batch / (ms * 1e-3), floor_ms > 0 ? ms / floor_ms : 0.0);
     if (o.json)
       std::cout << nlohmann::json{{"phase", "decode"}, {"backend", "cuda"}, {"device", dev.value("device", "?")},
-                                  {"batch", batch}, {"context", ctx0}, {"ms_per_step", ms},
+                                  {"batch", batch}, {"context", ctx0}, {"ms_per_step", ms}, {"graphs", !o.eager},
                                   {"floor_ms", floor_ms}, {"tokens_per_s", batch / (ms * 1e-3)}}
                        .dump()
                 << std::endl;

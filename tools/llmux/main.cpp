@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
   bench_engine->add_option("--architecture", eng_opts.architecture,
                            "cuda: dummy weights of this preset (e.g. llama-8b) instead of a file");
   bench_engine->add_option("--dtype", eng_opts.dtype, "cuda: f16 | bf16")->check(CLI::IsMember({"f16", "bf16"}));
+  bench_engine->add_flag("--eager", eng_opts.eager, "cuda: launch kernels one by one (no CUDA graphs)");
   bench_engine->add_option("--context", eng_opts.decode_context, "cuda: each decode sequence's prompt, tokens");
   bench_engine->add_option("--prompt-tokens", eng_opts.prompt_tokens, "Prefill prompt length");
   bench_engine->add_option("--steps", eng_opts.decode_steps, "Decode steps per batch size");
