@@ -144,6 +144,23 @@ std::shared_ptr<kv_arena> make_kv_arena(const std::vector<const config::model_co
   return std::make_shared<kv_arena>(blocks, block_tokens, max_head);
 }
 
+std::shared_ptr<device_kv_slot> make_device_kv_slot(const std::vector<const config::model_config*>& models,
+                                                    int64_t blocks, int block_tokens) {
+  std::shared_ptr<device_kv_slot> slot;
+  for (const auto* m : models) {
+    if (m->backend != "cuda")
+      continue;
+    if (!slot) {
+      slot = std::make_shared<device_kv_slot>();
+      slot->blocks = blocks;
+      slot->block_tokens = block_tokens;
+    }
+    slot->max_head_dim = std::max(slot->max_head_dim, m->arch.head_size());
+    slot->scratch_blocks = std::max(slot->scratch_blocks, m->arch.layers * m->arch.kv_heads);
+  }
+  return slot;
+}
+
 model_frontend make_frontend(const config::model_config& model) {
   // Dummy weights have no vocabulary: the sim's byte tokenizer stands in
   // (ids past its table decode to nothing; dummy models are for speed runs).

@@ -3,6 +3,7 @@
 /// which backends exist.
 
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 
 #include "config/cluster_config.hpp"
@@ -12,6 +13,21 @@
 namespace llmux::engine {
 
 class kv_arena;
+
+/// A unit's KV memory on its GPU, shared by the unit's cuda engines (one
+/// pool in fact, as kv_arena is for cpu engines): the first engine built
+/// allocates it, the others use it, the last one frees it. Blocks hold
+/// 2 · block_tokens · max_head_dim halves (a smaller head uses the front of
+/// each), and `scratch_blocks` more past the pool that no grant names: where
+/// a CUDA graph's padded rows write.
+struct device_kv_slot {
+  int64_t blocks = 0;
+  int block_tokens = 16;
+  int max_head_dim = 0;
+  int scratch_blocks = 0;  ///< the largest n_layer · n_head_kv among the models
+  std::mutex mu;
+  std::shared_ptr<void> memory;  ///< device memory once allocated (under mu)
+};
 
 struct backend_unavailable : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -27,6 +43,9 @@ struct engine_context {
   /// The unit's shared KV memory (`make_kv_arena`), for engines that keep
   /// KV in the kv_manager's blocks (cpu); null: private blocks.
   std::shared_ptr<kv_arena> arena;
+  /// The same for cuda engines (`make_device_kv_slot`); null: each cuda
+  /// engine allocates its own blocks.
+  std::shared_ptr<device_kv_slot> device_kv;
 };
 
 /// The GPU as the cuda backend measures it, one JSON object: device name,
@@ -44,6 +63,11 @@ struct engine_context {
 /// read the unit's blocks; null when none does.
 [[nodiscard]] std::shared_ptr<kv_arena> make_kv_arena(const std::vector<const config::model_config*>& models,
                                                       int64_t blocks, int block_tokens);
+
+/// The GPU KV memory of a unit with `blocks` blocks, sized for the largest
+/// head among `models` on the cuda backend; null when none is.
+[[nodiscard]] std::shared_ptr<device_kv_slot> make_device_kv_slot(
+  const std::vector<const config::model_config*>& models, int64_t blocks, int block_tokens);
 
 /// The engine for `model`. Throws backend_unavailable for a backend this
 /// build cannot run, std::runtime_error for a model file it cannot load.

@@ -117,12 +117,30 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
                          upload_matrix(L.w_gate), upload_matrix(L.w_up), upload_matrix(L.w_down),
                          bias(L.bq, QD), bias(L.bk, KVD), bias(L.bv, KVD)});
     }
-    block_elems_ = 2 * int64_t{opts_.block_tokens} * hp.head_dim;
+    // One token-block more than the pool (ids kv_blocks .. kv_blocks +
+    // per_tb - 1, never granted): where a graph's padded rows write and read.
+    const int per_tb = hp.n_layer * hp.n_head_kv;
+    if (auto& slot = opts_.shared_kv) {
+      if (slot->blocks != opts_.kv_blocks || slot->block_tokens != opts_.block_tokens
+          || slot->max_head_dim < hp.head_dim || slot->scratch_blocks < per_tb)
+        throw std::runtime_error("the unit's GPU KV memory does not fit this model (blocks "
+                                 + std::to_string(slot->blocks) + " of " + std::to_string(slot->block_tokens)
+                                 + " tokens, heads up to " + std::to_string(slot->max_head_dim) + ")");
+      block_elems_ = 2 * int64_t{opts_.block_tokens} * slot->max_head_dim;
+      std::lock_guard<std::mutex> lock(slot->mu);
+      if (!slot->memory) {
+        void* p = nullptr;
+        cu::check(cudaMalloc(&p, static_cast<size_t>((slot->blocks + slot->scratch_blocks) * block_elems_ * 2)),
+                  "the unit's KV memory");
+        slot->memory = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+      }
+      shared_arena_ = slot->memory;
+      arena_ = static_cast<uint16_t*>(shared_arena_.get());
+    } else {
+      block_elems_ = 2 * int64_t{opts_.block_tokens} * hp.head_dim;
+      arena_ = static_cast<uint16_t*>(alloc(static_cast<size_t>((opts_.kv_blocks + per_tb) * block_elems_ * 2)));
+    }
     kv_bytes_ = opts_.kv_blocks * block_elems_ * 2;
-    // One token-block more than the pool (ids kv_blocks.. kv_blocks + per_tb
-    // - 1, never granted): where a graph's padded rows write and read.
-    arena_ = static_cast<uint16_t*>(
-      alloc(static_cast<size_t>(kv_bytes_ + int64_t{hp.n_layer} * hp.n_head_kv * block_elems_ * 2)));
   } catch (...) {
     for (void* p : owned_)
       cudaFree(p);
@@ -487,6 +505,7 @@ std::unique_ptr<engine> make_cuda_engine(const config::model_config& model, cons
   o.block_tokens = ctx.block_tokens;
   o.kv_blocks = ctx.kv_blocks;
   o.graphs = !model.enforce_eager;
+  o.shared_kv = ctx.device_kv;
   return std::make_unique<cuda_engine>(std::move(weights), std::move(tok), o);
 }
 

@@ -11,9 +11,9 @@
 /// Built into libllmux_cuda.so, which `llmux` loads only when a unit asks for
 /// backend = "cuda" (engine_factory), so the binary starts on machines
 /// without a GPU driver. Runs arch llama and qwen2 (q/k/v biases, NeoX
-/// RoPE). Not yet: tensor parallelism, and one device arena shared by the
-/// unit's models (each engine allocates the whole pool's blocks at its own
-/// head size). Decode-only steps replay a CUDA graph per batch bucket.
+/// RoPE). The models of a unit share one device KV memory
+/// (device_kv_slot). Decode-only steps replay a CUDA graph per batch
+/// bucket. Not yet: tensor parallelism.
 
 #include <map>
 #include <memory>
@@ -42,6 +42,8 @@ struct cuda_engine_options {
   /// up to max_graph_rows), captured on first use; false: every step
   /// launches its kernels one by one (vLLM's enforce_eager).
   bool graphs = true;
+  /// The unit's shared GPU KV memory; null: the engine allocates its own.
+  std::shared_ptr<device_kv_slot> shared_kv;
 };
 
 /// The largest decode batch that replays a graph; larger ones run eagerly.
@@ -108,6 +110,7 @@ private:
   void* output_ = nullptr;
   std::vector<dev_layer> layers_;
   uint16_t* arena_ = nullptr;
+  std::shared_ptr<void> shared_arena_;  ///< keeps the unit's KV memory while this engine lives
   int64_t block_elems_ = 0;
 
   // Activations, grown on demand.

@@ -20,6 +20,7 @@
 
 #include "engine/cpu_engine.hpp"
 #include "engine/cuda/cuda_engine.hpp"
+#include "engine/engine_factory.hpp"
 #include "engine/llama_model.hpp"
 #include "engine/vocab.hpp"
 
@@ -286,6 +287,78 @@ TEST_CASE("cuda engine: decode steps replay one CUDA graph per batch bucket, wit
     greedy_batch(graphed, ps, n, per_tb, o.block_tokens);
   }
   CHECK(graphed.graph_captures() == second);
+}
+
+TEST_CASE("cuda engine: two models in one unit's GPU KV memory keep each other's KV intact", "[cuda]") {
+  // stories260K (heads of 8) and the qwen2 toy file share one device_kv_slot
+  // sized for the larger head, with disjoint grants as the kv_manager makes
+  // them, stepping in turn: each must generate what it generates alone.
+  struct model_run {
+    std::shared_ptr<engine::llama_model> model;
+    std::shared_ptr<const engine::tokenizer> tok;
+    std::vector<int32_t> prompt;
+    int per_tb = 0;
+  };
+  auto open = [](const std::string& path, const char* text) {
+    model_run r;
+    r.model = engine::llama_model::load(path);
+    r.tok = engine::make_tokenizer(engine::read_vocab(r.model->file()));
+    r.prompt = r.tok->encode(text, true);
+    r.per_tb = r.model->hparams().n_layer * r.model->hparams().n_head_kv;
+    return r;
+  };
+  model_run runs[2] = {open(stories_path, "Once upon a time"),
+                       open(dir("LLMUX_SOURCE_DIR", LLMUX_SOURCE_DIR) + "/tests/data/arch/qwen2.gguf", "Hello world")};
+  const int n = 24, bt = 16;
+  config::model_config a, b;
+  a.backend = b.backend = "cuda";
+  a.arch = engine::llama_model::read_arch(runs[0].model->file());
+  b.arch = engine::llama_model::read_arch(runs[1].model->file());
+  int64_t need[2], pool = 0;
+  for (int i = 0; i < 2; ++i) {
+    need[i] = (static_cast<int64_t>(runs[i].prompt.size()) + n + bt - 1) / bt * runs[i].per_tb;
+    pool += need[i];
+  }
+  auto slot = engine::make_device_kv_slot({&a, &b}, pool, bt);
+  REQUIRE(slot);
+  CHECK(slot->max_head_dim == std::max(a.arch.head_size(), b.arch.head_size()));
+  std::unique_ptr<engine::cuda_engine> shared[2], alone[2];
+  for (int i = 0; i < 2; ++i) {
+    engine::cuda_engine_options o;
+    o.type = cuda::act::f32;
+    o.kv_blocks = pool;
+    alone[i] = std::make_unique<engine::cuda_engine>(runs[i].model, runs[i].tok, o);
+    o.shared_kv = slot;
+    shared[i] = std::make_unique<engine::cuda_engine>(runs[i].model, runs[i].tok, o);
+  }
+  CHECK(shared[0]->kv_bytes() == shared[1]->kv_bytes());  // one memory, block size of the larger head
+  seq_work w[2];
+  std::vector<int32_t> got[2];
+  for (int i = 0; i < 2; ++i) {
+    w[i].seq_id = 1;  // the same id in both engines: their tables are their own
+    w[i].tokens = runs[i].prompt;
+    w[i].prompt_len = static_cast<int32_t>(runs[i].prompt.size());
+    w[i].sample = true;
+    w[i].temperature = 0;
+    for (int64_t k = 0; k < need[i]; ++k)
+      w[i].kv_blocks.push_back(static_cast<int32_t>((i == 0 ? 0 : need[0]) + k));
+  }
+  for (int s = 0; s < n; ++s)
+    for (int i = 0; i < 2; ++i) {
+      step_input in;
+      in.seqs = {w[i]};
+      auto o = shared[i]->step(in);
+      got[i].push_back(o.tokens.at(0));
+      w[i].context_len += static_cast<int32_t>(w[i].tokens.size());
+      w[i].tokens = {o.tokens[0]};
+      w[i].kv_blocks.clear();
+    }
+  for (int i = 0; i < 2; ++i) {
+    INFO("model " << i);
+    seq_work plain;
+    plain.temperature = 0;
+    CHECK(got[i] == generate(*alone[i], runs[i].prompt, n, runs[i].per_tb, bt, true, plain).tokens);
+  }
 }
 
 int main(int argc, char** argv) {

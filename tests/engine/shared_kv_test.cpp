@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/engine_factory.hpp"
 #include "engine/llama_runner.hpp"
 #include "engine/paged_kv_cache.hpp"
 #include "engine/sampler.hpp"
@@ -204,4 +205,33 @@ TEST_CASE("co-located models in one arena: greedy outputs as alone, and a shared
     a.release(seq + 2);
     seq += 10;
   }
+}
+
+TEST_CASE("a unit's memories: host arena for cpu models, one GPU slot for cuda models, sized for the largest head",
+          "[shared_kv]") {
+  auto model = [](const char* backend, int layers, int kv_heads, int hidden, int heads) {
+    config::model_config m;
+    m.backend = backend;
+    m.arch.layers = layers;
+    m.arch.kv_heads = kv_heads;
+    m.arch.hidden = hidden;
+    m.arch.heads = heads;
+    return m;
+  };
+  const auto cpu = model("cpu", 5, 4, 256, 4);     // heads of 64
+  const auto big = model("cuda", 32, 8, 4096, 32);  // heads of 128
+  const auto small = model("cuda", 2, 2, 64, 8);    // heads of 8
+  const auto sim = model("sim", 80, 8, 8192, 64);
+  CHECK_FALSE(engine::make_device_kv_slot({&cpu, &sim}, 100, 16));
+  auto slot = engine::make_device_kv_slot({&cpu, &small, &big, &sim}, 100, 16);
+  REQUIRE(slot);
+  CHECK(slot->blocks == 100);
+  CHECK(slot->block_tokens == 16);
+  CHECK(slot->max_head_dim == 128);     // the cuda models' largest, not the sim's
+  CHECK(slot->scratch_blocks == 32 * 8);  // a token-block of the widest cuda model
+  CHECK_FALSE(slot->memory);              // the first cuda engine allocates it
+  auto arena = engine::make_kv_arena({&cpu, &small, &big}, 100, 16);
+  REQUIRE(arena);
+  CHECK(arena->max_head_dim() == 64);  // host memory for the cpu model only
+  CHECK_FALSE(engine::make_kv_arena({&small, &big}, 100, 16));
 }

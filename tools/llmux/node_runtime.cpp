@@ -199,6 +199,7 @@ void node_runtime::impl::boot() {
     for (const auto& um : u.models)
       hosted.push_back(cfg.find_model(um.model));
     auto arena = engine::make_kv_arena(hosted, kvo.total_blocks, u.block_tokens);
+    auto device_kv = engine::make_device_kv_slot(hosted, kvo.total_blocks, u.block_tokens);
     for (const auto& um : u.models) {
       const auto* m = cfg.find_model(um.model);
       kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads, um.rate,
@@ -214,6 +215,7 @@ void node_runtime::impl::boot() {
         ctx.block_tokens = u.block_tokens;
         ctx.kv_blocks = kvo.total_blocks;
         ctx.arena = arena;
+        ctx.device_kv = device_kv;
         if (m->load_format == "dummy")
           std::cout << "llmux: node " << node_name << ": building random " << m->dtype
                     << " weights for " << m->name << " (load_format = dummy)" << std::endl;
