@@ -677,7 +677,7 @@ void read_units(const section& top, cluster_config& cfg) {
     s.allow_only({"name", "node", "backend", "gpu", "kv_blocks", "block_tokens", "max_running",
                   "max_batch_tokens", "max_waiting", "time_scale", "threads", "kv_cache_mib",
                   "kv_growth", "policy", "multiplex", "jobs", "quota_period_ms", "kv_floor_tokens",
-                  "models"});
+                  "devices", "models"});
     unit_config u;
     u.name = read_name(s, "name");
     if (!unit_names.insert(u.name).second)
@@ -711,6 +711,22 @@ void read_units(const section& top, cluster_config& cfg) {
     read_int(s, "kv_floor_tokens", u.kv_floor_tokens, 0, ">= 0");
     read_int(s, "threads", u.threads, 0, ">= 0 (0 = every core)");
     read_positive(s, "kv_cache_mib", u.kv_cache_mib);
+    if (const auto* devs = s.array("devices")) {
+      if (u.backend != "cuda")
+        s.fail("devices", "lists CUDA devices; unit '" + u.name + "' has backend '" + u.backend + "'");
+      if (devs->empty())
+        s.fail("devices", "must list at least one CUDA device ordinal");
+      u.devices.clear();
+      for (const auto& d : *devs) {
+        const auto* v = d.as_integer();
+        if (v == nullptr || v->get() < 0 || v->get() > 1023)
+          s.fail("devices", "must hold CUDA device ordinals (integers 0..1023)");
+        const int ord = static_cast<int>(v->get());
+        if (std::find(u.devices.begin(), u.devices.end(), ord) != u.devices.end())
+          s.fail("devices", "lists device " + std::to_string(ord) + " twice");
+        u.devices.push_back(ord);
+      }
+    }
     if (auto v = s.number("time_scale")) {
       if (!(*v >= 0) || !std::isfinite(*v))
         s.fail("time_scale", "must be a finite number >= 0, got " + format_number(*v));

@@ -142,6 +142,10 @@ struct unit_config {
   double time_scale = 1.0;        ///< sim: multiplies step time; 0 = no wait
   int threads = 0;                ///< cpu: worker threads of the unit; 0 = every core
   int kv_cache_mib = 1024;        ///< cpu: KV cache budget when kv_blocks = 0
+  /// cuda: the CUDA device ordinals of the unit; more than one runs each
+  /// model tensor-parallel across them (NCCL), as vLLM's
+  /// tensor_parallel_size over those GPUs.
+  std::vector<int> devices{0};
   std::vector<unit_model> models;
 };
 

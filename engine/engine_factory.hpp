@@ -2,6 +2,7 @@
 /// Builds engines and tokenizers from config. The only place that knows
 /// which backends exist.
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -26,7 +27,7 @@ struct device_kv_slot {
   int max_head_dim = 0;
   int scratch_blocks = 0;  ///< the largest n_layer · n_head_kv among the models
   std::mutex mu;
-  std::shared_ptr<void> memory;  ///< device memory once allocated (under mu)
+  std::map<int, std::shared_ptr<void>> memory;  ///< per CUDA device, once allocated (under mu)
 };
 
 struct backend_unavailable : std::runtime_error {
@@ -46,6 +47,9 @@ struct engine_context {
   /// The same for cuda engines (`make_device_kv_slot`); null: each cuda
   /// engine allocates its own blocks.
   std::shared_ptr<device_kv_slot> device_kv;
+  /// cuda: the unit's CUDA devices; more than one runs the model
+  /// tensor-parallel across them.
+  std::vector<int> devices{0};
 };
 
 /// The GPU as the cuda backend measures it, one JSON object: device name,

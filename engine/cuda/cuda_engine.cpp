@@ -44,32 +44,37 @@ void* cuda_engine::alloc(size_t bytes) {
   return p;
 }
 
-void* cuda_engine::upload_matrix(const kernels::matrix_view& m) {
+void* cuda_engine::upload_matrix(const kernels::matrix_view& m, index_range rows, index_range cols) {
+  if (rows.end == 0)
+    rows = {0, m.rows};
+  if (cols.end == 0)
+    cols = {0, m.cols};
+  const int64_t R = rows.size(), C = cols.size();
   const size_t es = cu::act_bytes(opts_.type);
-  auto* dev = static_cast<uint8_t*>(alloc(static_cast<size_t>(m.rows * m.cols) * es));
+  auto* dev = static_cast<uint8_t*>(alloc(static_cast<size_t>(R * C) * es));
   if (m.data == nullptr) {
     // Dummy weights (a shape-only model), made here: std 0.02 as vLLM's dummy.
-    cu::fill_uniform(opts_.type, dev, m.rows * m.cols, ++dummy_seed_, 0.02f * std::sqrt(3.0f), stream_);
+    cu::fill_uniform(opts_.type, dev, R * C, ++dummy_seed_, 0.02f * std::sqrt(3.0f), stream_);
     cu::check(cudaStreamSynchronize(stream_), "dummy weights");
-    weight_bytes_ += m.rows * m.cols * static_cast<int64_t>(es);
+    weight_bytes_ += R * C * static_cast<int64_t>(es);
     return dev;
   }
-  // Dequantise a slab of rows at a time on the host, convert, copy.
+  // Dequantise a slab of rows at a time on the host, keep the slice's
+  // columns (a tensor-parallel rank's), convert, copy.
   const int64_t slab = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(m.cols * 4, 1));
   std::vector<float> row(static_cast<size_t>(m.cols));
   std::vector<uint8_t> buf;
-  for (int64_t r0 = 0; r0 < m.rows; r0 += slab) {
-    const int64_t n = std::min(slab, m.rows - r0);
-    buf.resize(static_cast<size_t>(n * m.cols) * es);
+  for (int64_t r0 = 0; r0 < R; r0 += slab) {
+    const int64_t n = std::min(slab, R - r0);
+    buf.resize(static_cast<size_t>(n * C) * es);
     for (int64_t r = 0; r < n; ++r) {
-      kernels::get_row(m, r0 + r, row.data());
-      encode_row(opts_.type, row.data(), m.cols, buf.data() + static_cast<size_t>(r * m.cols) * es);
+      kernels::get_row(m, rows.begin + r0 + r, row.data());
+      encode_row(opts_.type, row.data() + cols.begin, C, buf.data() + static_cast<size_t>(r * C) * es);
     }
-    cu::check(cudaMemcpy(dev + static_cast<size_t>(r0 * m.cols) * es, buf.data(), buf.size(),
-                         cudaMemcpyHostToDevice),
+    cu::check(cudaMemcpy(dev + static_cast<size_t>(r0 * C) * es, buf.data(), buf.size(), cudaMemcpyHostToDevice),
               "upload weights");
   }
-  weight_bytes_ += m.rows * m.cols * static_cast<int64_t>(es);
+  weight_bytes_ += R * C * static_cast<int64_t>(es);
   return dev;
 }
 
@@ -102,20 +107,35 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
   if (hp.head_dim > 256)
     throw std::runtime_error("the cuda backend's attention takes heads up to 256 values; this model has "
                              + std::to_string(hp.head_dim));
+  int count = 0;
+  cu::check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  if (opts_.device < 0 || opts_.device >= count)
+    throw cu::cuda_error("CUDA device " + std::to_string(opts_.device) + " does not exist; this machine has " +
+                         std::to_string(count));
+  // This engine's rank of the model (all of it at tp_size 1).
+  shard_ = make_tp_shard(hp, opts_.tp_rank, opts_.tp_size);
+  if (opts_.tp_size > 1 && opts_.comm == nullptr)
+    throw std::runtime_error("tensor parallelism over " + std::to_string(opts_.tp_size) + " GPUs needs a communicator");
   cu::check(cudaSetDevice(opts_.device), "cudaSetDevice");
   cu::check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   blas_ = std::make_unique<cu::blas>(stream_);
   try {
     tok_embd_ = upload_matrix(model_->tok_embd());
-    output_norm_ = upload_vector(model_->output_norm(), hp.n_embd);
-    output_ = model_->output().data == model_->tok_embd().data ? tok_embd_ : upload_matrix(model_->output());
-    const int64_t QD = int64_t{hp.n_head} * hp.head_dim, KVD = int64_t{hp.n_head_kv} * hp.head_dim;
+    if (root()) {  // only rank 0 computes logits
+      output_norm_ = upload_vector(model_->output_norm(), hp.n_embd);
+      output_ = model_->output().data == model_->tok_embd().data ? tok_embd_ : upload_matrix(model_->output());
+    }
+    const auto& sh = shard_;
     for (const auto& L : model_->layers()) {
-      auto bias = [&](const float* b, int64_t n) { return b == nullptr ? nullptr : upload_vector(b, n); };
-      layers_.push_back({upload_vector(L.attn_norm, hp.n_embd), upload_matrix(L.wq), upload_matrix(L.wk),
-                         upload_matrix(L.wv), upload_matrix(L.wo), upload_vector(L.ffn_norm, hp.n_embd),
-                         upload_matrix(L.w_gate), upload_matrix(L.w_up), upload_matrix(L.w_down),
-                         bias(L.bq, QD), bias(L.bk, KVD), bias(L.bv, KVD)});
+      auto bias = [&](const float* b, index_range r) { return b == nullptr ? nullptr : upload_vector(b + r.begin, r.size()); };
+      // Column-parallel q/k/v and gate/up: the rank's output rows;
+      // row-parallel o and down: its input columns.
+      layers_.push_back({upload_vector(L.attn_norm, hp.n_embd), upload_matrix(L.wq, sh.q_rows),
+                         upload_matrix(L.wk, sh.kv_rows), upload_matrix(L.wv, sh.kv_rows),
+                         upload_matrix(L.wo, {}, sh.q_rows), upload_vector(L.ffn_norm, hp.n_embd),
+                         upload_matrix(L.w_gate, sh.ff_rows), upload_matrix(L.w_up, sh.ff_rows),
+                         upload_matrix(L.w_down, {}, sh.ff_rows), bias(L.bq, sh.q_rows), bias(L.bk, sh.kv_rows),
+                         bias(L.bv, sh.kv_rows)});
     }
     // One token-block more than the pool (ids kv_blocks .. kv_blocks +
     // per_tb - 1, never granted): where a graph's padded rows write and read.
@@ -128,13 +148,14 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
                                  + " tokens, heads up to " + std::to_string(slot->max_head_dim) + ")");
       block_elems_ = 2 * int64_t{opts_.block_tokens} * slot->max_head_dim;
       std::lock_guard<std::mutex> lock(slot->mu);
-      if (!slot->memory) {
+      auto& memory = slot->memory[opts_.device];  // one per GPU of the unit
+      if (!memory) {
         void* p = nullptr;
         cu::check(cudaMalloc(&p, static_cast<size_t>((slot->blocks + slot->scratch_blocks) * block_elems_ * 2)),
                   "the unit's KV memory");
-        slot->memory = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+        memory = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
       }
-      shared_arena_ = slot->memory;
+      shared_arena_ = memory;
       arena_ = static_cast<uint16_t*>(shared_arena_.get());
     } else {
       block_elems_ = 2 * int64_t{opts_.block_tokens} * hp.head_dim;
@@ -166,7 +187,8 @@ void cuda_engine::ensure_rows(int64_t rows, int64_t out_rows) {
   const size_t es = cu::act_bytes(opts_.type);
   if (rows > rows_cap_) {
     const int64_t cap = std::max<int64_t>(rows, rows_cap_ * 2);
-    const int64_t E = hp.n_embd, QD = int64_t{hp.n_head} * hp.head_dim, KVD = int64_t{hp.n_head_kv} * hp.head_dim;
+    const int64_t E = hp.n_embd, QD = int64_t{shard_.n_head} * hp.head_dim,
+                  KVD = int64_t{shard_.n_head_kv} * hp.head_dim;
     auto act_buf = [&](int64_t width) { return alloc(static_cast<size_t>(cap * width) * es); };
     x_ = act_buf(E);
     h_ = act_buf(E);
@@ -175,8 +197,8 @@ void cuda_engine::ensure_rows(int64_t rows, int64_t out_rows) {
     v_ = act_buf(KVD);
     attn_ = act_buf(QD);
     tmp_ = act_buf(E);
-    gate_ = act_buf(hp.n_ff);
-    up_ = act_buf(hp.n_ff);
+    gate_ = act_buf(shard_.n_ff);
+    up_ = act_buf(shard_.n_ff);
     d_tokens_ = static_cast<int32_t*>(alloc(static_cast<size_t>(cap) * 4));
     d_pos_ = static_cast<int32_t*>(alloc(static_cast<size_t>(cap) * 4));
     d_start_ = static_cast<int32_t*>(alloc(static_cast<size_t>(cap) * 4));
@@ -196,11 +218,13 @@ void cuda_engine::forward(int64_t T, int64_t n_out, cudaStream_t st) {
   const auto& hp = model_->hparams();
   const int per_tb = hp.n_layer * hp.n_head_kv;
   const auto t = opts_.type;
-  const int64_t E = hp.n_embd, F = hp.n_ff, D = hp.head_dim;
-  const int64_t QD = int64_t{hp.n_head} * D, KVD = int64_t{hp.n_head_kv} * D;
+  // This rank's heads and FFN width (the whole model at tp_size 1).
+  const int n_head = shard_.n_head;
+  const int64_t E = hp.n_embd, F = shard_.n_ff, D = hp.head_dim;
+  const int64_t QD = int64_t{n_head} * D, KVD = int64_t{shard_.n_head_kv} * D;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const cu::paged_kv kv{arena_, block_elems_, opts_.block_tokens, hp.head_dim, hp.n_head_kv, per_tb,
-                        d_tables_, d_start_, d_pos_};
+  const cu::paged_kv kv{arena_,   block_elems_, opts_.block_tokens, hp.head_dim,     shard_.n_head_kv, per_tb,
+                        d_tables_, d_start_,    d_pos_,             shard_.head_base, hp.n_head_kv};
   cu::embedding(t, tok_embd_, d_tokens_, T, E, x_, st);
   for (int l = 0; l < hp.n_layer; ++l) {
     const auto& L = layers_[static_cast<size_t>(l)];
@@ -217,17 +241,21 @@ void cuda_engine::forward(int64_t T, int64_t n_out, cudaStream_t st) {
       cu::add_bias(t, k_, L.bk, T, KVD, st);
     if (L.bv != nullptr)
       cu::add_bias(t, v_, L.bv, T, KVD, st);
-    cu::rope(t, q_, T, hp.n_head, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
-    cu::rope(t, k_, T, hp.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
+    cu::rope(t, q_, T, n_head, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
+    cu::rope(t, k_, T, shard_.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
     cu::kv_append(t, k_, v_, T, l, kv, st);
-    cu::paged_attention(t, q_, T, hp.n_head, l, scale, kv, attn_, st);
+    cu::paged_attention(t, q_, T, n_head, l, scale, kv, attn_, st);
     blas_->matmul(t, L.wo, attn_, T, E, QD, tmp_);
+    if (opts_.comm != nullptr)  // row-parallel o: the ranks' partial sums
+      cu::all_reduce_sum(t, tmp_, T * E, opts_.comm, st);
     // x += attention output; h = norm(x).
     cu::rmsnorm(t, tmp_, x_, x_, L.ffn_norm, hp.norm_eps, T, E, h_, st);
     blas_->matmul(t, L.w_gate, h_, T, F, E, gate_);
     blas_->matmul(t, L.w_up, h_, T, F, E, up_);
     cu::swiglu(t, gate_, up_, T * F, gate_, st);
     blas_->matmul(t, L.w_down, gate_, T, E, F, tmp_);
+    if (opts_.comm != nullptr)  // row-parallel down
+      cu::all_reduce_sum(t, tmp_, T * E, opts_.comm, st);
   }
   if (n_out > 0) {
     // x += the last FFN output; the output norm; logits of the rows that sample.
@@ -319,7 +347,8 @@ step_output cuda_engine::step(const step_input& in) {
   if (T > 0) {
     // Graphs keep the buffers' addresses: they are sized for the largest
     // bucket before the first capture.
-    ensure_rows(graph_rows > 0 ? max_graph_rows : T, graph_rows > 0 ? max_graph_rows : n_out);
+    // Only rank 0 (the whole model at tp_size 1) computes logits and samples.
+    ensure_rows(graph_rows > 0 ? max_graph_rows : T, !root() ? 0 : graph_rows > 0 ? max_graph_rows : n_out);
     if (static_cast<int64_t>(tables.size()) > tables_cap_) {
       tables_cap_ = std::max<int64_t>(static_cast<int64_t>(tables.size()), tables_cap_ * 2);
       d_tables_ = static_cast<int32_t*>(alloc(static_cast<size_t>(tables_cap_) * 4));
@@ -331,13 +360,13 @@ step_output cuda_engine::step(const step_input& in) {
     up(d_pos_, positions);
     up(d_start_, starts);
     up(d_tables_, tables);
-    if (!out_rows.empty())
+    if (root() && !out_rows.empty())
       up(d_out_rows_, out_rows);
     if (graph_rows > 0)
       run_graph(graph_rows, st);
     else
-      forward(T, n_out, st);
-    if (n_out > 0) {
+      forward(T, root() ? n_out : 0, st);
+    if (root() && n_out > 0) {
       if (device_greedy) {
         cu::argmax_logprob(logits_, n_out, hp.n_vocab, d_picked_, nullptr, st);
         picked_.resize(static_cast<size_t>(n_out));
@@ -349,7 +378,7 @@ step_output cuda_engine::step(const step_input& in) {
     }
     cu::check(cudaStreamSynchronize(st), "step");
   }
-  if (n_out > 0) {
+  if (root() && n_out > 0) {
     size_t k = 0;
     for (const auto& w : in.seqs) {
       if (!w.sample || w.tokens.empty()) {
@@ -400,7 +429,7 @@ void cuda_engine::run_graph(int64_t rows, cudaStream_t st) {
     cudaGraph_t g = nullptr;
     cu::check(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "begin graph capture");
     try {
-      forward(rows, rows, st);
+      forward(rows, root() ? rows : 0, st);
     } catch (...) {
       cudaStreamEndCapture(st, &g);
       if (g != nullptr)
@@ -506,6 +535,9 @@ std::unique_ptr<engine> make_cuda_engine(const config::model_config& model, cons
   o.kv_blocks = ctx.kv_blocks;
   o.graphs = !model.enforce_eager;
   o.shared_kv = ctx.device_kv;
+  if (ctx.devices.size() > 1)
+    return std::make_unique<cuda_tp_engine>(std::move(weights), std::move(tok), o, ctx.devices);
+  o.device = ctx.devices.empty() ? 0 : ctx.devices[0];
   return std::make_unique<cuda_engine>(std::move(weights), std::move(tok), o);
 }
 

@@ -16,7 +16,10 @@
 /// bucket. Not yet: tensor parallelism.
 
 #include <map>
+#include <condition_variable>
+#include <exception>
 #include <memory>
+#include <thread>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -26,7 +29,9 @@
 #include "engine/engine_factory.hpp"
 #include "engine/llama_model.hpp"
 #include "engine/step_sampler.hpp"
+#include "engine/tensor_parallel.hpp"
 #include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/nccl.hpp"
 #include "kernels/cuda/ops.hpp"
 #include "kernels/cuda/partitions.hpp"
 #include "kernels/cuda/sample.hpp"
@@ -44,6 +49,11 @@ struct cuda_engine_options {
   bool graphs = true;
   /// The unit's shared GPU KV memory; null: the engine allocates its own.
   std::shared_ptr<device_kv_slot> shared_kv;
+  /// Tensor parallelism: this engine is rank tp_rank of tp_size, on
+  /// `device`, all-reducing with `comm` (null at tp_size 1: no NCCL call).
+  int tp_rank = 0;
+  int tp_size = 1;
+  ncclComm* comm = nullptr;
 };
 
 /// The largest decode batch that replays a graph; larger ones run eagerly.
@@ -80,7 +90,10 @@ private:
     void *bq, *bk, *bv;  ///< qwen2's attention biases, else null
   };
   /// A device copy of `rows` × `cols` weights, converted to the engine's type.
-  void* upload_matrix(const kernels::matrix_view& m);
+  /// Rows `rows` and columns `cols` of it (empty ranges: all), so a
+  /// tensor-parallel rank holds its slice.
+  void* upload_matrix(const kernels::matrix_view& m, index_range rows = {}, index_range cols = {});
+  [[nodiscard]] bool root() const { return opts_.tp_rank == 0; }
   void* upload_vector(const float* v, int64_t n);
   void* alloc(size_t bytes);
   void ensure_rows(int64_t rows, int64_t out_rows);
@@ -98,6 +111,7 @@ private:
   std::shared_ptr<const llama_model> model_;
   std::shared_ptr<const tokenizer> tok_;
   cuda_engine_options opts_;
+  tp_shard shard_;
   double share_ = 1.0;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::blas> blas_;
@@ -148,6 +162,43 @@ private:
   int64_t buffers_epoch_ = 0;  ///< bumped by every device allocation
   int64_t graph_captures_ = 0;
   std::mutex step_mu_;  ///< one step at a time (split jobs share the GPU's one stream for now)
+};
+
+/// A model tensor-parallel over several GPUs of a unit: one cuda_engine
+/// rank per device (its slice of every layer, all-reducing after the
+/// row-parallel o and down projections through NCCL), each stepped by its
+/// own thread, since a rank's all-reduce waits for the others'. Every rank
+/// keeps the sequences' block tables; rank 0 computes the logits and picks
+/// the tokens. Each rank's KV holds its heads of every block id (the pool's
+/// ids are shared across heads, so each GPU reserves the pool's blocks).
+class cuda_tp_engine final : public engine {
+public:
+  cuda_tp_engine(std::shared_ptr<const llama_model> model, std::shared_ptr<const tokenizer> tok,
+                 cuda_engine_options opts, const std::vector<int>& devices);
+  ~cuda_tp_engine() override;
+
+  [[nodiscard]] step_output step(const step_input& in) override;
+  void set_share(double share) override;
+  void set_job_partition(job_kind job, double offset, double share) override;
+  [[nodiscard]] std::string backend() const override { return "cuda"; }
+  [[nodiscard]] const tokenizer& vocab() const override { return ranks_[0]->vocab(); }
+  [[nodiscard]] int tp_size() const { return static_cast<int>(ranks_.size()); }
+
+private:
+  void worker(size_t rank);
+
+  std::unique_ptr<cuda::nccl_group> nccl_;
+  std::vector<std::unique_ptr<cuda_engine>> ranks_;
+  std::vector<std::thread> threads_;
+  // One step at a time, handed to ranks 1.. (rank 0 runs on the caller).
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  const step_input* job_ = nullptr;
+  uint64_t generation_ = 0;
+  size_t finished_ = 0;
+  std::vector<std::exception_ptr> errors_;
+  bool stop_ = false;
+  std::mutex step_mu_;
 };
 
 /// What the plugin's entry point builds from config (load or dummy weights).

@@ -73,11 +73,16 @@ struct paged_kv {
   int64_t block_elems = 0;
   int block_tokens = 16;
   int head_dim = 0;
-  int n_head_kv = 0;
+  int n_head_kv = 0;   ///< KV heads in the rows (a tensor-parallel rank's own)
   int per_tb = 0;
   const int32_t* tables = nullptr;
   const int32_t* table_start = nullptr;
   const int32_t* positions = nullptr;
+  /// Where the rows' heads sit in a table's per-layer run of ids: head h of
+  /// the rows is the table's head head_base + h of table_heads (0: n_head_kv;
+  /// a tensor-parallel rank holds heads head_base .. of the model's).
+  int head_base = 0;
+  int table_heads = 0;
 };
 
 /// Writes K and V ([rows, n_head_kv · head_dim], activation type) of `layer`

@@ -767,6 +767,23 @@ dtype = "q4_1"
              Catch::Contains("models[0].enforce_eager") && Catch::Contains("boolean"));
 }
 
+TEST_CASE("cuda units list their devices; more than one is tensor parallelism", "[config]") {
+  CHECK(parse_cluster_config(base_config, "test.toml").units[0].devices == std::vector<int>{0});  // default
+  auto cuda = replace(base_config, "architecture = \"tiny\"", "backend = \"cuda\"\nload_format = \"dummy\"\narchitecture = \"tiny\"");
+  auto with = [&](const std::string& devices) {
+    return replace(cuda, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nbackend = \"cuda\"\ndevices = " + devices + "\nmodels");
+  };
+  CHECK(parse_cluster_config(with("[2, 3]"), "test.toml").units[0].devices == std::vector<int>{2, 3});
+  CHECK_THAT(parse_error_of(with("[]")).reason, Catch::Contains("at least one"));
+  CHECK_THAT(parse_error_of(with("[0, 0]")).reason, Catch::Contains("device 0 twice"));
+  CHECK_THAT(parse_error_of(with("[-1]")).reason, Catch::Contains("ordinals"));
+  CHECK_THAT(parse_error_of(with("[\"a\"]")).reason, Catch::Contains("ordinals"));
+  auto sim = replace(base_config, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\ndevices = [0, 1]\nmodels");
+  auto e = parse_error_of(sim);
+  CHECK(e.key == "units[0].devices");
+  CHECK_THAT(e.reason, Catch::Contains("backend 'sim'"));
+}
+
 TEST_CASE("units choose spatial or temporal multiplexing; temporal is sim and cpu only", "[config]") {
   CHECK(parse_cluster_config(base_config, "test.toml").units[0].multiplex == "spatial");  // default
   auto text = replace(base_config, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nmultiplex = \"temporal\"\nmodels");

@@ -361,6 +361,36 @@ TEST_CASE("cuda engine: two models in one unit's GPU KV memory keep each other's
   }
 }
 
+TEST_CASE("cuda engine: tensor parallel over two GPUs generates the one-GPU tokens", "[cuda]") {
+  int count = 0;
+  cudaGetDeviceCount(&count);
+  if (count < 2) {
+    WARN("tensor parallelism needs two GPUs; this machine has " << count << ": not run");
+    return;
+  }
+  // The toy llama3 and qwen2 files: GQA 4:2, so each rank holds 2 query
+  // heads over 1 KV head. f32, so the ranks' partial sums differ from one
+  // GPU's sums by rounding only.
+  for (const char* name : {"llama3", "qwen2"}) {
+    INFO(name);
+    auto model = engine::llama_model::load(dir("LLMUX_SOURCE_DIR", LLMUX_SOURCE_DIR) + "/tests/data/arch/" + name + ".gguf");
+    std::shared_ptr<const engine::tokenizer> tok = engine::make_tokenizer(engine::read_vocab(model->file()));
+    const auto prompt = tok->encode("Hello world, this is", true);
+    const int per_tb = model->hparams().n_layer * model->hparams().n_head_kv, n = 32;
+    engine::cuda_engine_options o;
+    o.type = cuda::act::f32;
+    o.kv_blocks = (static_cast<int64_t>(prompt.size()) + n + 15) / 16 * per_tb;
+    engine::cuda_engine one(model, tok, o);
+    engine::cuda_tp_engine two(model, tok, o, {0, 1});
+    CHECK(two.tp_size() == 2);
+    const auto want = generate(one, prompt, n, per_tb, o.block_tokens, true);
+    const auto got = generate(two, prompt, n, per_tb, o.block_tokens, true);
+    CHECK(got.tokens == want.tokens);
+    for (size_t i = 0; i < std::min(got.top.size(), want.top.size()); ++i)
+      CHECK(got.top[i].logprob == Approx(want.top[i].logprob).margin(1e-3));
+  }
+}
+
 int main(int argc, char** argv) {
   std::string why;
   if (!cuda::device_available(&why)) {

@@ -288,6 +288,80 @@ TEST_CASE("paged_attention: decode rows and a prefill chunk over a cached prefix
     }
 }
 
+TEST_CASE("a tensor-parallel rank's kv_append and paged_attention address its own heads of the tables", "[cuda]") {
+  // Two ranks of the fixture's model: one KV head and three query heads
+  // each. Written rank by rank, the cache must equal the whole model's
+  // write byte for byte; a rank's attention must equal its heads of the
+  // whole model's attention (the kernel tested against the CPU above).
+  std::mt19937 rng(11);
+  paged_fixture f(rng);
+  const act t = act::f32;
+  const int ranks = 2, kv_local = f.n_head_kv / ranks, q_local = f.n_head / ranks;
+  const size_t arena_bytes = static_cast<size_t>(f.arena_blocks * f.block_elems) * 2;
+  auto dtables = upload_vec(f.tables);
+  device_buffer whole(arena_bytes), split(arena_bytes);
+  whole.poison();
+  split.poison();
+  fill_cache(f, t, whole, dtables);
+  for (int r = 0; r < ranks; ++r)
+    for (size_t s = 0; s < f.ctx.size(); ++s) {
+      std::vector<int32_t> pos(static_cast<size_t>(f.ctx[s]));
+      std::iota(pos.begin(), pos.end(), 0);
+      std::vector<int32_t> starts(pos.size(), f.start[s]);
+      auto dpos = upload_vec(pos), dstart = upload_vec(starts);
+      cu::paged_kv kv{split.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, kv_local, f.per_tb,
+                      dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>(), r * kv_local, f.n_head_kv};
+      for (int l = 0; l < f.layers; ++l) {
+        auto slice = [&](const std::vector<float>& x) {  // the rank's heads of each position
+          std::vector<float> out;
+          for (int32_t j = 0; j < f.ctx[s]; ++j) {
+            const auto row = x.begin() + (int64_t{j} * f.n_head_kv + r * kv_local) * f.head_dim;
+            out.insert(out.end(), row, row + int64_t{kv_local} * f.head_dim);
+          }
+          return out;
+        };
+        auto dk = upload_act(t, slice(f.K(s, l))), dv = upload_act(t, slice(f.V(s, l)));
+        cu::kv_append(t, dk.p, dv.p, f.ctx[s], l, kv, nullptr);
+      }
+    }
+  CHECK(split.download() == whole.download());
+
+  const std::vector<int32_t> row_seq = {0, 1, 2}, row_pos = {0, 36, 99};
+  const auto rows = static_cast<int64_t>(row_seq.size());
+  std::vector<int32_t> row_start;
+  for (int32_t s : row_seq)
+    row_start.push_back(f.start[static_cast<size_t>(s)]);
+  auto dstart = upload_vec(row_start), dpos = upload_vec(row_pos);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(f.head_dim));
+  for (int layer = 0; layer < f.layers; ++layer) {
+    auto q = random_floats(static_cast<size_t>(rows) * f.n_head * f.head_dim, rng, -2, 2);
+    auto dq = upload_act(t, q);
+    device_buffer dall(q.size() * 4);
+    cu::paged_kv kv{whole.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
+                    dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()};
+    cu::paged_attention(t, dq.p, rows, f.n_head, layer, scale, kv, dall.p, nullptr);
+    const auto all = decode(t, dall.download());
+    for (int r = 0; r < ranks; ++r) {
+      INFO("layer " << layer << ", rank " << r);
+      std::vector<float> qr, want;
+      for (int64_t i = 0; i < rows; ++i) {
+        const auto from = (i * f.n_head + r * q_local) * f.head_dim, to = from + int64_t{q_local} * f.head_dim;
+        qr.insert(qr.end(), q.begin() + from, q.begin() + to);
+        want.insert(want.end(), all.begin() + from, all.begin() + to);
+      }
+      auto dqr = upload_act(t, qr);
+      device_buffer dout(qr.size() * 4);
+      dout.poison();
+      cu::paged_kv rk = kv;
+      rk.n_head_kv = kv_local;
+      rk.head_base = r * kv_local;
+      rk.table_heads = f.n_head_kv;
+      cu::paged_attention(t, dqr.p, rows, q_local, layer, scale, rk, dout.p, nullptr);
+      require_close(decode(t, dout.download()), want, 1e-6, "a rank's attention");
+    }
+  }
+}
+
 TEST_CASE("argmax_logprob: the lowest id among ties, and its log-softmax", "[cuda]") {
   std::mt19937 rng(7);
   const int64_t rows = 4, vocab = 32003;

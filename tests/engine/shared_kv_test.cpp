@@ -229,7 +229,7 @@ TEST_CASE("a unit's memories: host arena for cpu models, one GPU slot for cuda m
   CHECK(slot->block_tokens == 16);
   CHECK(slot->max_head_dim == 128);     // the cuda models' largest, not the sim's
   CHECK(slot->scratch_blocks == 32 * 8);  // a token-block of the widest cuda model
-  CHECK_FALSE(slot->memory);              // the first cuda engine allocates it
+  CHECK(slot->memory.empty());            // the first cuda engine on each GPU allocates it
   auto arena = engine::make_kv_arena({&cpu, &small, &big}, 100, 16);
   REQUIRE(arena);
   CHECK(arena->max_head_dim() == 64);  // host memory for the cpu model only

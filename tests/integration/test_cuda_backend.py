@@ -16,7 +16,7 @@ from conftest import SOURCE_DIR, free_port, solo_config
 STORIES = SOURCE_DIR.parent / "shared" / "models" / "stories260K" / "stories260K.gguf"
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, unit_extra: str = "") -> Path:
     http, node, admin = free_port(), free_port(), free_port()
     cfg = tmp_path / "cuda.toml"
     cfg.write_text(solo_config(http, node, admin) + f"""
@@ -30,6 +30,7 @@ name = "gpu0"
 node = "solo"
 backend = "cuda"
 kv_blocks = 1024
+{unit_extra}
 models = [ {{ name = "stories" }} ]
 """)
     return cfg
@@ -58,6 +59,17 @@ def test_a_cuda_unit_without_a_gpu_stops_the_node_saying_why(llmux_bin, tmp_path
     r = _serve(llmux_bin, _config(tmp_path))
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
+    assert "model 'stories': backend 'cuda' is unavailable: no usable CUDA device" in out, out
+
+
+def test_a_tensor_parallel_unit_without_gpus_stops_the_node_saying_why(llmux_bin, tmp_path, no_gpu):
+    plugin = Path(llmux_bin).parent / "libllmux_cuda.so"
+    if not plugin.exists():
+        pytest.skip("this build has no cuda backend (LLMUX_CUDA off: no nvcc)")
+    r = _serve(llmux_bin, _config(tmp_path, "devices = [0, 1]"))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    # Checked before NCCL is loaded: the device is what is missing.
     assert "model 'stories': backend 'cuda' is unavailable: no usable CUDA device" in out, out
 
 

@@ -216,6 +216,7 @@ void node_runtime::impl::boot() {
         ctx.kv_blocks = kvo.total_blocks;
         ctx.arena = arena;
         ctx.device_kv = device_kv;
+        ctx.devices = u.devices;
         if (m->load_format == "dummy")
           std::cout << "llmux: node " << node_name << ": building random " << m->dtype
                     << " weights for " << m->name << " (load_format = dummy)" << std::endl;

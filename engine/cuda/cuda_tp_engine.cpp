@@ -1,0 +1,117 @@
+// cuda_tp_engine: one cuda_engine rank per GPU, stepped together.
+
+#include "engine/cuda/cuda_engine.hpp"
+
+#include <algorithm>
+#include <string>
+
+namespace llmux::engine {
+
+cuda_tp_engine::cuda_tp_engine(std::shared_ptr<const llama_model> model, std::shared_ptr<const tokenizer> tok,
+                               cuda_engine_options opts, const std::vector<int>& devices) {
+  const int size = static_cast<int>(devices.size());
+  std::string why;
+  if (!cuda::device_available(&why))
+    throw cuda::cuda_error("no usable CUDA device: " + why);
+  int count = 0;
+  cuda::check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  for (int d : devices)
+    if (d >= count)
+      throw cuda::cuda_error("the unit lists CUDA device " + std::to_string(d) + "; this machine has " +
+                             std::to_string(count));
+  // The shard check before NCCL starts: a model the GPUs cannot split is
+  // refused with the count that does not divide.
+  (void)make_tp_shard(model->hparams(), 0, size);
+  nccl_ = std::make_unique<cuda::nccl_group>(devices);
+  for (int r = 0; r < size; ++r) {
+    auto o = opts;
+    o.device = devices[static_cast<size_t>(r)];
+    o.tp_rank = r;
+    o.tp_size = size;
+    o.comm = nccl_->comm(r);
+    ranks_.push_back(std::make_unique<cuda_engine>(model, tok, o));
+  }
+  errors_.resize(ranks_.size());
+  for (size_t r = 1; r < ranks_.size(); ++r)
+    threads_.emplace_back([this, r] { worker(r); });
+}
+
+cuda_tp_engine::~cuda_tp_engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : threads_)
+    t.join();
+  ranks_.clear();  // before the communicators go
+}
+
+void cuda_tp_engine::worker(size_t rank) {
+  uint64_t seen = 0;
+  for (;;) {
+    const step_input* in = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_)
+        return;
+      seen = generation_;
+      in = job_;
+    }
+    std::exception_ptr error;
+    try {
+      (void)ranks_[rank]->step(*in);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      errors_[rank] = error;
+      ++finished_;
+    }
+    done_.notify_all();
+  }
+}
+
+step_output cuda_tp_engine::step(const step_input& in) {
+  std::lock_guard<std::mutex> one_step(step_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_ = &in;
+    finished_ = 0;
+    std::fill(errors_.begin(), errors_.end(), nullptr);
+    ++generation_;
+  }
+  wake_.notify_all();
+  // Rank 0 on this thread: its all-reduces meet the other ranks' there.
+  step_output out;
+  std::exception_ptr error;
+  try {
+    out = ranks_[0]->step(in);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return finished_ == ranks_.size() - 1; });
+    for (size_t r = 1; r < errors_.size() && error == nullptr; ++r)
+      error = errors_[r];
+  }
+  if (error)
+    std::rethrow_exception(error);
+  return out;
+}
+
+void cuda_tp_engine::set_share(double share) {
+  for (auto& r : ranks_)
+    r->set_share(share);
+}
+
+void cuda_tp_engine::set_job_partition(job_kind job, double offset, double share) {
+  // The same SM range on every GPU of the unit.
+  for (auto& r : ranks_)
+    r->set_job_partition(job, offset, share);
+}
+
+}  // namespace llmux::engine
