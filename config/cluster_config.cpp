@@ -616,7 +616,7 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
   for (size_t i = 0; i < arr.size(); ++i) {
     auto s = top.element("models", arr, i);
     s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default", "load_format",
-                  "dtype", "enforce_eager"});
+                  "dtype", "enforce_eager", "quantization"});
     model_config m;
     m.name = read_name(s, "name");
     if (cfg.find_model(m.name))
@@ -665,6 +665,10 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
     read_positive(s, "max_tokens_default", m.max_tokens_default);
     if (auto v = s.boolean("enforce_eager"))
       m.enforce_eager = *v;
+    read_choice(s, "quantization", m.quantization, {"none", "int8"});
+    if (m.quantization != "none" && m.backend != "cuda")
+      s.fail("quantization", "'" + m.quantization + "' weights are the cuda backend's; model '" + m.name +
+                               "' has backend '" + m.backend + "' (its GGUF types are its quantization)");
     cfg.models.push_back(std::move(m));
   }
 }

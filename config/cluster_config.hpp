@@ -94,6 +94,10 @@ struct model_config {
   model_arch arch;             ///< sim and dummy: from `architecture` (preset or table)
   int max_tokens_default = 256;  ///< when a request gives none
   bool enforce_eager = false;    ///< cuda: no CUDA graphs for decode steps (vLLM's flag)
+  /// cuda: "none" (weights in dtype) or "int8" (weight-only: the layers'
+  /// matrices as int8 with a scale per output row, activations in dtype;
+  /// embeddings and the output head stay in dtype), as vLLM's quantization.
+  std::string quantization = "none";
 };
 
 struct unit_model {

@@ -47,6 +47,9 @@ log=${OUT:-/tmp}/gpu_checks.log
   # What CUDA graphs save: the same decode steps launched kernel by kernel.
   "$here/bin/llmux" bench engine --backend cuda --architecture llama-8b --dtype bf16 --batch 1 8 --eager --json
   echo "bench eager rc=$?"
+  # Weight-only int8: half the bytes per decode step.
+  "$here/bin/llmux" bench engine --backend cuda --architecture llama-8b --dtype bf16 --batch 1 8 64 --quantization int8 --json
+  echo "bench int8 rc=$?"
   python3 "$here/torch_engine.py" --batch 1 8 64 256 --json  # the same shapes in PyTorch
   echo "torch rc=$?"
 } 2>&1 | tee "$log"

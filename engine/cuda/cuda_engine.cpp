@@ -9,6 +9,7 @@
 
 #include "engine/sampler.hpp"
 #include "engine/vocab.hpp"
+#include "kernels/cpu/int8_rows.hpp"
 #include "kernels/cpu/ops.hpp"
 
 namespace llmux::engine {
@@ -78,6 +79,60 @@ void* cuda_engine::upload_matrix(const kernels::matrix_view& m, index_range rows
   return dev;
 }
 
+cuda_engine::dev_matrix cuda_engine::upload_weight(const kernels::matrix_view& m, index_range rows,
+                                                   index_range cols) {
+  if (rows.end == 0)
+    rows = {0, m.rows};
+  if (cols.end == 0)
+    cols = {0, m.cols};
+  dev_matrix d;
+  d.n = rows.size();
+  d.k = cols.size();
+  if (!opts_.int8) {
+    d.w = upload_matrix(m, rows, cols);
+    return d;
+  }
+  // Weight-only int8: q [n, k] and a scale per output row, quantized on the
+  // host from the file's rows (their slice, for a tensor-parallel rank).
+  auto* q = static_cast<int8_t*>(alloc(static_cast<size_t>(d.n * d.k)));
+  auto* scales = static_cast<float*>(alloc(static_cast<size_t>(d.n) * 4));
+  d.q8 = cu::int8_weights{q, scales, d.n, d.k};
+  weight_bytes_ += d.n * d.k + d.n * 4;
+  int8_scratch_bytes_ = std::max(int8_scratch_bytes_, cu::int8_scratch_bytes(opts_.type, d.n, d.k));
+  if (m.data == nullptr) {
+    // Dummy: uniform q, scales giving vLLM's dummy spread (std 0.02).
+    cu::fill_uniform_int8(q, d.n * d.k, ++dummy_seed_, stream_);
+    cu::fill_value(cu::act::f32, scales, d.n, 0.02f * std::sqrt(3.0f) / 127.0f, stream_);
+    cu::check(cudaStreamSynchronize(stream_), "dummy int8 weights");
+    return d;
+  }
+  const int64_t slab = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(m.cols * 4, 1));
+  std::vector<float> row(static_cast<size_t>(m.cols)), sliced;
+  std::vector<int8_t> qbuf;
+  std::vector<float> sbuf;
+  for (int64_t r0 = 0; r0 < d.n; r0 += slab) {
+    const int64_t n = std::min(slab, d.n - r0);
+    sliced.resize(static_cast<size_t>(n * d.k));
+    for (int64_t r = 0; r < n; ++r) {
+      kernels::get_row(m, rows.begin + r0 + r, row.data());
+      std::copy_n(row.data() + cols.begin, d.k, sliced.data() + r * d.k);
+    }
+    qbuf.resize(sliced.size());
+    sbuf.resize(static_cast<size_t>(n));
+    kernels::quantize_int8_rows(sliced.data(), n, d.k, qbuf.data(), sbuf.data());
+    cu::check(cudaMemcpy(q + r0 * d.k, qbuf.data(), qbuf.size(), cudaMemcpyHostToDevice), "upload int8 weights");
+    cu::check(cudaMemcpy(scales + r0, sbuf.data(), sbuf.size() * 4, cudaMemcpyHostToDevice), "upload int8 scales");
+  }
+  return d;
+}
+
+void cuda_engine::mm(const dev_matrix& w, const void* x, int64_t m, void* y, cudaStream_t st) {
+  if (w.w != nullptr)
+    blas_->matmul(opts_.type, w.w, x, m, w.n, w.k, y);
+  else
+    cu::matmul_int8(opts_.type, w.q8, x, m, y, opts_.type, int8_scratch_, int8_scratch_bytes_, *blas_, st);
+}
+
 void* cuda_engine::upload_vector(const float* v, int64_t n) {
   const size_t es = cu::act_bytes(opts_.type);
   if (v == nullptr) {  // a shape-only model's norm weights: ones
@@ -130,13 +185,15 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
       auto bias = [&](const float* b, index_range r) { return b == nullptr ? nullptr : upload_vector(b + r.begin, r.size()); };
       // Column-parallel q/k/v and gate/up: the rank's output rows;
       // row-parallel o and down: its input columns.
-      layers_.push_back({upload_vector(L.attn_norm, hp.n_embd), upload_matrix(L.wq, sh.q_rows),
-                         upload_matrix(L.wk, sh.kv_rows), upload_matrix(L.wv, sh.kv_rows),
-                         upload_matrix(L.wo, {}, sh.q_rows), upload_vector(L.ffn_norm, hp.n_embd),
-                         upload_matrix(L.w_gate, sh.ff_rows), upload_matrix(L.w_up, sh.ff_rows),
-                         upload_matrix(L.w_down, {}, sh.ff_rows), bias(L.bq, sh.q_rows), bias(L.bk, sh.kv_rows),
+      layers_.push_back({upload_vector(L.attn_norm, hp.n_embd), upload_weight(L.wq, sh.q_rows),
+                         upload_weight(L.wk, sh.kv_rows), upload_weight(L.wv, sh.kv_rows),
+                         upload_weight(L.wo, {}, sh.q_rows), upload_vector(L.ffn_norm, hp.n_embd),
+                         upload_weight(L.w_gate, sh.ff_rows), upload_weight(L.w_up, sh.ff_rows),
+                         upload_weight(L.w_down, {}, sh.ff_rows), bias(L.bq, sh.q_rows), bias(L.bk, sh.kv_rows),
                          bias(L.bv, sh.kv_rows)});
     }
+    if (int8_scratch_bytes_ > 0)  // int8 prefill GEMMs dequantize a matrix here first
+      int8_scratch_ = alloc(int8_scratch_bytes_);
     // One token-block more than the pool (ids kv_blocks .. kv_blocks +
     // per_tb - 1, never granted): where a graph's padded rows write and read.
     const int per_tb = hp.n_layer * hp.n_head_kv;
@@ -231,9 +288,9 @@ void cuda_engine::forward(int64_t T, int64_t n_out, cudaStream_t st) {
     // x += the last layer's FFN output (none before layer 0); h = norm(x).
     cu::rmsnorm(t, l == 0 ? x_ : tmp_, l == 0 ? nullptr : x_, l == 0 ? nullptr : x_, L.attn_norm, hp.norm_eps,
                 T, E, h_, st);
-    blas_->matmul(t, L.wq, h_, T, QD, E, q_);
-    blas_->matmul(t, L.wk, h_, T, KVD, E, k_);
-    blas_->matmul(t, L.wv, h_, T, KVD, E, v_);
+    mm(L.wq, h_, T, q_, st);
+    mm(L.wk, h_, T, k_, st);
+    mm(L.wv, h_, T, v_, st);
     // qwen2's biases.
     if (L.bq != nullptr)
       cu::add_bias(t, q_, L.bq, T, QD, st);
@@ -245,15 +302,15 @@ void cuda_engine::forward(int64_t T, int64_t n_out, cudaStream_t st) {
     cu::rope(t, k_, T, shard_.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
     cu::kv_append(t, k_, v_, T, l, kv, st);
     cu::paged_attention(t, q_, T, n_head, l, scale, kv, attn_, st);
-    blas_->matmul(t, L.wo, attn_, T, E, QD, tmp_);
+    mm(L.wo, attn_, T, tmp_, st);
     if (opts_.comm != nullptr)  // row-parallel o: the ranks' partial sums
       cu::all_reduce_sum(t, tmp_, T * E, opts_.comm, st);
     // x += attention output; h = norm(x).
     cu::rmsnorm(t, tmp_, x_, x_, L.ffn_norm, hp.norm_eps, T, E, h_, st);
-    blas_->matmul(t, L.w_gate, h_, T, F, E, gate_);
-    blas_->matmul(t, L.w_up, h_, T, F, E, up_);
+    mm(L.w_gate, h_, T, gate_, st);
+    mm(L.w_up, h_, T, up_, st);
     cu::swiglu(t, gate_, up_, T * F, gate_, st);
-    blas_->matmul(t, L.w_down, gate_, T, E, F, tmp_);
+    mm(L.w_down, gate_, T, tmp_, st);
     if (opts_.comm != nullptr)  // row-parallel down
       cu::all_reduce_sum(t, tmp_, T * E, opts_.comm, st);
   }
@@ -534,6 +591,7 @@ std::unique_ptr<engine> make_cuda_engine(const config::model_config& model, cons
   o.block_tokens = ctx.block_tokens;
   o.kv_blocks = ctx.kv_blocks;
   o.graphs = !model.enforce_eager;
+  o.int8 = model.quantization == "int8";
   o.shared_kv = ctx.device_kv;
   if (ctx.devices.size() > 1)
     return std::make_unique<cuda_tp_engine>(std::move(weights), std::move(tok), o, ctx.devices);

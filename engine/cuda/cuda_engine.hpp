@@ -31,6 +31,7 @@
 #include "engine/step_sampler.hpp"
 #include "engine/tensor_parallel.hpp"
 #include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/int8.hpp"
 #include "kernels/cuda/nccl.hpp"
 #include "kernels/cuda/ops.hpp"
 #include "kernels/cuda/partitions.hpp"
@@ -54,6 +55,8 @@ struct cuda_engine_options {
   int tp_rank = 0;
   int tp_size = 1;
   ncclComm* comm = nullptr;
+  /// Weight-only int8 layer matrices (quantization = "int8").
+  bool int8 = false;
 };
 
 /// The largest decode batch that replays a graph; larger ones run eagerly.
@@ -85,8 +88,18 @@ public:
   [[nodiscard]] int64_t kv_bytes() const { return kv_bytes_; }
 
 private:
+  /// A layer matrix on the device: in the engine's type (w), or int8 with
+  /// a scale per output row (q8; quantization = "int8"). n output rows of k.
+  struct dev_matrix {
+    void* w = nullptr;
+    cuda::int8_weights q8;
+    int64_t n = 0, k = 0;
+  };
   struct dev_layer {
-    void *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+    void* attn_norm;
+    dev_matrix wq, wk, wv, wo;
+    void* ffn_norm;
+    dev_matrix w_gate, w_up, w_down;
     void *bq, *bk, *bv;  ///< qwen2's attention biases, else null
   };
   /// A device copy of `rows` × `cols` weights, converted to the engine's type.
@@ -94,6 +107,10 @@ private:
   /// tensor-parallel rank holds its slice.
   void* upload_matrix(const kernels::matrix_view& m, index_range rows = {}, index_range cols = {});
   [[nodiscard]] bool root() const { return opts_.tp_rank == 0; }
+  /// A layer matrix (its slice), in the engine's type or int8.
+  dev_matrix upload_weight(const kernels::matrix_view& m, index_range rows = {}, index_range cols = {});
+  /// y[m, n] = x[m, k] · Wᵀ on `st`, through cuBLAS or the int8 GEMM.
+  void mm(const dev_matrix& w, const void* x, int64_t m, void* y, cudaStream_t st);
   void* upload_vector(const float* v, int64_t n);
   void* alloc(size_t bytes);
   void ensure_rows(int64_t rows, int64_t out_rows);
@@ -124,6 +141,8 @@ private:
   void* output_ = nullptr;
   std::vector<dev_layer> layers_;
   uint16_t* arena_ = nullptr;
+  void* int8_scratch_ = nullptr;  ///< a matrix dequantized for an int8 prefill GEMM
+  size_t int8_scratch_bytes_ = 0;
   std::shared_ptr<void> shared_arena_;  ///< keeps the unit's KV memory while this engine lives
   int64_t block_elems_ = 0;
 

@@ -6,6 +6,7 @@
 // everywhere.
 
 #include "kernels/cuda/ops.hpp"
+#include "kernels/cuda/device_util.cuh"
 
 #include <algorithm>
 #include <cmath>
@@ -52,24 +53,8 @@ bool device_available(std::string* why) {
 
 namespace {
 
-template <typename T> __device__ __forceinline__ float to_f(T x);
-template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T> __device__ __forceinline__ T from_f(float x);
-template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
 __device__ __forceinline__ float half_bits_to_f(uint16_t b) {
   return __half2float(__ushort_as_half(b));
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1)
-    v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 /// Sum over the block (blockDim.x a multiple of 32, at most 1024); every
@@ -91,21 +76,6 @@ __device__ float block_sum(float v) {
   }
   __syncthreads();
   return total;
-}
-
-/// Runs f(T{}) for the activation type `t`.
-template <class F>
-void dispatch(act t, F&& f) {
-  switch (t) {
-    case act::f32: f(float{}); return;
-    case act::f16: f(__half{}); return;
-    case act::bf16: f(__nv_bfloat16{}); return;
-  }
-  throw cuda_error("unknown activation type");
-}
-
-void launched(const char* what) {
-  check(cudaGetLastError(), what);
 }
 
 unsigned blocks_for(int64_t n, int threads) {
@@ -457,18 +427,26 @@ void argmax_logprob(const float* logits, int64_t rows, int64_t vocab, int32_t* i
 
 namespace {
 
+/// Uniform in [0, 1) from splitmix64 of (seed, i): 24 bits of it.
+__device__ __forceinline__ float hash_uniform(uint64_t seed, int64_t i) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(i + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
+}
+
 template <typename T>
 __global__ void fill_uniform_kernel(T* x, int64_t n, uint64_t seed, float scale) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    // splitmix64 of (seed, i): 24 bits of it, to [-1, 1).
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(i + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
-    x[i] = from_f<T>((2.0f * u - 1.0f) * scale);
-  }
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = from_f<T>((2.0f * hash_uniform(seed, i) - 1.0f) * scale);
+}
+
+__global__ void fill_uniform_int8_kernel(int8_t* x, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = static_cast<int8_t>(static_cast<int>(hash_uniform(seed, i) * 255.0f) - 127);  // -127 .. 127
 }
 
 template <typename T>
@@ -489,6 +467,13 @@ void fill_uniform(act t, void* x, int64_t n, uint64_t seed, float scale, cudaStr
       static_cast<T*>(x), n, seed, scale);
   });
   launched("fill_uniform");
+}
+
+void fill_uniform_int8(int8_t* x, int64_t n, uint64_t seed, cudaStream_t stream) {
+  if (n == 0)
+    return;
+  fill_uniform_int8_kernel<<<std::min<unsigned>(blocks_for(n, 256), 65535u), 256, 0, stream>>>(x, n, seed);
+  launched("fill_uniform_int8");
 }
 
 void fill_value(act t, void* x, int64_t n, float value, cudaStream_t stream) {

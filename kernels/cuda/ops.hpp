@@ -109,5 +109,7 @@ void argmax_logprob(const float* logits, int64_t rows, int64_t vocab, int32_t* i
 /// from a hash of (seed, i) (std = scale / √3), or every element `value`.
 void fill_uniform(act t, void* x, int64_t n, uint64_t seed, float scale, cudaStream_t stream);
 void fill_value(act t, void* x, int64_t n, float value, cudaStream_t stream);
+/// Dummy int8 weights: uniform in [−127, 127] from a hash of (seed, i).
+void fill_uniform_int8(int8_t* x, int64_t n, uint64_t seed, cudaStream_t stream);
 
 }  // namespace llmux::cuda

@@ -765,6 +765,12 @@ dtype = "q4_1"
                              "enforce_eager = true\n", "dummy.toml").models[0].enforce_eager);
   CHECK_THAT(err("backend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"\nenforce_eager = \"yes\"\n"),
              Catch::Contains("models[0].enforce_eager") && Catch::Contains("boolean"));
+  // Weight-only int8 is the cuda backend's.
+  CHECK(cfg.models[0].quantization == "none");
+  CHECK_THAT(err("backend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"\nquantization = \"int8\"\n"),
+             Catch::Contains("models[0].quantization") && Catch::Contains("cuda backend"));
+  CHECK_THAT(err("backend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"\nquantization = \"fp8\"\n"),
+             Catch::Contains("models[0].quantization"));
 }
 
 TEST_CASE("cuda units list their devices; more than one is tensor parallelism", "[config]") {
@@ -774,6 +780,8 @@ TEST_CASE("cuda units list their devices; more than one is tensor parallelism", 
     return replace(cuda, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nbackend = \"cuda\"\ndevices = " + devices + "\nmodels");
   };
   CHECK(parse_cluster_config(with("[2, 3]"), "test.toml").units[0].devices == std::vector<int>{2, 3});
+  auto int8 = replace(with("[0]"), "architecture = \"tiny\"", "architecture = \"tiny\"\nquantization = \"int8\"");
+  CHECK(parse_cluster_config(int8, "test.toml").models[0].quantization == "int8");
   CHECK_THAT(parse_error_of(with("[]")).reason, Catch::Contains("at least one"));
   CHECK_THAT(parse_error_of(with("[0, 0]")).reason, Catch::Contains("device 0 twice"));
   CHECK_THAT(parse_error_of(with("[-1]")).reason, Catch::Contains("ordinals"));

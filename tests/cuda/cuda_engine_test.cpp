@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -359,6 +360,46 @@ TEST_CASE("cuda engine: two models in one unit's GPU KV memory keep each other's
     plain.temperature = 0;
     CHECK(got[i] == generate(*alone[i], runs[i].prompt, n, runs[i].per_tb, bt, true, plain).tokens);
   }
+}
+
+TEST_CASE("cuda engine: weight-only int8 stays close to f16 and holds fewer bytes", "[cuda]") {
+  // Per-row int8 moves each weight by at most half a step (max|row| / 254),
+  // so greedy decoding follows the f16 engine's until a near tie, and the
+  // chosen tokens' log-probabilities stay close where the two agree.
+  auto model = engine::llama_model::load(stories_path);
+  std::shared_ptr<const engine::tokenizer> tok = engine::make_tokenizer(engine::read_vocab(model->file()));
+  const auto prompt = tok->encode("Once upon a time", true);
+  const int per_tb = model->hparams().n_layer * model->hparams().n_head_kv, n = 32;
+  engine::cuda_engine_options o;
+  o.kv_blocks = (static_cast<int64_t>(prompt.size()) + n + 15) / 16 * per_tb;
+  engine::cuda_engine f16(model, tok, o);
+  o.int8 = true;
+  engine::cuda_engine int8(model, tok, o);
+  CHECK(int8.weight_bytes() < 0.6 * static_cast<double>(f16.weight_bytes()));
+  const auto want = generate(f16, prompt, n, per_tb, o.block_tokens, true);
+  const auto got = generate(int8, prompt, n, per_tb, o.block_tokens, true);
+  size_t same = 0;
+  while (same < got.tokens.size() && got.tokens[same] == want.tokens[same])
+    ++same;
+  INFO("the int8 engine follows the f16 engine for " << same << " tokens");
+  CHECK(same >= 8);
+  double worst = 0, sum = 0;
+  for (size_t i = 0; i < same; ++i) {
+    const double d = std::fabs(got.top[i].logprob - want.top[i].logprob);
+    worst = std::max(worst, d);
+    sum += d;
+  }
+  INFO("log-prob difference: mean " << sum / static_cast<double>(std::max<size_t>(same, 1)) << ", worst " << worst);
+  CHECK(sum / static_cast<double>(std::max<size_t>(same, 1)) < 0.05);
+  CHECK(worst < 0.25);
+  // Prefill rows above the GEMV's 8 take the dequantize-and-cuBLAS path:
+  // a 20-token prompt gives the f16 engine's first token.
+  std::vector<int32_t> longer = prompt;
+  while (longer.size() < 20)
+    longer.push_back(prompt[longer.size() % prompt.size()]);
+  REQUIRE((20 + 1 + 15) / 16 * per_tb <= o.kv_blocks);  // the pool holds it
+  CHECK(generate(int8, longer, 1, per_tb, o.block_tokens, true).tokens ==
+        generate(f16, longer, 1, per_tb, o.block_tokens, true).tokens);
 }
 
 TEST_CASE("cuda engine: tensor parallel over two GPUs generates the one-GPU tokens", "[cuda]") {

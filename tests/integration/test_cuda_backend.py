@@ -52,6 +52,23 @@ def test_llmux_links_no_cuda_library(llmux_bin):
     assert "libcuda" not in libs and "libcublas" not in libs and "libcudart" not in libs, libs
 
 
+def test_the_plugin_finds_every_llmux_symbol_it_needs_in_llmux(llmux_bin):
+    # The plugin resolves engine code against llmux's exports; code only the
+    # plugin uses must be compiled into it, or dlopen fails on every machine.
+    plugin = Path(llmux_bin).parent / "libllmux_cuda.so"
+    if not plugin.exists():
+        pytest.skip("this build has no cuda backend (LLMUX_CUDA off: no nvcc)")
+
+    def symbols(path, kind):
+        out = subprocess.run(["nm", "-D", kind, str(path)], capture_output=True, text=True, check=True).stdout
+        return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+    needed = {s for s in symbols(plugin, "--undefined-only") if s.startswith("_ZN5llmux")}
+    assert needed, "the plugin uses no llmux symbol: the check would mean nothing"
+    missing = needed - symbols(llmux_bin, "--defined-only")
+    assert not missing, sorted(missing)
+
+
 def test_a_cuda_unit_without_a_gpu_stops_the_node_saying_why(llmux_bin, tmp_path, no_gpu):
     plugin = Path(llmux_bin).parent / "libllmux_cuda.so"
     if not plugin.exists():

@@ -16,6 +16,7 @@ struct engine_bench_options {
   std::string architecture;     ///< cuda: dummy weights of this preset instead of a file
   std::string dtype = "bf16";   ///< cuda: f16 | bf16
   bool eager = false;  ///< cuda: no CUDA graphs (enforce_eager), to measure what graphs save
+  std::string quantization = "none";  ///< cuda: "int8" weight-only layer matrices
   int decode_context = 512;     ///< cuda: each decode sequence's prompt, tokens
   int prompt_tokens = 512;
   int decode_steps = 32;

@@ -65,6 +65,7 @@ int run_bench_engine_cuda(const engine_bench_options& o) {
   m.backend = "cuda";
   m.dtype = o.dtype;
   m.enforce_eager = o.eager;
+  m.quantization = o.quantization;
   try {
     if (!o.architecture.empty()) {
       auto a = config::arch_preset(o.architecture);
@@ -110,14 +111,24 @@ int run_bench_engine_cuda(const engine_bench_options& o) {
   const double gemm_peak = dev.value(o.dtype == "f16" ? "gemm_f16_tflops" : "gemm_bf16_tflops", 0.0) * 1e12;
   // Bytes every decode step reads whatever the batch: the weights less the
   // input embedding table (only its rows for the step's tokens are read).
+  // int8: the layers' matrices at one byte (and a 4-byte scale per row),
+  // the output head in dtype.
   const double matmul_params = a.params() - static_cast<double>(a.vocab) * a.hidden;
-  const double weight_bytes = matmul_params * a.dtype_bytes;
+  const double head_params = static_cast<double>(a.vocab) * a.hidden;
+  const double weight_bytes =
+    o.quantization == "int8"
+      ? (matmul_params - head_params) * 1.0 + head_params * a.dtype_bytes +
+          // scales: one per output row of q, k, v, o, gate, up, down
+          4.0 * a.layers * (1.0 * a.heads * a.head_size() + 2.0 * a.kv_heads * a.head_size() + 2.0 * a.intermediate +
+                            2.0 * a.hidden)
+      : matmul_params * a.dtype_bytes;
   std::printf("device %s (sm_%s, %d SMs): copy %.0f GB/s, cuBLAS %s peak %.0f TFLOP/s\n",
               dev.value("device", "?").c_str(), dev.value("sm", "?").c_str(), dev.value("sms", 0),
               copy_bps / 1e9, o.dtype.c_str(), gemm_peak / 1e12);
-  std::printf("model %s, %s: %.2f B params, %.2f GB of weights read per step; decode %s\n",
+  std::printf("model %s, %s%s: %.2f B params, %.2f GB of weights read per step; decode %s\n",
               o.architecture.empty() ? o.model.c_str() : o.architecture.c_str(), o.dtype.c_str(),
-              a.params() / 1e9, weight_bytes / 1e9, o.eager ? "eager (--eager)" : "through CUDA graphs");
+              o.quantization == "int8" ? " with int8 layer weights" : "", a.params() / 1e9, weight_bytes / 1e9,
+              o.eager ? "eager (--eager)" : "through CUDA graphs");
   std::printf("%-8s %-6s %-7s %12s %12s %12s %9s\n", "phase", "batch", "context", "ms/step", "floor ms", "tokens/s",
               "of floor");
   grants g{per_tb, bt, 0};
@@ -198,6 +209,7 @@ int run_bench_engine_cuda(const engine_bench_options& o) {
     if (o.json)
       std::cout << nlohmann::json{{"phase", "decode"}, {"backend", "cuda"}, {"device", dev.value("device", "?")},
                                   {"batch", batch}, {"context", ctx0}, {"ms_per_step", ms}, {"graphs", !o.eager},
+                                  {"quantization", o.quantization},
                                   {"floor_ms", floor_ms}, {"tokens_per_s", batch / (ms * 1e-3)}}
                        .dump()
                 << std::endl;

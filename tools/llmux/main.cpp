@@ -139,6 +139,8 @@ int main(int argc, char** argv) {
                            "cuda: dummy weights of this preset (e.g. llama-8b) instead of a file");
   bench_engine->add_option("--dtype", eng_opts.dtype, "cuda: f16 | bf16")->check(CLI::IsMember({"f16", "bf16"}));
   bench_engine->add_flag("--eager", eng_opts.eager, "cuda: launch kernels one by one (no CUDA graphs)");
+  bench_engine->add_option("--quantization", eng_opts.quantization, "cuda: none | int8 (weight-only layer matrices)")
+    ->check(CLI::IsMember({"none", "int8"}));
   bench_engine->add_option("--context", eng_opts.decode_context, "cuda: each decode sequence's prompt, tokens");
   bench_engine->add_option("--prompt-tokens", eng_opts.prompt_tokens, "Prefill prompt length");
   bench_engine->add_option("--steps", eng_opts.decode_steps, "Decode steps per batch size");
