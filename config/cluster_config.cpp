@@ -704,9 +704,6 @@ void read_units(const section& top, cluster_config& cfg) {
     read_choice(s, "kv_growth", u.kv_growth, {"on_demand", "reserve"});
     read_choice(s, "policy", u.policy, {"adbs", "fcfs", "round_robin"});
     read_choice(s, "multiplex", u.multiplex, {"spatial", "temporal"});
-    if (u.multiplex == "temporal" && u.backend == "cuda")
-      s.fail("multiplex", "\"temporal\" is implemented for the sim and cpu backends; unit '" + u.name
-                            + "' has backend 'cuda'");
     read_choice(s, "jobs", u.jobs, {"mixed", "split"});
     if (u.jobs == "split" && u.multiplex == "temporal")
       s.fail("jobs", "\"split\" runs a model's prefill and decode jobs at once in two partitions; unit '"

@@ -130,9 +130,9 @@ struct unit_config {
   /// "round_robin" (no quotas: first come, first served from one pool).
   std::string policy = "adbs";
   /// How the unit's compute is shared between its models' steps:
-  /// "spatial" (each model steps at once on its share: CPU partitions, the
-  /// sim's concurrent steps) or "temporal" (sim and cpu: one step at a time
-  /// on the whole unit, ordered by `policy`: adbs runs steps with prefill
+  /// "spatial" (each model steps at once on its share: CPU partitions, GPU
+  /// SM partitions, the sim's concurrent steps) or "temporal" (one step at a
+  /// time on the whole unit, ordered by `policy`: adbs runs steps with prefill
   /// work first, round-robin over models; fcfs by the step's arrival;
   /// round_robin in rotation).
   std::string multiplex = "spatial";

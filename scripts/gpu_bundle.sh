@@ -29,7 +29,7 @@ for f in "$out"/bin/*; do ldd "$f"; done | awk '/=> \//{print $3}' | sort -u |
 cp "$root/../shared/models/stories260K/stories260K.gguf" "$out/shared/models/stories260K/"
 cp "$root/../shared/golden/stories260K_greedy.json" "$out/shared/golden/"
 cp "$root"/tests/data/arch/{qwen2,llama3,mistral}.gguf "$out/src/tests/data/arch/"
-cp "$root/bench/torch_engine.py" "$out/"
+cp "$root/bench/torch_engine.py" "$root/bench/gpu_colocation.py" "$root/bench/adbs_sweep.py" "$out/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs the CUDA checks from the bundle; results also go to $OUT when set.
@@ -52,6 +52,9 @@ log=${OUT:-/tmp}/gpu_checks.log
   echo "bench int8 rc=$?"
   python3 "$here/torch_engine.py" --batch 1 8 64 256 --json  # the same shapes in PyTorch
   echo "torch rc=$?"
+  # Two models on one GPU: green-context partitions vs time-slicing.
+  python3 "$here/gpu_colocation.py" --llmux "$here/bin/llmux" --rates 2 8 --seconds 20
+  echo "colocation rc=$?"
 } 2>&1 | tee "$log"
 RUN
 chmod +x "$out/run.sh"

@@ -559,6 +559,12 @@ void cuda_engine::sample_on_device(const step_input& in, int64_t n_out, cudaStre
 void cuda_engine::set_job_partition(job_kind job, double offset, double share) {
   share_ = share;
   std::lock_guard<std::mutex> lock(step_mu_);
+  if (share >= 1.0 - 1e-9) {
+    // The whole GPU (one model alone, or a temporal unit's one step at a
+    // time, whose jobs all hold share 1 at their own offsets): no partition.
+    lane_stream_[job == job_kind::decode ? 1 : 0] = nullptr;
+    return;
+  }
   if (parts_ == nullptr && !parts_failed_) {
     try {
       parts_ = std::make_unique<cu::sm_partitions>(opts_.device);
