@@ -40,6 +40,15 @@ void dispatch(act t, F&& f) {
   throw cuda_error("unknown activation type");
 }
 
+/// The physical block holding position `pos` of (layer, kv head) for the
+/// sequence whose table starts at token-block `start`.
+__device__ __forceinline__ int32_t block_of(const paged_kv& kv, int32_t start, int layer, int kvh,
+                                            int64_t pos) {
+  const int64_t tb = start + pos / kv.block_tokens;
+  const int heads = kv.table_heads > 0 ? kv.table_heads : kv.n_head_kv;
+  return kv.tables[tb * kv.per_tb + static_cast<int64_t>(layer) * heads + kv.head_base + kvh];
+}
+
 inline void launched(const char* what) {
   check(cudaGetLastError(), what);
 }

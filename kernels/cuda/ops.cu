@@ -163,15 +163,6 @@ __global__ void embedding_kernel(const T* table, const int32_t* ids, int64_t n, 
 
 // -- Paged KV ------------------------------------------------------------------
 
-/// The physical block holding position `pos` of (layer, kv head) for the
-/// sequence whose table starts at token-block `start`.
-__device__ __forceinline__ int32_t block_of(const paged_kv& kv, int32_t start, int layer, int kvh,
-                                            int64_t pos) {
-  const int64_t tb = start + pos / kv.block_tokens;
-  const int heads = kv.table_heads > 0 ? kv.table_heads : kv.n_head_kv;
-  return kv.tables[tb * kv.per_tb + static_cast<int64_t>(layer) * heads + kv.head_base + kvh];
-}
-
 template <typename T>
 __global__ void kv_append_kernel(const T* k, const T* v, int layer, paged_kv kv) {
   const int64_t row = blockIdx.x;

@@ -99,6 +99,17 @@ void kv_append(act t, const void* k, const void* v, int64_t rows, int layer, con
 void paged_attention(act t, const void* q, int64_t rows, int n_head, int layer, float scale,
                      const paged_kv& kv, void* out, cudaStream_t stream);
 
+/// The same attention for prefill rows on tensor cores, a tile of up to 16
+/// rows of one sequence at a time: tile i is rows tiles[2i] ..
+/// tiles[2i] + tiles[2i + 1] − 1 (device memory), which share a table.
+/// q and the probabilities are rounded to f16 (as llama.cpp's CPU attention
+/// and the CPU engine do), sums are f32. Needs head_dim a multiple of 16 up
+/// to 256 and block_tokens a multiple of 16 (supported() says; else
+/// cuda_error). Rows in no tile are not written.
+[[nodiscard]] bool paged_attention_tiled_supported(const paged_kv& kv);
+void paged_attention_tiled(act t, const void* q, const int32_t* tiles, int64_t n_tiles, int n_head, int layer,
+                           float scale, const paged_kv& kv, void* out, cudaStream_t stream);
+
 /// Greedy pick per row of [rows, vocab] f32 logits: ids[r] = argmax (the
 /// lowest id among ties) and logprob[r] = its log-softmax (natural log).
 /// `logprob` may be null.

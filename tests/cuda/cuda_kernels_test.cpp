@@ -189,6 +189,33 @@ void fill_cache(const paged_fixture& f, act t, device_buffer& arena, device_buff
   }
 }
 
+/// The CPU reference's attention of rows (sequence row_seq[r] at position
+/// row_pos[r]) over the fixture's K and V of `layer`, as the cache holds
+/// them (the activation type, then f16).
+std::vector<float> attention_reference(const paged_fixture& f, act t, int layer, float scale,
+                                       const std::vector<float>& q, const std::vector<int32_t>& row_seq,
+                                       const std::vector<int32_t>& row_pos) {
+  std::vector<float> want(q.size());
+  const int group = f.n_head / f.n_head_kv;
+  for (size_t r = 0; r < row_seq.size(); ++r) {
+    const auto s = static_cast<size_t>(row_seq[r]);
+    const int64_t ctx = row_pos[r] + 1;
+    auto kk = rounded(act::f16, rounded(t, f.K(s, layer))), vv = rounded(act::f16, rounded(t, f.V(s, layer)));
+    for (int h = 0; h < f.n_head; ++h) {
+      const int kvh = h / group;
+      std::vector<float> kh(static_cast<size_t>(ctx * f.head_dim)), vh(kh.size());
+      for (int64_t j = 0; j < ctx; ++j)
+        for (int d = 0; d < f.head_dim; ++d) {
+          kh[j * f.head_dim + d] = kk[(j * f.n_head_kv + kvh) * f.head_dim + d];
+          vh[j * f.head_dim + d] = vv[(j * f.n_head_kv + kvh) * f.head_dim + d];
+        }
+      cpu::attention_row_ref(&q[(r * f.n_head + h) * f.head_dim], kh.data(), vh.data(), ctx, f.head_dim, scale,
+                             &want[(r * f.n_head + h) * f.head_dim]);
+    }
+  }
+  return want;
+}
+
 }  // namespace
 
 TEST_CASE("kv_append writes each row's K and V into its paged slots, and nothing else", "[cuda]") {
@@ -264,28 +291,64 @@ TEST_CASE("paged_attention: decode rows and a prefill chunk over a cached prefix
                       dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()};
       cu::paged_attention(t, dq.p, rows, f.n_head, layer, scale, kv, dout.p, nullptr);
 
-      std::vector<float> want(q.size());
-      const int group = f.n_head / f.n_head_kv;
-      for (int64_t r = 0; r < rows; ++r) {
-        const auto s = static_cast<size_t>(row_seq[r]);
-        const int64_t ctx = row_pos[r] + 1;
-        auto kk = rounded(act::f16, rounded(t, f.K(s, layer))), vv = rounded(act::f16, rounded(t, f.V(s, layer)));
-        for (int h = 0; h < f.n_head; ++h) {
-          const int kvh = h / group;
-          std::vector<float> kh(static_cast<size_t>(ctx * f.head_dim)), vh(kh.size());
-          for (int64_t j = 0; j < ctx; ++j)
-            for (int d = 0; d < f.head_dim; ++d) {
-              kh[j * f.head_dim + d] = kk[(j * f.n_head_kv + kvh) * f.head_dim + d];
-              vh[j * f.head_dim + d] = vv[(j * f.n_head_kv + kvh) * f.head_dim + d];
-            }
-          cpu::attention_row_ref(&q[(r * f.n_head + h) * f.head_dim], kh.data(), vh.data(), ctx, f.head_dim,
-                                 scale, &want[(r * f.n_head + h) * f.head_dim]);
-        }
-      }
+      const auto want = attention_reference(f, t, layer, scale, q, row_seq, row_pos);
       // The reference rounds q and the probabilities to f16 as llama.cpp's
       // CPU attention does; the kernel keeps them in f32.
       require_close(decode(t, dout.download()), want, std::max(tolerance(t), 4e-3), "paged_attention");
     }
+}
+
+TEST_CASE("paged_attention_tiled: prefill tiles over cached prefixes on tensor cores, GQA, two layers", "[cuda]") {
+  std::mt19937 rng(12);
+  paged_fixture f(rng);
+  REQUIRE(cu::paged_attention_tiled_supported(cu::paged_kv{nullptr, f.block_elems, f.block_tokens, f.head_dim}));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(f.head_dim));
+  // Tiles: rows 90..98 of the third sequence (a chunk after a 90-token
+  // cached prefix, crossing a block at 96), rows 20..36 of the second (16
+  // rows, then 1: a tile ends inside a block), and a lone row at position 0.
+  std::vector<int32_t> row_seq, row_pos, tiles;
+  auto add_tile = [&](int32_t s, int32_t p0, int32_t n) {
+    tiles.push_back(static_cast<int32_t>(row_seq.size()));
+    tiles.push_back(n);
+    for (int32_t i = 0; i < n; ++i) {
+      row_seq.push_back(s);
+      row_pos.push_back(p0 + i);
+    }
+  };
+  add_tile(2, 90, 9);
+  add_tile(1, 20, 16);
+  add_tile(1, 36, 1);
+  add_tile(0, 0, 1);
+  const auto rows = static_cast<int64_t>(row_seq.size());
+  std::vector<int32_t> row_start;
+  for (int32_t s : row_seq)
+    row_start.push_back(f.start[static_cast<size_t>(s)]);
+  auto dtables = upload_vec(f.tables), dstart = upload_vec(row_start), dpos = upload_vec(row_pos),
+       dtiles = upload_vec(tiles);
+  for (act t : all_types)
+    for (int layer = 0; layer < f.layers; ++layer) {
+      INFO("type " << cu::to_string(t) << ", layer " << layer);
+      device_buffer arena(static_cast<size_t>(f.arena_blocks * f.block_elems) * 2);
+      arena.poison();  // blocks past each sequence's written positions hold NaN
+      fill_cache(f, t, arena, dtables);
+      auto q = rounded(t, random_floats(static_cast<size_t>(rows) * f.n_head * f.head_dim, rng, -2, 2));
+      auto dq = upload_act(t, q);
+      device_buffer dout(q.size() * cu::act_bytes(t));
+      dout.poison();
+      cu::paged_kv kv{arena.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
+                      dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()};
+      cu::paged_attention_tiled(t, dq.p, dtiles.as<int32_t>(), static_cast<int64_t>(tiles.size() / 2), f.n_head,
+                                layer, scale, kv, dout.p, nullptr);
+      const auto want = attention_reference(f, t, layer, scale, q, row_seq, row_pos);
+      // q and the probabilities in f16, as the reference rounds them.
+      require_close(decode(t, dout.download()), want, std::max(tolerance(t), 4e-3), "paged_attention_tiled");
+    }
+  // What it does not take.
+  cu::paged_kv odd{nullptr, 0, 16, 72, 1};
+  CHECK_FALSE(cu::paged_attention_tiled_supported(odd));
+  odd.head_dim = 64;
+  odd.block_tokens = 8;
+  CHECK_FALSE(cu::paged_attention_tiled_supported(odd));
 }
 
 TEST_CASE("a tensor-parallel rank's kv_append and paged_attention address its own heads of the tables", "[cuda]") {
