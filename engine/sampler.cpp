@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <unordered_map>
 
 namespace llmux::engine {
 
@@ -41,12 +42,18 @@ token_id sample_token(const float* raw, int32_t n_vocab, const sampling_params& 
           adjusted[static_cast<size_t>(t)] -=
             p.presence_penalty + p.frequency_penalty * static_cast<float>(count);
     }
-    if (bias)
+    if (bias) {
+      // A token listed twice gets its biases' sum, added once (as the
+      // device sampler adds it).
+      std::unordered_map<token_id, float> sums;
       for (size_t i = 0; i < p.bias_tokens->size() && i < p.bias_values->size(); ++i) {
         auto t = (*p.bias_tokens)[i];
         if (t >= 0 && t < n_vocab)
-          adjusted[static_cast<size_t>(t)] += (*p.bias_values)[i];
+          sums[t] += (*p.bias_values)[i];
       }
+      for (const auto& [t, b] : sums)
+        adjusted[static_cast<size_t>(t)] += b;
+    }
     logits = adjusted.data();
   }
   if (p.temperature <= 0)

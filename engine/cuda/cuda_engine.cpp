@@ -37,11 +37,12 @@ void encode_row(cu::act t, const float* x, int64_t n, void* dst) {
 
 }  // namespace
 
-void* cuda_engine::alloc(size_t bytes) {
+void* cuda_engine::alloc(size_t bytes, bool graph_visible) {
   void* p = nullptr;
   cu::check(cudaMalloc(&p, std::max<size_t>(bytes, 1)), "cudaMalloc");
   owned_.push_back(p);
-  ++buffers_epoch_;  // captured graphs that used an older buffer are stale
+  if (graph_visible)
+    ++buffers_epoch_;  // captured graphs that used an older buffer are stale
   return p;
 }
 
@@ -230,7 +231,8 @@ cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_p
 }
 
 cuda_engine::~cuda_engine() {
-  cudaDeviceSynchronize();  // every stream: the engine's and its partitions'
+  cudaSetDevice(opts_.device);  // the current device is per thread: this engine's
+  cudaDeviceSynchronize();      // every stream: the engine's and its partitions'
   for (auto& [key, g] : graphs_)
     cudaGraphExecDestroy(g.exec);
   for (void* p : owned_)
@@ -327,7 +329,27 @@ void cuda_engine::forward(int64_t T, int64_t n_out, cudaStream_t st) {
 
 step_output cuda_engine::step(const step_input& in) {
   std::lock_guard<std::mutex> lock(step_mu_);
-  const auto t0 = std::chrono::steady_clock::now();
+  prepare_locked(in);
+  return run_locked(in);
+}
+
+void cuda_engine::prepare(const step_input& in) {
+  std::lock_guard<std::mutex> lock(step_mu_);
+  prepare_locked(in);
+}
+
+step_output cuda_engine::run(const step_input& in) {
+  std::lock_guard<std::mutex> lock(step_mu_);
+  return run_locked(in);
+}
+
+void cuda_engine::prepare_locked(const step_input& in) {
+  // The current device is per host thread, and steps come from the unit's
+  // partition threads (or a tensor-parallel rank's): this engine's GPU.
+  cu::check(cudaSetDevice(opts_.device), "cudaSetDevice");
+  auto& pend = pending_;
+  pend = pending_step{};
+  pend.t0 = std::chrono::steady_clock::now();
   // The job's SM partition (set_job_partition), else the engine's stream.
   cudaStream_t st = lane_stream_[in.job == job_kind::decode ? 1 : 0];
   if (st == nullptr)
@@ -375,7 +397,6 @@ step_output cuda_engine::step(const step_input& in) {
     if (w.sample)
       out_rows.push_back(static_cast<int32_t>(tokens.size()) - 1);
   }
-  step_output out;
   const auto T = static_cast<int64_t>(tokens.size());
   const auto n_out = static_cast<int64_t>(out_rows.size());
   // Plain greedy rows pick with argmax and bring back only the ids; any
@@ -446,6 +467,28 @@ step_output cuda_engine::step(const step_input& in) {
       up(d_tiles_, tiles);
       n_tiles_ = static_cast<int64_t>(tiles.size() / 2);
     }
+  }
+  pend.st = st;
+  pend.T = T;
+  pend.n_out = n_out;
+  pend.graph_rows = graph_rows;
+  pend.device_greedy = device_greedy;
+  pend.ready = true;
+}
+
+step_output cuda_engine::run_locked(const step_input& in) {
+  if (!pending_.ready)
+    throw std::logic_error("cuda_engine::run without a prepared step");
+  const auto p = pending_;
+  pending_.ready = false;
+  cu::check(cudaSetDevice(opts_.device), "cudaSetDevice");
+  const auto& hp = model_->hparams();
+  cudaStream_t st = p.st;
+  blas_->set_stream(st);
+  const int64_t T = p.T, n_out = p.n_out, graph_rows = p.graph_rows;
+  const bool device_greedy = p.device_greedy;
+  step_output out;
+  if (T > 0) {
     if (graph_rows > 0)
       run_graph(graph_rows, st);
     else
@@ -495,7 +538,7 @@ step_output cuda_engine::step(const step_input& in) {
   } else {
     out.tokens.assign(in.seqs.size(), -1);
   }
-  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - p.t0).count();
   return out;
 }
 
@@ -558,16 +601,16 @@ void cuda_engine::sample_on_device(const step_input& in, int64_t n_out, cudaStre
   const bool any_adjust = !adjust_.empty();
   if (static_cast<int64_t>(params_.size()) > params_cap_) {
     params_cap_ = std::max<int64_t>(static_cast<int64_t>(params_.size()), params_cap_ * 2);
-    d_params_ = static_cast<cu::sample_params*>(alloc(static_cast<size_t>(params_cap_) * sizeof(cu::sample_params)));
-    d_results_ = static_cast<cu::sample_result*>(alloc(static_cast<size_t>(params_cap_) * sizeof(cu::sample_result)));
+    d_params_ = static_cast<cu::sample_params*>(alloc(static_cast<size_t>(params_cap_) * sizeof(cu::sample_params), false));
+    d_results_ = static_cast<cu::sample_result*>(alloc(static_cast<size_t>(params_cap_) * sizeof(cu::sample_result), false));
   }
   if (static_cast<int64_t>(adjust_.size()) > adjust_cap_) {
     adjust_cap_ = std::max<int64_t>(static_cast<int64_t>(adjust_.size()), adjust_cap_ * 2);
-    d_adjust_ = static_cast<cu::logit_adjust*>(alloc(static_cast<size_t>(adjust_cap_) * sizeof(cu::logit_adjust)));
+    d_adjust_ = static_cast<cu::logit_adjust*>(alloc(static_cast<size_t>(adjust_cap_) * sizeof(cu::logit_adjust), false));
   }
   if (any_adjust && n_out > work_rows_) {
     work_rows_ = std::max(n_out, work_rows_ * 2);
-    d_work_ = static_cast<float*>(alloc(static_cast<size_t>(work_rows_) * static_cast<size_t>(vocab) * 4));
+    d_work_ = static_cast<float*>(alloc(static_cast<size_t>(work_rows_) * static_cast<size_t>(vocab) * 4, false));
   }
   cu::check(cudaMemcpyAsync(d_params_, params_.data(), params_.size() * sizeof(cu::sample_params),
                             cudaMemcpyHostToDevice, st),
@@ -584,8 +627,9 @@ void cuda_engine::sample_on_device(const step_input& in, int64_t n_out, cudaStre
 }
 
 void cuda_engine::set_job_partition(job_kind job, double offset, double share) {
-  share_ = share;
   std::lock_guard<std::mutex> lock(step_mu_);
+  share_ = share;
+  cu::check(cudaSetDevice(opts_.device), "cudaSetDevice");
   if (share >= 1.0 - 1e-9) {
     // The whole GPU (one model alone, or a temporal unit's one step at a
     // time, whose jobs all hold share 1 at their own offsets): no partition.

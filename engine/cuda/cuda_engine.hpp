@@ -13,9 +13,10 @@
 /// without a GPU driver. Runs arch llama and qwen2 (q/k/v biases, NeoX
 /// RoPE). The models of a unit share one device KV memory
 /// (device_kv_slot). Decode-only steps replay a CUDA graph per batch
-/// bucket. Not yet: tensor parallelism.
+/// bucket. cuda_tp_engine (below) runs a model tensor-parallel across GPUs.
 
 #include <map>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <memory>
@@ -71,7 +72,15 @@ public:
   ~cuda_engine() override;
 
   [[nodiscard]] step_output step(const step_input& in) override;
-  void set_share(double share) override { share_ = share; }
+  /// step() in two halves, for tensor-parallel ranks: prepare() checks the
+  /// grants, sizes buffers and uploads the step's rows (what can fail
+  /// before any rank enters an all-reduce); run() computes and picks.
+  void prepare(const step_input& in);
+  [[nodiscard]] step_output run(const step_input& in);
+  void set_share(double share) override {
+    std::lock_guard<std::mutex> lock(step_mu_);
+    share_ = share;
+  }
   /// Moves the job's steps to the SM range [offset, offset + share) of the
   /// GPU (green contexts, in groups of the split granularity), from its next
   /// step. Where green contexts are unavailable the job keeps the whole GPU
@@ -112,8 +121,21 @@ private:
   /// y[m, n] = x[m, k] · Wᵀ on `st`, through cuBLAS or the int8 GEMM.
   void mm(const dev_matrix& w, const void* x, int64_t m, void* y, cudaStream_t st);
   void* upload_vector(const float* v, int64_t n);
-  void* alloc(size_t bytes);
+  /// Device memory owned by the engine. `graph_visible`: a captured graph
+  /// may hold it, so graphs captured before are stale (their epoch moves).
+  void* alloc(size_t bytes, bool graph_visible = true);
   void ensure_rows(int64_t rows, int64_t out_rows);
+  void prepare_locked(const step_input& in);
+  step_output run_locked(const step_input& in);
+  /// What prepare() leaves for run().
+  struct pending_step {
+    bool ready = false;
+    std::chrono::steady_clock::time_point t0;
+    cudaStream_t st = nullptr;
+    int64_t T = 0, n_out = 0, graph_rows = 0;
+    bool device_greedy = true;
+  };
+  pending_step pending_;
   /// The forward pass of the rows uploaded to d_tokens_ / d_pos_ /
   /// d_start_ / d_tables_, up to logits_ for the n_out rows in
   /// d_out_rows_: launches only (no allocation, no synchronisation), so it
@@ -182,13 +204,17 @@ private:
   std::map<std::pair<int64_t, cudaStream_t>, captured_graph> graphs_;
   int64_t buffers_epoch_ = 0;  ///< bumped by every device allocation
   int64_t graph_captures_ = 0;
-  std::mutex step_mu_;  ///< one step at a time (split jobs share the GPU's one stream for now)
+  /// One step at a time: a model's two jobs (split) run on their own
+  /// streams but share the activations and the cuBLAS handle.
+  std::mutex step_mu_;
 };
 
 /// A model tensor-parallel over several GPUs of a unit: one cuda_engine
 /// rank per device (its slice of every layer, all-reducing after the
 /// row-parallel o and down projections through NCCL), each stepped by its
-/// own thread, since a rank's all-reduce waits for the others'. Every rank
+/// own thread, since a rank's all-reduce waits for the others'. A step
+/// prepares on every rank before any computes, so a rank that fails
+/// (grants, memory) fails the step before the others wait in NCCL. Every rank
 /// keeps the sequences' block tables; rank 0 computes the logits and picks
 /// the tokens. Each rank's KV holds its heads of every block id (the pool's
 /// ids are shared across heads, so each GPU reserves the pool's blocks).
@@ -207,6 +233,9 @@ public:
 
 private:
   void worker(size_t rank);
+  /// Every rank prepares (compute = false) or runs the step; rank 0's
+  /// output into *out; rethrows the first rank's error.
+  void phase(const step_input& in, bool compute, step_output* out);
 
   std::unique_ptr<cuda::nccl_group> nccl_;
   std::vector<std::unique_ptr<cuda_engine>> ranks_;
@@ -215,6 +244,7 @@ private:
   std::mutex mu_;
   std::condition_variable wake_, done_;
   const step_input* job_ = nullptr;
+  bool compute_ = false;  ///< the phase handed out: prepare, or run
   uint64_t generation_ = 0;
   size_t finished_ = 0;
   std::vector<std::exception_ptr> errors_;

@@ -16,7 +16,7 @@ cuda_tp_engine::cuda_tp_engine(std::shared_ptr<const llama_model> model, std::sh
   int count = 0;
   cuda::check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
   for (int d : devices)
-    if (d >= count)
+    if (d < 0 || d >= count)
       throw cuda::cuda_error("the unit lists CUDA device " + std::to_string(d) + "; this machine has " +
                              std::to_string(count));
   // The shard check before NCCL starts: a model the GPUs cannot split is
@@ -51,6 +51,7 @@ void cuda_tp_engine::worker(size_t rank) {
   uint64_t seen = 0;
   for (;;) {
     const step_input* in = nullptr;
+    bool compute = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -58,10 +59,14 @@ void cuda_tp_engine::worker(size_t rank) {
         return;
       seen = generation_;
       in = job_;
+      compute = compute_;
     }
     std::exception_ptr error;
     try {
-      (void)ranks_[rank]->step(*in);
+      if (compute)
+        (void)ranks_[rank]->run(*in);
+      else
+        ranks_[rank]->prepare(*in);
     } catch (...) {
       error = std::current_exception();
     }
@@ -74,21 +79,23 @@ void cuda_tp_engine::worker(size_t rank) {
   }
 }
 
-step_output cuda_tp_engine::step(const step_input& in) {
-  std::lock_guard<std::mutex> one_step(step_mu_);
+void cuda_tp_engine::phase(const step_input& in, bool compute, step_output* out) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     job_ = &in;
+    compute_ = compute;
     finished_ = 0;
     std::fill(errors_.begin(), errors_.end(), nullptr);
     ++generation_;
   }
   wake_.notify_all();
   // Rank 0 on this thread: its all-reduces meet the other ranks' there.
-  step_output out;
   std::exception_ptr error;
   try {
-    out = ranks_[0]->step(in);
+    if (compute)
+      *out = ranks_[0]->run(in);
+    else
+      ranks_[0]->prepare(in);
   } catch (...) {
     error = std::current_exception();
   }
@@ -100,6 +107,15 @@ step_output cuda_tp_engine::step(const step_input& in) {
   }
   if (error)
     std::rethrow_exception(error);
+}
+
+step_output cuda_tp_engine::step(const step_input& in) {
+  std::lock_guard<std::mutex> one_step(step_mu_);
+  // Two phases: what can fail (grants, buffers, uploads) on every rank
+  // first, so no rank waits in an all-reduce for one that has failed.
+  step_output out;
+  phase(in, false, nullptr);
+  phase(in, true, &out);
   return out;
 }
 

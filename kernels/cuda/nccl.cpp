@@ -2,7 +2,6 @@
 
 #include <dlfcn.h>
 
-#include <mutex>
 #include <string>
 
 #include <nccl.h>
@@ -18,26 +17,19 @@ struct nccl_api {
   decltype(&ncclGetErrorString) error_string = nullptr;
 };
 
-/// The library's functions, loaded once; throws naming what is missing.
-const nccl_api& api() {
-  static std::mutex mu;
-  static nccl_api loaded;
-  static std::string failed;
-  std::lock_guard<std::mutex> lock(mu);
-  if (loaded.all_reduce != nullptr)
-    return loaded;
-  if (!failed.empty())
-    throw cuda_error(failed);
-  void* h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+/// Loads the library's functions; throws naming what is missing.
+nccl_api load() {
+  void* h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);  // kept for the process's life
   if (h == nullptr) {
     const char* e = dlerror();
-    failed = std::string{"tensor parallelism needs NCCL: cannot load libnccl.so.2: "} + (e ? e : "unknown error");
-    throw cuda_error(failed);
+    throw cuda_error(std::string{"tensor parallelism needs NCCL: cannot load libnccl.so.2: "} +
+                     (e != nullptr ? e : "unknown error"));
   }
+  std::string missing;
   auto sym = [&](const char* name) {
     void* p = dlsym(h, name);
     if (p == nullptr)
-      failed = std::string{"libnccl.so.2 has no "} + name;
+      missing = name;
     return p;
   };
   nccl_api a;
@@ -45,9 +37,15 @@ const nccl_api& api() {
   a.destroy = reinterpret_cast<decltype(a.destroy)>(sym("ncclCommDestroy"));
   a.all_reduce = reinterpret_cast<decltype(a.all_reduce)>(sym("ncclAllReduce"));
   a.error_string = reinterpret_cast<decltype(a.error_string)>(sym("ncclGetErrorString"));
-  if (!failed.empty())
-    throw cuda_error(failed);
-  loaded = a;
+  if (!missing.empty())
+    throw cuda_error("libnccl.so.2 has no " + missing);
+  return a;
+}
+
+/// The functions, loaded on first use (a failed load is tried again next
+/// time: a static whose initialiser throws stays uninitialised).
+const nccl_api& api() {
+  static const nccl_api loaded = load();
   return loaded;
 }
 

@@ -162,6 +162,46 @@ __device__ cut select_prefix(const float* row, int64_t vocab, Weight weight, u64
   return cut{prefix, found};
 }
 
+/// Top-k, top-p and min-p cut prefixes of the row's order (logit down,
+/// id up), and the draw of u walks what is left; `m` is the row's maximum
+/// (finite). -1 where no mass is left.
+__device__ int32_t draw(const float* row, int64_t vocab, const sample_params& p, float m, shared_state& s) {
+  auto one = [](int64_t, uint32_t) -> u64 { return 1; };
+  cut ck = whole_row, cp = whole_row;
+  if (p.top_k > 0 && p.top_k < vocab)
+    ck = select_prefix(row, vocab, one, static_cast<u64>(p.top_k - 1), s);
+  if (p.top_p < 1.0f) {
+    // Probabilities at temperature 1 over the top-k set, as llama.cpp's
+    // top-p sees them: keep the shortest prefix reaching top_p.
+    auto w1 = [&](int64_t e, uint32_t key) -> u64 {
+      return in_cut(key, e, ck) ? fixed(expf(clean(row[e]) - m)) : 0;
+    };
+    const u64 z = total_weight(row, vocab, w1, s);
+    const double want = ceil(static_cast<double>(p.top_p) * static_cast<double>(z));
+    u64 target = want >= 1.0 ? static_cast<u64>(want) - 1 : 0;
+    if (z > 0 && target >= z)
+      target = z - 1;
+    cp = select_prefix(row, vocab, w1, target, s);
+  }
+  auto wt = [&](int64_t e, uint32_t key) -> u64 {
+    if (!in_cut(key, e, ck) || !in_cut(key, e, cp))
+      return 0;
+    const float l = clean(row[e]);
+    if (p.min_p > 0.0f && expf(l - m) < p.min_p)
+      return 0;
+    // Divided, as the CPU does; the maximum weighs 1 at any temperature.
+    return fixed(l == m ? 1.0f : expf(__fdiv_rn(l - m, p.temperature)));
+  };
+  const u64 z = total_weight(row, vocab, wt, s);
+  if (z > 0) {
+    u64 target = static_cast<u64>(p.u * static_cast<double>(z));
+    if (target >= z)
+      target = z - 1;
+    return select_prefix(row, vocab, wt, target, s).id;
+  }
+  return -1;
+}
+
 __global__ void __launch_bounds__(threads)
   sample_kernel(const float* logits, float* work, int64_t vocab, const sample_params* params,
                 const logit_adjust* adjust, sample_result* out) {
@@ -200,8 +240,8 @@ __global__ void __launch_bounds__(threads)
       float l = w[a.token];
       if (a.seen != 0 && p.repetition_penalty != 1.0f)
         l = l > 0.0f ? l / p.repetition_penalty : l * p.repetition_penalty;
-      if (a.count > 0)
-        l -= p.presence_penalty + p.frequency_penalty * static_cast<float>(a.count);
+      if (a.count > 0)  // rounded twice, as the CPU does (no fused multiply-add)
+        l -= __fadd_rn(p.presence_penalty, __fmul_rn(p.frequency_penalty, static_cast<float>(a.count)));
       w[a.token] = l + a.bias;  // one entry per token: no other thread writes it
     }
     __syncthreads();  // global writes of the block are visible to it after this
@@ -217,38 +257,10 @@ __global__ void __launch_bounds__(threads)
     for (int64_t e = threadIdx.x; e < vocab; e += threads)
       m = fmaxf(m, clean(row[e]));
     m = block_reduce(m, fmax_op{}, s);
-    cut ck = whole_row, cp = whole_row;
-    if (p.top_k > 0 && p.top_k < vocab)
-      ck = select_prefix(row, vocab, one, static_cast<u64>(p.top_k - 1), s);
-    if (p.top_p < 1.0f) {
-      // Probabilities at temperature 1 over the top-k set, as llama.cpp's
-      // top-p sees them: keep the shortest prefix reaching top_p.
-      auto w1 = [&](int64_t e, uint32_t key) -> u64 {
-        return in_cut(key, e, ck) ? fixed(expf(clean(row[e]) - m)) : 0;
-      };
-      const u64 z = total_weight(row, vocab, w1, s);
-      const double want = ceil(static_cast<double>(p.top_p) * static_cast<double>(z));
-      u64 target = want >= 1.0 ? static_cast<u64>(want) - 1 : 0;
-      if (z > 0 && target >= z)
-        target = z - 1;
-      cp = select_prefix(row, vocab, w1, target, s);
-    }
-    const float inv_t = 1.0f / p.temperature;
-    auto wt = [&](int64_t e, uint32_t key) -> u64 {
-      if (!in_cut(key, e, ck) || !in_cut(key, e, cp))
-        return 0;
-      const float l = clean(row[e]);
-      if (p.min_p > 0.0f && expf(l - m) < p.min_p)
-        return 0;
-      return fixed(expf((l - m) * inv_t));
-    };
-    const u64 z = total_weight(row, vocab, wt, s);
-    if (z > 0) {
-      u64 target = static_cast<u64>(p.u * static_cast<double>(z));
-      if (target >= z)
-        target = z - 1;
-      token = select_prefix(row, vocab, wt, target, s).id;
-    }
+    // Every logit -inf or NaN: nothing can be drawn; the greedy fallback
+    // below picks the first id.
+    if (m > -INFINITY)
+      token = draw(row, vocab, p, m, s);
   }
   if (token < 0)
     token = select_prefix(row, vocab, one, 0, s).id;
@@ -286,8 +298,9 @@ void sample_rows(const float* logits, float* work, int64_t rows, int64_t vocab, 
                  const logit_adjust* adjust, sample_result* out, cudaStream_t stream) {
   if (rows <= 0)
     return;
-  if (vocab <= 0 || vocab > INT_MAX)
-    throw cuda_error("sample_rows: vocabulary of " + std::to_string(vocab) + " outside 1.." + std::to_string(INT_MAX));
+  // Masses are 2^40 per token at most: 2^23 tokens keep the sums in 64 bits.
+  if (vocab <= 0 || vocab > (int64_t{1} << 23))
+    throw cuda_error("sample_rows: vocabulary of " + std::to_string(vocab) + " outside 1..2^23");
   sample_kernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, work, vocab, params, adjust, out);
   check(cudaGetLastError(), "sample_rows");
 }

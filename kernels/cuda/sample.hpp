@@ -11,9 +11,11 @@
 /// count for top-k and by probability mass for top-p and the draw. Masses
 /// are fixed point (2^40 for the row's maximum) summed in 64-bit integers,
 /// so a row's result does not depend on the order threads add in: the same
-/// seed gives the same token run after run. Against the CPU's double sums a
-/// pick can differ only where u (or top_p) falls within about 2^-40 of a
-/// candidate's cumulative-probability boundary.
+/// seed gives the same token run after run. Against the CPU's double
+/// arithmetic a pick can differ only where u (or top_p) falls within about
+/// 1e-6 (relative; f32 expf and the fixed point) of a candidate's
+/// cumulative-probability boundary. A row whose logits are all -inf or NaN
+/// picks id 0.
 ///
 /// One block per row; rows are independent. Every pointer is device memory.
 

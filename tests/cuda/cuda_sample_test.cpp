@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -230,7 +231,7 @@ TEST_CASE("sample_rows reports the pick's log-probability and the top 0, 5 and 2
     c.p.temperature = r % 2 == 0 ? 0.0f : 1.0f;
     c.p.seed = 9 + static_cast<uint64_t>(r);
     c.position = r;
-    c.n_top = r % 3 == 0 ? 0 : r % 3 == 1 ? 5 : 20;
+    c.n_top = r % 3 == 1 ? 0 : r % 3 == 2 ? 5 : 20;  // the tied rows (r % 3 == 0) take the top 20
     if (r % 5 == 4) {  // bias changes the pick, not the reported (raw) log-probs
       c.bias_tokens = {3};
       c.bias_values = {50.0f};
@@ -264,4 +265,43 @@ TEST_CASE("sample_rows reports the pick's log-probability and the top 0, 5 and 2
       CHECK(top[static_cast<size_t>(i)].first == Approx(ref.top_logprobs[static_cast<size_t>(i)]).margin(2e-4));
     }
   }
+}
+
+TEST_CASE("sample_rows at the boundaries: top-p stopping on reaching p, -0 and +0, NaN, a tiny vocabulary", "[cuda]") {
+  // A seed whose draw at position 0 is near the top, so keeping one token
+  // too many under top-p would pick the second.
+  uint64_t seed = 1;
+  while (eng::sample_uniform(seed, 0) < 0.8)
+    ++seed;
+  const float inf = std::numeric_limits<float>::infinity();
+  const int64_t vocab = 4;
+  std::vector<row_case> cases(4);
+  // {0, 0, -inf, -inf}, top_p 0.5: the CPU keeps token 0 alone (its
+  // cumulative 0.5 reaches p).
+  cases[0].p.top_p = 0.5f;
+  cases[0].p.seed = seed;
+  // The same row with top_p 0.51: both zeros are candidates, u picks 1.
+  cases[1].p.top_p = 0.51f;
+  cases[1].p.seed = seed;
+  // -0 and +0 tie: greedy picks the lower id.
+  cases[2].p.temperature = 0.0f;
+  // Ties across the whole row, sampled.
+  cases[3].p.seed = seed + 1;
+  std::vector<float> logits = {0, 0, -inf, -inf, 0, 0, -inf, -inf, -0.0f, 0.0f, -1, -2, 3, 3, 3, 3};
+  auto got = run_device(logits, vocab, cases);
+  for (int64_t r = 0; r < 4; ++r) {
+    INFO("row " << r);
+    CHECK(got.out[static_cast<size_t>(r)].token == cpu_pick(logits, vocab, r, cases[static_cast<size_t>(r)]));
+  }
+  CHECK(got.out[0].token == 0);
+  CHECK(got.out[1].token == 1);
+  CHECK(got.out[2].token == 0);
+  // NaN sorts last on the device (it is never picked), greedy or sampled.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<row_case> two(2);
+  two[0].p.temperature = 0.0f;
+  two[1].p.seed = seed;
+  auto n = run_device({nan, 1, 2, nan, nan, 1, 2, nan}, vocab, two);
+  CHECK(n.out[0].token == 2);
+  CHECK((n.out[1].token == 1 || n.out[1].token == 2));
 }
