@@ -101,7 +101,9 @@ void paged_attention(act t, const void* q, int64_t rows, int n_head, int layer, 
 
 /// The same attention for prefill rows on tensor cores, a tile of up to 16
 /// rows of one sequence at a time: tile i is rows tiles[2i] ..
-/// tiles[2i] + tiles[2i + 1] − 1 (device memory), which share a table.
+/// tiles[2i] + tiles[2i + 1] − 1 (device memory; 1 to 16 rows), which
+/// share a table, with every position up to the tile's last already
+/// appended to the cache.
 /// q and the probabilities are rounded to f16 (as llama.cpp's CPU attention
 /// and the CPU engine do), sums are f32. Needs head_dim a multiple of 16 up
 /// to 256 and block_tokens a multiple of 16 (supported() says; else
