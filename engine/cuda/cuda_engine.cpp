@@ -303,10 +303,14 @@ void cuda_engine::forward(int64_t T, int64_t n_out, cudaStream_t st) {
     cu::rope(t, q_, T, n_head, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
     cu::rope(t, k_, T, shard_.n_head_kv, hp.head_dim, hp.rope_dim, d_pos_, hp.rope_base, hp.rope_neox, st);
     cu::kv_append(t, k_, v_, T, l, kv, st);
-    if (n_tiles_ > 0)  // prefill rows on tensor cores, 16 rows of a sequence at a time
+    if (n_tiles_ > 0) {
+      // Prompt rows on tensor cores, 16 rows of a sequence at a time; the
+      // step's decode rows with the per-row kernel.
       cu::paged_attention_tiled(t, q_, d_tiles_, n_tiles_, n_head, l, scale, kv, attn_, st);
-    else
+      cu::paged_attention(t, q_, n_lone_, n_head, l, scale, kv, attn_, st, d_tiles_ + 2 * n_tiles_);
+    } else {
       cu::paged_attention(t, q_, T, n_head, l, scale, kv, attn_, st);
+    }
     mm(L.wo, attn_, T, tmp_, st);
     if (opts_.comm != nullptr)  // row-parallel o: the ranks' partial sums
       cu::all_reduce_sum(t, tmp_, T * E, opts_.comm, st);
@@ -443,29 +447,38 @@ void cuda_engine::prepare_locked(const step_input& in) {
     up(d_tables_, tables);
     if (root() && !out_rows.empty())
       up(d_out_rows_, out_rows);
-    // A step with prompt rows runs attention in tiles of up to 16 rows of a
-    // sequence (every row in one); decode-only steps keep the per-row
-    // kernel, which spreads a long context over more warps.
+    // A step with prompt rows runs their attention in tiles of up to 16
+    // rows of a sequence; decode rows (one row of a sequence) keep the
+    // per-row kernel, which spreads a long context over more warps. The
+    // tiles, then the lone rows' indices, share one device buffer.
     n_tiles_ = 0;
+    n_lone_ = 0;
     const bool prompt_rows =
       std::any_of(in.seqs.begin(), in.seqs.end(), [](const seq_work& w) { return w.tokens.size() > 1; });
     if (graph_rows == 0 && prompt_rows &&
         cu::paged_attention_tiled_supported(cu::paged_kv{nullptr, 0, opts_.block_tokens, hp.head_dim})) {
-      std::vector<int32_t> tiles;
+      std::vector<int32_t> tiles, lone;
       int32_t row = 0;
-      for (const auto& w : in.seqs)
+      for (const auto& w : in.seqs) {
+        if (w.tokens.size() == 1) {
+          lone.push_back(row++);
+          continue;
+        }
         for (size_t j = 0; j < w.tokens.size(); j += 16) {
           const auto n = static_cast<int32_t>(std::min<size_t>(16, w.tokens.size() - j));
           tiles.push_back(row);
           tiles.push_back(n);
           row += n;
         }
+      }
+      n_tiles_ = static_cast<int64_t>(tiles.size() / 2);
+      n_lone_ = static_cast<int64_t>(lone.size());
+      tiles.insert(tiles.end(), lone.begin(), lone.end());
       if (static_cast<int64_t>(tiles.size()) > tiles_cap_) {
         tiles_cap_ = std::max<int64_t>(static_cast<int64_t>(tiles.size()), tiles_cap_ * 2);
         d_tiles_ = static_cast<int32_t*>(alloc(static_cast<size_t>(tiles_cap_) * 4));
       }
       up(d_tiles_, tiles);
-      n_tiles_ = static_cast<int64_t>(tiles.size() / 2);
     }
   }
   pend.st = st;

@@ -177,8 +177,10 @@ private:
   int32_t* d_picked_ = nullptr;  ///< greedy ids picked on the device
   std::vector<int32_t> picked_;
   int32_t* d_tables_ = nullptr;
-  int32_t* d_tiles_ = nullptr;  ///< prefill attention tiles (first row, rows) of the step
-  int64_t tiles_cap_ = 0, n_tiles_ = 0;
+  /// The step's prompt-row attention tiles (first row, rows), then its
+  /// lone (decode) rows' indices.
+  int32_t* d_tiles_ = nullptr;
+  int64_t tiles_cap_ = 0, n_tiles_ = 0, n_lone_ = 0;
   int64_t tables_cap_ = 0;
   // The device sampler's rows (sample_on_device), grown on demand.
   std::vector<cuda::sample_params> params_;

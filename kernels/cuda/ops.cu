@@ -184,8 +184,8 @@ constexpr int attn_max_dims_per_lane = 8;  // head_dim <= 256
 
 template <typename T>
 __global__ void __launch_bounds__(attn_warps * 32)
-  attention_kernel(const T* q, int n_head, int layer, float scale, paged_kv kv, T* out) {
-  const int64_t row = blockIdx.x;
+  attention_kernel(const T* q, int n_head, int layer, float scale, paged_kv kv, T* out, const int32_t* row_ids) {
+  const int64_t row = row_ids != nullptr ? row_ids[blockIdx.x] : blockIdx.x;
   const int h = blockIdx.y;
   const int D = kv.head_dim;
   const int kvh = h / (n_head / kv.n_head_kv);
@@ -393,7 +393,7 @@ void kv_append(act t, const void* k, const void* v, int64_t rows, int layer, con
 }
 
 void paged_attention(act t, const void* q, int64_t rows, int n_head, int layer, float scale,
-                     const paged_kv& kv, void* out, cudaStream_t stream) {
+                     const paged_kv& kv, void* out, cudaStream_t stream, const int32_t* row_ids) {
   if (rows == 0)
     return;
   if (kv.head_dim > 32 * attn_max_dims_per_lane)
@@ -403,7 +403,8 @@ void paged_attention(act t, const void* q, int64_t rows, int n_head, int layer, 
   dispatch(t, [&](auto tag) {
     using T = decltype(tag);
     attention_kernel<T><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(n_head)), attn_warps * 32, 0,
-                          stream>>>(static_cast<const T*>(q), n_head, layer, scale, kv, static_cast<T*>(out));
+                          stream>>>(static_cast<const T*>(q), n_head, layer, scale, kv, static_cast<T*>(out),
+                                    row_ids);
   });
   launched("paged_attention");
 }

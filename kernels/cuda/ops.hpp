@@ -95,9 +95,11 @@ void kv_append(act t, const void* k, const void* v, int64_t rows, int layer, con
 /// of its sequence (its own K/V already appended), with GQA (n_head /
 /// n_head_kv query heads per KV head). Covers decode (one row per sequence)
 /// and prefill chunks over a cached prefix (rows of consecutive positions).
-/// out: [rows, n_head · head_dim]. head_dim ≤ 256.
+/// out: [rows, n_head · head_dim]. head_dim ≤ 256. With `row_ids`
+/// (device), only rows row_ids[0 .. rows) are computed (the others are
+/// not written): a step's decode rows beside prompt tiles.
 void paged_attention(act t, const void* q, int64_t rows, int n_head, int layer, float scale,
-                     const paged_kv& kv, void* out, cudaStream_t stream);
+                     const paged_kv& kv, void* out, cudaStream_t stream, const int32_t* row_ids = nullptr);
 
 /// The same attention for prefill rows on tensor cores, a tile of up to 16
 /// rows of one sequence at a time: tile i is rows tiles[2i] ..

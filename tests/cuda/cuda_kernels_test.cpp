@@ -294,7 +294,23 @@ TEST_CASE("paged_attention: decode rows and a prefill chunk over a cached prefix
       const auto want = attention_reference(f, t, layer, scale, q, row_seq, row_pos);
       // The reference rounds q and the probabilities to f16 as llama.cpp's
       // CPU attention does; the kernel keeps them in f32.
-      require_close(decode(t, dout.download()), want, std::max(tolerance(t), 4e-3), "paged_attention");
+      const auto all = decode(t, dout.download());
+      require_close(all, want, std::max(tolerance(t), 4e-3), "paged_attention");
+      // A row list: only rows 2 and 0 are computed (the same values), the
+      // rest keep the poison.
+      auto dids = upload_vec(std::vector<int32_t>{2, 0});
+      dout.poison();
+      cu::paged_attention(t, dq.p, 2, f.n_head, layer, scale, kv, dout.p, nullptr, dids.as<int32_t>());
+      const auto some = decode(t, dout.download());
+      const auto width = static_cast<size_t>(f.n_head * f.head_dim);
+      for (size_t r = 0; r < static_cast<size_t>(rows); ++r)
+        for (size_t i = 0; i < width; ++i) {
+          const float got = some[r * width + i];
+          if (r == 0 || r == 2)
+            REQUIRE(got == all[r * width + i]);
+          else
+            REQUIRE(std::isnan(got));
+        }
     }
 }
 
