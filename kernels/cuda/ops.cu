@@ -180,81 +180,96 @@ __global__ void kv_append_kernel(const T* k, const T* v, int layer, paged_kv kv)
 }
 
 constexpr int attn_warps = 4;
-constexpr int attn_max_dims_per_lane = 8;  // head_dim <= 256
 
-template <typename T>
+/// Decode attention, GQA-grouped: a block of four warps per (row, KV head,
+/// group of up to GMAX of its query heads), so each K and V row is read
+/// once for the group's heads rather than once per head. Warps stride
+/// over positions with an online softmax per head, merged at the end;
+/// lanes hold DPL dims each (head_dim <= 32 · DPL).
+template <typename T, int GMAX, int DPL>
 __global__ void __launch_bounds__(attn_warps * 32)
   attention_kernel(const T* q, int n_head, int layer, float scale, paged_kv kv, T* out, const int32_t* row_ids) {
   const int64_t row = row_ids != nullptr ? row_ids[blockIdx.x] : blockIdx.x;
-  const int h = blockIdx.y;
   const int D = kv.head_dim;
-  const int kvh = h / (n_head / kv.n_head_kv);
+  const int group = n_head / kv.n_head_kv;
+  const int subs = (group + GMAX - 1) / GMAX;  // blocks per KV head
+  const int kvh = blockIdx.y / subs;
+  const int h0 = kvh * group + (blockIdx.y % subs) * GMAX;  // this block's first query head
+  const int heads = min(GMAX, kvh * group + group - h0);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t ctx = static_cast<int64_t>(kv.positions[row]) + 1;
   const int32_t start = kv.table_start[row];
-  const T* qr = q + (row * n_head + h) * D;
 
-  float qv[attn_max_dims_per_lane];
-  float acc[attn_max_dims_per_lane];
+  float qv[GMAX][DPL], acc[GMAX][DPL], m[GMAX], l[GMAX];
 #pragma unroll
-  for (int k = 0; k < attn_max_dims_per_lane; ++k) {
-    const int d = lane + 32 * k;
-    qv[k] = d < D ? to_f(qr[d]) : 0.0f;
-    acc[k] = 0.0f;
+  for (int g = 0; g < GMAX; ++g) {
+    const T* qr = q + (row * n_head + h0 + min(g, heads - 1)) * D;
+#pragma unroll
+    for (int k = 0; k < DPL; ++k) {
+      const int d = lane + 32 * k;
+      qv[g][k] = d < D && g < heads ? to_f(qr[d]) : 0.0f;
+      acc[g][k] = 0.0f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
   }
-  // Online softmax over this warp's positions.
-  float m = -INFINITY, l = 0.0f;
   for (int64_t j = warp; j < ctx; j += attn_warps) {
     const int32_t id = block_of(kv, start, layer, kvh, j);
     const uint16_t* block = kv.arena + static_cast<int64_t>(id) * kv.block_elems;
     const int64_t slot = (j % kv.block_tokens) * D;
     const uint16_t* kr = block + slot;
     const uint16_t* vr = block + static_cast<int64_t>(kv.block_tokens) * D + slot;
-    float s = 0.0f;
+    float kf[DPL], vf[DPL];
 #pragma unroll
-    for (int k = 0; k < attn_max_dims_per_lane; ++k) {
+    for (int k = 0; k < DPL; ++k) {
       const int d = lane + 32 * k;
-      if (d < D)
-        s += qv[k] * half_bits_to_f(kr[d]);
+      kf[k] = d < D ? half_bits_to_f(kr[d]) : 0.0f;
+      vf[k] = d < D ? half_bits_to_f(vr[d]) : 0.0f;
     }
-    s = warp_sum(s) * scale;
-    const float m_new = fmaxf(m, s);
-    const float corr = expf(m - m_new);
-    const float p = expf(s - m_new);
-    l = l * corr + p;
 #pragma unroll
-    for (int k = 0; k < attn_max_dims_per_lane; ++k) {
-      const int d = lane + 32 * k;
-      if (d < D)
-        acc[k] = acc[k] * corr + p * half_bits_to_f(vr[d]);
+    for (int g = 0; g < GMAX; ++g) {
+      float s = 0.0f;
+#pragma unroll
+      for (int k = 0; k < DPL; ++k)
+        s += qv[g][k] * kf[k];
+      s = warp_sum(s) * scale;
+      const float m_new = fmaxf(m[g], s);
+      const float corr = expf(m[g] - m_new);
+      const float p = expf(s - m_new);
+      l[g] = l[g] * corr + p;
+#pragma unroll
+      for (int k = 0; k < DPL; ++k)
+        acc[g][k] = acc[g][k] * corr + p * vf[k];
+      m[g] = m_new;
     }
-    m = m_new;
   }
-  // Merge the warps: rescale each to the largest maximum.
-  __shared__ float wm[attn_warps], wl[attn_warps];
-  __shared__ float wacc[attn_warps][32 * attn_max_dims_per_lane];
-  if (lane == 0) {
-    wm[warp] = m;
-    wl[warp] = l;
-  }
+  // Merge the warps per head: rescale each to the largest maximum.
+  __shared__ float wm[attn_warps][GMAX], wl[attn_warps][GMAX];
+  __shared__ float wacc[attn_warps][GMAX][32 * DPL];
 #pragma unroll
-  for (int k = 0; k < attn_max_dims_per_lane; ++k) {
-    const int d = lane + 32 * k;
-    if (d < D)
-      wacc[warp][d] = acc[k];
+  for (int g = 0; g < GMAX; ++g) {
+    if (lane == 0) {
+      wm[warp][g] = m[g];
+      wl[warp][g] = l[g];
+    }
+#pragma unroll
+    for (int k = 0; k < DPL; ++k)
+      wacc[warp][g][lane + 32 * k] = acc[g][k];
   }
   __syncthreads();
-  float big = -INFINITY;
-  for (int w = 0; w < attn_warps; ++w)
-    big = fmaxf(big, wm[w]);
-  float total = 0.0f;
-  for (int w = 0; w < attn_warps; ++w)
-    total += wl[w] * expf(wm[w] - big);  // a warp with no position: l = 0
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float o = 0.0f;
+  for (int g = 0; g < heads; ++g) {
+    float big = -INFINITY;
     for (int w = 0; w < attn_warps; ++w)
-      o += wacc[w][d] * expf(wm[w] - big);
-    out[(row * n_head + h) * D + d] = from_f<T>(o / total);
+      big = fmaxf(big, wm[w][g]);
+    float total = 0.0f;
+    for (int w = 0; w < attn_warps; ++w)
+      total += wl[w][g] * expf(wm[w][g] - big);  // a warp with no position: l = 0
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float o = 0.0f;
+      for (int w = 0; w < attn_warps; ++w)
+        o += wacc[w][g][d] * expf(wm[w][g] - big);
+      out[(row * n_head + h0 + g) * D + d] = from_f<T>(o / total);
+    }
   }
 }
 
@@ -396,15 +411,28 @@ void paged_attention(act t, const void* q, int64_t rows, int n_head, int layer, 
                      const paged_kv& kv, void* out, cudaStream_t stream, const int32_t* row_ids) {
   if (rows == 0)
     return;
-  if (kv.head_dim > 32 * attn_max_dims_per_lane)
+  if (kv.head_dim > 256)
     throw cuda_error("paged_attention: head_dim above 256");
   if (kv.n_head_kv <= 0 || n_head % kv.n_head_kv != 0)
     throw cuda_error("paged_attention: n_head must be a multiple of n_head_kv");
+  const int group = n_head / kv.n_head_kv;
+  // Query heads per block: the whole GQA group up to 8 (then several
+  // blocks per KV head); 1 for MHA.
+  const int gmax = group == 1 ? 1 : group <= 4 ? 4 : 8;
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(kv.n_head_kv * ((group + gmax - 1) / gmax)));
   dispatch(t, [&](auto tag) {
     using T = decltype(tag);
-    attention_kernel<T><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(n_head)), attn_warps * 32, 0,
-                          stream>>>(static_cast<const T*>(q), n_head, layer, scale, kv, static_cast<T*>(out),
-                                    row_ids);
+    auto launch = [&](auto kernel) {
+      kernel<<<grid, attn_warps * 32, 0, stream>>>(static_cast<const T*>(q), n_head, layer, scale, kv,
+                                                   static_cast<T*>(out), row_ids);
+    };
+    const bool wide = kv.head_dim > 128;
+    if (gmax == 1)
+      wide ? launch(attention_kernel<T, 1, 8>) : launch(attention_kernel<T, 1, 4>);
+    else if (gmax == 4)
+      wide ? launch(attention_kernel<T, 4, 8>) : launch(attention_kernel<T, 4, 4>);
+    else
+      wide ? launch(attention_kernel<T, 8, 8>) : launch(attention_kernel<T, 8, 4>);
   });
   launched("paged_attention");
 }
