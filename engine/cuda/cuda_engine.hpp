@@ -216,7 +216,9 @@ private:
 /// row-parallel o and down projections through NCCL), each stepped by its
 /// own thread, since a rank's all-reduce waits for the others'. A step
 /// prepares on every rank before any computes, so a rank that fails
-/// (grants, memory) fails the step before the others wait in NCCL. Every rank
+/// (grants, memory) fails the step before the others wait in NCCL; a rank
+/// failing while computing aborts the communicators (the others return),
+/// and the engine refuses later steps. Every rank
 /// keeps the sequences' block tables; rank 0 computes the logits and picks
 /// the tokens. Each rank's KV holds its heads of every block id (the pool's
 /// ids are shared across heads, so each GPU reserves the pool's blocks).

@@ -69,6 +69,8 @@ void cuda_tp_engine::worker(size_t rank) {
         ranks_[rank]->prepare(*in);
     } catch (...) {
       error = std::current_exception();
+      if (compute)
+        nccl_->abort();  // the other ranks may wait for this one in an all-reduce
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -98,6 +100,8 @@ void cuda_tp_engine::phase(const step_input& in, bool compute, step_output* out)
       ranks_[0]->prepare(in);
   } catch (...) {
     error = std::current_exception();
+    if (compute)
+      nccl_->abort();
   }
   {
     std::unique_lock<std::mutex> lock(mu_);
@@ -111,6 +115,8 @@ void cuda_tp_engine::phase(const step_input& in, bool compute, step_output* out)
 
 step_output cuda_tp_engine::step(const step_input& in) {
   std::lock_guard<std::mutex> one_step(step_mu_);
+  if (nccl_->aborted())
+    throw cuda::cuda_error("tensor-parallel group stopped: a rank failed during an earlier step");
   // Two phases: what can fail (grants, buffers, uploads) on every rank
   // first, so no rank waits in an all-reduce for one that has failed.
   step_output out;

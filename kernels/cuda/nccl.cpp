@@ -13,6 +13,7 @@ namespace {
 struct nccl_api {
   decltype(&ncclCommInitAll) init_all = nullptr;
   decltype(&ncclCommDestroy) destroy = nullptr;
+  decltype(&ncclCommAbort) abort = nullptr;
   decltype(&ncclAllReduce) all_reduce = nullptr;
   decltype(&ncclGetErrorString) error_string = nullptr;
 };
@@ -35,6 +36,7 @@ nccl_api load() {
   nccl_api a;
   a.init_all = reinterpret_cast<decltype(a.init_all)>(sym("ncclCommInitAll"));
   a.destroy = reinterpret_cast<decltype(a.destroy)>(sym("ncclCommDestroy"));
+  a.abort = reinterpret_cast<decltype(a.abort)>(sym("ncclCommAbort"));
   a.all_reduce = reinterpret_cast<decltype(a.all_reduce)>(sym("ncclAllReduce"));
   a.error_string = reinterpret_cast<decltype(a.error_string)>(sym("ncclGetErrorString"));
   if (!missing.empty())
@@ -74,7 +76,16 @@ nccl_group::nccl_group(const std::vector<int>& devices) {
 nccl_group::~nccl_group() {
   for (auto* c : comms_)
     if (c != nullptr)
-      api().destroy(c);
+      (aborted_ ? api().abort : api().destroy)(c);
+}
+
+void nccl_group::abort() {
+  if (aborted_.exchange(true))
+    return;
+  for (auto* c : comms_)
+    if (c != nullptr)
+      api().abort(c);  // wakes ranks waiting in a collective; the group is unusable after
+  comms_.assign(comms_.size(), nullptr);
 }
 
 void all_reduce_sum(act t, void* x, int64_t n, ncclComm* comm, cudaStream_t stream) {

@@ -3,6 +3,7 @@
 /// only when a unit spans more than one GPU: a one-GPU unit makes no NCCL
 /// call and needs no NCCL library, and llmux's CUDA plugin links none.
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -24,9 +25,14 @@ public:
 
   [[nodiscard]] int size() const { return static_cast<int>(comms_.size()); }
   [[nodiscard]] ncclComm* comm(int rank) const { return comms_.at(static_cast<size_t>(rank)); }
+  /// Aborts every communicator (ncclCommAbort), so ranks blocked in a
+  /// collective return; from any thread, once. The group is then unusable.
+  void abort();
+  [[nodiscard]] bool aborted() const { return aborted_; }
 
 private:
   std::vector<ncclComm*> comms_;
+  std::atomic<bool> aborted_{false};
 };
 
 /// In place: x (n elements of type t, on comm's device) becomes the sum of
