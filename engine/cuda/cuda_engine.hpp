@@ -15,14 +15,14 @@
 /// (device_kv_slot). Decode-only steps replay a CUDA graph per batch
 /// bucket. cuda_tp_engine (below) runs a model tensor-parallel across GPUs.
 
-#include <map>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <map>
 #include <memory>
-#include <thread>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
