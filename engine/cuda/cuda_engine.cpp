@@ -652,7 +652,15 @@ void cuda_engine::set_job_partition(job_kind job, double offset, double share) {
   if (parts_ == nullptr && !parts_failed_) {
     try {
       parts_ = std::make_unique<cu::sm_partitions>(opts_.device);
+      // The ladder: every prefix and suffix range of the groups, made now,
+      // so moving a job between them (set-share) creates nothing at its
+      // next step. Other ranges are made on first use.
+      for (int k = 1; k <= parts_->groups(); ++k) {
+        (void)parts_->stream(0, k);
+        (void)parts_->stream(parts_->groups() - k, k);
+      }
     } catch (const std::exception& e) {
+      parts_.reset();
       parts_failed_ = true;
       std::fprintf(stderr, "llmux cuda: no SM partitions (%s): jobs run on the whole GPU\n", e.what());
     }
