@@ -358,7 +358,6 @@ void cuda_engine::prepare_locked(const step_input& in) {
   cudaStream_t st = lane_stream_[in.job == job_kind::decode ? 1 : 0];
   if (st == nullptr)
     st = stream_;
-  blas_->set_stream(st);
   const auto& hp = model_->hparams();
   const int per_tb = hp.n_layer * hp.n_head_kv;
 
@@ -641,7 +640,6 @@ void cuda_engine::sample_on_device(const step_input& in, int64_t n_out, cudaStre
 
 void cuda_engine::set_job_partition(job_kind job, double offset, double share) {
   std::lock_guard<std::mutex> lock(step_mu_);
-  share_ = share;
   cu::check(cudaSetDevice(opts_.device), "cudaSetDevice");
   if (share >= 1.0 - 1e-9) {
     // The whole GPU (one model alone, or a temporal unit's one step at a

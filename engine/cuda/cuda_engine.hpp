@@ -77,10 +77,9 @@ public:
   /// before any rank enters an all-reduce); run() computes and picks.
   void prepare(const step_input& in);
   [[nodiscard]] step_output run(const step_input& in);
-  void set_share(double share) override {
-    std::lock_guard<std::mutex> lock(step_mu_);
-    share_ = share;
-  }
+  /// A share alone places nothing on a GPU: the SM range comes with
+  /// set_job_partition (offset and share), which the unit always sends.
+  void set_share(double) override {}
   /// Moves the job's steps to the SM range [offset, offset + share) of the
   /// GPU (green contexts, in groups of the split granularity), from its next
   /// step. Where green contexts are unavailable the job keeps the whole GPU
@@ -151,7 +150,6 @@ private:
   std::shared_ptr<const tokenizer> tok_;
   cuda_engine_options opts_;
   tp_shard shard_;
-  double share_ = 1.0;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::blas> blas_;
   std::vector<void*> owned_;  ///< every device allocation, freed at the end
@@ -229,7 +227,7 @@ public:
   ~cuda_tp_engine() override;
 
   [[nodiscard]] step_output step(const step_input& in) override;
-  void set_share(double share) override;
+  void set_share(double) override {}  ///< as cuda_engine: set_job_partition places
   void set_job_partition(job_kind job, double offset, double share) override;
   [[nodiscard]] std::string backend() const override { return "cuda"; }
   [[nodiscard]] const tokenizer& vocab() const override { return ranks_[0]->vocab(); }

@@ -125,11 +125,6 @@ step_output cuda_tp_engine::step(const step_input& in) {
   return out;
 }
 
-void cuda_tp_engine::set_share(double share) {
-  for (auto& r : ranks_)
-    r->set_share(share);
-}
-
 void cuda_tp_engine::set_job_partition(job_kind job, double offset, double share) {
   // The same SM range on every GPU of the unit.
   for (auto& r : ranks_)

@@ -90,27 +90,44 @@ run generate(engine::engine& e, const std::vector<int32_t>& prompt, int n, int p
   return r;
 }
 
-/// A model file, its tokenizer, a prompt, and both engines over them (the
-/// cuda engine's pool just holds n tokens after the prompt).
-struct both_engines {
+/// A toy architecture file of tests/data/arch.
+std::string toy(const std::string& name) {
+  return dir("LLMUX_SOURCE_DIR", LLMUX_SOURCE_DIR) + "/tests/data/arch/" + name + ".gguf";
+}
+
+/// A model file, its tokenizer, a prompt, and the block ids a token-block
+/// takes (n_layer · n_head_kv).
+struct model_file {
   std::shared_ptr<engine::llama_model> model;
   std::shared_ptr<const engine::tokenizer> tok;
   std::vector<int32_t> prompt;
   int per_tb = 0;
+
+  model_file(const std::string& path, const std::string& text)
+    : model(engine::llama_model::load(path)),
+      tok(engine::make_tokenizer(engine::read_vocab(model->file()))),
+      prompt(tok->encode(text, true)),
+      per_tb(model->hparams().n_layer * model->hparams().n_head_kv) {}
+  /// Block ids that hold the prompt and n more tokens (block_tokens 16).
+  [[nodiscard]] int64_t blocks_for(int n) const {
+    return (static_cast<int64_t>(prompt.size()) + n + 15) / 16 * per_tb;
+  }
+};
+
+/// Both engines over a model file (the cuda engine's pool just holds n
+/// tokens after the prompt).
+struct both_engines : model_file {
   std::unique_ptr<engine::cpu_engine> cpu;
   std::unique_ptr<engine::cuda_engine> gpu;
 
   both_engines(const std::string& path, const std::string& text, int n, cuda::act type = cuda::act::f16)
-    : model(engine::llama_model::load(path)),
-      tok(engine::make_tokenizer(engine::read_vocab(model->file()))),
-      prompt(tok->encode(text, true)),
-      per_tb(model->hparams().n_layer * model->hparams().n_head_kv) {
+    : model_file(path, text) {
     engine::cpu_engine_options co;
     co.kv_blocks = 4096;
     cpu = std::make_unique<engine::cpu_engine>(model, tok, co);
     engine::cuda_engine_options go;
     go.type = type;
-    go.kv_blocks = (static_cast<int64_t>(prompt.size()) + n + go.block_tokens - 1) / go.block_tokens * per_tb;
+    go.kv_blocks = blocks_for(n);
     gpu = std::make_unique<engine::cuda_engine>(model, tok, go);
   }
   run on_cpu(int n, const seq_work& how = greedy_top5()) {
@@ -170,8 +187,7 @@ TEST_CASE("cuda engine: qwen2 (q/k/v biases, NeoX RoPE), llama3 and mistral toy 
   // differs from the CPU engine is summation order, not weight rounding.
   for (const char* name : {"qwen2", "llama3", "mistral"}) {
     INFO(name);
-    compare(dir("LLMUX_SOURCE_DIR", LLMUX_SOURCE_DIR) + "/tests/data/arch/" + name + ".gguf", "Hello world, this is",
-            cuda::act::f32);
+    compare(toy(name), "Hello world, this is", cuda::act::f32);
   }
 }
 
@@ -248,9 +264,10 @@ std::vector<std::vector<int32_t>> greedy_batch(engine::engine& e, const std::vec
 }  // namespace
 
 TEST_CASE("cuda engine: decode steps replay one CUDA graph per batch bucket, with the eager engine's tokens", "[cuda]") {
-  auto model = engine::llama_model::load(stories_path);
-  std::shared_ptr<const engine::tokenizer> tok = engine::make_tokenizer(engine::read_vocab(model->file()));
-  const int per_tb = model->hparams().n_layer * model->hparams().n_head_kv;
+  const model_file m(stories_path, "Once upon a time");
+  const auto& model = m.model;
+  const auto& tok = m.tok;
+  const int per_tb = m.per_tb;
   const char* texts[] = {"Once upon a time", "The little dog", "Lily wanted to", "One day, a big", "Tom and Sue"};
   std::vector<std::vector<int32_t>> prompts;
   for (const char* t : texts)
@@ -294,22 +311,7 @@ TEST_CASE("cuda engine: two models in one unit's GPU KV memory keep each other's
   // stories260K (heads of 8) and the qwen2 toy file share one device_kv_slot
   // sized for the larger head, with disjoint grants as the kv_manager makes
   // them, stepping in turn: each must generate what it generates alone.
-  struct model_run {
-    std::shared_ptr<engine::llama_model> model;
-    std::shared_ptr<const engine::tokenizer> tok;
-    std::vector<int32_t> prompt;
-    int per_tb = 0;
-  };
-  auto open = [](const std::string& path, const char* text) {
-    model_run r;
-    r.model = engine::llama_model::load(path);
-    r.tok = engine::make_tokenizer(engine::read_vocab(r.model->file()));
-    r.prompt = r.tok->encode(text, true);
-    r.per_tb = r.model->hparams().n_layer * r.model->hparams().n_head_kv;
-    return r;
-  };
-  model_run runs[2] = {open(stories_path, "Once upon a time"),
-                       open(dir("LLMUX_SOURCE_DIR", LLMUX_SOURCE_DIR) + "/tests/data/arch/qwen2.gguf", "Hello world")};
+  const model_file runs[2] = {{stories_path, "Once upon a time"}, {toy("qwen2"), "Hello world"}};
   const int n = 24, bt = 16;
   config::model_config a, b;
   a.backend = b.backend = "cuda";
@@ -317,7 +319,7 @@ TEST_CASE("cuda engine: two models in one unit's GPU KV memory keep each other's
   b.arch = engine::llama_model::read_arch(runs[1].model->file());
   int64_t need[2], pool = 0;
   for (int i = 0; i < 2; ++i) {
-    need[i] = (static_cast<int64_t>(runs[i].prompt.size()) + n + bt - 1) / bt * runs[i].per_tb;
+    need[i] = runs[i].blocks_for(n);
     pool += need[i];
   }
   auto slot = engine::make_device_kv_slot({&a, &b}, pool, bt);
@@ -366,15 +368,14 @@ TEST_CASE("cuda engine: weight-only int8 stays close to f16 and holds fewer byte
   // Per-row int8 moves each weight by at most half a step (max|row| / 254),
   // so greedy decoding follows the f16 engine's until a near tie, and the
   // chosen tokens' log-probabilities stay close where the two agree.
-  auto model = engine::llama_model::load(stories_path);
-  std::shared_ptr<const engine::tokenizer> tok = engine::make_tokenizer(engine::read_vocab(model->file()));
-  const auto prompt = tok->encode("Once upon a time", true);
-  const int per_tb = model->hparams().n_layer * model->hparams().n_head_kv, n = 32;
+  const model_file m(stories_path, "Once upon a time");
+  const auto& prompt = m.prompt;
+  const int per_tb = m.per_tb, n = 32;
   engine::cuda_engine_options o;
-  o.kv_blocks = (static_cast<int64_t>(prompt.size()) + n + 15) / 16 * per_tb;
-  engine::cuda_engine f16(model, tok, o);
+  o.kv_blocks = m.blocks_for(n);
+  engine::cuda_engine f16(m.model, m.tok, o);
   o.int8 = true;
-  engine::cuda_engine int8(model, tok, o);
+  engine::cuda_engine int8(m.model, m.tok, o);
   CHECK(int8.weight_bytes() < 0.6 * static_cast<double>(f16.weight_bytes()));
   const auto want = generate(f16, prompt, n, per_tb, o.block_tokens, true);
   const auto got = generate(int8, prompt, n, per_tb, o.block_tokens, true);
@@ -414,18 +415,16 @@ TEST_CASE("cuda engine: tensor parallel over two GPUs generates the one-GPU toke
   // GPU's sums by rounding only.
   for (const char* name : {"llama3", "qwen2"}) {
     INFO(name);
-    auto model = engine::llama_model::load(dir("LLMUX_SOURCE_DIR", LLMUX_SOURCE_DIR) + "/tests/data/arch/" + name + ".gguf");
-    std::shared_ptr<const engine::tokenizer> tok = engine::make_tokenizer(engine::read_vocab(model->file()));
-    const auto prompt = tok->encode("Hello world, this is", true);
-    const int per_tb = model->hparams().n_layer * model->hparams().n_head_kv, n = 32;
+    const model_file m(toy(name), "Hello world, this is");
+    const int n = 32;
     engine::cuda_engine_options o;
     o.type = cuda::act::f32;
-    o.kv_blocks = (static_cast<int64_t>(prompt.size()) + n + 15) / 16 * per_tb;
-    engine::cuda_engine one(model, tok, o);
-    engine::cuda_tp_engine two(model, tok, o, {0, 1});
+    o.kv_blocks = m.blocks_for(n);
+    engine::cuda_engine one(m.model, m.tok, o);
+    engine::cuda_tp_engine two(m.model, m.tok, o, {0, 1});
     CHECK(two.tp_size() == 2);
-    const auto want = generate(one, prompt, n, per_tb, o.block_tokens, true);
-    const auto got = generate(two, prompt, n, per_tb, o.block_tokens, true);
+    const auto want = generate(one, m.prompt, n, m.per_tb, o.block_tokens, true);
+    const auto got = generate(two, m.prompt, n, m.per_tb, o.block_tokens, true);
     CHECK(got.tokens == want.tokens);
     for (size_t i = 0; i < std::min(got.top.size(), want.top.size()); ++i)
       CHECK(got.top[i].logprob == Approx(want.top[i].logprob).margin(1e-3));

@@ -189,6 +189,27 @@ void fill_cache(const paged_fixture& f, act t, device_buffer& arena, device_buff
   }
 }
 
+/// One attention run over rows of the fixture: random q in type t, the
+/// cache filled through kv_append (poison past each sequence's positions),
+/// a poisoned output, and the paged_kv over the rows' tables.
+struct attention_inputs {
+  std::vector<float> q;
+  device_buffer arena, dq, dout;
+  cu::paged_kv kv;
+  attention_inputs(const paged_fixture& f, act t, int64_t rows, device_buffer& dtables, device_buffer& dstart,
+                   device_buffer& dpos, std::mt19937& rng)
+    : q(rounded(t, random_floats(static_cast<size_t>(rows) * f.n_head * f.head_dim, rng, -2, 2))),
+      arena(static_cast<size_t>(f.arena_blocks * f.block_elems) * 2),
+      dq(upload_act(t, q)),
+      dout(q.size() * cu::act_bytes(t)),
+      kv{arena.as<uint16_t>(), f.block_elems,          f.block_tokens,       f.head_dim, f.n_head_kv,
+         f.per_tb,             dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()} {
+    arena.poison();
+    fill_cache(f, t, arena, dtables);  // through kv_append, tested above
+    dout.poison();
+  }
+};
+
 /// The CPU reference's attention of rows (sequence row_seq[r] at position
 /// row_pos[r]) over the fixture's K and V of `layer`, as the cache holds
 /// them (the activation type, then f16).
@@ -280,28 +301,21 @@ TEST_CASE("paged_attention: decode rows and a prefill chunk over a cached prefix
   for (act t : all_types)
     for (int layer = 0; layer < f.layers; ++layer) {
       INFO("type " << cu::to_string(t) << ", layer " << layer);
-      device_buffer arena(static_cast<size_t>(f.arena_blocks * f.block_elems) * 2);
-      arena.poison();
-      fill_cache(f, t, arena, dtables);  // through kv_append, tested above
-      auto q = rounded(t, random_floats(static_cast<size_t>(rows) * f.n_head * f.head_dim, rng, -2, 2));
-      auto dq = upload_act(t, q);
-      device_buffer dout(q.size() * cu::act_bytes(t));
-      dout.poison();
-      cu::paged_kv kv{arena.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
-                      dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()};
-      cu::paged_attention(t, dq.p, rows, f.n_head, layer, scale, kv, dout.p, nullptr);
+      attention_inputs a(f, t, rows, dtables, dstart, dpos, rng);
+      const auto& q = a.q;
+      cu::paged_attention(t, a.dq.p, rows, f.n_head, layer, scale, a.kv, a.dout.p, nullptr);
 
       const auto want = attention_reference(f, t, layer, scale, q, row_seq, row_pos);
       // The reference rounds q and the probabilities to f16 as llama.cpp's
       // CPU attention does; the kernel keeps them in f32.
-      const auto all = decode(t, dout.download());
+      const auto all = decode(t, a.dout.download());
       require_close(all, want, std::max(tolerance(t), 4e-3), "paged_attention");
       // A row list: only rows 2 and 0 are computed (the same values), the
       // rest keep the poison.
       auto dids = upload_vec(std::vector<int32_t>{2, 0});
-      dout.poison();
-      cu::paged_attention(t, dq.p, 2, f.n_head, layer, scale, kv, dout.p, nullptr, dids.as<int32_t>());
-      const auto some = decode(t, dout.download());
+      a.dout.poison();
+      cu::paged_attention(t, a.dq.p, 2, f.n_head, layer, scale, a.kv, a.dout.p, nullptr, dids.as<int32_t>());
+      const auto some = decode(t, a.dout.download());
       const auto width = static_cast<size_t>(f.n_head * f.head_dim);
       for (size_t r = 0; r < static_cast<size_t>(rows); ++r)
         for (size_t i = 0; i < width; ++i) {
@@ -344,20 +358,13 @@ TEST_CASE("paged_attention_tiled: prefill tiles over cached prefixes on tensor c
   for (act t : all_types)
     for (int layer = 0; layer < f.layers; ++layer) {
       INFO("type " << cu::to_string(t) << ", layer " << layer);
-      device_buffer arena(static_cast<size_t>(f.arena_blocks * f.block_elems) * 2);
-      arena.poison();  // blocks past each sequence's written positions hold NaN
-      fill_cache(f, t, arena, dtables);
-      auto q = rounded(t, random_floats(static_cast<size_t>(rows) * f.n_head * f.head_dim, rng, -2, 2));
-      auto dq = upload_act(t, q);
-      device_buffer dout(q.size() * cu::act_bytes(t));
-      dout.poison();
-      cu::paged_kv kv{arena.as<uint16_t>(), f.block_elems, f.block_tokens, f.head_dim, f.n_head_kv, f.per_tb,
-                      dtables.as<int32_t>(), dstart.as<int32_t>(), dpos.as<int32_t>()};
-      cu::paged_attention_tiled(t, dq.p, dtiles.as<int32_t>(), static_cast<int64_t>(tiles.size() / 2), f.n_head,
-                                layer, scale, kv, dout.p, nullptr);
-      const auto want = attention_reference(f, t, layer, scale, q, row_seq, row_pos);
+      // Blocks past each sequence's written positions hold NaN.
+      attention_inputs a(f, t, rows, dtables, dstart, dpos, rng);
+      cu::paged_attention_tiled(t, a.dq.p, dtiles.as<int32_t>(), static_cast<int64_t>(tiles.size() / 2), f.n_head,
+                                layer, scale, a.kv, a.dout.p, nullptr);
+      const auto want = attention_reference(f, t, layer, scale, a.q, row_seq, row_pos);
       // q and the probabilities in f16, as the reference rounds them.
-      require_close(decode(t, dout.download()), want, std::max(tolerance(t), 4e-3), "paged_attention_tiled");
+      require_close(decode(t, a.dout.download()), want, std::max(tolerance(t), 4e-3), "paged_attention_tiled");
     }
   // What it does not take.
   cu::paged_kv odd{nullptr, 0, 16, 72, 1};
