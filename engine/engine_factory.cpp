@@ -89,7 +89,9 @@ kernels::dtype dummy_dtype(const config::model_config& m) {
 
 std::unique_ptr<engine> make_engine(const config::model_config& model, const engine_context& ctx) {
   if (model.backend == "sim")
-    return std::make_unique<sim_engine>(model.arch, ctx.gpu, ctx.share);
+    return std::make_unique<sim_engine>(
+      cost_model::for_model(model, ctx.gpu, static_cast<int>(std::max<size_t>(1, ctx.devices.size()))),
+      ctx.share);
   if (model.backend == "cpu") {
     std::shared_ptr<llama_model> weights;
     std::shared_ptr<tokenizer> tok;

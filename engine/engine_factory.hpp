@@ -48,7 +48,8 @@ struct engine_context {
   /// engine allocates its own blocks.
   std::shared_ptr<device_kv_slot> device_kv;
   /// cuda: the unit's CUDA devices; more than one runs the model
-  /// tensor-parallel across them.
+  /// tensor-parallel across them. sim: their count is the tensor-parallel
+  /// size of the cost model.
   std::vector<int> devices{0};
 };
 

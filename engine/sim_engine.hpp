@@ -1,7 +1,8 @@
 #pragma once
 /// The simulated backend: no math. Tokens are a deterministic function of the
-/// request seed and the position; step time comes from the roofline
-/// `cost_model`. Everything it produces is labelled `sim`.
+/// request seed and the position; step time comes from the `cost_model`
+/// (a measured profile when the GPU type names one, else the roofline).
+/// Everything it produces is labelled `sim`.
 
 #include "engine/cost_model.hpp"
 #include "engine/engine.hpp"
@@ -12,6 +13,7 @@ namespace llmux::engine {
 class sim_engine final : public engine {
 public:
   sim_engine(config::model_arch arch, config::gpu_spec gpu, double share = 1.0);
+  explicit sim_engine(cost_model costs, double share = 1.0);
 
   [[nodiscard]] step_output step(const step_input& in) override;
   void set_share(double share) override { share_ = share; }
@@ -30,6 +32,8 @@ public:
   [[nodiscard]] static int64_t output_length(uint64_t seed);
 
   [[nodiscard]] const cost_model& costs() const { return costs_; }
+  /// What `step(in)` costs on its job's share (its `seconds` is the step's).
+  [[nodiscard]] step_cost cost_of(const step_input& in) const;
 
 private:
   cost_model costs_;

@@ -145,3 +145,100 @@ TEST_CASE("cost_model: a bigger batch of decodes costs more but far less than li
   CHECK(c64.bytes - c1.bytes == Approx(63 * 101 * kv_bytes_per_token_7b).epsilon(1e-9));
   CHECK(c64.seconds < 2 * c1.seconds);
 }
+
+// ---------------------------------------------------------------------------
+// Calibrated by a measured profile (engine/step_profile.hpp). The expected
+// times are the profile's own measurements, read off
+// ../shared/muxserve/a100_llama_profile.json, not computed by the code.
+
+namespace {
+
+config::model_config sim_model(const std::string& name, const std::string& preset) {
+  config::model_config m;
+  m.name = name;
+  m.arch = *config::arch_preset(preset);
+  return m;
+}
+
+config::gpu_spec a100_profiled() {
+  config::gpu_spec g;
+  g.name = "a100";
+  g.profile = "builtin:a100";
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("cost_model: a profiled GPU answers with the measured step times", "[cost_model][profile]") {
+  auto m = cost_model::for_model(sim_model("chat-7b", "llama-7b"), a100_profiled(), 1);
+  CHECK(m.calibrated());
+  CHECK_THAT(m.describe(), Catch::Contains("llama-7b"));
+  // llama-7b, tp 1, 100% SMs: batch 1 decode over 32 tokens 11.264 ms;
+  // 16 prompts of 128 tokens 153.293 ms.
+  CHECK(m.decode_seconds(1, 32) == Approx(11.264e-3));
+  CHECK(m.prefill_seconds(16, 128) == Approx(153.293e-3));
+  // The same through a step's shape.
+  step_shape d;
+  cost_model::add_sequence(d, 31, 1, false);
+  CHECK(m.estimate(d).seconds == Approx(11.264e-3));
+  step_shape p;
+  for (int i = 0; i < 16; ++i)
+    cost_model::add_sequence(p, 0, 128, true);
+  CHECK(m.estimate(p).seconds == Approx(153.293e-3));
+  // tp 2: batch 1 decode over 32 tokens 12.59 ms.
+  auto m2 = cost_model::for_model(sim_model("chat-7b", "llama-7b"), a100_profiled(), 2);
+  CHECK(m2.decode_seconds(1, 32) == Approx(12.59e-3));
+}
+
+TEST_CASE("cost_model: a mixed step pays the weight read once", "[cost_model][profile]") {
+  auto m = cost_model::for_model(sim_model("chat-7b", "llama-7b"), a100_profiled(), 1);
+  step_shape mixed;
+  cost_model::add_sequence(mixed, 0, 128, true);  // one prompt of 128
+  for (int i = 0; i < 16; ++i)
+    cost_model::add_sequence(mixed, 31, 1, false);  // 16 decodes at context 32
+  const double prefill = 16.023e-3;  // batch 1, length 128
+  const double decode = 11.883e-3;   // batch 16, length 32
+  const double weights = 11.264e-3;  // batch 1 decode, length 32
+  CHECK(m.estimate(mixed).seconds == Approx(prefill + decode - weights));
+}
+
+TEST_CASE("cost_model: a model is found by name first, then by its architecture", "[cost_model][profile]") {
+  // Named like a profiled model of another shape: the name wins.
+  auto by_name = cost_model::for_model(sim_model("llama-13b", "llama-7b"), a100_profiled(), 1);
+  CHECK(by_name.decode_seconds(1, 32) == Approx(19.8e-3));  // llama-13b's point
+  auto by_arch = cost_model::for_model(sim_model("other", "llama-13b"), a100_profiled(), 1);
+  CHECK(by_arch.decode_seconds(1, 32) == Approx(19.8e-3));
+}
+
+TEST_CASE("cost_model: a profile without the model or its tp says what it has", "[cost_model][profile]") {
+  try {
+    (void)cost_model::for_model(sim_model("mystery", "llama-8b"), a100_profiled(), 1);
+    FAIL("a model missing from the profile was accepted");
+  } catch (const std::runtime_error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("'mystery'") && Catch::Contains("llama-65b")
+                           && Catch::Contains("builtin:a100"));
+  }
+  try {
+    (void)cost_model::for_model(sim_model("big", "llama-30b"), a100_profiled(), 1);
+    FAIL("a tp the profile never measured was accepted");
+  } catch (const std::runtime_error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("2, 4") && Catch::Contains("not 1"));
+  }
+}
+
+TEST_CASE("cost_model: tensor parallelism divides the roofline's work", "[cost_model]") {
+  config::model_config m = sim_model("m", "llama-7b");
+  auto one = cost_model::for_model(m, h100_like(), 1);
+  auto four = cost_model::for_model(m, h100_like(), 4);
+  CHECK_FALSE(one.calibrated());
+  CHECK(four.tp() == 4);
+  CHECK(four.decode_seconds(1, 100) - overhead == Approx((one.decode_seconds(1, 100) - overhead) / 4));
+}
+
+TEST_CASE("cost_model: a model's profile_key picks its entry in the profile", "[cost_model][profile]") {
+  auto m = sim_model("my-chat", "llama-7b");
+  m.profile_key = "llama-13b";
+  CHECK(cost_model::for_model(m, a100_profiled(), 1).decode_seconds(1, 32) == Approx(19.8e-3));
+  m.profile_key = "no-such-key";
+  CHECK_THROWS_WITH(cost_model::for_model(m, a100_profiled(), 1), Catch::Contains("no-such-key"));
+}
