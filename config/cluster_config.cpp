@@ -52,6 +52,8 @@ constexpr named_preset presets[] = {
   {"llama-7b", 32, 4096, 32, 32, 11008, 32000, 4096},
   {"llama-8b", 32, 4096, 32, 8, 14336, 128256, 8192},
   {"llama-13b", 40, 5120, 40, 40, 13824, 32000, 4096},
+  {"llama-30b", 60, 6656, 52, 52, 17920, 32000, 2048},
+  {"llama-65b", 80, 8192, 64, 64, 22016, 32000, 2048},
   {"llama-70b", 80, 8192, 64, 8, 28672, 128256, 8192},
 };
 
@@ -552,13 +554,13 @@ void check_ports(const std::string& file, const std::vector<endpoint>& all) {
 
 std::map<std::string, gpu_spec> builtin_gpus() {
   std::map<std::string, gpu_spec> out;
-  out["h100"] = gpu_spec{"h100", 3350, 989, 40, 80};
-  out["h200"] = gpu_spec{"h200", 4800, 989, 40, 141};
-  out["a100"] = gpu_spec{"a100", 2039, 312, 40, 80};
+  out["h100"] = gpu_spec{"h100", 3350, 989, 40, 80, ""};
+  out["h200"] = gpu_spec{"h200", 4800, 989, 40, 141, ""};
+  out["a100"] = gpu_spec{"a100", 2039, 312, 40, 80, ""};
   return out;
 }
 
-void read_gpus(const section& top, cluster_config& cfg) {
+void read_gpus(const section& top, const std::string& base_dir, cluster_config& cfg) {
   auto s = top.table("gpus");
   if (!s)
     return;
@@ -566,7 +568,7 @@ void read_gpus(const section& top, cluster_config& cfg) {
   for (auto&& [k, v] : *tbl) {
     const std::string name(k.str());
     auto g = s->table(name);
-    g->allow_only({"mem_bandwidth_gbs", "peak_tflops", "step_overhead_us", "memory_gib"});
+    g->allow_only({"mem_bandwidth_gbs", "peak_tflops", "step_overhead_us", "memory_gib", "profile"});
     auto [it, added] = cfg.gpus.try_emplace(name);
     if (added)
       it->second.name = name;
@@ -574,6 +576,23 @@ void read_gpus(const section& top, cluster_config& cfg) {
     read_positive_number(*g, "peak_tflops", it->second.peak_tflops);
     read_positive_number(*g, "step_overhead_us", it->second.step_overhead_us);
     read_positive_number(*g, "memory_gib", it->second.memory_gib);
+    if (auto p = g->string("profile")) {
+      if (p->empty())
+        g->fail("profile", "must not be empty (leave it out for the roofline model)");
+      if (p->rfind("builtin:", 0) == 0) {
+        if (*p != "builtin:a100")
+          g->fail("profile", "unknown built-in profile '" + *p + "' (known: builtin:a100)");
+        it->second.profile = *p;
+      } else {
+        std::filesystem::path path(*p);
+        if (path.is_relative())
+          path = std::filesystem::path(base_dir) / path;
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(path, ec))
+          g->fail("profile", "profile file '" + path.lexically_normal().string() + "': no such file");
+        it->second.profile = path.lexically_normal().string();
+      }
+    }
   }
 }
 
@@ -616,7 +635,7 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
   for (size_t i = 0; i < arr.size(); ++i) {
     auto s = top.element("models", arr, i);
     s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default", "load_format",
-                  "dtype", "enforce_eager", "quantization"});
+                  "dtype", "enforce_eager", "quantization", "profile_key"});
     model_config m;
     m.name = read_name(s, "name");
     if (cfg.find_model(m.name))
@@ -663,6 +682,7 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
         s.fail("file", "model file '" + m.file + "': no such file");
     }
     read_positive(s, "max_tokens_default", m.max_tokens_default);
+    read_string(s, "profile_key", m.profile_key);
     if (auto v = s.boolean("enforce_eager"))
       m.enforce_eager = *v;
     read_choice(s, "quantization", m.quantization, {"none", "int8"});
@@ -680,8 +700,8 @@ void read_units(const section& top, cluster_config& cfg) {
     auto s = top.element("units", arr, i);
     s.allow_only({"name", "node", "backend", "gpu", "kv_blocks", "block_tokens", "max_running",
                   "max_batch_tokens", "max_waiting", "time_scale", "threads", "kv_cache_mib",
-                  "kv_growth", "policy", "multiplex", "jobs", "quota_period_ms", "kv_floor_tokens",
-                  "devices", "models"});
+                  "kv_growth", "policy", "multiplex", "jobs", "prefill", "prefill_share", "oversubscribe", "quota_period_ms",
+                  "kv_floor_tokens", "devices", "models"});
     unit_config u;
     u.name = read_name(s, "name");
     if (!unit_names.insert(u.name).second)
@@ -708,20 +728,44 @@ void read_units(const section& top, cluster_config& cfg) {
     if (u.jobs == "split" && u.multiplex == "temporal")
       s.fail("jobs", "\"split\" runs a model's prefill and decode jobs at once in two partitions; unit '"
                        + u.name + "' has multiplex = \"temporal\" (one step at a time on the whole unit)");
+    read_choice(s, "prefill", u.prefill, {"own", "shared"});
+    const bool shared_prefill = u.prefill == "shared";
+    if (shared_prefill && u.jobs != "split")
+      s.fail("prefill", "\"shared\" is where split jobs' prefill steps run; unit '" + u.name
+                          + "' needs jobs = \"split\"");
+    if (shared_prefill && u.backend != "sim")
+      s.fail("prefill", "\"shared\" runs on sim units only, for now (unit '" + u.name + "' has backend '"
+                          + u.backend + "': its engine lays each job's partition out back to back)");
+    if (auto v = s.number("prefill_share")) {
+      if (!shared_prefill)
+        s.fail("prefill_share", "is the shared prefill lane's share: needs prefill = \"shared\"");
+      // Oversubscribed (MPS caps), the lane may hold the whole unit.
+      const bool caps = s.boolean("oversubscribe").value_or(false);
+      if (!(*v > 0 && (*v < 1 || (caps && *v <= 1))))
+        s.fail("prefill_share", std::string{"must be in (0, "} + (caps ? "1]" : "1)") + ", got " + format_number(*v));
+      u.prefill_share = *v;
+    }
+    if (auto v = s.boolean("oversubscribe")) {
+      if (*v && u.backend != "sim")
+        s.fail("oversubscribe", "simulates CUDA MPS caps (MuxServe's runtime) on sim units; unit '" + u.name
+                                  + "' has backend '" + u.backend + "', whose partitions never overlap");
+      u.oversubscribe = *v;
+    }
     read_positive(s, "quota_period_ms", u.quota_period_ms);
     read_int(s, "kv_floor_tokens", u.kv_floor_tokens, 0, ">= 0");
     read_int(s, "threads", u.threads, 0, ">= 0 (0 = every core)");
     read_positive(s, "kv_cache_mib", u.kv_cache_mib);
     if (const auto* devs = s.array("devices")) {
-      if (u.backend != "cuda")
-        s.fail("devices", "lists CUDA devices; unit '" + u.name + "' has backend '" + u.backend + "'");
+      if (u.backend == "cpu")
+        s.fail("devices", "lists GPUs (cuda, or the GPUs a sim unit models); unit '" + u.name
+                            + "' has backend 'cpu' (its threads are `threads`)");
       if (devs->empty())
-        s.fail("devices", "must list at least one CUDA device ordinal");
+        s.fail("devices", "must list at least one device ordinal");
       u.devices.clear();
       for (const auto& d : *devs) {
         const auto* v = d.as_integer();
         if (v == nullptr || v->get() < 0 || v->get() > 1023)
-          s.fail("devices", "must hold CUDA device ordinals (integers 0..1023)");
+          s.fail("devices", "must hold device ordinals (integers 0..1023)");
         const int ord = static_cast<int>(v->get());
         if (std::find(u.devices.begin(), u.devices.end(), ord) != u.devices.end())
           s.fail("devices", "lists device " + std::to_string(ord) + " twice");
@@ -752,6 +796,9 @@ void read_units(const section& top, cluster_config& cfg) {
       if (model->backend != u.backend)
         s.fail("backend", "unit '" + u.name + "' has backend '" + u.backend + "' but model '" +
                             model->name + "' has backend '" + model->backend + "'");
+      if (shared_prefill && ms.find("share"))
+        ms.fail("share", "with prefill = \"shared\" a model's own partition is its decode job's: give "
+                         "decode_share (the lane is the unit's prefill_share)");
       if (auto v = ms.number("share")) {
         if (!(*v > 0 && *v <= 1))
           ms.fail("share", "must be in (0, 1], got " + format_number(*v));
@@ -762,7 +809,13 @@ void read_units(const section& top, cluster_config& cfg) {
           ms.fail("rate", "must be a finite number >= 0 (requests/s), got " + format_number(*v));
         um.rate = *v;
       }
-      if (auto v = ms.number("decode_share")) {
+      if (auto v = ms.number("decode_share"); v && shared_prefill) {
+        if (!(*v > 0 && *v < 1))
+          ms.fail("decode_share", "must be in (0, 1), got " + format_number(*v));
+        um.decode_share = *v;
+      } else if (shared_prefill) {
+        um.decode_share = 0;  // filled below, once every model is read
+      } else if (v) {
         if (u.jobs != "split")
           ms.fail("decode_share", "needs jobs = \"split\" on unit '" + u.name
                                     + "' (with mixed jobs a model has one share)");
@@ -776,8 +829,36 @@ void read_units(const section& top, cluster_config& cfg) {
       share_sum += um.share;
       u.models.push_back(std::move(um));
     }
+    if (shared_prefill) {
+      // The lane once, plus every decode job's own partition.
+      double given = 0;
+      int unset = 0;
+      for (const auto& um : u.models) {
+        given += um.decode_share;
+        unset += um.decode_share > 0 ? 0 : 1;
+      }
+      const double n = static_cast<double>(u.models.size());
+      const double each = u.prefill_share > 0 ? (1.0 - u.prefill_share - given) / std::max(1, unset) : 1.0 / (n + 1);
+      // A sliver left by rounding (1 - 0.7 - 0.3) is nothing too.
+      if (unset > 0 && !(each > 1e-6))
+        s.fail("prefill_share", "leaves nothing for the decode jobs without a decode_share");
+      for (auto& um : u.models)
+        if (um.decode_share <= 0)
+          um.decode_share = each;
+      double decode = 0;
+      for (const auto& um : u.models)
+        decode += um.decode_share;
+      if (u.prefill_share <= 0)
+        u.prefill_share = 1.0 - decode;
+      if (!(u.prefill_share > 0) || (!u.oversubscribe && u.prefill_share + decode > 1.0 + 1e-9))
+        s.fail("models", "the prefill lane (" + format_number(u.prefill_share) + ") and the decode shares ("
+                           + format_number(decode) + ") sum to more than 1.0");
+      for (auto& um : u.models)
+        um.share = u.prefill_share + um.decode_share;
+      share_sum = 0;
+    }
     // Shares are fractions of one GPU's SMs; the slack absorbs 0.1 + 0.2 style rounding.
-    if (share_sum > 1.0 + 1e-9)
+    if (share_sum > 1.0 + 1e-9 && !u.oversubscribe)
       s.fail("models", "shares sum to " + format_number(share_sum) + ", more than 1.0");
     cfg.units.push_back(std::move(u));
   }
@@ -830,7 +911,7 @@ cluster_config parse_cluster_config(const std::string& toml_text, const std::str
   ports.insert(ports.end(), http.begin(), http.end());
   check_ports(source_name, ports);
 
-  read_gpus(top, cfg);
+  read_gpus(top, base_dir, cfg);
   read_models(top, base_dir, cfg);
   read_units(top, cfg);
   check_hosting(top, cfg);
@@ -893,8 +974,11 @@ int64_t auto_kv_blocks(const cluster_config& cfg, const unit_config& unit) {
     return 0;
   // CPU units: a fixed memory budget for the cache (weights stay mmap'ed).
   bool cpu = unit.backend == "cpu";
+  // A sim unit of several GPUs models a tensor-parallel group: weights and
+  // KV spread over all of them.
+  const double gpus = unit.backend == "sim" ? static_cast<double>(std::max<size_t>(1, unit.devices.size())) : 1.0;
   double bytes = cpu ? unit.kv_cache_mib * 1024.0 * 1024.0
-                     : gpu->second.memory_gib * 1024.0 * 1024.0 * 1024.0 * 0.9;
+                     : gpus * gpu->second.memory_gib * 1024.0 * 1024.0 * 1024.0 * 0.9;
   double head_bytes = 0;
   for (const auto& um : unit.models) {
     const auto* m = cfg.find_model(um.model);

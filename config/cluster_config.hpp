@@ -57,6 +57,11 @@ struct gpu_spec {
   double peak_tflops = 989;         ///< dense BF16 peak, TFLOP/s
   double step_overhead_us = 40;     ///< fixed launch/sync cost per step, µs
   double memory_gib = 80;           ///< device memory, GiB
+  /// Measured step latencies that calibrate the cost model instead of the
+  /// roofline (engine/step_profile.hpp): a file path (relative to the config
+  /// file) or "builtin:a100" (MuxServe's A100 profile of LLaMA 7B-65B).
+  /// Empty: the roofline above.
+  std::string profile;
 };
 
 /// Transformer shape; for `sim` it drives the cost model, for real backends it
@@ -82,7 +87,9 @@ struct model_arch {
 };
 
 /// Known shapes for `architecture = "<preset>"`: "tiny", "llama-1b",
-/// "llama-3b", "llama-7b", "llama-8b", "llama-13b", "llama-70b".
+/// "llama-3b", "llama-7b", "llama-8b", "llama-13b", "llama-30b",
+/// "llama-65b", "llama-70b" (7b/13b: LLaMA-2; 30b/65b: LLaMA-1, the shapes
+/// of MuxServe's A100 profile).
 [[nodiscard]] std::optional<model_arch> arch_preset(const std::string& name);
 
 struct model_config {
@@ -98,11 +105,16 @@ struct model_config {
   /// matrices as int8 with a scale per output row, activations in dtype;
   /// embeddings and the output head stay in dtype), as vLLM's quantization.
   std::string quantization = "none";
+  /// The model's key in its GPU type's profile (engine/step_profile.hpp);
+  /// empty: its name, then its architecture preset.
+  std::string profile_key;
 };
 
 struct unit_model {
   std::string model;   ///< a name from [[models]]
-  double share = 1.0;  ///< compute share in (0, 1]; split jobs: both jobs together
+  /// Compute share in (0, 1]; split jobs: both jobs together (with a shared
+  /// prefill lane: the lane's share plus its decode_share).
+  double share = 1.0;
   double rate = 1.0;   ///< expected requests/s: ADBS's starting point for its KV quota
   /// Split jobs: the decode job's part of `share` (the prefill job gets the
   /// rest); share / 2 unless given. 0 with mixed jobs.
@@ -141,6 +153,22 @@ struct unit_config {
   /// prefill job and decode job step at once, each in its own partition and
   /// share: on CPU, worker threads; spatial units only).
   std::string jobs = "mixed";
+  /// Split jobs: where each model's prefill job runs. "own": a partition of
+  /// its own (its `share` less its `decode_share`). "shared" (MuxServe's
+  /// layout): the models' prefill steps take turns, in `policy` order, on
+  /// one lane of `prefill_share`, while each decode job keeps its own
+  /// partition, so no decode waits behind a prompt and no prefill partition
+  /// idles between prompts. sim backend only, for now.
+  std::string prefill = "own";
+  /// prefill = "shared": the lane's share of the unit. Unset (0): what the
+  /// decode shares leave; models without a decode_share then get
+  /// 1 / (models + 1) each.
+  double prefill_share = 0;
+  /// sim only: shares are caps, not partitions, and may sum above 1, as
+  /// CUDA MPS percentages do (MuxServe's runtime): jobs computing at once
+  /// whose shares sum above 1 slow down in proportion. For simulating
+  /// MuxServe itself; llmux's green-context partitions never overlap.
+  bool oversubscribe = false;
   int quota_period_ms = 5000;     ///< adbs: seconds between quota moves, in ms
   int kv_floor_tokens = 512;      ///< adbs: KV every model keeps room for, tokens
   double time_scale = 1.0;        ///< sim: multiplies step time; 0 = no wait
@@ -148,7 +176,8 @@ struct unit_config {
   int kv_cache_mib = 1024;        ///< cpu: KV cache budget when kv_blocks = 0
   /// cuda: the CUDA device ordinals of the unit; more than one runs each
   /// model tensor-parallel across them (NCCL), as vLLM's
-  /// tensor_parallel_size over those GPUs.
+  /// tensor_parallel_size over those GPUs. sim: the GPUs the unit models;
+  /// their count is the tensor-parallel size its cost model uses.
   std::vector<int> devices{0};
   std::vector<unit_model> models;
 };

@@ -2,7 +2,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <map>
 #include <unordered_map>
 
@@ -25,13 +24,11 @@ struct held_step {
   std::string model;  ///< empty for a step that feeds nothing
 };
 
-/// A step waiting for the unit (temporal mode): one per model at most, as a
-/// scheduler has one step in flight.
+/// A step waiting for the unit (temporal mode): the step_queue holds its
+/// ticket and picks it.
 struct queued_step {
   caf::typed_response_promise<engine::step_output> promise;
   engine::step_input in;
-  bool prefill = false;
-  uint64_t grants_at_ready = 0;  ///< the unit's grant count when it arrived
 };
 
 /// Whether a step computes prompt tokens (a prefill job in ADBS's terms):
@@ -103,15 +100,10 @@ struct unit_state {
   std::map<std::string, int> held_of;  ///< per model
   size_t held_max = 0;  ///< most steps in flight at once
   uint64_t next_job = 1;
-  // Temporal mode: the arbiter picks which queued step runs when the unit frees up.
-  std::unique_ptr<unit_arbiter> arbiter;
-  std::map<std::string, queued_step> queued;
-  bool running = false;
-  uint64_t grants = 0;
-  std::deque<nlohmann::json> recent_grants;  ///< newest last
-  /// Per model: the most grants its prefill (first) and decode (second)
-  /// steps waited behind, from arrival to their own grant.
-  std::map<std::string, std::pair<uint64_t, uint64_t>> waited_max;
+  // Temporal mode: the queue's arbiter picks which step runs when the unit frees up.
+  std::unique_ptr<step_queue> queue;
+  std::unordered_map<uint64_t, queued_step> queued;  ///< by ticket
+  uint64_t next_ticket = 1;
   clock_type::time_point start = clock_type::now();
   clock_type::time_point rate_t = clock_type::now();
   uint64_t rate_steps = 0;
@@ -149,45 +141,32 @@ bool run_sim_step(unit_ptr self, const std::string& model, const engine::step_in
   return true;
 }
 
-/// Temporal mode: while the unit is free, the arbiter's next grant runs.
+/// Temporal mode: while the unit is free, the queue's next grant runs.
 void run_next(unit_ptr self) {
   auto& s = self->state;
-  while (!s.running) {
-    auto g = s.arbiter->next();
-    if (!g)
-      return;
-    auto it = s.queued.find(g->model);
-    if (it == s.queued.end())
-      continue;  // withdrawn
+  while (auto g = s.queue->start_next()) {
+    auto it = s.queued.find(g->ticket);
     auto q = std::move(it->second);
     s.queued.erase(it);
-    const uint64_t waited = s.grants - q.grants_at_ready;
-    ++s.grants;
-    auto& most = s.waited_max[g->model];
-    auto& job_most = q.prefill ? most.first : most.second;
-    job_most = std::max(job_most, waited);
-    s.recent_grants.push_back({{"model", g->model}, {"job", q.prefill ? "prefill" : "decode"}, {"waited", waited}});
-    if (s.recent_grants.size() > 32)
-      s.recent_grants.pop_front();
     if (s.partitions.empty()) {
-      s.running = run_sim_step(self, g->model, q.in, q.promise, true);
+      if (!run_sim_step(self, g->model, q.in, q.promise, true))
+        s.queue->finish();
       continue;
     }
     // A real engine: the model's partition computes the step on the whole
     // unit's threads; the next grant waits for its reply.
     auto p = s.partitions.find(g->model);
-    s.running = true;
     auto promise = q.promise;
     self->request(p->second, caf::infinite, step_atom::value, g->model, std::move(q.in))
       .then(
         [self, promise](engine::step_output& out) mutable {
           promise.deliver(std::move(out));
-          self->state.running = false;
+          self->state.queue->finish();
           run_next(self);
         },
         [self, promise](caf::error& err) mutable {
           promise.deliver(std::move(err));
-          self->state.running = false;
+          self->state.queue->finish();
           run_next(self);
         });
   }
@@ -201,11 +180,11 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
                  bool partitions) -> gpu_unit_actor::behavior_type {
     self->state.opts = std::move(opts);
     self->state.core = std::move(core);
-    if (self->state.opts.temporal) {
+    if (self->state.opts.temporal || self->state.opts.shared_prefill) {
       auto kind = parse_policy(self->state.opts.policy).value_or(policy_kind::adbs);
-      self->state.arbiter = std::make_unique<unit_arbiter>(kind, self->state.opts.max_prefill_streak);
+      self->state.queue = std::make_unique<step_queue>(kind, self->state.opts.max_prefill_streak);
       for (const auto& [model, slot] : self->state.core->models())
-        self->state.arbiter->add_model(model);
+        self->state.queue->add_model(model);
     }
     if (partitions)
       for (const auto& [model, slot] : self->state.core->models())
@@ -221,8 +200,11 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
         // A real engine steps on its job's partition thread; the reply goes
         // straight back to the scheduler. (A mixed step of a split model,
         // such as a release-only one, goes to its prefill partition.)
-        // Temporal units queue steps that feed something for the arbiter.
-        if (!s.partitions.empty() && !(s.arbiter && !in.seqs.empty())) {
+        // Temporal units queue every step that feeds something; a shared
+        // prefill lane queues prefill steps.
+        const bool queued = s.queue && !in.seqs.empty()
+                            && (!s.opts.shared_prefill || in.job == engine::job_kind::prefill);
+        if (!s.partitions.empty() && !queued) {
           auto p = s.partitions.find(job_key(model, in.job));
           if (p == s.partitions.end())
             p = s.partitions.find(job_key(model, engine::job_kind::prefill));
@@ -232,18 +214,22 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
             return self->delegate(p->second, step_atom::value, model, in);
         }
         auto promise = self->make_response_promise<engine::step_output>();
-        if (s.arbiter && !in.seqs.empty()) {
-          // Temporal: the step waits its turn on the whole unit.
-          const bool prefill = has_prefill(in);
-          if (auto old = s.queued.find(model); old != s.queued.end())
+        if (queued) {
+          // Temporal: the step waits its turn on the whole unit (or on the
+          // shared prefill lane).
+          const uint64_t ticket = s.next_ticket++;
+          s.queued.emplace(ticket, queued_step{promise, in});
+          auto replaced = s.queue->submit(model, ticket, has_prefill(in),
+                                          std::chrono::duration<double>(clock_type::now() - s.start).count());
+          if (replaced) {
             // A scheduler sends its next step only after the last one's
             // answer; one still queued was given up on (its request timed
             // out): it is replaced, and told so.
+            auto old = s.queued.find(*replaced);
             old->second.promise.deliver(caf::make_error(caf::sec::request_timeout,
                                                         "step replaced by a newer one of the same model"));
-          s.queued[model] = queued_step{promise, in, prefill, s.grants};
-          s.arbiter->ready(model, prefill,
-                           std::chrono::duration<double>(clock_type::now() - s.start).count());
+            s.queued.erase(old);
+          }
           run_next(self);
           return promise;
         }
@@ -260,7 +246,7 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
           --self->state.held_of[it->second.model];
         self->state.held.erase(it);
         if (temporal) {
-          self->state.running = false;
+          self->state.queue->finish();
           run_next(self);
         }
       },
@@ -339,26 +325,27 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
                          {"step_rate", rate},
                          {"steps_in_flight", s.held.size()},
                          {"steps_in_flight_max", s.held_max},
-                         {"multiplex", s.arbiter ? "temporal" : "spatial"},
+                         {"multiplex", s.opts.temporal ? "temporal" : "spatial"},
+                         {"prefill_lane", s.core->prefill_lane()},
                          {"partitions", s.partitions.size()},
                          {"concurrent_steps_max", s.busy->most.load()},
                          {"models", models}};
         if (s.opts.backend == "sim")
           j["gpu"] = s.opts.gpu;  // the GPU type the cost model simulates
-        if (s.arbiter) {
-          j["order"] = std::string{policy_name(s.arbiter->kind())};
-          j["queued_steps"] = s.queued.size();
-          j["grants"] = s.grants;
+        if (s.queue) {
+          j["order"] = std::string{policy_name(s.queue->arbiter().kind())};
+          j["queued_steps"] = s.queue->queued();
+          j["grants"] = s.queue->grants();
           auto grants = nlohmann::json::array();
-          for (const auto& g : s.recent_grants)
-            grants.push_back(g);
+          for (const auto& g : s.queue->recent())
+            grants.push_back({{"model", g.model}, {"job", g.prefill ? "prefill" : "decode"}, {"waited", g.waited}});
           j["recent_grants"] = grants;
-          for (const auto& slot : s.arbiter->models()) {
+          for (const auto& slot : s.queue->arbiter().models()) {
             models[slot.name]["prefill_grants"] = slot.prefill.granted;
             models[slot.name]["decode_grants"] = slot.decode.granted;
-            auto w = s.waited_max.find(slot.name);
-            models[slot.name]["prefill_waited_max"] = w == s.waited_max.end() ? 0 : w->second.first;
-            models[slot.name]["decode_waited_max"] = w == s.waited_max.end() ? 0 : w->second.second;
+            auto w = s.queue->waited_max().find(slot.name);
+            models[slot.name]["prefill_waited_max"] = w == s.queue->waited_max().end() ? 0 : w->second.first;
+            models[slot.name]["decode_waited_max"] = w == s.queue->waited_max().end() ? 0 : w->second.second;
           }
           j["models"] = models;
         }

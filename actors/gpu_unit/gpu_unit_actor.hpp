@@ -22,6 +22,10 @@ struct gpu_unit_options {
   /// the next chosen by `policy`'s unit_arbiter; otherwise steps of
   /// different models run at once, each on its share.
   bool temporal = false;
+  /// Sim only: the models' prefill steps take turns on the unit's shared
+  /// prefill lane (unit_core::set_prefill_lane), the next chosen by
+  /// `policy`; decode steps run at once, each on its decode share.
+  bool shared_prefill = false;
   std::string policy = "adbs";  ///< "adbs" | "fcfs" | "round_robin"
   /// adbs, temporal: after this many prefill steps in a row, a waiting
   /// decode-only step goes next (MuxServe runs decodes beside prefills in

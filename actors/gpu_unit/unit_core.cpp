@@ -10,7 +10,7 @@ void unit_core::add_model(const std::string& model, std::unique_ptr<engine::engi
                           double share, double decode_share) {
   auto& slot = models_[model];
   slot.engine = std::move(e);
-  slot.share = share;
+  slot.share = lane_ > 0 ? lane_ : share;
   slot.split = decode_share > 0;
   if (slot.split)
     slot.decode_share = decode_share;
@@ -22,6 +22,24 @@ void unit_core::add_model(const std::string& model, std::unique_ptr<engine::engi
 
 std::vector<unit_core::share_change::placed> unit_core::relayout() {
   std::vector<share_change::placed> moved;
+  auto place = [&](const std::string& name, engine::job_kind job, double at, double share) {
+    auto key = std::make_pair(name, job);
+    auto it = offsets_.find(key);
+    if (it == offsets_.end() || std::fabs(it->second - at) > 1e-12) {
+      offsets_[key] = at;
+      moved.push_back({name, job, at, share});
+    }
+  };
+  if (lane_ > 0) {
+    // Every prefill job on the lane at the start; decode jobs after it.
+    double at = lane_;
+    for (const auto& [name, slot] : models_) {
+      place(name, engine::job_kind::prefill, 0, lane_);
+      place(name, engine::job_kind::decode, at, slot.decode_share.load());
+      at += slot.decode_share.load();
+    }
+    return moved;
+  }
   double at = 0;
   for (const auto& [name, slot] : models_) {
     const auto first = slot.split ? engine::job_kind::prefill : engine::job_kind::mixed;
@@ -29,12 +47,7 @@ std::vector<unit_core::share_change::placed> unit_core::relayout() {
     if (slot.split)
       jobs.emplace_back(engine::job_kind::decode, slot.decode_share.load());
     for (const auto& [job, share] : jobs) {
-      auto key = std::make_pair(name, job);
-      auto it = offsets_.find(key);
-      if (it == offsets_.end() || std::fabs(it->second - at) > 1e-12) {
-        offsets_[key] = at;
-        moved.push_back({name, job, at, share});
-      }
+      place(name, job, at, share);
       at += share;
     }
   }
@@ -122,6 +135,9 @@ std::optional<std::string> unit_core::take_share(const std::string& target, doub
            + engine::job_name(*job) + " job of its own";
   if (!(share > 0 && share <= 1))
     return "share must be in (0, 1], got " + std::to_string(share);
+  if (lane_ > 0 && (!job || *job != engine::job_kind::decode))
+    return "model '" + it->first + "' runs its prefill steps on the unit's shared prefill lane: only its "
+           + "decode job's share moves (" + it->first + "/decode)";
   // The new shares of this model's jobs.
   double prefill = slot.share, decode = slot.decode_share;
   if (!slot.split) {
@@ -138,9 +154,10 @@ std::optional<std::string> unit_core::take_share(const std::string& target, doub
   double others = 0;
   for (const auto& [name, s] : models_)
     if (name != it->first)
-      others += s.total_share();
-  if (others + prefill + decode > 1 + 1e-9)
-    return "shares would sum to " + std::to_string(others + prefill + decode) + " (> 1)";
+      others += lane_ > 0 ? s.decode_share.load() : s.total_share();
+  const double sum = lane_ > 0 ? lane_ + others + decode : others + prefill + decode;
+  if (sum > 1 + 1e-9 && !oversubscribed_)
+    return "shares would sum to " + std::to_string(sum) + " (> 1)";
   slot.share = prefill;
   slot.decode_share = decode;
   ++slot.share_moves;

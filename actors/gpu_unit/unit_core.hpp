@@ -32,8 +32,19 @@ public:
 
   /// `decode_share` > 0: the model runs split jobs, its prefill job on
   /// `share` and its decode job on `decode_share`; otherwise one mixed job.
+  /// With a shared prefill lane, `share` is ignored: the prefill job runs on
+  /// the lane.
   void add_model(const std::string& model, std::unique_ptr<engine::engine> e, double share,
                  double decode_share = 0);
+  /// Before any model: the models' prefill jobs take turns on one lane of
+  /// `share` at the start of the unit (the owner runs one prefill step at a
+  /// time there); decode jobs are laid out after it. The lane counts once in
+  /// the unit's books; only decode shares move.
+  void set_prefill_lane(double share) { lane_ = share; }
+  /// Shares are caps that may sum above 1 (CUDA MPS, simulated): the books
+  /// stop checking the sum.
+  void set_oversubscribed(bool on) { oversubscribed_ = on; }
+  [[nodiscard]] double prefill_lane() const { return lane_; }
 
   /// Runs one step; throws std::out_of_range for a model not on this unit.
   [[nodiscard]] engine::step_output step(const std::string& model, const engine::step_input& in);
@@ -102,6 +113,8 @@ private:
   std::vector<share_change::placed> relayout();
 
   double time_scale_;
+  double lane_ = 0;  ///< shared prefill lane's share; 0: none
+  bool oversubscribed_ = false;
   std::map<std::string, model_slot> models_;
   std::map<std::pair<std::string, engine::job_kind>, double> offsets_;
 };

@@ -171,6 +171,48 @@ double rate_estimator::rate(double now_s) const {
   return value_ * std::exp(-(now_s - last_s_) / tau_s_);
 }
 
+step_queue::step_queue(policy_kind kind, int max_prefill_streak) : arbiter_(kind, max_prefill_streak) {
+}
+
+std::optional<uint64_t> step_queue::submit(const std::string& model, uint64_t ticket, bool prefill,
+                                           double now_s) {
+  std::optional<uint64_t> replaced;
+  auto [it, fresh] = queued_.try_emplace(model);
+  if (!fresh) {
+    replaced = it->second.ticket;
+    // The replaced step's announcement goes with it: the new one is ordered
+    // by its own kind (a decode step must not ride on prefill priority).
+    arbiter_.withdraw(model);
+  }
+  it->second = entry{ticket, prefill, grants_};
+  arbiter_.ready(model, prefill, now_s);
+  return replaced;
+}
+
+std::optional<step_queue::grant> step_queue::start_next() {
+  while (!running_) {
+    auto g = arbiter_.next();
+    if (!g)
+      return std::nullopt;
+    auto it = queued_.find(g->model);
+    if (it == queued_.end())
+      continue;  // withdrawn
+    const entry e = it->second;
+    queued_.erase(it);
+    grant out{g->model, e.ticket, e.prefill, grants_ - e.grants_at_ready};
+    ++grants_;
+    auto& most = waited_max_[g->model];
+    auto& job_most = e.prefill ? most.first : most.second;
+    job_most = std::max(job_most, out.waited);
+    recent_.push_back(out);
+    if (recent_.size() > 32)
+      recent_.erase(recent_.begin());
+    running_ = true;
+    return out;
+  }
+  return std::nullopt;
+}
+
 // ---------------------------------------------------------------------------
 // KV quotas
 
@@ -183,6 +225,7 @@ quota_planner::quota_planner(quota_options opts) : opts_(opts) {
   opts_.use_threshold = std::clamp(opts_.use_threshold, 0.01, 1.0);
   opts_.retarget_step = std::clamp(opts_.retarget_step, 0.0, 1.0);
   opts_.retarget_deadband = std::max(0.0, opts_.retarget_deadband);
+  opts_.rate_z = std::max(0.0, opts_.rate_z);
 }
 
 std::optional<std::string> quota_planner::add_model(const std::string& name,
@@ -320,8 +363,13 @@ quota_split quota_planner::initial_quotas(int64_t total_blocks) const {
 
 quota_split quota_planner::target_quotas(int64_t total_blocks, double now_s) const {
   std::map<std::string, double> rates;
-  for (const auto& [name, m] : models_)
-    rates[name] = m.rate.rate(now_s);
+  for (const auto& [name, m] : models_) {
+    // A low rate's estimate is noisy (1 req/s: ±22% at tau 10 s): keep the
+    // expected rate unless the measured one is clearly different.
+    const double measured = m.rate.rate(now_s);
+    const double sd = std::sqrt(std::max(measured, m.expected_rate) / (2 * opts_.rate_tau_s));
+    rates[name] = std::abs(measured - m.expected_rate) > opts_.rate_z * sd ? measured : m.expected_rate;
+  }
   return split(total_blocks, rates);
 }
 
@@ -380,7 +428,10 @@ std::optional<rebalance_result> quota_planner::rebalance(double now_s, const blo
     const int64_t spare = waiting == 0 && under_used ? std::max<int64_t>(0, quota - keep) : 0;
 
     if (any_backlog) {
-      s.offer = spare;
+      // Where the pool lends idle quota on demand, moving the guarantee as
+      // well would keep it from a lender whose load merely dipped: once
+      // the borrower stays above 90% it never comes back (see the header).
+      s.offer = opts_.pool_lends_idle ? std::min(spare, std::max<int64_t>(0, quota - goal)) : spare;
       s.want = std::max<int64_t>(0, waiting - std::max<int64_t>(0, quota - used));
     } else if (target) {
       const int64_t deadband = static_cast<int64_t>(

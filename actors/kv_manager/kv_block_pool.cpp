@@ -68,7 +68,8 @@ int64_t kv_block_pool::blocks_per_token_block(const std::string& model) const {
 
 // ---- free list and eviction ----
 
-bool kv_block_pool::quota_allows(const std::string& model, const model_usage& m, int64_t more) const {
+bool kv_block_pool::quota_allows(const std::string& model, const model_usage& m, int64_t more,
+                                 bool growing) const {
   if (m.used + more <= m.quota)
     return true;
   if (!borrow_spare_)
@@ -83,16 +84,18 @@ bool kv_block_pool::quota_allows(const std::string& model, const model_usage& m,
   // With lending, a model with nothing waiting keeps only what its open
   // sequences grow into next (a token-block each, within its quota): the
   // rest of its quota is lent, and its running sequences are not preempted
-  // under their own quota for want of their next block.
+  // under their own quota for want of their next block. A waiting model
+  // keeps the rest from new sequences only: a borrower's running sequences
+  // may grow into it, since refusing them would preempt by recompute
+  // (their work lost, their blocks taken again later), while held
+  // admissions hand the blocks back as the borrowed sequences end.
   int64_t owed = 0;
   for (const auto& [name, other] : models_) {
     if (name == model)
       continue;
     const int64_t unused = std::max<int64_t>(0, other.quota - other.used);
-    if (!lend_idle_ || waiting_.count(name) != 0)
-      owed += unused;
-    else
-      owed += std::min(unused, other.sequences * other.per_token_block());
+    const bool lent = lend_idle_ && (growing || waiting_.count(name) == 0);
+    owed += lent ? std::min(unused, other.sequences * other.per_token_block()) : unused;
   }
   return more + owed <= free() + evictable_;
 }
@@ -101,22 +104,26 @@ bool kv_block_pool::pool_has(int64_t blocks, int64_t pinned) const {
   return blocks <= free() + evictable_ - pinned;
 }
 
-std::vector<int32_t> kv_block_pool::take(int64_t count) {
-  std::vector<int32_t> ids;
-  ids.reserve(static_cast<size_t>(count));
-  while (static_cast<int64_t>(ids.size()) < count) {
+void kv_block_pool::take(int64_t count, std::vector<int32_t>& out) {
+  while (count > 0) {
     if (!free_.empty()) {
-      ids.push_back(free_.back());
-      free_.pop_back();
+      // Off the top of the free stack (most recently freed first), as many as it has.
+      const auto n = std::min<int64_t>(count, static_cast<int64_t>(free_.size()));
+      out.insert(out.end(), free_.rbegin(), free_.rbegin() + n);
+      free_.resize(free_.size() - static_cast<size_t>(n));
+      count -= n;
     } else if (fresh_ < total_) {
-      ids.push_back(static_cast<int32_t>(fresh_++));
-      refs_.push_back(0);
-      cached_in_.push_back(0);
+      const auto n = std::min<int64_t>(count, total_ - fresh_);
+      for (int64_t i = 0; i < n; ++i)
+        out.push_back(static_cast<int32_t>(fresh_ + i));
+      fresh_ += n;
+      refs_.resize(static_cast<size_t>(fresh_), 0);
+      cached_in_.resize(static_cast<size_t>(fresh_), 0);
+      count -= n;
     } else {
       evict_oldest();
     }
   }
-  return ids;
 }
 
 void kv_block_pool::evict_oldest() {
@@ -158,14 +165,23 @@ void kv_block_pool::acquire(model_usage& m, cache_entry& e) {
 }
 
 void kv_block_pool::acquire_fresh(model_usage& m, int64_t count, std::vector<int32_t>& table) {
-  for (auto b : take(count)) {
-    refs_[b] = 1;
-    table.push_back(b);
-  }
+  const size_t from = table.size();
+  take(count, table);
+  for (size_t k = from; k < table.size(); ++k)
+    refs_[static_cast<size_t>(table[k])] = 1;
   m.used += count;
 }
 
 void kv_block_pool::drop(model_usage& m, uint64_t entry, const int32_t* ids, int64_t per) {
+  if (entry == 0) {
+    // A private token-block (never published) is held by this table alone:
+    // all of it goes back at once.
+    for (int64_t i = 0; i < per; ++i)
+      refs_[static_cast<size_t>(ids[i])] = 0;
+    m.used -= per;
+    free_.insert(free_.end(), ids, ids + per);
+    return;
+  }
   for (int64_t i = 0; i < per; ++i) {
     const int32_t b = ids[i];
     if (--refs_[b] > 0)
@@ -241,7 +257,7 @@ std::optional<int32_t> kv_block_pool::open(const std::string& model, uint64_t se
     if (entries_.at(id).lru_tick != 0)
       pinned += per;
   const int64_t fresh = (wanted - cached) * per;
-  if (!quota_allows(model, m, pinned + fresh) || !pool_has(fresh, pinned))
+  if (!quota_allows(model, m, pinned + fresh, false) || !pool_has(fresh, pinned))
     return std::nullopt;
 
   sequence s;
@@ -280,7 +296,7 @@ bool kv_block_pool::grow(const std::string& model, uint64_t seq, int32_t tokens)
   const int64_t fresh = wanted * per - static_cast<int64_t>(table.size());
   if (fresh <= 0)
     return true;
-  if (!quota_allows(model, m, fresh) || !pool_has(fresh, 0))
+  if (!quota_allows(model, m, fresh, true) || !pool_has(fresh, 0))
     return false;
   acquire_fresh(m, fresh, table);
   return true;

@@ -81,8 +81,12 @@ public:
   void set_borrow_spare(bool on) { borrow_spare_ = on; }
   /// With borrowing: lend also the unused quota of models with nothing
   /// waiting for blocks (`set_waiting`), all but a token-block per open
-  /// sequence (what each grows into next); a model marked waiting keeps all
-  /// of its unused quota. Borrowed blocks come back as their sequences end.
+  /// sequence (what each grows into next). A model marked waiting keeps all
+  /// of its unused quota from other models' new sequences (`open`), but not
+  /// from the growth of their running ones (`grow`): a guarantee comes back
+  /// by holding borrowers' admissions as their sequences end, never by
+  /// refusing a running borrower its next block (which would preempt it by
+  /// recompute). Borrowed blocks come back as their sequences end.
   void set_lend_idle(bool on) { lend_idle_ = on; }
   void set_waiting(const std::string& model, bool waiting) {
     if (waiting)
@@ -197,11 +201,14 @@ private:
   /// True if `blocks` more can come from the free list plus the evictable
   /// cache, not counting `pinned` evictable blocks about to be referenced.
   [[nodiscard]] bool pool_has(int64_t blocks, int64_t pinned) const;
-  /// May `model` (usage `m`) take `more` blocks under its quota, or borrow them?
-  [[nodiscard]] bool quota_allows(const std::string& model, const model_usage& m, int64_t more) const;
-  /// Takes `count` free ids, evicting least-recently-released cache entries
-  /// while the free list is short. The caller has checked `pool_has`.
-  std::vector<int32_t> take(int64_t count);
+  /// May `model` (usage `m`) take `more` blocks under its quota, or borrow
+  /// them? `growing`: for a running sequence's next blocks, not a new one.
+  [[nodiscard]] bool quota_allows(const std::string& model, const model_usage& m, int64_t more,
+                                  bool growing) const;
+  /// Appends `count` free ids to `out`, evicting least-recently-released
+  /// cache entries while the free list is short. The caller has checked
+  /// `pool_has`. Their refcounts are the caller's to set.
+  void take(int64_t count, std::vector<int32_t>& out);
   void evict_oldest();
   /// References the cached token-block `e` for one more table of model `m`.
   void acquire(model_usage& m, cache_entry& e);

@@ -867,6 +867,27 @@ TEST_CASE("kv_block_pool: a running model keeps the next block of each sequence"
   CHECK(pool.check_invariants().empty());
 }
 
+TEST_CASE("kv_block_pool: a waiting model's guarantee holds borrowers' new sequences, not their growth",
+          "[kv_pool]") {
+  auto pool = hot_cold_pool(70, 30, true);
+  REQUIRE(pool.open("cold", 1, {}, 16 * 5) == 0);
+  REQUIRE(pool.open("hot", 1, {}, 16 * 70) == 0);
+  REQUIRE(pool.open("hot", 2, {}, 16 * 10) == 0);  // borrows 10 of cold's idle 25
+  pool.set_waiting("cold", true);                  // 15 free, cold owed 25
+  CHECK_FALSE(pool.open("hot", 3, {}, 16).has_value());  // no new borrower
+  // Hot's running sequence still grows: refusing it would preempt it by
+  // recompute. It leaves cold's sequence its next block.
+  CHECK(pool.grow("hot", 2, 16 * 11));
+  CHECK(pool.grow("hot", 2, 16 * 24));
+  CHECK_FALSE(pool.grow("hot", 2, 16 * 25));
+  CHECK(pool.grow("cold", 1, 16 * 6));
+  // The borrowed blocks come back as hot's sequence ends, and stay cold's.
+  pool.close("hot", 2);
+  CHECK(pool.open("cold", 2, {}, 16 * 20) == 0);
+  CHECK_FALSE(pool.open("hot", 4, {}, 16).has_value());  // 4 free, all still owed to cold
+  CHECK(pool.check_invariants().empty());
+}
+
 TEST_CASE("kv_block_pool: with borrowing, a model holding nothing may always start", "[kv_pool]") {
   auto pool = hot_cold_pool(90, 10, true);
   pool.set_waiting("hot", true);

@@ -126,6 +126,22 @@ TEST_CASE("single-node example loads with its values", "[config]") {
   CHECK_THAT(cfg.source, Contains("single-node.toml"));
 }
 
+TEST_CASE("multiplexed A100 example loads with its profile, lane and shares", "[config]") {
+  auto cfg = load_cluster_config(LLMUX_SOURCE_DIR "/examples/multiplexed-a100.toml");
+  CHECK(cfg.gpus.at("a100").profile == "builtin:a100");
+  REQUIRE(cfg.units.size() == 2);
+  const auto& u = cfg.units[0];
+  CHECK(u.jobs == "split");
+  CHECK(u.prefill == "shared");
+  CHECK(u.prefill_share == Approx(0.4));
+  REQUIRE(u.models.size() == 2);
+  CHECK(u.models[0].decode_share == Approx(0.3));
+  CHECK(u.models[0].share == Approx(0.7));  // the lane plus its own decode partition
+  CHECK(u.models[0].rate == 4);
+  CHECK(cfg.units[1].devices == std::vector<int>{1, 2});
+  CHECK(cfg.find_model("docs-13b")->arch.preset == "llama-13b");
+}
+
 TEST_CASE("three-node example loads with its values", "[config]") {
   auto cfg = load_cluster_config(LLMUX_SOURCE_DIR "/examples/cluster-3node.toml");
   CHECK(cfg.name == "three-node");
@@ -786,10 +802,59 @@ TEST_CASE("cuda units list their devices; more than one is tensor parallelism", 
   CHECK_THAT(parse_error_of(with("[0, 0]")).reason, Catch::Contains("device 0 twice"));
   CHECK_THAT(parse_error_of(with("[-1]")).reason, Catch::Contains("ordinals"));
   CHECK_THAT(parse_error_of(with("[\"a\"]")).reason, Catch::Contains("ordinals"));
+  // A sim unit lists the GPUs it models (its tensor-parallel size); a cpu
+  // unit has threads, not devices.
   auto sim = replace(base_config, "node = \"gpu0\"\nmodels", "node = \"gpu0\"\ndevices = [0, 1]\nmodels");
-  auto e = parse_error_of(sim);
+  CHECK(parse_cluster_config(sim, "test.toml").units[0].devices == std::vector<int>{0, 1});
+  auto cpu = replace(replace(base_config, "architecture = \"tiny\"",
+                             "backend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\""),
+                     "node = \"gpu0\"\nmodels", "node = \"gpu0\"\nbackend = \"cpu\"\ndevices = [0, 1]\nmodels");
+  auto e = parse_error_of(cpu);
   CHECK(e.key == "units[0].devices");
-  CHECK_THAT(e.reason, Catch::Contains("backend 'sim'"));
+  CHECK_THAT(e.reason, Catch::Contains("backend 'cpu'"));
+}
+
+TEST_CASE("a sim unit of several GPUs sizes its KV pool from all of them", "[config]") {
+  auto one = parse_cluster_config(replace(base_config, "architecture = \"tiny\"", "architecture = \"llama-13b\""),
+                                  "test.toml");
+  auto two = one;
+  two.units[0].devices = {0, 1};
+  const auto& m = one.models[0];
+  // 13B in f16 is ~26 GB of an 80 GiB H100: the second GPU adds its whole
+  // 90% to the KV memory, not just what the weights left of the first.
+  const double per_gpu = 80.0 * 1024 * 1024 * 1024 * 0.9;
+  const double block = 2.0 * m.arch.head_size() * m.arch.dtype_bytes * one.units[0].block_tokens;
+  CHECK(auto_kv_blocks(two, two.units[0]) - auto_kv_blocks(one, one.units[0])
+        == Approx(per_gpu / block).epsilon(1e-6));
+}
+
+TEST_CASE("a GPU type may name a measured profile for the cost model", "[config]") {
+  CHECK(parse_cluster_config(base_config, "test.toml").gpus.at("a100").profile.empty());  // roofline
+  auto builtin = base_config + "\n[gpus.a100]\nprofile = \"builtin:a100\"\n";
+  CHECK(parse_cluster_config(builtin, "test.toml").gpus.at("a100").profile == "builtin:a100");
+  auto unknown = base_config + "\n[gpus.a100]\nprofile = \"builtin:v100\"\n";
+  require_error(unknown, "gpus.a100.profile", "builtin:a100", line_with(unknown, "builtin:v100"));
+  auto missing = base_config + "\n[gpus.a100]\nprofile = \"no-such-profile.json\"\n";
+  require_error(missing, "gpus.a100.profile", "no such file", line_with(missing, "no-such-profile"));
+  // A relative path is the config file's neighbour.
+  auto file = base_config + "\n[gpus.a100]\nprofile = \"a100_llama.json\"\n";
+  auto cfg = parse_cluster_config(file, "test.toml", LLMUX_SOURCE_DIR "/engine/profiles");
+  CHECK(cfg.gpus.at("a100").profile == LLMUX_SOURCE_DIR "/engine/profiles/a100_llama.json");
+}
+
+TEST_CASE("presets carry LLaMA-1 30B and 65B, the shapes MuxServe profiled", "[config]") {
+  auto b30 = arch_preset("llama-30b");
+  auto b65 = arch_preset("llama-65b");
+  REQUIRE(b30);
+  REQUIRE(b65);
+  CHECK(b30->layers == 60);
+  CHECK(b30->hidden == 6656);
+  CHECK(b30->heads == 52);
+  CHECK(b65->layers == 80);
+  CHECK(b65->hidden == 8192);
+  // Parameter counts as published: 32.5B and 65.2B.
+  CHECK(b30->params() == Approx(32.5e9).epsilon(0.01));
+  CHECK(b65->params() == Approx(65.2e9).epsilon(0.01));
 }
 
 TEST_CASE("units choose spatial or temporal multiplexing", "[config]") {
@@ -882,4 +947,181 @@ TEST_CASE("split jobs need spatial multiplexing", "[config][error]") {
   // Mixed jobs on a temporal unit, and split on a spatial one, are fine.
   CHECK_NOTHROW(parse_cluster_config(replace(text, "\"split\"", "\"mixed\""), "test.toml"));
   CHECK_NOTHROW(parse_cluster_config(replace(text, "\"temporal\"", "\"spatial\""), "test.toml"));
+}
+
+// --- a shared prefill lane (prefill = "shared") -----------------------------
+
+namespace {
+
+/// Two sim models on u0 with split jobs and a shared prefill lane; `unit`
+/// adds keys to u0, `a`/`b` to the models' entries (each on its own line).
+std::string lane_config(const std::string& unit = "", const std::string& a = "", const std::string& b = "") {
+  // base_config up to its [[units]], then a second model and the lane unit.
+  return base_config.substr(0, base_config.find("[[units]]")) + R"([[models]]
+name = "tiny-b"
+architecture = "tiny"
+
+[[units]]
+name = "u0"
+node = "gpu0"
+jobs = "split"
+prefill = "shared"
+)" + unit + (unit.empty() ? "" : "\n") + R"(models = [
+  { name = "tiny-a")" + (a.empty() ? "" : ", " + a) + R"( },
+  { name = "tiny-b")" + (b.empty() ? "" : ", " + b) + R"( },
+]
+)";
+}
+
+const unit_config& lane_unit_of(const cluster_config& cfg) {
+  REQUIRE(cfg.units.size() == 1);
+  return cfg.units[0];
+}
+
+/// Every model's share is the lane plus its own decode share.
+void check_model_shares(const unit_config& u) {
+  for (const auto& um : u.models) {
+    INFO(um.model);
+    CHECK(um.share == Approx(u.prefill_share + um.decode_share));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a shared prefill lane: by default each decode job gets 1/(n+1), the lane the rest", "[config][lane]") {
+  auto cfg = parse_cluster_config(lane_config(), "test.toml");
+  const auto& u = lane_unit_of(cfg);
+  CHECK(u.prefill == "shared");
+  CHECK(u.jobs == "split");
+  CHECK(u.prefill_share == Approx(1.0 / 3));
+  REQUIRE(u.models.size() == 2);
+  CHECK(u.models[0].decode_share == Approx(1.0 / 3));
+  CHECK(u.models[1].decode_share == Approx(1.0 / 3));
+  CHECK(u.models[0].share == Approx(2.0 / 3));
+  check_model_shares(u);
+
+  // One model: halves.
+  auto one = replace(lane_config(), "  { name = \"tiny-b\" },\n", "");
+  one = replace(one, "[[models]]\nname = \"tiny-b\"\narchitecture = \"tiny\"\n", "");
+  auto single = parse_cluster_config(one, "test.toml");
+  CHECK(single.units[0].prefill_share == Approx(0.5));
+  CHECK(single.units[0].models[0].decode_share == Approx(0.5));
+  CHECK(single.units[0].models[0].share == Approx(1.0));
+
+  // Units without it keep their own prefill partitions.
+  auto own = parse_cluster_config(with_unit_key(base_config, "jobs = \"split\""), "test.toml");
+  CHECK(own.units[0].prefill == "own");
+  CHECK(own.units[0].prefill_share == 0);
+}
+
+TEST_CASE("prefill_share: the decode jobs without a decode_share split what it leaves", "[config][lane]") {
+  SECTION("none given: equal halves of 0.6") {
+    auto cfg = parse_cluster_config(lane_config("prefill_share = 0.4"), "test.toml");
+    const auto& u = lane_unit_of(cfg);
+    CHECK(u.prefill_share == Approx(0.4));
+    CHECK(u.models[0].decode_share == Approx(0.3));
+    CHECK(u.models[1].decode_share == Approx(0.3));
+    CHECK(u.models[0].share == Approx(0.7));
+    check_model_shares(u);
+  }
+  SECTION("one given: the other gets the rest") {
+    auto cfg = parse_cluster_config(lane_config("prefill_share = 0.4", "decode_share = 0.2"), "test.toml");
+    const auto& u = lane_unit_of(cfg);
+    CHECK(u.models[0].decode_share == Approx(0.2));
+    CHECK(u.models[1].decode_share == Approx(0.4));
+    CHECK(u.models[0].share == Approx(0.6));
+    CHECK(u.models[1].share == Approx(0.8));
+    check_model_shares(u);
+  }
+  SECTION("no prefill_share, one decode_share: the other gets 1/(n+1), the lane what is left") {
+    auto cfg = parse_cluster_config(lane_config("", "decode_share = 0.5"), "test.toml");
+    const auto& u = lane_unit_of(cfg);
+    CHECK(u.models[0].decode_share == Approx(0.5));
+    CHECK(u.models[1].decode_share == Approx(1.0 / 3));
+    CHECK(u.prefill_share == Approx(1.0 - 0.5 - 1.0 / 3));
+    check_model_shares(u);
+  }
+  SECTION("both given, no prefill_share: the lane is what they leave") {
+    auto cfg = parse_cluster_config(lane_config("", "decode_share = 0.25", "decode_share = 0.35"), "test.toml");
+    const auto& u = lane_unit_of(cfg);
+    CHECK(u.prefill_share == Approx(0.4));
+    CHECK(u.models[0].share == Approx(0.65));
+    CHECK(u.models[1].share == Approx(0.75));
+  }
+  SECTION("everything given, summing to exactly 1") {
+    auto cfg = parse_cluster_config(lane_config("prefill_share = 0.5", "decode_share = 0.2", "decode_share = 0.3"),
+                                    "test.toml");
+    const auto& u = lane_unit_of(cfg);
+    CHECK(u.prefill_share == Approx(0.5));
+    CHECK(u.models[1].share == Approx(0.8));
+  }
+}
+
+TEST_CASE("a shared prefill lane needs split jobs on a sim unit", "[config][lane][error]") {
+  auto mixed = replace(lane_config(), "jobs = \"split\"\n", "");
+  require_error(mixed, "units[0].prefill", "jobs = \"split\"", line_with(mixed, "prefill = \"shared\""));
+  auto said_mixed = replace(lane_config(), "jobs = \"split\"", "jobs = \"mixed\"");
+  require_error(said_mixed, "units[0].prefill", "jobs = \"split\"", line_with(said_mixed, "prefill = \"shared\""));
+
+  // cpu models as the devices test above spells them. The lane is checked
+  // at the unit, before its models' `share`s.
+  auto cpu = lane_config("backend = \"cpu\"", "share = 0.5", "share = 0.5");
+  cpu = replace(cpu, "name = \"tiny-a\"\narchitecture = \"tiny\"",
+                "name = \"tiny-a\"\nbackend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"");
+  cpu = replace(cpu, "name = \"tiny-b\"\narchitecture = \"tiny\"",
+                "name = \"tiny-b\"\nbackend = \"cpu\"\nload_format = \"dummy\"\narchitecture = \"tiny\"");
+  // Without the lane it is a valid cpu unit; with it, refused.
+  CHECK_NOTHROW(parse_cluster_config(replace(cpu, "prefill = \"shared\"\n", ""), "test.toml"));
+  require_error(cpu, "units[0].prefill", "sim units only", line_with(cpu, "prefill = \"shared\""));
+
+  auto bad = replace(lane_config(), "prefill = \"shared\"", "prefill = \"both\"");
+  require_error(bad, "units[0].prefill", "'shared'", line_with(bad, "prefill = \"both\""));
+}
+
+TEST_CASE("prefill_share needs the lane and lies in (0, 1)", "[config][lane][error]") {
+  auto own = with_unit_key(base_config, "jobs = \"split\"\nprefill_share = 0.4");
+  require_error(own, "units[0].prefill_share", "needs prefill = \"shared\"", line_with(own, "prefill_share"));
+  for (const std::string v : {"0", "1", "1.5", "-0.2"}) {
+    INFO("prefill_share = " << v);
+    auto text = lane_config("prefill_share = " + v);
+    require_error(text, "units[0].prefill_share", "(0, 1)", line_with(text, "prefill_share"));
+  }
+}
+
+TEST_CASE("with a lane a model gives decode_share, not share", "[config][lane][error]") {
+  auto share = lane_config("", "", "share = 0.5");
+  require_error(share, "units[0].models[1].share", "decode_share", line_with(share, "share = 0.5"));
+  for (const std::string v : {"0", "1", "-0.1", "1.2"}) {
+    INFO("decode_share = " << v);
+    auto text = lane_config("", "decode_share = " + v);
+    require_error(text, "units[0].models[0].decode_share", "(0, 1)", line_with(text, "decode_share"));
+  }
+}
+
+TEST_CASE("the lane and the decode shares may not sum over 1", "[config][lane][error]") {
+  auto over = lane_config("prefill_share = 0.5", "decode_share = 0.3", "decode_share = 0.3");
+  require_error(over, "units[0].models", "more than 1.0", line_with(over, "models = ["));
+  // Decode shares alone at 1 leave no lane.
+  auto full = lane_config("", "decode_share = 0.5", "decode_share = 0.5");
+  require_error(full, "units[0].models", "more than 1.0", line_with(full, "models = ["));
+  auto beyond = lane_config("", "decode_share = 0.6", "decode_share = 0.6");
+  require_error(beyond, "units[0].models", "more than 1.0", line_with(beyond, "models = ["));
+  // A lane that leaves nothing for a decode job without its own share.
+  auto nothing = lane_config("prefill_share = 0.5", "decode_share = 0.5");
+  require_error(nothing, "units[0].prefill_share", "leaves nothing", line_with(nothing, "prefill_share"));
+  auto less = lane_config("prefill_share = 0.6", "decode_share = 0.5");
+  require_error(less, "units[0].prefill_share", "leaves nothing", line_with(less, "prefill_share"));
+}
+
+TEST_CASE("a lane that leaves a rounding error is refused as leaving nothing", "[config][lane][error]") {
+  auto nothing = lane_config("prefill_share = 0.7", "decode_share = 0.3");
+  try {
+    auto cfg = parse_cluster_config(nothing, "test.toml");
+    // If it loads at all, every decode job must have a share it can run on.
+    INFO("tiny-b's decode_share: " << cfg.units[0].models[1].decode_share);
+    CHECK(cfg.units[0].models[1].decode_share > 0.01);
+  } catch (const config_error& e) {
+    CHECK(e.key == "units[0].prefill_share");
+    CHECK_THAT(e.reason, Contains("leaves nothing"));
+  }
 }

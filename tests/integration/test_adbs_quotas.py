@@ -1,8 +1,10 @@
 """ADBS's KV quotas on a sim unit with two co-located models: the split starts
 from the config's expected rates (hot 9 req/s, cold 1 req/s), and when the cold
-model's requests wait for blocks while the hot model leaves its quota unused, a
-quota move (a message flow inside the kv_manager, visible in admin state and
-/metrics) lets them in. The sim backend is simulated: no model math."""
+model's requests need more than its quota while the hot model leaves its quota
+unused, the pool lends them hot's idle blocks (quotas guarantee rather than
+cap; a backlog quota move, a message flow inside the kv_manager visible in admin
+state and /metrics, takes only what a lender holds above its share of the rate
+split). The sim backend is simulated: no model math."""
 
 from __future__ import annotations
 
@@ -64,14 +66,18 @@ def test_quotas_start_from_rates_and_move_to_a_backlog(tmp_path):
         assert kv["quota_moves"] == 0
 
         # Cold requests that need more than cold's quota at once; hot is idle.
+        # The pool lends hot's idle quota to them (a guarantee, not a cap):
+        # cold holds more than its quota, and hot keeps its share of the rate
+        # split (a backlog move takes only quota above it).
         threads, results = _burst(base, "cold", 6)
-        def backlog_move(k):
-            return any(m["from"] == "hot" and m["to"] == "cold" and m["reason"] == "backlog"
-                       and m["blocks"] > 0 for m in k["recent_moves"])
 
-        st = wait_until(lambda: (lambda k: k if backlog_move(k) else None)(_kv(base)), 20,
-                        "a backlog quota move from the idle hot model to the cold one", proc=proc)
-        assert st["models"]["cold"]["quota"] > q["cold"], st["models"]
+        def borrowed(k):
+            cold = k["models"]["cold"]
+            return k if cold["used"] > cold["quota"] else None
+
+        st = wait_until(lambda: borrowed(_kv(base)), 20, "cold to hold more blocks than its quota, lent by idle hot",
+                        proc=proc)
+        assert st["models"]["hot"]["quota"] >= q["hot"], st["models"]
         assert st["models"]["cold"]["quota"] + st["models"]["hot"]["quota"] == st["blocks_total"]
         for t in threads:
             t.join(timeout=60)

@@ -18,6 +18,7 @@
 #include "actors/kv_manager/kv_manager_actor.hpp"
 #include "actors/router/router_actor.hpp"
 #include "actors/scheduler/scheduler_actor.hpp"
+#include "actors/unit_setup.hpp"
 #include "engine/engine_factory.hpp"
 #include "net/admin_wire.hpp"
 
@@ -183,16 +184,13 @@ void node_runtime::impl::boot() {
   for (const auto& u : cfg.units) {
     if (u.node != node_name)
       continue;
-    const auto& gpu = cfg.gpus.at(u.gpu);
-    kv::kv_manager_options kvo;
+    // The unit's cores are configured by actors/unit_setup (as `llmux
+    // simulate` configures them); the actors below are their shells.
+    auto kvo = setup::kv_options(cfg, u);
     kvo.node = node_name;
-    kvo.name = u.name + "/kv";
-    kvo.block_tokens = u.block_tokens;
-    kvo.total_blocks = u.kv_blocks > 0 ? u.kv_blocks : config::auto_kv_blocks(cfg, u);
-    kvo.policy = u.policy;
-    kvo.quota_period_ms = u.quota_period_ms;
-    kvo.floor_tokens = u.kv_floor_tokens;
     auto core = std::make_shared<unit::unit_core>(u.time_scale);
+    if (u.prefill == "shared")
+      core->set_prefill_lane(u.prefill_share);
     // One KV memory for the unit's engines that read the kv_manager's
     // blocks, so its models share one pool in fact, not only in accounting.
     std::vector<const config::model_config*> hosted;
@@ -202,21 +200,10 @@ void node_runtime::impl::boot() {
     auto device_kv = engine::make_device_kv_slot(hosted, kvo.total_blocks, u.block_tokens);
     for (const auto& um : u.models) {
       const auto* m = cfg.find_model(um.model);
-      kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads, um.rate,
-                            engine::reads_unit_blocks(*m), m->arch.head_size()});
       try {
-        engine::engine_context ctx;
-        ctx.gpu = gpu;
-        // Temporal multiplexing gives each step the whole unit. Split jobs:
-        // the engine starts on the prefill job's share; the decode job's is
-        // set below, when the unit takes the model.
-        ctx.share = u.multiplex == "temporal" ? 1.0 : um.share - um.decode_share;
-        ctx.threads = u.threads;
-        ctx.block_tokens = u.block_tokens;
-        ctx.kv_blocks = kvo.total_blocks;
+        auto ctx = setup::engine_context(cfg, u, um, kvo.total_blocks);
         ctx.arena = arena;
         ctx.device_kv = device_kv;
-        ctx.devices = u.devices;
         if (m->load_format == "dummy")
           std::cout << "llmux: node " << node_name << ": building random " << m->dtype
                     << " weights for " << m->name << " (load_format = dummy)" << std::endl;
@@ -234,12 +221,11 @@ void node_runtime::impl::boot() {
     // gets a partition actor with its own thread, so steps never block the
     // CAF workers that carry messages, and co-located models compute at once.
     unit::gpu_unit_options uo{node_name, u.name, u.backend, u.gpu};
-    uo.temporal = u.multiplex == "temporal";
-    uo.policy = u.policy;
-    // One step at a time: after a prefill step of every model, a waiting
-    // decode step goes (pure prefill-first would starve decodes here, where
-    // MuxServe runs them beside prefills in spare SMs).
-    uo.max_prefill_streak = static_cast<int>(u.models.size());
+    const auto sharing = setup::sharing(u);
+    uo.temporal = sharing.temporal;
+    uo.shared_prefill = sharing.shared_prefill;
+    uo.policy = sharing.policy;
+    uo.max_prefill_streak = sharing.max_prefill_streak;
     auto unit = unit::spawn_gpu_unit(sys, uo, core, /*partitions=*/u.backend != "sim");
     add(admin, "gpu_unit", u.name, caf::actor_cast<caf::actor>(unit));
     units[u.name] = unit;
@@ -250,18 +236,7 @@ void node_runtime::impl::boot() {
       so.unit = u.name;
       so.model = m->name;
       so.replica = u.name + "/" + m->name;
-      so.core.max_running = u.max_running;
-      so.core.max_batch_tokens = u.max_batch_tokens;
-      so.core.max_waiting = u.max_waiting;
-      so.core.growth = u.kv_growth == "reserve" ? scheduler::kv_growth::reserve
-                                                : scheduler::kv_growth::on_demand;
-      // Prefix hits skip prefill where the engine reads the unit's shared
-      // blocks (cpu), and on the sim, whose KV is accounting only.
-      so.core.share_prefix = m->backend == "sim" || engine::reads_unit_blocks(*m);
-      so.core.block_tokens = u.block_tokens;
-      so.core.split_jobs = u.jobs == "split";
-      so.core.context_length = m->arch.context_length > 0 ? m->arch.context_length : 4096;
-      so.core.eos_id = core->models().at(m->name).engine->vocab().eos_id();
+      so.core = setup::scheduler_options(u, *m, core->models().at(m->name).engine->vocab().eos_id());
       so.load_report_ms = to.load_report_ms;
       so.step_timeout_ms = to.request_ms;
       auto sched = scheduler::spawn_scheduler(sys, so, unit, kv);

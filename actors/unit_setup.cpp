@@ -1,0 +1,69 @@
+#include "actors/unit_setup.hpp"
+
+namespace llmux::setup {
+
+kv::kv_manager_options kv_options(const config::cluster_config& cfg, const config::unit_config& u) {
+  kv::kv_manager_options kvo;
+  kvo.node = u.node;
+  kvo.name = u.name + "/kv";
+  kvo.block_tokens = u.block_tokens;
+  kvo.total_blocks = u.kv_blocks > 0 ? u.kv_blocks : config::auto_kv_blocks(cfg, u);
+  kvo.policy = u.policy;
+  kvo.quota_period_ms = u.quota_period_ms;
+  kvo.floor_tokens = u.kv_floor_tokens;
+  for (const auto& um : u.models) {
+    const auto* m = cfg.find_model(um.model);
+    if (m == nullptr)
+      continue;
+    kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads, um.rate, engine::reads_unit_blocks(*m),
+                          m->arch.head_size()});
+  }
+  return kvo;
+}
+
+scheduler::scheduler_options scheduler_options(const config::unit_config& u, const config::model_config& m,
+                                               engine::token_id eos_id) {
+  scheduler::scheduler_options o;
+  o.max_running = u.max_running;
+  o.max_batch_tokens = u.max_batch_tokens;
+  o.max_waiting = u.max_waiting;
+  o.growth = u.kv_growth == "reserve" ? scheduler::kv_growth::reserve : scheduler::kv_growth::on_demand;
+  // Prefix hits skip prefill where the engine reads the unit's shared
+  // blocks (cpu), and on the sim, whose KV is accounting only.
+  o.share_prefix = m.backend == "sim" || engine::reads_unit_blocks(m);
+  o.block_tokens = u.block_tokens;
+  o.split_jobs = u.jobs == "split";
+  o.context_length = m.arch.context_length > 0 ? m.arch.context_length : 4096;
+  o.eos_id = eos_id;
+  return o;
+}
+
+engine::engine_context engine_context(const config::cluster_config& cfg, const config::unit_config& u,
+                                      const config::unit_model& um, int64_t kv_blocks) {
+  engine::engine_context ctx;
+  ctx.gpu = cfg.gpus.at(u.gpu);
+  // Temporal multiplexing gives each step the whole unit. Split jobs: the
+  // engine starts on the prefill job's share (with a shared prefill lane,
+  // the lane's); the decode job's is set when the unit takes the model.
+  ctx.share = u.multiplex == "temporal" ? 1.0 : um.share - um.decode_share;
+  ctx.threads = u.threads;
+  ctx.block_tokens = u.block_tokens;
+  ctx.kv_blocks = kv_blocks;
+  ctx.devices = u.devices;
+  return ctx;
+}
+
+step_sharing sharing(const config::unit_config& u) {
+  step_sharing s;
+  s.temporal = u.multiplex == "temporal";
+  s.shared_prefill = u.prefill == "shared";
+  s.policy = u.policy;
+  // Temporal: after a prefill step of every model, a waiting decode step
+  // goes (pure prefill-first would starve decodes here, where MuxServe
+  // runs them beside prefills in spare SMs). A shared prefill lane runs
+  // only prefill steps: nothing to bound.
+  s.max_prefill_streak = s.temporal ? static_cast<int>(u.models.size()) : 0;
+  return s;
+}
+
+}  // namespace llmux::setup

@@ -1,0 +1,49 @@
+#pragma once
+/// How a `[[units]]` entry of the config becomes the pure cores of a unit:
+/// its kv_manager's options, each hosted model's scheduler options and
+/// engine context, and how its steps share the unit. One translation for
+/// both drivers: `run_node` (tools/llmux/node_runtime.cpp) spawns actors
+/// around these cores, `llmux simulate` (sim/cluster_sim.cpp) drives them in
+/// virtual time, so a unit behaves the same in both. No CAF.
+
+#include <string>
+
+#include "actors/kv_manager/kv_manager_core.hpp"
+#include "actors/scheduler/batch_scheduler.hpp"
+#include "config/cluster_config.hpp"
+#include "engine/engine_factory.hpp"
+
+namespace llmux::setup {
+
+/// The unit's KV pool: its size (`kv_blocks`, or sized from memory), block
+/// size, ADBS quota settings, and each hosted model's shape.
+[[nodiscard]] kv::kv_manager_options kv_options(const config::cluster_config& cfg,
+                                                const config::unit_config& unit);
+
+/// The scheduler of `model` on `unit`; `eos_id` is its engine's.
+[[nodiscard]] scheduler::scheduler_options scheduler_options(const config::unit_config& unit,
+                                                             const config::model_config& model,
+                                                             engine::token_id eos_id);
+
+/// What the unit gives `um`'s engine (the arena and device KV are the
+/// caller's: they belong to a running node).
+[[nodiscard]] engine::engine_context engine_context(const config::cluster_config& cfg,
+                                                    const config::unit_config& unit,
+                                                    const config::unit_model& um, int64_t kv_blocks);
+
+/// How the unit's steps share it.
+struct step_sharing {
+  /// One step at a time on the whole unit, the next chosen by `policy`.
+  bool temporal = false;
+  /// The models' prefill steps take turns on one lane of `prefill_share`
+  /// (chosen by `policy`); decode steps run at once on their own shares.
+  bool shared_prefill = false;
+  std::string policy = "adbs";
+  /// adbs: after this many prefill grants in a row, a waiting decode step
+  /// goes next (temporal units: one step at a time, pure prefill-first
+  /// would starve decodes).
+  int max_prefill_streak = 0;
+};
+[[nodiscard]] step_sharing sharing(const config::unit_config& unit);
+
+}  // namespace llmux::setup
