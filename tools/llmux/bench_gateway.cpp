@@ -162,7 +162,7 @@ std::vector<loadgen::request_result> sequential(loadgen::target t, bool stream, 
   out.mean = output_len;
   auto plan = loadgen::make_plan(n, 0, prompt, out, seed);
   double dur = 0;
-  auto rs = loadgen::run_plan(t, plan, 1, {}, dur);
+  auto rs = loadgen::run_plan(t, plan, 1, std::vector<int32_t>{}, dur);
   for (const auto& r : rs)
     if (!r.ok)
       throw std::runtime_error(t.url + ": a sequential request failed: " + r.error);
@@ -198,7 +198,7 @@ void measure_http(row& r, const loadgen::target& t, const gateway_bench_options&
       // it fails when it misses twice. Every layout gets the same rule.
       for (int attempt = 0; attempt < 2; ++attempt) {
         double dur = 0;
-        auto rs = loadgen::run_plan(ts, plan, o.max_workers, {}, dur);
+        auto rs = loadgen::run_plan(ts, plan, o.max_workers, std::vector<int32_t>{}, dur);
         s = loadgen::summarize(rs, dur, {});
         // The offered rate counts as sustained when every request was
         // answered, the answers kept pace (the run did not stretch past the

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <stdexcept>
 #include <utility>
 
+#include "sim/workload.hpp"
 #include "tools/loadgen/load_plan.hpp"
 #include "tools/loadgen/load_runner.hpp"
 #include "tools/loadgen/png_plot.hpp"
@@ -84,9 +86,82 @@ std::vector<loadgen::plot_panel> sweep_panels(bool open,
   return panels;
 }
 
+/// --workload: every request of the file at its time, to its model; a row per model.
+int run_workload(const serve_bench_options& o) {
+  sim::workload w;
+  try {
+    w = sim::load_workload(o.workload);
+  } catch (const std::exception& e) {
+    std::cerr << "llmux bench serve: " << e.what() << "\n";
+    return 2;
+  }
+  std::map<std::string, std::vector<int32_t>> sources;
+  for (const auto& model : w.models) {
+    auto t = o.target;
+    t.model = model;
+    try {
+      sources[model] = loadgen::prompt_source(t);
+    } catch (const std::exception& e) {
+      std::cerr << "llmux bench serve: model " << model << ": " << e.what() << "\n";
+      return 1;
+    }
+  }
+  std::vector<loadgen::planned_request> plan;
+  for (const auto& r : w.requests)
+    plan.push_back({r.at_s, r.prompt_tokens, r.output_tokens, r.model});
+  std::printf("llmux bench serve: %s workload=%s: %zu requests to %zu models over %.1f s\n", o.target.url.c_str(),
+              o.workload.c_str(), plan.size(), w.models.size(), w.duration_s);
+  double duration = 0;
+  auto target = o.target;
+  target.distinct_prompts = true;
+  auto results = loadgen::run_plan(target, plan, o.max_workers, sources, duration);
+  const loadgen::slo_spec slo{o.slo_ttft_ms / 1e3, o.slo_tpot_ms / 1e3};
+  std::printf("%-24s %5s %4s %8s %9s %8s %8s %8s %8s %8s %8s %6s\n", "model", "ok", "fail", "req/s", "out_tok/s",
+              "ttft_p50", "ttft_p90", "ttft_p99", "tpot_p50", "e2e_p50", "e2e_p99", "slo%");
+  int failures = 0;
+  auto row = [&](const std::string& name, const std::vector<loadgen::request_result>& rs) {
+    auto s = loadgen::summarize(rs, duration, slo);
+    auto ms = [](double v) { return v * 1e3; };
+    std::printf("%-24s %5d %4d %8.2f %9.1f %8.1f %8.1f %8.1f %8.2f %8.1f %8.1f %6.1f\n", name.c_str(), s.ok, s.failed,
+                s.requests_per_s, s.output_tokens_per_s, ms(s.ttft.p50), ms(s.ttft.p90), ms(s.ttft.p99),
+                ms(s.tpot.p50), ms(s.e2e.p50), ms(s.e2e.p99), 100.0 * s.slo_attainment);
+    if (!s.first_error.empty())
+      std::printf("  first error: %s\n", s.first_error.c_str());
+    if (o.json) {
+      auto j = loadgen::to_json(s);
+      j["mode"] = "workload";
+      j["workload"] = o.workload;
+      j["url"] = o.target.url;
+      j["model"] = name;
+      std::cout << j.dump() << std::endl;
+    }
+    return s.failed;
+  };
+  for (const auto& model : w.models) {
+    std::vector<loadgen::request_result> mine;
+    for (size_t i = 0; i < plan.size(); ++i)
+      if (plan[i].model == model)
+        mine.push_back(results[i]);
+    row(model, mine);
+  }
+  failures += row("all", results);
+  return failures > 0 ? 1 : 0;
+}
+
 }  // namespace
 
 int run_bench_serve(const serve_bench_options& o) {
+  if (!o.workload.empty()) {
+    if (!o.rates.empty() || !o.concurrencies.empty()) {
+      std::cerr << "llmux bench serve: --workload sets the arrivals; give no --rate or --concurrency\n";
+      return 2;
+    }
+    return run_workload(o);
+  }
+  if (o.target.model.empty()) {
+    std::cerr << "llmux bench serve: --model is required (or --workload, whose requests name their models)\n";
+    return 2;
+  }
   if (!o.rates.empty() && !o.concurrencies.empty()) {
     std::cerr << "llmux bench serve: give --rate (open loop) or --concurrency (closed loop), not both\n";
     return 2;

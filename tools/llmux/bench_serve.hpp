@@ -30,6 +30,11 @@ struct serve_bench_options {
   /// PNG path for the sweep's plot (throughput, TTFT, TPOT, E2E, SLO
   /// attainment against the rate or concurrency); empty: no plot.
   std::string plot;
+  /// A workload file (sim/workload.hpp: a .toml spec or a .jsonl trace):
+  /// its requests, each to its own model, at their times, once; a table row
+  /// per model. Replaces --rate/--concurrency and the lengths. Prompts are
+  /// distinct (no shared prefix blocks), as the simulator takes them.
+  std::string workload;
 };
 
 int run_bench_serve(const serve_bench_options& opts);

@@ -5,6 +5,8 @@
 ///   launch   every node of a config as local child processes
 ///   admin    live state of every actor on every node
 ///   bench    measurements against a running edge
+///   simulate a config's sim units serving a workload in virtual time
+///   plan     where models go: MuxServe's placement, written as a config
 ///
 /// Configuration flows one way: file (or the embedded default) →
 /// `cluster_config` → `run_node`, which spawns the actors in dependency
@@ -22,10 +24,13 @@
 #include "tools/llmux/admin_cli.hpp"
 #include "tools/llmux/bench_engine.hpp"
 #include "tools/llmux/bench_gateway.hpp"
+#include "tools/llmux/bench_profile.hpp"
 #include "tools/llmux/bench_rtt.hpp"
 #include "tools/llmux/bench_serve.hpp"
 #include "tools/llmux/launch.hpp"
 #include "tools/llmux/node_runtime.hpp"
+#include "tools/llmux/plan_cli.hpp"
+#include "tools/llmux/simulate_cli.hpp"
 
 namespace {
 
@@ -104,7 +109,9 @@ int main(int argc, char** argv) {
   auto* bench_serve = bench->add_subcommand("serve", "Load generator: open or closed loop, latency percentiles");
   tools::serve_bench_options serve_opts;
   bench_serve->add_option("--url", serve_opts.target.url, "Server base URL");
-  bench_serve->add_option("--model", serve_opts.target.model, "Model name")->required();
+  bench_serve->add_option("--model", serve_opts.target.model, "Model name (not with --workload)");
+  bench_serve->add_option("--workload", serve_opts.workload,
+                          "Replay a workload (.toml spec or .jsonl trace, as llmux simulate takes): each request to its model");
   bench_serve->add_option("--api-key", serve_opts.target.api_key, "Bearer key");
   bench_serve->add_option("--requests", serve_opts.requests, "Requests per sweep point")->check(CLI::PositiveNumber);
   bench_serve->add_option("--rate", serve_opts.rates, "Open loop: Poisson arrivals per second (several: a sweep)");
@@ -147,6 +154,53 @@ int main(int argc, char** argv) {
   bench_engine->add_option("--batch", eng_opts.batches, "Decode batch sizes");
   bench_engine->add_option("--threads", eng_opts.threads, "Thread counts");
   bench_engine->add_flag("--json", eng_opts.json, "Also print one JSON line per row");
+  bench_engine->add_option("--profile", eng_opts.profile_out,
+                           "cpu: measure the step-latency profile (engine/step_profile.hpp) into this JSON file");
+  bench_engine->add_option("--profile-key", eng_opts.profile_key, "Profile: model key (default: the file's stem)");
+  bench_engine->add_option("--lengths", eng_opts.lengths, "Profile: lengths, tokens (default 32 64 128 256 512)");
+  bench_engine->add_option("--prefill-budget", eng_opts.prefill_token_budget,
+                           "Profile: prefill points above this many tokens a step are not measured (-1)");
+  bench_engine->add_option("--sweeps", eng_opts.profile_sweeps,
+                           "Profile: measure the table this many times, keep each point's fastest (a shared machine)")
+    ->check(CLI::PositiveNumber);
+
+  auto* bench_profile = bench->add_subcommand(
+    "profile", "A step-latency profile's coverage and its interpolation error on held-out points");
+  tools::profile_bench_options profile_opts;
+  bench_profile->add_option("--profile", profile_opts.profile, "A profile file, or builtin:a100 (the default)");
+  bench_profile->add_flag("--json", profile_opts.json, "Print one JSON document");
+
+  // -- simulate -----------------------------------------------------------------
+  auto* simulate = app.add_subcommand("simulate", "Serve a workload on a config's sim units in virtual time");
+  tools::simulate_options sim_opts;
+  simulate->add_option("--config", sim_opts.config, "Cluster config (TOML); its units must be sim")->required();
+  simulate->add_option("--workload", sim_opts.workload, "Workload: a .toml spec or a .jsonl trace")->required();
+  simulate->add_flag("--json", sim_opts.json, "Print the report as one JSON line");
+  simulate->add_option("--json-out", sim_opts.json_out, "Also write the JSON report to this file");
+  simulate->add_option("--plot", sim_opts.plot, "Write a PNG of SLO attainment against SLO scale");
+  simulate->add_option("--trace-out", sim_opts.trace_out, "Write the workload's requests as a .jsonl trace");
+  simulate->add_option("--slo-scale", sim_opts.slo_scale, "SLO scale of the table's attainment column");
+  simulate->add_flag("--no-contention", sim_opts.no_contention,
+                     "Do not share a GPU's memory bandwidth between its concurrent jobs");
+  simulate->add_option("--drain-s", sim_opts.drain_s, "Virtual seconds after the last arrival before giving up");
+  simulate->add_option("--timeline", sim_opts.timeline_s, "Also print throughput and attainment per window of S seconds");
+
+  // -- plan ---------------------------------------------------------------------
+  auto* plan = app.add_subcommand("plan", "Place models on a cluster (MuxServe's search) and write the config");
+  tools::plan_options plan_opts;
+  plan->add_option("--spec", plan_opts.spec, "Plan spec (TOML): cluster shape, GPU type, models and rates")->required();
+  plan->add_option("--workload", plan_opts.workload, "Take rates and mean lengths from this workload (.toml or .jsonl)");
+  plan->add_option("--out", plan_opts.out, "Write the planned config here (baselines beside it with --baselines)");
+  plan->add_option("--backend", plan_opts.backend, "Backend of the written config: sim | cuda | cpu")
+    ->check(CLI::IsMember({"sim", "cuda", "cpu"}));
+  plan->add_flag("--baselines", plan_opts.baselines, "Also plan spatial partitioning and temporal multiplexing");
+  plan->add_flag("--no-replicas", plan_opts.no_replicas, "Each model on one unit (MuxServe's placement)");
+  plan->add_option("--slo-scale", plan_opts.slo_scale,
+                   "SLO: requests within this many times their latency alone (0: none; default 5)");
+  plan->add_option("--http-port", plan_opts.http_port, "Gateway port of the written config")->check(CLI::Range(1, 65535));
+  plan->add_option("--base-port", plan_opts.base_port, "Middleman port of node0 in the written config (node i: +i)")
+    ->check(CLI::Range(1, 65000));
+  plan->add_flag("--json", plan_opts.json, "Print the plans as JSON");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -245,8 +299,21 @@ int main(int argc, char** argv) {
     return tools::run_admin(load(admin_config), admin_opts);
   if (*rtt)
     return tools::run_bench_rtt(rtt_opts);
-  if (*bench_engine)
+  if (*plan)
+    return tools::run_plan(plan_opts);
+  if (*simulate)
+    return tools::run_simulate(sim_opts);
+  if (*bench_engine) {
+    // A profile's default batches go past the speed table's 1 8 32, and its
+    // metadata records how it was made.
+    if (bench_engine->count("--batch") == 0 && !eng_opts.profile_out.empty())
+      eng_opts.batches = {1, 2, 4, 8, 16, 32};
+    for (int i = 0; i < argc; ++i)
+      eng_opts.command_line += (i == 0 ? "" : " ") + std::string{argv[i]};
     return tools::run_bench_engine(eng_opts);
+  }
+  if (*bench_profile)
+    return tools::run_bench_profile(profile_opts);
   if (*bench_serve)
     return tools::run_bench_serve(serve_opts);
   if (*bench_gw)

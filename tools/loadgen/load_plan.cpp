@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -23,8 +25,12 @@ int to_int(const std::string& field, const std::string& text) {
   return v;
 }
 
-int draw(const length_spec& s, std::mt19937_64& rng) {
+}  // namespace
+
+int draw_length(const length_spec& s, std::mt19937_64& rng) {
   switch (s.dist) {
+    case length_spec::kind::empirical:
+      return s.samples[std::uniform_int_distribution<size_t>(0, s.samples.size() - 1)(rng)];
     case length_spec::kind::fixed: return s.mean;
     case length_spec::kind::uniform: return std::uniform_int_distribution<int>(s.min, s.max)(rng);
     case length_spec::kind::lognormal: {
@@ -37,14 +43,36 @@ int draw(const length_spec& s, std::mt19937_64& rng) {
   return s.mean;
 }
 
-}  // namespace
-
-length_spec parse_length_spec(const std::string& text) {
+length_spec parse_length_spec(const std::string& text, const std::string& base_dir) {
   std::vector<std::string> f;
   std::stringstream in{text};
   for (std::string part; std::getline(in, part, ':');)
     f.push_back(part);
   length_spec s;
+  if (text.rfind("empirical:", 0) == 0) {
+    std::filesystem::path path(text.substr(10));
+    if (path.is_relative())
+      path = std::filesystem::path(base_dir) / path;
+    std::ifstream file(path);
+    if (!file)
+      throw std::invalid_argument("'" + text + "': cannot read " + path.string());
+    s.dist = length_spec::kind::empirical;
+    int64_t sum = 0;
+    for (std::string word; file >> word;) {
+      std::stringstream parts{word};
+      for (std::string field; std::getline(parts, field, ',');)
+        if (!field.empty()) {
+          s.samples.push_back(to_int(field, text));
+          sum += s.samples.back();
+        }
+    }
+    if (s.samples.empty())
+      throw std::invalid_argument("'" + text + "': " + path.string() + " holds no lengths");
+    s.mean = static_cast<int>(sum / static_cast<int64_t>(s.samples.size()));
+    s.min = *std::min_element(s.samples.begin(), s.samples.end());
+    s.max = *std::max_element(s.samples.begin(), s.samples.end());
+    return s;
+  }
   if (f.size() == 1) {
     s.mean = to_int(f[0], text);
     return s;
@@ -79,8 +107,8 @@ length_spec parse_length_spec(const std::string& text) {
     if (s.min > s.max)
       throw std::invalid_argument("'" + text + "': min is above max");
   } else {
-    throw std::invalid_argument("'" + text + "': expected N, fixed:N, uniform:MIN:MAX or "
-                                "lognormal:MEAN[:SIGMA[:MIN:MAX]]");
+    throw std::invalid_argument("'" + text + "': expected N, fixed:N, uniform:MIN:MAX, "
+                                "lognormal:MEAN[:SIGMA[:MIN:MAX]] or empirical:FILE");
   }
   return s;
 }
@@ -97,8 +125,8 @@ std::vector<planned_request> make_plan(int n, double rate, const length_spec& pr
       t += gap(rng);
       p.at_s = t;
     }
-    p.prompt_tokens = draw(prompt, rng);
-    p.output_tokens = draw(output, rng);
+    p.prompt_tokens = draw_length(prompt, rng);
+    p.output_tokens = draw_length(output, rng);
     plan.push_back(p);
   }
   return plan;

@@ -4,6 +4,7 @@
 /// percentiles, SLO attainment). No I/O; deterministic for a seed.
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -13,21 +14,29 @@ namespace llmux::loadgen {
 
 /// How prompt or output lengths (in tokens) are drawn.
 struct length_spec {
-  enum class kind { fixed, uniform, lognormal } dist = kind::fixed;
-  int mean = 128;     ///< fixed: the length; lognormal: the mean
+  enum class kind { fixed, uniform, lognormal, empirical } dist = kind::fixed;
+  int mean = 128;     ///< fixed: the length; lognormal: the mean; empirical: the samples' mean
   int min = 1;        ///< uniform/lognormal: lower clamp (uniform: lower bound)
   int max = 4096;     ///< uniform/lognormal: upper clamp (uniform: upper bound)
   double sigma = 1.0; ///< lognormal: σ of ln(length) (ShareGPT-like: ~1)
+  std::vector<int> samples;  ///< empirical: drawn uniformly (a measured length histogram)
 };
 
-/// Parses "fixed:128", "uniform:32:512" or "lognormal:256[:sigma[:min:max]]";
-/// a bare number is fixed. Throws std::invalid_argument with the reason.
-[[nodiscard]] length_spec parse_length_spec(const std::string& text);
+/// Parses "fixed:128", "uniform:32:512", "lognormal:256[:sigma[:min:max]]"
+/// or "empirical:FILE" (FILE holds positive integers separated by
+/// whitespace or commas, e.g. the prompt lengths of a real trace; relative
+/// to `base_dir`); a bare number is fixed. Throws std::invalid_argument
+/// with the reason.
+[[nodiscard]] length_spec parse_length_spec(const std::string& text, const std::string& base_dir = ".");
+
+/// One length drawn from `s`.
+[[nodiscard]] int draw_length(const length_spec& s, std::mt19937_64& rng);
 
 struct planned_request {
   double at_s = 0;  ///< send time after the start (open loop; 0 in closed loop)
   int prompt_tokens = 0;
   int output_tokens = 0;
+  std::string model;  ///< empty: the target's model (a workload names one per request)
 };
 
 /// n requests. rate > 0: Poisson arrivals at `rate` per second (exponential

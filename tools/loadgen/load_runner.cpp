@@ -48,11 +48,15 @@ request_result run_one(httplib::Client& cli, const target& t, const std::vector<
                        const planned_request& p, size_t index) {
   request_result r;
   nlohmann::json prompt = nlohmann::json::array();
-  for (int i = 0; i < p.prompt_tokens && !source.empty(); ++i)
-    prompt.push_back(source[(index * 7 + static_cast<size_t>(i)) % source.size()]);
+  for (int i = 0; i < p.prompt_tokens && !source.empty(); ++i) {
+    size_t at = (index * 7 + static_cast<size_t>(i)) % source.size();
+    if (t.distinct_prompts && i < 2)  // index in base source.size(): distinct first blocks
+      at = (i == 0 ? index : index / source.size()) % source.size();
+    prompt.push_back(source[at]);
+  }
   if (source.empty())
     prompt = t.text_prompt;
-  nlohmann::json body{{"model", t.model},
+  nlohmann::json body{{"model", p.model.empty() ? t.model : p.model},
                       {"prompt", std::move(prompt)},
                       {"max_tokens", p.output_tokens},
                       {"temperature", t.temperature},
@@ -158,6 +162,17 @@ std::vector<int32_t> prompt_source(const target& t) {
 std::vector<request_result> run_plan(const target& t, const std::vector<planned_request>& plan,
                                      int workers, const std::vector<int32_t>& source,
                                      double& duration_s) {
+  return run_plan(t, plan, workers, std::map<std::string, std::vector<int32_t>>{{t.model, source}}, duration_s);
+}
+
+std::vector<request_result> run_plan(const target& t, const std::vector<planned_request>& plan, int workers,
+                                     const std::map<std::string, std::vector<int32_t>>& sources,
+                                     double& duration_s) {
+  static const std::vector<int32_t> none;
+  auto source_of = [&](const planned_request& p) -> const std::vector<int32_t>& {
+    auto it = sources.find(p.model.empty() ? t.model : p.model);
+    return it == sources.end() ? none : it->second;
+  };
   std::vector<request_result> results(plan.size());
   std::atomic<size_t> next{0};
   // Connections are shared, most recently used first: a request takes one
@@ -185,7 +200,7 @@ std::vector<request_result> run_plan(const target& t, const std::vector<planned_
         std::this_thread::sleep_until(start + std::chrono::duration_cast<clock_type::duration>(
                                                 std::chrono::duration<double>(plan[i].at_s)));
         auto cli = take();
-        results[i] = run_one(*cli, t, source, plan[i], i);
+        results[i] = run_one(*cli, t, source_of(plan[i]), plan[i], i);
         std::lock_guard<std::mutex> g{mtx};
         idle.push_back(std::move(cli));
       }

@@ -5,6 +5,7 @@
 /// stock text), timed per chunk.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,11 @@ struct target {
   /// Sent as the prompt of every request when no token source is given
   /// (for servers or routers that take neither /tokenize nor token ids).
   std::string text_prompt;
+  /// Open every prompt with two tokens that spell its request's index, so
+  /// no two requests share a prefix block (a replayed workload's prompts
+  /// are distinct, as `llmux simulate` takes them; otherwise prompts cut
+  /// from one stock text hit the server's prefix cache).
+  bool distinct_prompts = false;
 };
 
 /// Token ids to cut prompts from. Throws std::runtime_error naming the
@@ -36,6 +42,12 @@ struct target {
 [[nodiscard]] std::vector<request_result> run_plan(const target& t,
                                                    const std::vector<planned_request>& plan,
                                                    int workers, const std::vector<int32_t>& source,
+                                                   double& duration_s);
+/// The same for a plan whose requests name their models: each model's
+/// prompts are cut from its own token source (its tokenizer's ids).
+[[nodiscard]] std::vector<request_result> run_plan(const target& t,
+                                                   const std::vector<planned_request>& plan, int workers,
+                                                   const std::map<std::string, std::vector<int32_t>>& sources,
                                                    double& duration_s);
 
 }  // namespace llmux::loadgen

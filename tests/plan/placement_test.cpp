@@ -1,0 +1,335 @@
+// plan/placement: MuxServe's placement on llmux's cost model.
+//
+// Expected values are worked by hand (cuts, memory), read off MuxServe's A100
+// profile (../shared/muxserve/a100_llama_profile.json), or found by an
+// exhaustive search written here, independently of the planner's greedy one.
+
+#include "plan/placement.hpp"
+#include "plan/plan_spec.hpp"
+#include "sim/workload.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace llmux;
+using plan::cluster_shape;
+using plan::model_demand;
+using plan::placement_plan;
+using plan::plan_options;
+using plan::planned_unit;
+
+namespace {
+
+model_demand model(const std::string& name, const std::string& preset, double rate, double prompt = 161,
+                   double output = 337) {
+  model_demand d;
+  d.model.name = name;
+  d.model.arch = *config::arch_preset(preset);
+  d.rate = rate;
+  d.mean_prompt = prompt;
+  d.mean_output = output;
+  return d;
+}
+
+cluster_shape a100s(int nodes, int gpus) {
+  cluster_shape c;
+  c.nodes = nodes;
+  c.gpus_per_node = gpus;
+  c.gpu_name = "a100";
+  c.gpu.name = "a100";
+  c.gpu.mem_bandwidth_gbs = 2039;
+  c.gpu.peak_tflops = 312;
+  c.gpu.memory_gib = 80;
+  c.gpu.profile = "builtin:a100";
+  return c;
+}
+
+double share_sum(const planned_unit& u) {
+  if (u.models.size() == 1)
+    return u.models[0].decode_share;  // one step at a time on the whole unit: 1
+  double s = u.prefill_share;
+  for (const auto& m : u.models)
+    s += m.decode_share;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("node cuts: MuxServe's ten ways to cut 8 GPUs into power-of-two groups", "[plan]") {
+  auto cuts = plan::node_cuts(8, true);
+  const std::vector<std::vector<int>> muxserve = {{8},          {4, 4},          {4, 2, 2},       {4, 2, 1, 1},
+                                                  {4, 1, 1, 1, 1}, {2, 2, 2, 2}, {2, 2, 2, 1, 1}, {2, 2, 1, 1, 1, 1},
+                                                  {2, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 1, 1, 1, 1}};
+  CHECK(std::set<std::vector<int>>(cuts.begin(), cuts.end())
+        == std::set<std::vector<int>>(muxserve.begin(), muxserve.end()));
+  CHECK(cuts.size() == 10);
+  // Any sizes: the partitions of 4 (4, 3+1, 2+2, 2+1+1, 1+1+1+1).
+  CHECK(plan::node_cuts(4, false).size() == 5);
+  CHECK(plan::node_cuts(1, true) == std::vector<std::vector<int>>{{1}});
+}
+
+TEST_CASE("unit estimator: a lone 7B at a light rate is served in full at its measured decode time", "[plan]") {
+  // llama-7b, tp 1, 100% SMs, decode at batch 1 over context 161 + 337/2:
+  // between the profile's 128 (11.49 ms) and 256 (11.795 ms) columns.
+  auto m = model("m", "llama-7b", 0.01);
+  planned_unit u;
+  u.gpus = 1;
+  u.models.push_back({"m", 0.01, 1.0});
+  plan_options o;
+  o.slo_scale = 0;
+  const double served = plan::estimate_unit(u, {&m}, a100s(1, 1), o);
+  CHECK(served == Approx(0.01));
+  REQUIRE(u.models.size() == 1);
+  const double context = 161 + 337 / 2.0;
+  const double expected = 11.49 + (11.795 - 11.49) * (context - 128) / 128;
+  CHECK(u.models[0].batch == 1);
+  // At 0.01 req/s prefills take a negligible share of the time, so the
+  // time per output token is the decode step (over the small free-time factor).
+  CHECK(u.models[0].tpot_s * 1e3 == Approx(expected / (1 - 0.01 * 0.016023)).epsilon(0.01));
+}
+
+TEST_CASE("unit estimator: co-located models share the lane and each keep their decode partition", "[plan]") {
+  auto a = model("a", "llama-7b", 2);
+  auto b = model("b", "llama-7b", 2);
+  planned_unit u;
+  u.gpus = 1;
+  u.prefill_share = 0.4;
+  u.models.push_back({"a", 2, 0.3});
+  u.models.push_back({"b", 2, 0.3});
+  plan_options o;
+  o.slo_scale = 0;
+  CHECK(plan::estimate_unit(u, {&a, &b}, a100s(1, 1), o) == Approx(4));
+  // A unit whose weights do not fit is refused: 65B's 130 GB on one 80 GiB GPU.
+  auto big = model("big", "llama-65b", 1);
+  planned_unit one;
+  one.gpus = 1;
+  one.models.push_back({"big", 1, 1});
+  CHECK(plan::estimate_unit(one, {&big}, a100s(1, 1), o) < 0);
+}
+
+namespace {
+
+/// The best estimated goodput of `models` on a node of `gpus` GPUs, over
+/// every cut, every assignment of models to units (each model once) and
+/// every share grid of each unit: exhaustive.
+double exhaustive(const std::vector<model_demand>& models, int gpus, const plan_options& o) {
+  const auto cluster = a100s(1, gpus);
+  const int levels = static_cast<int>(std::lround(1 / o.share_step));
+  double best = -1;
+  for (const auto& cut : plan::node_cuts(gpus, true)) {
+    // Assign each model a unit index.
+    std::vector<size_t> at(models.size(), 0);
+    std::function<void(size_t)> assign = [&](size_t i) {
+      if (i == models.size()) {
+        double total = 0;
+        for (size_t k = 0; k < cut.size(); ++k) {
+          std::vector<const model_demand*> here;
+          for (size_t j = 0; j < models.size(); ++j)
+            if (at[j] == k)
+              here.push_back(&models[j]);
+          if (here.empty())
+            continue;
+          planned_unit u;
+          u.gpus = cut[k];
+          double unit_best = -1;
+          if (here.size() == 1) {
+            u.models = {{here[0]->model.name, here[0]->rate, 1.0}};
+            unit_best = plan::estimate_unit(u, here, cluster, o);
+          } else {
+            // Every grid of decode shares and lane, summing to 1.
+            std::vector<int> steps(here.size(), 1);
+            std::function<void(size_t, int)> grid = [&](size_t j, int left) {
+              if (j == here.size()) {
+                if (left < 1)
+                  return;
+                u.prefill_share = left * o.share_step;
+                u.models.clear();
+                for (size_t q = 0; q < here.size(); ++q)
+                  u.models.push_back({here[q]->model.name, here[q]->rate, steps[q] * o.share_step});
+                unit_best = std::max(unit_best, plan::estimate_unit(u, here, cluster, o));
+                return;
+              }
+              for (int s = 1; s < left; ++s) {
+                steps[j] = s;
+                grid(j + 1, left - s);
+              }
+            };
+            grid(0, levels);
+          }
+          if (unit_best < 0)
+            return;  // does not fit
+          total += unit_best;
+        }
+        best = std::max(best, total);
+        return;
+      }
+      for (size_t k = 0; k < cut.size(); ++k) {
+        at[i] = k;
+        assign(i + 1);
+      }
+    };
+    assign(0);
+  }
+  return best;
+}
+
+double goodput_of(const placement_plan& p, const std::vector<model_demand>& models, int gpus,
+                  const plan_options& o) {
+  double total = 0;
+  for (auto u : p.units) {
+    std::vector<const model_demand*> here;
+    for (const auto& m : u.models)
+      for (const auto& d : models)
+        if (d.model.name == m.name)
+          here.push_back(&d);
+    total += plan::estimate_unit(u, here, a100s(1, gpus), o);
+  }
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("greedy placement against an exhaustive search on small cases", "[plan][exhaustive]") {
+  plan_options o;
+  o.replicas = false;  // the exhaustive search places each model once
+  o.share_step = 0.1;
+  o.min_share = 0.1;
+  struct case_t {
+    const char* what;
+    std::vector<model_demand> models;
+    int gpus;
+  };
+  const std::vector<case_t> cases = {
+    {"two 7B and a 13B on 2 GPUs, overloaded", {model("a", "llama-7b", 12), model("b", "llama-7b", 6),
+                                                model("c", "llama-13b", 4)}, 2},
+    {"a hot 7B and two cold ones on 2 GPUs", {model("hot", "llama-7b", 20), model("c1", "llama-7b", 1),
+                                              model("c2", "llama-7b", 1)}, 2},
+    {"a 30B beside two 7B on 4 GPUs, overloaded", {model("big", "llama-30b", 6), model("a", "llama-7b", 15),
+                                                   model("b", "llama-7b", 8)}, 4},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    const double best = exhaustive(c.models, c.gpus, o);
+    REQUIRE(best > 0);
+    auto p = plan::plan_llmux(c.models, a100s(1, c.gpus), o);
+    REQUIRE(p.unplaced.empty());
+    const double got = goodput_of(p, c.models, c.gpus, o);
+    // MuxServe's greedy search is a heuristic: it must come within 5% of the optimum.
+    CHECK(got >= 0.95 * best);
+    CHECK(got <= best + 1e-9);
+    WARN(c.what << ": greedy " << got << " req/s of goodput, exhaustive optimum " << best);
+  }
+}
+
+TEST_CASE("the paper's case: 19 LLMs on 32 A100s are all placed, shares fit, in seconds", "[plan][paper]") {
+  // 12 x 7B, 4 x 13B, 2 x 30B, 1 x 65B; rates (i+1)^-0.9 with the top at 20 req/s.
+  const std::vector<std::string> sizes = {"llama-7b", "llama-7b",  "llama-65b", "llama-30b", "llama-7b",
+                                          "llama-7b", "llama-30b", "llama-7b",  "llama-7b",  "llama-7b",
+                                          "llama-7b", "llama-13b", "llama-7b",  "llama-13b", "llama-13b",
+                                          "llama-7b", "llama-13b", "llama-7b",  "llama-7b"};
+  std::vector<model_demand> models;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    models.push_back(model("llm-" + std::to_string(i), sizes[i], 20 * std::pow(i + 1.0, -0.9)));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto p = plan::plan_llmux(models, a100s(4, 8), {});
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  WARN("19 LLMs on 4 x 8 A100: planned in " << secs << " s, " << p.cuts_tried << " cuts searched, "
+                                            << p.units.size() << " units, sustains " << p.load_scale << "x");
+  CHECK(p.unplaced.empty());
+  CHECK(p.cuts_tried > 100);
+  std::map<int, int> gpus_per_node;
+  for (const auto& u : p.units) {
+    gpus_per_node[u.node] += u.gpus;
+    CHECK(share_sum(u) <= 1 + 1e-9);
+    CHECK(u.first_gpu + u.gpus <= 8);
+  }
+  for (const auto& [node, g] : gpus_per_node)
+    CHECK(g <= 8);
+  for (const auto& m : models)
+    CHECK(p.replicas_of(m.model.name) >= 1);
+  // The expected rates are servable: the search looked for headroom.
+  CHECK(p.load_scale >= 1);
+
+  auto s = plan::plan_spatial(models, a100s(4, 8), {});
+  CHECK(s.unplaced.empty());
+  for (const auto& u : s.units)
+    CHECK(u.models.size() == 1);
+  int spatial_gpus = 0;
+  for (const auto& u : s.units)
+    spatial_gpus += u.gpus;
+  CHECK(spatial_gpus <= 32);
+  // Each model on the fewest GPUs that hold it: 7B and 13B on 1, 30B on 2, 65B on 4.
+  for (const auto& u : s.units) {
+    const auto& name = u.models[0].name;
+    const auto i = static_cast<size_t>(std::stoi(name.substr(4)));
+    const int expect = sizes[i] == "llama-65b" ? 4 : sizes[i] == "llama-30b" ? 2 : 1;
+    CHECK(u.gpus == expect);
+  }
+  auto t = plan::plan_temporal(p, models, a100s(4, 8), {});
+  CHECK(t.units.size() == p.units.size());
+}
+
+TEST_CASE("the written config names every unit's GPUs, shares and rates", "[plan]") {
+  std::vector<model_demand> models = {model("a", "llama-7b", 5), model("b", "llama-7b", 3)};
+  auto p = plan::plan_llmux(models, a100s(1, 1), {});
+  REQUIRE(p.units.size() == 1);
+  const auto text = plan::to_config_toml(p, models, a100s(1, 1));
+  CHECK_THAT(text, Catch::Contains("profile = \"builtin:a100\""));
+  CHECK_THAT(text, Catch::Contains("prefill = \"shared\""));
+  CHECK_THAT(text, Catch::Contains("devices = [0]"));
+  CHECK_THAT(text, Catch::Contains("architecture = \"llama-7b\""));
+  // The temporal baseline runs one step at a time, first come first served.
+  const auto t = plan::to_config_toml(plan::plan_temporal(p, models, a100s(1, 1)), models, a100s(1, 1));
+  CHECK_THAT(t, Catch::Contains("multiplex = \"temporal\"") && Catch::Contains("policy = \"fcfs\""));
+}
+
+TEST_CASE("the example plan spec and workload load, and their plan places every model", "[plan]") {
+  auto spec = plan::load_plan_spec(LLMUX_SOURCE_DIR "/examples/plan-a100.toml");
+  CHECK(spec.cluster.nodes == 1);
+  CHECK(spec.cluster.gpus_per_node == 4);
+  CHECK(spec.cluster.gpu.profile == "builtin:a100");
+  CHECK(spec.options.slo_scale == 5);
+  REQUIRE(spec.models.size() == 3);
+  CHECK(spec.models[0].rate == 6);
+  auto w = sim::load_workload(LLMUX_SOURCE_DIR "/examples/workload-zipf.toml");
+  plan::apply_workload(spec, w);
+  // The workload's arrivals set the rates: its requests over its 60 s.
+  size_t chat = 0;
+  for (const auto& r : w.requests)
+    chat += r.model == "chat-7b" ? 1 : 0;
+  CHECK(spec.models[0].rate == Approx(chat / 60.0));
+  auto p = plan::plan_llmux(spec.models, spec.cluster, spec.options);
+  CHECK(p.unplaced.empty());
+  for (const auto& m : spec.models)
+    CHECK(p.replicas_of(m.model.name) >= 1);
+}
+
+TEST_CASE("plan spec errors name the file, line and key", "[plan]") {
+  auto err = [](const std::string& text) {
+    try {
+      (void)plan::parse_plan_spec(text, "spec.toml");
+    } catch (const std::invalid_argument& e) {
+      return std::string{e.what()};
+    }
+    FAIL("accepted: " << text);
+    return std::string{};
+  };
+  const std::string cluster = "[cluster]\nnodes = 1\ngpus_per_node = 2\ngpu = \"a100\"\n";
+  CHECK_THAT(err(cluster), Catch::Contains("spec.toml:") && Catch::Contains("models"));
+  CHECK_THAT(err(cluster + "[[models]]\nname = \"a\"\narchitecture = \"llama-99b\"\n"),
+             Catch::StartsWith("spec.toml:7: key 'models[0].architecture'"));
+  CHECK_THAT(err(cluster + "[[models]]\nname = \"a\"\narchitecture = \"llama-7b\"\nrate = -1\n"),
+             Catch::Contains("models[0].rate"));
+  CHECK_THAT(err("[cluster]\nnodes = 1\ngpus_per_node = 2\ngpu = \"v100\"\n"), Catch::Contains("cluster.gpu"));
+  CHECK_THAT(err(cluster + "[plan]\nshare_step = 0.7\n[[models]]\nname = \"a\"\narchitecture = \"llama-7b\"\n"),
+             Catch::Contains("plan.share_step"));
+  CHECK_THAT(err(cluster + "typo = 1\n"), Catch::Contains("'cluster.typo'") && Catch::Contains("unknown key"));
+}

@@ -1,0 +1,346 @@
+// sim/cluster_sim: a cluster config served in virtual time. Expected times
+// are worked out by hand from MuxServe's A100 profile
+// (../shared/muxserve/a100_llama_profile.json, llama-7b, tp 1, batch 1):
+//
+//   share 100%: prefill(128) = 16.023 ms; decoding at length 128 = 11.490 ms,
+//               at 256 = 11.795 ms
+//   share  50%: prefill(128) = 21.348 ms
+//
+// A decode step of one sequence whose KV holds c tokens after the step costs
+// decoding(c), linear between the measured lengths:
+//   decoding(129) = 11.490 + (1/128)·0.305 = 11.4923828125 ms
+//   decoding(130) = 11.490 + (2/128)·0.305 = 11.494765625 ms
+//
+// The scheduler's first step computes the whole prompt and samples the first
+// token; each later step feeds the last token and samples the next. So a
+// request of prompt 128 alone on a unit gets its first token at
+// prefill(128) and its k-th at prefill(128) + Σ decoding(128 + i), i = 1..k-1.
+
+#include "sim/cluster_sim.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace llmux;
+using sim::request_spec;
+using sim::sim_options;
+using sim::sim_result;
+using sim::workload;
+
+namespace {
+
+constexpr double prefill128_full = 16.023e-3;
+constexpr double prefill128_half = 21.348e-3;
+constexpr double decode129_full = 11.4923828125e-3;
+constexpr double decode130_full = 11.494765625e-3;
+
+Approx exactly(double v) {
+  return Approx(v).epsilon(1e-9).margin(1e-12);
+}
+
+/// A one-node cluster with one unit u0 on `gpu` hosting `models` (llama-7b
+/// each); `unit_keys` and each model's entry keys are added as given.
+std::string cluster_text(const std::string& gpu, const std::vector<std::string>& models,
+                         const std::string& unit_keys = "", const std::string& model_keys = "") {
+  std::string t = R"([cluster]
+name = "t"
+[[nodes]]
+name = "n0"
+port = 7301
+[gateway]
+node = "n0"
+[gpus.a100]
+profile = "builtin:a100"
+)";
+  for (const auto& m : models)
+    t += "[[models]]\nname = \"" + m + "\"\narchitecture = \"llama-7b\"\n";
+  t += "[[units]]\nname = \"u0\"\nnode = \"n0\"\ngpu = \"" + gpu + "\"\nkv_blocks = 100000\n" + unit_keys
+       + (unit_keys.empty() ? "" : "\n") + "models = [";
+  for (size_t i = 0; i < models.size(); ++i)
+    t += std::string(i ? ", " : " ") + "{ name = \"" + models[i] + "\"" + (model_keys.empty() ? "" : ", " + model_keys)
+         + " }";
+  t += " ]\n";
+  return t;
+}
+
+config::cluster_config parse(const std::string& text) {
+  return config::parse_cluster_config(text, "test.toml");
+}
+
+workload make_workload(std::vector<request_spec> reqs) {
+  workload w;
+  std::stable_sort(reqs.begin(), reqs.end(), [](const auto& a, const auto& b) { return a.at_s < b.at_s; });
+  for (const auto& r : reqs)
+    if (std::find(w.models.begin(), w.models.end(), r.model) == w.models.end())
+      w.models.push_back(r.model);
+  w.requests = std::move(reqs);
+  w.duration_s = w.requests.empty() ? 0 : w.requests.back().at_s;
+  w.source = "test";
+  return w;
+}
+
+double last_finish(const sim_result& r) {
+  double t = 0;
+  for (const auto& q : r.requests)
+    t = std::max(t, q.finish_s);
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("cluster_sim: one request alone takes its profiled prefill, then one decode step per token",
+          "[cluster_sim]") {
+  auto cfg = parse(cluster_text("a100", {"m0"}));
+  // Far apart, so neither waits for the other.
+  auto w = make_workload({{1.0, "m0", 128, 3}, {10.0, "m0", 128, 1}, {20.0, "m0", 128, 2}});
+  auto r = sim::simulate(cfg, w);
+  INFO(r.violations.size() << " violations" << (r.violations.empty() ? "" : ": " + r.violations[0]));
+  CHECK(r.violations.empty());
+  REQUIRE(r.requests.size() == 3);
+
+  const auto& three = r.requests[0];
+  CHECK(three.ok());
+  CHECK(three.replica == "u0/m0");
+  CHECK(three.arrival_s == 1.0);
+  CHECK(three.generated == 3);
+  CHECK(three.first_token_s == exactly(1.0 + prefill128_full));
+  CHECK(three.finish_s == exactly(1.0 + prefill128_full + decode129_full + decode130_full));
+  // Its SLO reference: prefill + (output - 1) decodes at the mean context
+  // 128 + 3/2: decoding(129.5) = 11.490 + (1.5/128)·0.305 ms.
+  CHECK(three.reference_s == exactly(prefill128_full + 2 * (11.490 + 1.5 / 128 * 0.305) * 1e-3));
+
+  // One token: the prefill step samples it and the request ends there.
+  const auto& one = r.requests[1];
+  CHECK(one.ok());
+  CHECK(one.generated == 1);
+  CHECK(one.first_token_s == exactly(10.0 + prefill128_full));
+  CHECK(one.finish_s == exactly(10.0 + prefill128_full));
+  CHECK(one.reference_s == exactly(prefill128_full));
+
+  const auto& two = r.requests[2];
+  CHECK(two.first_token_s == exactly(20.0 + prefill128_full));
+  CHECK(two.finish_s == exactly(20.0 + prefill128_full + decode129_full));
+
+  REQUIRE(r.units.size() == 1);
+  CHECK(r.units[0].name == "u0");
+  CHECK(r.units[0].steps == 3u + 1u + 2u);
+  CHECK(r.units[0].kv_blocks == 100000);
+  CHECK(r.units[0].busy_s == exactly(3 * prefill128_full + 2 * decode129_full + decode130_full));
+  CHECK(r.preemptions == 0u);
+  CHECK(r.end_s >= two.finish_s);
+}
+
+TEST_CASE("cluster_sim: every request is accounted for once and every KV block comes back", "[cluster_sim]") {
+  // Two models share a pool of 100000 blocks: 1024 per token-block of
+  // llama-7b, so 97 token-blocks (1552 tokens) in all. 120 requests arrive
+  // 10 ms apart and each runs for at least 32 decode steps (> 0.3 s), so
+  // dozens run at once: admitted with prompt + 1 tokens, they outgrow the
+  // pool and the scheduler must preempt. A 1600-token prompt needs more
+  // than the whole pool (97 token-blocks, 1552 tokens), so it can never be
+  // served: 400. (ADBS quotas guarantee rather than cap, so only the pool
+  // bounds a sequence.)
+  auto cfg = parse(cluster_text("a100", {"m0", "m1"}, "", "share = 0.5"));
+  std::vector<request_spec> reqs;
+  for (int i = 0; i < 120; ++i)
+    reqs.push_back({0.01 * i, i % 2 ? "m1" : "m0", 64 + (i % 5) * 16, 32 + (i % 7) * 8});
+  reqs.push_back({0.305, "m0", 1600, 10});
+  auto w = make_workload(reqs);
+  sim_options o;
+  o.check_every_events = 50;
+  auto r = sim::simulate(cfg, w, o);
+
+  for (const auto& v : r.violations)
+    UNSCOPED_INFO(v);
+  CHECK(r.violations.empty());
+  REQUIRE(r.requests.size() == w.requests.size());
+  size_t ok = 0, failed = 0, unfinished = 0;
+  for (size_t i = 0; i < r.requests.size(); ++i) {
+    const auto& q = r.requests[i];
+    const auto& spec = w.requests[i];
+    INFO("request " << i << " (" << spec.model << ", prompt " << spec.prompt_tokens << ")");
+    CHECK(q.model == spec.model);
+    CHECK(q.arrival_s == spec.at_s);
+    if (spec.prompt_tokens == 1600) {
+      CHECK_FALSE(q.ok());
+      CHECK(q.status == 400);
+      CHECK(q.finish_s >= q.arrival_s);
+      CHECK(q.generated == 0);
+      ++failed;
+      continue;
+    }
+    CHECK(q.replica == "u0/" + spec.model);
+    REQUIRE(q.ok());
+    ++ok;
+    CHECK(q.generated == spec.output_tokens);
+    CHECK(q.first_token_s > q.arrival_s);
+    CHECK(q.finish_s > q.first_token_s);
+    unfinished += q.finish_s < 0 ? 1 : 0;
+  }
+  CHECK(ok == 120u);
+  CHECK(failed == 1u);
+  CHECK(unfinished == 0u);
+  CHECK(r.preemptions > 0u);
+  REQUIRE(r.units.size() == 1);
+  CHECK(r.units[0].kv_peak_used <= 100000);
+  // A growth refusal (there were preemptions) means a model reached its
+  // quota (half the pool, 50000) or the pool ran out: the pool was well used.
+  CHECK(r.units[0].kv_peak_used > 40000);
+  CHECK(r.units[0].max_share_sum <= 1.0 + 1e-9);
+}
+
+TEST_CASE("cluster_sim: models decoding at once on a unit share its memory bandwidth", "[cluster_sim]") {
+  // Roofline h100: at share 0.5 a job gets the whole bandwidth (it saturates
+  // at half the SMs), and every step here is memory-bound (a 128-token
+  // prefill reads 13.5 GB of weights in 4.0 ms; its compute takes 3.5 ms).
+  // Two identical requests on two models step in lockstep: each alone uses
+  // (t - 40 µs) / t ≈ 99% of the bandwidth, so together they run 1.98× as
+  // long, never more than 2×.
+  auto cfg = parse(cluster_text("h100", {"m0", "m1"}, "", "share = 0.5"));
+  auto w = make_workload({{0.0, "m0", 128, 64}, {0.0, "m1", 128, 64}});
+  sim_options on;
+  sim_options off;
+  off.bandwidth_contention = false;
+  auto with = sim::simulate(cfg, w, on);
+  auto without = sim::simulate(cfg, w, off);
+  REQUIRE(with.requests.size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    INFO("request " << i);
+    REQUIRE(with.requests[i].ok());
+    REQUIRE(without.requests[i].ok());
+    const double ratio = with.requests[i].finish_s / without.requests[i].finish_s;
+    CHECK(ratio > 1.8);
+    CHECK(ratio <= 2.0 + 1e-9);
+    CHECK(with.requests[i].first_token_s > without.requests[i].first_token_s);
+  }
+  CHECK(with.violations.empty());
+
+  SECTION("a model alone is not slowed") {
+    auto w1 = make_workload({{0.0, "m0", 128, 64}});
+    auto a = sim::simulate(cfg, w1, on);
+    auto b = sim::simulate(cfg, w1, off);
+    REQUIRE(a.requests[0].ok());
+    CHECK(a.requests[0].first_token_s == b.requests[0].first_token_s);
+    CHECK(a.requests[0].finish_s == b.requests[0].finish_s);
+    // And on the whole unit too.
+    auto whole = parse(cluster_text("h100", {"m0"}));
+    auto c = sim::simulate(whole, w1, on);
+    auto d = sim::simulate(whole, w1, off);
+    CHECK(c.requests[0].finish_s == d.requests[0].finish_s);
+    // Half the SMs already get the whole bandwidth: memory-bound steps take
+    // as long on half the unit as on all of it.
+    CHECK(c.requests[0].finish_s == Approx(a.requests[0].finish_s).epsilon(0.01));
+  }
+}
+
+TEST_CASE("cluster_sim: a temporal unit runs one step at a time, on the whole unit", "[cluster_sim]") {
+  // Two models, one request each (prompt 128, output 2), both at t = 0, m0
+  // first. adbs: prefills first, each at 100% of the A100:
+  //   m0 prefill [0, 16.023] → m0's first token
+  //   m1 prefill [16.023, 32.046] → m1's first token
+  //   m0 decode  [32.046, 43.538…]  (m0 queued its decode at 16.023)
+  //   m1 decode  [43.538…, 55.031…]
+  auto temporal = parse(cluster_text("a100", {"m0", "m1"}, "multiplex = \"temporal\"", "share = 0.5"));
+  auto w = make_workload({{0.0, "m0", 128, 2}, {0.0, "m1", 128, 2}});
+  auto t = sim::simulate(temporal, w);
+  REQUIRE(t.requests.size() == 2);
+  const auto& m0 = t.requests[0];
+  const auto& m1 = t.requests[1];
+  REQUIRE(m0.model == "m0");
+  REQUIRE(m0.ok());
+  REQUIRE(m1.ok());
+  CHECK(m0.first_token_s == exactly(prefill128_full));
+  CHECK(m1.first_token_s == exactly(2 * prefill128_full));
+  CHECK(m0.finish_s == exactly(2 * prefill128_full + decode129_full));
+  CHECK(m1.finish_s == exactly(2 * prefill128_full + 2 * decode129_full));
+  // Busy all along, never two at once: busy time is the sum of the steps.
+  REQUIRE(t.units.size() == 1);
+  CHECK(t.units[0].busy_s == exactly(2 * prefill128_full + 2 * decode129_full));
+
+  // The same load spatially (each model on half the SMs, at once) ends sooner.
+  auto spatial = parse(cluster_text("a100", {"m0", "m1"}, "", "share = 0.5"));
+  auto s = sim::simulate(spatial, w);
+  REQUIRE(s.requests[1].ok());
+  CHECK(last_finish(t) >= last_finish(s));
+  // Spatially the prefills overlap: m1 does not wait for m0's.
+  CHECK(s.requests[1].first_token_s < t.requests[1].first_token_s);
+}
+
+TEST_CASE("cluster_sim: a temporal unit of several models reports no broken invariant", "[cluster_sim]") {
+  // Each model's engine runs on the whole unit (share 1) one step at a
+  // time: that must not count as shares summing to 2 (the first version
+  // reported "unit u0 shares summed to 2.000000" here).
+  auto temporal = parse(cluster_text("a100", {"m0", "m1"}, "multiplex = \"temporal\"", "share = 0.5"));
+  auto t = sim::simulate(temporal, make_workload({{0.0, "m0", 128, 2}, {0.0, "m1", 128, 2}}));
+  for (const auto& v : t.violations)
+    UNSCOPED_INFO(v);
+  CHECK(t.violations.empty());
+  REQUIRE(t.units.size() == 1);
+  CHECK(t.units[0].max_share_sum <= 1.0 + 1e-9);
+}
+
+TEST_CASE("cluster_sim: on a shared prefill lane the models' prefill steps take turns", "[cluster_sim]") {
+  // prefill_share 0.5: the lane is 50% of the A100, the two decode jobs get
+  // 0.25 each. Both prompts arrive at t = 0, m0 first: m0's prefill takes the
+  // lane for prefill(128) at 50% = 21.348 ms; m1's starts when it ends.
+  auto cfg = parse(cluster_text("a100", {"m0", "m1"}, "jobs = \"split\"\nprefill = \"shared\"\nprefill_share = 0.5"));
+  REQUIRE(cfg.units[0].models[0].decode_share == Approx(0.25));
+  auto w = make_workload({{0.0, "m0", 128, 2}, {0.0, "m1", 128, 2}});
+  SECTION("exact without bandwidth contention") {
+    sim_options o;
+    o.bandwidth_contention = false;
+    auto r = sim::simulate(cfg, w, o);
+    REQUIRE(r.requests[0].ok());
+    REQUIRE(r.requests[1].ok());
+    CHECK(r.requests[0].first_token_s == exactly(prefill128_half));
+    CHECK(r.requests[1].first_token_s == exactly(2 * prefill128_half));
+    CHECK(r.violations.empty());
+  }
+  SECTION("with contention the second prefill can only end later") {
+    auto r = sim::simulate(cfg, w);
+    REQUIRE(r.requests[1].ok());
+    CHECK(r.requests[0].first_token_s >= prefill128_half - 1e-12);
+    CHECK(r.requests[1].first_token_s >= r.requests[0].first_token_s + prefill128_half - 1e-12);
+    CHECK(r.violations.empty());
+  }
+  SECTION("without the lane each model's prefill runs in its own partition at once") {
+    auto own = parse(cluster_text("a100", {"m0", "m1"}, "jobs = \"split\"", "share = 0.5"));
+    sim_options o;
+    o.bandwidth_contention = false;
+    auto r = sim::simulate(own, w, o);
+    REQUIRE(r.requests[1].ok());
+    CHECK(r.requests[1].first_token_s == exactly(r.requests[0].first_token_s));
+  }
+}
+
+TEST_CASE("cluster_sim: configs it cannot simulate are refused", "[cluster_sim][error]") {
+  auto cfg = parse(cluster_text("a100", {"m0"}));
+  SECTION("a workload model no unit hosts") {
+    auto w = make_workload({{0.0, "m0", 16, 2}, {0.1, "ghost", 16, 2}});
+    CHECK_THROWS_AS(sim::simulate(cfg, w), std::invalid_argument);
+  }
+  SECTION("a unit that is not sim") {
+    auto cpu = cfg;
+    cpu.units[0].backend = "cpu";
+    CHECK_THROWS_AS(sim::simulate(cpu, make_workload({{0.0, "m0", 16, 2}})), std::invalid_argument);
+  }
+  SECTION("an empty workload runs to nothing") {
+    auto r = sim::simulate(cfg, make_workload({}));
+    CHECK(r.requests.empty());
+    CHECK(r.violations.empty());
+  }
+}
+
+TEST_CASE("cluster_sim: a request naming an unhosted model is refused even when w.models omits it",
+          "[cluster_sim][error]") {
+  // A hand-built workload whose `models` list is incomplete: the check
+  // reads the requests too, so the error names the model.
+  auto cfg = parse(cluster_text("a100", {"m0"}));
+  workload w;
+  w.models = {"m0"};
+  w.requests = {{0.0, "m0", 16, 2}, {0.1, "ghost", 16, 2}};
+  CHECK_THROWS_AS(sim::simulate(cfg, w), std::invalid_argument);
+}
