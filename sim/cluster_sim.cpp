@@ -523,10 +523,14 @@ void cluster_sim::tick() {
     for (const auto& mv : shares_.decide(now_))
       for (auto& u : units_)
         if (u->cfg->name == mv.unit) {
-          // Lower share first, as the controller sends them.
-          (void)u->core->set_share(mv.from, mv.from_share);
-          (void)u->core->set_share(mv.to, mv.to_share);
-          ++u->out.share_moves;
+          // Lower share first, as the controller sends them; the unit may
+          // refuse either (its books), and the policy then learns what the
+          // unit has, as the controller does from the unit's answer.
+          const bool moved = !u->core->set_share(mv.from, mv.from_share)
+                             && !u->core->set_share(mv.to, mv.to_share);
+          for (const auto& m : {mv.from, mv.to})
+            shares_.set_share(mv.unit, m, u->core->models().at(m).total_share());
+          u->out.share_moves += moved ? 1 : 0;
           note_shares(*u);
         }
 }

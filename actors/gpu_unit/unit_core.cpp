@@ -135,9 +135,19 @@ std::optional<std::string> unit_core::take_share(const std::string& target, doub
            + engine::job_name(*job) + " job of its own";
   if (!(share > 0 && share <= 1))
     return "share must be in (0, 1], got " + std::to_string(share);
-  if (lane_ > 0 && (!job || *job != engine::job_kind::decode))
+  if (lane_ > 0 && job && *job == engine::job_kind::prefill)
     return "model '" + it->first + "' runs its prefill steps on the unit's shared prefill lane: only its "
            + "decode job's share moves (" + it->first + "/decode)";
+  if (lane_ > 0 && !job) {
+    // A model's whole share is the lane plus its decode job's: the decode
+    // job takes what the lane leaves of it (as the controller moves shares).
+    if (!(share - lane_ > 1e-9))
+      return "a share of " + std::to_string(share) + " for model '" + it->first
+             + "' leaves its decode job nothing beside the unit's shared prefill lane ("
+             + std::to_string(lane_) + "): give the lane plus a decode share, or set " + it->first + "/decode";
+    share -= lane_;
+    job = engine::job_kind::decode;
+  }
   // The new shares of this model's jobs.
   double prefill = slot.share, decode = slot.decode_share;
   if (!slot.split) {

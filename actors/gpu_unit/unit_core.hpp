@@ -39,7 +39,8 @@ public:
   /// Before any model: the models' prefill jobs take turns on one lane of
   /// `share` at the start of the unit (the owner runs one prefill step at a
   /// time there); decode jobs are laid out after it. The lane counts once in
-  /// the unit's books; only decode shares move.
+  /// the unit's books; only decode shares move (a MODEL target's share is
+  /// the lane plus its decode job's, as the model's config share is).
   void set_prefill_lane(double share) { lane_ = share; }
   /// Shares are caps that may sum above 1 (CUDA MPS, simulated): the books
   /// stop checking the sum.

@@ -118,8 +118,9 @@ TEST_CASE("unit_core lane: engines run prefill on the lane's share, decode on th
   CHECK(s.u.step("b", decode_step()).seconds == Approx(alone(0.2, decode_step())));
 }
 
-TEST_CASE("unit_core lane: only MODEL/decode moves, MODEL and MODEL/prefill are refused", "[unit_core][lane]") {
+TEST_CASE("unit_core lane: MODEL/prefill is refused, and a MODEL share the lane fills is too", "[unit_core][lane]") {
   lane_unit s;
+  // 0.2 is less than the lane (0.4): nothing would be left for the decode job.
   for (const std::string target : {"a", "a/prefill", "b", "b/prefill"}) {
     INFO(target);
     auto err = s.u.take_share(target, 0.2);
@@ -185,4 +186,17 @@ TEST_CASE("unit_core lane: set_share on a decode job reaches its engine", "[unit
   // b's decode partition moved (0.7 → 0.55) but kept its share.
   CHECK(s.u.offset_of("b", job_kind::decode) == Approx(0.55));
   CHECK(s.u.step("b", decode_step()).seconds == Approx(alone(0.2, decode_step())));
+}
+
+TEST_CASE("unit_core lane: a MODEL share is the lane plus its decode job's", "[unit_core][lane]") {
+  lane_unit s;
+  // a: lane 0.4 + decode 0.3 = 0.7; moving a to 0.6 gives its decode job 0.2.
+  REQUIRE_FALSE(s.u.set_share("a", 0.6).has_value());
+  CHECK(s.u.models().at("a").decode_share == Approx(0.2));
+  CHECK(s.u.models().at("a").share == Approx(0.4));  // the lane stays
+  CHECK(s.u.models().at("a").share_moves == 1);
+  // The books still count the lane once: 0.4 + 0.2 (b) + 0.45 > 1.
+  CHECK(s.u.set_share("a", 0.85).has_value());
+  CHECK_FALSE(s.u.set_share("a", 0.8).has_value());
+  CHECK(s.u.models().at("a").decode_share == Approx(0.4));
 }
