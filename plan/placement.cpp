@@ -77,7 +77,6 @@ struct model_view {
   double reference_s = 0;
   /// Per tensor-parallel size: its cost model, if the profile measured it.
   std::map<int, std::shared_ptr<engine::cost_model>> costs;
-  std::map<int, int> max_batch;  ///< per tp: the largest batch the profile measured (0: no limit)
   // (tp, share steps) → prefill seconds of one mean prompt.
   mutable std::unordered_map<int64_t, double> prefill_cache;
   // (tp, share steps, batch) → decode step seconds at the mean context.
@@ -130,7 +129,8 @@ public:
       throw std::invalid_argument("nothing to place: no models");
     if (!(c.gpu.memory_gib > 0) || c.nodes < 1 || c.gpus_per_node < 1)
       throw std::invalid_argument("the cluster has no GPUs or its GPU type no memory");
-    levels_ = static_cast<int>(std::lround(1.0 / o.share_step));
+    // Whole steps only: 8-SM steps of a 132-SM H100 give 16 (128 SMs), never 17.
+    levels_ = static_cast<int>(std::floor(1.0 / o.share_step + 1e-9));
     min_steps_ = std::max(1, static_cast<int>(std::ceil(o.min_share / o.share_step - 1e-9)));
     for (const auto& m : models_) {
       model_view v;

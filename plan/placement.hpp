@@ -161,7 +161,9 @@ double estimate_unit(planned_unit& unit, const std::vector<const model_demand*>&
 
 /// How `plan` is launched: a cluster config (TOML text) for `backend`
 /// ("sim": the GPU's cost model and profile; "cuda": the unit's devices are
-/// CUDA ordinals; "cpu": `threads` per unit, shares in whole threads).
+/// CUDA ordinals; "cpu": `threads` per unit). The shared prefill lane runs
+/// on sim units only for now, so for cuda and cpu a unit of several models
+/// is written as a temporal unit (one step at a time, ADBS order).
 /// Node i is "node<i>" on 127.0.0.1, middleman port `base_port` + i; the
 /// gateway (and router, controller) run on node0 at `http_port`.
 struct config_options {

@@ -333,3 +333,29 @@ TEST_CASE("plan spec errors name the file, line and key", "[plan]") {
              Catch::Contains("plan.share_step"));
   CHECK_THAT(err(cluster + "typo = 1\n"), Catch::Contains("'cluster.typo'") && Catch::Contains("unknown key"));
 }
+
+TEST_CASE("shares on an H100 are whole 8-SM steps and never sum above the GPU", "[plan]") {
+  // Roofline H100 (no profile): 8 of 132 SMs a step, so at most 16 steps (128 SMs).
+  cluster_shape c;
+  c.nodes = 1;
+  c.gpus_per_node = 1;
+  c.gpu_name = "h100";
+  c.gpu.name = "h100";
+  c.gpu.memory_gib = 80;
+  plan_options o;
+  o.share_step = 8.0 / 132.0;
+  o.min_share = o.share_step;
+  std::vector<model_demand> models = {model("a", "llama-8b", 4), model("b", "llama-8b", 2), model("c", "llama-1b", 3)};
+  auto p = plan::plan_llmux(models, c, o);
+  REQUIRE(p.units.size() == 1);
+  const auto& u = p.units[0];
+  double steps = std::round(u.prefill_share / o.share_step);
+  CHECK(u.prefill_share == Approx(steps * o.share_step));
+  for (const auto& m : u.models) {
+    const double k = std::round(m.decode_share / o.share_step);
+    CHECK(m.decode_share == Approx(k * o.share_step));
+    steps += k;
+  }
+  CHECK(steps <= 16);
+  CHECK(share_sum(u) <= 1 + 1e-9);
+}

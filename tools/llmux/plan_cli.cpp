@@ -107,6 +107,15 @@ int run_plan(const plan_options& o) {
       std::cerr << "llmux plan: " << plan::system_name(p.system) << " could not place " << p.unplaced.size()
                 << " models: " << p.unplaced.front() << (p.unplaced.size() > 1 ? ", ..." : "") << "\n";
     }
+  if (!o.out.empty() && spec.backend != "sim")
+    for (const auto& u : plans[0].units)
+      if (u.models.size() > 1) {
+        std::cerr << "llmux plan: the shared prefill lane runs on sim units only for now: units with "
+                     "several models are written for "
+                  << spec.backend << " as temporal units (one step at a time), which the estimates above "
+                                     "do not describe\n";
+        break;
+      }
   if (!o.out.empty()) {
     plan::config_options co;
     co.backend = spec.backend;
