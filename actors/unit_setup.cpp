@@ -53,6 +53,12 @@ engine::engine_context engine_context(const config::cluster_config& cfg, const c
   return ctx;
 }
 
+void configure_core(unit::unit_core& core, const config::unit_config& u) {
+  if (u.prefill == "shared")
+    core.set_prefill_lane(u.prefill_share);
+  core.set_oversubscribed(u.oversubscribe);
+}
+
 step_sharing sharing(const config::unit_config& u) {
   step_sharing s;
   s.temporal = u.multiplex == "temporal";

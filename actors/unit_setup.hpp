@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "actors/gpu_unit/unit_core.hpp"
 #include "actors/kv_manager/kv_manager_core.hpp"
 #include "actors/scheduler/batch_scheduler.hpp"
 #include "config/cluster_config.hpp"
@@ -30,6 +31,11 @@ namespace llmux::setup {
 [[nodiscard]] engine::engine_context engine_context(const config::cluster_config& cfg,
                                                     const config::unit_config& unit,
                                                     const config::unit_model& um, int64_t kv_blocks);
+
+/// The unit's books before any model is added: its shared prefill lane
+/// (prefill = "shared") and whether shares are caps that may overlap
+/// (oversubscribe).
+void configure_core(unit::unit_core& core, const config::unit_config& unit);
 
 /// How the unit's steps share it.
 struct step_sharing {

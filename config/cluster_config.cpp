@@ -523,7 +523,7 @@ void read_controller(const section& top, cluster_config& cfg) {
   auto s = top.table("controller");
   if (!s)
     return;
-  s->allow_only({"node", "move_shares", "share_step", "share_cooldown_ms"});
+  s->allow_only({"node", "move_shares", "share_step", "share_cooldown_ms", "share_tick_ms"});
   read_string(*s, "node", cfg.controller.node);
   check_node_ref(cfg, *s, "node", cfg.controller.node);
   if (auto v = s->boolean("move_shares"))
@@ -534,6 +534,7 @@ void read_controller(const section& top, cluster_config& cfg) {
     cfg.controller.share_step = *v;
   }
   read_positive(*s, "share_cooldown_ms", cfg.controller.share_cooldown_ms);
+  read_positive(*s, "share_tick_ms", cfg.controller.share_tick_ms);
   if (cfg.controller.node != cfg.router.node)
     s->fail("node", "the controller must run on the router's node '" + cfg.router.node + "'");
 }
@@ -850,7 +851,10 @@ void read_units(const section& top, cluster_config& cfg) {
         decode += um.decode_share;
       if (u.prefill_share <= 0)
         u.prefill_share = 1.0 - decode;
-      if (!(u.prefill_share > 0) || (!u.oversubscribe && u.prefill_share + decode > 1.0 + 1e-9))
+      if (!(u.prefill_share > 1e-6))
+        s.fail("models", "the decode shares sum to " + format_number(decode)
+                           + ", which leaves the prefill lane nothing");
+      if (!u.oversubscribe && u.prefill_share + decode > 1.0 + 1e-9)
         s.fail("models", "the prefill lane (" + format_number(u.prefill_share) + ") and the decode shares ("
                            + format_number(decode) + ") sum to more than 1.0");
       for (auto& um : u.models)

@@ -48,6 +48,7 @@ struct controller_config {
   bool move_shares = false;
   double share_step = 0.125;
   int share_cooldown_ms = 5000;
+  int share_tick_ms = 500;  ///< how often the controller decides share moves
 };
 
 /// Per-GPU-type constants of the sim cost model (roofline).

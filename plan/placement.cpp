@@ -753,6 +753,43 @@ struct search_result {
 
 constexpr size_t kept_cuts = 8;
 
+/// The cluster cuts to try: each node's cut chosen from `cuts` with
+/// repetition (nodes are alike), as index vectors in non-decreasing order.
+/// Every multiset while there are at most `budget` of them; beyond (many
+/// nodes), those with at most two distinct cuts (the first m nodes one
+/// cut, the rest another), which grows with nodes² instead of exponentially.
+std::vector<std::vector<size_t>> cluster_cuts(size_t kinds, int nodes) {
+  constexpr double budget = 50000;
+  double count = 1;  // C(kinds + nodes - 1, nodes), computed in doubles
+  for (int i = 1; i <= nodes; ++i)
+    count = count * static_cast<double>(kinds - 1 + static_cast<size_t>(i)) / i;
+  std::vector<std::vector<size_t>> out;
+  const auto n = static_cast<size_t>(nodes);
+  if (count <= budget) {
+    std::vector<size_t> pick(n, 0);
+    for (;;) {
+      out.push_back(pick);
+      int k = static_cast<int>(n) - 1;
+      while (k >= 0 && pick[static_cast<size_t>(k)] + 1 == kinds)
+        --k;
+      if (k < 0)
+        break;
+      const size_t v = pick[static_cast<size_t>(k)] + 1;
+      for (size_t j = static_cast<size_t>(k); j < n; ++j)
+        pick[j] = v;
+    }
+    return out;
+  }
+  for (size_t a = 0; a < kinds; ++a)
+    for (size_t b = a; b < kinds; ++b)
+      for (size_t m = (a == b ? n : 1); m <= n; ++m) {
+        std::vector<size_t> pick(n, b);
+        std::fill(pick.begin(), pick.begin() + static_cast<std::ptrdiff_t>(m), a);
+        out.push_back(std::move(pick));
+      }
+  return out;
+}
+
 search_result search(const planner& p, const cluster_shape& cluster, const plan_options& opts, size_t n_models) {
   search_result r;
   const auto cuts = node_cuts(cluster.gpus_per_node, opts.power_of_two_units);
@@ -760,10 +797,10 @@ search_result search(const planner& p, const cluster_shape& cluster, const plan_
   for (size_t i = 0; i < n_models; ++i)
     need = std::max(need, p.min_gpus(i));
   const auto order = p.demand_order();
-  // Nodes are alike: each node's cut is chosen with repetition, in
-  // non-decreasing cut index.
-  std::vector<size_t> pick(static_cast<size_t>(cluster.nodes), 0);
-  for (;;) {
+  // More units than models leave some empty, unless replicas fill them;
+  // every node has at least one unit.
+  const size_t most_units = std::max(n_models, static_cast<size_t>(cluster.nodes));
+  for (const auto& pick : cluster_cuts(cuts.size(), cluster.nodes)) {
     std::vector<std::vector<int>> per_node;
     size_t units = 0;
     int largest = 0;
@@ -772,37 +809,28 @@ search_result search(const planner& p, const cluster_shape& cluster, const plan_
       units += cuts[c].size();
       largest = std::max(largest, cuts[c].front());
     }
-    if (units <= n_models && largest >= need && need > 0) {
-      ++r.tried;
-      auto placed = p.place(lay_out(per_node), order);
-      if (placed) {
-        double served = 0;
-        for (const auto& u : *placed)
-          served += u.served;
-        if (served > r.served + 1e-9) {
-          if (r.units)
-            r.runners_up.emplace_back(r.served, std::move(*r.units));
-          r.served = served;
-          r.units = std::move(placed);
-        } else {
-          r.runners_up.emplace_back(served, std::move(*placed));
-        }
-        if (r.runners_up.size() > 2 * kept_cuts) {
-          std::sort(r.runners_up.begin(), r.runners_up.end(),
-                    [](const auto& a, const auto& b) { return a.first > b.first; });
-          r.runners_up.resize(kept_cuts);
-        }
-      }
+    if (units > most_units || largest < need || need <= 0)
+      continue;
+    ++r.tried;
+    auto placed = p.place(lay_out(per_node), order);
+    if (!placed)
+      continue;
+    double served = 0;
+    for (const auto& u : *placed)
+      served += u.served;
+    if (served > r.served + 1e-9) {
+      if (r.units)
+        r.runners_up.emplace_back(r.served, std::move(*r.units));
+      r.served = served;
+      r.units = std::move(placed);
+    } else {
+      r.runners_up.emplace_back(served, std::move(*placed));
     }
-    // Next combination with repetition.
-    int k = static_cast<int>(pick.size()) - 1;
-    while (k >= 0 && pick[static_cast<size_t>(k)] + 1 == cuts.size())
-      --k;
-    if (k < 0)
-      break;
-    const size_t v = pick[static_cast<size_t>(k)] + 1;
-    for (size_t j = static_cast<size_t>(k); j < pick.size(); ++j)
-      pick[j] = v;
+    if (r.runners_up.size() > 2 * kept_cuts) {
+      std::sort(r.runners_up.begin(), r.runners_up.end(),
+                [](const auto& a, const auto& b) { return a.first > b.first; });
+      r.runners_up.resize(kept_cuts);
+    }
   }
   return r;
 }
@@ -816,8 +844,24 @@ std::vector<model_demand> scaled(const std::vector<model_demand>& models, double
 
 }  // namespace
 
-placement_plan plan_llmux(const std::vector<model_demand>& models, const cluster_shape& cluster,
+placement_plan plan_llmux(const std::vector<model_demand>& all_models, const cluster_shape& cluster,
                           const plan_options& opts) {
+  // A model no unit of any size can hold is reported, not allowed to sink
+  // the search for the others.
+  std::vector<model_demand> models;
+  std::vector<std::string> unplaced;
+  {
+    planner probe(all_models, cluster, opts);
+    for (size_t i = 0; i < all_models.size(); ++i)
+      (probe.min_gpus(i) > 0 ? models.push_back(all_models[i]) : unplaced.push_back(all_models[i].model.name));
+  }
+  if (models.empty()) {
+    placement_plan plan;
+    plan.unplaced = unplaced;
+    for (const auto& m : all_models)
+      plan.rate_rps += m.rate;
+    return plan;
+  }
   // Every placement that serves the expected rates looks alike to a served
   // rate; what tells them apart is how much more load each could carry.
   // So when the expected rates can be served, the search runs at the
@@ -863,12 +907,14 @@ placement_plan plan_llmux(const std::vector<model_demand>& models, const cluster
     }
   planner real(models, cluster, opts);
   if (!best.units) {
+    // Each fits alone somewhere, but no cut holds them all.
     placement_plan plan;
     plan.cuts_tried = tried;
-    for (const auto& m : models) {
+    plan.unplaced = unplaced;
+    for (const auto& m : models)
       plan.unplaced.push_back(m.model.name);
+    for (const auto& m : all_models)
       plan.rate_rps += m.rate;
-    }
     return plan;
   }
   // The placement improved by local moves and shares searched for the load
@@ -893,6 +939,10 @@ placement_plan plan_llmux(const std::vector<model_demand>& models, const cluster
   }
   auto plan = finish(system_kind::llmux, real, *best.units, tried);
   plan.load_scale = lo;
+  plan.unplaced = unplaced;
+  for (const auto& name : unplaced)
+    for (const auto& m : all_models)
+      plan.rate_rps += m.model.name == name ? m.rate : 0;
   return plan;
 }
 
@@ -1029,9 +1079,11 @@ placement_plan plan_temporal(const placement_plan& llmux, const std::vector<mode
 std::string to_config_toml(const placement_plan& plan, const std::vector<model_demand>& models,
                            const cluster_shape& cluster, const config_options& co) {
   std::ostringstream o;
+  // Exact to the last bit: shares written rounded (0.166667 × 3) could
+  // sum above 1 and be refused by the config loader.
   auto num = [](double v) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%.6g", v);
+    char b[40];
+    std::snprintf(b, sizeof b, "%.17g", v);
     return std::string{b};
   };
   o << "# Written by `llmux plan` (" << system_name(plan.system) << "): " << plan.units.size() << " units on "
@@ -1041,25 +1093,36 @@ std::string to_config_toml(const placement_plan& plan, const std::vector<model_d
   for (int n = 0; n < cluster.nodes; ++n)
     o << "[[nodes]]\nname = \"node" << n << "\"\nport = " << co.base_port + n << "\n\n";
   o << "[gateway]\nnode = \"node0\"\nport = " << co.http_port << "\n\n";
-  if (co.backend == "sim") {
-    o << "[gpus." << cluster.gpu_name << "]\n"
-      << "mem_bandwidth_gbs = " << num(cluster.gpu.mem_bandwidth_gbs) << "\n"
-      << "peak_tflops = " << num(cluster.gpu.peak_tflops) << "\n"
-      << "memory_gib = " << num(cluster.gpu.memory_gib) << "\n";
-    if (!cluster.gpu.profile.empty())
-      o << "profile = \"" << cluster.gpu.profile << "\"\n";
-    o << "\n";
-  }
+  // The GPU type as planned (a spec may define its own), for every backend.
+  o << "[gpus." << cluster.gpu_name << "]\n"
+    << "mem_bandwidth_gbs = " << num(cluster.gpu.mem_bandwidth_gbs) << "\n"
+    << "peak_tflops = " << num(cluster.gpu.peak_tflops) << "\n"
+    << "step_overhead_us = " << num(cluster.gpu.step_overhead_us) << "\n"
+    << "memory_gib = " << num(cluster.gpu.memory_gib) << "\n";
+  if (!cluster.gpu.profile.empty())
+    o << "profile = \"" << cluster.gpu.profile << "\"\n";
+  o << "\n";
+  // A shape the config reads back: a preset's name, else the table.
+  auto arch = [&](const config::model_arch& a) {
+    if (config::arch_preset(a.preset))
+      return "\"" + a.preset + "\"";
+    return "{ layers = " + std::to_string(a.layers) + ", hidden = " + std::to_string(a.hidden)
+           + ", heads = " + std::to_string(a.heads) + ", kv_heads = " + std::to_string(a.kv_heads)
+           + ", intermediate = " + std::to_string(a.intermediate) + ", vocab = " + std::to_string(a.vocab)
+           + ", context_length = " + std::to_string(a.context_length > 0 ? a.context_length : 4096) + " }";
+  };
   for (const auto& m : models) {
     o << "[[models]]\nname = \"" << m.model.name << "\"\n";
+    if (!m.model.profile_key.empty())
+      o << "profile_key = \"" << m.model.profile_key << "\"\n";
     if (co.backend == "sim") {
-      o << "architecture = \"" << m.model.arch.preset << "\"\n";
+      o << "architecture = " << arch(m.model.arch) << "\n";
     } else {
       o << "backend = \"" << co.backend << "\"\n";
       if (!m.model.file.empty())
         o << "file = \"" << m.model.file << "\"\n";
       else
-        o << "load_format = \"dummy\"\narchitecture = \"" << m.model.arch.preset << "\"\n";
+        o << "load_format = \"dummy\"\narchitecture = " << arch(m.model.arch) << "\n";
     }
     o << "\n";
   }

@@ -146,8 +146,8 @@ plan_spec parse_plan_spec(const std::string& text, const std::string& source, co
     spec.options.lane_load = positive(source, *t, "lane_load", "plan.lane_load", spec.options.lane_load);
     spec.options.memory_fraction = positive(source, *t, "memory_fraction", "plan.memory_fraction",
                                             spec.options.memory_fraction);
-    if (spec.options.share_step > 0.5)
-      fail(source, t->get("share_step"), "plan.share_step", "must be at most 0.5");
+    if (spec.options.share_step > 0.5 || spec.options.share_step < 1.0 / 1024)
+      fail(source, t->get("share_step"), "plan.share_step", "must be in [1/1024, 0.5]");
   }
   const auto* ms = top.get("models");
   const auto* arr = ms ? ms->as_array() : nullptr;

@@ -28,7 +28,7 @@ namespace {
 
 using engine::job_kind;
 
-enum class ev_kind : uint8_t { arrival, run_done, tick, quota };
+enum class ev_kind : uint8_t { arrival, run_done, tick, quota, shares };
 
 struct event {
   double t = 0;
@@ -105,8 +105,9 @@ engine::cost_model reference_costs(const config::cluster_config& cfg, const conf
   int tp = 1;
   if (!gpu.profile.empty()) {
     auto profile = engine::step_profile::shared(gpu.profile);
-    for (const auto& key : {m.name, m.arch.preset})
-      if (profile->has(key)) {
+    // The key the cost model finds the model under (cost_model::for_model).
+    for (const auto& key : {m.profile_key, m.name, m.arch.preset})
+      if (!key.empty() && profile->has(key)) {
         tp = profile->tp_sizes(key).front();
         break;
       }
@@ -149,6 +150,7 @@ private:
   void reschedule(unit_sim& u);
   void deliver(replica_sim& r, scheduler::step_events& ev);
   void tick();
+  void move_shares();
   void check_pools(const char* when);
   void note_shares(unit_sim& u);
 
@@ -186,9 +188,7 @@ void cluster_sim::build() {
     auto kvo = setup::kv_options(cfg_, u);
     us->kv = std::make_unique<kv::kv_manager_core>(kvo);
     us->core = std::make_unique<unit::unit_core>(1.0);
-    if (u.prefill == "shared")
-      us->core->set_prefill_lane(u.prefill_share);
-    us->core->set_oversubscribed(u.oversubscribe);
+    setup::configure_core(*us->core, u);
     const auto sharing = setup::sharing(u);
     if (sharing.temporal || sharing.shared_prefill) {
       auto kind = unit::parse_policy(sharing.policy).value_or(unit::policy_kind::adbs);
@@ -519,17 +519,25 @@ void cluster_sim::tick() {
     }
     pump(r);
   }
-  if (cfg_.controller.move_shares)
-    for (const auto& mv : shares_.decide(now_))
+}
+
+/// The controller's share tick (every `share_tick_ms`): its share_policy
+/// decides, and each move goes to the unit as the controller sends it.
+void cluster_sim::move_shares() {
+  for (const auto& mv : shares_.decide(now_))
       for (auto& u : units_)
         if (u->cfg->name == mv.unit) {
-          // Lower share first, as the controller sends them; the unit may
-          // refuse either (its books), and the policy then learns what the
-          // unit has, as the controller does from the unit's answer.
-          const bool moved = !u->core->set_share(mv.from, mv.from_share)
-                             && !u->core->set_share(mv.to, mv.to_share);
-          for (const auto& m : {mv.from, mv.to})
-            shares_.set_share(mv.unit, m, u->core->models().at(m).total_share());
+          // As the controller sends them: the lower share first; a refusal
+          // books again the shares the unit kept.
+          bool moved = false;
+          if (u->core->set_share(mv.from, mv.from_share)) {
+            shares_.set_share(mv.unit, mv.from, mv.from_before);
+            shares_.set_share(mv.unit, mv.to, mv.to_before);
+          } else if (u->core->set_share(mv.to, mv.to_share)) {
+            shares_.set_share(mv.unit, mv.to, mv.to_before);
+          } else {
+            moved = true;
+          }
           u->out.share_moves += moved ? 1 : 0;
           note_shares(*u);
         }
@@ -568,6 +576,9 @@ sim_result cluster_sim::run_all() {
     push(w_.requests[0].at_s, ev_kind::arrival, 0);
   const double tick_s = cfg_.timeouts.load_report_ms / 1e3;
   push(tick_s, ev_kind::tick);
+  const double share_tick_s = cfg_.controller.share_tick_ms / 1e3;
+  if (cfg_.controller.move_shares)
+    push(share_tick_s, ev_kind::shares);
   for (size_t i = 0; i < units_.size(); ++i)
     if (units_[i]->kv->planner())
       push(units_[i]->cfg->quota_period_ms / 1e3, ev_kind::quota, static_cast<uint32_t>(i));
@@ -597,6 +608,10 @@ sim_result cluster_sim::run_all() {
       case ev_kind::tick:
         tick();
         push(now_ + tick_s, ev_kind::tick);
+        break;
+      case ev_kind::shares:
+        move_shares();
+        push(now_ + share_tick_s, ev_kind::shares);
         break;
       case ev_kind::quota:
         units_[e.a]->kv->rebalance(now_);

@@ -1,6 +1,7 @@
 #include "sim/sim_report.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <limits>
 #include <sstream>
@@ -55,6 +56,12 @@ group_report group_of(const std::string& name, const std::vector<const request_o
   return g;
 }
 
+std::string slo_label(double scale) {
+  char b[32];
+  std::snprintf(b, sizeof b, "SLO@%g", scale);
+  return b;
+}
+
 }  // namespace
 
 sim_report summarize(const sim_result& r, const std::vector<std::string>& model_order,
@@ -95,15 +102,16 @@ sim_report summarize(const sim_result& r, const std::vector<std::string>& model_
 }
 
 std::string to_table(const sim_report& r, double shown) {
+  // The column of the scale asked for, else of the nearest one summarized.
   size_t k = 0;
   for (size_t i = 0; i < r.slo_scales.size(); ++i)
-    if (r.slo_scales[i] == shown)
+    if (std::fabs(r.slo_scales[i] - shown) < std::fabs(r.slo_scales[k] - shown))
       k = i;
   std::ostringstream o;
   char line[256];
   std::snprintf(line, sizeof line, "%-16s %6s %6s %6s %9s %9s %9s %9s %9s %8s\n", "model", "reqs", "ok",
                 "failed", "req/s", "TTFT p50", "TTFT p99", "TPOT p50", "E2E p99",
-                ("SLO@" + std::to_string(static_cast<int>(r.slo_scales.empty() ? 0 : r.slo_scales[k]))).c_str());
+                (r.slo_scales.empty() ? std::string{"SLO"} : slo_label(r.slo_scales[k])).c_str());
   o << line;
   auto row = [&](const group_report& g) {
     const double att = g.attainment.empty() ? 0 : g.attainment[k];

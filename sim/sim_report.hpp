@@ -60,7 +60,8 @@ struct sim_report {
                                    const std::vector<double>& slo_scales = default_slo_scales(),
                                    double window_s = 0);
 
-/// A fixed-width table: one row per model and a total row.
+/// A fixed-width table: one row per model and a total row; the attainment
+/// column is at `slo_scale_shown` (or the nearest scale summarized).
 [[nodiscard]] std::string to_table(const sim_report& r, double slo_scale_shown = 5);
 [[nodiscard]] nlohmann::json to_json(const sim_report& r);
 

@@ -152,6 +152,8 @@ workload_spec parse_workload_spec(const std::string& toml_text, const std::strin
     const double alpha = number_of(source, top, "alpha", "alpha", 0);
     if (!(total >= 0) || !std::isfinite(total))
       fail(source, top.get("total_rate"), "total_rate", "must be a number >= 0 (req/s)");
+    if (!std::isfinite(alpha))
+      fail(source, top.get("alpha"), "alpha", "must be a finite number");
     if (first.models.empty())
       fail(source, top.get("total_rate"), "total_rate", "needs `models`, the models in popularity order");
     auto rates = power_law_rates(first.models.size(), total, alpha);
@@ -218,7 +220,11 @@ workload_spec parse_workload_spec(const std::string& toml_text, const std::strin
         for (const auto& m : ph.models)
           total += m.rate;
         total = number_of(source, *t, "total_rate", path + ".total_rate", total);
+        if (!(total >= 0) || !std::isfinite(total))
+          fail(source, t->get("total_rate"), path + ".total_rate", "must be a finite number >= 0 (req/s)");
         const double alpha = number_of(source, *t, "alpha", path + ".alpha", 0);
+        if (!std::isfinite(alpha))
+          fail(source, t->get("alpha"), path + ".alpha", "must be a finite number");
         if (t->get("alpha")) {
           auto rates = power_law_rates(ph.models.size(), total, alpha);
           for (size_t k = 0; k < rates.size(); ++k)
@@ -253,7 +259,7 @@ workload_spec parse_workload_spec(const std::string& toml_text, const std::strin
           if (it == index.end())
             fail(source, &v, path + ".rates." + name, "unknown model '" + name + "'");
           auto rate = v.value<double>();
-          if (!rate || !(*rate >= 0))
+          if (!rate || !(*rate >= 0) || !std::isfinite(*rate))
             fail(source, &v, path + ".rates." + name, "must be a number >= 0 (req/s)");
           ph.models[it->second].rate = *rate;
         }

@@ -107,6 +107,9 @@ void send_move(controller_ptr self, const share_move& mv) {
           ++s.share_move_failures;
           caf::aout(self) << "controller: share move on " << mv.unit << " refused: " << err
                           << std::endl;
+          // The unit kept both shares as they were: so do the books.
+          s.shares->set_share(mv.unit, mv.from, mv.from_before);
+          s.shares->set_share(mv.unit, mv.to, mv.to_before);
           return;
         }
         self->request(unit, timeout, set_share_atom::value, mv.to, mv.to_share)
@@ -114,7 +117,9 @@ void send_move(controller_ptr self, const share_move& mv) {
             [self, mv](std::string& err2) {
               auto& s = self->state;
               if (!err2.empty()) {
+                // The unit took the donor's share and refused the taker's.
                 ++s.share_move_failures;
+                s.shares->set_share(mv.unit, mv.to, mv.to_before);
                 return;
               }
               ++s.share_moves;

@@ -51,7 +51,8 @@ std::vector<share_move> share_policy::decide(double now_s) {
     auto& taker = u.models.at(*to);
     donor.share -= opts_.step;
     taker.share += opts_.step;
-    out.push_back({unit, *from, *to, donor.share, taker.share});
+    out.push_back({unit, *from, *to, donor.share, taker.share, donor.share + opts_.step,
+                   taker.share - opts_.step});
     // Hysteresis: the next move on this unit needs a fresh, sustained signal.
     donor.waiting.clear();
     taker.waiting.clear();

@@ -38,6 +38,8 @@ struct share_move {
   std::string to;     ///< the pressed model
   double from_share;  ///< new shares
   double to_share;
+  double from_before;  ///< the shares before: what to book again (`set_share`)
+  double to_before;    ///< if the unit refuses the move
 };
 
 class share_policy {
@@ -50,7 +52,9 @@ public:
   /// One load report of `model` on `unit`.
   void observe(const std::string& unit, const std::string& model, int32_t waiting);
   /// The moves to make now (at most one per unit), books them as done and
-  /// starts the unit's cooldown. The caller sends them (lower share first).
+  /// starts the unit's cooldown. The caller sends them (lower share first)
+  /// and, when the unit refuses one, books the shares it kept
+  /// (`set_share` with the move's `*_before`).
   [[nodiscard]] std::vector<share_move> decide(double now_s);
 
   struct model_view {

@@ -57,10 +57,36 @@ void kv_manager_core::start_quotas() {
   pool_->set_lend_idle(true);
 }
 
+int64_t kv_manager_core::most_blocks(const std::string& model) const {
+  auto it = pool_->models().find(model);
+  if (it == pool_->models().end())
+    return 0;
+  if (!planner_)
+    return std::min(it->second.quota, pool_->total());
+  // Under ADBS a quota moves, but every other model keeps its floor: the
+  // most one model can ever hold is the pool less the others' floors.
+  int64_t most = pool_->total();
+  for (const auto& [name, info] : planner_->models())
+    if (name != model)
+      most -= info.floor_blocks;
+  return most;
+}
+
 kv_grant kv_manager_core::open(const std::string& model, const std::vector<kv_need>& needs) {
   kv_grant g;
   const bool tables = wants_tables(model);
+  const int64_t per = pool_->blocks_per_token_block(model);
+  const int64_t bt = pool_->block_tokens();
+  const int64_t most = most_blocks(model);
   for (const auto& n : needs) {
+    // A sequence larger than the most the model can ever hold is refused
+    // before the pool is asked, whether or not it has room now: otherwise
+    // it would be served only while the other models happen to hold
+    // nothing, and wait (holding up every request behind it) until then.
+    if (per == 0 || (n.tokens + bt - 1) / bt * per > most) {
+      g.never = g.granted == 0;
+      break;
+    }
     auto got = pool_->open(model, n.seq, n.lookup, n.tokens);
     if (!got)
       break;
@@ -71,22 +97,8 @@ kv_grant kv_manager_core::open(const std::string& model, const std::vector<kv_ne
     ++allocations_;
   }
   note_usage(model);
-  if (g.granted == 0 && !needs.empty()) {
+  if (g.granted == 0 && !needs.empty())
     ++refusals_;
-    // Distinguish "not now" from "never": the sequence is larger than the
-    // model's whole quota or the whole pool.
-    auto per = pool_->blocks_per_token_block(model);
-    auto it = pool_->models().find(model);
-    const int64_t bt = pool_->block_tokens();
-    const int64_t need = (needs.front().tokens + bt - 1) / bt * per;
-    // Under ADBS quotas guarantee rather than cap, and a model holding
-    // nothing may start one sequence the pool has room for
-    // (kv_block_pool::quota_allows): only the pool bounds it.
-    int64_t most = it == pool_->models().end() ? 0 : std::min(it->second.quota, pool_->total());
-    if (planner_)
-      most = pool_->total();
-    g.never = per == 0 || it == pool_->models().end() || need > most;
-  }
   return g;
 }
 

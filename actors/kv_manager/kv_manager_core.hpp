@@ -54,9 +54,9 @@ public:
   explicit kv_manager_core(kv_manager_options opts);
 
   /// `kv_open`: tables for the waiting sequences `needs`, in order, until
-  /// one does not fit. Nothing granted and the first can never fit (larger
-  /// than the model's whole quota, or under ADBS than the pool less the
-  /// other models' floors) → `never`.
+  /// one does not fit. A sequence that can never fit (larger than
+  /// `most_blocks`) is refused even when the pool has room now; when it is
+  /// the first, nothing is granted and the grant says `never`.
   [[nodiscard]] protocol::kv_grant open(const std::string& model, const std::vector<protocol::kv_need>& needs);
   /// `kv_grow`: longer tables for running sequences, in order, until one is refused.
   [[nodiscard]] protocol::kv_grant grow(const std::string& model, const std::vector<protocol::kv_need>& needs);
@@ -64,6 +64,10 @@ public:
     pool_->commit(model, seq, tokens);
   }
   void close(const std::string& model, const std::vector<uint64_t>& seqs);
+  /// The most physical blocks `model` can ever hold: its quota (fcfs: the
+  /// pool), or under ADBS, whose quotas move, the pool less every other
+  /// model's floor.
+  [[nodiscard]] int64_t most_blocks(const std::string& model) const;
   /// A scheduler's `kv_load`: requests accepted since its last one, and the
   /// tokens its waiting requests need but could not get.
   void load(const std::string& model, int32_t arrivals, int64_t backlog_tokens, double now_s);

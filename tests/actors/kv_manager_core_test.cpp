@@ -1,8 +1,8 @@
 // kv_manager_core: the kv_manager actor's decisions without CAF. The pool
 // itself (kv_block_pool_test.cpp) and the quota planner (unit_policy_test.cpp)
 // have their own tests; these check what the core adds around them: grants
-// in order, "never" against the quota or (ADBS) the whole pool, load
-// reports, timed rebalances and the admin state.
+// in order, "never" against the quota or (ADBS) the pool less the other
+// models' floors, load reports, timed rebalances and the admin state.
 //
 // Shapes used throughout, 16-token blocks:
 //   a: 2 layers × 2 KV heads = 4 physical blocks per token-block, head_dim 64
@@ -118,60 +118,58 @@ TEST_CASE("kv_manager_core: without quotas, never means larger than the whole po
   CHECK_FALSE(later.never);
 }
 
-TEST_CASE("kv_manager_core: under ADBS never is measured against the whole pool", "[kv_core]") {
-  // 200 blocks. Quotas guarantee rather than cap, and a model holding
-  // nothing may start one sequence the pool has room for, so a sequence is
-  // "never" only when it is larger than the pool itself.
+TEST_CASE("kv_manager_core: under ADBS never is measured against the pool less the other floors", "[kv_core]") {
+  // 200 blocks; floors of 16 tokens: a 4, b 2. The most a can ever reach is
+  // 200 - 2 = 198 blocks = 49 whole token-blocks (196) = 784 tokens.
   auto o = two_models(200, "adbs");
   kv_manager_core kv(o);
   REQUIRE(kv.planner() != nullptr);
+  CHECK(kv.most_blocks("a") == 198);
+  CHECK(kv.most_blocks("b") == 196);
   // Initial split by rate (1, 1) × blocks per token-block (4, 2):
   // a 133.33, b 66.67 → largest remainder: a 133, b 67.
   CHECK(kv.pool().models().at("a").quota == 133);
   CHECK(kv.pool().models().at("b").quota == 67);
 
   REQUIRE(kv.open("b", {need(1, 16)}).granted == 1);  // b holds 2: 198 free
-  // 785 tokens: 50 tb = 200 blocks. Not now (b holds 2), but not never:
-  // once b's sequence ends it fits.
-  auto wait = kv.open("a", {need(1, 785)});
-  CHECK(wait.granted == 0);
-  CHECK_FALSE(wait.never);
-  CHECK(kv.refusals() == 1);
-  // 801 tokens: 51 tb = 204 blocks, more than the pool: never.
-  auto over = kv.open("a", {need(2, 801)});
+  auto over = kv.open("a", {need(1, 785)});            // 50 tb = 200 > 198
   CHECK(over.granted == 0);
   CHECK(over.never);
+  CHECK(kv.refusals() == 1);
   // 784 tokens: 196 blocks, above a's quota but within reach (a holding
   // nothing may start one sequence the pool has room for).
-  auto at_most = kv.open("a", {need(3, 784)});
+  auto at_most = kv.open("a", {need(2, 784)});
   CHECK(at_most.granted == 1);
   CHECK_FALSE(at_most.never);
   // The pool is full now: a small one is "not now".
-  auto small = kv.open("a", {need(4, 16)});
+  auto small = kv.open("a", {need(3, 16)});
   CHECK(small.granted == 0);
   CHECK_FALSE(small.never);
 
-  // b: 1600 tokens = 100 tb = 200 blocks is within the pool; 1601 is not.
+  // b: 200 - 4 = 196 → 98 tb = 1568 tokens at most.
   kv_manager_core kv2(o);
   REQUIRE(kv2.open("a", {need(1, 16)}).granted == 1);  // a holds 4: 196 free
-  auto b_wait = kv2.open("b", {need(1, 1600)});
-  CHECK(b_wait.granted == 0);
-  CHECK_FALSE(b_wait.never);
-  auto b_over = kv2.open("b", {need(2, 1601)});
+  auto b_over = kv2.open("b", {need(1, 1569)});          // 99 tb = 198
+  CHECK(b_over.granted == 0);
   CHECK(b_over.never);
-  auto b_fits = kv2.open("b", {need(3, 1568)});
+  auto b_fits = kv2.open("b", {need(2, 1568)});
   CHECK(b_fits.granted == 1);
   CHECK_FALSE(b_fits.never);
 }
 
-// The two bounds agree: what open() would call "never" with other models
-// holding blocks is granted on an idle pool (the pool's "a model holding
-// nothing may start" rule), so it is not "never" there either.
-TEST_CASE("kv_manager_core: a sequence the size of the pool is served on an idle pool", "[kv_core]") {
+// One answer whatever the pool holds now: a sequence over the pool less the
+// other floors is never served, not served only while the others happen to
+// be idle (where it would wait, and hold up every request behind it).
+TEST_CASE("kv_manager_core: a sequence that can never fit is refused on an idle pool too", "[kv_core]") {
   kv_manager_core kv(two_models(200, "adbs"));
-  auto g = kv.open("a", {need(1, 785)});  // 200 blocks: the whole pool
-  CHECK(g.granted == 1);
-  CHECK_FALSE(g.never);
+  auto g = kv.open("a", {need(1, 785)});  // 200 blocks > 198, though all 200 are free
+  CHECK(g.granted == 0);
+  CHECK(g.never);
+  CHECK(kv.pool().used() == 0);
+  // Behind a servable one it stops the batch without failing it.
+  auto two = kv.open("a", {need(2, 16), need(3, 785), need(4, 16)});
+  CHECK(two.granted == 1);
+  CHECK_FALSE(two.never);
 }
 
 TEST_CASE("kv_manager_core: a repeated prompt is granted its cached prefix, with shared ids", "[kv_core]") {

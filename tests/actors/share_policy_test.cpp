@@ -104,3 +104,18 @@ TEST_CASE("share_policy: property: shares keep their sum and floor under random 
   }
   CHECK(moves > 0);
 }
+
+TEST_CASE("share_policy: a move carries the shares before it, to book again on a refusal", "[share_policy]") {
+  auto p = two_models();
+  report(p, 4, 0, 3);
+  auto moves = p.decide(0);
+  REQUIRE(moves.size() == 1);
+  CHECK(moves[0].from_before == Approx(0.5));
+  CHECK(moves[0].to_before == Approx(0.5));
+  // The unit refused: the caller books the shares it kept, and the policy's
+  // view is the unit's again.
+  p.set_share("u", moves[0].from, moves[0].from_before);
+  p.set_share("u", moves[0].to, moves[0].to_before);
+  CHECK(p.units().at("u").models.at("a").share == Approx(0.5));
+  CHECK(p.units().at("u").models.at("b").share == Approx(0.5));
+}

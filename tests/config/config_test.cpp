@@ -1103,9 +1103,9 @@ TEST_CASE("the lane and the decode shares may not sum over 1", "[config][lane][e
   require_error(over, "units[0].models", "more than 1.0", line_with(over, "models = ["));
   // Decode shares alone at 1 leave no lane.
   auto full = lane_config("", "decode_share = 0.5", "decode_share = 0.5");
-  require_error(full, "units[0].models", "more than 1.0", line_with(full, "models = ["));
+  require_error(full, "units[0].models", "leaves the prefill lane nothing", line_with(full, "models = ["));
   auto beyond = lane_config("", "decode_share = 0.6", "decode_share = 0.6");
-  require_error(beyond, "units[0].models", "more than 1.0", line_with(beyond, "models = ["));
+  require_error(beyond, "units[0].models", "leaves the prefill lane nothing", line_with(beyond, "models = ["));
   // A lane that leaves nothing for a decode job without its own share.
   auto nothing = lane_config("prefill_share = 0.5", "decode_share = 0.5");
   require_error(nothing, "units[0].prefill_share", "leaves nothing", line_with(nothing, "prefill_share"));

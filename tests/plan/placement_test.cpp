@@ -359,3 +359,56 @@ TEST_CASE("shares on an H100 are whole 8-SM steps and never sum above the GPU", 
   CHECK(steps <= 16);
   CHECK(share_sum(u) <= 1 + 1e-9);
 }
+
+TEST_CASE("more nodes than models: every model is placed", "[plan]") {
+  // 3 models, 4 nodes of 8: each node has at least one unit, so a search
+  // that wanted no more units than models would try no cut at all.
+  std::vector<model_demand> models = {model("a", "llama-7b", 6), model("b", "llama-13b", 2),
+                                      model("c", "llama-7b", 1)};
+  auto p = plan::plan_llmux(models, a100s(4, 8), {});
+  CHECK(p.unplaced.empty());
+  CHECK(p.cuts_tried > 0);
+  for (const auto& m : models)
+    CHECK(p.replicas_of(m.model.name) >= 1);
+}
+
+TEST_CASE("a model that fits nowhere is reported, the others are placed", "[plan]") {
+  // llama-65b is measured at tp 4 and 8 only: a node of 2 GPUs cannot hold it.
+  std::vector<model_demand> models = {model("huge", "llama-65b", 1), model("small", "llama-7b", 2)};
+  auto p = plan::plan_llmux(models, a100s(1, 2), {});
+  CHECK(p.unplaced == std::vector<std::string>{"huge"});
+  CHECK(p.replicas_of("small") >= 1);
+  CHECK(p.rate_rps == Approx(3));
+}
+
+TEST_CASE("many nodes: the cut search stays bounded", "[plan]") {
+  // 16 nodes of 8: all multisets of the 10 node cuts would be ~2 million;
+  // the search tries those with at most two distinct cuts.
+  std::vector<model_demand> models;
+  for (int i = 0; i < 20; ++i)
+    models.push_back(model("m" + std::to_string(i), "llama-7b", 2));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto p = plan::plan_llmux(models, a100s(16, 8), {});
+  WARN("20 models on 16 x 8 A100: " << p.cuts_tried << " cuts, "
+       << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
+  CHECK(p.unplaced.empty());
+  CHECK(p.cuts_tried < 100000);
+}
+
+TEST_CASE("the written config carries the GPU type for any backend, and shapes that are not presets", "[plan]") {
+  auto custom = model("custom", "llama-7b", 2);
+  custom.model.arch.preset = "custom";  // as a model read from its file
+  custom.model.arch.layers = 30;
+  custom.model.profile_key = "llama-7b";  // its step times: the profile's 7B
+  std::vector<model_demand> models = {custom, model("b", "llama-7b", 1)};
+  auto p = plan::plan_llmux(models, a100s(1, 2), {});
+  REQUIRE(p.unplaced.empty());
+  plan::config_options co;
+  const auto sim_text = plan::to_config_toml(p, models, a100s(1, 2), co);
+  CHECK_THAT(sim_text, Catch::Contains("architecture = { layers = 30, hidden = 4096")
+                         && Catch::Contains("profile_key = \"llama-7b\""));
+  co.backend = "cuda";
+  const auto cuda_text = plan::to_config_toml(p, models, a100s(1, 2), co);
+  CHECK_THAT(cuda_text, Catch::Contains("[gpus.a100]") && Catch::Contains("step_overhead_us")
+                          && Catch::Contains("load_format = \"dummy\""));
+}

@@ -139,10 +139,9 @@ TEST_CASE("cluster_sim: every request is accounted for once and every KV block c
   // llama-7b, so 97 token-blocks (1552 tokens) in all. 120 requests arrive
   // 10 ms apart and each runs for at least 32 decode steps (> 0.3 s), so
   // dozens run at once: admitted with prompt + 1 tokens, they outgrow the
-  // pool and the scheduler must preempt. A 1600-token prompt needs more
-  // than the whole pool (97 token-blocks, 1552 tokens), so it can never be
-  // served: 400. (ADBS quotas guarantee rather than cap, so only the pool
-  // bounds a sequence.)
+  // pool and the scheduler must preempt. ADBS floors (512 tokens: 32
+  // token-blocks) leave one model at most 97 - 32 = 65 token-blocks (1040
+  // tokens), so the 1600-token prompt can never be served: 400.
   auto cfg = parse(cluster_text("a100", {"m0", "m1"}, "", "share = 0.5"));
   std::vector<request_spec> reqs;
   for (int i = 0; i < 120; ++i)

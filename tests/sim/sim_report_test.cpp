@@ -215,3 +215,10 @@ TEST_CASE("sim_report: window throughput counts completions while arrivals laste
   // No window: not computed.
   CHECK(summarize(hand_made(), {"a", "b"}, {1, 2, 3}).window_rps == 0);
 }
+
+TEST_CASE("sim_report: the table shows the scale asked for", "[sim_report]") {
+  auto rep = summarize(hand_made(), {"a", "b"}, {1, 2, 2.5, 3});
+  CHECK_THAT(to_table(rep, 2.5), Contains("SLO@2.5"));
+  // A scale not summarized: the nearest one's column, so labelled.
+  CHECK_THAT(to_table(rep, 2.9), Contains("SLO@3"));
+}

@@ -331,6 +331,15 @@ TEST_CASE("workload spec: a boolean is not a length", "[workload][error]") {
   require_spec_error("output = true\n[[model]]\nname = \"m\"\nrate = 1\n", "output", 1, "length");
 }
 
+TEST_CASE("workload spec: a phase's rates must be finite and not negative", "[workload][error]") {
+  const std::string head = "duration_s = 10\nmodels = [\"a\", \"b\"]\ntotal_rate = 4\n[[phase]]\nat_s = 5\n";
+  // An infinite rate would draw arrivals without end.
+  require_spec_error(head + "total_rate = inf\n", "phase[0].total_rate", 6, "finite");
+  require_spec_error(head + "total_rate = -3\n", "phase[0].total_rate", 6, ">= 0");
+  require_spec_error(head + "rates = { a = inf }\n", "phase[0].rates.a", 6, ">= 0");
+  require_spec_error(head + "alpha = nan\n", "phase[0].alpha", 6, "finite");
+}
+
 // --- generation -------------------------------------------------------------
 
 TEST_CASE("generate: the same seed gives the same workload, another seed another", "[workload]") {

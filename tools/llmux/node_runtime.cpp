@@ -189,8 +189,7 @@ void node_runtime::impl::boot() {
     auto kvo = setup::kv_options(cfg, u);
     kvo.node = node_name;
     auto core = std::make_shared<unit::unit_core>(u.time_scale);
-    if (u.prefill == "shared")
-      core->set_prefill_lane(u.prefill_share);
+    setup::configure_core(*core, u);
     // One KV memory for the unit's engines that read the kv_manager's
     // blocks, so its models share one pool in fact, not only in accounting.
     std::vector<const config::model_config*> hosted;
@@ -266,6 +265,7 @@ void node_runtime::impl::boot() {
     co.move_shares = cfg.controller.move_shares;
     co.shares.step = cfg.controller.share_step;
     co.shares.cooldown_s = cfg.controller.share_cooldown_ms / 1e3;
+    co.share_tick_ms = cfg.controller.share_tick_ms;
     auto ctrl = controller::spawn_controller(sys, co, admin, router);
     add(admin, "controller", co.name, caf::actor_cast<caf::actor>(ctrl));
   }

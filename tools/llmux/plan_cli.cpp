@@ -116,6 +116,10 @@ int run_plan(const plan_options& o) {
                                      "do not describe\n";
         break;
       }
+  if (!o.out.empty() && plans[0].units.empty()) {
+    std::cerr << "llmux plan: nothing placed, so no config written to " << o.out << "\n";
+    return 1;
+  }
   if (!o.out.empty()) {
     plan::config_options co;
     co.backend = spec.backend;

@@ -1,5 +1,6 @@
 #include "tools/llmux/simulate_cli.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -29,6 +30,14 @@ void draw_progress(double done) {
 }  // namespace
 
 int run_simulate(const simulate_options& o) {
+  if (o.timeline_s != 0 && !(o.timeline_s >= 0.1)) {
+    std::cerr << "llmux simulate: --timeline must be at least 0.1 s (or 0: none)\n";
+    return 2;
+  }
+  if (!(o.slo_scale > 0)) {
+    std::cerr << "llmux simulate: --slo-scale must be above 0\n";
+    return 2;
+  }
   config::cluster_config cfg;
   sim::workload w;
   try {
@@ -63,7 +72,13 @@ int run_simulate(const simulate_options& o) {
     std::cerr << "llmux simulate: " << e.what() << "\n";
     return 2;
   }
-  auto rep = sim::summarize(r, w.models, sim::default_slo_scales(), w.duration_s);
+  // Scales 1..10, and the one the table shows.
+  auto scales = sim::default_slo_scales();
+  if (std::find(scales.begin(), scales.end(), o.slo_scale) == scales.end()) {
+    scales.push_back(o.slo_scale);
+    std::sort(scales.begin(), scales.end());
+  }
+  auto rep = sim::summarize(r, w.models, scales, w.duration_s);
   auto j = sim::to_json(rep);
   j["config"] = o.config;
   j["workload"] = o.workload;
@@ -87,6 +102,10 @@ int run_simulate(const simulate_options& o) {
   if (!o.json_out.empty()) {
     std::ofstream f(o.json_out);
     f << j.dump(1) << "\n";
+    if (!f) {
+      std::cerr << "llmux simulate: cannot write " << o.json_out << "\n";
+      return 2;
+    }
   }
   if (!o.plot.empty()) {
     loadgen::plot_panel p;

@@ -1,5 +1,6 @@
 #include "tools/loadgen/load_runner.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -48,11 +49,20 @@ request_result run_one(httplib::Client& cli, const target& t, const std::vector<
                        const planned_request& p, size_t index) {
   request_result r;
   nlohmann::json prompt = nlohmann::json::array();
+  // Distinct prompts open with the request's index spelt in two digits of
+  // base (distinct source ids): no two requests share a first block.
+  std::vector<int32_t> digits;
+  if (t.distinct_prompts) {
+    digits = source;
+    std::sort(digits.begin(), digits.end());
+    digits.erase(std::unique(digits.begin(), digits.end()), digits.end());
+  }
   for (int i = 0; i < p.prompt_tokens && !source.empty(); ++i) {
-    size_t at = (index * 7 + static_cast<size_t>(i)) % source.size();
-    if (t.distinct_prompts && i < 2)  // index in base source.size(): distinct first blocks
-      at = (i == 0 ? index : index / source.size()) % source.size();
-    prompt.push_back(source[at]);
+    if (!digits.empty() && i < 2) {
+      prompt.push_back(digits[(i == 0 ? index : index / digits.size()) % digits.size()]);
+      continue;
+    }
+    prompt.push_back(source[(index * 7 + static_cast<size_t>(i)) % source.size()]);
   }
   if (source.empty())
     prompt = t.text_prompt;

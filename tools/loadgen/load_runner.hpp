@@ -23,10 +23,11 @@ struct target {
   /// Sent as the prompt of every request when no token source is given
   /// (for servers or routers that take neither /tokenize nor token ids).
   std::string text_prompt;
-  /// Open every prompt with two tokens that spell its request's index, so
-  /// no two requests share a prefix block (a replayed workload's prompts
-  /// are distinct, as `llmux simulate` takes them; otherwise prompts cut
-  /// from one stock text hit the server's prefix cache).
+  /// Open every prompt with two tokens that spell its request's index in
+  /// base (the source's distinct ids), so no two of the first n² requests
+  /// share a prefix block (a replayed workload's prompts are distinct, as
+  /// `llmux simulate` takes them; otherwise prompts cut from one stock text
+  /// hit the server's prefix cache).
   bool distinct_prompts = false;
 };
 
