@@ -465,7 +465,7 @@ void read_gateway(const section& top, cluster_config& cfg, std::vector<endpoint>
     throw config_error(top.file(), top.line(), "gateway",
                        "required table missing ([gateway] with node = ...)");
   s->allow_only({"node", "host", "port", "api_keys", "admin_token", "http_threads",
-                 "max_body_bytes"});
+                 "max_body_bytes", "max_in_flight", "max_connections", "keep_alive_s"});
   auto& g = cfg.gateway;
   g.node = read_name(*s, "node");
   check_node_ref(cfg, *s, "node", g.node);
@@ -486,9 +486,14 @@ void read_gateway(const section& top, cluster_config& cfg, std::vector<endpoint>
     }
   }
   read_string(*s, "admin_token", g.admin_token);
-  // One open stream holds one HTTP thread; fewer than 4 deadlocks health checks
-  // behind a couple of streams.
-  read_int(*s, "http_threads", g.http_threads, 4, ">= 4");
+  read_int(*s, "http_threads", g.http_threads, 0, ">= 0 (0: one per core)");
+  read_positive(*s, "max_in_flight", g.max_in_flight);
+  read_positive(*s, "max_connections", g.max_connections);
+  if (auto v = s->number("keep_alive_s")) {
+    if (!(*v > 0) || *v > 86400)
+      s->fail("keep_alive_s", "must be in (0, 86400] seconds, got " + std::to_string(*v));
+    g.keep_alive_s = *v;
+  }
   if (auto v = s->integer("max_body_bytes")) {
     if (*v <= 0)
       s->fail("max_body_bytes", "must be > 0, got " + std::to_string(*v));
@@ -636,7 +641,7 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
   for (size_t i = 0; i < arr.size(); ++i) {
     auto s = top.element("models", arr, i);
     s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default", "load_format",
-                  "dtype", "enforce_eager", "quantization", "profile_key"});
+                  "dtype", "enforce_eager", "quantization", "profile_key", "max_in_flight"});
     model_config m;
     m.name = read_name(s, "name");
     if (cfg.find_model(m.name))
@@ -683,6 +688,7 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
         s.fail("file", "model file '" + m.file + "': no such file");
     }
     read_positive(s, "max_tokens_default", m.max_tokens_default);
+    read_int(s, "max_in_flight", m.max_in_flight, 0, ">= 0 (0: only the edge's limit)");
     read_string(s, "profile_key", m.profile_key);
     if (auto v = s.boolean("enforce_eager"))
       m.enforce_eager = *v;

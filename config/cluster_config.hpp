@@ -30,8 +30,16 @@ struct gateway_config {
   uint16_t port = 8080;               ///< listen port
   std::vector<std::string> api_keys;  ///< empty: no authentication
   std::string admin_token;            ///< guards /admin/* and the admin port
-  int http_threads = 64;              ///< one open stream holds one thread
+  /// Threads that parse, tokenize and render answers; 0: one per core (at
+  /// least 2). Connections and waiting streams hold no thread (one event
+  /// loop serves them all).
+  int http_threads = 0;
   size_t max_body_bytes = 1 << 20;    ///< larger bodies get 413
+  /// Generation requests in flight at this edge (parsing, queued, running,
+  /// streaming); beyond it an immediate 429 with Retry-After.
+  int max_in_flight = 8192;
+  int max_connections = 16384;        ///< open client connections; beyond: 503 and close
+  double keep_alive_s = 75;           ///< idle keep-alive connections close after this (nginx's 75 s)
 };
 
 struct router_config {
@@ -101,6 +109,9 @@ struct model_config {
   std::string dtype = "f16";         ///< dummy weights' type (f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q5_k q6_k)
   model_arch arch;             ///< sim and dummy: from `architecture` (preset or table)
   int max_tokens_default = 256;  ///< when a request gives none
+  /// Requests of this model in flight at the edge; beyond it an immediate
+  /// 429 (0: only the edge's own limit).
+  int max_in_flight = 0;
   bool enforce_eager = false;    ///< cuda: no CUDA graphs for decode steps (vLLM's flag)
   /// cuda: "none" (weights in dtype) or "int8" (weight-only: the layers'
   /// matrices as int8 with a scale per output row, activations in dtype;

@@ -215,6 +215,9 @@ gateway_actor spawn_gateway(caf::actor_system& sys, gateway_options opts,
                          {"migrated", s.migrated},
                          {"token_batches", s.batches},
                          {"schedulers_watched", s.schedulers.size()}};
+        auto edge = nlohmann::json::parse(s.registry->edge_state(), nullptr, false);
+        if (edge.is_object() && !edge.empty())
+          j["edge"] = std::move(edge);
         return {s.opts.node, "gateway", s.opts.name, self->mailbox().size(), j.dump()};
       },
     };

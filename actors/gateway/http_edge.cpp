@@ -3,98 +3,251 @@
 #include "actors/gateway/choice_text.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <ctime>
+#include <deque>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <stdexcept>
+#include <thread>
 
-#include <dirent.h>
-#include <netdb.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "engine/chat_template.hpp"
 #include "engine/engine_factory.hpp"
+#include "net/http_server.hpp"
 #include "net/openai_schema.hpp"
 
 namespace llmux::gateway {
 
 using clock_type = std::chrono::steady_clock;
+using net::http_exchange;
 using protocol::finish_reason;
+using exchange_ptr = std::shared_ptr<http_exchange>;
 
 namespace {
 
 double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
 
-/// Numeric host and port of a socket address, as httplib reports them.
-std::pair<std::string, int> host_port(const sockaddr_storage& a, socklen_t len) {
-  char host[NI_MAXHOST], serv[NI_MAXSERV];
-  if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
-                  NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-    return {{}, -1};
-  return {host, std::atoi(serv)};
-}
+/// Fixed worker threads over a task queue. The queue is bounded by
+/// admission (a generation request is queued only with its slot), not here.
+class task_pool {
+public:
+  explicit task_pool(int threads) {
+    for (int i = 0; i < threads; ++i)
+      threads_.emplace_back([this] { run(); });
+  }
+  ~task_pool() { stop(); }
 
-/// The socket `req` arrived on, or -1. httplib 0.11 hands handlers no socket
-/// (and no "connection closed" probe), so it is found by matching the
-/// request's peer address and ports against this process's sockets, once
-/// per connection: httplib serves a connection on one pool thread, so the
-/// answer is cached per thread and re-checked on use.
-int connection_socket(const httplib::Request& req) {
-  auto matches = [&req](int fd) {
-    sockaddr_storage peer{}, local{};
-    socklen_t pl = sizeof peer, ll = sizeof local;
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0
-        || getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0)
-      return false;
-    auto [host, port] = host_port(peer, pl);
-    return port == req.remote_port && host_port(local, ll).second == req.local_port
-           && host == req.remote_addr;
-  };
-  thread_local int cached = -1;
-  if (cached >= 0 && matches(cached))
-    return cached;
-  cached = -1;
-  if (DIR* dir = opendir("/proc/self/fd")) {
-    while (const dirent* e = readdir(dir)) {
-      const int fd = std::atoi(e->d_name);
-      struct stat st {};
-      if (e->d_name[0] == '.' || fd == dirfd(dir) || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
-        continue;
-      if (matches(fd)) {
-        cached = fd;
-        break;
+  /// False when the pool has stopped (the task is dropped).
+  bool post(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (stopped_)
+        return false;
+      tasks_.push_back(std::move(fn));
+    }
+    cv_.notify_one();
+    return true;
+  }
+  void stop() {
+    std::deque<std::function<void()>> dropped;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (stopped_)
+        return;
+      stopped_ = true;
+      dropped.swap(tasks_);
+    }
+    cv_.notify_all();
+    for (auto& t : threads_)
+      if (t.joinable())
+        t.join();
+  }
+  [[nodiscard]] size_t queued() const {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return tasks_.size();
+  }
+
+private:
+  void run() {
+    while (true) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> guard{mtx_};
+        cv_.wait(guard, [this] { return stopped_ || !tasks_.empty(); });
+        if (stopped_)
+          return;
+        fn = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        spdlog::error("edge worker: {}", e.what());
       }
     }
-    closedir(dir);
   }
-  return cached;
-}
 
-/// The client closed its end or the connection broke. Polls without
-/// reading, so request bytes are left alone. (A client that half-closes
-/// after sending its request would look gone: HTTP clients do not.)
-bool peer_closed(int fd) {
-  if (fd < 0)
-    return false;
-  pollfd p{fd, POLLRDHUP, 0};
-  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
-}
+  mutable std::mutex mtx_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  std::vector<std::thread> threads_;
+  bool stopped_ = false;
+};
 
-void send_error(httplib::Response& res, const net::api_error& e) {
-  res.status = e.status;
-  // Overloaded or no replica: worth retrying soon (OpenAI's clients honour it).
-  if (e.status == 429 || e.status == 503)
-    res.set_header("Retry-After", "1");
-  res.set_content(net::error_body(e), "application/json");
-}
+/// Runs callbacks at their time on one thread; a callback can be cancelled.
+class deadline_timer {
+public:
+  using key = std::pair<clock_type::time_point, uint64_t>;
+  deadline_timer() : thread_([this] { run(); }) {}
+  ~deadline_timer() { stop(); }
+
+  key at(clock_type::time_point when, std::function<void()> fn) {
+    key k;
+    bool earliest = false;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      k = {when, next_++};
+      earliest = timers_.empty() || when < timers_.begin()->first.first;
+      timers_.emplace(k, std::move(fn));
+    }
+    if (earliest)
+      cv_.notify_one();
+    return k;
+  }
+  void cancel(const key& k) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    timers_.erase(k);
+  }
+  void stop() {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (stopped_)
+        return;
+      stopped_ = true;
+      timers_.clear();
+    }
+    cv_.notify_all();
+    if (thread_.joinable())
+      thread_.join();
+  }
+
+private:
+  void run() {
+    std::unique_lock<std::mutex> guard{mtx_};
+    while (!stopped_) {
+      if (timers_.empty()) {
+        cv_.wait(guard);
+        continue;
+      }
+      auto first = timers_.begin();
+      if (clock_type::now() < first->first.first) {
+        cv_.wait_until(guard, first->first.first);
+        continue;
+      }
+      auto fn = std::move(first->second);
+      timers_.erase(first);
+      guard.unlock();
+      fn();
+      guard.lock();
+    }
+  }
+
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::map<key, std::function<void()>> timers_;
+  uint64_t next_ = 0;
+  bool stopped_ = false;
+  std::thread thread_;
+};
+
+/// The cluster's admin state, fetched on one thread of its own and shared
+/// by every scrape that asks while a fetch runs: a scrape never does the
+/// fan-out itself and waits for one only as long as it says.
+class state_cache {
+public:
+  struct snapshot {
+    std::string json;   ///< empty until a fetch succeeded
+    std::string error;  ///< the last fetch's error, if it failed
+    clock_type::time_point started;  ///< when the fetch behind it began
+    bool fresh = false;  ///< began after the time asked for
+  };
+
+  explicit state_cache(std::function<std::string()> fetch)
+    : fetch_(std::move(fetch)), thread_([this] { run(); }) {}
+  ~state_cache() { stop(); }
+
+  /// The snapshot of a fetch begun at or after `after`, waiting up to
+  /// `wait` for one; otherwise the latest there is.
+  snapshot get(clock_type::time_point after, clock_type::duration wait) {
+    std::unique_lock<std::mutex> guard{mtx_};
+    if (!(have_ && started_ >= after)) {
+      wanted_ = true;
+      cv_.notify_all();
+      cv_.wait_until(guard, clock_type::now() + wait,
+                     [&] { return stopped_ || (have_ && started_ >= after); });
+    }
+    snapshot s;
+    s.json = json_;
+    s.error = error_;
+    s.started = started_;
+    s.fresh = have_ && started_ >= after;
+    return s;
+  }
+  void stop() {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (stopped_)
+        return;
+      stopped_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable())
+      thread_.join();
+  }
+
+private:
+  void run() {
+    std::unique_lock<std::mutex> guard{mtx_};
+    while (true) {
+      cv_.wait(guard, [this] { return stopped_ || wanted_; });
+      if (stopped_)
+        return;
+      wanted_ = false;
+      const auto began = clock_type::now();
+      guard.unlock();
+      std::string json, error;
+      try {
+        json = fetch_();
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      guard.lock();
+      started_ = began;
+      have_ = true;
+      error_ = error;
+      if (error.empty())
+        json_ = std::move(json);
+      cv_.notify_all();
+    }
+  }
+
+  std::function<std::string()> fetch_;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::string json_, error_;
+  clock_type::time_point started_;
+  bool have_ = false;
+  bool wanted_ = false;
+  bool stopped_ = false;
+  std::thread thread_;
+};
 
 net::api_error make_error(int status, std::string message, std::string type,
                           std::string param = {}, std::string code = {}) {
@@ -105,6 +258,17 @@ net::api_error make_error(int status, std::string message, std::string type,
   e.param = std::move(param);
   e.code = std::move(code);
   return e;
+}
+
+net::header_list error_headers(int status) {
+  // Overloaded or no replica: worth retrying soon (OpenAI's clients honour it).
+  if (status == 429 || status == 503)
+    return {{"Retry-After", "1"}};
+  return {};
+}
+
+void send_error(http_exchange& ex, const net::api_error& e) {
+  ex.respond(e.status, "application/json", net::error_body(e), error_headers(e.status));
 }
 
 /// The error an HTTP client sees for a sink error event.
@@ -118,8 +282,8 @@ net::api_error event_error(const sink_event& ev) {
   return make_error(status, ev.message, type);
 }
 
-std::string bearer_token(const httplib::Request& req) {
-  auto h = req.get_header_value("Authorization");
+std::string bearer_token(const net::http_request& req) {
+  auto h = req.header("authorization");
   const std::string prefix = "Bearer ";
   if (h.compare(0, prefix.size(), prefix) == 0)
     return h.substr(prefix.size());
@@ -150,22 +314,56 @@ struct choice_update {
   std::string finish;  ///< set when the choice ended with this event
 };
 
-/// A request's choices and their shared sink (events carry their id), the
-/// state shared by httplib's provider calls when streaming.
-struct completion_job {
+}  // namespace
+
+/// What the edge's threads share; jobs hold it, so a late event after the
+/// edge stopped finds stopped pools rather than freed ones.
+struct http_edge::runtime {
+  explicit runtime(int workers, std::function<std::string()> fetch_state)
+    : pool(workers), state(std::move(fetch_state)) {}
+  task_pool pool;          ///< parse, tokenize, render
+  deadline_timer timer;    ///< request deadlines
+  state_cache state;       ///< cluster admin state for /metrics and /admin/state
+  task_pool slow{2};       ///< waits on `state` (scrapes, /admin/state)
+  void stop() {
+    timer.stop();
+    pool.stop();
+    slow.stop();
+    state.stop();
+  }
+};
+
+namespace {
+
+/// One generation request from its admission to its last byte: its
+/// choices, their shared sink (events carry their id), its slots. Events
+/// are rendered on a worker when the sink says some came (`schedule`); the
+/// client going away, the deadline and the last event each end it once.
+struct completion_job : std::enable_shared_from_this<completion_job> {
+  exchange_ptr ex;
+  std::shared_ptr<http_edge::runtime> rt;
+  std::shared_ptr<request_registry> registry;
+  std::shared_ptr<edge_metrics> metrics;
+  std::function<void(uint64_t)> cancel;
+  admission_slot slot;
   std::vector<choice_state> choices;
   std::shared_ptr<request_sink> sink;
-  std::vector<sink_event> pending;
   clock_type::time_point start, deadline;
+  int request_ms = 0;
+  deadline_timer::key timer_key{};
   net::response_meta meta;
   net::usage_counts usage;
   std::string echo;  ///< completions with echo: the prompt text
+  bool stream = false;
   bool include_usage = false;
-  bool started = false;
+  bool want_logprobs = false;
+
+  std::mutex mtx;                  ///< everything below, and the rendering
+  std::atomic<bool> scheduled{false};
+  std::atomic<bool> expired{false};
+  bool started = false;   ///< streaming: the 200 and the first chunks are out
   bool finished = false;
   bool first_token_seen = false;
-  std::function<void(uint64_t)> cancel;
-  std::shared_ptr<edge_metrics> metrics;
 
   [[nodiscard]] bool done() const {
     return std::all_of(choices.begin(), choices.end(), [](const auto& c) { return !c.finish.empty(); });
@@ -175,6 +373,61 @@ struct completion_job {
     for (auto& c : choices)
       if (c.finish.empty())
         cancel(c.id);
+  }
+
+  /// Something came (or the deadline passed): render it on a worker, once at a time.
+  void schedule() {
+    if (scheduled.exchange(true))
+      return;
+    auto self = shared_from_this();
+    if (!rt->pool.post([self] {
+          self->scheduled = false;
+          self->pump();
+        }))
+      scheduled = false;
+  }
+
+  /// The client went away (loop thread): cancel what runs, give the slots back.
+  void client_gone() {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (finished)
+      return;
+    cancel_running();
+    spdlog::info("request {} model={} cancelled: the client closed the connection", meta.id,
+                 meta.model);
+    finish(gone_status());
+  }
+
+  /// How a request its client left counts: 499 (nginx's "client closed
+  /// request") unless a stream's 200 was already sent.
+  [[nodiscard]] int gone_status() const { return stream && started ? 200 : 499; }
+
+  /// Ends the request (under `mtx`): ids, notifier, timer, slots, metrics.
+  void finish(int status) {
+    finished = true;
+    for (const auto& c : choices)
+      registry->close(c.id);
+    sink->set_notify(nullptr);
+    ex->on_close(nullptr);  // the exchange held this job: let both go
+    rt->timer.cancel(timer_key);
+    slot.release();
+    metrics->request_done(meta.model, status);
+    if (status == 429)
+      metrics->queue_rejection(meta.model);
+  }
+
+  /// Before the answer is committed: a failure cancels what still runs and
+  /// becomes a proper HTTP error; after (streaming), an error event and [DONE].
+  void fail(const net::api_error& e) {
+    cancel_running();
+    if (stream && started) {
+      ex->write(net::sse_event(net::error_body(e)) + net::sse_done());
+      ex->end();
+      finish(200);
+      return;
+    }
+    send_error(*ex, e);
+    finish(e.status);
   }
 
   /// Feeds a (non-error) event to its choice. A stop string ends the choice
@@ -213,11 +466,6 @@ struct completion_job {
     return std::nullopt;
   }
 
-  void close(request_registry& registry) const {
-    for (const auto& c : choices)
-      registry.close(c.id);
-  }
-
   [[nodiscard]] int64_t completion_tokens() const {
     int64_t n = 0;
     for (const auto& c : choices)
@@ -226,7 +474,7 @@ struct completion_job {
   }
 
   /// The request is complete: metrics and its one info line.
-  void log(bool stream) const {
+  void log() const {
     std::string why;
     std::vector<std::string> reasons;
     for (const auto& c : choices) {
@@ -241,18 +489,116 @@ struct completion_job {
                  std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - start)
                    .count());
   }
+
+  std::string chunk(const std::string& text, bool first, const std::string& finish,
+                    const std::vector<net::logprob_entry>* lps, int index) const {
+    return net::sse_event(net::render_chunk(meta, text, first, finish, lps, index));
+  }
+
+  /// Renders what the sink holds (worker thread).
+  void pump() {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (finished)
+      return;
+    std::vector<sink_event> events;
+    sink->try_pop(events);
+    if (ex->closed()) {
+      cancel_running();
+      finish(gone_status());
+      return;
+    }
+    if (events.empty() && expired) {
+      fail(make_error(504, "request deadline of " + std::to_string(request_ms) + " ms exceeded"
+                             + (first_token_seen ? "" : " before the first token"),
+                      "timeout_error"));
+      return;
+    }
+    if (events.empty())
+      return;
+    // An error that arrives first (no replica, queue full) is an HTTP error.
+    std::string out;
+    if (!started) {
+      if (events.front().finish == finish_reason::error) {
+        fail(event_error(events.front()));
+        return;
+      }
+      if (stream) {
+        started = true;
+        ex->start_stream(200, "text/event-stream", {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
+        // OpenAI opens each chat choice with the assistant role and empty
+        // content; a completion with echo opens with the prompt.
+        for (size_t i = 0; i < choices.size(); ++i) {
+          const int index = static_cast<int>(i);
+          if (meta.kind == net::api_kind::chat)
+            out += chunk("", true, "", nullptr, index);
+          if (!echo.empty())
+            out += chunk(echo, false, "", nullptr, index);
+        }
+      }
+    }
+    for (auto& ev : events) {
+      if (ev.finish == finish_reason::error) {
+        if (!out.empty())
+          ex->write(out);
+        fail(event_error(ev));
+        return;
+      }
+      auto u = apply(ev);
+      if (!u)
+        continue;
+      auto& c = choices[static_cast<size_t>(u->index)];
+      if (stream) {
+        if (!u->text.empty() || !u->lps.empty())
+          out += chunk(u->text, false, "", u->lps.empty() ? nullptr : &u->lps, u->index);
+        if (!u->finish.empty())
+          out += chunk("", false, u->finish, nullptr, u->index);
+      } else {
+        c.out += u->text;
+        for (auto& e : u->lps)
+          c.lps.push_back(std::move(e));
+      }
+    }
+    if (!done()) {
+      if (stream && !out.empty() && !ex->write(out)) {
+        cancel_running();
+        finish(gone_status());
+      } else if (expired) {
+        fail(make_error(504, "request deadline of " + std::to_string(request_ms) + " ms exceeded",
+                        "timeout_error"));
+      }
+      return;
+    }
+    usage.completion_tokens = completion_tokens();
+    if (stream) {
+      if (include_usage)
+        out += net::sse_event(net::render_usage_chunk(meta, usage));
+      out += net::sse_done();
+      ex->write(out);
+      ex->end();
+    } else {
+      std::vector<net::choice_result> results;
+      for (auto& c : choices)
+        results.push_back({echo + c.out, c.finish, want_logprobs ? &c.lps : nullptr});
+      ex->respond(200, "application/json", net::render_completion(meta, results, usage));
+    }
+    finish(200);
+    log();
+  }
 };
 
 }  // namespace
 
 http_edge::http_edge(const config::cluster_config& cfg,
                      std::shared_ptr<request_registry> registry, edge_hooks hooks)
-  : cfg_(cfg), registry_(std::move(registry)), hooks_(std::move(hooks)),
-    server_(std::make_unique<httplib::Server>()) {
+  : cfg_(cfg), registry_(std::move(registry)), hooks_(std::move(hooks)) {
+  std::map<std::string, int> limits;
   for (const auto& m : cfg_.models) {
     auto front = engine::make_frontend(m);
     models_[m.name] = model_entry{m, std::move(front.tok), front.chat};
+    if (m.max_in_flight > 0)
+      limits[m.name] = m.max_in_flight;
   }
+  admission_ = std::make_unique<admission>(cfg_.gateway.max_in_flight, std::move(limits));
 }
 
 http_edge::~http_edge() {
@@ -260,156 +606,187 @@ http_edge::~http_edge() {
 }
 
 void http_edge::start() {
-  int threads = std::max(4, cfg_.gateway.http_threads);
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server_->set_payload_max_length(cfg_.gateway.max_body_bytes);
-  server_->set_keep_alive_max_count(100000);
-  server_->set_tcp_nodelay(true);  // small SSE writes must not wait for ACKs (Nagle)
-  // httplib's default adds SO_REUSEPORT, which lets a second (stale or
-  // misconfigured) edge bind the same port and silently take a share of the
-  // traffic. Bind exclusively: a busy port is an error at start.
-  int listen_sock = -1;
-  server_->set_socket_options([&listen_sock](int sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    listen_sock = sock;
+  net::http_server_options o;
+  o.host = cfg_.gateway.host;
+  o.port = cfg_.gateway.port;
+  o.max_connections = static_cast<size_t>(cfg_.gateway.max_connections);
+  o.keep_alive_s = cfg_.gateway.keep_alive_s;
+  o.limits.max_body_bytes = cfg_.gateway.max_body_bytes;
+  server_ = std::make_unique<net::http_server>(o);
+  int workers = cfg_.gateway.http_threads;
+  if (workers <= 0)
+    workers = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  auto fetch = hooks_.admin_state;
+  rt_ = std::make_shared<runtime>(workers, [fetch] {
+    if (!fetch)
+      throw std::runtime_error("no cluster state hook");
+    return fetch();
   });
   install_routes();
-  if (!server_->bind_to_port(cfg_.gateway.host.c_str(), cfg_.gateway.port))
-    throw std::runtime_error("cannot listen on " + cfg_.gateway.host + ":"
-                             + std::to_string(cfg_.gateway.port)
-                             + " (address in use or not available)");
-  // httplib 0.11 listens with a backlog of 5: a burst of new connections
-  // overflows it and the kernel drops SYNs, which clients resend after 1 s
-  // (seen as 1 s time-to-first-token at 8 concurrent clients). listen()
-  // again on the bound socket raises the backlog.
-  if (listen_sock >= 0)
-    ::listen(listen_sock, SOMAXCONN);
-  port_ = cfg_.gateway.port;
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  server_->start();  // throws naming host:port
+  port_ = server_->port();
+  // The edge's own figures in the gateway's admin state.
+  registry_->set_edge_probe([this, srv = server_.get(), rt = rt_.get()] {
+    auto st = srv->stats();
+    nlohmann::json models = nlohmann::json::object();
+    for (const auto& [name, m] : models_)
+      models[name] = {{"in_flight", admission_->in_flight(name)},
+                      {"max_in_flight", admission_->model_limit(name)},
+                      {"rejected", admission_->model_rejections(name)}};
+    return nlohmann::json{{"connections", st.connections},
+                          {"answering", st.in_request},
+                          {"accepted", st.accepted},
+                          {"refused_connections", st.refused},
+                          {"idle_closed", st.idle_closed},
+                          {"client_gone", st.client_gone},
+                          {"http_requests", st.requests},
+                          {"bad_requests", st.bad_requests},
+                          {"in_flight", admission_->in_flight()},
+                          {"max_in_flight", admission_->edge_limit()},
+                          {"rejected", admission_->edge_rejections()},
+                          {"worker_queue", rt->pool.queued()},
+                          {"models", models}}
+      .dump();
+  });
 }
 
 void http_edge::stop() {
-  if (server_)
-    server_->stop();
-  if (thread_.joinable())
-    thread_.join();
+  if (!server_)
+    return;
+  registry_->set_edge_probe(nullptr);
+  // Closing every connection ends every request (their clients are told by
+  // the close); then the threads that render them stop.
+  server_->stop();
+  if (rt_)
+    rt_->stop();
+  server_.reset();
 }
 
 void http_edge::install_routes() {
   auto& svr = *server_;
   const auto& gw = cfg_.gateway;
 
-  auto authorized = [this](const httplib::Request& req, httplib::Response& res) {
+  svr.set_error_renderer([](int status, const std::string& message) {
+    return std::make_pair(net::error_body(make_error(status, message, "invalid_request_error")),
+                          std::string{"application/json"});
+  });
+
+  auto authorized = [this](http_exchange& ex) {
     if (cfg_.gateway.api_keys.empty())
       return true;
-    auto key = bearer_token(req);
+    auto key = bearer_token(ex.request());
     for (const auto& k : cfg_.gateway.api_keys)
       if (key == k)
         return true;
-    send_error(res, make_error(401,
-                               key.empty() ? "Missing API key: send 'Authorization: Bearer <key>'"
-                                           : "Incorrect API key provided",
-                               "invalid_request_error", "", "invalid_api_key"));
+    send_error(ex, make_error(401,
+                              key.empty() ? "Missing API key: send 'Authorization: Bearer <key>'"
+                                          : "Incorrect API key provided",
+                              "invalid_request_error", "", "invalid_api_key"));
     return false;
   };
 
-  svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(R"({"status":"ok"})", "application/json");
+  // Cheap answers run on the loop thread: they stay fast under any load.
+  svr.route("GET", "/health", [](exchange_ptr ex) {
+    ex->respond(200, "application/json", R"({"status":"ok"})");
   });
 
-  svr.Get("/v1/models", [this, authorized](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req, res))
+  svr.route("GET", "/v1/models", [this, authorized](exchange_ptr ex) {
+    if (!authorized(*ex))
       return;
     auto live = registry_->live_replicas();
     std::vector<net::model_card> cards;
     for (const auto& [name, m] : models_)
       cards.push_back({name, m.cfg.backend, live.count(name) ? live[name] : 0});
-    res.set_content(net::render_models(cards, std::time(nullptr)), "application/json");
+    ex->respond(200, "application/json", net::render_models(cards, std::time(nullptr)));
   });
 
-  svr.Get(R"(/v1/models/(.+))", [this, authorized](const httplib::Request& req,
-                                                   httplib::Response& res) {
-    if (!authorized(req, res))
+  svr.route("GET", "/v1/models/", [this, authorized](exchange_ptr ex) {
+    if (!authorized(*ex))
       return;
-    auto id = req.matches[1].str();
+    auto id = ex->request().path.substr(std::string{"/v1/models/"}.size());
     auto it = models_.find(id);
     if (it == models_.end()) {
-      send_error(res, make_error(404, "The model '" + id + "' does not exist",
+      send_error(*ex, make_error(404, "The model '" + id + "' does not exist",
                                  "invalid_request_error", "model", "model_not_found"));
       return;
     }
     auto live = registry_->live_replicas();
     auto one = nlohmann::json::parse(net::render_models(
       {{id, it->second.cfg.backend, live.count(id) ? live[id] : 0}}, std::time(nullptr)));
-    res.set_content(one["data"][0].dump(), "application/json");
-  });
+    ex->respond(200, "application/json", one["data"][0].dump());
+  }, true);
 
   // Readiness: every configured model has a live replica (liveness is /health).
-  svr.Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
+  svr.route("GET", "/ready", [this](exchange_ptr ex) {
     auto live = registry_->live_replicas();
     nlohmann::json missing = nlohmann::json::array();
     for (const auto& [name, m] : models_)
       if (live.count(name) == 0 || live[name] == 0)
         missing.push_back(name);
-    res.status = missing.empty() ? 200 : 503;
-    res.set_content(nlohmann::json{{"ready", missing.empty()}, {"models_without_replica", missing}}.dump(),
-                    "application/json");
+    ex->respond(missing.empty() ? 200 : 503, "application/json",
+                nlohmann::json{{"ready", missing.empty()}, {"models_without_replica", missing}}.dump());
   });
 
   // Tokenizer endpoints (vLLM's shapes): the edge owns the tokenizers. Both
   // take {"model": string, FIELD: ...}; `tokenizer_request` checks that
   // much and finds the model (null after answering with the error).
-  auto tokenizer_request = [this](const httplib::Request& req, httplib::Response& res,
-                                  const char* field, bool array, nlohmann::json& body)
-    -> const model_entry* {
-    body = nlohmann::json::parse(req.body, nullptr, false);
+  auto tokenizer_request = [this](http_exchange& ex, const char* field, bool array,
+                                  nlohmann::json& body) -> const model_entry* {
+    body = nlohmann::json::parse(ex.request().body, nullptr, false);
     if (!body.is_object() || !body.contains("model") || !body["model"].is_string()
         || !body.contains(field) || (array ? !body[field].is_array() : !body[field].is_string())) {
-      send_error(res, make_error(400, std::string{"expected {\"model\": string, \""} + field
-                                        + (array ? "\": [int]}" : "\": string}"),
-                                 "invalid_request_error", body.is_object() ? field : ""));
+      send_error(ex, make_error(400, std::string{"expected {\"model\": string, \""} + field
+                                       + (array ? "\": [int]}" : "\": string}"),
+                                "invalid_request_error", body.is_object() ? field : ""));
       return nullptr;
     }
     auto it = models_.find(body["model"].get<std::string>());
     if (it == models_.end()) {
-      send_error(res, make_error(404, "The model '" + body["model"].get<std::string>()
-                                        + "' does not exist",
-                                 "invalid_request_error", "model", "model_not_found"));
+      send_error(ex, make_error(404, "The model '" + body["model"].get<std::string>()
+                                       + "' does not exist",
+                                "invalid_request_error", "model", "model_not_found"));
       return nullptr;
     }
     return &it->second;
   };
 
-  svr.Post("/tokenize", [authorized, tokenizer_request](const httplib::Request& req,
-                                                       httplib::Response& res) {
-    if (!authorized(req, res))
+  auto on_pool = [this](std::function<void(exchange_ptr)> fn) {
+    return [this, fn = std::move(fn)](exchange_ptr ex) {
+      if (!rt_->pool.post([fn, ex] {
+            if (!ex->closed())
+              fn(ex);
+          }))
+        send_error(*ex, make_error(503, "the edge is stopping", "service_unavailable_error"));
+    };
+  };
+
+  svr.route("POST", "/tokenize", on_pool([authorized, tokenizer_request](exchange_ptr ex) {
+    if (!authorized(*ex))
       return;
     nlohmann::json body;
-    const auto* model = tokenizer_request(req, res, "prompt", false, body);
+    const auto* model = tokenizer_request(*ex, "prompt", false, body);
     if (model == nullptr)
       return;
     bool add_special = body.value("add_special_tokens", true);
     auto ids = model->tok->encode(body["prompt"].get<std::string>(), add_special);
-    res.set_content(nlohmann::json{{"tokens", ids}, {"count", ids.size()},
-                                   {"max_model_len", model->cfg.arch.context_length}}
-                      .dump(),
-                    "application/json");
-  });
+    ex->respond(200, "application/json",
+                nlohmann::json{{"tokens", ids}, {"count", ids.size()},
+                               {"max_model_len", model->cfg.arch.context_length}}
+                  .dump());
+  }));
 
-  svr.Post("/detokenize", [authorized, tokenizer_request](const httplib::Request& req,
-                                                         httplib::Response& res) {
-    if (!authorized(req, res))
+  svr.route("POST", "/detokenize", on_pool([authorized, tokenizer_request](exchange_ptr ex) {
+    if (!authorized(*ex))
       return;
     nlohmann::json body;
-    const auto* model = tokenizer_request(req, res, "tokens", true, body);
+    const auto* model = tokenizer_request(*ex, "tokens", true, body);
     if (model == nullptr)
       return;
     const auto& tok = *model->tok;
     std::vector<engine::token_id> ids;
     for (const auto& t : body["tokens"]) {
       if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= tok.vocab_size()) {
-        send_error(res, make_error(400, "tokens must be ids in 0.." + std::to_string(tok.vocab_size() - 1),
+        send_error(*ex, make_error(400, "tokens must be ids in 0.." + std::to_string(tok.vocab_size() - 1),
                                    "invalid_request_error", "tokens"));
         return;
       }
@@ -420,318 +797,283 @@ void http_edge::install_routes() {
     for (auto id : ids)
       text += dec.push(id);
     text += dec.flush();
-    res.set_content(nlohmann::json{{"prompt", text}}.dump(-1, ' ', false,
-                                                          nlohmann::json::error_handler_t::replace),
-                    "application/json");
-  });
+    ex->respond(200, "application/json",
+                nlohmann::json{{"prompt", text}}.dump(-1, ' ', false,
+                                                      nlohmann::json::error_handler_t::replace));
+  }));
 
-  svr.Get("/admin/state", [this, gw](const httplib::Request& req, httplib::Response& res) {
-    if (!gw.admin_token.empty() && bearer_token(req) != gw.admin_token) {
-      send_error(res, make_error(401, "Admin endpoints need 'Authorization: Bearer <admin_token>'",
+  // Cluster state: fetched by the state thread, waited for on the slow pool.
+  svr.route("GET", "/admin/state", [this, gw](exchange_ptr ex) {
+    if (!gw.admin_token.empty() && bearer_token(ex->request()) != gw.admin_token) {
+      send_error(*ex, make_error(401, "Admin endpoints need 'Authorization: Bearer <admin_token>'",
                                  "invalid_request_error", "", "invalid_admin_token"));
       return;
     }
-    try {
-      res.set_content(hooks_.admin_state(), "application/json");
-    } catch (const std::exception& e) {
-      send_error(res, make_error(503, std::string{"admin state unavailable: "} + e.what(),
-                                 "service_unavailable_error"));
-    }
+    auto rt = rt_;
+    rt->slow.post([rt, ex] {
+      auto s = rt->state.get(ex->arrived(), std::chrono::seconds(10));
+      if (s.fresh && s.error.empty())
+        ex->respond(200, "application/json", s.json);
+      else
+        send_error(*ex, make_error(503, "admin state unavailable: "
+                                          + (s.error.empty() ? std::string{"no answer within 10 s"} : s.error),
+                                   "service_unavailable_error"));
+    });
   });
 
   // Prometheus metrics (open, as vLLM's: no key needed to scrape). The
-  // cluster gauges come from the admin state of every actor.
-  svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    cluster_gauges gauges;
-    try {
-      gauges = gauges_from_admin_state(hooks_.admin_state());
-    } catch (const std::exception& e) {
-      spdlog::warn("/metrics: cluster state unavailable: {}", e.what());
-    }
-    res.set_content(metrics_->render(gauges), "text/plain; version=0.0.4; charset=utf-8");
+  // cluster gauges come from the admin state of every actor, fetched for
+  // this scrape if that takes under 250 ms, else the last fetch's (its age
+  // is a gauge): a scrape under load is never slow.
+  svr.route("GET", "/metrics", [this](exchange_ptr ex) {
+    auto rt = rt_;
+    rt->slow.post([this, rt, ex] {
+      auto s = rt->state.get(ex->arrived(), std::chrono::milliseconds(250));
+      cluster_gauges gauges;
+      try {
+        if (!s.json.empty())
+          gauges = gauges_from_admin_state(s.json);
+      } catch (const std::exception& e) {
+        spdlog::warn("/metrics: cluster state unreadable: {}", e.what());
+      }
+      if (!s.error.empty())
+        spdlog::warn("/metrics: cluster state unavailable: {}", s.error);
+      auto text = metrics_->render(gauges);
+      const auto st = server_ ? server_->stats() : net::http_server_stats{};
+      char extra[1024];
+      std::snprintf(
+        extra, sizeof extra,
+        "# HELP llmux:http_connections Open client connections at the edge.\n"
+        "# TYPE llmux:http_connections gauge\nllmux:http_connections %llu\n"
+        "# HELP llmux:edge_requests_in_flight Generation requests admitted at the edge and not yet answered.\n"
+        "# TYPE llmux:edge_requests_in_flight gauge\nllmux:edge_requests_in_flight %d\n"
+        "# HELP llmux:edge_rejections_total Requests refused with 429 because the edge was full.\n"
+        "# TYPE llmux:edge_rejections_total counter\nllmux:edge_rejections_total %llu\n"
+        "# HELP llmux:cluster_state_age_seconds Age of the cluster state behind the gauges.\n"
+        "# TYPE llmux:cluster_state_age_seconds gauge\nllmux:cluster_state_age_seconds %.3f\n",
+        static_cast<unsigned long long>(st.connections), admission_->in_flight(),
+        static_cast<unsigned long long>(admission_->edge_rejections()),
+        s.json.empty() ? -1.0 : seconds(clock_type::now() - s.started));
+      ex->respond(200, "text/plain; version=0.0.4; charset=utf-8", text + extra);
+    });
   });
 
-  auto generate = [this, authorized](net::api_kind kind) {
-    return [this, authorized, kind](const httplib::Request& req, httplib::Response& res) {
-      // Every answer counts once, by model (known models only) and status.
-      std::string label;
-      struct count_on_exit {
-        const std::shared_ptr<edge_metrics>& m;
-        const std::string& model;
-        const httplib::Response& res;
-        ~count_on_exit() {
-          // httplib fills in 200 after the handler when it set none.
-          m->request_done(model, res.status > 0 ? res.status : 200);
-          if (res.status == 429)
-            m->queue_rejection(model);
-        }
-      } counter{metrics_, label, res};
-      auto start = clock_type::now();
-      if (!authorized(req, res))
-        return;
-      auto parsed = net::parse_completion_request(req.body, kind);
-      if (auto* err = std::get_if<net::api_error>(&parsed)) {
-        send_error(res, *err);
-        return;
-      }
-      auto& r = std::get<net::completion_request>(parsed);
-      auto mit = models_.find(r.model);
-      if (mit == models_.end()) {
-        send_error(res, make_error(404, "The model '" + r.model + "' does not exist",
-                                   "invalid_request_error", "model", "model_not_found"));
-        return;
-      }
-      const auto& model = mit->second;
-      const auto& tok = *model.tok;
-      label = r.model;
+  svr.route("POST", "/v1/completions", [this](exchange_ptr ex) {
+    generate(std::move(ex), static_cast<int>(net::api_kind::completions));
+  });
+  svr.route("POST", "/v1/chat/completions", [this](exchange_ptr ex) {
+    generate(std::move(ex), static_cast<int>(net::api_kind::chat));
+  });
 
-      // Tokenize at the edge: units only ever see token ids.
-      std::vector<int32_t> prompt;
-      const char* prompt_param = kind == net::api_kind::chat ? "messages" : "prompt";
-      if (kind == net::api_kind::chat) {
-        std::vector<engine::chat_turn> turns;
-        for (auto& m : r.messages)
-          turns.push_back({m.role, m.content});
-        // The rendered template spells special tokens (<|im_start|>): parse them.
-        prompt = tok.encode_with_specials(engine::apply_chat_template(model.chat, turns), true);
-      } else if (r.prompt_is_tokens) {
-        for (auto t : r.prompt_tokens)
-          if (t < 0 || t >= tok.vocab_size()) {
-            send_error(res, make_error(400,
-                                       "token id " + std::to_string(t) + " is outside the vocabulary"
-                                         " (0.." + std::to_string(tok.vocab_size() - 1) + ")",
-                                       "invalid_request_error", "prompt"));
-            return;
-          }
-        prompt = r.prompt_tokens;
-      } else {
-        prompt = tok.encode(r.prompt, true);
-      }
-      int ctx = model.cfg.arch.context_length;
-      if (prompt.empty() || (ctx > 0 && static_cast<int>(prompt.size()) >= ctx)) {
-        send_error(res, make_error(400,
-                                   "This model's maximum context length is " + std::to_string(ctx)
-                                     + " tokens. However, your prompt has "
-                                     + std::to_string(prompt.size()) + " tokens.",
-                                   "invalid_request_error", prompt_param,
-                                   "context_length_exceeded"));
+  // Unknown paths and methods get OpenAI's shape.
+  svr.set_fallback([](exchange_ptr ex) {
+    static const std::vector<std::string> known = {"/health", "/v1/models", "/ready", "/tokenize",
+                                                   "/detokenize", "/admin/state", "/metrics",
+                                                   "/v1/completions", "/v1/chat/completions"};
+    const auto& path = ex->request().path;
+    bool is_known = std::find(known.begin(), known.end(), path) != known.end();
+    send_error(*ex, make_error(is_known ? 405 : 404,
+                               is_known ? "Method " + ex->request().method + " is not allowed on " + path
+                                        : "Unknown path " + path,
+                               "invalid_request_error"));
+  });
+}
+
+void http_edge::generate(exchange_ptr ex, int kind_value) {
+  const auto kind = static_cast<net::api_kind>(kind_value);
+  // Admission at the door (loop thread): a full edge answers 429 at once.
+  if (!admission_->try_edge()) {
+    metrics_->request_done("", 429);
+    send_error(*ex, make_error(429, "the server is overloaded: " + std::to_string(admission_->edge_limit())
+                                      + " requests are in flight at this edge (gateway.max_in_flight);"
+                                        " retry later",
+                               "rate_limit_error"));
+    return;
+  }
+  auto slot = std::make_shared<admission_slot>(admission_.get());
+  bool queued = rt_->pool.post([this, ex, kind, slot] {
+    // Every answer counts once, by model (known models only) and status.
+    std::string label;
+    auto answer_error = [&](const net::api_error& e) {
+      metrics_->request_done(label, e.status);
+      if (e.status == 429)
+        metrics_->queue_rejection(label);
+      send_error(*ex, e);
+    };
+    if (ex->closed()) {
+      metrics_->request_done("", 499);  // went away while queued: its slot is back
+      return;
+    }
+    const auto start = ex->arrived();
+    const auto deadline = start + std::chrono::milliseconds(cfg_.timeouts.request_ms);
+    if (!cfg_.gateway.api_keys.empty()) {
+      auto key = bearer_token(ex->request());
+      if (std::find(cfg_.gateway.api_keys.begin(), cfg_.gateway.api_keys.end(), key)
+          == cfg_.gateway.api_keys.end()) {
+        answer_error(make_error(401,
+                                key.empty() ? "Missing API key: send 'Authorization: Bearer <key>'"
+                                            : "Incorrect API key provided",
+                                "invalid_request_error", "", "invalid_api_key"));
         return;
       }
+    }
+    auto parsed = net::parse_completion_request(ex->request().body, kind);
+    if (auto* err = std::get_if<net::api_error>(&parsed)) {
+      answer_error(*err);
+      return;
+    }
+    auto& r = std::get<net::completion_request>(parsed);
+    auto mit = models_.find(r.model);
+    if (mit == models_.end()) {
+      answer_error(make_error(404, "The model '" + r.model + "' does not exist",
+                              "invalid_request_error", "model", "model_not_found"));
+      return;
+    }
+    const auto& model = mit->second;
+    const auto& tok = *model.tok;
+    label = r.model;
+    if (!slot->take_model(r.model)) {
+      answer_error(make_error(429, "model '" + r.model + "' is overloaded: "
+                                     + std::to_string(admission_->model_limit(r.model))
+                                     + " of its requests are in flight at this edge (its max_in_flight);"
+                                       " retry later",
+                              "rate_limit_error"));
+      return;
+    }
 
-      protocol::gen_request g;
-      g.model = r.model;
-      g.original_prompt_len = static_cast<int32_t>(prompt.size());
-      g.params.max_tokens = r.max_tokens.value_or(model.cfg.max_tokens_default);
-      g.params.temperature = r.temperature;
-      g.params.top_p = r.top_p;
-      g.params.top_k = r.top_k;
-      g.params.min_p = r.min_p;
-      g.params.presence_penalty = r.presence_penalty;
-      g.params.frequency_penalty = r.frequency_penalty;
-      g.params.repetition_penalty = r.repetition_penalty;
-      g.params.logprobs = r.logprobs;
-      for (const auto& [tok_id, b] : r.logit_bias) {
-        if (tok_id >= tok.vocab_size()) {
-          send_error(res, make_error(400, "logit_bias: token id " + std::to_string(tok_id)
-                                            + " is outside the vocabulary (0.."
-                                            + std::to_string(tok.vocab_size() - 1) + ")",
-                                     "invalid_request_error", "logit_bias"));
+    // Tokenize at the edge: units only ever see token ids.
+    std::vector<int32_t> prompt;
+    const char* prompt_param = kind == net::api_kind::chat ? "messages" : "prompt";
+    if (kind == net::api_kind::chat) {
+      std::vector<engine::chat_turn> turns;
+      for (auto& m : r.messages)
+        turns.push_back({m.role, m.content});
+      // The rendered template spells special tokens (<|im_start|>): parse them.
+      prompt = tok.encode_with_specials(engine::apply_chat_template(model.chat, turns), true);
+    } else if (r.prompt_is_tokens) {
+      for (auto t : r.prompt_tokens)
+        if (t < 0 || t >= tok.vocab_size()) {
+          answer_error(make_error(400,
+                                  "token id " + std::to_string(t) + " is outside the vocabulary"
+                                    " (0.." + std::to_string(tok.vocab_size() - 1) + ")",
+                                  "invalid_request_error", "prompt"));
           return;
         }
-        g.params.bias_tokens.push_back(tok_id);
-        g.params.bias_values.push_back(b);
-      }
-
-      auto job = std::make_shared<completion_job>();
-      job->start = start;
-      job->deadline = start + std::chrono::milliseconds(cfg_.timeouts.request_ms);
-      job->sink = std::make_shared<request_sink>();
-      job->cancel = hooks_.cancel;
-      job->metrics = metrics_;
-      job->include_usage = r.include_usage;
-      job->usage.prompt_tokens = static_cast<int64_t>(prompt.size());
-      if (r.echo) {
-        if (r.prompt_is_tokens) {
-          engine::incremental_decoder dec{tok};
-          for (auto t : prompt)
-            job->echo += dec.push(t);
-          job->echo += dec.flush();
-        } else {
-          job->echo = r.prompt;
-        }
-      }
-      // Each choice is a sequence of its own; with a seed, choice i samples
-      // with seed + i, so the choices differ and a request is reproducible.
-      static thread_local std::mt19937_64 rng{std::random_device{}()};
-      const uint64_t seed = r.seed ? *r.seed : rng();
-      std::vector<protocol::gen_request> submits;
-      for (int i = 0; i < r.n; ++i) {
-        protocol::gen_request gi = g;
-        gi.id = registry_->next_id();
-        gi.prompt = prompt;
-        gi.params.seed = seed + static_cast<uint64_t>(i);
-        registry_->attach(gi.id, job->sink);
-        job->choices.push_back(choice_state{gi.id, choice_text{tok, r.stop, r.logprobs >= 0}, {}, {}, {}, {}});
-        submits.push_back(std::move(gi));
-      }
-      auto& meta = job->meta;
-      meta.kind = kind;
-      meta.id = hex_id(kind == net::api_kind::chat ? "chatcmpl-" : "cmpl-", job->choices[0].id);
-      meta.created = std::time(nullptr);
-      meta.model = r.model;
-      meta.system_fingerprint = "llmux-" + model.cfg.backend;
-      for (auto& gi : submits)
-        hooks_.submit(std::move(gi));
-
-      // Before the answer is committed, a failure cancels what still runs,
-      // releases the ids and becomes a proper HTTP error.
-      auto fail = [&](const net::api_error& e) {
-        job->cancel_running();
-        job->close(*registry_);
-        send_error(res, e);
-      };
-      // Wait for the first event before committing a status: an error that
-      // arrives first (no replica, queue full) becomes a proper HTTP error.
-      if (!job->sink->wait_pop(job->pending, job->deadline)) {
-        fail(make_error(504, "request deadline of " + std::to_string(cfg_.timeouts.request_ms)
-                               + " ms exceeded before the first token",
-                        "timeout_error"));
-        return;
-      }
-      if (job->pending.front().finish == finish_reason::error) {
-        fail(event_error(job->pending.front()));
-        return;
-      }
-
-      if (!r.stream) {
-        // Waits in short slices, so a client that goes away (which httplib
-        // does not tell a handler) cancels its request within ~100 ms.
-        const int sock = connection_socket(req);
-        auto next_check = clock_type::now() + std::chrono::milliseconds(100);
-        while (true) {
-          for (auto& ev : job->pending) {
-            if (ev.finish == finish_reason::error) {
-              fail(event_error(ev));
-              return;
-            }
-            if (auto u = job->apply(ev)) {
-              auto& c = job->choices[static_cast<size_t>(u->index)];
-              c.out += u->text;
-              for (auto& e : u->lps)
-                c.lps.push_back(std::move(e));
-            }
-          }
-          job->pending.clear();
-          if (job->done())
-            break;
-          const auto now = clock_type::now();
-          if (now >= next_check) {
-            next_check = now + std::chrono::milliseconds(100);
-            if (peer_closed(sock)) {
-              job->cancel_running();
-              job->close(*registry_);
-              res.status = 499;  // nginx's "client closed request": nobody reads this answer
-              spdlog::info("request {} model={} cancelled: the client closed the connection",
-                           meta.id, meta.model);
-              return;
-            }
-          }
-          if (job->sink->wait_pop(job->pending, std::min(job->deadline, next_check)))
-            continue;
-          if (clock_type::now() >= job->deadline) {
-            fail(make_error(504, "request deadline of " + std::to_string(cfg_.timeouts.request_ms)
-                                   + " ms exceeded",
-                            "timeout_error"));
-            return;
-          }
-        }
-        job->close(*registry_);
-        job->usage.completion_tokens = job->completion_tokens();
-        std::vector<net::choice_result> choices;
-        for (auto& c : job->choices)
-          choices.push_back({job->echo + c.out, c.finish, r.logprobs >= 0 ? &c.lps : nullptr});
-        res.set_content(net::render_completion(meta, choices, job->usage), "application/json");
-        job->log(false);
-        return;
-      }
-
-      res.set_header("Cache-Control", "no-cache");
-      res.set_header("X-Accel-Buffering", "no");
-      res.set_chunked_content_provider(
-        "text/event-stream",
-        [job](size_t, httplib::DataSink& out) {
-          auto write = [&](const std::string& s) { return out.write(s.data(), s.size()); };
-          auto chunk = [&](const std::string& text, bool first, const std::string& finish,
-                           const std::vector<net::logprob_entry>* lps, int index) {
-            return write(net::sse_event(net::render_chunk(job->meta, text, first, finish, lps, index)));
-          };
-          if (!job->started) {
-            job->started = true;
-            // OpenAI opens each chat choice with the assistant role and empty
-            // content; a completion with echo opens with the prompt.
-            for (size_t i = 0; i < job->choices.size(); ++i) {
-              const int index = static_cast<int>(i);
-              if (job->meta.kind == net::api_kind::chat && !chunk("", true, "", nullptr, index))
-                return false;
-              if (!job->echo.empty() && !chunk(job->echo, false, "", nullptr, index))
-                return false;
-            }
-          }
-          // After the 200 is sent, a failure is an error event, then [DONE].
-          auto fail = [&](const net::api_error& e) {
-            write(net::sse_event(net::error_body(e)));
-            write(net::sse_done());
-            job->cancel_running();
-            job->finished = true;
-            out.done();
-            return true;
-          };
-          if (job->pending.empty() && !job->sink->wait_pop(job->pending, job->deadline))
-            return fail(make_error(504, "request deadline exceeded", "timeout_error"));
-          for (auto& ev : job->pending) {
-            if (ev.finish == finish_reason::error)
-              return fail(event_error(ev));
-            auto u = job->apply(ev);
-            if (!u)
-              continue;
-            if ((!u->text.empty() || !u->lps.empty())
-                && !chunk(u->text, false, "", u->lps.empty() ? nullptr : &u->lps, u->index))
-              return false;  // client gone: the releaser cancels
-            if (!u->finish.empty() && !chunk("", false, u->finish, nullptr, u->index))
-              return false;
-          }
-          job->pending.clear();
-          if (job->done()) {
-            job->usage.completion_tokens = job->completion_tokens();
-            if (job->include_usage && !write(net::sse_event(net::render_usage_chunk(job->meta, job->usage))))
-              return false;
-            write(net::sse_done());
-            job->finished = true;
-            job->log(true);
-            out.done();
-          }
-          return true;
-        },
-        [this, job](bool success) {
-          if (!success || !job->finished)
-            job->cancel_running();
-          job->close(*registry_);
-        });
-    };
-  };
-
-  svr.Post("/v1/completions", generate(net::api_kind::completions));
-  svr.Post("/v1/chat/completions", generate(net::api_kind::chat));
-
-  // Anything httplib answers by itself (404 route, 413 payload) gets OpenAI's shape.
-  svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty())
+      prompt = r.prompt_tokens;
+    } else {
+      prompt = tok.encode(r.prompt, true);
+    }
+    int ctx = model.cfg.arch.context_length;
+    if (prompt.empty() || (ctx > 0 && static_cast<int>(prompt.size()) >= ctx)) {
+      answer_error(make_error(400,
+                              "This model's maximum context length is " + std::to_string(ctx)
+                                + " tokens. However, your prompt has "
+                                + std::to_string(prompt.size()) + " tokens.",
+                              "invalid_request_error", prompt_param, "context_length_exceeded"));
       return;
-    std::string msg = res.status == 404   ? "Unknown path " + req.path
-                      : res.status == 413 ? std::string{"Request body too large"}
-                                          : "HTTP error " + std::to_string(res.status);
-    send_error(res, make_error(res.status, msg, "invalid_request_error"));
+    }
+
+    protocol::gen_request g;
+    g.model = r.model;
+    g.original_prompt_len = static_cast<int32_t>(prompt.size());
+    g.params.max_tokens = r.max_tokens.value_or(model.cfg.max_tokens_default);
+    g.params.temperature = r.temperature;
+    g.params.top_p = r.top_p;
+    g.params.top_k = r.top_k;
+    g.params.min_p = r.min_p;
+    g.params.presence_penalty = r.presence_penalty;
+    g.params.frequency_penalty = r.frequency_penalty;
+    g.params.repetition_penalty = r.repetition_penalty;
+    g.params.logprobs = r.logprobs;
+    for (const auto& [tok_id, b] : r.logit_bias) {
+      if (tok_id >= tok.vocab_size()) {
+        answer_error(make_error(400, "logit_bias: token id " + std::to_string(tok_id)
+                                       + " is outside the vocabulary (0.."
+                                       + std::to_string(tok.vocab_size() - 1) + ")",
+                                "invalid_request_error", "logit_bias"));
+        return;
+      }
+      g.params.bias_tokens.push_back(tok_id);
+      g.params.bias_values.push_back(b);
+    }
+    // Time queued at the edge counts: the deadline runs from arrival.
+    if (clock_type::now() >= deadline) {
+      answer_error(make_error(504, "request deadline of " + std::to_string(cfg_.timeouts.request_ms)
+                                     + " ms exceeded before the request could be sent",
+                              "timeout_error"));
+      return;
+    }
+
+    auto job = std::make_shared<completion_job>();
+    job->ex = ex;
+    job->rt = rt_;
+    job->registry = registry_;
+    job->metrics = metrics_;
+    job->cancel = hooks_.cancel;
+    job->slot = std::move(*slot);
+    job->start = start;
+    job->deadline = deadline;
+    job->request_ms = cfg_.timeouts.request_ms;
+    job->sink = std::make_shared<request_sink>();
+    job->stream = r.stream;
+    job->include_usage = r.include_usage;
+    job->want_logprobs = r.logprobs >= 0;
+    job->usage.prompt_tokens = static_cast<int64_t>(prompt.size());
+    if (r.echo) {
+      if (r.prompt_is_tokens) {
+        engine::incremental_decoder dec{tok};
+        for (auto t : prompt)
+          job->echo += dec.push(t);
+        job->echo += dec.flush();
+      } else {
+        job->echo = r.prompt;
+      }
+    }
+    // Each choice is a sequence of its own; with a seed, choice i samples
+    // with seed + i, so the choices differ and a request is reproducible.
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    const uint64_t seed = r.seed ? *r.seed : rng();
+    std::vector<protocol::gen_request> submits;
+    for (int i = 0; i < r.n; ++i) {
+      protocol::gen_request gi = g;
+      gi.id = registry_->next_id();
+      gi.prompt = prompt;
+      gi.params.seed = seed + static_cast<uint64_t>(i);
+      registry_->attach(gi.id, job->sink);
+      job->choices.push_back(choice_state{gi.id, choice_text{tok, r.stop, r.logprobs >= 0}, {}, {}, {}, {}});
+      submits.push_back(std::move(gi));
+    }
+    auto& meta = job->meta;
+    meta.kind = kind;
+    meta.id = hex_id(kind == net::api_kind::chat ? "chatcmpl-" : "cmpl-", job->choices[0].id);
+    meta.created = std::time(nullptr);
+    meta.model = r.model;
+    meta.system_fingerprint = "llmux-" + model.cfg.backend;
+
+    // The exchange holds the job (its close callback) until the answer
+    // ends; a client already gone is told at once and nothing is sent.
+    ex->on_close([job] { job->client_gone(); });
+    std::weak_ptr<completion_job> weak = job;
+    std::lock_guard<std::mutex> guard{job->mtx};
+    if (job->finished)
+      return;
+    job->timer_key = rt_->timer.at(deadline, [weak] {
+      if (auto j = weak.lock()) {
+        j->expired = true;
+        j->schedule();
+      }
+    });
+    job->sink->set_notify([weak] {
+      if (auto j = weak.lock())
+        j->schedule();
+    });
+    for (auto& gi : submits)
+      hooks_.submit(std::move(gi));
   });
+  if (!queued) {
+    slot->release();
+    send_error(*ex, make_error(503, "the edge is stopping", "service_unavailable_error"));
+  }
 }
 
 }  // namespace llmux::gateway

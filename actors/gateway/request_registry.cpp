@@ -3,11 +3,35 @@
 namespace llmux::gateway {
 
 void request_sink::push(sink_event ev) {
+  std::function<void()> notify;
   {
     std::lock_guard<std::mutex> guard{mtx_};
+    if (queue_.empty())
+      notify = notify_;
     queue_.push_back(std::move(ev));
   }
   cv_.notify_one();
+  if (notify)
+    notify();
+}
+
+void request_sink::set_notify(std::function<void()> fn) {
+  bool pending = false;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    notify_ = fn;
+    pending = !queue_.empty();
+  }
+  // Events that came before the notifier are told now.
+  if (pending && fn)
+    fn();
+}
+
+void request_sink::try_pop(std::vector<sink_event>& out) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  for (auto& ev : queue_)
+    out.push_back(std::move(ev));
+  queue_.clear();
 }
 
 bool request_sink::wait_pop(std::vector<sink_event>& out,
@@ -69,6 +93,20 @@ void request_registry::fail_all(int status, const std::string& message) {
     ev.message = message;
     sink->push(std::move(ev));
   }
+}
+
+void request_registry::set_edge_probe(std::function<std::string()> probe) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  edge_probe_ = std::move(probe);
+}
+
+std::string request_registry::edge_state() const {
+  std::function<std::string()> probe;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    probe = edge_probe_;
+  }
+  return probe ? probe() : std::string{"{}"};
 }
 
 void request_registry::set_live_replicas(std::map<std::string, int> live) {

@@ -2,14 +2,16 @@
 /// The meeting point of HTTP threads and the gateway actor — pure core of the
 /// edge (no CAF, no HTTP).
 ///
-/// An HTTP thread opens a `request_sink` for its request id and blocks on it;
-/// the gateway actor pushes what arrives for that id (token batches, errors).
-/// Thread-safe: sinks and the registry lock internally; waits are bounded by
-/// a deadline, never unbounded.
+/// The edge opens a `request_sink` for its request id; the gateway actor
+/// pushes what arrives for that id (token batches, errors). The edge is told
+/// by the sink's notifier (no thread waits for tokens), or a caller blocks
+/// on `wait_pop` with a deadline. Thread-safe: sinks and the registry lock
+/// internally.
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,7 +36,12 @@ struct sink_event {
 
 class request_sink {
 public:
+  /// Queues `ev`; runs the notifier (outside the lock) when the queue was empty.
   void push(sink_event ev);
+  /// Called after a push onto an empty queue; empty: nobody is told.
+  void set_notify(std::function<void()> fn);
+  /// Moves what is queued into `out` (appending), without waiting.
+  void try_pop(std::vector<sink_event>& out);
   /// Waits until events are queued or `deadline` passes; moves them into
   /// `out` (appending). Returns false on timeout with nothing new.
   bool wait_pop(std::vector<sink_event>& out, std::chrono::steady_clock::time_point deadline);
@@ -43,6 +50,7 @@ private:
   std::mutex mtx_;
   std::condition_variable cv_;
   std::vector<sink_event> queue_;
+  std::function<void()> notify_;
 };
 
 class request_registry {
@@ -60,6 +68,11 @@ public:
   /// keeps waiting for a deadline that the process will not live to see.
   void fail_all(int status, const std::string& message);
 
+  /// The HTTP edge's own figures (connections, admission) as a JSON object
+  /// text, for the gateway's admin state; "{}" when no edge has said.
+  void set_edge_probe(std::function<std::string()> probe);
+  [[nodiscard]] std::string edge_state() const;
+
   /// Live replicas per model, as last learned from the router.
   void set_live_replicas(std::map<std::string, int> live);
   [[nodiscard]] std::map<std::string, int> live_replicas() const;
@@ -69,6 +82,7 @@ private:
   uint64_t next_ = 1;
   std::unordered_map<uint64_t, std::shared_ptr<request_sink>> sinks_;
   std::map<std::string, int> live_;
+  std::function<std::string()> edge_probe_;
 };
 
 }  // namespace llmux::gateway

@@ -19,9 +19,54 @@ struct router_state {
   std::unordered_map<caf::actor_addr, std::string> by_addr;
   uint64_t routed = 0;
   uint64_t refused = 0;
+  uint64_t retried = 0;  ///< submits sent on after a replica refused them
 };
 
 using router_ptr = router_actor::stateful_pointer<router_state>;
+
+/// Offers `req` to a live replica not in `tried`; one that refuses with 429
+/// (queue full) or cannot be reached is skipped and the next is tried, so a
+/// client sees 429 only when every replica of its model is full.
+void offer(router_ptr self, caf::typed_response_promise<enqueue_reply> rp, gen_request req,
+           gateway_actor gw, std::vector<std::string> tried, enqueue_reply last) {
+  auto& s = self->state;
+  auto pick = s.policy.pick(req.model, tried);
+  if (!pick) {
+    if (tried.empty() || last.status == 0) {
+      ++s.refused;
+      enqueue_reply rep;
+      rep.status = 503;
+      rep.message = s.policy.has_model(req.model)
+                      ? "no live replica for model '" + req.model + "': every replica is down"
+                      : "no live replica for model '" + req.model + "' (none has joined yet)";
+      rp.deliver(std::move(rep));
+    } else {
+      if (tried.size() > 1)
+        last.message += " (all " + std::to_string(tried.size()) + " replicas are full)";
+      rp.deliver(std::move(last));
+    }
+    return;
+  }
+  ++s.routed;
+  const std::string replica = *pick;
+  auto sched = caf::actor_cast<scheduler_actor>(s.replicas.at(replica).scheduler);
+  auto retry = [self, rp, req, gw, tried, replica](enqueue_reply last) mutable {
+    self->state.policy.refused(replica);
+    ++self->state.retried;
+    tried.push_back(replica);
+    offer(self, std::move(rp), std::move(req), std::move(gw), std::move(tried), std::move(last));
+  };
+  self->request(sched, std::chrono::seconds(30), enqueue_atom::value, req, gw)
+    .then(
+      [rp, retry](enqueue_reply& rep) mutable {
+        if (!rep.ok && rep.status == 429) {
+          retry(std::move(rep));
+          return;
+        }
+        rp.deliver(std::move(rep));
+      },
+      [retry](caf::error&) mutable { retry(enqueue_reply{}); });
+}
 
 }  // namespace
 
@@ -39,20 +84,9 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
     return {
       [self](submit_atom, gen_request& req,
              gateway_actor& gw) -> caf::result<enqueue_reply> {
-        auto& s = self->state;
-        auto pick = s.policy.pick(req.model);
-        if (!pick) {
-          ++s.refused;
-          enqueue_reply rep;
-          rep.status = 503;
-          rep.message = s.policy.has_model(req.model)
-                          ? "no live replica for model '" + req.model + "': every replica is down"
-                          : "no live replica for model '" + req.model + "' (none has joined yet)";
-          return rep;
-        }
-        ++s.routed;
-        auto sched = caf::actor_cast<scheduler_actor>(s.replicas.at(*pick).scheduler);
-        return self->delegate(sched, enqueue_atom::value, std::move(req), std::move(gw));
+        auto rp = self->make_response_promise<enqueue_reply>();
+        offer(self, rp, std::move(req), std::move(gw), {}, {});
+        return rp;
       },
       [self](replica_up_atom, replica_info& info) {
         auto& s = self->state;
@@ -94,6 +128,7 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
           {"policy", s.policy.kind() == policy_kind::least_loaded ? "least_loaded" : "round_robin"},
           {"routed", s.routed},
           {"refused", s.refused},
+          {"retried", s.retried},
           {"replicas", reps}};
         return {s.opts.node, "router", s.opts.name, self->mailbox().size(), j.dump()};
       },

@@ -1,8 +1,9 @@
 #pragma once
 /// The router actor: a thin shell over `router_policy`. It learns replicas
 /// from the controller, monitors their schedulers, takes load reports, and
-/// delegates each `submit` to the chosen scheduler (whose reply goes straight
-/// back to the gateway: one hop saved on every request).
+/// offers each `submit` to the chosen scheduler; a replica that refuses it
+/// (429: its queue is full) or cannot be reached is skipped for the next
+/// live one, so the client sees 429 only when every replica is full.
 
 #include <string>
 

@@ -1,5 +1,7 @@
 #include "actors/router/router_policy.hpp"
 
+#include <algorithm>
+
 #include <limits>
 
 namespace llmux::router {
@@ -56,10 +58,12 @@ bool router_policy::has_model(const std::string& model) const {
   return false;
 }
 
-std::optional<std::string> router_policy::pick(const std::string& model) {
+std::optional<std::string> router_policy::pick(const std::string& model,
+                                              const std::vector<std::string>& exclude) {
   std::vector<replica_load*> live;
   for (auto& [name, r] : replicas_)
-    if (r.model == model && r.up)
+    if (r.model == model && r.up
+        && std::find(exclude.begin(), exclude.end(), name) == exclude.end())
       live.push_back(&r);
   if (live.empty())
     return std::nullopt;
@@ -80,6 +84,14 @@ std::optional<std::string> router_policy::pick(const std::string& model) {
   ++best->sent_since_report;
   ++best->dispatched;
   return best->replica;
+}
+
+void router_policy::refused(const std::string& replica) {
+  auto it = replicas_.find(replica);
+  if (it == replicas_.end())
+    return;
+  if (it->second.sent_since_report > 0)
+    --it->second.sent_since_report;
 }
 
 }  // namespace llmux::router

@@ -41,9 +41,14 @@ public:
   int node_down(const std::string& node);
   void report(const std::string& replica, int32_t waiting, int32_t running, double tokens_per_s);
 
-  /// Picks a live replica of `model` and counts the dispatch; nullopt when
-  /// the model has no live replica.
-  [[nodiscard]] std::optional<std::string> pick(const std::string& model);
+  /// Picks a live replica of `model`, not one of `exclude` (those that
+  /// already refused this request), and counts the dispatch; nullopt when
+  /// no such replica is live.
+  [[nodiscard]] std::optional<std::string> pick(const std::string& model,
+                                                const std::vector<std::string>& exclude = {});
+  /// A dispatch that the replica refused (queue full): it is not counted
+  /// against the replica's load.
+  void refused(const std::string& replica);
 
   [[nodiscard]] bool has_model(const std::string& model) const;
   [[nodiscard]] const std::map<std::string, replica_load>& replicas() const { return replicas_; }

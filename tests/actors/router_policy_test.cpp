@@ -159,3 +159,36 @@ TEST_CASE("has_model knows every model with a replica", "[router]") {
   CHECK(p.has_model("m"));
   CHECK_FALSE(p.pick("m"));
 }
+
+TEST_CASE("a replica that refused a request is skipped when it is offered again", "[router]") {
+  for (auto kind : {policy_kind::least_loaded, policy_kind::round_robin}) {
+    router_policy p{kind};
+    p.replica_up("u1/m", "m", "n1");
+    p.replica_up("u2/m", "m", "n2");
+    p.replica_up("u3/x", "x", "n1");
+    auto first = p.pick("m");
+    REQUIRE(first);
+    // It refused (queue full): the retry goes to the other one, then none is left.
+    p.refused(*first);
+    auto second = p.pick("m", {*first});
+    REQUIRE(second);
+    CHECK(*second != *first);
+    CHECK_FALSE(p.pick("m", {"u1/m", "u2/m"}));
+    // Another model's replica is never a fallback.
+    CHECK_FALSE(p.pick("x", {"u3/x"}));
+  }
+}
+
+TEST_CASE("a refusal does not count against the replica's load", "[router]") {
+  router_policy p{policy_kind::least_loaded};
+  p.replica_up("a", "m", "n");
+  p.replica_up("b", "m", "n");
+  p.report("a", 0, 0, 0);
+  p.report("b", 0, 1, 0);
+  // a is lighter; it refuses; the refusal is taken back, so a is still lighter.
+  REQUIRE(*p.pick("m") == "a");
+  p.refused("a");
+  CHECK(p.replicas().at("a").sent_since_report == 0);
+  CHECK(*p.pick("m") == "a");
+  p.refused("nobody");  // unknown: ignored
+}

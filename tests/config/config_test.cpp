@@ -191,7 +191,11 @@ TEST_CASE("defaults are filled in", "[config]") {
   CHECK(cfg.gateway.host == "127.0.0.1");
   CHECK(cfg.gateway.port == 8080);
   CHECK(cfg.gateway.api_keys.empty());
-  CHECK(cfg.gateway.http_threads == 64);
+  CHECK(cfg.gateway.http_threads == 0);  // one per core
+  CHECK(cfg.gateway.max_in_flight == 8192);
+  CHECK(cfg.gateway.max_connections == 16384);
+  CHECK(cfg.gateway.keep_alive_s == 75);
+  CHECK(cfg.models[0].max_in_flight == 0);
   CHECK(cfg.gateway.max_body_bytes == 1u << 20);
   CHECK(cfg.router.node == "edge");  // the gateway's node
   CHECK(cfg.router.policy == "least_loaded");
@@ -254,6 +258,7 @@ memory_gib = 180
 name = "custom"
 architecture = { layers = 2, hidden = 64, heads = 4, kv_heads = 2, intermediate = 128, vocab = 100, context_length = 256 }
 max_tokens_default = 32
+max_in_flight = 3
 
 [[units]]
 name = "u1"
@@ -278,6 +283,9 @@ api_keys = ["a", "b"]
 admin_token = "t"
 http_threads = 4
 max_body_bytes = 10
+max_in_flight = 100
+max_connections = 500
+keep_alive_s = 5.5
 )");
   text = replace(text, "[cluster]\n", "[cluster]\nscheduler_threads = 8\n");
   auto cfg = parse_cluster_config(text, "test.toml");
@@ -295,6 +303,10 @@ max_body_bytes = 10
   CHECK(cfg.gateway.api_keys == std::vector<std::string>{"a", "b"});
   CHECK(cfg.gateway.http_threads == 4);
   CHECK(cfg.gateway.max_body_bytes == 10);
+  CHECK(cfg.gateway.max_in_flight == 100);
+  CHECK(cfg.find_model("custom")->max_in_flight == 3);
+  CHECK(cfg.gateway.max_connections == 500);
+  CHECK(cfg.gateway.keep_alive_s == 5.5);
   // An override changes one field and keeps the built-in others.
   CHECK(cfg.gpus.at("h100").peak_tflops == 900);
   CHECK(cfg.gpus.at("h100").mem_bandwidth_gbs == 3350);
@@ -581,6 +593,15 @@ TEST_CASE("bad unit policy and model rate", "[config][error]") {
   require_error(text, "units[0].policy", "unknown value 'lifo'", line_with(text, "lifo"));
   text = replace(base_config, "{ name = \"tiny-a\" }", "{ name = \"tiny-a\", rate = -1 }");
   require_error(text, "units[0].models[0].rate", "must be a finite number >= 0", line_with(text, "rate"));
+}
+
+TEST_CASE("bad edge limits", "[config][error]") {
+  auto text = replace(base_config, "node = \"edge\"\n", "node = \"edge\"\nmax_in_flight = 0\n");
+  require_error(text, "gateway.max_in_flight", "must be > 0", line_with(text, "max_in_flight"));
+  text = replace(base_config, "node = \"edge\"\n", "node = \"edge\"\nkeep_alive_s = 0\n");
+  require_error(text, "gateway.keep_alive_s", "must be in (0, 86400]", line_with(text, "keep_alive_s"));
+  text = replace(base_config, "node = \"edge\"\n", "node = \"edge\"\nhttp_threads = -1\n");
+  require_error(text, "gateway.http_threads", "must be >= 0", line_with(text, "http_threads"));
 }
 
 TEST_CASE("bad controller share settings", "[config][error]") {

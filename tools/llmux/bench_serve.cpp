@@ -5,10 +5,12 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <utility>
 
 #include "sim/workload.hpp"
+#include "tools/loadgen/idle_connections.hpp"
 #include "tools/loadgen/load_plan.hpp"
 #include "tools/loadgen/load_runner.hpp"
 #include "tools/loadgen/png_plot.hpp"
@@ -125,6 +127,9 @@ int run_workload(const serve_bench_options& o) {
     std::printf("%-24s %5d %4d %8.2f %9.1f %8.1f %8.1f %8.1f %8.2f %8.1f %8.1f %6.1f\n", name.c_str(), s.ok, s.failed,
                 s.requests_per_s, s.output_tokens_per_s, ms(s.ttft.p50), ms(s.ttft.p90), ms(s.ttft.p99),
                 ms(s.tpot.p50), ms(s.e2e.p50), ms(s.e2e.p99), 100.0 * s.slo_attainment);
+    if (s.rejected > 0)
+      std::printf("  429 (overloaded): %d, answered in p50 %.2f ms, p99 %.2f ms\n", s.rejected,
+                  ms(s.rejected_latency.p50), ms(s.rejected_latency.p99));
     if (!s.first_error.empty())
       std::printf("  first error: %s\n", s.first_error.c_str());
     if (o.json) {
@@ -195,9 +200,19 @@ int run_bench_serve(const serve_bench_options& o) {
     points.push_back({"concurrency", 1});
 
   const loadgen::slo_spec slo{o.slo_ttft_ms / 1e3, o.slo_tpot_ms / 1e3};
-  std::printf("llmux bench serve: %s model=%s requests=%d prompt=%s output=%s%s\n", t.url.c_str(),
+  std::unique_ptr<loadgen::idle_connections> idle;
+  if (o.idle_connections > 0) {
+    try {
+      idle = std::make_unique<loadgen::idle_connections>(t.url, o.idle_connections);
+    } catch (const std::exception& e) {
+      std::cerr << "llmux bench serve: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  std::printf("llmux bench serve: %s model=%s requests=%d prompt=%s output=%s%s%s\n", t.url.c_str(),
               t.model.c_str(), o.requests, o.prompt_len.c_str(), o.output_len.c_str(),
-              slo.ttft_s > 0 || slo.tpot_s > 0 ? " (SLO: TTFT and TPOT bounds given)" : "");
+              slo.ttft_s > 0 || slo.tpot_s > 0 ? " (SLO: TTFT and TPOT bounds given)" : "",
+              idle ? (" idle_connections=" + std::to_string(idle->size())).c_str() : "");
   std::printf("%-12s %7s %5s %4s %8s %9s %8s %8s %8s %8s %8s %8s %8s %8s %8s %6s\n", "mode", "value",
               "ok", "fail", "req/s", "out_tok/s", "ttft_p50", "ttft_p90", "ttft_p99", "tpot_p50",
               "tpot_p99", "itl_p50", "itl_p99", "e2e_p50", "e2e_p99", "slo%");
@@ -210,7 +225,7 @@ int run_bench_serve(const serve_bench_options& o) {
     auto results = loadgen::run_plan(t, plan, open ? o.max_workers : static_cast<int>(p.value),
                                      source, duration);
     auto s = loadgen::summarize(results, duration, slo);
-    failures += s.failed;
+    failures += s.failed - s.rejected;  // a 429 is the server's defined answer to overload
     sweep.emplace_back(p.value, s);
     auto ms = [](double v) { return v * 1e3; };
     std::printf("%-12s %7g %5d %4d %8.2f %9.1f %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f %8.2f %8.1f %8.1f "
@@ -218,6 +233,9 @@ int run_bench_serve(const serve_bench_options& o) {
                 p.mode, p.value, s.ok, s.failed, s.requests_per_s, s.output_tokens_per_s,
                 ms(s.ttft.p50), ms(s.ttft.p90), ms(s.ttft.p99), ms(s.tpot.p50), ms(s.tpot.p99),
                 ms(s.itl.p50), ms(s.itl.p99), ms(s.e2e.p50), ms(s.e2e.p99), 100.0 * s.slo_attainment);
+    if (s.rejected > 0)
+      std::printf("  429 (overloaded): %d, answered in p50 %.2f ms, p99 %.2f ms\n", s.rejected,
+                  ms(s.rejected_latency.p50), ms(s.rejected_latency.p99));
     if (!s.first_error.empty())
       std::printf("  first error: %s\n", s.first_error.c_str());
     if (o.json) {
@@ -231,6 +249,13 @@ int run_bench_serve(const serve_bench_options& o) {
       std::cout << j.dump() << std::endl;
     }
     std::fflush(stdout);
+  }
+  if (idle) {
+    const int kept = idle->still_answered();
+    std::printf("idle connections: %d of %d held open through the sweep and answered again\n", kept,
+                idle->size());
+    if (kept != idle->size())
+      ++failures;
   }
   if (!o.plot.empty()) {
     try {

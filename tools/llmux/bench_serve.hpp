@@ -35,6 +35,9 @@ struct serve_bench_options {
   /// per model. Replaces --rate/--concurrency and the lengths. Prompts are
   /// distinct (no shared prefix blocks), as the simulator takes them.
   std::string workload;
+  /// Idle keep-alive connections held open beside the clients for the whole
+  /// sweep (each answered once before, and asked again after).
+  int idle_connections = 0;
 };
 
 int run_bench_serve(const serve_bench_options& opts);

@@ -12,6 +12,8 @@
 /// `cluster_config` → `run_node`, which spawns the actors in dependency
 /// order (node_runtime.cpp).
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -50,6 +52,12 @@ void block_termination_signals() {
 
 int main(int argc, char** argv) {
   using namespace llmux;
+  // An edge holds a descriptor per client connection (and a load generator
+  // one per client): take the most the system allows, as nginx does.
+  if (rlimit lim{}; getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
   CLI::App app{"llmux: many LLMs on a cluster, as CAF actors, behind one OpenAI-style edge"};
   app.require_subcommand(1);
 
@@ -117,6 +125,9 @@ int main(int argc, char** argv) {
   bench_serve->add_option("--rate", serve_opts.rates, "Open loop: Poisson arrivals per second (several: a sweep)");
   bench_serve->add_option("--concurrency", serve_opts.concurrencies, "Closed loop: requests in flight (several: a sweep)");
   bench_serve->add_option("--max-workers", serve_opts.max_workers, "Open loop: client threads");
+  bench_serve->add_option("--idle-connections", serve_opts.idle_connections,
+                          "Hold this many idle keep-alive connections open beside the clients")
+    ->check(CLI::NonNegativeNumber);
   bench_serve->add_option("--prompt-len", serve_opts.prompt_len, "N, fixed:N, uniform:MIN:MAX or lognormal:MEAN[:SIGMA[:MIN:MAX]]");
   bench_serve->add_option("--output-len", serve_opts.output_len, "Same forms, for max_tokens");
   bench_serve->add_option("--temperature", serve_opts.target.temperature, "Sampling temperature");

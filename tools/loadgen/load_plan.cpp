@@ -158,12 +158,17 @@ run_summary summarize(const std::vector<request_result>& results, double duratio
   run_summary s;
   s.requests = static_cast<int>(results.size());
   s.duration_s = duration_s;
-  std::vector<double> ttft, tpot, itl, e2e;
+  std::vector<double> ttft, tpot, itl, e2e, rejected;
   int64_t out_tokens = 0;
   int met = 0;
   for (const auto& r : results) {
     if (!r.ok) {
       ++s.failed;
+      if (r.status == 429) {
+        ++s.rejected;
+        rejected.push_back(r.e2e_s);
+        continue;
+      }
       if (s.first_error.empty())
         s.first_error = r.error;
       continue;
@@ -190,6 +195,7 @@ run_summary summarize(const std::vector<request_result>& results, double duratio
   s.tpot = stats_of(tpot);
   s.itl = stats_of(itl);
   s.e2e = stats_of(e2e);
+  s.rejected_latency = stats_of(rejected);
   s.slo_attainment = s.requests > 0 ? static_cast<double>(met) / s.requests : 0;
   return s;
 }
@@ -209,7 +215,9 @@ nlohmann::json to_json(const run_summary& s) {
                    {"tpot", stats(s.tpot)},
                    {"itl", stats(s.itl)},
                    {"e2e", stats(s.e2e)},
-                   {"slo_attainment", s.slo_attainment}};
+                   {"slo_attainment", s.slo_attainment},
+                   {"rejected_429", s.rejected},
+                   {"rejected_latency", stats(s.rejected_latency)}};
   if (!s.first_error.empty())
     j["first_error"] = s.first_error;
   return j;

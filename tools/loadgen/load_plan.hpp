@@ -79,6 +79,10 @@ struct run_summary {
   latency_stats ttft, tpot, itl, e2e;  ///< seconds
   double slo_attainment = 0;       ///< fraction of all requests (failures miss)
   std::string first_error;
+  /// Failures that were 429 (overload: a defined answer, not a fault), and
+  /// how long each took to come back (seconds).
+  int rejected = 0;
+  latency_stats rejected_latency;
 };
 
 /// TPOT of a request: (e2e − ttft) / (output tokens − 1), for 2+ tokens.
