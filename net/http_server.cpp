@@ -19,14 +19,14 @@ namespace llmux::net {
 
 using clock_type = std::chrono::steady_clock;
 
-/// Writes queued by any thread for the loop, and the eventfd that wakes it.
+/// What answering threads tell the loop (an answer ended, or bytes wait for
+/// the socket to take them), and the eventfd that wakes it.
 /// Exchanges hold it, so one that outlives the server posts into nothing.
 struct http_channel {
   struct op {
     uint64_t conn;
-    std::string bytes;
-    bool finish;
-    bool close_after;
+    bool finish;       ///< the answer ended: the connection may read its next request
+    bool close_after;  ///< and then it closes
   };
   std::mutex mtx;
   std::vector<op> ops;
@@ -48,19 +48,52 @@ struct http_channel {
   }
 };
 
+/// A connection's socket and the bytes not yet sent on it, shared by the
+/// loop and the thread answering: whoever holds `mtx` may send, and the loop
+/// closes the socket only under it (so nobody sends on a reused descriptor).
+struct http_conn_io {
+  std::mutex mtx;
+  int fd = -1;
+  bool closed = false;
+  std::string out;
+  size_t off = 0;
+
+  [[nodiscard]] size_t pending() const { return out.size() - off; }
+  /// Sends what is pending (under `mtx`). False when the socket failed.
+  bool send_pending() {
+    while (off < out.size()) {
+      ssize_t n = ::send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        off += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return true;
+      return false;  // EPIPE, ECONNRESET: the client is gone
+    }
+    out.clear();
+    off = 0;
+    if (out.capacity() > 65536)
+      std::string{}.swap(out);
+    return true;
+  }
+};
+
 struct http_server::connection {
   uint64_t id = 0;
   int fd = -1;
   std::string peer;
   std::string in;
-  std::string out;
-  size_t out_off = 0;
+  std::shared_ptr<http_conn_io> io = std::make_shared<http_conn_io>();
   clock_type::time_point last_activity;
   clock_type::time_point request_started;  ///< first byte of the request being read
   std::shared_ptr<http_exchange> ex;       ///< the request being answered
   bool close_after_flush = false;
   bool sent_continue = false;
-  bool want_out = false;
+  bool want_out = false;     ///< EPOLLOUT is registered
+  bool pending_out = false;  ///< bytes wait in io->out (as of the last flush)
 };
 
 namespace {
@@ -88,7 +121,19 @@ std::string peer_name(const sockaddr_storage& a) {
 // ---- http_exchange ---------------------------------------------------------
 
 void http_exchange::post(std::string bytes, bool finish, bool close_after) {
-  channel_->post({conn_, std::move(bytes), finish, close_after});
+  // Send at once when nothing waits before these bytes; the loop is told
+  // only to finish the answer or to send what the socket would not take.
+  bool need_loop = finish;
+  {
+    std::lock_guard<std::mutex> guard{io_->mtx};
+    if (io_->closed)
+      return;
+    io_->out += bytes;
+    if (!io_->send_pending() || io_->pending() > 0)
+      need_loop = true;
+  }
+  if (need_loop)
+    channel_->post({conn_, finish, close_after});
 }
 
 void http_exchange::respond(int status, std::string_view content_type, std::string body,
@@ -332,6 +377,7 @@ void http_server::accept_all() {
     auto c = std::make_unique<connection>();
     c->id = next_conn_++;
     c->fd = fd;
+    c->io->fd = fd;
     c->peer = peer_name(addr);
     c->last_activity = clock_type::now();
     epoll_event ev{};
@@ -393,7 +439,10 @@ void http_server::try_parse(connection& c) {
     if (r.st == parse_result::state::need_more) {
       if (r.head_complete && req.expect_continue && !c.sent_continue) {
         c.sent_continue = true;
-        c.out += "HTTP/1.1 100 Continue\r\n\r\n";
+        {
+          std::lock_guard<std::mutex> guard{c.io->mtx};
+          c.io->out += "HTTP/1.1 100 Continue\r\n\r\n";
+        }
         flush(c);
       }
       return;
@@ -406,6 +455,8 @@ void http_server::try_parse(connection& c) {
     c.sent_continue = false;
     if (!c.in.empty())
       c.request_started = clock_type::now();
+    else if (c.in.capacity() > 4096)
+      std::string{}.swap(c.in);  // an idle connection keeps no large buffer
     dispatch(c, std::move(req));
     return;  // the next pipelined request waits for this answer
   }
@@ -424,8 +475,11 @@ void http_server::answer_parse_error(connection& c, int status, const std::strin
     type = std::move(t);
   }
   c.in.clear();
-  c.out += response_head(status, 1, type, {}, static_cast<long long>(body.size()), false, false);
-  c.out += body;
+  {
+    std::lock_guard<std::mutex> guard{c.io->mtx};
+    c.io->out += response_head(status, 1, type, {}, static_cast<long long>(body.size()), false, false);
+    c.io->out += body;
+  }
   c.close_after_flush = true;
   flush(c);
 }
@@ -433,6 +487,7 @@ void http_server::answer_parse_error(connection& c, int status, const std::strin
 void http_server::dispatch(connection& c, http_request req) {
   auto ex = std::make_shared<http_exchange>();
   ex->channel_ = channel_;
+  ex->io_ = c.io;
   ex->conn_ = c.id;
   ex->req_ = std::move(req);
   ex->arrived_ = clock_type::now();
@@ -476,37 +531,32 @@ void http_server::on_writable(connection& c) {
 }
 
 void http_server::flush(connection& c) {
-  while (c.out_off < c.out.size()) {
-    ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
-    if (n > 0) {
-      c.out_off += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-      break;
-    close_conn(c.id, c.ex != nullptr);  // EPIPE, ECONNRESET: the client is gone
+  bool ok;
+  size_t pending;
+  {
+    std::lock_guard<std::mutex> guard{c.io->mtx};
+    ok = c.io->send_pending();
+    pending = c.io->pending();
+  }
+  if (!ok) {
+    close_conn(c.id, c.ex != nullptr);  // the client is gone
     return;
   }
-  if (c.out_off == c.out.size()) {
-    c.out.clear();
-    c.out_off = 0;
-    if (c.out.capacity() > 65536)
-      std::string{}.swap(c.out);
+  if (pending == 0) {
     if (c.close_after_flush && !c.ex) {
       close_conn(c.id, false);
       return;
     }
-  } else if (c.out.size() - c.out_off > opts_.max_unsent_bytes) {
+  } else if (pending > opts_.max_unsent_bytes) {
     close_conn(c.id, c.ex != nullptr);  // a client that does not read
     return;
   }
+  c.pending_out = pending > 0;
   update_interest(c);
 }
 
 void http_server::update_interest(connection& c) {
-  bool want = c.out_off < c.out.size();
+  bool want = c.pending_out;
   if (want == c.want_out)
     return;
   c.want_out = want;
@@ -529,7 +579,6 @@ void http_server::apply_ops() {
     auto& c = *it->second;
     if (!c.ex)
       continue;  // not answering anything (a late write after the end)
-    c.out += o.bytes;
     c.last_activity = clock_type::now();
     if (o.finish) {
       c.ex.reset();
@@ -557,7 +606,11 @@ void http_server::sweep() {
     std::chrono::duration<double>(opts_.request_read_s));
   std::vector<uint64_t> idle, slow;
   for (auto& [id, c] : conns_) {
-    if (c->ex || c->out_off < c->out.size() || c->close_after_flush)
+    if (!c->ex && c->pending_out && now - c->last_activity > keep) {
+      idle.push_back(id);  // an answer nobody reads
+      continue;
+    }
+    if (c->ex || c->pending_out || c->close_after_flush)
       continue;
     if (c->in.empty() && now - c->last_activity > keep)
       idle.push_back(id);
@@ -582,7 +635,13 @@ void http_server::close_conn(uint64_t id, bool client_gone) {
     return;
   auto c = std::move(it->second);
   conns_.erase(it);
-  ::close(c->fd);  // also leaves the epoll set
+  {
+    // Under the lock: no answering thread sends on a descriptor reused later.
+    std::lock_guard<std::mutex> guard{c->io->mtx};
+    c->io->closed = true;
+    ::close(c->fd);  // also leaves the epoll set
+    c->io->fd = -1;
+  }
   {
     std::lock_guard<std::mutex> guard{stats_mtx_};
     --stats_.connections;

@@ -5,8 +5,9 @@
 ///
 /// Handlers run on the loop thread and must not block: they answer at once
 /// (`/health`) or hand the exchange to a thread of their own, which answers
-/// later through the same `http_exchange` from any thread (its writes are
-/// queued to the loop and an eventfd wakes it). The loop tells a handler
+/// later through the same `http_exchange` from any thread (which sends on
+/// the socket itself when nothing is pending, else queues the bytes for the
+/// loop; an eventfd wakes it). The loop tells a handler
 /// that its client went away (`on_close`) at any moment before the answer
 /// ends. Linux only (epoll, eventfd, accept4).
 ///
@@ -31,6 +32,7 @@ namespace llmux::net {
 
 class http_server;
 struct http_channel;
+struct http_conn_io;
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
 /// One request and its answer. Thread-safe: any thread may answer; the
@@ -66,6 +68,7 @@ private:
   void mark_closed();  ///< loop thread
 
   std::shared_ptr<http_channel> channel_;
+  std::shared_ptr<http_conn_io> io_;  ///< the socket: answers are sent from the answering thread
   uint64_t conn_ = 0;
   bool close_after_ = false;
   http_request req_;

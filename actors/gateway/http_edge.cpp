@@ -34,6 +34,9 @@ namespace {
 
 double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
 
+/// Generation requests with bodies up to this are handled on the loop thread.
+constexpr size_t inline_body_bytes = 2048;
+
 /// Fixed worker threads over a task queue. The queue is bounded by
 /// admission (a generation request is queued only with its slot), not here.
 class task_pool {
@@ -891,7 +894,7 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     return;
   }
   auto slot = std::make_shared<admission_slot>(admission_.get());
-  bool queued = rt_->pool.post([this, ex, kind, slot] {
+  auto work = [this, ex, kind, slot] {
     // Every answer counts once, by model (known models only) and status.
     std::string label;
     auto answer_error = [&](const net::api_error& e) {
@@ -1069,8 +1072,15 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     });
     for (auto& gi : submits)
       hooks_.submit(std::move(gi));
-  });
-  if (!queued) {
+  };
+  // A small request is parsed and tokenized right here on the loop thread
+  // (tens of microseconds: cheaper than waking a worker for it); a large
+  // one goes to a worker, so a long prompt never stalls other connections.
+  if (ex->request().body.size() <= inline_body_bytes) {
+    work();
+    return;
+  }
+  if (!rt_->pool.post(std::move(work))) {
     slot->release();
     send_error(*ex, make_error(503, "the edge is stopping", "service_unavailable_error"));
   }

@@ -180,12 +180,14 @@ int run_bench_serve(const serve_bench_options& o) {
     return 2;
   }
   const loadgen::target& t = o.target;
-  std::vector<int32_t> source;
-  try {
-    source = loadgen::prompt_source(t);
-  } catch (const std::exception& e) {
-    std::cerr << "llmux bench serve: " << e.what() << "\n";
-    return 1;
+  std::vector<int32_t> source;  // empty: every prompt is t.text_prompt
+  if (t.text_prompt.empty()) {
+    try {
+      source = loadgen::prompt_source(t);
+    } catch (const std::exception& e) {
+      std::cerr << "llmux bench serve: " << e.what() << " (--prompt-text sends text instead)\n";
+      return 1;
+    }
   }
   struct point {
     const char* mode;
@@ -210,7 +212,9 @@ int run_bench_serve(const serve_bench_options& o) {
     }
   }
   std::printf("llmux bench serve: %s model=%s requests=%d prompt=%s output=%s%s%s\n", t.url.c_str(),
-              t.model.c_str(), o.requests, o.prompt_len.c_str(), o.output_len.c_str(),
+              t.model.c_str(), o.requests,
+              t.text_prompt.empty() ? o.prompt_len.c_str() : ("text of " + std::to_string(t.text_prompt.size()) + " bytes").c_str(),
+              o.output_len.c_str(),
               slo.ttft_s > 0 || slo.tpot_s > 0 ? " (SLO: TTFT and TPOT bounds given)" : "",
               idle ? (" idle_connections=" + std::to_string(idle->size())).c_str() : "");
   std::printf("%-12s %7s %5s %4s %8s %9s %8s %8s %8s %8s %8s %8s %8s %8s %8s %6s\n", "mode", "value",
