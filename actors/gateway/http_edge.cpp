@@ -36,6 +36,8 @@ double seconds(clock_type::duration d) { return std::chrono::duration<double>(d)
 
 /// Generation requests with bodies up to this are handled on the loop thread.
 constexpr size_t inline_body_bytes = 2048;
+/// ... at most this many a millisecond (the rest go to the workers).
+constexpr int inline_per_ms = 4;
 
 /// Fixed worker threads over a task queue. The queue is bounded by
 /// admission (a generation request is queued only with its slot), not here.
@@ -1076,7 +1078,16 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
   // A small request is parsed and tokenized right here on the loop thread
   // (tens of microseconds: cheaper than waking a worker for it); a large
   // one goes to a worker, so a long prompt never stalls other connections.
-  if (ex->request().body.size() <= inline_body_bytes) {
+  // A budget keeps a burst from holding the loop: beyond it, workers parse.
+  thread_local clock_type::time_point window;
+  thread_local int inlined = 0;
+  const auto now = clock_type::now();
+  if (now - window > std::chrono::milliseconds(1)) {
+    window = now;
+    inlined = 0;
+  }
+  if (ex->request().body.size() <= inline_body_bytes && inlined < inline_per_ms) {
+    ++inlined;
     work();
     return;
   }

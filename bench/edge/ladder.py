@@ -14,7 +14,8 @@ the engine, is what is measured):
   5. the ladder through sglang-router (and vllm-router, when installed) in
      front of the same server, and through the previous llmux edge
      (cpp-httplib, 64 threads) when --old-llmux names its binary.
-Prints tables and writes DIR/results.json."""
+Prints tables and writes DIR/results.json (configs and server logs go to a
+temporary directory, named at the end)."""
 
 from __future__ import annotations
 
@@ -144,7 +145,7 @@ def bench(url: str, extra: list, requests: int, conc=None, rates=None, workers=N
 
 
 class prober:
-    """GET /health and /metrics every 100 ms on one keep-alive connection
+    """GET /health and /metrics every 20 ms on one keep-alive connection
     each while a load runs: how fast they stay under it."""
 
     def __init__(self, url: str):
@@ -166,7 +167,7 @@ class prober:
                     self.times[path].append((time.perf_counter() - t) * 1e3)
                 except Exception:
                     self.times[path].append(float("inf"))
-            time.sleep(0.1)
+            time.sleep(0.02)
 
     def finish(self) -> dict:
         self.stop_flag = True
@@ -288,6 +289,8 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    import tempfile
+    work = Path(tempfile.mkdtemp(prefix="llmux-edge-"))  # configs and server logs
     points = [64, 256, 1024] if args.quick else [64, 128, 256, 1024, 4096]
     idle_n = 1000 if args.quick else 10000
     res = {"cpu": cpu_name(), "cores": os.cpu_count(), "points": points}
@@ -295,9 +298,9 @@ def main() -> int:
 
     # Memory per idle connection, on a fresh server.
     port = free_port()
-    cfg = out / "edge.toml"
+    cfg = work / "edge.toml"
     cfg.write_text(config(port))
-    srv = start([LLMUX, "serve", "--config", cfg], out / "serve-idle.log")
+    srv = start([LLMUX, "serve", "--config", cfg], work / "serve-idle.log")
     try:
         wait_health(f"http://127.0.0.1:{port}")
         res["idle_memory"] = idle_memory(port, srv.pid, idle_n)
@@ -311,7 +314,7 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cfg.write_text(config(port))
-    srv = start([LLMUX, "serve", "--config", cfg], out / "serve.log")
+    srv = start([LLMUX, "serve", "--config", cfg], work / "serve.log")
     try:
         wait_health(url)
         print("llmux edge, closed loop:")
@@ -329,7 +332,7 @@ def main() -> int:
                 continue
             rport = free_port()
             router = start([*launch, "--host", "127.0.0.1", "--port", rport, "--worker-urls", url,
-                            "--policy", "round_robin"], out / f"{name}.log")
+                            "--policy", "round_robin"], work / f"{name}.log")
             try:
                 wait_health(f"http://127.0.0.1:{rport}", 60)
                 print(f"{name} in front of the same server:")
@@ -344,19 +347,19 @@ def main() -> int:
 
     # Overload: an edge that admits 256 at once.
     port2 = free_port()
-    cfg2 = out / "edge-256.toml"
+    cfg2 = work / "edge-256.toml"
     cfg2.write_text(config(port2, max_in_flight=256, hold=True))
-    srv2 = start([LLMUX, "serve", "--config", cfg2], out / "serve-256.log")
+    srv2 = start([LLMUX, "serve", "--config", cfg2], work / "serve-256.log")
     url2 = f"http://127.0.0.1:{port2}"
     try:
         wait_health(url2)
-        print("open loop above capacity, gateway.max_in_flight = 256, 1024 client threads:")
-        rows = bench(url2, [], 20000, rates=[2000, 5000, 10000], workers=1024)
+        print("open loop (Poisson) above capacity, gateway.max_in_flight = 256:")
+        rows = bench(url2, [], 20000, rates=[2000, 5000, 10000], workers=8192)
         for r in rows:
             print(f"  rate {r.get('value')}: admitted {r['ok']} at {r['requests_per_s']:.0f} req/s, TTFT p99 "
                   f"{r['ttft']['p99_ms']:.1f} ms; 429 {r['rejected_429']} in p50 "
                   f"{r['rejected_latency']['p50_ms']:.2f} / p99 {r['rejected_latency']['p99_ms']:.2f} ms "
-                  f"(client threads on the same 2 cores); other failures {r['failed'] - r['rejected_429']}")
+                  f"(the client on the same 2 cores); other failures {r['failed'] - r['rejected_429']}")
         res["overload"] = rows
         res["refusal_probe"] = refusal_probe(port2, 256)
         p = res["refusal_probe"]
@@ -367,10 +370,10 @@ def main() -> int:
 
     if args.old_llmux:
         port3 = free_port()
-        cfg3 = out / "edge-old.toml"
+        cfg3 = work / "edge-old.toml"
         cfg3.write_text(config(port3).replace("keep_alive_s = 600\n", "").replace(
             "max_in_flight = 8192\n", ""))
-        srv3 = start([args.old_llmux, "serve", "--config", cfg3], out / "serve-old.log")
+        srv3 = start([args.old_llmux, "serve", "--config", cfg3], work / "serve-old.log")
         try:
             wait_health(f"http://127.0.0.1:{port3}")
             print("previous llmux edge (cpp-httplib, 64 threads), same ladder up to 256:")
@@ -379,7 +382,7 @@ def main() -> int:
             stop(srv3)
 
     (out / "results.json").write_text(json.dumps(res, indent=1))
-    print(f"results: {out / 'results.json'}")
+    print(f"results: {out / 'results.json'}; configs and logs: {work}")
     return 0
 
 

@@ -362,3 +362,19 @@ def test_a_full_replica_is_skipped_for_another_before_the_client_sees_429(two_re
     for s in socks:
         s.close()
     wait_until(lambda: held() == 0, 15, "every sequence cancelled")
+
+
+def test_bench_serve_counts_429s_apart_and_holds_idle_connections(edge):
+    # The load generator: one event-loop thread for every client, idle
+    # connections beside them, text prompts, and 429s told apart from faults.
+    from conftest import run_llmux
+    r = run_llmux(["bench", "serve", "--url", edge.base, "--model", "capped", "--requests", "12",
+                   "--concurrency", "6", "--prompt-text", "hello there", "--output-len", "2",
+                   "--idle-connections", "50", "--json"], timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr  # 429s are the edge's defined answer, not a failure
+    row = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")][0]
+    assert row["requests"] == 12 and row["ok"] + row["rejected_429"] == 12, row
+    assert row["rejected_429"] > 0 and row["ok"] > 0, row  # capped admits 2 at once: some of 6 are refused
+    assert "429 (overloaded)" in r.stdout and "text of 11 bytes" in r.stdout, r.stdout
+    assert "idle connections: 50 of 50 held open through the sweep and answered again" in r.stdout, r.stdout
+    wait_until(lambda: _edge_idle(edge.base), 15, "every slot back after the bench")

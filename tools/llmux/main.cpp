@@ -124,7 +124,8 @@ int main(int argc, char** argv) {
   bench_serve->add_option("--requests", serve_opts.requests, "Requests per sweep point")->check(CLI::PositiveNumber);
   bench_serve->add_option("--rate", serve_opts.rates, "Open loop: Poisson arrivals per second (several: a sweep)");
   bench_serve->add_option("--concurrency", serve_opts.concurrencies, "Closed loop: requests in flight (several: a sweep)");
-  bench_serve->add_option("--max-workers", serve_opts.max_workers, "Open loop: client threads");
+  bench_serve->add_option("--max-workers", serve_opts.max_workers,
+                          "Open loop: requests in flight at most (the workload replay: client threads)");
   bench_serve->add_option("--prompt-text", serve_opts.target.text_prompt,
                           "Send this text as every prompt instead of token ids cut to --prompt-len "
                           "(for servers or routers without /tokenize)");

@@ -51,4 +51,13 @@ struct target {
                                                    const std::map<std::string, std::vector<int32_t>>& sources,
                                                    double& duration_s);
 
+/// The same on one thread with an event loop (non-blocking sockets, keep-
+/// alive connections reused most recently used first): at most
+/// `max_in_flight` requests at once (the concurrency of a closed loop; the
+/// cap on an open loop), so thousands of clients cost no threads.
+[[nodiscard]] std::vector<request_result> run_plan_async(const target& t,
+                                                         const std::vector<planned_request>& plan,
+                                                         int max_in_flight, const std::vector<int32_t>& source,
+                                                         double& duration_s);
+
 }  // namespace llmux::loadgen
