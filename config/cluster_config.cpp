@@ -459,12 +459,13 @@ void read_nodes(const section& top, cluster_config& cfg, std::vector<endpoint>& 
   }
 }
 
-void read_gateway(const section& top, cluster_config& cfg, std::vector<endpoint>& http) {
+void read_gateway(const section& top, const std::string& base_dir, cluster_config& cfg,
+                  std::vector<endpoint>& http) {
   auto s = top.table("gateway");
   if (!s)
     throw config_error(top.file(), top.line(), "gateway",
                        "required table missing ([gateway] with node = ...)");
-  s->allow_only({"node", "host", "port", "api_keys", "admin_token", "http_threads",
+  s->allow_only({"node", "host", "port", "api_keys", "api_key_file", "admin_token", "http_threads",
                  "max_body_bytes", "max_in_flight", "max_connections", "keep_alive_s"});
   auto& g = cfg.gateway;
   g.node = read_name(*s, "node");
@@ -484,6 +485,30 @@ void read_gateway(const section& top, cluster_config& cfg, std::vector<endpoint>
         throw config_error(s->file(), line_of(n), path, "must not be empty");
       g.api_keys.push_back(v->get());
     }
+  }
+  // Keys in a file of their own (one a line; blank lines and # comments
+  // skipped), so the config can be shared without them.
+  std::string key_file;
+  read_string(*s, "api_key_file", key_file);
+  if (!key_file.empty()) {
+    std::filesystem::path p{key_file};
+    if (p.is_relative())
+      p = std::filesystem::path(base_dir) / p;
+    std::ifstream keys(p);
+    if (!keys)
+      s->fail("api_key_file", "cannot read '" + p.string() + "'");
+    size_t found = 0;
+    for (std::string line; std::getline(keys, line);) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
+        line.pop_back();
+      size_t start = line.find_first_not_of(" \t");
+      if (start == std::string::npos || line[start] == '#')
+        continue;
+      g.api_keys.push_back(line.substr(start));
+      ++found;
+    }
+    if (found == 0)
+      s->fail("api_key_file", "'" + p.string() + "' holds no key");
   }
   read_string(*s, "admin_token", g.admin_token);
   read_int(*s, "http_threads", g.http_threads, 0, ">= 0 (0: one per core)");
@@ -912,7 +937,7 @@ cluster_config parse_cluster_config(const std::string& toml_text, const std::str
 
   std::vector<endpoint> ports, admin_ports, http;
   read_nodes(top, cfg, ports, admin_ports);
-  read_gateway(top, cfg, http);
+  read_gateway(top, base_dir, cfg, http);
   read_router(top, cfg);
   read_controller(top, cfg);
   // Node ports first, so that an admin or HTTP port is the one blamed for a
@@ -944,6 +969,14 @@ cluster_config load_cluster_config(const std::string& path) {
   if (ec)
     dir = std::filesystem::path(path).parent_path();
   return parse_cluster_config(text.str(), path, dir.empty() ? "." : dir.string());
+}
+
+bool add_environment_keys(cluster_config& cfg) {
+  const char* key = std::getenv("LLMUX_API_KEY");
+  if (key == nullptr || *key == '\0')
+    return false;
+  cfg.gateway.api_keys.emplace_back(key);
+  return true;
 }
 
 cluster_config default_single_node(const std::string& host, uint16_t http_port) {

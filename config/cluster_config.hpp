@@ -28,7 +28,10 @@ struct gateway_config {
   std::string node;                   ///< node that runs the gateway
   std::string host = "127.0.0.1";     ///< listen address
   uint16_t port = 8080;               ///< listen port
-  std::vector<std::string> api_keys;  ///< empty: no authentication
+  /// Accepted bearer keys; empty: no authentication. Also read from
+  /// `api_key_file` (one a line, # comments) and, at the edge's start, from
+  /// the environment variable LLMUX_API_KEY (add_environment_keys).
+  std::vector<std::string> api_keys;
   std::string admin_token;            ///< guards /admin/* and the admin port
   /// Threads that parse, tokenize and render answers; 0: one per core (at
   /// least 2). Connections and waiting streams hold no thread (one event
@@ -248,6 +251,11 @@ struct config_error : std::runtime_error {
 /// The embedded default of `llmux serve`: one node "local" with gateway,
 /// router, controller and one sim unit serving model `tiny` (architecture
 /// "tiny"), HTTP on host:port, no API key.
+/// Adds the API key in the environment variable LLMUX_API_KEY (as vLLM's
+/// VLLM_API_KEY) to `cfg.gateway.api_keys`, when it is set and not empty.
+/// Returns whether one was added.
+bool add_environment_keys(cluster_config& cfg);
+
 [[nodiscard]] cluster_config default_single_node(const std::string& host = "127.0.0.1",
                                                  uint16_t http_port = 8080);
 

@@ -248,8 +248,15 @@ parse_result parse_request(std::string_view buf, const parse_limits& limits, htt
     auto slash = path_query.find('/', scheme + 3);
     path_query = slash == std::string_view::npos ? std::string_view{"/"} : path_query.substr(slash);
   }
+  // Origin form ("/path?query"), absolute form (above) or "*" (OPTIONS);
+  // anything else (authority form, a bare word) is not a target we serve.
+  if (path_query == "*") {
+    out.path = "*";
+  } else if (path_query.empty() || path_query[0] != '/') {
+    return fail(400, "malformed request target (a path must start with '/')");
+  }
   auto q = path_query.find('?');
-  if (!percent_decode(path_query.substr(0, q), out.path))
+  if (path_query != "*" && !percent_decode(path_query.substr(0, q), out.path))
     return fail(400, "malformed percent-encoding in the request path");
   if (q != std::string_view::npos)
     out.query = std::string{path_query.substr(q + 1)};

@@ -22,6 +22,7 @@
 #include "engine/engine_factory.hpp"
 #include "net/http_server.hpp"
 #include "net/openai_schema.hpp"
+#include "net/secret.hpp"
 
 namespace llmux::gateway {
 
@@ -680,9 +681,8 @@ void http_edge::install_routes() {
     if (cfg_.gateway.api_keys.empty())
       return true;
     auto key = bearer_token(ex.request());
-    for (const auto& k : cfg_.gateway.api_keys)
-      if (key == k)
-        return true;
+    if (net::key_accepted(key, cfg_.gateway.api_keys))
+      return true;
     send_error(ex, make_error(401,
                               key.empty() ? "Missing API key: send 'Authorization: Bearer <key>'"
                                           : "Incorrect API key provided",
@@ -809,7 +809,7 @@ void http_edge::install_routes() {
 
   // Cluster state: fetched by the state thread, waited for on the slow pool.
   svr.route("GET", "/admin/state", [this, gw](exchange_ptr ex) {
-    if (!gw.admin_token.empty() && bearer_token(ex->request()) != gw.admin_token) {
+    if (!gw.admin_token.empty() && !net::constant_time_equal(bearer_token(ex->request()), gw.admin_token)) {
       send_error(*ex, make_error(401, "Admin endpoints need 'Authorization: Bearer <admin_token>'",
                                  "invalid_request_error", "", "invalid_admin_token"));
       return;
@@ -913,8 +913,7 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     const auto deadline = start + std::chrono::milliseconds(cfg_.timeouts.request_ms);
     if (!cfg_.gateway.api_keys.empty()) {
       auto key = bearer_token(ex->request());
-      if (std::find(cfg_.gateway.api_keys.begin(), cfg_.gateway.api_keys.end(), key)
-          == cfg_.gateway.api_keys.end()) {
+      if (!net::key_accepted(key, cfg_.gateway.api_keys)) {
         answer_error(make_error(401,
                                 key.empty() ? "Missing API key: send 'Authorization: Bearer <key>'"
                                             : "Incorrect API key provided",

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -420,6 +422,38 @@ TEST_CASE("model files resolve against the config's directory", "[config]") {
   const auto want = (dir.path / "models" / "m.gguf").lexically_normal();
   CHECK(std::filesystem::path(cfg.models[0].file) == want);
   CHECK(std::filesystem::path(cfg.models[0].file).is_absolute());
+}
+
+TEST_CASE("API keys come from a key file beside the config, and from LLMUX_API_KEY", "[config]") {
+  temp_dir dir;
+  dir.write("keys.txt", "# the team's keys\nsk-one\n\n  sk-two  \r\n");
+  dir.write("cluster.toml", replace(base_config, "node = \"edge\"\n",
+                                    "node = \"edge\"\napi_keys = [\"sk-inline\"]\napi_key_file = \"keys.txt\"\n"));
+  auto cfg = load_cluster_config((dir.path / "cluster.toml").string());
+  CHECK(cfg.gateway.api_keys == std::vector<std::string>{"sk-inline", "sk-one", "sk-two"});
+
+  ::unsetenv("LLMUX_API_KEY");
+  CHECK_FALSE(add_environment_keys(cfg));
+  ::setenv("LLMUX_API_KEY", "", 1);
+  CHECK_FALSE(add_environment_keys(cfg));  // set but empty: nothing
+  ::setenv("LLMUX_API_KEY", "sk-env", 1);
+  CHECK(add_environment_keys(cfg));
+  ::unsetenv("LLMUX_API_KEY");
+  CHECK(cfg.gateway.api_keys.back() == "sk-env");
+
+  // A file that is missing or holds no key is an error naming it.
+  dir.write("empty.txt", "# nothing here\n\n");
+  for (const char* file : {"missing.txt", "empty.txt"}) {
+    dir.write("bad.toml", replace(base_config, "node = \"edge\"\n",
+                                  std::string{"node = \"edge\"\napi_key_file = \""} + file + "\"\n"));
+    try {
+      (void)load_cluster_config((dir.path / "bad.toml").string());
+      FAIL("loaded with api_key_file = " << file);
+    } catch (const config_error& e) {
+      CHECK(std::string{e.what()}.find("api_key_file") != std::string::npos);
+      CHECK(std::string{e.what()}.find(file) != std::string::npos);
+    }
+  }
 }
 
 // --- bad configs: one case each ---------------------------------------------

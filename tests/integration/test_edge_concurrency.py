@@ -378,3 +378,32 @@ def test_bench_serve_counts_429s_apart_and_holds_idle_connections(edge):
     assert "429 (overloaded)" in r.stdout and "text of 11 bytes" in r.stdout, r.stdout
     assert "idle connections: 50 of 50 held open through the sweep and answered again" in r.stdout, r.stdout
     wait_until(lambda: _edge_idle(edge.base), 15, "every slot back after the bench")
+
+
+def test_api_key_from_the_environment_is_required_and_never_logged(llmux_bin, tmp_path, monkeypatch):
+    # LLMUX_API_KEY (as vLLM's VLLM_API_KEY): the key need not sit in a config
+    # file. Requests without it or with a wrong one get 401; nothing the
+    # clients sent as a key shows up in the log.
+    secret, wrong = "sk-env-4f1c9a2e7b", "sk-wrong-0d3e8c61"
+    monkeypatch.setenv("LLMUX_API_KEY", secret)
+    port = free_port()
+    proc, base = start_serve(["--sim", "--time-scale", "0", "--port", port], tmp_path, "serve-envkey",
+                             __name__, port)
+    try:
+        body = {"model": "tiny", "prompt": "hi", "max_tokens": 2}
+        assert_openai_error(requests.post(f"{base}/v1/completions", json=body, timeout=10), 401,
+                            message_contains="Missing API key")
+        assert_openai_error(requests.post(f"{base}/v1/completions", json=body, timeout=10,
+                                          headers={"Authorization": f"Bearer {wrong}"}), 401,
+                            message_contains="Incorrect API key")
+        r = requests.post(f"{base}/v1/completions", json=body, timeout=10,
+                          headers={"Authorization": f"Bearer {secret}"})
+        assert r.status_code == 200, r.text
+        r = requests.post(f"{base}/v1/completions", json=dict(body, stream=True), timeout=10,
+                          headers={"Authorization": f"Bearer {secret}"})
+        assert r.status_code == 200 and b"[DONE]" in r.content
+    finally:
+        proc.cleanup()
+    log = proc.log()
+    assert "request cmpl-" in log, log[-2000:]  # requests were logged, just not their keys
+    assert secret not in log and wrong not in log

@@ -103,6 +103,9 @@ TEST_CASE("malformed requests are refused with the status that says why") {
     {"GET / HTTX/1.1\r\n\r\n", 400},
     {"GET /%zz HTTP/1.1\r\n\r\n", 400},
     {"GET /%2 HTTP/1.1\r\n\r\n", 400},
+    {"POST ?v1/completions HTTP/1.1\r\n\r\n", 400},  // found by http_parser_fuzz
+    {"GET example.com:443 HTTP/1.1\r\n\r\n", 400},
+    {"GET http://host HTTP/1.1\r\n\r\n", 0},  // absolute form without a path: "/" (checked below)
     {"GET / HTTP/1.1\r\nNo colon here\r\n\r\n", 400},
     {"GET / HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n", 400},
     {"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400},
@@ -116,6 +119,11 @@ TEST_CASE("malformed requests are refused with the status that says why") {
     INFO(c.text);
     http_request req;
     auto r = parse(c.text, req);
+    if (c.status == 0) {
+      CHECK(r.st == st::complete);
+      CHECK(req.path == "/");
+      continue;
+    }
     REQUIRE(r.st == st::error);
     CHECK(r.status == c.status);
     CHECK_FALSE(r.message.empty());

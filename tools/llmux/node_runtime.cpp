@@ -14,6 +14,7 @@
 #include "actors/controller/controller_actor.hpp"
 #include "actors/gateway/gateway_actor.hpp"
 #include "actors/gateway/http_edge.hpp"
+#include "net/secret.hpp"
 #include "actors/gpu_unit/gpu_unit_actor.hpp"
 #include "actors/kv_manager/kv_manager_actor.hpp"
 #include "actors/router/router_actor.hpp"
@@ -280,7 +281,11 @@ void node_runtime::impl::boot() {
     hooks.cancel = [gw](uint64_t id) { caf::anon_send(gw, cancel_atom::value, id); };
     hooks.admin_state = [&sys, admin = admin] { return cluster_state(sys, admin, 5000).dump(); };
     if (opts.http) {
-      edge = std::make_unique<gateway::http_edge>(cfg, registry, hooks);
+      // Keys may also come from the environment (LLMUX_API_KEY), so they
+      // need not sit in a config file.
+      auto edge_cfg = cfg;
+      config::add_environment_keys(edge_cfg);
+      edge = std::make_unique<gateway::http_edge>(edge_cfg, registry, hooks);
       edge->start();  // throws std::runtime_error when the port cannot be bound
     }
   }
@@ -296,7 +301,7 @@ void node_runtime::impl::boot() {
     auto token = cfg.gateway.admin_token;
     admin_srv = std::make_unique<net::admin_server>(
       me->host, me->admin_port, [&sys, admin = admin, token, units = units](const nlohmann::json& req) {
-        if (!token.empty() && req.value("token", "") != token)
+        if (!token.empty() && !net::constant_time_equal(req.value("token", ""), token))
           return nlohmann::json{{"ok", false}, {"error", "bad admin token"}};
         auto cmd = req.value("cmd", "");
         if (cmd == "set-share")
