@@ -466,7 +466,8 @@ void read_gateway(const section& top, const std::string& base_dir, cluster_confi
     throw config_error(top.file(), top.line(), "gateway",
                        "required table missing ([gateway] with node = ...)");
   s->allow_only({"node", "host", "port", "api_keys", "api_key_file", "admin_token", "http_threads",
-                 "max_body_bytes", "max_in_flight", "max_connections", "keep_alive_s"});
+                 "max_body_bytes", "max_in_flight", "max_connections", "keep_alive_s", "ops_host",
+                 "ops_port"});
   auto& g = cfg.gateway;
   g.node = read_name(*s, "node");
   check_node_ref(cfg, *s, "node", g.node);
@@ -531,6 +532,18 @@ void read_gateway(const section& top, const std::string& base_dir, cluster_confi
   const auto* port_node = s->find("port");
   http.push_back({host, g.port, "the gateway's http port", s->key("port"),
                   port_node ? line_of(*port_node) : s->line()});
+  read_port(*s, "ops_port", g.ops_port);
+  read_string(*s, "ops_host", g.ops_host);
+  if (!g.ops_host.empty() && g.ops_port == 0)
+    s->fail("ops_host", "needs ops_port (the port /metrics and /admin/* move to)");
+  if (g.ops_port != 0) {
+    std::string ops = canonical_host(g.ops_host.empty() ? g.host : g.ops_host);
+    if (ops == "0.0.0.0" || ops == "::" || ops == "[::]")
+      ops = canonical_host(cfg.find_node(g.node)->host);
+    const auto* ops_node = s->find("ops_port");
+    http.push_back({ops, g.ops_port, "the gateway's ops port", s->key("ops_port"),
+                    ops_node ? line_of(*ops_node) : s->line()});
+  }
 }
 
 void read_router(const section& top, cluster_config& cfg) {

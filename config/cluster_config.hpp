@@ -43,6 +43,10 @@ struct gateway_config {
   int max_in_flight = 8192;
   int max_connections = 16384;        ///< open client connections; beyond: 503 and close
   double keep_alive_s = 75;           ///< idle keep-alive connections close after this (nginx's 75 s)
+  /// A second listen address for /metrics and /admin/* (and /health,
+  /// /ready), which the public port then no longer serves; 0: all on `port`.
+  uint16_t ops_port = 0;
+  std::string ops_host;               ///< empty: `host`
 };
 
 struct router_config {

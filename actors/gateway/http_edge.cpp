@@ -619,6 +619,12 @@ void http_edge::start() {
   o.keep_alive_s = cfg_.gateway.keep_alive_s;
   o.limits.max_body_bytes = cfg_.gateway.max_body_bytes;
   server_ = std::make_unique<net::http_server>(o);
+  if (cfg_.gateway.ops_port != 0) {
+    auto ops = o;
+    ops.host = cfg_.gateway.ops_host.empty() ? cfg_.gateway.host : cfg_.gateway.ops_host;
+    ops.port = cfg_.gateway.ops_port;
+    ops_server_ = std::make_unique<net::http_server>(ops);
+  }
   int workers = cfg_.gateway.http_threads;
   if (workers <= 0)
     workers = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
@@ -631,6 +637,8 @@ void http_edge::start() {
   install_routes();
   server_->start();  // throws naming host:port
   port_ = server_->port();
+  if (ops_server_)
+    ops_server_->start();
   // The edge's own figures in the gateway's admin state.
   registry_->set_edge_probe([this, srv = server_.get(), rt = rt_.get()] {
     auto st = srv->stats();
@@ -663,19 +671,33 @@ void http_edge::stop() {
   // Closing every connection ends every request (their clients are told by
   // the close); then the threads that render them stop.
   server_->stop();
+  if (ops_server_)
+    ops_server_->stop();
   if (rt_)
     rt_->stop();
   server_.reset();
+  ops_server_.reset();
 }
 
 void http_edge::install_routes() {
-  auto& svr = *server_;
   const auto& gw = cfg_.gateway;
+  // /metrics and /admin/* go to the ops address when one is set (and the
+  // public port no longer serves them); /health and /ready are on both.
+  auto known = std::make_shared<std::map<net::http_server*, std::vector<std::string>>>();
+  auto add = [known](net::http_server& srv, const std::string& method, const std::string& path,
+                     net::http_handler h, bool prefix = false) {
+    srv.route(method, path, std::move(h), prefix);
+    (*known)[&srv].push_back(path);
+  };
+  auto& svr = *server_;
+  auto& ops = ops_server_ ? *ops_server_ : *server_;
 
-  svr.set_error_renderer([](int status, const std::string& message) {
-    return std::make_pair(net::error_body(make_error(status, message, "invalid_request_error")),
-                          std::string{"application/json"});
-  });
+  for (auto* srv : {server_.get(), ops_server_.get()})
+    if (srv)
+      srv->set_error_renderer([](int status, const std::string& message) {
+        return std::make_pair(net::error_body(make_error(status, message, "invalid_request_error")),
+                              std::string{"application/json"});
+      });
 
   auto authorized = [this](http_exchange& ex) {
     if (cfg_.gateway.api_keys.empty())
@@ -691,11 +713,12 @@ void http_edge::install_routes() {
   };
 
   // Cheap answers run on the loop thread: they stay fast under any load.
-  svr.route("GET", "/health", [](exchange_ptr ex) {
-    ex->respond(200, "application/json", R"({"status":"ok"})");
-  });
+  auto health = [](exchange_ptr ex) { ex->respond(200, "application/json", R"({"status":"ok"})"); };
+  add(svr, "GET", "/health", health);
+  if (&ops != &svr)
+    add(ops, "GET", "/health", health);
 
-  svr.route("GET", "/v1/models", [this, authorized](exchange_ptr ex) {
+  add(svr, "GET", "/v1/models", [this, authorized](exchange_ptr ex) {
     if (!authorized(*ex))
       return;
     auto live = registry_->live_replicas();
@@ -705,7 +728,7 @@ void http_edge::install_routes() {
     ex->respond(200, "application/json", net::render_models(cards, std::time(nullptr)));
   });
 
-  svr.route("GET", "/v1/models/", [this, authorized](exchange_ptr ex) {
+  add(svr, "GET", "/v1/models/", [this, authorized](exchange_ptr ex) {
     if (!authorized(*ex))
       return;
     auto id = ex->request().path.substr(std::string{"/v1/models/"}.size());
@@ -722,7 +745,7 @@ void http_edge::install_routes() {
   }, true);
 
   // Readiness: every configured model has a live replica (liveness is /health).
-  svr.route("GET", "/ready", [this](exchange_ptr ex) {
+  auto ready = [this](exchange_ptr ex) {
     auto live = registry_->live_replicas();
     nlohmann::json missing = nlohmann::json::array();
     for (const auto& [name, m] : models_)
@@ -730,7 +753,10 @@ void http_edge::install_routes() {
         missing.push_back(name);
     ex->respond(missing.empty() ? 200 : 503, "application/json",
                 nlohmann::json{{"ready", missing.empty()}, {"models_without_replica", missing}}.dump());
-  });
+  };
+  add(svr, "GET", "/ready", ready);
+  if (&ops != &svr)
+    add(ops, "GET", "/ready", ready);
 
   // Tokenizer endpoints (vLLM's shapes): the edge owns the tokenizers. Both
   // take {"model": string, FIELD: ...}; `tokenizer_request` checks that
@@ -765,7 +791,7 @@ void http_edge::install_routes() {
     };
   };
 
-  svr.route("POST", "/tokenize", on_pool([authorized, tokenizer_request](exchange_ptr ex) {
+  add(svr, "POST", "/tokenize", on_pool([authorized, tokenizer_request](exchange_ptr ex) {
     if (!authorized(*ex))
       return;
     nlohmann::json body;
@@ -780,7 +806,7 @@ void http_edge::install_routes() {
                   .dump());
   }));
 
-  svr.route("POST", "/detokenize", on_pool([authorized, tokenizer_request](exchange_ptr ex) {
+  add(svr, "POST", "/detokenize", on_pool([authorized, tokenizer_request](exchange_ptr ex) {
     if (!authorized(*ex))
       return;
     nlohmann::json body;
@@ -808,7 +834,7 @@ void http_edge::install_routes() {
   }));
 
   // Cluster state: fetched by the state thread, waited for on the slow pool.
-  svr.route("GET", "/admin/state", [this, gw](exchange_ptr ex) {
+  add(ops, "GET", "/admin/state", [this, gw](exchange_ptr ex) {
     if (!gw.admin_token.empty() && !net::constant_time_equal(bearer_token(ex->request()), gw.admin_token)) {
       send_error(*ex, make_error(401, "Admin endpoints need 'Authorization: Bearer <admin_token>'",
                                  "invalid_request_error", "", "invalid_admin_token"));
@@ -830,7 +856,7 @@ void http_edge::install_routes() {
   // cluster gauges come from the admin state of every actor, fetched for
   // this scrape if that takes under 250 ms, else the last fetch's (its age
   // is a gauge): a scrape under load is never slow.
-  svr.route("GET", "/metrics", [this](exchange_ptr ex) {
+  add(ops, "GET", "/metrics", [this](exchange_ptr ex) {
     auto rt = rt_;
     rt->slow.post([this, rt, ex] {
       auto s = rt->state.get(ex->arrived(), std::chrono::milliseconds(250));
@@ -863,25 +889,26 @@ void http_edge::install_routes() {
     });
   });
 
-  svr.route("POST", "/v1/completions", [this](exchange_ptr ex) {
+  add(svr, "POST", "/v1/completions", [this](exchange_ptr ex) {
     generate(std::move(ex), static_cast<int>(net::api_kind::completions));
   });
-  svr.route("POST", "/v1/chat/completions", [this](exchange_ptr ex) {
+  add(svr, "POST", "/v1/chat/completions", [this](exchange_ptr ex) {
     generate(std::move(ex), static_cast<int>(net::api_kind::chat));
   });
 
   // Unknown paths and methods get OpenAI's shape.
-  svr.set_fallback([](exchange_ptr ex) {
-    static const std::vector<std::string> known = {"/health", "/v1/models", "/ready", "/tokenize",
-                                                   "/detokenize", "/admin/state", "/metrics",
-                                                   "/v1/completions", "/v1/chat/completions"};
-    const auto& path = ex->request().path;
-    bool is_known = std::find(known.begin(), known.end(), path) != known.end();
-    send_error(*ex, make_error(is_known ? 405 : 404,
-                               is_known ? "Method " + ex->request().method + " is not allowed on " + path
-                                        : "Unknown path " + path,
-                               "invalid_request_error"));
-  });
+  for (auto* srv : {server_.get(), ops_server_.get()}) {
+    if (!srv)
+      continue;
+    srv->set_fallback([paths = (*known)[srv]](exchange_ptr ex) {
+      const auto& path = ex->request().path;
+      bool is_known = std::find(paths.begin(), paths.end(), path) != paths.end();
+      send_error(*ex, make_error(is_known ? 405 : 404,
+                                 is_known ? "Method " + ex->request().method + " is not allowed on " + path
+                                          : "Unknown path " + path,
+                                 "invalid_request_error"));
+    });
+  }
 }
 
 void http_edge::generate(exchange_ptr ex, int kind_value) {

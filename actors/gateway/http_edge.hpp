@@ -68,6 +68,7 @@ private:
   std::map<std::string, model_entry> models_;
   std::unique_ptr<admission> admission_;
   std::unique_ptr<net::http_server> server_;
+  std::unique_ptr<net::http_server> ops_server_;  ///< /metrics and /admin/* (gateway.ops_port)
   std::shared_ptr<runtime> rt_;
   int port_ = 0;
 };

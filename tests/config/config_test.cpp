@@ -638,6 +638,20 @@ TEST_CASE("bad edge limits", "[config][error]") {
   require_error(text, "gateway.http_threads", "must be >= 0", line_with(text, "http_threads"));
 }
 
+TEST_CASE("an ops address for /metrics and /admin/*", "[config]") {
+  auto cfg = parse_cluster_config(replace(base_config, "node = \"edge\"\n",
+                                          "node = \"edge\"\nops_port = 9100\nops_host = \"127.0.0.2\"\n"),
+                                  "test.toml");
+  CHECK(cfg.gateway.ops_port == 9100);
+  CHECK(cfg.gateway.ops_host == "127.0.0.2");
+  CHECK(parse_cluster_config(base_config, "test.toml").gateway.ops_port == 0);  // default: one port
+  auto text = replace(base_config, "node = \"edge\"\n", "node = \"edge\"\nops_host = \"127.0.0.2\"\n");
+  require_error(text, "gateway.ops_host", "needs ops_port", line_with(text, "ops_host"));
+  // The ops port is checked against every other port, the gateway's own included.
+  text = replace(base_config, "node = \"edge\"\n", "node = \"edge\"\nport = 9000\nops_port = 9000\n");
+  require_error(text, "gateway.ops_port", "9000", line_with(text, "ops_port"));
+}
+
 TEST_CASE("bad controller share settings", "[config][error]") {
   auto text = base_config + "\n[controller]\nnode = \"edge\"\nmove_shares = \"yes\"\n";
   require_error(text, "controller.move_shares", "a boolean", line_with(text, "move_shares"));

@@ -407,3 +407,43 @@ def test_api_key_from_the_environment_is_required_and_never_logged(llmux_bin, tm
     log = proc.log()
     assert "request cmpl-" in log, log[-2000:]  # requests were logged, just not their keys
     assert secret not in log and wrong not in log
+
+
+def test_metrics_and_admin_move_to_the_ops_address(llmux_bin, tmp_path):
+    # gateway.ops_port: /metrics and /admin/* are served there and no longer
+    # on the public port; /health and /ready answer on both.
+    http, ops, node, admin = free_port(), free_port(), free_port(), free_port()
+    cfg = tmp_path / "ops.toml"
+    cfg.write_text(solo_config(http, node, admin, f'admin_token = "{ADMIN}"\nops_port = {ops}') + """
+[[models]]
+name = "tiny"
+backend = "sim"
+architecture = "tiny"
+
+[[units]]
+name = "u"
+node = "solo"
+time_scale = 0
+models = [ { name = "tiny", share = 1.0 } ]
+""")
+    proc, base = start_serve(["--config", cfg], tmp_path, "serve-ops", __name__, http)
+    ops_base = f"http://127.0.0.1:{ops}"
+    try:
+        wait_until(lambda: requests.get(f"{base}/ready", timeout=2).status_code == 200, 20, "ready")
+        r = requests.post(f"{base}/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2},
+                          timeout=10)
+        assert r.status_code == 200, r.text
+        m = requests.get(f"{ops_base}/metrics", timeout=10)
+        assert m.status_code == 200 and 'llmux:requests_total{model="tiny",status="200"} 1' in m.text, m.text
+        assert one_state(admin_state_http(ops_base, ADMIN), "gateway")["state"]["completed"] == 1
+        assert_openai_error(requests.get(f"{ops_base}/admin/state", timeout=10), 401)  # still guarded
+        for path in ("/metrics", "/admin/state"):
+            assert_openai_error(requests.get(f"{base}{path}", timeout=10), 404, message_contains="Unknown path")
+        for b in (base, ops_base):
+            assert requests.get(f"{b}/health", timeout=10).status_code == 200
+            assert requests.get(f"{b}/ready", timeout=10).status_code == 200
+        # The ops address serves no generation.
+        assert_openai_error(requests.post(f"{ops_base}/v1/completions", json={"model": "tiny", "prompt": "x"},
+                                          timeout=10), 404)
+    finally:
+        proc.cleanup()
