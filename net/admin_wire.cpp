@@ -1,5 +1,7 @@
 #include "net/admin_wire.hpp"
 
+#include "net/secret.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -193,10 +195,24 @@ void close_gracefully(int fd) {
 
 json error_response(std::string message) { return json{{"ok", false}, {"error", std::move(message)}}; }
 
+/// "host:port" of a connected socket's peer (for the log).
+std::string peer_text(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  char host[INET_ADDRSTRLEN] = "?";
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) return "?";
+  ::inet_ntop(AF_INET, &a.sin_addr, host, sizeof host);
+  return std::string{host} + ":" + std::to_string(ntohs(a.sin_port));
+}
+
 }  // namespace
 
-admin_server::admin_server(std::string host, uint16_t port, handler h)
-    : host_(std::move(host)), port_(port), handler_(std::move(h)) {}
+admin_server::admin_server(std::string host, uint16_t port, handler h, admin_server_options opts)
+    : opts_(std::move(opts)), host_(std::move(host)), port_(port), handler_(std::move(h)) {}
+
+void admin_server::refuse(const std::string& why) {
+  if (opts_.log) opts_.log(why);
+}
 
 admin_server::~admin_server() { stop(); }
 
@@ -265,10 +281,21 @@ void admin_server::accept_loop() {
       continue;
     }
     set_nodelay(fd);
+    const std::string peer = peer_text(fd);
     std::lock_guard<std::mutex> lock(conns_mutex_);
     if (!running_.load()) {
       ::close(fd);
       break;
+    }
+    if (conn_fds_.size() >= opts_.max_connections) {
+      refuse("admin port: refused a connection from " + peer + ": " + std::to_string(opts_.max_connections)
+             + " are open");
+      // Answer without a thread: the frame is small and the socket's buffer empty.
+      const std::string frame = encode_frame(error_response(
+          "too many admin connections (" + std::to_string(opts_.max_connections) + " open)"));
+      [[maybe_unused]] auto w = ::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::close(fd);
+      continue;
     }
     // Reap threads that have finished; each pushed its id as its last act
     // under this mutex, so join() returns at once.
@@ -282,7 +309,7 @@ void admin_server::accept_loop() {
     finished_.clear();
     try {
       conn_fds_.push_back(fd);
-      conns_.emplace_back([this, fd] { serve(fd); });
+      conns_.emplace_back([this, fd, peer] { serve(fd, peer); });
     } catch (...) {
       conn_fds_.erase(std::remove(conn_fds_.begin(), conn_fds_.end(), fd), conn_fds_.end());
       ::close(fd);
@@ -290,18 +317,22 @@ void admin_server::accept_loop() {
   }
 }
 
-void admin_server::serve(int fd) {
+void admin_server::serve(int fd, std::string peer) {
   try {
     for (;;) {
       unsigned char header[4];
       int err = 0;
-      // Idle connections may wait forever for the next request; stop() wakes them.
-      if (read_exact(fd, reinterpret_cast<char*>(header), 4, std::nullopt, err) != io_status::ok) break;
+      // An idle connection is closed after idle_timeout; stop() wakes it sooner.
+      if (read_exact(fd, reinterpret_cast<char*>(header), 4, steady::now() + opts_.idle_timeout, err)
+          != io_status::ok)
+        break;
       const uint32_t n = decode_length(header);
-      if (n > max_frame_bytes) {
+      if (n > opts_.max_request_bytes) {
         // The stream cannot be resynchronised without reading the body; answer and hang up.
-        const std::string frame = encode_frame(
-            error_response("request frame of " + std::to_string(n) + " bytes exceeds the 64 MiB limit"));
+        const std::string frame = encode_frame(error_response(
+            "request frame of " + std::to_string(n) + " bytes exceeds the limit of "
+            + std::to_string(opts_.max_request_bytes) + " bytes"));
+        refuse("admin port: refused a request frame of " + std::to_string(n) + " bytes from " + peer);
         if (write_all(fd, frame.data(), frame.size(), steady::now() + server_io_timeout, err) == io_status::ok) {
           close_gracefully(fd);
         }
@@ -319,8 +350,16 @@ void admin_server::serve(int fd) {
       } catch (const json::exception& e) {
         response = error_response(std::string("malformed msgpack request: ") + e.what());
       }
+      bool bad_token = false;
       if (decoded && !request.is_object()) {
         response = error_response(std::string("request must be a msgpack map, got ") + request.type_name());
+      } else if (decoded && !opts_.token.empty()
+                 && !(request.contains("token") && request["token"].is_string()
+                      && constant_time_equal(request["token"].get_ref<const std::string&>(), opts_.token))) {
+        // Before the handler sees anything: answered, logged, and hung up.
+        response = error_response("bad admin token");
+        bad_token = true;
+        refuse("admin port: bad admin token from " + peer);
       } else if (decoded) {
         try {
           response = handler_(request);
@@ -340,6 +379,10 @@ void admin_server::serve(int fd) {
         frame = encode_frame(error_response(e.what()));
       }
       if (write_all(fd, frame.data(), frame.size(), steady::now() + server_io_timeout, err) != io_status::ok) break;
+      if (bad_token) {
+        close_gracefully(fd);
+        break;
+      }
     }
   } catch (...) {
     // Nothing may escape a connection thread (std::terminate); dropping the

@@ -7,7 +7,8 @@
 /// request/response pairs, one at a time. Requests look like
 /// `{"cmd": "state", "token": "<admin token>", "actor": ""}`; responses are
 /// `{"ok": true, "state": {...}}` or `{"ok": false, "error": "..."}`.
-/// Frames larger than 64 MiB are refused.
+/// Request frames larger than 64 KiB and response frames larger than 64 MiB
+/// are refused.
 ///
 /// No CAF here: the handler is any callable; the node wires it to its admin
 /// actor.
@@ -31,14 +32,29 @@ struct admin_wire_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// What the admin port lets a client do before it has shown the token.
+struct admin_server_options {
+  /// Non-empty: every request must carry it (`"token"`, compared in constant
+  /// time) before the handler sees it; a wrong one is answered, logged, and
+  /// the connection closed.
+  std::string token;
+  size_t max_connections = 16;  ///< beyond: an error frame and close
+  std::chrono::milliseconds idle_timeout{60000};  ///< between requests
+  /// Request frames are small ({"cmd", "token", ...}): a larger length
+  /// prefix is refused before anything is allocated for it.
+  uint32_t max_request_bytes = 64 * 1024;
+  std::function<void(const std::string&)> log;  ///< refusals, with the peer's address
+};
+
 /// Serves the admin protocol on host:port with one thread per connection
-/// (admin traffic is rare). The handler runs on a connection thread and may
-/// block; a handler exception becomes `{"ok":false,"error":what()}`.
+/// (admin traffic is rare; at most `max_connections`). The handler runs on a
+/// connection thread and may block; a handler exception becomes
+/// `{"ok":false,"error":what()}`.
 class admin_server {
 public:
   using handler = std::function<nlohmann::json(const nlohmann::json& request)>;
 
-  admin_server(std::string host, uint16_t port, handler h);
+  admin_server(std::string host, uint16_t port, handler h, admin_server_options opts = {});
   ~admin_server();  ///< stops and joins all threads
   admin_server(const admin_server&) = delete;
   admin_server& operator=(const admin_server&) = delete;
@@ -54,8 +70,10 @@ public:
 
 private:
   void accept_loop();
-  void serve(int fd);
+  void serve(int fd, std::string peer);
+  void refuse(const std::string& why);
 
+  admin_server_options opts_;
   std::string host_;
   uint16_t port_;
   handler handler_;

@@ -142,7 +142,7 @@ models = [ { name = "hold", share = 1.0 } ]
     try:
         wait_until(lambda: requests.get(f"{base}/ready", timeout=2).status_code == 200, 20,
                    "every model to have a replica", proc=proc)
-        yield SimpleNamespace(base=base, port=http, proc=proc)
+        yield SimpleNamespace(base=base, port=http, proc=proc, admin_port=admin)
     finally:
         proc.cleanup()
 
@@ -447,3 +447,38 @@ models = [ { name = "tiny", share = 1.0 } ]
                                           timeout=10), 404)
     finally:
         proc.cleanup()
+
+
+def test_the_admin_port_checks_its_token_before_anything_else(edge):
+    # The admin wire port: a wrong token is answered, logged with the peer's
+    # address (not the token), and the connection closed; the right one works.
+    import msgpack
+    import struct
+
+    def call(req: dict):
+        s = socket.create_connection(("127.0.0.1", edge.admin_port), timeout=10)
+        body = msgpack.packb(req)
+        s.sendall(struct.pack(">I", len(body)) + body)
+        head = s.recv(4, socket.MSG_WAITALL)
+        n = struct.unpack(">I", head)[0]
+        data = b""
+        while len(data) < n:
+            data += s.recv(n - len(data))
+        closed = s.recv(1) == b""  # the server hung up after answering
+        s.close()
+        return msgpack.unpackb(data), closed
+
+    wrong = "adm-guess-77d1"
+    rep, closed = call({"cmd": "state", "token": wrong})
+    assert rep == {"ok": False, "error": "bad admin token"} and closed
+    edge.proc.wait_for_log(r"admin port: bad admin token from 127\.0\.0\.1:\d+", 10)
+    assert wrong not in edge.proc.log()
+    s = socket.create_connection(("127.0.0.1", edge.admin_port), timeout=10)
+    body = msgpack.packb({"cmd": "state", "token": ADMIN})
+    s.sendall(struct.pack(">I", len(body)) + body)
+    n = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))[0]
+    data = b""
+    while len(data) < n:
+        data += s.recv(n - len(data))
+    s.close()
+    assert msgpack.unpackb(data)["ok"] is True

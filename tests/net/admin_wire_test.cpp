@@ -199,7 +199,7 @@ TEST_CASE("an oversized length prefix is refused and the server lives on", "[adm
     const auto r = client.read_frame();
     REQUIRE(r.has_value());
     CHECK((*r)["ok"] == false);
-    CHECK_THAT((*r)["error"].get<std::string>(), Catch::Contains("64 MiB"));
+    CHECK_THAT((*r)["error"].get<std::string>(), Catch::Contains("exceeds the limit of 65536 bytes"));
     CHECK(client.closed_by_peer());
   }
   const json r = admin_call("127.0.0.1", server.port(), {{"cmd", "ping"}}, call_timeout);
@@ -280,4 +280,86 @@ TEST_CASE("localhost resolves and many connections are reaped", "[admin_wire]") 
   for (int i = 0; i < 100; ++i) {
     REQUIRE(admin_call("localhost", server.port(), {{"i", i}}, call_timeout)["echo"]["i"] == i);
   }
+}
+
+TEST_CASE("a request without the token never reaches the handler; the client is hung up on and logged",
+          "[admin_wire]") {
+  std::atomic<int> handled{0};
+  std::mutex log_mtx;
+  std::vector<std::string> log;
+  admin_server_options o;
+  o.token = "adm-secret";
+  o.log = [&](const std::string& why) {
+    std::lock_guard<std::mutex> g{log_mtx};
+    log.push_back(why);
+  };
+  admin_server server("127.0.0.1", 0, [&](const json& req) {
+    ++handled;
+    return json{{"ok", true}, {"echo", req}};
+  }, o);
+  server.start();
+  for (const json& req : {json{{"cmd", "state"}}, json{{"cmd", "state"}, {"token", "adm-secreT"}},
+                          json{{"cmd", "state"}, {"token", 42}}}) {
+    raw_client client(server.port());
+    client.send_json(req);
+    const auto r = client.read_frame();
+    REQUIRE(r.has_value());
+    CHECK((*r)["ok"] == false);
+    CHECK((*r)["error"] == "bad admin token");
+    CHECK(client.closed_by_peer());
+  }
+  CHECK(handled == 0);
+  {
+    std::lock_guard<std::mutex> g{log_mtx};
+    REQUIRE(log.size() == 3);
+    CHECK_THAT(log[0], Catch::Contains("bad admin token from 127.0.0.1:"));
+    CHECK_THAT(log[1], !Catch::Contains("adm-secreT"));  // what the client sent is not logged
+  }
+  const json ok = admin_call("127.0.0.1", server.port(), {{"cmd", "state"}, {"token", "adm-secret"}}, call_timeout);
+  CHECK(ok["ok"] == true);
+  CHECK(handled == 1);
+}
+
+TEST_CASE("request frames above the request limit are refused before their body is read", "[admin_wire]") {
+  admin_server server("127.0.0.1", 0, echo_handler());
+  server.start();
+  raw_client client(server.port());
+  client.send_bytes(raw_client::length_prefix(64 * 1024 + 1));  // and no body at all
+  const auto r = client.read_frame();
+  REQUIRE(r.has_value());
+  CHECK_THAT((*r)["error"].get<std::string>(), Catch::Contains("65537 bytes exceeds the limit"));
+  CHECK(client.closed_by_peer());
+}
+
+TEST_CASE("connections beyond the limit are refused, and idle ones are closed", "[admin_wire]") {
+  admin_server_options o;
+  o.max_connections = 2;
+  o.idle_timeout = 300ms;
+  std::atomic<int> refusals{0};
+  o.log = [&](const std::string&) { ++refusals; };
+  admin_server server("127.0.0.1", 0, echo_handler(), o);
+  server.start();
+  raw_client a(server.port()), b(server.port());
+  // Both are served (one round trip each, so both threads exist).
+  a.send_json({{"i", 1}});
+  b.send_json({{"i", 2}});
+  REQUIRE(a.read_frame().has_value());
+  REQUIRE(b.read_frame().has_value());
+  raw_client c(server.port());
+  const auto r = c.read_frame();
+  REQUIRE(r.has_value());
+  CHECK_THAT((*r)["error"].get<std::string>(), Catch::Contains("too many admin connections"));
+  CHECK(c.closed_by_peer());
+  CHECK(refusals == 1);
+  // Idle past the timeout: closed by the server (the client's own read
+  // timeout is 5 s); then a new client is served.
+  CHECK(a.closed_by_peer());
+  CHECK(b.closed_by_peer());
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {  // the closed connections' threads finish
+    served = admin_call("127.0.0.1", server.port(), {{"i", 3}}, call_timeout).value("ok", false);
+    if (!served)
+      std::this_thread::sleep_for(20ms);
+  }
+  CHECK(served);
 }
