@@ -513,10 +513,17 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
       finish(gone_status());
       return;
     }
+    // Past the deadline, the client is told so: an error that comes at
+    // the same time (a step that timed out below) is the deadline's doing.
+    const bool late = expired || clock_type::now() >= deadline;
+    auto deadline_error = [&] {
+      return make_error(504, "request deadline of " + std::to_string(request_ms) + " ms exceeded"
+                               + (first_token_seen ? "" : " before the first token"),
+                        "timeout_error");
+    };
+    auto error_of = [&](const sink_event& ev) { return late ? deadline_error() : event_error(ev); };
     if (events.empty() && expired) {
-      fail(make_error(504, "request deadline of " + std::to_string(request_ms) + " ms exceeded"
-                             + (first_token_seen ? "" : " before the first token"),
-                      "timeout_error"));
+      fail(deadline_error());
       return;
     }
     if (events.empty())
@@ -525,7 +532,7 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
     std::string out;
     if (!started) {
       if (events.front().finish == finish_reason::error) {
-        fail(event_error(events.front()));
+        fail(error_of(events.front()));
         return;
       }
       if (stream) {
@@ -546,7 +553,7 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
       if (ev.finish == finish_reason::error) {
         if (!out.empty())
           ex->write(out);
-        fail(event_error(ev));
+        fail(error_of(ev));
         return;
       }
       auto u = apply(ev);
@@ -568,9 +575,8 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
       if (stream && !out.empty() && !ex->write(out)) {
         cancel_running();
         finish(gone_status());
-      } else if (expired) {
-        fail(make_error(504, "request deadline of " + std::to_string(request_ms) + " ms exceeded",
-                        "timeout_error"));
+      } else if (late) {
+        fail(deadline_error());
       }
       return;
     }

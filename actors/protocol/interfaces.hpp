@@ -121,6 +121,7 @@ using router_actor = caf::typed_actor<
   caf::reacts_to<replica_dn_atom, std::string>,  // node name: all its replicas are down
   caf::reacts_to<lost_atom, std::string>,        // replica name: the edge saw it go down
   caf::reacts_to<load_report>,
+  caf::reacts_to<tick_atom>,  // self-sent: expires requests waiting for a first replica
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// Runs engine steps for the models co-located on one GPU (or CPU socket).

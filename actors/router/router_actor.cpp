@@ -11,6 +11,14 @@ using namespace protocol;
 
 namespace {
 
+/// A request waiting for its model's first replica to join.
+struct parked_request {
+  caf::typed_response_promise<enqueue_reply> rp;
+  gen_request req;
+  gateway_actor gw;
+  std::chrono::steady_clock::time_point until;
+};
+
 struct router_state {
   static inline const char* name = "llmux.router";
   router_options opts;
@@ -20,6 +28,9 @@ struct router_state {
   uint64_t routed = 0;
   uint64_t refused = 0;
   uint64_t retried = 0;  ///< submits sent on after a replica refused them
+  std::unordered_map<std::string, std::vector<parked_request>> parked;  ///< by model
+  bool ticking = false;  ///< a tick is on its way (expiring parked requests)
+  uint64_t waited = 0;   ///< requests that waited for a first replica
 };
 
 using router_ptr = router_actor::stateful_pointer<router_state>;
@@ -31,6 +42,18 @@ void offer(router_ptr self, caf::typed_response_promise<enqueue_reply> rp, gen_r
            gateway_actor gw, std::vector<std::string> tried, enqueue_reply last) {
   auto& s = self->state;
   auto pick = s.policy.pick(req.model, tried);
+  if (!pick && tried.empty() && !s.policy.has_model(req.model) && s.opts.join_wait_ms > 0) {
+    // The cluster is starting: wait for the model's first replica.
+    ++s.waited;
+    s.parked[req.model].push_back({std::move(rp), std::move(req), std::move(gw),
+                                   std::chrono::steady_clock::now()
+                                     + std::chrono::milliseconds(s.opts.join_wait_ms)});
+    if (!s.ticking) {
+      s.ticking = true;
+      self->delayed_send(self, std::chrono::milliseconds(100), tick_atom::value);
+    }
+    return;
+  }
   if (!pick) {
     if (tried.empty() || last.status == 0) {
       ++s.refused;
@@ -98,7 +121,16 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
         // Ask for load reports (sent to whoever subscribes).
         self->send(caf::actor_cast<scheduler_actor>(info.scheduler), subscribe_atom::value,
                    caf::actor_cast<caf::actor>(self));
+        const std::string model = info.model;
         s.replicas[info.replica] = std::move(info);
+        // Requests that waited for this model's first replica go now.
+        auto waiting = s.parked.find(model);
+        if (waiting != s.parked.end()) {
+          auto reqs = std::move(waiting->second);
+          s.parked.erase(waiting);
+          for (auto& p : reqs)
+            offer(self, std::move(p.rp), std::move(p.req), std::move(p.gw), {}, {});
+        }
       },
       [self](replica_dn_atom, const std::string& node) { self->state.policy.node_down(node); },
       [self](lost_atom, const std::string& replica) {
@@ -108,6 +140,31 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
       },
       [self](load_report& rep) {
         self->state.policy.report(rep.replica, rep.waiting, rep.running, rep.tokens_per_s);
+      },
+      [self](tick_atom) {
+        // Requests that waited for a first replica longer than join_wait_ms: 503.
+        auto& s = self->state;
+        const auto now = std::chrono::steady_clock::now();
+        for (auto it = s.parked.begin(); it != s.parked.end();) {
+          auto& reqs = it->second;
+          for (auto p = reqs.begin(); p != reqs.end();) {
+            if (now < p->until) {
+              ++p;
+              continue;
+            }
+            ++s.refused;
+            enqueue_reply rep;
+            rep.status = 503;
+            rep.message = "no live replica for model '" + it->first + "': none joined within "
+                          + std::to_string(s.opts.join_wait_ms) + " ms";
+            p->rp.deliver(std::move(rep));
+            p = reqs.erase(p);
+          }
+          it = reqs.empty() ? s.parked.erase(it) : std::next(it);
+        }
+        s.ticking = !s.parked.empty();
+        if (s.ticking)
+          self->delayed_send(self, std::chrono::milliseconds(100), tick_atom::value);
       },
       [self](get_state_atom) -> actor_state {
         auto& s = self->state;
@@ -129,6 +186,13 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
           {"routed", s.routed},
           {"refused", s.refused},
           {"retried", s.retried},
+          {"waited_for_replica", s.waited},
+          {"waiting_for_replica", [&s] {
+             size_t n = 0;
+             for (const auto& [m, v] : s.parked)
+               n += v.size();
+             return n;
+           }()},
           {"replicas", reps}};
         return {s.opts.node, "router", s.opts.name, self->mailbox().size(), j.dump()};
       },

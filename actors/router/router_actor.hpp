@@ -3,7 +3,8 @@
 /// from the controller, monitors their schedulers, takes load reports, and
 /// offers each `submit` to the chosen scheduler; a replica that refuses it
 /// (429: its queue is full) or cannot be reached is skipped for the next
-/// live one, so the client sees 429 only when every replica is full.
+/// live one, so the client sees 429 only when every replica is full. A
+/// request for a model with no replica yet waits for the first to join.
 
 #include <string>
 
@@ -16,6 +17,9 @@ struct router_options {
   std::string node;
   std::string name = "router";
   policy_kind policy = policy_kind::least_loaded;
+  /// A request for a model none of whose replicas has joined yet (a cluster
+  /// still starting) waits this long for one, then gets 503; 0: 503 at once.
+  int join_wait_ms = 0;
 };
 
 protocol::router_actor spawn_router(caf::actor_system& sys, router_options opts);

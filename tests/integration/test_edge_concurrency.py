@@ -31,6 +31,7 @@ from conftest import (
     free_port,
     one_state,
     solo_config,
+    start_llmux,
     start_serve,
     wait_until,
 )
@@ -482,3 +483,93 @@ def test_the_admin_port_checks_its_token_before_anything_else(edge):
         data += s.recv(n - len(data))
     s.close()
     assert msgpack.unpackb(data)["ok"] is True
+
+
+def _two_node_config(path, http, edge_port, edge_admin, unit_port, unit_admin, request_ms):
+    path.write_text(f"""
+[timeouts]
+request_ms = {request_ms}
+
+[[nodes]]
+name = "edge"
+port = {edge_port}
+admin_port = {edge_admin}
+
+[[nodes]]
+name = "gpu0"
+port = {unit_port}
+admin_port = {unit_admin}
+
+[gateway]
+node = "edge"
+port = {http}
+admin_token = "{ADMIN}"
+
+[[models]]
+name = "late"
+backend = "sim"
+architecture = "tiny"
+
+[[units]]
+name = "u"
+node = "gpu0"
+time_scale = 0
+models = [ {{ name = "late", share = 1.0 }} ]
+""")
+
+
+def test_a_request_before_the_first_replica_joins_waits_for_it(llmux_bin, tmp_path):
+    # A cluster still starting: the edge node is up, the unit node is not.
+    # A request for the model waits for its first replica (within its
+    # deadline) instead of a 503 "none has joined yet".
+    http, ep, ea, up, ua = (free_port() for _ in range(5))
+    cfg = tmp_path / "late.toml"
+    _two_node_config(cfg, http, ep, ea, up, ua, request_ms=60000)
+    base = f"http://127.0.0.1:{http}"
+    edge_node = start_llmux(["node", "--config", cfg, "--name", "edge"], tmp_path, "edge-first", owner=__name__)
+    unit_node = None
+    try:
+        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 20, "the edge",
+                   proc=edge_node)
+        assert requests.get(f"{base}/ready", timeout=5).status_code == 503
+        result = {}
+
+        def ask():
+            result["r"] = requests.post(f"{base}/v1/completions", timeout=60,
+                                        json={"model": "late", "prompt": "hi", "max_tokens": 3})
+
+        import threading
+        t = threading.Thread(target=ask)
+        t.start()
+        wait_until(lambda: one_state(admin_state_http(base, ADMIN), "router")["state"]["waiting_for_replica"] == 1,
+                   10, "the request to wait for a replica")
+        unit_node = start_llmux(["node", "--config", cfg, "--name", "gpu0"], tmp_path, "unit-later", owner=__name__)
+        t.join(60)
+        assert not t.is_alive()
+        assert result["r"].status_code == 200, result["r"].text
+        assert result["r"].json()["usage"]["completion_tokens"] >= 1
+        router = one_state(admin_state_http(base, ADMIN), "router")["state"]
+        assert router["waited_for_replica"] == 1 and router["waiting_for_replica"] == 0
+    finally:
+        for p in (unit_node, edge_node):
+            if p:
+                p.cleanup()
+
+
+def test_a_replica_that_never_joins_is_an_error_at_the_deadline(llmux_bin, tmp_path):
+    http, ep, ea, up, ua = (free_port() for _ in range(5))
+    cfg = tmp_path / "never.toml"
+    _two_node_config(cfg, http, ep, ea, up, ua, request_ms=1500)
+    base = f"http://127.0.0.1:{http}"
+    edge_node = start_llmux(["node", "--config", cfg, "--name", "edge"], tmp_path, "edge-alone", owner=__name__)
+    try:
+        wait_until(lambda: requests.get(f"{base}/health", timeout=1).status_code == 200, 20, "the edge",
+                   proc=edge_node)
+        r = requests.post(f"{base}/v1/completions", json={"model": "late", "prompt": "hi", "max_tokens": 3},
+                          timeout=30)
+        assert r.status_code in (503, 504), r.text  # the router's or the edge's deadline, whichever first
+        assert r.json()["error"]["message"], r.text
+        wait_until(lambda: one_state(admin_state_http(base, ADMIN), "router")["state"]["waiting_for_replica"] == 0,
+                   5, "the waiting request dropped")
+    finally:
+        edge_node.cleanup()

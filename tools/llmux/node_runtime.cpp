@@ -254,6 +254,9 @@ void node_runtime::impl::boot() {
     router::router_options ro;
     ro.node = node_name;
     ro.policy = *router::parse_policy(cfg.router.policy);
+    // While the cluster starts, a request waits for its model's first
+    // replica (within its deadline) rather than failing.
+    ro.join_wait_ms = cfg.timeouts.request_ms;
     router = router::spawn_router(sys, ro);
     add(admin, "router", ro.name, caf::actor_cast<caf::actor>(router));
   }
