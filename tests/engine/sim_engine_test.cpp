@@ -44,10 +44,37 @@ bool is_word(token_id t) {
 }  // namespace
 
 TEST_CASE("sim_engine: tokens depend only on seed and position", "[sim_engine]") {
+  std::vector<std::vector<token_id>> outputs;
   for (uint64_t seed : {0ULL, 1ULL, 42ULL, 0xdeadbeefULL}) {
-    for (int64_t pos = 5; pos < 21; ++pos)
-      CHECK(sim_engine::token_at(seed, 5, pos) == sim_engine::token_at(seed, 5, pos));
-    CHECK(sim_engine::output_length(seed) == sim_engine::output_length(seed));
+    const int64_t len = sim_engine::output_length(seed);
+    CHECK(len >= 16);
+    CHECK(len <= 271);
+    // Words for the whole output, then EOS: the length is where EOS starts.
+    std::vector<token_id> out;
+    for (int64_t pos = 5; pos < 5 + len; ++pos) {
+      CHECK(is_word(sim_engine::token_at(seed, 5, pos)));
+      out.push_back(sim_engine::token_at(seed, 5, pos));
+    }
+    CHECK(sim_engine::token_at(seed, 5, 5 + len) == sim_tokenizer::eos);
+    // Not one token repeated: at least a few distinct words in the first 16.
+    std::set<token_id> distinct(out.begin(), out.begin() + 16);
+    CHECK(distinct.size() >= 4);
+    outputs.push_back(out);
+  }
+  // Different seeds give different outputs.
+  for (size_t i = 1; i < outputs.size(); ++i)
+    CHECK(outputs[i] != outputs[0]);
+  // A step samples the token at the sequence's next position: context plus
+  // the tokens it feeds.
+  {
+    auto e = make_sim(1.0);
+    step_input in;
+    in.seqs.push_back(work(1, 7, 0, true, 99, 7));     // a 7-token prompt
+    in.seqs.push_back(work(2, 1, 30, true, 12345, 20));  // a decode at context 30
+    auto got = e.step(in).tokens;
+    REQUIRE(got.size() == 2);
+    CHECK(got[0] == sim_engine::token_at(99, 7, 7));
+    CHECK(got[1] == sim_engine::token_at(12345, 20, 31));
   }
   // Two engines (different shares, different instances) agree token for token.
   auto a = make_sim(1.0);
