@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
