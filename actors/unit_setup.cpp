@@ -1,5 +1,9 @@
 #include "actors/unit_setup.hpp"
 
+#include <algorithm>
+
+#include "engine/cost_model.hpp"
+
 namespace llmux::setup {
 
 kv::kv_manager_options kv_options(const config::cluster_config& cfg, const config::unit_config& u) {
@@ -51,6 +55,39 @@ engine::engine_context engine_context(const config::cluster_config& cfg, const c
   ctx.kv_blocks = kv_blocks;
   ctx.devices = u.devices;
   return ctx;
+}
+
+router::routing_options routing(const config::cluster_config& cfg) {
+  router::routing_options rt;
+  if (auto p = router::parse_policy(cfg.router.policy))
+    rt.policy = *p;
+  for (const auto& m : cfg.models)
+    if (auto p = router::parse_policy(m.router_policy))
+      rt.model_policy[m.name] = *p;
+  if (!cfg.units.empty())
+    rt.block_tokens = cfg.units.front().block_tokens;
+  rt.affinity_slack = cfg.router.affinity_slack;
+  rt.affinity_ratio = cfg.router.affinity_ratio;
+  rt.prefix_cache_blocks = static_cast<size_t>(cfg.router.prefix_cache_blocks);
+  rt.max_sessions = static_cast<size_t>(cfg.router.max_sessions);
+  return rt;
+}
+
+double prefill_rate(const config::cluster_config& cfg, const config::unit_config& u,
+                    const config::unit_model& um) {
+  const auto* m = cfg.find_model(um.model);
+  auto gpu = cfg.gpus.find(u.gpu);
+  if (!m || m->backend == "cpu" || gpu == cfg.gpus.end())
+    return 0;
+  try {
+    const int tp = std::max<int>(1, static_cast<int>(u.devices.size()));
+    auto cost = engine::cost_model::for_model(*m, gpu->second, tp);
+    const double share = std::clamp(u.multiplex == "temporal" ? 1.0 : um.share, 0.01, 1.0);
+    const double s = cost.prefill_seconds(1, 512, share) * std::max(u.time_scale, 0.0);
+    return s > 0 ? 512 / s : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
 }
 
 void configure_core(unit::unit_core& core, const config::unit_config& u) {

@@ -10,6 +10,7 @@
 
 #include "actors/gpu_unit/unit_core.hpp"
 #include "actors/kv_manager/kv_manager_core.hpp"
+#include "actors/router/router_policy.hpp"
 #include "actors/scheduler/batch_scheduler.hpp"
 #include "config/cluster_config.hpp"
 #include "engine/engine_factory.hpp"
@@ -31,6 +32,19 @@ namespace llmux::setup {
 [[nodiscard]] engine::engine_context engine_context(const config::cluster_config& cfg,
                                                     const config::unit_config& unit,
                                                     const config::unit_model& um, int64_t kv_blocks);
+
+/// The router's policies and their parameters from `[router]` and each
+/// model's `router_policy`; prefix hashes cut prompts at the first unit's
+/// `block_tokens` (where the units' KV blocks cut them).
+[[nodiscard]] router::routing_options routing(const config::cluster_config& cfg);
+
+/// What the cost model says `um` prefills on `unit` (its share, the unit's
+/// devices as the tensor-parallel size), tokens/s for a 512-token prompt:
+/// the router's TTFT prediction before the replica's scheduler has
+/// measured one. 0 for the cpu backend (no cost model of this CPU) and
+/// when the GPU's profile does not know the model.
+[[nodiscard]] double prefill_rate(const config::cluster_config& cfg, const config::unit_config& unit,
+                                  const config::unit_model& um);
 
 /// The unit's books before any model is added: its shared prefill lane
 /// (prefill = "shared") and whether shares are caps that may overlap

@@ -546,19 +546,35 @@ void read_gateway(const section& top, const std::string& base_dir, cluster_confi
   }
 }
 
+/// The router's policies (actors/router/router_policy.hpp).
+const std::initializer_list<std::string_view> kRouterPolicies = {
+  "least_loaded", "round_robin", "power_of_two", "least_tokens", "prefix_aware", "session", "slo_aware"};
+
 void read_router(const section& top, cluster_config& cfg) {
   cfg.router.node = cfg.gateway.node;
   auto s = top.table("router");
   if (!s)
     return;
-  s->allow_only({"node", "policy"});
+  s->allow_only({"node", "policy", "session_header", "affinity_slack", "affinity_ratio",
+                 "prefix_cache_blocks", "max_sessions"});
   read_string(*s, "node", cfg.router.node);
   check_node_ref(cfg, *s, "node", cfg.router.node);
   // The edge hands requests to the router by local message; a remote router
   // would need its own discovery path, which nothing needs yet.
   if (cfg.router.node != cfg.gateway.node)
     s->fail("node", "the router must run on the gateway's node '" + cfg.gateway.node + "'");
-  read_choice(*s, "policy", cfg.router.policy, {"least_loaded", "round_robin"});
+  read_choice(*s, "policy", cfg.router.policy, kRouterPolicies);
+  read_string(*s, "session_header", cfg.router.session_header);
+  for (auto& c : cfg.router.session_header)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  read_int(*s, "affinity_slack", cfg.router.affinity_slack, 0, ">= 0");
+  if (auto v = s->number("affinity_ratio")) {
+    if (!(*v >= 1) || !std::isfinite(*v))
+      s->fail("affinity_ratio", "must be a finite number >= 1, got " + format_number(*v));
+    cfg.router.affinity_ratio = *v;
+  }
+  read_int(*s, "prefix_cache_blocks", cfg.router.prefix_cache_blocks, 0, ">= 0 (0: no prefix estimate)");
+  read_int(*s, "max_sessions", cfg.router.max_sessions, 0, ">= 0");
 }
 
 void read_controller(const section& top, cluster_config& cfg) {
@@ -679,7 +695,8 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
   for (size_t i = 0; i < arr.size(); ++i) {
     auto s = top.element("models", arr, i);
     s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default", "load_format",
-                  "dtype", "enforce_eager", "quantization", "profile_key", "max_in_flight"});
+                  "dtype", "enforce_eager", "quantization", "profile_key", "max_in_flight",
+                  "router_policy", "ttft_slo_ms"});
     model_config m;
     m.name = read_name(s, "name");
     if (cfg.find_model(m.name))
@@ -727,6 +744,8 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
     }
     read_positive(s, "max_tokens_default", m.max_tokens_default);
     read_int(s, "max_in_flight", m.max_in_flight, 0, ">= 0 (0: only the edge's limit)");
+    read_choice(s, "router_policy", m.router_policy, kRouterPolicies);
+    read_int(s, "ttft_slo_ms", m.ttft_slo_ms, 0, ">= 0 (0: none)");
     read_string(s, "profile_key", m.profile_key);
     if (auto v = s.boolean("enforce_eager"))
       m.enforce_eager = *v;

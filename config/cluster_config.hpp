@@ -51,7 +51,21 @@ struct gateway_config {
 
 struct router_config {
   std::string node;                     ///< node that runs the router (the gateway's, for now)
-  std::string policy = "least_loaded";  ///< "least_loaded" | "round_robin"
+  /// How a model's requests pick a replica (actors/router/router_policy.hpp):
+  /// "least_loaded" | "round_robin" | "power_of_two" | "least_tokens" |
+  /// "prefix_aware" | "session" | "slo_aware"; a model's `router_policy`
+  /// overrides it.
+  std::string policy = "least_loaded";
+  /// session: the request header naming a session (lower case); without
+  /// it, the OpenAI `user` field.
+  std::string session_header = "x-session-id";
+  /// prefix_aware and session: a replica loaded beyond the least loaded by
+  /// more than `affinity_slack` requests and more than `affinity_ratio`
+  /// times is passed over for affinity.
+  int affinity_slack = 16;
+  double affinity_ratio = 1.5;
+  int prefix_cache_blocks = 65536;  ///< prefix_aware: block hashes remembered per replica
+  int max_sessions = 100000;        ///< session: sessions remembered (LRU)
 };
 
 struct controller_config {
@@ -127,6 +141,11 @@ struct model_config {
   /// The model's key in its GPU type's profile (engine/step_profile.hpp);
   /// empty: its name, then its architecture preset.
   std::string profile_key;
+  /// The router policy of this model's requests; empty: `[router] policy`.
+  std::string router_policy;
+  /// Time to first token its requests should get, ms: the slo_aware
+  /// router's deadline (0: what is left of `timeouts.request_ms`).
+  int ttft_slo_ms = 0;
 };
 
 struct unit_model {

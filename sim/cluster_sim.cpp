@@ -54,6 +54,7 @@ struct replica_sim {
   int64_t last_backlog = -1;
   // What it reports to the router (and the controller).
   int32_t last_waiting = -1, last_running = -1;
+  int64_t last_tokens = -1;
   double last_report_s = -1e18;
 };
 
@@ -123,9 +124,7 @@ engine::cost_model reference_costs(const config::cluster_config& cfg, const conf
 class cluster_sim {
 public:
   cluster_sim(const config::cluster_config& cfg, const workload& w, const sim_options& o)
-    : cfg_(cfg), w_(w), opts_(o), router_(router::policy_kind::least_loaded) {
-    if (auto p = router::parse_policy(cfg.router.policy))
-      router_ = router::router_policy(*p);
+    : cfg_(cfg), w_(w), opts_(o), router_(setup::routing(cfg)) {
     share_opts_.step = cfg.controller.share_step;
     share_opts_.cooldown_s = cfg.controller.share_cooldown_ms / 1e3;
     shares_ = controller::share_policy(share_opts_);
@@ -158,6 +157,7 @@ private:
   const workload& w_;
   sim_options opts_;
   router::router_policy router_;
+  bool shares_prefixes_ = false;  ///< the workload's prompts share prefixes
   controller::share_policy_options share_opts_;
   controller::share_policy shares_;
   std::vector<std::unique_ptr<unit_sim>> units_;
@@ -176,6 +176,11 @@ private:
 };
 
 void cluster_sim::build() {
+  for (const auto& r : w_.requests)
+    if (r.group >= 0 || r.session >= 0) {
+      shares_prefixes_ = true;
+      break;
+    }
   for (const auto& u : cfg_.units) {
     if (u.backend != "sim")
       throw std::invalid_argument("unit '" + u.name + "' has backend '" + u.backend
@@ -206,14 +211,15 @@ void cluster_sim::build() {
       r->model = m->name;
       r->unit = us.get();
       auto so = setup::scheduler_options(u, *m, us->core->models().at(m->name).engine->vocab().eos_id());
-      // Workload prompts are distinct (no request shares a prefix with
-      // another), so the prefix cache could only publish blocks nobody
-      // looks up and evict them later as if free: the same decisions at a
-      // large cost in time (a 7B token-block is 1024 head-blocks).
-      so.share_prefix = false;
+      // Without prefix groups or sessions, workload prompts are distinct
+      // (no request shares a prefix with another), so the prefix cache
+      // could only publish blocks nobody looks up and evict them later as
+      // if free: the same decisions at a large cost in time (a 7B
+      // token-block is 1024 head-blocks).
+      so.share_prefix = shares_prefixes_;
       r->core = std::make_unique<scheduler::batch_scheduler>(so);
       r->split = u.jobs == "split";
-      router_.replica_up(r->name, m->name, u.node);
+      router_.replica_up(r->name, m->name, u.node, setup::prefill_rate(cfg_, u, um));
       shares_.set_share(u.name, m->name, um.share);
       by_name_[r->name] = r.get();
       replicas_.push_back(std::move(r));
@@ -240,24 +246,31 @@ void cluster_sim::arrive(uint32_t i) {
   const auto& spec = w_.requests[i];
   auto& out = res_.requests[i];
   ++arrived_;
-  auto pick = router_.pick(spec.model);
-  if (!pick) {
-    out.status = 503;
-    out.error = "no live replica for model '" + spec.model + "'";
+  protocol::gen_request req;
+  req.id = i + 1;
+  req.model = spec.model;
+  // Token ids inside the sim vocabulary's word range: shared where the
+  // workload's prefix groups and sessions share them, else the request's own.
+  req.prompt = prompt_of(spec, i);
+  router::route_request rr;
+  rr.model = spec.model;
+  rr.prompt = &req.prompt;
+  rr.max_tokens = spec.output_tokens;
+  if (spec.session >= 0)
+    rr.session = std::to_string(spec.session);
+  if (const auto* m = cfg_.find_model(spec.model))
+    rr.ttft_budget_ms = m->ttft_slo_ms;
+  auto choice = router_.choose(rr);
+  if (!choice.replica) {
+    out.status = choice.over_deadline ? 429 : 503;
+    out.error = choice.over_deadline ? "no replica of '" + spec.model + "' predicted to meet its TTFT budget"
+                                     : "no live replica for model '" + spec.model + "'";
     out.finish_s = now_;
     ++resolved_;
     return;
   }
-  auto& r = *by_name_.at(*pick);
+  auto& r = *by_name_.at(*choice.replica);
   out.replica = r.name;
-  protocol::gen_request req;
-  req.id = i + 1;
-  req.model = spec.model;
-  req.prompt.resize(static_cast<size_t>(spec.prompt_tokens));
-  // Distinct prompts (no prefix hits between requests): token ids from the
-  // request's index, inside the sim vocabulary's word range.
-  for (size_t k = 0; k < req.prompt.size(); ++k)
-    req.prompt[k] = 3 + static_cast<int32_t>((i * 7919u + k * 104729u) % 250u);
   req.original_prompt_len = spec.prompt_tokens;
   req.params.max_tokens = spec.output_tokens;
   req.params.ignore_eos = true;
@@ -500,8 +513,17 @@ void cluster_sim::tick() {
     auto& r = *rp;
     const auto waiting = static_cast<int32_t>(r.core->waiting());
     const auto running = static_cast<int32_t>(r.core->running());
-    if (waiting != r.last_waiting || running != r.last_running || now_ - r.last_report_s >= 1.0) {
-      router_.report(r.name, waiting, running, 0);
+    const int64_t tokens = r.core->outstanding_tokens();
+    if (waiting != r.last_waiting || running != r.last_running || tokens != r.last_tokens
+        || now_ - r.last_report_s >= 1.0) {
+      router::load_sample ls;
+      ls.waiting = waiting;
+      ls.running = running;
+      ls.outstanding_tokens = tokens;
+      ls.queued_prefill = r.core->queued_prefill_tokens();
+      ls.prefill_tok_s = r.core->prefill_tokens_per_s();
+      router_.report(r.name, ls);
+      r.last_tokens = tokens;
       if (cfg_.controller.move_shares)
         shares_.observe(r.unit->cfg->name, r.model, waiting);
       r.last_waiting = waiting;
@@ -654,8 +676,20 @@ sim_result cluster_sim::run_all() {
     u->out.quota_moves = u->kv->quota_moves();
     res_.units.push_back(u->out);
   }
-  for (const auto& r : replicas_)
+  for (const auto& r : replicas_) {
     res_.preemptions += r->core->preemptions();
+    replica_outcome ro;
+    ro.name = r->name;
+    ro.model = r->model;
+    ro.unit = r->unit->cfg->name;
+    ro.policy = router::to_string(router_.kind_of(r->model));
+    const auto& load = router_.replicas().at(r->name);
+    ro.dispatched = load.dispatched;
+    ro.affinity_hits = load.affinity_hits;
+    ro.prompt_tokens = r->core->admitted_prompt_tokens();
+    ro.cached_tokens = r->core->cached_prompt_tokens();
+    res_.replicas.push_back(std::move(ro));
+  }
   res_.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
   return std::move(res_);
 }

@@ -3,7 +3,8 @@
 /// discrete-event simulation that drives the runtime's own pure cores, with
 /// no actor system, no threads and no sleeping:
 ///
-/// - the router's `router_policy` (load reports every `load_report_ms`),
+/// - the router's `router_policy` (load reports every `load_report_ms`;
+///   prompts share prefixes and sessions as the workload says),
 /// - each replica's `batch_scheduler`, pumped as the scheduler actor pumps
 ///   it (growth, admission, steps),
 /// - each unit's `kv_manager_core` (the head-wise block pool, ADBS quotas
@@ -84,9 +85,22 @@ struct unit_outcome {
   double busy_s = 0;         ///< virtual time with any step computing
 };
 
+/// What the router sent one replica, and what its prefix cache saved.
+struct replica_outcome {
+  std::string name;  ///< "<unit>/<model>"
+  std::string model;
+  std::string unit;
+  std::string policy;         ///< its model's router policy
+  uint64_t dispatched = 0;    ///< requests routed there
+  uint64_t affinity_hits = 0; ///< of them, for a session or cached prefix there
+  uint64_t prompt_tokens = 0; ///< prompt tokens of the requests it admitted
+  uint64_t cached_tokens = 0; ///< of them, found in its unit's prefix cache
+};
+
 struct sim_result {
   std::vector<request_outcome> requests;  ///< in workload order
   std::vector<unit_outcome> units;
+  std::vector<replica_outcome> replicas;
   uint64_t preemptions = 0;
   double end_s = 0;      ///< virtual time of the last event
   uint64_t events = 0;

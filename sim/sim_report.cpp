@@ -92,6 +92,33 @@ sim_report summarize(const sim_result& r, const std::vector<std::string>& model_
   out.all = group_of("all", all, scales);
   out.system_throughput_rps = weight > 0 ? weighted / static_cast<double>(weight) : 0;
   out.aggregate_rps = out.all.throughput_rps;
+  auto& rt = out.routing;
+  rt.replicas = r.replicas;
+  uint64_t admitted = 0, cached = 0, sent = 0, affine = 0;
+  std::map<std::string, std::vector<double>> per_model;
+  for (const auto& x : r.replicas) {
+    admitted += x.prompt_tokens;
+    cached += x.cached_tokens;
+    sent += x.dispatched;
+    affine += x.affinity_hits;
+    per_model[x.model].push_back(static_cast<double>(x.dispatched));
+  }
+  rt.prefix_hit_rate = admitted > 0 ? static_cast<double>(cached) / static_cast<double>(admitted) : 0;
+  rt.affinity_rate = sent > 0 ? static_cast<double>(affine) / static_cast<double>(sent) : 0;
+  auto max_over_mean = [](const std::vector<double>& v) {
+    double sum = 0, most = 0;
+    for (double x : v) {
+      sum += x;
+      most = std::max(most, x);
+    }
+    return sum > 0 ? most / (sum / static_cast<double>(v.size())) : 1.0;
+  };
+  for (const auto& [model, v] : per_model)
+    rt.dispatch_imbalance = std::max(rt.dispatch_imbalance, max_over_mean(v));
+  std::vector<double> busy;
+  for (const auto& u : r.units)
+    busy.push_back(u.busy_s);
+  rt.busy_imbalance = max_over_mean(busy);
   if (window_s > 0) {
     size_t done = 0;
     for (const auto& q : r.requests)
@@ -130,6 +157,16 @@ std::string to_table(const sim_report& r, double shown) {
                 r.system_throughput_rps, r.aggregate_rps, r.window_rps, r.end_s, r.wall_s,
                 static_cast<unsigned long long>(r.events), static_cast<unsigned long long>(r.preemptions));
   o << line;
+  std::string policies;
+  for (const auto& x : r.routing.replicas)
+    if (policies.find(x.policy) == std::string::npos)
+      policies += (policies.empty() ? "" : ", ") + x.policy;
+  std::snprintf(line, sizeof line,
+                "routing (%s): prefix cache hit rate %.1f%% of prompt tokens, affinity %.1f%% of requests, "
+                "dispatch imbalance %.2f (max/mean per model), busy imbalance %.2f (max/mean per unit)\n",
+                policies.c_str(), 100 * r.routing.prefix_hit_rate, 100 * r.routing.affinity_rate,
+                r.routing.dispatch_imbalance, r.routing.busy_imbalance);
+  o << line;
   return o.str();
 }
 
@@ -154,6 +191,16 @@ nlohmann::json to_json(const sim_report& r) {
   auto models = nlohmann::json::array();
   for (const auto& g : r.models)
     models.push_back(group(g));
+  auto reps = nlohmann::json::array();
+  for (const auto& x : r.routing.replicas)
+    reps.push_back({{"replica", x.name}, {"model", x.model}, {"unit", x.unit}, {"policy", x.policy},
+                    {"dispatched", x.dispatched}, {"affinity_hits", x.affinity_hits},
+                    {"prompt_tokens", x.prompt_tokens}, {"cached_tokens", x.cached_tokens}});
+  nlohmann::json routing{{"prefix_hit_rate", r.routing.prefix_hit_rate},
+                         {"affinity_rate", r.routing.affinity_rate},
+                         {"dispatch_imbalance", r.routing.dispatch_imbalance},
+                         {"busy_imbalance", r.routing.busy_imbalance},
+                         {"replicas", reps}};
   return {{"simulated", true},
           {"slo_scales", r.slo_scales},
           {"models", models},
@@ -165,6 +212,7 @@ nlohmann::json to_json(const sim_report& r) {
           {"wall_s", r.wall_s},
           {"events", r.events},
           {"preemptions", r.preemptions},
+          {"routing", routing},
           {"violations", r.violations}};
 }
 

@@ -34,7 +34,22 @@ struct group_report {
   std::vector<double> attainment;  ///< per SLO scale, fraction of `requests`
 };
 
+/// How the router spread the load, and what its choices saved.
+struct routing_report {
+  /// Prompt tokens found in the prefix cache over prompt tokens admitted.
+  double prefix_hit_rate = 0;
+  /// Requests sent where their session or cached prefix was, of all sent.
+  double affinity_rate = 0;
+  /// Requests dispatched to the busiest replica over the mean, for the
+  /// model whose replicas are least even (1: perfectly even).
+  double dispatch_imbalance = 1;
+  /// The busiest unit's computing time over the units' mean (1: even).
+  double busy_imbalance = 1;
+  std::vector<replica_outcome> replicas;
+};
+
 struct sim_report {
+  routing_report routing;
   std::vector<double> slo_scales;
   std::vector<group_report> models;  ///< in the workload's model order
   group_report all;

@@ -89,7 +89,8 @@ workload_spec parse_workload_spec(const std::string& toml_text, const std::strin
   }
   allow_only(source, top, "",
              {"duration_s", "seed", "arrival", "cv", "prompt", "output", "models", "total_rate", "alpha",
-              "model", "phase"});
+              "model", "phase", "prefix_groups", "prefix_tokens", "prefix_alpha", "sessions",
+              "session_alpha", "session_max_tokens"});
   workload_spec spec;
   spec.duration_s = number_of(source, top, "duration_s", "duration_s", spec.duration_s);
   if (!(spec.duration_s > 0) || !std::isfinite(spec.duration_s))
@@ -114,6 +115,25 @@ workload_spec parse_workload_spec(const std::string& toml_text, const std::strin
     fail(source, top.get("cv"), "cv", "must be a positive number");
   if (top.get("cv") && spec.arrival != arrival_kind::gamma)
     fail(source, top.get("cv"), "cv", "is the gap variation of arrival = \"gamma\"");
+
+  auto count_of = [&](const char* key, int& out, int64_t min) {
+    const auto* n = top.get(key);
+    if (!n)
+      return;
+    auto v = n->value<int64_t>();
+    if (!v || *v < min || *v > (1 << 24))
+      fail(source, n, key, "must be an integer in " + std::to_string(min) + ".." + std::to_string(1 << 24));
+    out = static_cast<int>(*v);
+  };
+  count_of("prefix_groups", spec.prefix_groups, 0);
+  count_of("prefix_tokens", spec.prefix_tokens, 1);
+  count_of("sessions", spec.sessions, 0);
+  count_of("session_max_tokens", spec.session_max_tokens, 2);
+  spec.prefix_alpha = number_of(source, top, "prefix_alpha", "prefix_alpha", spec.prefix_alpha);
+  spec.session_alpha = number_of(source, top, "session_alpha", "session_alpha", spec.session_alpha);
+  for (const char* key : {"prefix_alpha", "session_alpha"})
+    if (top.get(key) && !std::isfinite(number_of(source, top, key, key, 0)))
+      fail(source, top.get(key), key, "must be a finite number");
 
   const loadgen::length_spec default_prompt = length_of(source, top, "prompt", "prompt",
                                                         loadgen::parse_length_spec("lognormal:161"), base_dir);
@@ -298,7 +318,68 @@ workload generate(const workload_spec& spec) {
   }
   std::stable_sort(w.requests.begin(), w.requests.end(),
                    [](const request_spec& a, const request_spec& b) { return a.at_s < b.at_s; });
+  if (spec.prefix_groups > 0 || spec.sessions > 0) {
+    // Prefix groups and sessions are drawn in arrival order from their own
+    // stream, so adding them leaves arrivals and lengths as they were.
+    std::mt19937_64 share_rng{spec.seed ^ 0x5eed5eed5eedull};
+    auto law = [](int n, double alpha) {
+      auto w = power_law_rates(static_cast<size_t>(n), 1.0, alpha);
+      return std::discrete_distribution<int>(w.begin(), w.end());
+    };
+    auto group_of = law(std::max(spec.prefix_groups, 1), spec.prefix_alpha);
+    auto session_of = law(std::max(spec.sessions, 1), spec.session_alpha);
+    struct conversation {
+      int64_t epoch = 0;
+      int length = 0;  ///< tokens after the group prefix so far
+    };
+    std::map<std::pair<std::string, int>, conversation> talks;
+    const int64_t sessions = std::max(spec.sessions, 1);
+    for (auto& r : w.requests) {
+      const int turn = r.prompt_tokens;
+      int history = 0;
+      if (spec.sessions > 0) {
+        const int s = session_of(share_rng);
+        auto& c = talks[{r.model, s}];
+        if (c.length > 0 && c.length + turn > spec.session_max_tokens) {
+          ++c.epoch;  // a new conversation of the same user
+          c.length = 0;
+        }
+        history = c.length;
+        c.length += turn;
+        // Unique per model, session and conversation.
+        const int64_t model_no = static_cast<int64_t>(
+          std::find(w.models.begin(), w.models.end(), r.model) - w.models.begin());
+        r.session = (model_no * sessions + s) * 4096 + c.epoch % 4096;
+        if (spec.prefix_groups > 0)
+          r.group = s % spec.prefix_groups;
+      } else if (spec.prefix_groups > 0) {
+        r.group = group_of(share_rng);
+      }
+      r.prefix_tokens = r.group >= 0 ? spec.prefix_tokens : 0;
+      r.prompt_tokens = r.prefix_tokens + history + turn;
+    }
+  }
   return w;
+}
+
+std::vector<int32_t> prompt_of(const request_spec& r, uint32_t index, int words) {
+  std::vector<int32_t> out(static_cast<size_t>(std::max(r.prompt_tokens, 0)));
+  const auto w = static_cast<uint64_t>(std::max(words, 1));
+  auto word = [w](uint64_t a, uint64_t k) {
+    uint64_t z = a * 0x9e3779b97f4a7c15ull + k * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull;
+    z = (z ^ (z >> 31)) * 0xd6e8feb86659fd93ull;
+    return 3 + static_cast<int32_t>((z ^ (z >> 29)) % w);
+  };
+  const size_t prefix = static_cast<size_t>(std::clamp(r.prefix_tokens, 0, r.prompt_tokens));
+  for (size_t k = 0; k < out.size(); ++k) {
+    if (k < prefix)
+      out[k] = word(1000003ull + static_cast<uint64_t>(r.group), k);
+    else if (r.session >= 0)
+      out[k] = word(0x100000000ull + static_cast<uint64_t>(r.session), k - prefix);
+    else
+      out[k] = word(0x200000000ull + index, k);
+  }
+  return out;
 }
 
 workload parse_trace(const std::string& text, const std::string& source) {
@@ -345,6 +426,21 @@ workload parse_trace(const std::string& text, const std::string& source) {
     r.model = m.get<std::string>();
     r.prompt_tokens = static_cast<int>(p.get<int64_t>());
     r.output_tokens = static_cast<int>(o.get<int64_t>());
+    if (j.contains("session")) {
+      if (!j["session"].is_number_integer() || j["session"].get<int64_t>() < 0)
+        bad("\"session\" must be an integer >= 0");
+      r.session = j["session"].get<int64_t>();
+    }
+    if (j.contains("group")) {
+      const auto& g = j["group"];
+      const auto& n = j.contains("prefix_tokens") ? j["prefix_tokens"] : nlohmann::json();
+      if (!g.is_number_integer() || g.get<int64_t>() < 0 || g.get<int64_t>() > most)
+        bad("\"group\" must be an integer >= 0");
+      if (!n.is_number_integer() || n.get<int64_t>() < 1 || n.get<int64_t>() >= r.prompt_tokens)
+        bad("\"group\" needs \"prefix_tokens\", an integer in 1..prompt_tokens - 1");
+      r.group = static_cast<int>(g.get<int64_t>());
+      r.prefix_tokens = static_cast<int>(n.get<int64_t>());
+    }
     if (seen.insert(r.model).second)
       w.models.push_back(r.model);
     w.duration_s = std::max(w.duration_s, r.at_s);
@@ -373,11 +469,17 @@ workload load_workload(const std::string& path) {
 }
 
 void write_trace(const workload& w, std::ostream& out) {
-  for (const auto& r : w.requests)
-    out << nlohmann::json{{"t", r.at_s}, {"model", r.model}, {"prompt_tokens", r.prompt_tokens},
-                          {"output_tokens", r.output_tokens}}
-             .dump()
-        << '\n';
+  for (const auto& r : w.requests) {
+    nlohmann::json j{{"t", r.at_s}, {"model", r.model}, {"prompt_tokens", r.prompt_tokens},
+                     {"output_tokens", r.output_tokens}};
+    if (r.group >= 0) {
+      j["group"] = r.group;
+      j["prefix_tokens"] = r.prefix_tokens;
+    }
+    if (r.session >= 0)
+      j["session"] = r.session;
+    out << j.dump() << '\n';
+  }
 }
 
 }  // namespace llmux::sim

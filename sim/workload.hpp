@@ -32,8 +32,23 @@
 ///       rotate = 1                  # rank i takes the rate rank i+1 had (cyclic)
 ///       rates = { "llm-2" = 15 }    # explicit rates win
 ///
+///       # what prompts share (for routing: prefix hits, sessions):
+///       prefix_groups = 8           # shared prefixes (system prompts); 0: none
+///       prefix_tokens = 512         # each one's length
+///       prefix_alpha = 1.0          # popularity of group i ∝ (i+1)^-alpha
+///       sessions = 200              # conversations per model; 0: none
+///       session_alpha = 1.0         # popularity of session i ∝ (i+1)^-alpha
+///       session_max_tokens = 3072   # a longer conversation starts over
+///
 /// Each model's arrivals are an independent process whose rate is constant
 /// within a phase; a phase restarts every model's process at its start.
+///
+/// Prompt content (what `prompt_of` builds; only the simulator looks): a
+/// request in a prefix group starts with that group's `prefix_tokens`
+/// tokens; a session's requests (the session fixes its group) continue
+/// with the session's own tokens, each turn's prompt the previous one's
+/// plus the new turn (`prompt` draws the turn's length), so every turn
+/// extends the last; other tokens are the request's own.
 
 #include <cstdint>
 #include <iosfwd>
@@ -52,7 +67,14 @@ struct request_spec {
   std::string model;
   int prompt_tokens = 1;
   int output_tokens = 1;  ///< generated exactly (the simulator ignores EOS)
+  int group = -1;         ///< the shared prefix it starts with; -1: none
+  int prefix_tokens = 0;  ///< that prefix's length (< prompt_tokens)
+  int64_t session = -1;   ///< its conversation; -1: none
 };
+
+/// The prompt's token ids (see "Prompt content"), inside `[3, 3 + words)`;
+/// `index`: the request's position in its workload.
+[[nodiscard]] std::vector<int32_t> prompt_of(const request_spec& r, uint32_t index, int words = 250);
 
 /// A resolved arrival schedule (what a trace holds, or a spec generates).
 struct workload {
@@ -83,6 +105,12 @@ struct workload_spec {
   arrival_kind arrival = arrival_kind::poisson;
   double cv = 1.0;
   std::vector<workload_phase> phases;  ///< the first starts at 0
+  int prefix_groups = 0;
+  int prefix_tokens = 512;
+  double prefix_alpha = 1.0;
+  int sessions = 0;
+  double session_alpha = 1.0;
+  int session_max_tokens = 3072;
 };
 
 /// A bad workload file: "FILE:LINE: key 'KEY': REASON" (LINE 0 when unknown).

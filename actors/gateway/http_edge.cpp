@@ -1033,6 +1033,18 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
       g.params.bias_tokens.push_back(tok_id);
       g.params.bias_values.push_back(b);
     }
+    // Routing hints: the session (header, else `user`) and the TTFT the
+    // request can still wait (the model's SLO, within the deadline).
+    g.session = ex->request().header(cfg_.router.session_header);
+    if (g.session.empty())
+      g.session = r.user;
+    {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
+      int64_t budget = std::max<int64_t>(left, 1);
+      if (model.cfg.ttft_slo_ms > 0)
+        budget = std::min<int64_t>(budget, model.cfg.ttft_slo_ms);
+      g.ttft_budget_ms = static_cast<int32_t>(budget);
+    }
     // Time queued at the edge counts: the deadline runs from arrival.
     if (clock_type::now() >= deadline) {
       answer_error(make_error(504, "request deadline of " + std::to_string(cfg_.timeouts.request_ms)

@@ -68,12 +68,18 @@ struct gen_request {
   std::vector<int32_t> prompt;
   int32_t original_prompt_len = 0;  ///< prompt tokens the client sent (for the sim's output length)
   gen_params params;
+  /// Routing hints: the client's session (X-Session-ID header, else the
+  /// OpenAI `user` field; empty: none), and the time to first token it can
+  /// still wait, ms (the model's ttft_slo_ms, else what is left of the
+  /// request deadline; 0: none).
+  std::string session;
+  int32_t ttft_budget_ms = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
   return f(caf::meta::type_name("gen_request"), x.id, x.model, x.prompt, x.original_prompt_len,
-           x.params);
+           x.params, x.session, x.ttft_budget_ms);
 }
 
 /// What a scheduler asks its unit's kv_manager for, for one sequence: a
@@ -147,12 +153,15 @@ struct load_report {
   int32_t waiting = 0;
   int32_t running = 0;
   double tokens_per_s = 0;
+  int64_t outstanding_tokens = 0;  ///< batch_scheduler::outstanding_tokens
+  int64_t queued_prefill = 0;      ///< batch_scheduler::queued_prefill_tokens
+  double prefill_tok_s = 0;        ///< measured; 0: not yet
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, load_report& x) {
   return f(caf::meta::type_name("load_report"), x.replica, x.model, x.waiting, x.running,
-           x.tokens_per_s);
+           x.tokens_per_s, x.outstanding_tokens, x.queued_prefill, x.prefill_tok_s);
 }
 
 /// One actor's live state for `llmux admin state`.

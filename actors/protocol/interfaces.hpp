@@ -75,12 +75,15 @@ struct replica_info {
   caf::actor scheduler;
   caf::actor unit_actor;  ///< its gpu_unit (share moves go there)
   double share = 1.0;     ///< its compute share when it came up
+  /// The cost model's prefill rate on that share, tokens/s (sim and cuda
+  /// backends; 0: unknown until its scheduler measures one).
+  double prefill_tok_s = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_info& x) {
   return f(caf::meta::type_name("replica_info"), x.replica, x.model, x.unit, x.node, x.backend,
-           x.scheduler, x.unit_actor, x.share);
+           x.scheduler, x.unit_actor, x.share, x.prefill_tok_s);
 }
 
 /// A node as the controller sees it.

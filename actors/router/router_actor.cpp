@@ -23,6 +23,7 @@ struct router_state {
   static inline const char* name = "llmux.router";
   router_options opts;
   router_policy policy{policy_kind::least_loaded};
+  uint64_t over_deadline = 0;  ///< slo_aware: refused as unable to meet the TTFT budget
   std::unordered_map<std::string, replica_info> replicas;
   std::unordered_map<caf::actor_addr, std::string> by_addr;
   uint64_t routed = 0;
@@ -41,7 +42,26 @@ using router_ptr = router_actor::stateful_pointer<router_state>;
 void offer(router_ptr self, caf::typed_response_promise<enqueue_reply> rp, gen_request req,
            gateway_actor gw, std::vector<std::string> tried, enqueue_reply last) {
   auto& s = self->state;
-  auto pick = s.policy.pick(req.model, tried);
+  route_request rr;
+  rr.model = req.model;
+  rr.prompt = &req.prompt;
+  rr.max_tokens = req.params.max_tokens;
+  rr.session = req.session;
+  rr.ttft_budget_ms = req.ttft_budget_ms;
+  auto choice = s.policy.choose(rr, tried);
+  if (choice.over_deadline) {
+    ++s.refused;
+    ++s.over_deadline;
+    enqueue_reply rep;
+    rep.status = 429;
+    rep.message = "model '" + req.model + "' cannot start this request in time: the fastest of its "
+                  "replicas is predicted to reach the first token in "
+                  + std::to_string(static_cast<int64_t>(choice.predicted_ttft_ms)) + " ms, over its "
+                  + std::to_string(req.ttft_budget_ms) + " ms budget; retry later";
+    rp.deliver(std::move(rep));
+    return;
+  }
+  const auto& pick = choice.replica;
   if (!pick && tried.empty() && !s.policy.has_model(req.model) && s.opts.join_wait_ms > 0) {
     // The cluster is starting: wait for the model's first replica.
     ++s.waited;
@@ -73,8 +93,8 @@ void offer(router_ptr self, caf::typed_response_promise<enqueue_reply> rp, gen_r
   ++s.routed;
   const std::string replica = *pick;
   auto sched = caf::actor_cast<scheduler_actor>(s.replicas.at(replica).scheduler);
-  auto retry = [self, rp, req, gw, tried, replica](enqueue_reply last) mutable {
-    self->state.policy.refused(replica);
+  auto retry = [self, rp, req, gw, tried, replica, choice](enqueue_reply last) mutable {
+    self->state.policy.refused(replica, choice);
     ++self->state.retried;
     tried.push_back(replica);
     offer(self, std::move(rp), std::move(req), std::move(gw), std::move(tried), std::move(last));
@@ -96,7 +116,7 @@ void offer(router_ptr self, caf::typed_response_promise<enqueue_reply> rp, gen_r
 router_actor spawn_router(caf::actor_system& sys, router_options opts) {
   auto impl = [](router_ptr self, router_options opts) -> router_actor::behavior_type {
     self->state.opts = opts;
-    self->state.policy = router_policy{opts.policy};
+    self->state.policy = router_policy{opts.routing};
     self->set_down_handler([self](caf::down_msg& dm) {
       auto it = self->state.by_addr.find(dm.source);
       if (it == self->state.by_addr.end())
@@ -115,7 +135,7 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
         auto& s = self->state;
         if (!info.scheduler)
           return;
-        s.policy.replica_up(info.replica, info.model, info.node);
+        s.policy.replica_up(info.replica, info.model, info.node, info.prefill_tok_s);
         s.by_addr[info.scheduler.address()] = info.replica;
         self->monitor(info.scheduler);
         // Ask for load reports (sent to whoever subscribes).
@@ -139,7 +159,14 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
         self->state.policy.replica_down(replica);
       },
       [self](load_report& rep) {
-        self->state.policy.report(rep.replica, rep.waiting, rep.running, rep.tokens_per_s);
+        load_sample ls;
+        ls.waiting = rep.waiting;
+        ls.running = rep.running;
+        ls.tokens_per_s = rep.tokens_per_s;
+        ls.outstanding_tokens = rep.outstanding_tokens;
+        ls.queued_prefill = rep.queued_prefill;
+        ls.prefill_tok_s = rep.prefill_tok_s;
+        self->state.policy.report(rep.replica, ls);
       },
       [self](tick_atom) {
         // Requests that waited for a first replica longer than join_wait_ms: 503.
@@ -178,13 +205,25 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
                           {"up", r.up},
                           {"waiting", r.waiting},
                           {"running", r.running},
+                          {"outstanding_tokens", r.tokens()},
+                          {"queued_prefill_tokens", r.queued_prefill + r.prefill_since_report},
+                          {"prefill_tokens_per_s", r.prefill_tok_s},
                           {"tokens_per_s", r.tokens_per_s},
-                          {"dispatched", r.dispatched}});
+                          {"dispatched", r.dispatched},
+                          {"affinity_hits", r.affinity_hits},
+                          {"prefix_blocks_matched", r.prefix_blocks_matched},
+                          {"prefix_blocks_known", s.policy.prefix_entries(name)}});
         }
+        auto models = nlohmann::json::object();
+        for (const auto& [name, r] : s.policy.replicas())
+          models[r.model] = to_string(s.policy.kind_of(r.model));
         nlohmann::json j{
-          {"policy", s.policy.kind() == policy_kind::least_loaded ? "least_loaded" : "round_robin"},
+          {"policy", to_string(s.policy.kind())},
+          {"model_policies", models},
+          {"sessions", s.policy.sessions()},
           {"routed", s.routed},
           {"refused", s.refused},
+          {"refused_over_deadline", s.over_deadline},
           {"retried", s.retried},
           {"waited_for_replica", s.waited},
           {"waiting_for_replica", [&s] {

@@ -199,8 +199,41 @@ void batch_scheduler::admit(const protocol::kv_grant& grant) {
     s.blocks = admission_blocks(req);
     s.sink = sink;
     s.req = std::move(req);
+    const auto prompt = static_cast<uint64_t>(s.req.prompt.size());
+    const size_t at = i;
     start(std::move(s));
+    admitted_prompt_tokens_ += prompt;
+    if (opts_.share_prefix && at < grant.cached.size())
+      cached_prompt_tokens_ += static_cast<uint64_t>(std::max(
+        std::min<int64_t>(grant.cached[at], static_cast<int64_t>(prompt) - 1), int64_t{0}));
   }
+}
+
+int64_t batch_scheduler::outstanding_tokens() const {
+  int64_t n = 0;
+  for (const auto& [req, sink] : waiting_)
+    n += static_cast<int64_t>(req.prompt.size()) + req.params.max_tokens;
+  auto rest = [](const sequence& s, int64_t total) {
+    // Prompt (or recompute) tokens still to feed, then outputs still to make.
+    return std::max<int64_t>(total - s.computed, 0)
+           + std::max<int64_t>(s.req.params.max_tokens - static_cast<int64_t>(s.generated.size()), 0);
+  };
+  for (const auto& s : preempted_)
+    n += rest(s, total_len(s));
+  for (const auto& [id, s] : running_)
+    n += rest(s, total_len(s));
+  return n;
+}
+
+int64_t batch_scheduler::queued_prefill_tokens() const {
+  int64_t n = 0;
+  for (const auto& [req, sink] : waiting_)
+    n += static_cast<int64_t>(req.prompt.size());
+  for (const auto& s : preempted_)
+    n += total_len(s);
+  for (const auto& [id, s] : running_)
+    n += std::max<int64_t>(total_len(s) - 1 - s.computed, 0);
+  return n;
 }
 
 routed_delta batch_scheduler::reject_first_waiting(const std::string& why) {
@@ -420,6 +453,17 @@ step_events batch_scheduler::apply(const engine::step_output& out, engine::job_k
   in_flight_[k] = false;
   releasing_[k].clear();
   auto& plan = plans_[k];
+  // The prefill rate the router predicts TTFT with: prompt tokens fed per
+  // second of the steps that carried any (decodes beside them slow it, as
+  // they slow a new request's prefill), smoothed over steps.
+  int64_t prompt_fed = 0;
+  for (const auto& p : plan)
+    if (p.fed > 1 || !p.sample)
+      prompt_fed += p.fed;
+  if (prompt_fed > 0 && out.seconds > 0) {
+    const double rate = static_cast<double>(prompt_fed) / out.seconds;
+    prefill_tok_s_ = prefill_tok_s_ > 0 ? 0.7 * prefill_tok_s_ + 0.3 * rate : rate;
+  }
   for (size_t i = 0; i < plan.size(); ++i) {
     const auto& p = plan[i];
     auto it = running_.find(p.id);

@@ -174,6 +174,20 @@ public:
   [[nodiscard]] uint64_t generated_tokens() const { return generated_total_; }
   [[nodiscard]] uint64_t steps() const { return steps_; }
   [[nodiscard]] int64_t blocks_held() const { return blocks_held_; }
+  /// Tokens still to process for everything queued and running: prompt
+  /// (or recompute) tokens not yet fed plus max_tokens not yet generated.
+  /// What `least_tokens` routing weighs.
+  [[nodiscard]] int64_t outstanding_tokens() const;
+  /// Prompt (or recompute) tokens not yet fed, queued and running: the
+  /// prefill ahead of a new request (`slo_aware` routing).
+  [[nodiscard]] int64_t queued_prefill_tokens() const;
+  /// Prompt tokens fed per second by the steps that carried any
+  /// (step_output's seconds), smoothed; 0 before the first such step.
+  [[nodiscard]] double prefill_tokens_per_s() const { return prefill_tok_s_; }
+  /// Prompt tokens of admitted requests, and how many of them came from the
+  /// prefix cache (share_prefix): the prefix hit rate.
+  [[nodiscard]] uint64_t admitted_prompt_tokens() const { return admitted_prompt_tokens_; }
+  [[nodiscard]] uint64_t cached_prompt_tokens() const { return cached_prompt_tokens_; }
   [[nodiscard]] const scheduler_options& options() const { return opts_; }
 
 private:
@@ -225,6 +239,9 @@ private:
   bool in_flight_[2] = {false, false};
   uint64_t finished_ = 0;
   uint64_t generated_total_ = 0;
+  uint64_t admitted_prompt_tokens_ = 0;
+  uint64_t cached_prompt_tokens_ = 0;
+  double prefill_tok_s_ = 0;
   uint64_t steps_ = 0;
   int64_t blocks_held_ = 0;
 };

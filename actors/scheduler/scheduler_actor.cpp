@@ -37,6 +37,7 @@ struct scheduler_state {
   double tokens_per_s = 0;
   int32_t last_waiting = -1;
   int32_t last_running = -1;
+  int64_t last_tokens = -1;
 };
 
 using scheduler_ptr = scheduler_actor::stateful_pointer<scheduler_state>;
@@ -212,14 +213,17 @@ void report_load(scheduler_ptr self) {
   s.last_tick = now;
   auto waiting = static_cast<int32_t>(s.core->waiting());
   auto running = static_cast<int32_t>(s.core->running());
-  bool changed = waiting != s.last_waiting || running != s.last_running;
+  const int64_t tokens = s.core->outstanding_tokens();
+  bool changed = waiting != s.last_waiting || running != s.last_running || tokens != s.last_tokens;
   if (s.subscribers.empty() || (!changed && now - s.last_report < std::chrono::seconds(1)))
     return;
-  load_report rep{s.opts.replica, s.opts.model, waiting, running, s.tokens_per_s};
+  load_report rep{s.opts.replica, s.opts.model, waiting, running, s.tokens_per_s,
+                  tokens, s.core->queued_prefill_tokens(), s.core->prefill_tokens_per_s()};
   for (auto& sub : s.subscribers)
     self->send(caf::actor_cast<router_actor>(sub), rep);
   s.last_waiting = waiting;
   s.last_running = running;
+  s.last_tokens = tokens;
   s.last_report = now;
 }
 
@@ -339,6 +343,11 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
                          {"kv_token_blocks_held", s.core->blocks_held()},
                          {"preemptions", s.core->preemptions()},
                          {"preempted_waiting", s.core->preempted_waiting()},
+                         {"outstanding_tokens", s.core->outstanding_tokens()},
+                         {"queued_prefill_tokens", s.core->queued_prefill_tokens()},
+                         {"prefill_tokens_per_s", s.core->prefill_tokens_per_s()},
+                         {"prompt_tokens_admitted", s.core->admitted_prompt_tokens()},
+                         {"prompt_tokens_cached", s.core->cached_prompt_tokens()},
                          {"gateways", s.sinks.size()}};
         return {s.opts.node, "scheduler", s.opts.replica, self->mailbox().size(), j.dump()};
       },

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "actors/kv_manager/kv_block_pool.hpp"
+
 #include <map>
 #include <string>
 #include <vector>
@@ -23,9 +25,17 @@ std::map<std::string, int> spread(router_policy& p, const std::string& model, in
 
 }  // namespace
 
-TEST_CASE("parse_policy knows the two policies", "[router]") {
+TEST_CASE("parse_policy knows every policy, to_string names it back", "[router]") {
   CHECK(parse_policy("least_loaded") == policy_kind::least_loaded);
   CHECK(parse_policy("round_robin") == policy_kind::round_robin);
+  CHECK(parse_policy("power_of_two") == policy_kind::power_of_two);
+  CHECK(parse_policy("least_tokens") == policy_kind::least_tokens);
+  CHECK(parse_policy("prefix_aware") == policy_kind::prefix_aware);
+  CHECK(parse_policy("session") == policy_kind::session);
+  CHECK(parse_policy("slo_aware") == policy_kind::slo_aware);
+  CHECK(policy_names().size() == 7);
+  for (const auto& name : policy_names())
+    CHECK(to_string(*parse_policy(name)) == name);
   CHECK_FALSE(parse_policy(""));
   CHECK_FALSE(parse_policy("Least_Loaded"));
   CHECK_FALSE(parse_policy("random"));
@@ -191,4 +201,268 @@ TEST_CASE("a refusal does not count against the replica's load", "[router]") {
   CHECK(p.replicas().at("a").sent_since_report == 0);
   CHECK(*p.pick("m") == "a");
   p.refused("nobody");  // unknown: ignored
+}
+
+namespace {
+
+load_sample sample(int32_t waiting, int32_t running, int64_t tokens, int64_t prefill = 0,
+                   double prefill_rate = 0) {
+  load_sample s;
+  s.waiting = waiting;
+  s.running = running;
+  s.outstanding_tokens = tokens;
+  s.queued_prefill = prefill;
+  s.prefill_tok_s = prefill_rate;
+  return s;
+}
+
+route_request request(const std::string& model, int32_t prompt_tokens, int32_t max_tokens,
+                      std::string session = {}) {
+  route_request r;
+  r.model = model;
+  r.prompt_tokens = prompt_tokens;
+  r.max_tokens = max_tokens;
+  r.session = std::move(session);
+  return r;
+}
+
+std::vector<int32_t> tokens(std::initializer_list<int32_t> t) { return t; }
+
+}  // namespace
+
+TEST_CASE("least_tokens weighs outstanding tokens, not request counts", "[router]") {
+  router_policy p{policy_kind::least_tokens};
+  p.replica_up("a", "m", "n");
+  p.replica_up("b", "m", "n");
+  p.replica_up("c", "m", "n");
+  p.report("a", sample(0, 1, 1000));  // one long request
+  p.report("b", sample(5, 5, 300));   // ten short ones
+  p.report("c", sample(1, 1, 600));
+  // least_loaded would send this to a (1 request); by tokens b (300) is lightest.
+  auto c1 = p.choose(request("m", 100, 50));
+  CHECK(c1.replica == "b");
+  CHECK(c1.tokens == 150);
+  CHECK(p.replicas().at("b").tokens() == 450);
+  CHECK(p.choose(request("m", 200, 100)).replica == "b");  // 450 < 600
+  CHECK(p.replicas().at("b").tokens() == 750);
+  CHECK(p.choose(request("m", 10, 10)).replica == "c");    // 600 < 750 < 1000
+  // A refusal takes its tokens back.
+  auto c4 = p.choose(request("m", 500, 0));
+  CHECK(c4.replica == "c");  // 620 < 750
+  p.refused("c", c4);
+  CHECK(p.replicas().at("c").tokens() == 620);
+  // A report replaces the estimate.
+  p.report("a", sample(0, 0, 0));
+  CHECK(p.choose(request("m", 1, 1)).replica == "a");
+}
+
+TEST_CASE("power_of_two never picks the most loaded of three, and is deterministic for a seed", "[router]") {
+  auto run = [](uint64_t seed) {
+    routing_options o;
+    o.policy = policy_kind::power_of_two;
+    o.seed = seed;
+    router_policy p{o};
+    p.replica_up("a", "m", "n");
+    p.replica_up("b", "m", "n");
+    p.replica_up("heavy", "m", "n");
+    p.report("heavy", 60, 40, 0);  // load 100
+    std::vector<std::string> seq;
+    for (int i = 0; i < 100; ++i)
+      seq.push_back(*p.pick("m"));
+    return seq;
+  };
+  auto seq = run(7);
+  std::map<std::string, int> n;
+  for (const auto& r : seq)
+    ++n[r];
+  // Two distinct draws: heavy loses to whichever light replica it meets
+  // (they stay below 100 within 100 picks).
+  CHECK(n["heavy"] == 0);
+  CHECK(n["a"] >= 30);
+  CHECK(n["b"] >= 30);
+  CHECK(run(7) == seq);
+  // With two replicas the choice is the less loaded, whatever the draws.
+  router_policy two{policy_kind::power_of_two};
+  two.replica_up("x", "m", "n");
+  two.replica_up("y", "m", "n");
+  two.report("x", 3, 0, 0);
+  CHECK(two.pick("m") == "y");
+  CHECK(two.pick("m") == "y");
+  CHECK(two.pick("m") == "y");  // y: 2 sent, x: 3
+  CHECK(two.pick("m") == "x");  // 3 = 3: x was dispatched to less
+}
+
+TEST_CASE("block_hashes chain the KV manager's hash over full blocks", "[router]") {
+  auto h = router_policy::block_hashes(tokens({1, 2, 3, 4, 5, 6, 7, 8, 9}), 4);
+  REQUIRE(h.size() == 2);  // the partial third block is not hashed
+  const int32_t b0[] = {1, 2, 3, 4};
+  const int32_t b1[] = {5, 6, 7, 8};
+  const uint64_t h0 = llmux::kv::kv_block_pool::chain_hash(0, b0, 4);
+  CHECK(h[0] == h0);
+  CHECK(h[1] == llmux::kv::kv_block_pool::chain_hash(h0, b1, 4));
+  CHECK(router_policy::block_hashes(tokens({1, 2, 3}), 4).empty());
+  CHECK(router_policy::block_hashes(tokens({1, 2, 3, 4}), 0).empty());
+}
+
+TEST_CASE("prefix_aware follows cached blocks within the load cap, then spills", "[router]") {
+  routing_options o;
+  o.policy = policy_kind::prefix_aware;
+  o.block_tokens = 4;
+  o.affinity_slack = 2;
+  o.affinity_ratio = 1.5;
+  router_policy p{o};
+  p.replica_up("a", "m", "n");
+  p.replica_up("b", "m", "n");
+  p.replica_up("c", "m", "n");
+  auto with = [](std::initializer_list<int32_t> tail) {
+    std::vector<int32_t> v{1, 2, 3, 4, 5, 6, 7, 8};  // a shared two-block prefix
+    v.insert(v.end(), tail);
+    return v;
+  };
+  auto go = [&p](const std::vector<int32_t>& prompt) {
+    route_request r;
+    r.model = "m";
+    r.prompt = &prompt;
+    r.max_tokens = 4;
+    return p.choose(r);
+  };
+  auto r1 = with({100, 101, 102, 103});
+  auto c1 = go(r1);  // nothing cached anywhere: least tokens (ties: first)
+  CHECK(c1.replica == "a");
+  CHECK(c1.prefix_blocks == 0);
+  CHECK_FALSE(c1.affinity);
+  CHECK(p.prefix_entries("a") == 3);
+  auto r2 = with({200, 201, 202, 203});
+  auto c2 = go(r2);
+  CHECK(c2.replica == "a");  // the shared prefix is there, a's load 1 <= 0 + 2
+  CHECK(c2.prefix_blocks == 2);
+  CHECK(c2.affinity);
+  auto other = tokens({50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61});
+  CHECK(go(other).replica == "b");  // no match anywhere: least tokens
+  auto r4 = with({300, 301, 302, 303});
+  CHECK(go(r4).replica == "a");  // load 2 <= min (c: 0) + 2
+  // a now carries 3 > 0 + 2 and > 1.5 x 0: full for affinity. The hot
+  // prefix spills to the least-tokens replica, c, which learns it.
+  auto r5 = with({400, 401, 402, 403});
+  auto c5 = go(r5);
+  CHECK(c5.replica == "c");
+  CHECK(c5.prefix_blocks == 0);
+  // min load is now 1: a (3 <= 1 + 2) and c both hold the prefix; c has
+  // fewer outstanding tokens.
+  auto r6 = with({500, 501, 502, 503});
+  auto c6 = go(r6);
+  CHECK(c6.replica == "c");
+  CHECK(c6.prefix_blocks == 2);
+  CHECK(p.replicas().at("a").affinity_hits == 2);
+  CHECK(p.replicas().at("c").affinity_hits == 1);
+  // A restarted replica's cache is empty: the router forgets its blocks.
+  p.replica_up("c", "m", "n");
+  CHECK(p.prefix_entries("c") == 0);
+}
+
+TEST_CASE("prefix_aware's estimate is LRU-bounded and evicts tails before roots", "[router]") {
+  routing_options o;
+  o.policy = policy_kind::prefix_aware;
+  o.block_tokens = 2;
+  o.prefix_cache_blocks = 2;
+  router_policy p{o};
+  p.replica_up("a", "m", "n");
+  p.replica_up("b", "m", "n");
+  auto first = tokens({1, 2, 3, 4, 5, 6});
+  route_request r;
+  r.model = "m";
+  r.prompt = &first;
+  CHECK(p.choose(r).replica == "a");
+  CHECK(p.prefix_entries("a") == 2);  // three blocks, two remembered
+  auto second = tokens({1, 2, 3, 4, 9, 9});
+  r.prompt = &second;
+  auto c = p.choose(r);
+  CHECK(c.replica == "a");  // the two root blocks survived
+  CHECK(c.prefix_blocks == 2);
+}
+
+TEST_CASE("session affinity sticks, falls back when down or full, and follows the fallback", "[router]") {
+  routing_options o;
+  o.policy = policy_kind::session;
+  o.affinity_slack = 2;
+  o.affinity_ratio = 1.5;
+  o.max_sessions = 2;
+  router_policy p{o};
+  p.replica_up("a", "m", "n0");
+  p.replica_up("b", "m", "n1");
+  p.report("b", sample(0, 0, 100));
+  CHECK(p.choose(request("m", 10, 10, "s1")).replica == "a");  // new: least tokens
+  p.report("a", sample(1, 1, 500));  // load 2: within 0 + 2
+  p.report("b", sample(0, 0, 0));
+  auto again = p.choose(request("m", 10, 10, "s1"));
+  CHECK(again.replica == "a");
+  CHECK(again.affinity);
+  CHECK(p.choose(request("m", 10, 10)).replica == "b");  // no session: least tokens
+  p.report("a", sample(5, 5, 500));  // load 10: full for affinity
+  p.report("b", sample(0, 0, 0));
+  auto spilled = p.choose(request("m", 10, 10, "s1"));
+  CHECK(spilled.replica == "b");
+  CHECK_FALSE(spilled.affinity);
+  p.report("a", sample(0, 0, 0));
+  p.report("b", sample(0, 1, 50));
+  CHECK(p.choose(request("m", 10, 10, "s1")).replica == "b");  // follows the fallback
+  p.replica_down("b");
+  CHECK(p.choose(request("m", 10, 10, "s1")).replica == "a");
+  p.replica_up("b", "m", "n1");
+  CHECK(p.choose(request("m", 10, 10, "s1")).replica == "a");
+  // A refused replica is excluded like a down one.
+  CHECK(p.choose(request("m", 10, 10, "s1"), {"a"}).replica == "b");
+  CHECK(p.sessions() == 1);
+  (void)p.choose(request("m", 1, 1, "s2"));
+  (void)p.choose(request("m", 1, 1, "s3"));
+  CHECK(p.sessions() == 2);  // bounded: the least recent (s1) forgotten
+}
+
+TEST_CASE("slo_aware predicts TTFT from the prefill queue and refuses a request no replica can meet", "[router]") {
+  router_policy p{policy_kind::slo_aware};
+  p.replica_up("a", "m", "n", 1000);  // the cost model's rate
+  p.replica_up("b", "m", "n");        // unknown until measured
+  p.report("a", sample(0, 1, 0, 2000));
+  p.report("b", sample(0, 1, 0, 6000, 4000));
+  auto c1 = p.choose(request("m", 500, 10));
+  // a: (2000 + 500) / 1000 = 2.5 s; b: (6000 + 500) / 4000 = 1.625 s.
+  CHECK(c1.replica == "b");
+  CHECK(c1.predicted_ttft_ms == Approx(1625));
+  auto c2 = p.choose(request("m", 500, 10));
+  CHECK(c2.replica == "b");
+  CHECK(c2.predicted_ttft_ms == Approx(1750));  // the first prompt now queued ahead
+  auto tight = request("m", 500, 10);
+  tight.ttft_budget_ms = 1000;  // best is b at 1875 ms
+  auto c3 = p.choose(tight);
+  CHECK_FALSE(c3.replica);
+  CHECK(c3.over_deadline);
+  CHECK(c3.predicted_ttft_ms == Approx(1875));
+  CHECK(p.replicas().at("b").prefill_since_report == 1000);  // nothing counted
+  tight.ttft_budget_ms = 2000;
+  CHECK(p.choose(tight).replica == "b");
+  // A report without a measurement keeps the last rate.
+  p.report("b", sample(0, 0, 0, 0, 0));
+  CHECK(p.replicas().at("b").prefill_tok_s == 4000);
+
+  router_policy blind{policy_kind::slo_aware};
+  blind.replica_up("x", "m", "n");
+  blind.replica_up("y", "m", "n");
+  blind.report("x", sample(0, 0, 900));
+  auto c = blind.choose(request("m", 100, 1, ""));
+  CHECK(c.replica == "y");  // no rate anywhere: least tokens, no prediction
+  CHECK(c.predicted_ttft_ms == -1);
+}
+
+TEST_CASE("each model routes by its own policy", "[router]") {
+  routing_options o;
+  o.policy = policy_kind::least_loaded;
+  o.model_policy["rr"] = policy_kind::round_robin;
+  router_policy p{o};
+  CHECK(p.kind_of("rr") == policy_kind::round_robin);
+  CHECK(p.kind_of("other") == policy_kind::least_loaded);
+  p.replica_up("a/rr", "rr", "n");
+  p.replica_up("b/rr", "rr", "n");
+  p.report("a/rr", 100, 0, 0);
+  auto first = *p.pick("rr");
+  CHECK(*p.pick("rr") != first);  // rotation, whatever the load
 }

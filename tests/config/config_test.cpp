@@ -240,6 +240,11 @@ load_report_ms = 6
 [router]
 node = "edge"
 policy = "round_robin"
+session_header = "X-Conversation"
+affinity_slack = 4
+affinity_ratio = 2.5
+prefix_cache_blocks = 1000
+max_sessions = 50
 
 [controller]
 node = "edge"
@@ -261,6 +266,8 @@ name = "custom"
 architecture = { layers = 2, hidden = 64, heads = 4, kv_heads = 2, intermediate = 128, vocab = 100, context_length = 256 }
 max_tokens_default = 32
 max_in_flight = 3
+router_policy = "prefix_aware"
+ttft_slo_ms = 750
 
 [[units]]
 name = "u1"
@@ -296,6 +303,14 @@ keep_alive_s = 5.5
   CHECK(cfg.timeouts.load_report_ms == 6);
   CHECK(cfg.router.node == "edge");
   CHECK(cfg.router.policy == "round_robin");
+  CHECK(cfg.router.session_header == "x-conversation");  // headers compare lower case
+  CHECK(cfg.router.affinity_slack == 4);
+  CHECK(cfg.router.affinity_ratio == 2.5);
+  CHECK(cfg.router.prefix_cache_blocks == 1000);
+  CHECK(cfg.router.max_sessions == 50);
+  CHECK(cfg.find_model("custom")->router_policy == "prefix_aware");
+  CHECK(cfg.find_model("custom")->ttft_slo_ms == 750);
+  CHECK(cfg.find_model("tiny-a")->router_policy.empty());  // the router's policy
   CHECK(cfg.controller.node == "edge");
   CHECK(cfg.controller.move_shares);
   CHECK(cfg.controller.share_step == 0.25);
@@ -1193,4 +1208,21 @@ TEST_CASE("a lane that leaves a rounding error is refused as leaving nothing", "
     CHECK(e.key == "units[0].prefill_share");
     CHECK_THAT(e.reason, Contains("leaves nothing"));
   }
+}
+
+TEST_CASE("router policies and their parameters are checked", "[config][error]") {
+  auto with_router = [](const std::string& lines) { return base_config + "\n[router]\n" + lines + "\n"; };
+  for (const char* p : {"least_loaded", "round_robin", "power_of_two", "least_tokens", "prefix_aware", "session",
+                        "slo_aware"})
+    CHECK(parse_cluster_config(with_router(std::string("policy = \"") + p + "\""), "test.toml").router.policy == p);
+  auto e = parse_error_of(with_router("policy = \"random\""));
+  CHECK(e.key == "router.policy");
+  CHECK_THAT(e.reason, Contains("'prefix_aware'") && Contains("'slo_aware'"));
+  CHECK(parse_error_of(with_router("affinity_ratio = 0.5")).key == "router.affinity_ratio");
+  CHECK(parse_error_of(with_router("affinity_slack = -1")).key == "router.affinity_slack");
+  CHECK(parse_error_of(with_router("max_sessions = -1")).key == "router.max_sessions");
+  auto bad_model = replace(base_config, "name = \"tiny-a\"\n", "name = \"tiny-a\"\nrouter_policy = \"sticky\"\n");
+  CHECK_THAT(parse_error_of(bad_model).key, Contains("router_policy"));
+  auto bad_slo = replace(base_config, "name = \"tiny-a\"\n", "name = \"tiny-a\"\nttft_slo_ms = -5\n");
+  CHECK_THAT(parse_error_of(bad_slo).key, Contains("ttft_slo_ms"));
 }

@@ -44,9 +44,8 @@ Approx exactly(double v) {
 
 /// A one-node cluster with one unit u0 on `gpu` hosting `models` (llama-7b
 /// each); `unit_keys` and each model's entry keys are added as given.
-std::string cluster_text(const std::string& gpu, const std::vector<std::string>& models,
-                         const std::string& unit_keys = "", const std::string& model_keys = "") {
-  std::string t = R"([cluster]
+/// One node n0 with the gateway; the a100 GPU type on MuxServe's profile.
+constexpr const char* kPreamble = R"([cluster]
 name = "t"
 [[nodes]]
 name = "n0"
@@ -56,6 +55,10 @@ node = "n0"
 [gpus.a100]
 profile = "builtin:a100"
 )";
+
+std::string cluster_text(const std::string& gpu, const std::vector<std::string>& models,
+                         const std::string& unit_keys = "", const std::string& model_keys = "") {
+  std::string t = kPreamble;
   for (const auto& m : models)
     t += "[[models]]\nname = \"" + m + "\"\narchitecture = \"llama-7b\"\n";
   t += "[[units]]\nname = \"u0\"\nnode = \"n0\"\ngpu = \"" + gpu + "\"\nkv_blocks = 100000\n" + unit_keys
@@ -342,4 +345,72 @@ TEST_CASE("cluster_sim: a request naming an unhosted model is refused even when 
   w.models = {"m0"};
   w.requests = {{0.0, "m0", 16, 2}, {0.1, "ghost", 16, 2}};
   CHECK_THROWS_AS(sim::simulate(cfg, w), std::invalid_argument);
+}
+
+TEST_CASE("cluster_sim: the router's policy decides prefix hits; prefix_aware and session find them",
+          "[cluster_sim][routing]") {
+  // Three replicas of one model; 8 long shared prefixes and multi-turn
+  // sessions. Which replica a request goes to decides whether its prefix is
+  // in that unit's cache.
+  std::string text = std::string(kPreamble) + "[[models]]\nname = \"m\"\narchitecture = \"llama-7b\"\n";
+  for (int u = 0; u < 3; ++u)
+    text += "[[units]]\nname = \"u" + std::to_string(u) + "\"\nnode = \"n0\"\ngpu = \"a100\"\n"
+            "models = [{ name = \"m\" }]\n";
+  auto spec = sim::parse_workload_spec(R"(duration_s = 40
+seed = 5
+models = ["m"]
+total_rate = 6
+prompt = "lognormal:100:0.5:4:400"
+output = "fixed:16"
+prefix_groups = 8
+prefix_tokens = 512
+sessions = 60
+session_max_tokens = 1500
+)", "w.toml");
+  const auto w = sim::generate(spec);
+  std::map<std::string, sim::sim_result> by_policy;
+  for (const char* policy : {"round_robin", "prefix_aware", "session"}) {
+    auto cfg = parse(text);
+    cfg.router.policy = policy;
+    by_policy[policy] = sim::simulate(cfg, w);
+    const auto& r = by_policy[policy];
+    CHECK(r.violations.empty());
+    for (const auto& q : r.requests) {
+      INFO(policy << ": " << q.error);
+      CHECK(q.ok());
+    }
+    REQUIRE(r.replicas.size() == 3);
+    uint64_t sent = 0;
+    for (const auto& x : r.replicas) {
+      CHECK(x.policy == policy);
+      CHECK(x.dispatched > 0);
+      sent += x.dispatched;
+    }
+    CHECK(sent == w.requests.size());
+  }
+  auto hit_rate = [](const sim::sim_result& r) {
+    uint64_t admitted = 0, cached = 0;
+    for (const auto& x : r.replicas) {
+      admitted += x.prompt_tokens;
+      cached += x.cached_tokens;
+    }
+    return static_cast<double>(cached) / static_cast<double>(admitted);
+  };
+  auto affinity = [](const sim::sim_result& r) {
+    uint64_t n = 0;
+    for (const auto& x : r.replicas)
+      n += x.affinity_hits;
+    return n;
+  };
+  const double rr = hit_rate(by_policy["round_robin"]);
+  const double pa = hit_rate(by_policy["prefix_aware"]);
+  const double se = hit_rate(by_policy["session"]);
+  INFO("hit rates: round_robin " << rr << ", prefix_aware " << pa << ", session " << se);
+  // Round robin finds a session's history only where its last turn happened
+  // to go (1 in 3); affinity finds it nearly always.
+  CHECK(pa > rr + 0.1);
+  CHECK(se > rr + 0.1);
+  CHECK(affinity(by_policy["round_robin"]) == 0);
+  CHECK(affinity(by_policy["prefix_aware"]) > w.requests.size() / 2);
+  CHECK(affinity(by_policy["session"]) > w.requests.size() / 2);
 }

@@ -625,3 +625,123 @@ TEST_CASE("empirical lengths in a spec resolve against its directory", "[workloa
   CHECK_THAT(what, Catch::StartsWith("w.toml:2: key 'prompt': "));
   CHECK_THAT(what, Contains("nope.txt"));
 }
+
+TEST_CASE("generate: prefix groups start prompts with their group's tokens", "[workload][sharing]") {
+  auto spec = parse_workload_spec(R"(duration_s = 60
+models = ["m"]
+total_rate = 20
+prompt = "fixed:40"
+prefix_groups = 3
+prefix_tokens = 32
+prefix_alpha = 2.0
+)", "s.toml");
+  auto w = generate(spec);
+  REQUIRE(w.requests.size() > 500);
+  std::map<int, size_t> per_group;
+  std::map<int, std::vector<int32_t>> head;
+  for (uint32_t i = 0; i < w.requests.size(); ++i) {
+    const auto& r = w.requests[i];
+    REQUIRE(r.group >= 0);
+    REQUIRE(r.group < 3);
+    CHECK(r.prefix_tokens == 32);
+    CHECK(r.prompt_tokens == 32 + 40);  // the prefix, then the drawn length
+    CHECK(r.session == -1);
+    ++per_group[r.group];
+    auto p = prompt_of(r, i);
+    REQUIRE(p.size() == 72u);
+    for (auto t : p) {
+      CHECK(t >= 3);
+      CHECK(t < 253);
+    }
+    std::vector<int32_t> prefix(p.begin(), p.begin() + 32);
+    auto [it, fresh] = head.try_emplace(r.group, prefix);
+    CHECK(it->second == prefix);  // one prefix per group
+  }
+  REQUIRE(head.size() == 3);
+  CHECK(head[0] != head[1]);
+  CHECK(head[1] != head[2]);
+  // rank^-2: group 0 carries about 1 / (1 + 1/4 + 1/9) = 73% of requests.
+  const double share0 = static_cast<double>(per_group[0]) / static_cast<double>(w.requests.size());
+  CHECK(share0 == Approx(0.735).margin(0.05));
+  // Arrivals and the drawn lengths are those of the same spec without groups.
+  auto plain = parse_workload_spec("duration_s = 60\nmodels = [\"m\"]\ntotal_rate = 20\nprompt = \"fixed:40\"\n", "p.toml");
+  auto wp = generate(plain);
+  REQUIRE(wp.requests.size() == w.requests.size());
+  CHECK(wp.requests[7].at_s == w.requests[7].at_s);
+  // Requests without a group share nothing but the vocabulary.
+  auto a = prompt_of(wp.requests[0], 0), b = prompt_of(wp.requests[1], 1);
+  CHECK(std::vector<int32_t>(a.begin(), a.begin() + 8) != std::vector<int32_t>(b.begin(), b.begin() + 8));
+}
+
+TEST_CASE("generate: a session's turns extend one another until it starts over", "[workload][sharing]") {
+  auto spec = parse_workload_spec(R"(duration_s = 120
+models = ["m"]
+total_rate = 10
+prompt = "fixed:100"
+sessions = 4
+session_alpha = 0
+session_max_tokens = 450
+prefix_groups = 2
+prefix_tokens = 16
+)", "s.toml");
+  auto w = generate(spec);
+  std::map<int64_t, std::vector<int32_t>> last;  // by session: the previous turn's prompt
+  std::map<int64_t, int> epochs_per_user;
+  size_t extended = 0;
+  for (uint32_t i = 0; i < w.requests.size(); ++i) {
+    const auto& r = w.requests[i];
+    REQUIRE(r.session >= 0);
+    CHECK(r.prefix_tokens == 16);
+    CHECK(r.group == (r.session / 4096) % 2);  // a session keeps its group
+    auto p = prompt_of(r, i);
+    // At most session_max_tokens after the prefix.
+    CHECK(r.prompt_tokens - r.prefix_tokens <= 450);
+    auto it = last.find(r.session);
+    if (it != last.end()) {
+      // This turn is the last one plus 100 new tokens.
+      REQUIRE(p.size() == it->second.size() + 100);
+      CHECK(std::equal(it->second.begin(), it->second.end(), p.begin()));
+      ++extended;
+    } else {
+      CHECK(r.prompt_tokens == 16 + 100);  // a conversation's first turn
+      ++epochs_per_user[r.session / 4096];
+    }
+    last[r.session] = p;
+  }
+  CHECK(extended > w.requests.size() / 2);
+  // 4 turns fit in 450 tokens: each user started over several times.
+  for (const auto& [user, epochs] : epochs_per_user)
+    CHECK(epochs >= 2);
+  CHECK(epochs_per_user.size() == 4);
+}
+
+TEST_CASE("trace: prefix groups and sessions survive a round trip; bad ones are refused", "[workload][trace]") {
+  workload w;
+  w.models = {"x"};
+  request_spec a{0.5, "x", 40, 8};
+  a.group = 2;
+  a.prefix_tokens = 32;
+  a.session = 77;
+  w.requests = {a, {1.0, "x", 5, 5}};
+  std::ostringstream out;
+  write_trace(w, out);
+  auto back = parse_trace(out.str(), "t.jsonl");
+  REQUIRE(back.requests.size() == 2);
+  CHECK(back.requests[0].group == 2);
+  CHECK(back.requests[0].prefix_tokens == 32);
+  CHECK(back.requests[0].session == 77);
+  CHECK(back.requests[1].group == -1);
+  CHECK(back.requests[1].session == -1);
+  CHECK(prompt_of(back.requests[0], 0) == prompt_of(a, 0));
+  CHECK_THROWS_WITH(parse_trace(R"({"t":0,"model":"x","prompt_tokens":10,"output_tokens":1,"group":1})", "b.jsonl"),
+                    Catch::Contains("b.jsonl:1") && Catch::Contains("prefix_tokens"));
+  CHECK_THROWS_WITH(parse_trace(R"({"t":0,"model":"x","prompt_tokens":10,"output_tokens":1,"group":1,"prefix_tokens":10})",
+                                "b.jsonl"),
+                    Catch::Contains("prefix_tokens"));
+  CHECK_THROWS_WITH(parse_trace(R"({"t":0,"model":"x","prompt_tokens":10,"output_tokens":1,"session":-3})", "b.jsonl"),
+                    Catch::Contains("session"));
+  CHECK_THROWS_WITH(parse_workload_spec("models = [\"m\"]\ntotal_rate = 1\nprefix_groups = -1\n", "e.toml"),
+                    Catch::Contains("prefix_groups"));
+  CHECK_THROWS_WITH(parse_workload_spec("models = [\"m\"]\ntotal_rate = 1\nsession_max_tokens = 1\n", "e.toml"),
+                    Catch::Contains("session_max_tokens"));
+}

@@ -32,6 +32,7 @@
 #include "tools/llmux/launch.hpp"
 #include "tools/llmux/node_runtime.hpp"
 #include "tools/llmux/plan_cli.hpp"
+#include "actors/router/router_policy.hpp"
 #include "tools/llmux/simulate_cli.hpp"
 
 namespace {
@@ -199,6 +200,9 @@ int main(int argc, char** argv) {
                      "Do not share a GPU's memory bandwidth between its concurrent jobs");
   simulate->add_option("--drain-s", sim_opts.drain_s, "Virtual seconds after the last arrival before giving up");
   simulate->add_option("--timeline", sim_opts.timeline_s, "Also print throughput and attainment per window of S seconds");
+  simulate->add_option("--router-policy", sim_opts.router_policy,
+                       "Route every model by this policy instead of the config's")
+    ->check(CLI::IsMember(router::policy_names()));
 
   // -- plan ---------------------------------------------------------------------
   auto* plan = app.add_subcommand("plan", "Place models on a cluster (MuxServe's search) and write the config");

@@ -243,7 +243,7 @@ void node_runtime::impl::boot() {
       add(admin, "scheduler", so.replica, caf::actor_cast<caf::actor>(sched));
       replica_info info{so.replica, m->name, u.name, node_name, m->backend,
                         caf::actor_cast<caf::actor>(sched), caf::actor_cast<caf::actor>(unit),
-                        um.share};
+                        um.share, setup::prefill_rate(cfg, u, um)};
       caf::anon_send(admin, replica_up_atom::value, std::move(info));
     }
   }
@@ -253,7 +253,7 @@ void node_runtime::impl::boot() {
   if (cfg.router.node == node_name) {
     router::router_options ro;
     ro.node = node_name;
-    ro.policy = *router::parse_policy(cfg.router.policy);
+    ro.routing = setup::routing(cfg);
     // While the cluster starts, a request waits for its model's first
     // replica (within its deadline) rather than failing.
     ro.join_wait_ms = cfg.timeouts.request_ms;

@@ -46,6 +46,12 @@ int run_simulate(const simulate_options& o) {
     std::cerr << "llmux simulate: " << e.what() << "\n";
     return 2;
   }
+  if (!o.router_policy.empty()) {
+    // Every model routed by this one policy, to compare policies on one config.
+    cfg.router.policy = o.router_policy;
+    for (auto& m : cfg.models)
+      m.router_policy.clear();
+  }
   try {
     w = sim::load_workload(o.workload);
   } catch (const std::exception& e) {

@@ -20,6 +20,7 @@ struct simulate_options {
   bool no_contention = false;
   double drain_s = 1800;
   double timeline_s = 0;  ///< > 0: also print throughput and attainment per window
+  std::string router_policy;  ///< non-empty: every model routed by this policy
 };
 
 int run_simulate(const simulate_options& opts);
