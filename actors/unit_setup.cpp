@@ -1,6 +1,7 @@
 #include "actors/unit_setup.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "engine/cost_model.hpp"
 
@@ -15,14 +16,41 @@ kv::kv_manager_options kv_options(const config::cluster_config& cfg, const confi
   kvo.policy = u.policy;
   kvo.quota_period_ms = u.quota_period_ms;
   kvo.floor_tokens = u.kv_floor_tokens;
-  for (const auto& um : u.models) {
-    const auto* m = cfg.find_model(um.model);
+  for (const auto& in : instances(u)) {
+    const auto* m = cfg.find_model(in.model);
     if (m == nullptr)
       continue;
-    kvo.models.push_back({m->name, m->arch.layers, m->arch.kv_heads, um.rate, engine::reads_unit_blocks(*m),
+    double rate = 1;
+    for (const auto& um : u.models)
+      if (um.model == in.model)
+        rate = um.rate / in.count;
+    kvo.models.push_back({in.key, m->arch.layers, m->arch.kv_heads, rate, engine::reads_unit_blocks(*m),
                           m->arch.head_size()});
   }
   return kvo;
+}
+
+std::string instance_key(const std::string& model, int index) {
+  return index == 0 ? model : model + "#" + std::to_string(index);
+}
+
+std::vector<instance> instances(const config::unit_config& u) {
+  std::vector<instance> out;
+  const bool many = u.layout != "single" && u.models.size() == 1;
+  for (const auto& um : u.models) {
+    if (!many) {
+      out.push_back({um.model, um.model, 0, 1, um.share});
+      continue;
+    }
+    const int k = std::max(u.threads, 1);
+    for (int i = 0; i < k; ++i) {
+      double share = 1.0 / k;
+      if (u.layout == "dynamic")  // starts as one replica on the whole unit
+        share = i == 0 ? 1.0 : 0.0;
+      out.push_back({instance_key(um.model, i), um.model, i, k, share});
+    }
+  }
+  return out;
 }
 
 scheduler::scheduler_options scheduler_options(const config::unit_config& u, const config::model_config& m,
@@ -55,6 +83,37 @@ engine::engine_context engine_context(const config::cluster_config& cfg, const c
   ctx.kv_blocks = kv_blocks;
   ctx.devices = u.devices;
   return ctx;
+}
+
+controller::layout_unit_options layout_options(const config::cluster_config& cfg,
+                                               const config::unit_config& u) {
+  controller::layout_unit_options o;
+  o.k = std::max(u.threads, 1);
+  o.hysteresis = u.layout_hysteresis;
+  o.cooldown_s = u.layout_cooldown_ms / 1e3;
+  o.automatic = u.layout == "dynamic";
+  o.switch_at = u.layout_switch_at;
+  if (o.switch_at > 0 || u.models.size() != 1)
+    return o;
+  const auto* m = cfg.find_model(u.models[0].model);
+  auto gpu = cfg.gpus.find(u.gpu);
+  const bool measured = gpu != cfg.gpus.end() && !gpu->second.profile.empty();
+  if (m == nullptr || !measured || (u.backend == "cpu" && !measured)) {
+    if (o.automatic)
+      throw std::runtime_error("unit " + u.name + ": layout = \"dynamic\" needs layout_switch_at, or a "
+                               "measured profile of this CPU for the crossover (gpu = \"NAME\" and [gpus.NAME] "
+                               "profile = FILE, made by `llmux bench engine --profile`)");
+    return o;
+  }
+  try {
+    auto cost = engine::cost_model::for_model(*m, gpu->second, 1);
+    o.switch_at = controller::crossover(
+      [&cost](double batch, double share) { return cost.decode_seconds(batch, 512, share); }, o.k, 1024);
+  } catch (const std::exception& e) {
+    if (o.automatic)
+      throw std::runtime_error("unit " + u.name + ": layout = \"dynamic\": " + e.what());
+  }
+  return o;
 }
 
 router::routing_options routing(const config::cluster_config& cfg) {

@@ -7,7 +7,9 @@
 /// virtual time, so a unit behaves the same in both. No CAF.
 
 #include <string>
+#include <vector>
 
+#include "actors/controller/layout_policy.hpp"
 #include "actors/gpu_unit/unit_core.hpp"
 #include "actors/kv_manager/kv_manager_core.hpp"
 #include "actors/router/router_policy.hpp"
@@ -16,6 +18,34 @@
 #include "engine/engine_factory.hpp"
 
 namespace llmux::setup {
+
+/// One engine + scheduler of a unit: a model's replica on that unit. A
+/// unit with layout "replicas" or "dynamic" runs its model as k of them
+/// (k = its threads), keyed "MODEL" and "MODEL#1" .. "MODEL#k-1" in the
+/// unit, its KV pool and the replica names ("UNIT/MODEL#1"); the router
+/// serves them all as MODEL.
+struct instance {
+  std::string key;    ///< the engine's name in the unit and the KV pool
+  std::string model;  ///< the model it serves
+  int index = 0;      ///< 0 .. count-1
+  int count = 1;      ///< instances of the model on the unit (k)
+  double share = 1;   ///< of the unit; 0: parked (its threads lent to instance 0)
+  [[nodiscard]] bool parked() const { return share <= 0; }
+};
+/// Every instance of `unit`, in the layout it starts in ("dynamic" starts
+/// as one replica on the whole unit, the others parked).
+[[nodiscard]] std::vector<instance> instances(const config::unit_config& unit);
+/// The instance key of `model`'s `index`-th instance.
+[[nodiscard]] std::string instance_key(const std::string& model, int index);
+
+/// How the controller switches a unit laid out as several replicas: k, and
+/// the concurrency where k replicas start to step faster than one (the
+/// unit's `layout_switch_at`, else the crossover of the cost model's decode
+/// step times at a 512-token context: the unit's GPU type's profile, which
+/// a cpu unit must name). Throws std::runtime_error for a dynamic cpu unit
+/// with neither.
+[[nodiscard]] controller::layout_unit_options layout_options(const config::cluster_config& cfg,
+                                                              const config::unit_config& unit);
 
 /// The unit's KV pool: its size (`kv_blocks`, or sized from memory), block
 /// size, ADBS quota settings, and each hosted model's shape.

@@ -757,6 +757,43 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
   }
 }
 
+/// A unit's parallel layout: its one model as one replica on all of its
+/// threads, or as one replica per thread, or switched between the two.
+void read_layout(const section& s, unit_config& u) {
+  read_choice(s, "layout", u.layout, {"single", "replicas", "dynamic"});
+  const bool multi = u.layout != "single";
+  for (const char* key : {"layout_switch_at", "layout_hysteresis", "layout_cooldown_ms"})
+    if (s.find(key) && u.layout != "dynamic")
+      s.fail(key, "tunes layout = \"dynamic\"; unit '" + u.name + "' has layout = \"" + u.layout + "\"");
+  if (!multi)
+    return;
+  if (u.backend != "cpu")
+    s.fail("layout", "\"" + u.layout + "\" runs on cpu units for now (unit '" + u.name + "' has backend '"
+                       + u.backend + "'; GPU units need tensor-parallel shards as views of weights each "
+                       "device holds, not built yet)");
+  if (u.models.size() != 1)
+    s.fail("layout", "\"" + u.layout + "\" lays out one model over the unit's threads; unit '" + u.name
+                       + "' hosts " + std::to_string(u.models.size()));
+  if (u.jobs != "mixed" || u.multiplex != "spatial")
+    s.fail("layout", "\"" + u.layout + "\" needs jobs = \"mixed\" and multiplex = \"spatial\"");
+  if (u.threads < 2)
+    s.fail("layout", "\"" + u.layout + "\" needs threads >= 2 set on unit '" + u.name
+                       + "' (one replica per thread)");
+  if (u.models[0].share != 1.0)
+    s.fail("layout", "\"" + u.layout + "\" gives the model the whole unit: drop its share");
+  if (auto v = s.number("layout_switch_at")) {
+    if (!(*v >= 0) || !std::isfinite(*v))
+      s.fail("layout_switch_at", "must be a number >= 0 (concurrent requests; 0: from the cost model)");
+    u.layout_switch_at = *v;
+  }
+  if (auto v = s.number("layout_hysteresis")) {
+    if (!(*v >= 0 && *v < 1))
+      s.fail("layout_hysteresis", "must be in [0, 1), got " + format_number(*v));
+    u.layout_hysteresis = *v;
+  }
+  read_positive(s, "layout_cooldown_ms", u.layout_cooldown_ms);
+}
+
 void read_units(const section& top, cluster_config& cfg) {
   const auto& arr = require_array(top, "units");
   std::set<std::string> unit_names;
@@ -765,7 +802,8 @@ void read_units(const section& top, cluster_config& cfg) {
     s.allow_only({"name", "node", "backend", "gpu", "kv_blocks", "block_tokens", "max_running",
                   "max_batch_tokens", "max_waiting", "time_scale", "threads", "kv_cache_mib",
                   "kv_growth", "policy", "multiplex", "jobs", "prefill", "prefill_share", "oversubscribe", "quota_period_ms",
-                  "kv_floor_tokens", "devices", "models"});
+                  "kv_floor_tokens", "devices", "models", "layout", "layout_switch_at",
+                  "layout_hysteresis", "layout_cooldown_ms"});
     unit_config u;
     u.name = read_name(s, "name");
     if (!unit_names.insert(u.name).second)
@@ -927,6 +965,7 @@ void read_units(const section& top, cluster_config& cfg) {
     // Shares are fractions of one GPU's SMs; the slack absorbs 0.1 + 0.2 style rounding.
     if (share_sum > 1.0 + 1e-9 && !u.oversubscribe)
       s.fail("models", "shares sum to " + format_number(share_sum) + ", more than 1.0");
+    read_layout(s, u);
     cfg.units.push_back(std::move(u));
   }
 }

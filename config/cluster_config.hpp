@@ -218,6 +218,20 @@ struct unit_config {
   /// their count is the tensor-parallel size its cost model uses.
   std::vector<int> devices{0};
   std::vector<unit_model> models;
+  /// How the unit's one model is laid out over its k = `threads` (cpu):
+  /// "single" (one replica on all k, the default), "replicas" (k replicas
+  /// of one thread each, sharing the mapped weights) or "dynamic" (the
+  /// controller switches between the two by measured concurrency; `llmux
+  /// admin set-layout` forces it). cpu units with one model, for now.
+  std::string layout = "single";
+  /// dynamic: the concurrency (waiting + running requests on the unit)
+  /// above which replicas are faster; 0: where the cost model (the unit's
+  /// GPU type's profile) says their step times cross.
+  double layout_switch_at = 0;
+  /// dynamic: switch to replicas above switch_at × (1 + h), back below
+  /// switch_at × (1 − h).
+  double layout_hysteresis = 0.25;
+  int layout_cooldown_ms = 5000;  ///< dynamic: at least this long between switches
 };
 
 struct timeouts_config {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 
 #include <dlfcn.h>
@@ -85,6 +86,20 @@ kernels::dtype dummy_dtype(const config::model_config& m) {
   throw std::runtime_error("model '" + m.name + "': unknown dtype '" + m.dtype + "'");
 }
 
+/// One mapping of a model file however many engines run it (the replicas
+/// of a unit laid out as several): weights are views into the mapped file
+/// and never change, so they are shared.
+std::shared_ptr<llama_model> shared_weights(const std::string& path) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<llama_model>> loaded;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto w = loaded[path].lock())
+    return w;
+  auto w = llama_model::load(path);
+  loaded[path] = w;
+  return w;
+}
+
 }  // namespace
 
 std::unique_ptr<engine> make_engine(const config::model_config& model, const engine_context& ctx) {
@@ -99,7 +114,7 @@ std::unique_ptr<engine> make_engine(const config::model_config& model, const eng
       weights = llama_model::dummy(model.arch, dummy_dtype(model), 0x5eed);
       tok = make_frontend(model).tok;
     } else {
-      weights = llama_model::load(model.file);
+      weights = shared_weights(model.file);
       tok = make_tokenizer(read_vocab(weights->file()));
     }
     cpu_engine_options o;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 
 #include <caf/all.hpp>
@@ -31,6 +32,11 @@ struct controller_state {
   uint64_t share_moves = 0;
   uint64_t share_move_failures = 0;
   std::deque<nlohmann::json> recent_moves;
+  // Units laid out as several replicas.
+  layout_policy layouts;
+  std::map<std::string, std::map<int, replica_info>> layout_replicas;  ///< unit → index → replica
+  std::map<std::string, std::string> layout_unit_of;                   ///< replica → unit
+  std::map<std::string, int64_t> handed_back;  ///< unit → sequences its drained replicas handed back
 
   double now() const { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 };
@@ -50,6 +56,13 @@ void adopt(controller_ptr self, const std::string& node, admin_actor admin) {
         auto& s = self->state;
         s.replicas[node] = reps.size();
         for (auto& r : reps) {
+          if (r.instances > 1 && s.layouts.find(r.unit) && r.scheduler) {
+            // A replica of a unit laid out as several: hear its load.
+            s.layout_replicas[r.unit][r.index] = r;
+            s.layout_unit_of[r.replica] = r.unit;
+            self->send(caf::actor_cast<scheduler_actor>(r.scheduler), subscribe_atom::value,
+                       caf::actor_cast<caf::actor>(self));
+          }
           if (s.shares && r.unit_actor) {
             // Learn the unit's shares and hear the scheduler's load.
             s.units[r.unit] = caf::actor_cast<gpu_unit_actor>(r.unit_actor);
@@ -137,6 +150,148 @@ void send_move(controller_ptr self, const share_move& mv) {
       [self](caf::error&) { ++self->state.share_move_failures; });
 }
 
+/// Calls `done` once `n` parts have answered: with the first error, or ""
+/// when every part went through.
+std::function<void(std::string)> join(int n, std::function<void(std::string)> done) {
+  if (n <= 0) {
+    done("");
+    return [](std::string) {};
+  }
+  struct state {
+    int left;
+    std::string error;
+    std::function<void(std::string)> done;
+  };
+  auto st = std::make_shared<state>(state{n, "", std::move(done)});
+  return [st](std::string err) {
+    if (!err.empty() && st->error.empty())
+      st->error = std::move(err);
+    if (--st->left == 0)
+      st->done(st->error);
+  };
+}
+
+/// Lays `unit` out as `to`, as a message flow (see controller_actor.hpp);
+/// `done` gets "" or why it could not.
+void switch_layout(controller_ptr self, const std::string& unit, layout_kind to,
+                   std::function<void(std::string)> done) {
+  auto& s = self->state;
+  const auto* st = s.layouts.find(unit);
+  if (st == nullptr) {
+    done("unit '" + unit + "' is not laid out as several replicas (its layout is \"single\"; "
+         "\"replicas\" or \"dynamic\" make it switchable)");
+    return;
+  }
+  const int k = st->opts.k;
+  const auto& reps = s.layout_replicas[unit];
+  if (static_cast<int>(reps.size()) != k) {
+    done("unit '" + unit + "': " + std::to_string(reps.size()) + " of its " + std::to_string(k)
+         + " replicas have joined so far");
+    return;
+  }
+  if (st->layout == to) {
+    done("");
+    return;
+  }
+  if (!s.layouts.begin(unit, s.now())) {
+    done("unit '" + unit + "' is already switching layout");
+    return;
+  }
+  auto finish = [self, unit, to, done](std::string err) {
+    auto& s = self->state;
+    s.layouts.end(unit, to, err.empty(), s.now());
+    if (!err.empty())
+      caf::aout(self) << "controller: layout switch of " << unit << " to " << to_string(to)
+                      << " failed: " << err << std::endl;
+    done(err);
+  };
+  auto gpu = caf::actor_cast<gpu_unit_actor>(reps.at(0).unit_actor);
+  const auto timeout = std::chrono::milliseconds(s.opts.connect_ms * 5);
+  auto render = [self](caf::error& e) { return self->system().render(e); };
+  const double each = 1.0 / k;
+  if (to == layout_kind::replicas) {
+    // The whole unit's share is split: instance 0 shrinks first (the
+    // shares never sum above 1), then each parked one takes its part,
+    // accepts requests again and is routed to.
+    self->request(gpu, timeout, set_share_atom::value, reps.at(0).instance, each)
+      .then(
+        [self, unit, k, each, timeout, gpu, finish, render](std::string& err) {
+          if (!err.empty()) {
+            finish("unit refused a share of " + std::to_string(each) + ": " + err);
+            return;
+          }
+          auto part = join(k - 1, finish);
+          for (int i = 1; i < k; ++i) {
+            const auto r = self->state.layout_replicas[unit].at(i);
+            auto sched = caf::actor_cast<scheduler_actor>(r.scheduler);
+            self->request(gpu, timeout, set_share_atom::value, r.instance, each)
+              .then(
+                [self, r, sched, timeout, part, render](std::string& err2) {
+                  if (!err2.empty()) {
+                    part("unit refused " + r.instance + " a share: " + err2);
+                    return;
+                  }
+                  self->request(sched, timeout, drain_atom::value, false)
+                    .then(
+                      [self, r, timeout, part, render](int32_t) {
+                        self->request(self->state.router, timeout, routable_atom::value, r.replica, true)
+                          .then([part, r](bool known) { part(known ? "" : "the router does not know " + r.replica); },
+                                [part, render](caf::error& e) mutable { part(render(e)); });
+                      },
+                      [part, render](caf::error& e) mutable { part(render(e)); });
+                },
+                [part, render](caf::error& e) mutable { part(render(e)); });
+          }
+        },
+        [finish, render](caf::error& e) mutable { finish(render(e)); });
+    return;
+  }
+  // To one replica: the others stop being routed to (answered before any
+  // of them hands a sequence back, so none is routed back to them), hand
+  // their sequences back to continue on instance 0, and lend it their share.
+  auto routed_off = join(k - 1, [self, unit, k, timeout, gpu, finish, render](std::string err) {
+    if (!err.empty()) {
+      finish(err);
+      return;
+    }
+    auto drained = join(k - 1, [self, unit, k, timeout, gpu, finish, render](std::string err2) {
+      if (!err2.empty()) {
+        finish(err2);
+        return;
+      }
+      auto parked = join(k - 1, [self, unit, timeout, gpu, finish, render](std::string err3) {
+        if (!err3.empty()) {
+          finish(err3);
+          return;
+        }
+        self->request(gpu, timeout, set_share_atom::value, self->state.layout_replicas[unit].at(0).instance, 1.0)
+          .then([finish](std::string& err4) { finish(err4.empty() ? "" : "unit refused the whole share: " + err4); },
+                [finish, render](caf::error& e) mutable { finish(render(e)); });
+      });
+      for (int i = 1; i < k; ++i)
+        self->request(gpu, timeout, set_share_atom::value, self->state.layout_replicas[unit].at(i).instance, 0.0)
+          .then([parked](std::string& e) { parked(e); },
+                [parked, render](caf::error& e) mutable { parked(render(e)); });
+    });
+    for (int i = 1; i < k; ++i) {
+      auto sched = caf::actor_cast<scheduler_actor>(self->state.layout_replicas[unit].at(i).scheduler);
+      self->request(sched, timeout, drain_atom::value, true)
+        .then(
+          [self, unit, drained](int32_t n) {
+            self->state.handed_back[unit] += n;
+            drained("");
+          },
+          [drained, render](caf::error& e) mutable { drained(render(e)); });
+    }
+  });
+  for (int i = 1; i < k; ++i) {
+    const auto replica = reps.at(i).replica;
+    self->request(s.router, timeout, routable_atom::value, replica, false)
+      .then([routed_off, replica](bool known) { routed_off(known ? "" : "the router does not know " + replica); },
+            [routed_off, render](caf::error& e) mutable { routed_off(render(e)); });
+  }
+}
+
 }  // namespace
 
 controller_actor spawn_controller(caf::actor_system& sys, controller_options opts,
@@ -148,6 +303,12 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
     s.opts = std::move(opts);
     s.local_admin = std::move(local_admin);
     s.router = std::move(router);
+    for (const auto& [unit, lo] : s.opts.layouts) {
+      auto init = s.opts.initial_layouts.count(unit) ? s.opts.initial_layouts.at(unit) : layout_kind::single;
+      s.layouts.add_unit(unit, lo, init);
+    }
+    if (!s.opts.layouts.empty())
+      self->delayed_send(self, std::chrono::milliseconds(s.opts.layout_tick_ms), layout_tick_atom::value);
     if (s.opts.move_shares) {
       s.shares = std::make_unique<share_policy>(s.opts.shares);
       self->delayed_send(self, std::chrono::milliseconds(s.opts.share_tick_ms), share_tick_atom::value);
@@ -182,8 +343,28 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
         self->delayed_send(self, std::chrono::milliseconds(s.opts.share_tick_ms),
                            share_tick_atom::value);
       },
+      [self](layout_tick_atom) {
+        auto& s = self->state;
+        for (const auto& mv : s.layouts.decide(s.now())) {
+          caf::aout(self) << "controller: unit " << mv.unit << " to " << to_string(mv.to)
+                          << " at concurrency " << mv.concurrency << std::endl;
+          switch_layout(self, mv.unit, mv.to, [](std::string) {});
+        }
+        self->delayed_send(self, std::chrono::milliseconds(s.opts.layout_tick_ms), layout_tick_atom::value);
+      },
+      [self](set_layout_atom, const std::string& unit, const std::string& layout) -> caf::result<std::string> {
+        auto to = parse_layout(layout);
+        if (!to)
+          return "unknown layout '" + layout + "' (known: single, replicas)";
+        auto rp = self->make_response_promise<std::string>();
+        switch_layout(self, unit, *to, [rp](std::string err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
       [self](const load_report& rep) {
         auto& s = self->state;
+        auto lu = s.layout_unit_of.find(rep.replica);
+        if (lu != s.layout_unit_of.end())
+          s.layouts.observe(lu->second, rep.replica, rep.waiting + rep.running);
         auto it = s.replica_unit.find(rep.replica);
         if (s.shares && it != s.replica_unit.end())
           s.shares->observe(it->second, rep.model, rep.waiting);
@@ -219,6 +400,24 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
                          {"move_shares", s.shares != nullptr},
                          {"share_moves", s.share_moves},
                          {"share_move_failures", s.share_move_failures}};
+        if (!s.layouts.units().empty()) {
+          auto lay = nlohmann::json::object();
+          for (const auto& [unit, u] : s.layouts.units())
+            lay[unit] = {{"layout", to_string(u.layout)},
+                         {"dynamic", u.opts.automatic},
+                         {"replicas", u.layout == layout_kind::single ? 1 : u.opts.k},
+                         {"k", u.opts.k},
+                         {"switch_at", u.opts.switch_at},
+                         {"hysteresis", u.opts.hysteresis},
+                         {"concurrency", u.concurrency},
+                         {"switching", u.switching},
+                         {"switches", u.switches},
+                         {"failed_switches", u.failed},
+                         {"switching_s", u.switching_s},
+                         {"handed_back", s.handed_back.count(unit) ? s.handed_back.at(unit) : 0},
+                         {"joined", s.layout_replicas.count(unit) ? s.layout_replicas.at(unit).size() : 0}};
+          j["layouts"] = lay;
+        }
         if (s.shares) {
           auto moves = nlohmann::json::array();
           for (const auto& m : s.recent_moves)

@@ -5,10 +5,19 @@
 /// raised by middleman heartbeats for a frozen node) has its replicas marked
 /// down at once and is reconnected when it returns. With `move_shares` it
 /// also moves compute shares between the models of a unit (share_policy).
+/// Units laid out as several replicas ("replicas"/"dynamic") are switched
+/// between one replica on the whole unit and k replicas by `set_layout`
+/// (admin) or, for "dynamic" units, when layout_policy decides: to k
+/// replicas, the whole unit's share is split and the parked replicas are
+/// routed to; to one, the others stop being routed to, hand their
+/// sequences back to their gateways to continue on the remaining replica
+/// (finish "migrate"), and lend it their share.
 
+#include <map>
 #include <string>
 #include <vector>
 
+#include "actors/controller/layout_policy.hpp"
 #include "actors/controller/node_table.hpp"
 #include "actors/controller/share_policy.hpp"
 #include "actors/protocol/interfaces.hpp"
@@ -27,6 +36,10 @@ struct controller_options {
   bool move_shares = false;
   share_policy_options shares;
   int share_tick_ms = 500;  ///< how often it decides
+  /// Units laid out as several replicas, by name, and how each starts.
+  std::map<std::string, layout_unit_options> layouts;
+  std::map<std::string, layout_kind> initial_layouts;
+  int layout_tick_ms = 500;  ///< how often it decides layouts
 };
 
 protocol::controller_actor spawn_controller(caf::actor_system& sys, controller_options opts,

@@ -188,6 +188,14 @@ std::string edge_metrics::render(const cluster_gauges& gauges) const {
   per_label(out, "llmux:share_moves_total", "counter",
             "Compute-share moves the controller made toward growing queues.", "controller",
             gauges.share_moves);
+  per_label(out, "llmux:unit_layout_replicas", "gauge",
+            "Replicas a unit laid out as several runs its model as now (1: one on the whole unit).", "unit",
+            gauges.layout_replicas);
+  per_label(out, "llmux:unit_layout_switches_total", "counter", "Layout switches of a unit.", "unit",
+            gauges.layout_switches);
+  per_label(out, "llmux:unit_layout_switching_milliseconds_total", "counter",
+            "Time a unit spent switching layout (routing off, handing sequences back, moving shares).", "unit",
+            gauges.layout_switching_ms);
   per_label(out, "llmux:num_preemptions_total", "counter",
             "Sequences preempted (by recompute) when the KV pool refused a block.", "model",
             gauges.preemptions);
@@ -216,12 +224,23 @@ cluster_gauges gauges_from_admin_state(const std::string& json_text) {
       continue;
     const auto& st = *it;
     if (kind == "scheduler") {
-      const auto model = st.value("model", std::string{});
+      // A replica of a unit laid out as several counts for the model it serves.
+      const auto model = st.value("served_model", st.value("model", std::string{}));
       g.running[model] += st.value("running", int64_t{0});
       g.waiting[model] += st.value("waiting", int64_t{0});
       g.preemptions[model] += st.value("preemptions", int64_t{0});
-    } else if (kind == "controller" && st.value("move_shares", false)) {
-      g.share_moves[name] = st.value("share_moves", int64_t{0});
+    } else if (kind == "controller") {
+      if (st.value("move_shares", false))
+        g.share_moves[name] = st.value("share_moves", int64_t{0});
+      const auto lay = st.find("layouts");
+      if (lay != st.end() && lay->is_object())
+        for (const auto& [unit, u] : lay->items()) {
+          if (!u.is_object())
+            continue;
+          g.layout_replicas[unit] = u.value("replicas", int64_t{1});
+          g.layout_switches[unit] = u.value("switches", int64_t{0});
+          g.layout_switching_ms[unit] = static_cast<int64_t>(u.value("switching_s", 0.0) * 1e3);
+        }
     } else if (kind == "kv_manager") {
       g.kv_used[name] = st.value("blocks_used", int64_t{0});
       g.kv_free[name] = st.value("blocks_free", int64_t{0});

@@ -37,6 +37,8 @@ struct cluster_gauges {
   std::map<std::string, int64_t> preemptions;        ///< per model
   std::map<std::string, int64_t> quota_moves;        ///< per unit: ADBS quota moves
   std::map<std::string, int64_t> share_moves;        ///< per controller: compute-share moves
+  /// per unit laid out as several: replicas now, switches, ms spent switching
+  std::map<std::string, int64_t> layout_replicas, layout_switches, layout_switching_ms;
   /// (node, kind, name) → messages waiting in the actor's mailbox
   std::map<std::tuple<std::string, std::string, std::string>, uint64_t> mailbox;
 };

@@ -34,6 +34,7 @@ struct gateway_state {
   uint64_t completed = 0;
   uint64_t failed = 0;
   uint64_t migrated = 0;
+  uint64_t handed_off = 0;  ///< continued elsewhere when their replica drained
   uint64_t batches = 0;
 };
 
@@ -149,6 +150,24 @@ gateway_actor spawn_gateway(caf::actor_system& sys, gateway_options opts,
             continue;  // cancelled or already failed
           auto& r = it->second;
           r.output.insert(r.output.end(), d.tokens.begin(), d.tokens.end());
+          if (d.finish == finish_reason::migrate) {
+            // Its replica gave it up (a layout switch): continue it on
+            // another after the tokens it has, as for a lost replica.
+            if (!d.tokens.empty())
+              if (auto sink = self->state.registry->find(d.id)) {
+                sink_event ev;
+                ev.id = d.id;
+                ev.tokens = std::move(d.tokens);
+                ev.logprobs = std::move(d.logprobs);
+                sink->push(std::move(ev));
+              }
+            // An orderly hand-off, not a failure: it does not count
+            // against max_migrations (the controller's cooldown bounds how
+            // often a unit switches).
+            ++self->state.handed_off;
+            route(self, d.id);
+            continue;
+          }
           sink_event ev;
           ev.id = d.id;
           ev.tokens = std::move(d.tokens);
@@ -197,7 +216,7 @@ gateway_actor spawn_gateway(caf::actor_system& sys, gateway_options opts,
               auto j = nlohmann::json::parse(st.state_json, nullptr, false);
               if (j.is_object() && j.contains("replicas"))
                 for (auto& r : j["replicas"])
-                  if (r.value("up", false))
+                  if (r.value("up", false) && r.value("routable", true))
                     ++live[r.value("model", "")];
               self->state.registry->set_live_replicas(std::move(live));
             },
@@ -213,6 +232,7 @@ gateway_actor spawn_gateway(caf::actor_system& sys, gateway_options opts,
                          {"completed", s.completed},
                          {"failed", s.failed},
                          {"migrated", s.migrated},
+                         {"handed_off", s.handed_off},
                          {"token_batches", s.batches},
                          {"schedulers_watched", s.schedulers.size()}};
         auto edge = nlohmann::json::parse(s.registry->edge_state(), nullptr, false);

@@ -133,7 +133,10 @@ std::optional<std::string> unit_core::take_share(const std::string& target, doub
   if (job && !slot.split)
     return "model '" + it->first + "' runs one mixed job (the unit's jobs = \"mixed\"): it has no "
            + engine::job_name(*job) + " job of its own";
-  if (!(share > 0 && share <= 1))
+  // 0 parks a mixed model (a replica of a unit laid out as several that
+  // lent its threads to another): it keeps its engine and takes no steps.
+  const bool parks = share == 0 && !slot.split && !job && lane_ <= 0;
+  if (!(share > 0 && share <= 1) && !parks)
     return "share must be in (0, 1], got " + std::to_string(share);
   if (lane_ > 0 && job && *job == engine::job_kind::prefill)
     return "model '" + it->first + "' runs its prefill steps on the unit's shared prefill lane: only its "

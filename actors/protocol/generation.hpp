@@ -21,6 +21,9 @@ enum class finish_reason : uint8_t {
   length = 2,     ///< max_tokens or the context window
   cancelled = 3,  ///< the client went away
   error = 4,      ///< see token_delta::error
+  /// Not an end: the replica gives the sequence up (its unit changes
+  /// layout); the gateway continues it elsewhere after the tokens it has.
+  migrate = 5,
 };
 
 [[nodiscard]] inline const char* to_string(finish_reason r) {
@@ -30,6 +33,7 @@ enum class finish_reason : uint8_t {
     case finish_reason::length: return "length";
     case finish_reason::cancelled: return "cancelled";
     case finish_reason::error: return "error";
+    case finish_reason::migrate: return "";
   }
   return "";
 }

@@ -46,6 +46,10 @@ using nodes_atom = caf::atom_constant<caf::atom("nodes")>;            // admin �
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;   // router → scheduler (load reports)
 using tick_atom = caf::atom_constant<caf::atom("tick")>;              // timers, self-sent
 using share_tick_atom = caf::atom_constant<caf::atom("sharetick")>;  // controller, self-sent
+using drain_atom = caf::atom_constant<caf::atom("drain")>;          // controller → scheduler
+using routable_atom = caf::atom_constant<caf::atom("routable")>;    // controller → router
+using set_layout_atom = caf::atom_constant<caf::atom("setlayout")>; // admin → controller
+using layout_tick_atom = caf::atom_constant<caf::atom("laytick")>;  // controller, self-sent
 
 // -- messages carrying handles --------------------------------------------------
 
@@ -78,12 +82,19 @@ struct replica_info {
   /// The cost model's prefill rate on that share, tokens/s (sim and cuda
   /// backends; 0: unknown until its scheduler measures one).
   double prefill_tok_s = 0;
+  /// A replica of a unit laid out as several (layout "replicas"/"dynamic"):
+  /// its key in the unit ("MODEL#i"), its index and how many there are.
+  std::string instance;
+  int32_t index = 0;
+  int32_t instances = 1;
+  bool parked = false;  ///< lent its threads to instance 0: not routed to
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_info& x) {
   return f(caf::meta::type_name("replica_info"), x.replica, x.model, x.unit, x.node, x.backend,
-           x.scheduler, x.unit_actor, x.share, x.prefill_tok_s);
+           x.scheduler, x.unit_actor, x.share, x.prefill_tok_s, x.instance, x.index, x.instances,
+           x.parked);
 }
 
 /// A node as the controller sees it.
@@ -114,6 +125,10 @@ using scheduler_actor = caf::typed_actor<
   caf::replies_to<enqueue_atom, gen_request, gateway_actor>::with<enqueue_reply>,
   caf::reacts_to<cancel_atom, uint64_t>,
   caf::reacts_to<subscribe_atom, caf::actor>,  // send load reports to this router
+  // true: refuse new requests (429) and hand every sequence back to its
+  // gateway to continue elsewhere (finish "migrate"); answers how many.
+  // false: accept again.
+  caf::replies_to<drain_atom, bool>::with<int32_t>,
   caf::reacts_to<tick_atom>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
@@ -123,6 +138,9 @@ using router_actor = caf::typed_actor<
   caf::reacts_to<replica_up_atom, replica_info>,
   caf::reacts_to<replica_dn_atom, std::string>,  // node name: all its replicas are down
   caf::reacts_to<lost_atom, std::string>,        // replica name: the edge saw it go down
+  // Whether new requests may go to this replica (a layout switch parks
+  // and unparks replicas); answers false for an unknown replica.
+  caf::replies_to<routable_atom, std::string, bool>::with<bool>,
   caf::reacts_to<load_report>,
   caf::reacts_to<tick_atom>,  // self-sent: expires requests waiting for a first replica
   caf::replies_to<get_state_atom>::with<actor_state>>;
@@ -163,7 +181,10 @@ using controller_actor = caf::typed_actor<
   caf::replies_to<nodes_atom>::with<std::vector<node_entry>>,
   caf::reacts_to<load_report>,  // from every scheduler, for share moves
   caf::reacts_to<share_tick_atom>,
+  caf::reacts_to<layout_tick_atom>,
   caf::reacts_to<tick_atom>,
+  // Lays a unit out as "single" or "replicas" now; answers "" or why not.
+  caf::replies_to<set_layout_atom, std::string, std::string>::with<std::string>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// One per node, published on the node's middleman port: the node's agent.

@@ -136,6 +136,8 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
         if (!info.scheduler)
           return;
         s.policy.replica_up(info.replica, info.model, info.node, info.prefill_tok_s);
+        if (info.parked)
+          s.policy.set_routable(info.replica, false);
         s.by_addr[info.scheduler.address()] = info.replica;
         self->monitor(info.scheduler);
         // Ask for load reports (sent to whoever subscribes).
@@ -157,6 +159,9 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
         // The edge saw this replica's scheduler go down (its own monitor can
         // fire later): stop routing there before the edge re-submits.
         self->state.policy.replica_down(replica);
+      },
+      [self](routable_atom, const std::string& replica, bool on) -> bool {
+        return self->state.policy.set_routable(replica, on);
       },
       [self](load_report& rep) {
         load_sample ls;
@@ -203,6 +208,7 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
                           {"node", r.node},
                           {"backend", info != s.replicas.end() ? info->second.backend : ""},
                           {"up", r.up},
+                          {"routable", r.routable},
                           {"waiting", r.waiting},
                           {"running", r.running},
                           {"outstanding_tokens", r.tokens()},

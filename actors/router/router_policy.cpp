@@ -75,11 +75,20 @@ void router_policy::replica_up(const std::string& replica, const std::string& mo
   r.model = model;
   r.node = node;
   r.up = true;
+  r.routable = true;
   r.waiting = r.running = r.sent_since_report = 0;
   r.outstanding_tokens = r.queued_prefill = r.tokens_since_report = r.prefill_since_report = 0;
   r.model_prefill_tok_s = prefill_tok_s;
   r.prefill_tok_s = prefill_tok_s;
   prefixes_.erase(replica);
+}
+
+bool router_policy::set_routable(const std::string& replica, bool routable) {
+  auto it = replicas_.find(replica);
+  if (it == replicas_.end())
+    return false;
+  it->second.routable = routable;
+  return true;
 }
 
 void router_policy::replica_down(const std::string& replica) {
@@ -226,7 +235,7 @@ route_choice router_policy::choose(const route_request& req, const std::vector<s
   route_choice out;
   std::vector<replica_load*> live;
   for (auto& [name, r] : replicas_)
-    if (r.model == req.model && r.up
+    if (r.model == req.model && r.up && r.routable
         && std::find(exclude.begin(), exclude.end(), name) == exclude.end())
       live.push_back(&r);
   if (live.empty())

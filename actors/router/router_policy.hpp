@@ -97,6 +97,9 @@ struct replica_load {
   std::string model;
   std::string node;
   bool up = true;
+  /// New requests may go here (false: parked or draining while its unit
+  /// changes layout; it still finishes what it has).
+  bool routable = true;
   int32_t waiting = 0;         ///< from the last load report
   int32_t running = 0;         ///< from the last load report
   int32_t sent_since_report = 0;
@@ -135,6 +138,8 @@ public:
   void replica_up(const std::string& replica, const std::string& model, const std::string& node,
                   double prefill_tok_s = 0);
   void replica_down(const std::string& replica);
+  /// Whether new requests may go to `replica`; false when it is unknown.
+  bool set_routable(const std::string& replica, bool routable);
   /// Marks every replica of `node` down; returns how many changed.
   int node_down(const std::string& node);
   void report(const std::string& replica, int32_t waiting, int32_t running, double tokens_per_s);

@@ -124,6 +124,30 @@ int64_t batch_scheduler::cancel_sink(uint32_t sink, size_t* n, std::vector<uint6
   return freed;
 }
 
+step_events batch_scheduler::migrate_all() {
+  step_events ev;
+  std::vector<std::pair<uint64_t, uint32_t>> all;
+  for (const auto& [req, sink] : waiting_)
+    all.emplace_back(req.id, sink);
+  for (const auto& p : preempted_)
+    all.emplace_back(p.req.id, p.sink);
+  for (const auto& [id, seq] : running_)
+    if (!seq.cancelled)
+      all.emplace_back(id, seq.sink);
+  for (const auto& [id, sink] : all) {
+    routed_delta rd;
+    rd.sink = sink;
+    rd.delta.id = id;
+    rd.delta.finish = finish_reason::migrate;
+    ev.deltas.push_back(std::move(rd));
+    const auto freed = cancel(id);
+    if (freed > 0)
+      ev.closed.push_back(id);
+    ev.freed_blocks += freed;
+  }
+  return ev;
+}
+
 std::vector<protocol::kv_need> batch_scheduler::admission_candidates() const {
   std::vector<protocol::kv_need> out;
   // After a preemption the pool is known to be short: admitting again

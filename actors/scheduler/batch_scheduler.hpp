@@ -103,6 +103,12 @@ public:
   /// sequences whose tables must be closed now in `*closed`.
   int64_t cancel_sink(uint32_t sink, size_t* n = nullptr, std::vector<uint64_t>* closed = nullptr);
 
+  /// Gives every sequence up (waiting, preempted, running): one delta each
+  /// with finish "migrate" (no tokens: those already delivered stand), and
+  /// its blocks back (`closed`, `freed_blocks`). A sequence inside the
+  /// in-flight step is dropped when that step returns, its token unsent.
+  [[nodiscard]] step_events migrate_all();
+
   /// Token-blocks each of the next waiting requests needs, in queue order
   /// (preempted sequences first), for as many as could be admitted (bounded
   /// by max_running). None after a preemption until a sequence ends (or none

@@ -38,6 +38,9 @@ struct scheduler_state {
   int32_t last_waiting = -1;
   int32_t last_running = -1;
   int64_t last_tokens = -1;
+  bool draining = false;   ///< refusing new requests (a layout switch)
+  uint64_t migrated = 0;   ///< sequences handed back to continue elsewhere
+  [[nodiscard]] std::string served() const { return opts.served.empty() ? opts.model : opts.served; }
 };
 
 using scheduler_ptr = scheduler_actor::stateful_pointer<scheduler_state>;
@@ -272,6 +275,13 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         enqueue_reply rep;
         rep.replica = s.opts.replica;
         rep.scheduler = caf::actor_cast<caf::actor>(self);
+        if (s.draining) {
+          // Its unit is changing layout: the router offers it elsewhere.
+          rep.status = 429;
+          rep.message = "replica " + s.opts.replica + " is draining (its unit is changing layout)";
+          ++s.rejected;
+          return rep;
+        }
         switch (s.core->enqueue(std::move(req), it->second)) {
           case enqueue_status::accepted:
             rep.ok = true;
@@ -279,7 +289,7 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
             break;
           case enqueue_status::queue_full:
             rep.status = 429;
-            rep.message = "model '" + s.opts.model + "' is overloaded: "
+            rep.message = "model '" + s.served() + "' is overloaded: "
                           + std::to_string(s.core->waiting()) + " requests already wait on "
                           + s.opts.replica;
             break;
@@ -301,6 +311,17 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
           ++s.rejected;
         pump(self);
         return rep;
+      },
+      [self](drain_atom, bool on) -> int32_t {
+        auto& s = self->state;
+        s.draining = on;
+        if (!on)
+          return 0;
+        auto ev = s.core->migrate_all();
+        const auto n = static_cast<int32_t>(ev.deltas.size());
+        s.migrated += static_cast<uint64_t>(n);
+        deliver(self, ev);
+        return n;
       },
       [self](cancel_atom, uint64_t id) {
         if (self->state.core->cancel(id) > 0)
@@ -343,6 +364,9 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
                          {"kv_token_blocks_held", s.core->blocks_held()},
                          {"preemptions", s.core->preemptions()},
                          {"preempted_waiting", s.core->preempted_waiting()},
+                         {"served_model", s.served()},
+                         {"draining", s.draining},
+                         {"migrated", s.migrated},
                          {"outstanding_tokens", s.core->outstanding_tokens()},
                          {"queued_prefill_tokens", s.core->queued_prefill_tokens()},
                          {"prefill_tokens_per_s", s.core->prefill_tokens_per_s()},

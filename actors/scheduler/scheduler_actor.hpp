@@ -16,7 +16,8 @@ namespace llmux::scheduler {
 struct scheduler_actor_options {
   std::string node;
   std::string unit;
-  std::string model;
+  std::string model;    ///< its key in the unit and the KV pool
+  std::string served;   ///< the model it serves (empty: `model`)
   std::string replica;  ///< "<unit>/<model>"
   scheduler_options core;
   int load_report_ms = 100;

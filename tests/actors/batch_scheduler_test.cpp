@@ -1515,3 +1515,62 @@ TEST_CASE("property: split jobs generate what one mixed step at a time does, in 
   CHECK(preemptions > 20);  // tight pools preempted
   CHECK(overlaps > 100);    // and the two jobs really computed at once
 }
+
+TEST_CASE("outstanding and queued-prefill tokens count what is still to do", "[scheduler][routing]") {
+  auto o = small_opts();
+  o.max_batch_tokens = 6;
+  batch_scheduler s(o);
+  CHECK(s.outstanding_tokens() == 0);
+  CHECK(s.queued_prefill_tokens() == 0);
+  CHECK(s.prefill_tokens_per_s() == 0);
+  admit_one(s, req(1, 10, 5));  // running: 10 prompt to feed, 5 to generate
+  REQUIRE(s.enqueue(req(2, 4, 3), 0) == enqueue_status::accepted);  // waiting
+  CHECK(s.outstanding_tokens() == (10 + 5) + (4 + 3));
+  // The last prompt token is fed by the step that samples: 9 ahead of it
+  // are prefill, plus the waiting prompt's 4.
+  CHECK(s.queued_prefill_tokens() == 9 + 4);
+  auto in = s.next_step();  // a 6-token chunk of request 1
+  REQUIRE(fed_tokens(in) == 6);
+  auto out = answer_all(in, 7);
+  out.seconds = 0.5;
+  (void)s.apply(out);
+  CHECK(s.outstanding_tokens() == (4 + 5) + (4 + 3));
+  CHECK(s.queued_prefill_tokens() == 3 + 4);
+  CHECK(s.prefill_tokens_per_s() == Approx(12.0));  // 6 prompt tokens in 0.5 s
+  CHECK(s.admitted_prompt_tokens() == 10);
+  CHECK(s.cached_prompt_tokens() == 0);  // no prefix sharing here
+}
+
+TEST_CASE("migrate_all hands every sequence back with finish migrate and frees its blocks",
+          "[scheduler][layout]") {
+  batch_scheduler s(small_opts());
+  admit_one(s, req(1, 4, 4), 0);
+  admit_one(s, req(2, 4, 4), 1);
+  REQUIRE(s.enqueue(req(3, 4, 4), 2) == enqueue_status::accepted);
+  // One step: both running sequences prefill and sample a token.
+  auto in = s.next_step();
+  auto ev0 = s.apply(answer_all(in, 7));
+  REQUIRE(delta_for(ev0, 1));
+  CHECK(delta_for(ev0, 1)->tokens == std::vector<token_id>{7});
+  // Request 2 is inside the next step when the unit changes layout.
+  auto in2 = s.next_step();
+  REQUIRE(work_for(in2, 2));
+  const auto held = s.blocks_held();
+  REQUIRE(held > 0);
+  auto ev = s.migrate_all();
+  REQUIRE(ev.deltas.size() == 3);
+  std::map<uint64_t, uint32_t> sinks;
+  for (const auto& rd : ev.deltas) {
+    CHECK(rd.delta.finish == protocol::finish_reason::migrate);
+    CHECK(rd.delta.tokens.empty());  // what was delivered stands; nothing new
+    sinks[rd.delta.id] = rd.sink;
+  }
+  CHECK(sinks == std::map<uint64_t, uint32_t>{{1, 0}, {2, 1}, {3, 2}});
+  CHECK(s.waiting() == 0);
+  // Both running sequences are in the in-flight step: dropped when it returns.
+  auto after = s.apply(answer_all(in2, 8));
+  CHECK(after.deltas.empty());  // their tokens are not sent: the new replica recomputes them
+  CHECK(s.running() == 0);
+  CHECK(s.blocks_held() == 0);
+  CHECK(s.migrate_all().deltas.empty());  // nothing left
+}

@@ -466,3 +466,24 @@ TEST_CASE("each model routes by its own policy", "[router]") {
   auto first = *p.pick("rr");
   CHECK(*p.pick("rr") != first);  // rotation, whatever the load
 }
+
+TEST_CASE("a replica that is not routable gets no new requests, and can be again", "[router][layout]") {
+  for (auto kind : {policy_kind::least_loaded, policy_kind::round_robin, policy_kind::least_tokens,
+                    policy_kind::prefix_aware, policy_kind::session, policy_kind::power_of_two}) {
+    router_policy p{kind};
+    p.replica_up("u/m", "m", "n");
+    p.replica_up("u/m#1", "m", "n");
+    CHECK(p.set_routable("u/m#1", false));
+    CHECK_FALSE(p.set_routable("ghost", false));
+    for (int i = 0; i < 6; ++i)
+      CHECK(p.choose(request("m", 5, 5, "s" + std::to_string(i))).replica == "u/m");
+    CHECK(p.has_model("m"));
+    CHECK(p.set_routable("u/m", false));
+    CHECK_FALSE(p.pick("m"));  // none routable
+    CHECK(p.set_routable("u/m#1", true));
+    CHECK(p.pick("m") == "u/m#1");
+    // A replica that comes up again is routable.
+    p.replica_up("u/m", "m", "n");
+    CHECK(p.replicas().at("u/m").routable);
+  }
+}

@@ -100,7 +100,6 @@ TEST_CASE("unit_core: set_share validates model, range and the unit's total", "[
   u.add_model("a", sim("a", 0.5), 0.5);
   u.add_model("b", sim("b", 0.5), 0.5);
   CHECK(u.set_share("ghost", 0.1).has_value());
-  CHECK(u.set_share("a", 0.0).has_value());
   CHECK(u.set_share("a", -0.2).has_value());
   CHECK(u.set_share("a", 1.01).has_value());
   CHECK(u.set_share("a", std::nan("")).has_value());
@@ -117,6 +116,19 @@ TEST_CASE("unit_core: set_share validates model, range and the unit's total", "[
   // 0.1 + 0.2 + ... style rounding does not push an exact 1.0 over.
   CHECK_FALSE(u.set_share("a", 0.1 + 0.2 + 0.1).has_value());
   CHECK(u.set_share("a", 0.41).has_value());
+  // 0 parks a mixed model (a replica of a unit laid out as several lends
+  // its share), and the share it frees can be taken.
+  CHECK_FALSE(u.set_share("a", 0.0).has_value());
+  CHECK(u.models().at("a").share == 0.0);
+  CHECK_FALSE(u.set_share("b", 1.0).has_value());
+}
+
+TEST_CASE("unit_core: only a mixed model off a shared lane can be parked", "[unit_core]") {
+  unit_core u(1.0);
+  u.add_model("split", sim("split", 0.3), 0.5, 0.2);
+  CHECK(u.set_share("split", 0.0).has_value());
+  CHECK(u.set_share("split/decode", 0.0).has_value());
+  CHECK(u.models().at("split").total_share() == Approx(0.7));  // unchanged
 }
 
 TEST_CASE("unit_core: take_share keeps the books, the partition tells the engine", "[unit_core]") {

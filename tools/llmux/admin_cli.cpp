@@ -131,13 +131,39 @@ int run_set_share(const config::cluster_config& cfg, const admin_cli_options& op
   return 0;
 }
 
+/// set-layout UNIT LAYOUT: asks the controller's node (the controller
+/// carries the switch out and answers when it is done).
+int run_set_layout(const config::cluster_config& cfg, const admin_cli_options& opts) {
+  if (opts.args.size() != 2) {
+    std::cerr << "llmux admin: set-layout needs UNIT LAYOUT (single | replicas)\n";
+    return 2;
+  }
+  const auto* unit = cfg.find_unit(opts.args[0]);
+  if (unit == nullptr) {
+    std::cerr << "llmux admin: " << cfg.source << ": no unit named '" << opts.args[0] << "'\n";
+    return 2;
+  }
+  if (opts.args[1] != "single" && opts.args[1] != "replicas") {
+    std::cerr << "llmux admin: unknown layout '" << opts.args[1] << "' (single | replicas)\n";
+    return 2;
+  }
+  auto rep = call_node(cfg, cfg.controller.node,
+                       {{"cmd", "set-layout"}, {"unit", unit->name}, {"layout", opts.args[1]}}, opts);
+  if (!rep)
+    return 1;
+  std::cout << "unit " << unit->name << ": laid out as " << opts.args[1] << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int run_admin(const config::cluster_config& cfg, const admin_cli_options& opts) {
   if (opts.command == "set-share")
     return run_set_share(cfg, opts);
+  if (opts.command == "set-layout")
+    return run_set_layout(cfg, opts);
   if (opts.command != "state") {
-    std::cerr << "llmux admin: unknown command '" << opts.command << "' (known: state, set-share)\n";
+    std::cerr << "llmux admin: unknown command '" << opts.command << "' (known: state, set-share, set-layout)\n";
     return 2;
   }
   if (opts.args.size() > 1) {

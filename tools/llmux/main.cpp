@@ -98,8 +98,12 @@ int main(int argc, char** argv) {
   std::string admin_config;
   tools::admin_cli_options admin_opts;
   admin->add_option("--config", admin_config, "Cluster config (TOML)")->required();
-  admin->add_option("command", admin_opts.command, "Command: state [FILTER] | set-share UNIT MODEL SHARE")->required();
-  admin->add_option("args", admin_opts.args, "state: only actors of this kind, name or node; set-share: UNIT MODEL SHARE");
+  admin->add_option("command", admin_opts.command,
+                    "Command: state [FILTER] | set-share UNIT MODEL SHARE | set-layout UNIT single|replicas")
+    ->required();
+  admin->add_option("args", admin_opts.args,
+                    "state: only actors of this kind, name or node; set-share: UNIT MODEL SHARE; "
+                    "set-layout: UNIT LAYOUT");
   admin->add_flag("--json", admin_opts.json, "Print JSON");
   admin->add_option("--node", admin_opts.node, "Ask this node (default: the controller's)");
 

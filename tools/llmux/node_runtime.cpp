@@ -76,6 +76,25 @@ nlohmann::json set_share(caf::actor_system& sys, const std::map<std::string, gpu
   return {{"ok", true}};
 }
 
+/// `llmux admin ... set-layout UNIT LAYOUT`: the controller carries the
+/// switch out (a message flow) and answers when it is done.
+nlohmann::json set_layout(caf::actor_system& sys, const controller_actor& ctrl, const nlohmann::json& req) {
+  if (!ctrl)
+    return {{"ok", false}, {"error", "the controller does not run on this node"}};
+  caf::scoped_actor self{sys};
+  std::string answer;
+  std::string failure;
+  self->request(ctrl, std::chrono::seconds(120), set_layout_atom::value, req.value("unit", std::string{}),
+                req.value("layout", std::string{}))
+    .receive([&](std::string& err) { answer = std::move(err); },
+             [&](caf::error& err) { failure = sys.render(err); });
+  if (!failure.empty())
+    return {{"ok", false}, {"error", "the controller did not answer: " + failure}};
+  if (!answer.empty())
+    return {{"ok", false}, {"error", answer}};
+  return {{"ok", true}};
+}
+
 int wait_for_signal() {
   sigset_t set;
   sigemptyset(&set);
@@ -198,19 +217,33 @@ void node_runtime::impl::boot() {
       hosted.push_back(cfg.find_model(um.model));
     auto arena = engine::make_kv_arena(hosted, kvo.total_blocks, u.block_tokens);
     auto device_kv = engine::make_device_kv_slot(hosted, kvo.total_blocks, u.block_tokens);
-    for (const auto& um : u.models) {
-      const auto* m = cfg.find_model(um.model);
+    const auto insts = setup::instances(u);
+    auto unit_model_of = [&u](const std::string& model) -> const config::unit_model& {
+      for (const auto& um : u.models)
+        if (um.model == model)
+          return um;
+      throw std::logic_error("unit " + u.name + " has no model " + model);
+    };
+    for (const auto& in : insts) {
+      const auto* m = cfg.find_model(in.model);
+      const auto& um = unit_model_of(in.model);
       try {
         auto ctx = setup::engine_context(cfg, u, um, kvo.total_blocks);
         ctx.arena = arena;
         ctx.device_kv = device_kv;
-        if (m->load_format == "dummy")
+        if (in.count > 1)
+          ctx.share = in.share;  // a replica of a layout unit (0: parked)
+        // Further instances map the same weights (engine_factory shares them).
+        if (in.index > 0)
+          std::cout << "llmux: node " << node_name << ": " << in.key << " shares " << m->name
+                    << "'s weights" << std::endl;
+        else if (m->load_format == "dummy")
           std::cout << "llmux: node " << node_name << ": building random " << m->dtype
                     << " weights for " << m->name << " (load_format = dummy)" << std::endl;
         else if (m->backend != "sim")
           std::cout << "llmux: node " << node_name << ": loading " << m->name << " from "
                     << m->file << " (" << m->backend << ")" << std::endl;
-        core->add_model(m->name, engine::make_engine(*m, ctx), ctx.share, um.decode_share);
+        core->add_model(in.key, engine::make_engine(*m, ctx), ctx.share, um.decode_share);
       } catch (const std::exception& e) {
         throw std::runtime_error("unit " + u.name + ": " + e.what());
       }
@@ -229,21 +262,24 @@ void node_runtime::impl::boot() {
     auto unit = unit::spawn_gpu_unit(sys, uo, core, /*partitions=*/u.backend != "sim");
     add(admin, "gpu_unit", u.name, caf::actor_cast<caf::actor>(unit));
     units[u.name] = unit;
-    for (const auto& um : u.models) {
-      const auto* m = cfg.find_model(um.model);
+    for (const auto& in : insts) {
+      const auto* m = cfg.find_model(in.model);
+      const auto& um = unit_model_of(in.model);
       scheduler::scheduler_actor_options so;
       so.node = node_name;
       so.unit = u.name;
-      so.model = m->name;
-      so.replica = u.name + "/" + m->name;
-      so.core = setup::scheduler_options(u, *m, core->models().at(m->name).engine->vocab().eos_id());
+      so.model = in.key;
+      so.served = m->name;
+      so.replica = u.name + "/" + in.key;
+      so.core = setup::scheduler_options(u, *m, core->models().at(in.key).engine->vocab().eos_id());
       so.load_report_ms = to.load_report_ms;
       so.step_timeout_ms = to.request_ms;
       auto sched = scheduler::spawn_scheduler(sys, so, unit, kv);
       add(admin, "scheduler", so.replica, caf::actor_cast<caf::actor>(sched));
       replica_info info{so.replica, m->name, u.name, node_name, m->backend,
                         caf::actor_cast<caf::actor>(sched), caf::actor_cast<caf::actor>(unit),
-                        um.share, setup::prefill_rate(cfg, u, um)};
+                        in.count > 1 ? in.share : um.share, setup::prefill_rate(cfg, u, um),
+                        in.key, in.index, in.count, in.parked()};
       caf::anon_send(admin, replica_up_atom::value, std::move(info));
     }
   }
@@ -260,6 +296,7 @@ void node_runtime::impl::boot() {
     router = router::spawn_router(sys, ro);
     add(admin, "router", ro.name, caf::actor_cast<caf::actor>(router));
   }
+  controller_actor ctrl_handle;
   if (cfg.controller.node == node_name) {
     controller::controller_options co;
     co.node = node_name;
@@ -270,8 +307,24 @@ void node_runtime::impl::boot() {
     co.shares.step = cfg.controller.share_step;
     co.shares.cooldown_s = cfg.controller.share_cooldown_ms / 1e3;
     co.share_tick_ms = cfg.controller.share_tick_ms;
+    for (const auto& u : cfg.units)
+      if (u.layout != "single") {
+        co.layouts[u.name] = setup::layout_options(cfg, u);
+        co.initial_layouts[u.name] =
+          u.layout == "replicas" ? controller::layout_kind::replicas : controller::layout_kind::single;
+        std::cout << "llmux: unit " << u.name << " lays " << u.models[0].model << " out as "
+                  << (u.layout == "replicas" ? std::to_string(co.layouts[u.name].k) + " replicas" : "one replica")
+                  << (u.layout == "dynamic"
+                        ? co.layouts[u.name].switch_at > 0
+                            ? ", " + std::to_string(co.layouts[u.name].k) + " replicas above "
+                                + std::to_string(co.layouts[u.name].switch_at) + " concurrent requests"
+                            : " (the cost model finds one replica faster at every concurrency)"
+                        : "")
+                  << std::endl;
+      }
     auto ctrl = controller::spawn_controller(sys, co, admin, router);
     add(admin, "controller", co.name, caf::actor_cast<caf::actor>(ctrl));
+    ctrl_handle = ctrl;
   }
   if (cfg.gateway.node == node_name) {
     registry = std::make_shared<gateway::request_registry>();
@@ -307,10 +360,12 @@ void node_runtime::impl::boot() {
     aopts.token = cfg.gateway.admin_token;
     aopts.log = [](const std::string& why) { spdlog::warn("{}", why); };
     admin_srv = std::make_unique<net::admin_server>(
-      me->host, me->admin_port, [&sys, admin = admin, units = units](const nlohmann::json& req) {
+      me->host, me->admin_port, [&sys, admin = admin, units = units, ctrl_handle](const nlohmann::json& req) {
         auto cmd = req.value("cmd", "");
         if (cmd == "set-share")
           return set_share(sys, units, req);
+        if (cmd == "set-layout")
+          return set_layout(sys, ctrl_handle, req);
         if (cmd != "state")
           return nlohmann::json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
         return nlohmann::json{{"ok", true}, {"state", cluster_state(sys, admin, 5000)}};
