@@ -220,7 +220,23 @@ void switch_layout(controller_ptr self, const std::string& unit, layout_kind to,
             finish("unit refused a share of " + std::to_string(each) + ": " + err);
             return;
           }
-          auto part = join(k - 1, finish);
+          // Once every new replica is routed to, instance 0 hands (k-1)/k
+          // of its sequences back, so the joined replicas start with their
+          // part of the load instead of waiting for new arrivals.
+          auto part = join(k - 1, [self, unit, k, timeout, finish, render](std::string err2) {
+            if (!err2.empty()) {
+              finish(err2);
+              return;
+            }
+            auto first = caf::actor_cast<scheduler_actor>(self->state.layout_replicas[unit].at(0).scheduler);
+            self->request(first, timeout, hand_back_atom::value, static_cast<double>(k - 1) / k)
+              .then(
+                [self, unit, finish](int32_t n) {
+                  self->state.handed_back[unit] += n;
+                  finish("");
+                },
+                [finish, render](caf::error& e) mutable { finish(render(e)); });
+          });
           for (int i = 1; i < k; ++i) {
             const auto r = self->state.layout_replicas[unit].at(i);
             auto sched = caf::actor_cast<scheduler_actor>(r.scheduler);

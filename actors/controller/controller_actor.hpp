@@ -8,8 +8,9 @@
 /// Units laid out as several replicas ("replicas"/"dynamic") are switched
 /// between one replica on the whole unit and k replicas by `set_layout`
 /// (admin) or, for "dynamic" units, when layout_policy decides: to k
-/// replicas, the whole unit's share is split and the parked replicas are
-/// routed to; to one, the others stop being routed to, hand their
+/// replicas, the whole unit's share is split, the parked replicas are
+/// routed to, and the first hands (k-1)/k of its sequences back to be
+/// spread over them (waiting ones first, then the least advanced); to one, the others stop being routed to, hand their
 /// sequences back to their gateways to continue on the remaining replica
 /// (finish "migrate"), and lend it their share.
 

@@ -50,6 +50,7 @@ using drain_atom = caf::atom_constant<caf::atom("drain")>;          // controlle
 using routable_atom = caf::atom_constant<caf::atom("routable")>;    // controller → router
 using set_layout_atom = caf::atom_constant<caf::atom("setlayout")>; // admin → controller
 using layout_tick_atom = caf::atom_constant<caf::atom("laytick")>;  // controller, self-sent
+using hand_back_atom = caf::atom_constant<caf::atom("handback")>;  // controller → scheduler
 
 // -- messages carrying handles --------------------------------------------------
 
@@ -129,6 +130,9 @@ using scheduler_actor = caf::typed_actor<
   // gateway to continue elsewhere (finish "migrate"); answers how many.
   // false: accept again.
   caf::replies_to<drain_atom, bool>::with<int32_t>,
+  // Hands this fraction of its sequences back (those that lose least by
+  // moving), for replicas that just joined; answers how many.
+  caf::replies_to<hand_back_atom, double>::with<int32_t>,
   caf::reacts_to<tick_atom>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 

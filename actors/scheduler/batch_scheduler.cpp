@@ -125,15 +125,23 @@ int64_t batch_scheduler::cancel_sink(uint32_t sink, size_t* n, std::vector<uint6
 }
 
 step_events batch_scheduler::migrate_all() {
+  return migrate_some(waiting_.size() + preempted_.size() + running_.size());
+}
+
+step_events batch_scheduler::migrate_some(size_t n) {
   step_events ev;
   std::vector<std::pair<uint64_t, uint32_t>> all;
-  for (const auto& [req, sink] : waiting_)
-    all.emplace_back(req.id, sink);
+  for (auto it = waiting_.rbegin(); it != waiting_.rend(); ++it)
+    all.emplace_back(it->first.id, it->second);
   for (const auto& p : preempted_)
     all.emplace_back(p.req.id, p.sink);
-  for (const auto& [id, seq] : running_)
+  for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
+    const auto& seq = running_.at(*it);
     if (!seq.cancelled)
-      all.emplace_back(id, seq.sink);
+      all.emplace_back(*it, seq.sink);
+  }
+  if (all.size() > n)
+    all.resize(n);
   for (const auto& [id, sink] : all) {
     routed_delta rd;
     rd.sink = sink;

@@ -108,6 +108,11 @@ public:
   /// its blocks back (`closed`, `freed_blocks`). A sequence inside the
   /// in-flight step is dropped when that step returns, its token unsent.
   [[nodiscard]] step_events migrate_all();
+  /// The same for `n` sequences only, those that lose least by moving:
+  /// waiting ones first (no KV yet, newest first), then running ones in
+  /// reverse admission order (the least progress to recompute). For
+  /// spreading a replica's load onto replicas that just joined.
+  [[nodiscard]] step_events migrate_some(size_t n);
 
   /// Token-blocks each of the next waiting requests needs, in queue order
   /// (preempted sequences first), for as many as could be admitted (bounded

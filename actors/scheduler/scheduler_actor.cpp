@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <unordered_map>
 
 #include <caf/all.hpp>
@@ -321,6 +322,16 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         const auto n = static_cast<int32_t>(ev.deltas.size());
         s.migrated += static_cast<uint64_t>(n);
         deliver(self, ev);
+        return n;
+      },
+      [self](hand_back_atom, double fraction) -> int32_t {
+        auto& s = self->state;
+        const double total = static_cast<double>(s.core->waiting() + s.core->running());
+        auto ev = s.core->migrate_some(static_cast<size_t>(std::floor(total * std::clamp(fraction, 0.0, 1.0))));
+        const auto n = static_cast<int32_t>(ev.deltas.size());
+        s.migrated += static_cast<uint64_t>(n);
+        deliver(self, ev);
+        pump(self);
         return n;
       },
       [self](cancel_atom, uint64_t id) {

@@ -1574,3 +1574,26 @@ TEST_CASE("migrate_all hands every sequence back with finish migrate and frees i
   CHECK(s.blocks_held() == 0);
   CHECK(s.migrate_all().deltas.empty());  // nothing left
 }
+
+TEST_CASE("migrate_some hands back waiting requests first, then the least advanced running ones",
+          "[scheduler][layout]") {
+  batch_scheduler s(small_opts());
+  admit_one(s, req(1, 4, 4));
+  admit_one(s, req(2, 4, 4));
+  REQUIRE(s.enqueue(req(3, 4, 4), 0) == enqueue_status::accepted);
+  REQUIRE(s.enqueue(req(4, 4, 4), 0) == enqueue_status::accepted);
+  auto ids = [](const step_events& ev) {
+    std::vector<uint64_t> out;
+    for (const auto& rd : ev.deltas) {
+      CHECK(rd.delta.finish == protocol::finish_reason::migrate);
+      out.push_back(rd.delta.id);
+    }
+    return out;
+  };
+  CHECK(ids(s.migrate_some(1)) == std::vector<uint64_t>{4});     // the newest waiting
+  CHECK(ids(s.migrate_some(2)) == std::vector<uint64_t>{3, 2});  // then the last admitted
+  CHECK(s.running() == 1);
+  CHECK(s.waiting() == 0);
+  CHECK(ids(s.migrate_some(0)).empty());
+  CHECK(ids(s.migrate_some(5)) == std::vector<uint64_t>{1});
+}
