@@ -1,6 +1,7 @@
 #include "actors/controller/layout_policy.hpp"
 
 #include <algorithm>
+#include <vector>
 
 namespace llmux::controller {
 
@@ -20,9 +21,16 @@ double crossover(const step_time_fn& step, int k, int max_c, double margin) {
   if (k < 2 || max_c < 1)
     return 0;
   const double share = 1.0 / k;
+  std::vector<char> faster(static_cast<size_t>(max_c) + 1, 0);
   for (int c = 1; c <= max_c; ++c)
-    if (step(static_cast<double>(c) / k, share) * (1 + margin) < step(c, 1.0))
+    faster[static_cast<size_t>(c)] = step(static_cast<double>(c) / k, share) * (1 + margin) < step(c, 1.0);
+  for (int c = 1; c <= max_c; ++c) {
+    bool holds = true;
+    for (int d = c; d <= std::min(2 * c, max_c) && holds; ++d)
+      holds = faster[static_cast<size_t>(d)] != 0;
+    if (holds)
       return c;
+  }
   return 0;
 }
 

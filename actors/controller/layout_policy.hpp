@@ -33,11 +33,12 @@ enum class layout_kind { single, replicas };
 /// A decode step's seconds for `batch` sequences on `share` of the unit.
 using step_time_fn = std::function<double(double batch, double share)>;
 
-/// The smallest concurrency c in [1, max_c] at which k replicas (a step
+/// The smallest concurrency c in [1, max_c] from which k replicas (a step
 /// of c/k sequences on share 1/k each) step at least `margin` faster than
-/// one replica (a step of c on share 1); 0 when they never do. The margin
-/// keeps measurement noise in a profile from placing the switch where the
-/// two layouts are equal.
+/// one replica (a step of c on share 1) at every concurrency up to 2c (or
+/// max_c); 0 when there is none. The margin and the 2c window keep noise in
+/// a measured profile (one point out of line) from placing the switch where
+/// the two layouts are equal or cross back.
 [[nodiscard]] double crossover(const step_time_fn& step, int k, int max_c = 4096, double margin = 0.02);
 
 struct layout_unit_options {

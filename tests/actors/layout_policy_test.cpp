@@ -36,6 +36,14 @@ TEST_CASE("crossover: where k replicas start to step faster than one replica", "
   CHECK(crossover(sync, 2, 4096, 0) == 21);  // without the margin: just above 20.63
   CHECK(crossover(sync, 2, 27) == 0);        // not within max_c
   CHECK(crossover(sync, 1) == 0);            // one device: nothing to split
+  // A profile with one noisy point: replicas look faster at c = 5 alone,
+  // then lose until 20, then win for good. The switch goes to 20, not 5.
+  auto noisy = [](double batch, double share) {
+    const double c = share < 1 ? batch * 2 : batch;
+    const bool wins = c == 5 || c >= 20;
+    return share < 1 ? 10.0 : (wins ? 11.0 : 9.0);
+  };
+  CHECK(crossover(noisy, 2) == 20);
 }
 
 TEST_CASE("layout_policy switches past the crossover with hysteresis and a cooldown", "[layout]") {

@@ -26,6 +26,7 @@
 #include "tools/llmux/admin_cli.hpp"
 #include "tools/llmux/bench_engine.hpp"
 #include "tools/llmux/bench_gateway.hpp"
+#include "tools/llmux/bench_layout.hpp"
 #include "tools/llmux/bench_profile.hpp"
 #include "tools/llmux/bench_rtt.hpp"
 #include "tools/llmux/bench_serve.hpp"
@@ -190,6 +191,17 @@ int main(int argc, char** argv) {
   bench_profile->add_option("--profile", profile_opts.profile, "A profile file, or builtin:a100 (the default)");
   bench_profile->add_flag("--json", profile_opts.json, "Print one JSON document");
 
+  auto* bench_layout = bench->add_subcommand(
+    "layout", "SIMULATED: one replica across k devices vs k/g replicas of g, by the cost model, c = 1 .. max");
+  tools::layout_bench_options layout_opts;
+  bench_layout->add_option("--model", layout_opts.model, "Architecture preset (default llama-65b)");
+  bench_layout->add_option("--gpu", layout_opts.gpu, "a100 (MuxServe's measured profile), h100, h200 (roofline)");
+  bench_layout->add_option("--devices", layout_opts.devices, "Devices of the unit (k)");
+  bench_layout->add_option("--replica-devices", layout_opts.replica_devices, "Devices of each small replica (g)");
+  bench_layout->add_option("--context", layout_opts.context, "Mean KV context of a decoding sequence, tokens");
+  bench_layout->add_option("--max-concurrency", layout_opts.max_concurrency, "Highest concurrency of the ramp");
+  bench_layout->add_flag("--json", layout_opts.json, "Also print one JSON document");
+
   // -- simulate -----------------------------------------------------------------
   auto* simulate = app.add_subcommand("simulate", "Serve a workload on a config's sim units in virtual time");
   tools::simulate_options sim_opts;
@@ -337,6 +349,8 @@ int main(int argc, char** argv) {
   }
   if (*bench_profile)
     return tools::run_bench_profile(profile_opts);
+  if (*bench_layout)
+    return tools::run_bench_layout(layout_opts);
   if (*bench_serve)
     return tools::run_bench_serve(serve_opts);
   if (*bench_gw)
