@@ -94,6 +94,10 @@ public:
     (void)offset;
     set_job_share(job, share);
   }
+  /// Whether two of its jobs' steps (split jobs) compute at the same time;
+  /// false for engines that take one step at a time (the unit then counts
+  /// a step as running only once the engine has it).
+  [[nodiscard]] virtual bool steps_at_once() const { return true; }
   [[nodiscard]] virtual std::string backend() const = 0;
   [[nodiscard]] virtual const tokenizer& vocab() const = 0;
 };

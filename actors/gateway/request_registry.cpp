@@ -37,12 +37,20 @@ void request_sink::try_pop(std::vector<sink_event>& out) {
 bool request_sink::wait_pop(std::vector<sink_event>& out,
                             std::chrono::steady_clock::time_point deadline) {
   std::unique_lock<std::mutex> guard{mtx_};
-  if (!cv_.wait_until(guard, deadline, [this] { return !queue_.empty(); }))
+  ++waiters_;
+  const bool woke = cv_.wait_until(guard, deadline, [this] { return !queue_.empty(); });
+  --waiters_;
+  if (!woke)
     return false;
   for (auto& ev : queue_)
     out.push_back(std::move(ev));
   queue_.clear();
   return true;
+}
+
+size_t request_sink::waiters() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return waiters_;
 }
 
 uint64_t request_registry::next_id() {

@@ -45,10 +45,14 @@ public:
   /// Waits until events are queued or `deadline` passes; moves them into
   /// `out` (appending). Returns false on timeout with nothing new.
   bool wait_pop(std::vector<sink_event>& out, std::chrono::steady_clock::time_point deadline);
+  /// Threads blocked in wait_pop now (they hold no lock while they wait):
+  /// lets a test push only once its consumer is asleep.
+  [[nodiscard]] size_t waiters();
 
 private:
   std::mutex mtx_;
   std::condition_variable cv_;
+  size_t waiters_ = 0;
   std::vector<sink_event> queue_;
   std::function<void()> notify_;
 };

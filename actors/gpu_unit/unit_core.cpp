@@ -10,6 +10,8 @@ void unit_core::add_model(const std::string& model, std::unique_ptr<engine::engi
                           double share, double decode_share) {
   auto& slot = models_[model];
   slot.engine = std::move(e);
+  if (!slot.engine->steps_at_once())
+    slot.one_at_a_time = std::make_unique<std::mutex>();
   slot.share = lane_ > 0 ? lane_ : share;
   slot.split = decode_share > 0;
   if (slot.split)
@@ -79,6 +81,9 @@ engine::step_output unit_core::step(const std::string& model, const engine::step
   };
   engine::step_output out;
   {
+    std::unique_lock<std::mutex> turn;
+    if (slot.one_at_a_time)
+      turn = std::unique_lock<std::mutex>(*slot.one_at_a_time);
     running_guard busy(slot, in.seqs.empty() ? 0 : 1);
     out = slot.engine->step(in);
   }

@@ -11,12 +11,14 @@
 /// A real engine's steps run on its partition's own thread (a partition
 /// actor per model), so models step at the same time: `step` touches only
 /// that model's slot, whose counters are atomics, and the map never changes
-/// after setup. No lock anywhere.
+/// after setup. No lock, except around the steps of an engine that takes
+/// one at a time anyway (so the counts stay true).
 
 #include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -102,6 +104,10 @@ public:
     std::atomic<uint64_t> tokens_in{0};    ///< tokens fed (prefill + decode)
     std::atomic<uint64_t> busy_ns{0};      ///< modelled or measured step time, summed
     std::atomic<uint64_t> share_moves{0};
+    /// Engines that take one step at a time (`steps_at_once` false): the
+    /// unit takes this before counting a step as running, so running_max
+    /// says what computed at once, not what waited at the engine's door.
+    std::unique_ptr<std::mutex> one_at_a_time;
     [[nodiscard]] double busy_seconds() const { return static_cast<double>(busy_ns.load()) * 1e-9; }
   };
 

@@ -85,6 +85,10 @@ public:
   /// step. Where green contexts are unavailable the job keeps the whole GPU
   /// (said once on stderr).
   void set_job_partition(job_kind job, double offset, double share) override;
+  /// One step at a time (step_mu_): a split model's two jobs share the
+  /// activations and the cuBLAS handle, so they take turns on their SM
+  /// ranges rather than overlap.
+  [[nodiscard]] bool steps_at_once() const override { return false; }
   [[nodiscard]] std::string backend() const override { return "cuda"; }
   [[nodiscard]] const tokenizer& vocab() const override { return *tok_; }
 
@@ -229,6 +233,8 @@ public:
   [[nodiscard]] step_output step(const step_input& in) override;
   void set_share(double) override {}  ///< as cuda_engine: set_job_partition places
   void set_job_partition(job_kind job, double offset, double share) override;
+  /// Its ranks take one step at a time, as cuda_engine.
+  [[nodiscard]] bool steps_at_once() const override { return false; }
   [[nodiscard]] std::string backend() const override { return "cuda"; }
   [[nodiscard]] const tokenizer& vocab() const override { return ranks_[0]->vocab(); }
   [[nodiscard]] int tp_size() const { return static_cast<int>(ranks_.size()); }

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
+
 #include <chrono>
 #include <set>
 #include <thread>
@@ -106,8 +108,14 @@ TEST_CASE("request_sink: events pushed by another thread arrive in order", "[reg
 
 TEST_CASE("request_sink: a waiting consumer wakes for an error event", "[registry]") {
   request_sink sink;
-  std::thread producer([&sink] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::atomic<bool> was_asleep{false};
+  std::thread producer([&sink, &was_asleep] {
+    // Push only once the consumer is blocked in wait_pop: what follows is
+    // a wake-up by the push, not a queue found full.
+    const auto until = clock_type::now() + patience;
+    while (sink.waiters() == 0 && clock_type::now() < until)
+      std::this_thread::yield();
+    was_asleep = sink.waiters() == 1;
     sink_event ev;
     ev.finish = finish_reason::error;
     ev.status = 503;
@@ -118,7 +126,9 @@ TEST_CASE("request_sink: a waiting consumer wakes for an error event", "[registr
   got.push_back(tokens_event({1}));  // wait_pop appends, it does not replace
   bool ok = sink.wait_pop(got, clock_type::now() + patience);
   producer.join();
+  REQUIRE(was_asleep);
   REQUIRE(ok);
+  CHECK(sink.waiters() == 0);
   REQUIRE(got.size() == 2);
   CHECK(got[0].tokens == std::vector<int32_t>{1});
   CHECK(got[1].finish == finish_reason::error);

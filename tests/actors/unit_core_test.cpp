@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <functional>
+
 #include "tests/gpu_specs.hpp"
 
 #include <chrono>
@@ -267,7 +269,59 @@ private:
   llmux::engine::sim_tokenizer tok_;
 };
 
+/// Takes one step at a time, as the cuda engine does. The first step in
+/// waits (at most 300 ms) to see whether the unit counts a second step as
+/// running while that one is only queued at the engine's door.
+class serial_engine final : public llmux::engine::engine {
+public:
+  std::function<int()> running_now;  ///< the unit's count of this model's running steps
+  int seen_most = 0;
+  llmux::engine::step_output step(const step_input& in) override {
+    std::lock_guard<std::mutex> one(mu_);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    while (std::chrono::steady_clock::now() < until && running_now() < 2)
+      std::this_thread::yield();
+    seen_most = std::max(seen_most, running_now());
+    llmux::engine::step_output out;
+    out.tokens.assign(in.seqs.size(), 7);
+    out.seconds = 0.01;
+    return out;
+  }
+  bool steps_at_once() const override { return false; }
+  void set_share(double) override {}
+  std::string backend() const override { return "cuda"; }
+  const llmux::engine::tokenizer& vocab() const override { return tok_; }
+
+private:
+  std::mutex mu_;
+  llmux::engine::sim_tokenizer tok_;
+};
+
 }  // namespace
+
+TEST_CASE("unit_core: an engine that takes one step at a time is never counted as running two",
+          "[unit_core][split]") {
+  unit_core u(1.0);
+  auto e = std::make_unique<serial_engine>();
+  auto* engine = e.get();
+  u.add_model("s", std::move(e), 0.5, 0.5);
+  engine->running_now = [&u] { return u.models().at("s").running.load(); };
+  step_input prefill = big_prefill(), decode;
+  prefill.job = job_kind::prefill;
+  decode.job = job_kind::decode;
+  seq_work w;
+  w.seq_id = 2;
+  w.tokens = {'b'};
+  w.context_len = 9;
+  w.sample = true;
+  decode.seqs.push_back(w);
+  std::thread other([&] { (void)u.step("s", decode); });
+  (void)u.step("s", prefill);
+  other.join();
+  CHECK(engine->seen_most == 1);
+  CHECK(u.models().at("s").running_max == 1);
+  CHECK(u.models().at("s").steps == 2);
+}
 
 TEST_CASE("unit_core: add_model with a decode share gives the engine its two jobs' shares",
           "[unit_core][split]") {

@@ -9,6 +9,8 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include "tests/skip.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -173,11 +175,9 @@ TEST_CASE("cuda engine: stories260K greedy tokens equal the CPU engine's", "[cud
   compare(stories_path, "Once upon a time");
 }
 
-TEST_CASE("cuda engine: SmolLM2 from GGUF, 32 greedy tokens equal the CPU engine's", "[cuda]") {
-  if (!std::ifstream(smollm_path).good()) {
-    WARN(smollm_path << " is missing (scripts/setup fetches it)");
-    return;
-  }
+TEST_CASE("cuda engine: SmolLM2 from GGUF, 32 greedy tokens equal the CPU engine's", "[cuda][smollm2]") {
+  if (!std::ifstream(smollm_path).good())
+    llmux::test::skip_test(smollm_path + " is missing (scripts/setup fetches it)");
   compare(smollm_path, "The capital of France is");
 }
 
@@ -403,13 +403,11 @@ TEST_CASE("cuda engine: weight-only int8 stays close to f16 and holds fewer byte
         generate(f16, longer, 1, per_tb, o.block_tokens, true).tokens);
 }
 
-TEST_CASE("cuda engine: tensor parallel over two GPUs generates the one-GPU tokens", "[cuda]") {
+TEST_CASE("cuda engine: tensor parallel over two GPUs generates the one-GPU tokens", "[cuda][tp]") {
   int count = 0;
   cudaGetDeviceCount(&count);
-  if (count < 2) {
-    WARN("tensor parallelism needs two GPUs; this machine has " << count << ": not run");
-    return;
-  }
+  if (count < 2)
+    llmux::test::skip_test("tensor parallelism needs two GPUs; this machine has " + std::to_string(count));
   // The toy llama3 and qwen2 files: GQA 4:2, so each rank holds 2 query
   // heads over 1 KV head. f32, so the ranks' partial sums differ from one
   // GPU's sums by rounding only.

@@ -192,11 +192,13 @@ TEST_CASE("the head size from key_length reaches the KV sizing", "[arch][llama]"
 TEST_CASE("files with features llama.cpp applies and llmux does not run are refused",
           "[arch][llama]") {
   const auto& rejected = reference()["rejected"];
-  // Each feature changes llama.cpp's log-probabilities by nats, so running
-  // the file without it would be silently wrong.
+  // Each feature changes llama.cpp's log-probabilities by nats (the
+  // reference says by how much), so running the file without it would be
+  // silently wrong: every such file must fail to load, with a reason.
+  REQUIRE(rejected.size() >= 3);
   for (const auto& [name, r] : rejected.items()) {
-    INFO(name);
-    CHECK(r["llama_cpp_max_logprob_change"].get<double>() > 1.0);
+    INFO(name << ": llama.cpp's log-probabilities move by " << r["llama_cpp_max_logprob_change"].get<double>());
+    CHECK_FALSE(load_error(r["file"].get<std::string>()).empty());
   }
   auto freqs = load_error(rejected["llama_rope_freqs"]["file"].get<std::string>());
   CHECK_THAT(freqs, Catch::Contains("rope_freqs.weight") && Catch::Contains("not supported"));

@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/skip.hpp"
+
 #include "tests/engine/test_data.hpp"
 #include <nlohmann/json.hpp>
 
@@ -36,23 +38,18 @@ namespace {
 const std::string smollm_path = LLMUX_MODEL_CACHE "/SmolLM2-135M-Instruct.Q4_1.gguf";
 const std::string cases_path = LLMUX_SOURCE_DIR "/tests/data/smollm2_tokenizer_cases.json";
 
-/// SmolLM2's tokenizer, or null (with a warning) when the model is absent.
+/// SmolLM2's tokenizer; the test case is skipped when the model is absent.
 const tokenizer* smollm() {
-  static const std::shared_ptr<tokenizer> tok = []() -> std::shared_ptr<tokenizer> {
-    if (!std::filesystem::exists(smollm_path))
-      return nullptr;
-    return make_tokenizer(read_vocab(*gguf::gguf_file::open(smollm_path)));
-  }();
-  if (!tok)
-    WARN("SKIPPED: " << smollm_path << " is missing (scripts/setup fetches it)");
+  if (!std::filesystem::exists(smollm_path))
+    llmux::test::skip_test(smollm_path + " is missing (scripts/setup fetches it)");
+  static const std::shared_ptr<tokenizer> tok = make_tokenizer(read_vocab(*gguf::gguf_file::open(smollm_path)));
   return tok.get();
 }
 
 }  // namespace
 
 TEST_CASE("bpe: SmolLM2 vocabulary reads as llama.cpp reads it", "[tokenizer][bpe]") {
-  if (!smollm())
-    return;
+  (void)smollm();  // skips the case without the model
   vocab_data v = read_vocab(*gguf::gguf_file::open(smollm_path));
   CHECK(v.model == "gpt2");
   CHECK(v.pre == "smollm");
@@ -75,8 +72,7 @@ TEST_CASE("bpe: SmolLM2 vocabulary reads as llama.cpp reads it", "[tokenizer][bp
 }
 
 TEST_CASE("bpe: every generated case matches llama.cpp (llama-cpp-python)", "[tokenizer][bpe]") {
-  if (!smollm())
-    return;
+  (void)smollm();  // skips the case without the model
   const tokenizer& tok = *smollm();
   json doc = load_json(cases_path);
   REQUIRE(doc["cases"].size() >= 120);
@@ -103,8 +99,7 @@ TEST_CASE("bpe: every generated case matches llama.cpp (llama-cpp-python)", "[to
 }
 
 TEST_CASE("bpe: other pre-tokenizers match llama.cpp on SmolLM2's vocabulary", "[tokenizer][bpe]") {
-  if (!smollm())
-    return;
+  (void)smollm();  // skips the case without the model
   // The generator rewrote tokenizer.ggml.pre in a copy of the file; here the
   // same change is made to the vocabulary read from the original.
   vocab_data base = read_vocab(*gguf::gguf_file::open(smollm_path));
@@ -132,8 +127,7 @@ TEST_CASE("bpe: other pre-tokenizers match llama.cpp on SmolLM2's vocabulary", "
 }
 
 TEST_CASE("bpe: token_bytes is llama_token_to_piece", "[tokenizer][bpe]") {
-  if (!smollm())
-    return;
+  (void)smollm();  // skips the case without the model
   json doc = load_json(cases_path);
   REQUIRE(doc["pieces"].size() > 1000);
   for (const auto& p : doc["pieces"]) {
@@ -144,8 +138,7 @@ TEST_CASE("bpe: token_bytes is llama_token_to_piece", "[tokenizer][bpe]") {
 }
 
 TEST_CASE("bpe: ChatML with special tokens round-trips as text", "[tokenizer][bpe]") {
-  if (!smollm())
-    return;
+  (void)smollm();  // skips the case without the model
   const tokenizer& tok = *smollm();
   std::string chat = "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n";
   auto ids = tok.encode_with_specials(chat, true);
@@ -161,8 +154,7 @@ TEST_CASE("bpe: ChatML with special tokens round-trips as text", "[tokenizer][bp
 }
 
 TEST_CASE("bpe: valid UTF-8 comes back exactly, invalid bytes do not crash", "[tokenizer][bpe]") {
-  if (!smollm())
-    return;
+  (void)smollm();  // skips the case without the model
   const tokenizer& tok = *smollm();
   const std::vector<std::string> atoms = {"a", "Z", "7", " ", "  ", "\t", "\n", "\r\n", "'s", ".",
                                           "!?", "\xC3\xA9", "\xE6\x97\xA5", "\xF0\x9F\x99\x82",

@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/skip.hpp"
+
 #include <filesystem>
 
 #include "engine/chat_template.hpp"
@@ -54,10 +56,8 @@ TEST_CASE("a template's default system prompt is used when the conversation has 
 
 TEST_CASE("SmolLM2's shipped template gives its default system prompt", "[chat]") {
   const std::string path = LLMUX_MODEL_CACHE "/SmolLM2-135M-Instruct.Q4_1.gguf";
-  if (!std::filesystem::exists(path)) {
-    WARN("SKIPPED: " << path << " is missing (scripts/setup fetches it)");
-    return;
-  }
+  if (!std::filesystem::exists(path))
+    llmux::test::skip_test(path + " is missing (scripts/setup fetches it)");
   auto f = gguf::gguf_file::open(path);
   auto style = detect_chat_style(f->get_string("tokenizer.chat_template").value_or(""));
   CHECK(style.default_system == "You are a helpful AI assistant named SmolLM, trained by Hugging Face");

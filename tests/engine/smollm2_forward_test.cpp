@@ -16,6 +16,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/skip.hpp"
+
 #include "tests/engine/test_data.hpp"
 
 #include <algorithm>
@@ -36,10 +38,8 @@ const std::string smollm_path = LLMUX_MODEL_CACHE "/SmolLM2-135M-Instruct.Q4_1.g
 
 TEST_CASE("SmolLM2 Q4_1: prompt tokens, greedy tokens and log-probs agree with llama.cpp",
           "[llama][smollm2]") {
-  if (!std::filesystem::exists(smollm_path)) {
-    WARN("SKIPPED: " << smollm_path << " is missing (scripts/setup fetches it)");
-    return;
-  }
+  if (!std::filesystem::exists(smollm_path))
+    llmux::test::skip_test(smollm_path + " is missing (scripts/setup fetches it)");
   auto doc = test::load_json(LLMUX_SOURCE_DIR "/tests/data/smollm2_greedy.json");
   auto model = engine::llama_model::load(smollm_path);
   auto tok = engine::make_tokenizer(engine::read_vocab(model->file()));

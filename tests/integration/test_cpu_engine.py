@@ -15,6 +15,7 @@ import requests
 
 from conftest import (
     SOURCE_DIR,
+    admin_state_http,
     auth,
     free_port,
     json_events,
@@ -79,9 +80,15 @@ def test_streamed_text_equals_non_streamed(stories):
     assert text == case["completion_text"]
 
 
+def _scheduler_counts(base):
+    st = one_state(admin_state_http(base, None), "scheduler")["state"]
+    return st["steps"], st["generated_tokens"]
+
+
 def test_all_cases_at_once_are_unchanged_by_batching(stories):
     # Continuous batching: every case in flight together shares steps.
     results = {}
+    steps0, tokens0 = _scheduler_counts(stories)
 
     def run(i, case):
         results[i] = _complete(stories, case)
@@ -94,6 +101,12 @@ def test_all_cases_at_once_are_unchanged_by_batching(stories):
     for i, case in enumerate(GOLDEN["cases"]):
         assert results[i].status_code == 200, results[i].text
         assert results[i].json()["choices"][0]["text"] == case["completion_text"], case["prompt"]
+    # A step samples at most one token per sequence it holds: more tokens
+    # than steps means some steps held two sequences or more, so the texts
+    # above came out of shared batches.
+    steps, tokens = _scheduler_counts(stories)
+    assert tokens - tokens0 == sum(len(c["completion_tokens"]) for c in GOLDEN["cases"])
+    assert tokens - tokens0 > steps - steps0, (steps - steps0, tokens - tokens0)
 
 
 def test_seeded_sampling_is_reproducible(stories):

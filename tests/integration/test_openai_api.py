@@ -76,6 +76,11 @@ def stream_texts(base, path, body):
     return texts, finish, events
 
 
+def scheduler_totals(base):
+    sched = find_states(admin_state_http(base, None), "scheduler")
+    return {k: sum(s["state"][k] for s in sched) for k in ("finished", "generated_tokens")}
+
+
 def no_running_sequences(base):
     states = admin_state_http(base, None)
     sched = find_states(states, "scheduler")
@@ -198,8 +203,17 @@ def test_stop_strings_stream_and_never_leak(base):
     # A stop string that never occurs changes nothing.
     texts, finish, _ = stream_texts(base, "/v1/completions", {**body, "stop": "\u2603\u2603"})
     assert texts[0] == text
-    # The stopped sequence was cancelled at the unit, not run to max_tokens.
+    # The stopped sequence is cancelled at the unit, not run to max_tokens:
+    # the scheduler generates fewer than 24 tokens for it and never counts
+    # it as finished (finished counts stop/length ends, not cancels).
     wait_until(lambda: no_running_sequences(base), 10, "no sequence left running")
+    before = scheduler_totals(base)
+    texts, finish, _ = stream_texts(base, "/v1/completions", {**body, "stop": text[4:6]})
+    assert finish == {0: "stop"}
+    wait_until(lambda: no_running_sequences(base), 10, "no sequence left running")
+    after = scheduler_totals(base)
+    assert after["finished"] == before["finished"], (before, after)
+    assert after["generated_tokens"] - before["generated_tokens"] < body["max_tokens"], (before, after)
 
 
 def test_stop_string_in_chat(base):
