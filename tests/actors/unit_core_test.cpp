@@ -269,6 +269,21 @@ private:
   llmux::engine::sim_tokenizer tok_;
 };
 
+/// A split model's two steps: a big prompt chunk (prefill job) and one
+/// sequence's decode token (decode job).
+std::pair<step_input, step_input> split_steps() {
+  step_input prefill = big_prefill(), decode;
+  prefill.job = job_kind::prefill;
+  decode.job = job_kind::decode;
+  seq_work w;
+  w.seq_id = 2;
+  w.tokens = {'b'};
+  w.context_len = 9;
+  w.sample = true;
+  decode.seqs.push_back(w);
+  return {prefill, decode};
+}
+
 /// Takes one step at a time, as the cuda engine does. The first step in
 /// waits (at most 300 ms) to see whether the unit counts a second step as
 /// running while that one is only queued at the engine's door.
@@ -306,15 +321,7 @@ TEST_CASE("unit_core: an engine that takes one step at a time is never counted a
   auto* engine = e.get();
   u.add_model("s", std::move(e), 0.5, 0.5);
   engine->running_now = [&u] { return u.models().at("s").running.load(); };
-  step_input prefill = big_prefill(), decode;
-  prefill.job = job_kind::prefill;
-  decode.job = job_kind::decode;
-  seq_work w;
-  w.seq_id = 2;
-  w.tokens = {'b'};
-  w.context_len = 9;
-  w.sample = true;
-  decode.seqs.push_back(w);
+  const auto [prefill, decode] = split_steps();
   std::thread other([&] { (void)u.step("s", decode); });
   (void)u.step("s", prefill);
   other.join();
@@ -474,15 +481,7 @@ TEST_CASE("unit_core: decode steps are counted apart, and a split model's jobs s
           "[unit_core][split]") {
   unit_core u(1.0);
   u.add_model("m", std::make_unique<meeting_engine>(2), 0.5, 0.5);
-  step_input prefill = big_prefill(), decode;
-  prefill.job = job_kind::prefill;
-  decode.job = job_kind::decode;
-  seq_work w;
-  w.seq_id = 2;
-  w.tokens = {'b'};
-  w.context_len = 9;
-  w.sample = true;
-  decode.seqs.push_back(w);
+  const auto [prefill, decode] = split_steps();
   // Each step returns only when the other is inside the engine too.
   std::thread decode_thread([&] { (void)u.step("m", decode); });
   (void)u.step("m", prefill);
