@@ -106,6 +106,12 @@ void edge_metrics::queue_rejection(const std::string& model) {
   ++rejections_[model];
 }
 
+void edge_metrics::aborted(const std::string& model, const std::string& stage, int64_t prompt_tokens) {
+  std::lock_guard<std::mutex> g{mtx_};
+  ++aborted_[{model, stage}];
+  aborted_prompt_tokens_[model] += static_cast<uint64_t>(std::max<int64_t>(prompt_tokens, 0));
+}
+
 void edge_metrics::first_token(const std::string& model, double seconds) {
   std::lock_guard<std::mutex> g{mtx_};
   slot(ttft_, model, ttft_bounds_).observe(seconds);
@@ -146,6 +152,14 @@ std::string edge_metrics::render(const cluster_gauges& gauges) const {
              esc(key.second) + "\"} " + std::to_string(v) + "\n";
     per_label(out, "llmux:queue_rejections_total", "counter",
               "Requests refused with 429 because a model's queue was full.", "model", rejections_);
+    header(out, "llmux:requests_aborted_total", "counter",
+           "Requests their client left before they ended, by model and stage (queued, prefill, decode).");
+    for (const auto& [key, v] : aborted_)
+      out += "llmux:requests_aborted_total{model=\"" + esc(key.first) + "\",stage=\"" + esc(key.second)
+             + "\"} " + std::to_string(v) + "\n";
+    per_label(out, "llmux:aborted_prompt_tokens_total", "counter",
+              "Prompt tokens of requests their client left (prefill spent for nobody).", "model",
+              aborted_prompt_tokens_);
     per_label(out, "llmux:prompt_tokens_total", "counter", "Prompt tokens of finished requests.",
               "model", prompt_tokens_);
     per_label(out, "llmux:generation_tokens_total", "counter",
@@ -160,13 +174,13 @@ std::string edge_metrics::render(const cluster_gauges& gauges) const {
             gauges.running);
   per_label(out, "llmux:num_requests_waiting", "gauge", "Requests waiting in a scheduler queue.",
             "model", gauges.waiting);
-  per_label(out, "llmux:kv_blocks_used", "gauge", "KV blocks in use, per unit.", "unit",
+  per_label(out, "llmux:kv_blocks_used", "gauge", "KV blocks held by sequences, per unit.", "unit",
             gauges.kv_used);
-  per_label(out, "llmux:kv_blocks_free", "gauge", "KV blocks free, per unit.", "unit",
-            gauges.kv_free);
+  per_label(out, "llmux:kv_blocks_free", "gauge",
+            "KV blocks free, per unit (cached prefixes nobody uses included: they are reclaimed on demand).",
+            "unit", gauges.kv_free);
   per_label(out, "llmux:kv_blocks_evictable", "gauge",
-            "KV blocks holding cached prefixes nobody uses (reclaimable), per unit.", "unit",
-            gauges.kv_evictable);
+            "Free KV blocks that still hold a cached prefix, per unit.", "unit", gauges.kv_evictable);
   auto per_unit_model = [&](const char* name, const char* help,
                             const std::map<std::pair<std::string, std::string>, int64_t>& m) {
     header(out, name, "gauge", help);

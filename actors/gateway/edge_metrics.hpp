@@ -65,6 +65,12 @@ public:
   void finished(const std::string& model, double seconds, int64_t prompt_tokens,
                 int64_t generation_tokens, const std::vector<std::string>& finish_reasons);
 
+  /// A request its client left before it ended, by where it was: "queued"
+  /// (at the edge, not yet parsed), "prefill" (sent, no token yet) or
+  /// "decode" (tokens generated), with its prompt tokens (work spent for
+  /// nobody; 0 when not yet tokenized).
+  void aborted(const std::string& model, const std::string& stage, int64_t prompt_tokens);
+
   /// The exposition text, with the cluster gauges appended.
   [[nodiscard]] std::string render(const cluster_gauges& gauges) const;
 
@@ -73,6 +79,8 @@ private:
   std::map<std::pair<std::string, int>, uint64_t> requests_;  ///< (model, status)
   std::map<std::pair<std::string, std::string>, uint64_t> success_;  ///< (model, reason)
   std::map<std::string, uint64_t> rejections_, prompt_tokens_, generation_tokens_;
+  std::map<std::pair<std::string, std::string>, uint64_t> aborted_;  ///< (model, stage)
+  std::map<std::string, uint64_t> aborted_prompt_tokens_;
   std::map<std::string, histogram> ttft_, itl_, e2e_;
   std::vector<double> ttft_bounds_, itl_bounds_, e2e_bounds_;
 };

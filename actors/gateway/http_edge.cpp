@@ -401,12 +401,16 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
     cancel_running();
     spdlog::info("request {} model={} cancelled: the client closed the connection", meta.id,
                  meta.model);
-    finish(gone_status());
+    finish(count_gone());
   }
 
   /// How a request its client left counts: 499 (nginx's "client closed
-  /// request") unless a stream's 200 was already sent.
-  [[nodiscard]] int gone_status() const { return stream && started ? 200 : 499; }
+  /// request") unless a stream's 200 was already sent. Counted as aborted,
+  /// by stage, with its prompt tokens.
+  [[nodiscard]] int count_gone() {
+    metrics->aborted(meta.model, first_token_seen ? "decode" : "prefill", usage.prompt_tokens);
+    return stream && started ? 200 : 499;
+  }
 
   /// Ends the request (under `mtx`): ids, notifier, timer, slots, metrics.
   void finish(int status) {
@@ -510,7 +514,7 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
     sink->try_pop(events);
     if (ex->closed()) {
       cancel_running();
-      finish(gone_status());
+      finish(count_gone());
       return;
     }
     // Past the deadline, the client is told so: an error that comes at
@@ -574,7 +578,7 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
     if (!done()) {
       if (stream && !out.empty() && !ex->write(out)) {
         cancel_running();
-        finish(gone_status());
+        finish(count_gone());
       } else if (late) {
         fail(deadline_error());
       }
@@ -940,6 +944,7 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     };
     if (ex->closed()) {
       metrics_->request_done("", 499);  // went away while queued: its slot is back
+      metrics_->aborted("", "queued", 0);
       return;
     }
     const auto start = ex->arrived();

@@ -202,8 +202,11 @@ nlohmann::json kv_manager_core::state(double now_s) const {
   return {{"block_head_dim", block_head_dim},
           {"slot_padding", in_use > 0 ? empty / in_use : 0.0},
           {"blocks_total", pool_->total()},
-          {"blocks_used", pool_->used()},
-          {"blocks_free", pool_->free()},
+          // As vLLM counts them: cached prefix blocks nobody references are
+          // free (reclaimed on demand), not used; blocks_evictable says how
+          // many of the free ones still hold a prefix.
+          {"blocks_used", pool_->used() - pool_->evictable()},
+          {"blocks_free", pool_->free() + pool_->evictable()},
           {"blocks_evictable", pool_->evictable()},
           {"evicted_blocks", pool_->evicted_blocks()},
           {"block_tokens", pool_->block_tokens()},

@@ -391,6 +391,18 @@ TEST_CASE("kv_manager_core: state reports the pool, each model and the padding o
   CHECK(s["blocks_free"] == 92);
   CHECK(s["blocks_evictable"] == 0);
   CHECK(s["block_tokens"] == 16);
+  {
+    // A finished sequence's committed prefix stays cached: free, evictable.
+    kv_manager_core cached(two_models(100, "fcfs"));
+    std::vector<int32_t> prompt(32, 7);
+    REQUIRE(cached.open("a", {need(2, 32, prompt)}).granted == 1);
+    cached.commit("a", 2, prompt);
+    cached.close("a", {2});
+    auto c = cached.state(0.0);
+    CHECK(c["blocks_evictable"].get<int64_t>() > 0);
+    CHECK(c["blocks_used"] == 0);
+    CHECK(c["blocks_free"] == 100);
+  }
   CHECK(s["allocations"] == 1);
   CHECK(s["refusals"] == 0);
   CHECK(s["policy"] == "adbs");

@@ -288,6 +288,12 @@ def test_a_client_leaving_at_any_stage_frees_its_slot_and_sequence(edge):
     # The queued request counts as 499 (nobody read its answer); the stream had its 200.
     metrics = requests.get(f"{base}/metrics", timeout=10).text
     assert 'llmux:requests_total{model="slow",status="499"} 1' in metrics, metrics
+    # Both are counted as aborted, by where they were, with their prompt
+    # tokens: the queued one before its first token, the stream while decoding.
+    assert 'llmux:requests_aborted_total{model="slow",stage="prefill"} 1' in metrics, metrics
+    assert 'llmux:requests_aborted_total{model="slow",stage="decode"} 1' in metrics, metrics
+    prompt = [l for l in metrics.splitlines() if l.startswith('llmux:aborted_prompt_tokens_total{model="slow"}')]
+    assert prompt and int(float(prompt[0].split()[-1])) >= 2 * len("tell me a long story"), prompt
 
 
 @pytest.fixture(scope="module")

@@ -81,9 +81,10 @@ def test_greedy_outputs_survive_a_pool_too_small_for_all(tmp_path_factory, growt
             _scheduler(base)), 10, "the scheduler to be idle")
         assert st["kv_token_blocks_held"] == 0, st
         kv = one_state(admin_state_http(base, ADMIN), "kv_manager")["state"]
-        # The pool is whole: nothing held by a sequence; what is not free is
-        # the prefix cache's unreferenced (evictable) blocks.
-        assert kv["blocks_used"] == kv["blocks_evictable"], kv
+        # The pool is whole: nothing held by a sequence, every block free
+        # (the prefix cache's unreferenced ones among them, evictable).
+        assert kv["blocks_used"] == 0, kv
+        assert kv["blocks_free"] == kv["blocks_total"], kv
         assert kv["models"]["stories260K"]["used"] == 0, kv
         assert kv["models"]["stories260K"]["sequences"] == 0, kv
         if growth == "on_demand":
