@@ -317,6 +317,32 @@ void admin_server::accept_loop() {
   }
 }
 
+admin_request_check check_admin_request(const std::string& body, const std::string& token) {
+  admin_request_check out;
+  try {
+    out.request = json::from_msgpack(body);
+  } catch (const json::exception& e) {
+    out.response = error_response(std::string("malformed msgpack request: ") + e.what());
+    return out;
+  }
+  if (!out.request.is_object()) {
+    out.response = error_response(std::string("request must be a msgpack map, got ") + out.request.type_name());
+    out.request = json{};
+    return out;
+  }
+  if (!token.empty()
+      && !(out.request.contains("token") && out.request["token"].is_string()
+           && constant_time_equal(out.request["token"].get_ref<const std::string&>(), token))) {
+    // Before the handler sees anything: answered, logged, and hung up.
+    out.response = error_response("bad admin token");
+    out.request = json{};
+    out.hang_up = true;
+    return out;
+  }
+  out.ok = true;
+  return out;
+}
+
 void admin_server::serve(int fd, std::string peer) {
   try {
     for (;;) {
@@ -341,26 +367,13 @@ void admin_server::serve(int fd, std::string peer) {
       std::string body(n, '\0');
       if (read_exact(fd, body.data(), n, steady::now() + server_io_timeout, err) != io_status::ok) break;
 
-      json response;
-      json request;
-      bool decoded = false;
-      try {
-        request = json::from_msgpack(body);
-        decoded = true;
-      } catch (const json::exception& e) {
-        response = error_response(std::string("malformed msgpack request: ") + e.what());
-      }
-      bool bad_token = false;
-      if (decoded && !request.is_object()) {
-        response = error_response(std::string("request must be a msgpack map, got ") + request.type_name());
-      } else if (decoded && !opts_.token.empty()
-                 && !(request.contains("token") && request["token"].is_string()
-                      && constant_time_equal(request["token"].get_ref<const std::string&>(), opts_.token))) {
-        // Before the handler sees anything: answered, logged, and hung up.
-        response = error_response("bad admin token");
-        bad_token = true;
+      auto checked = check_admin_request(body, opts_.token);
+      json response = std::move(checked.response);
+      const bool bad_token = checked.hang_up;
+      if (bad_token)
         refuse("admin port: bad admin token from " + peer);
-      } else if (decoded) {
+      if (checked.ok) {
+        const json& request = checked.request;
         try {
           response = handler_(request);
           if (!response.is_object()) {

@@ -46,6 +46,18 @@ struct admin_server_options {
   std::function<void(const std::string&)> log;  ///< refusals, with the peer's address
 };
 
+/// What the server makes of one request frame's body before any handler
+/// sees it: a msgpack map carrying the token (when one is set) goes to the
+/// handler; anything else is answered with an error map, and a wrong token
+/// also closes the connection. Pure: the server and the fuzz target share it.
+struct admin_request_check {
+  bool ok = false;          ///< hand `request` to the handler
+  nlohmann::json request;   ///< the decoded map (ok only)
+  nlohmann::json response;  ///< the answer when not ok: {"ok": false, "error": ...}
+  bool hang_up = false;     ///< a wrong or missing token
+};
+[[nodiscard]] admin_request_check check_admin_request(const std::string& body, const std::string& token);
+
 /// Serves the admin protocol on host:port with one thread per connection
 /// (admin traffic is rare; at most `max_connections`). The handler runs on a
 /// connection thread and may block; a handler exception becomes

@@ -423,6 +423,13 @@ std::variant<completion_request, api_error> parse_completion_request(std::string
     api_error err;
     err.message = "Malformed JSON in request body: " + parser_detail(e.what());
     return err;
+  } catch (const json::exception& e) {
+    // A number beyond a double's range (1e999) is out_of_range, not a
+    // parse_error: the body is still the client's mistake (found by
+    // tests/fuzz/openai_request_fuzz).
+    api_error err;
+    err.message = std::string("Malformed JSON in request body: ") + e.what();
+    return err;
   }
   try {
     return parse_body(doc, kind);

@@ -363,3 +363,32 @@ TEST_CASE("connections beyond the limit are refused, and idle ones are closed", 
   }
   CHECK(served);
 }
+
+TEST_CASE("check_admin_request: a map with the token goes on; anything else is answered", "[admin]") {
+  using llmux::net::check_admin_request;
+  auto frame = [](const nlohmann::json& j) {
+    auto b = nlohmann::json::to_msgpack(j);
+    return std::string(b.begin(), b.end());
+  };
+  auto good = check_admin_request(frame({{"cmd", "state"}, {"token", "t"}}), "t");
+  CHECK(good.ok);
+  CHECK(good.request["cmd"] == "state");
+  CHECK_FALSE(good.hang_up);
+  auto open = check_admin_request(frame({{"cmd", "state"}}), "");
+  CHECK(open.ok);  // no token configured: none needed
+  auto wrong = check_admin_request(frame({{"cmd", "state"}, {"token", "x"}}), "t");
+  CHECK_FALSE(wrong.ok);
+  CHECK(wrong.hang_up);
+  CHECK(wrong.response["error"] == "bad admin token");
+  CHECK(wrong.request.is_null());  // nothing of it kept
+  auto typed = check_admin_request(frame({{"cmd", "state"}, {"token", 7}}), "t");
+  CHECK(typed.hang_up);
+  auto list = check_admin_request(frame(nlohmann::json::array({1, 2})), "t");
+  CHECK_FALSE(list.ok);
+  CHECK_FALSE(list.hang_up);
+  CHECK_THAT(list.response["error"].get<std::string>(), Catch::Contains("msgpack map"));
+  auto junk = check_admin_request(std::string("\xc1\xff", 2), "t");
+  CHECK_FALSE(junk.ok);
+  CHECK(junk.response["ok"] == false);
+  CHECK_THAT(junk.response["error"].get<std::string>(), Catch::Contains("malformed msgpack"));
+}

@@ -198,6 +198,15 @@ TEST_CASE("error: malformed JSON", "[openai][error]") {
 
 TEST_CASE("error: empty body", "[openai][error]") { check_error("", api_kind::chat, "", "Malformed JSON"); }
 
+TEST_CASE("error: a number beyond a double's range is a malformed body, not an internal error",
+          "[openai][error]") {
+  // Found by tests/fuzz/openai_request_fuzz: nlohmann throws out_of_range
+  // (not parse_error) for 1e999; the edge answered 500 "internal error".
+  check_error(R"({"model": "m", "prompt": "x", "temperature": 1e999})", api_kind::completions, "",
+              "number overflow");
+  check_error(R"({"model": "m", "messages": [], "max_tokens": -1e400})", api_kind::chat, "", "Malformed JSON");
+}
+
 TEST_CASE("error: body is not an object", "[openai][error]") {
   check_error(R"(["model","m"])", api_kind::completions, "", "must be a JSON object");
 }
