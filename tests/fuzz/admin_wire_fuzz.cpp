@@ -8,18 +8,13 @@
 
 #include "net/admin_wire.hpp"
 
+#include "tests/fuzz/fuzz_require.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-namespace {
-
-void require(bool ok) {
-  if (!ok)
-    __builtin_trap();
-}
-
-}  // namespace
+using llmux::fuzz::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0)

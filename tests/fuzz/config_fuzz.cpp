@@ -9,18 +9,13 @@
 
 #include "config/cluster_config.hpp"
 
+#include "tests/fuzz/fuzz_require.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-namespace {
-
-void require(bool ok) {
-  if (!ok)
-    __builtin_trap();
-}
-
-}  // namespace
+using llmux::fuzz::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace llmux::config;

@@ -13,6 +13,8 @@
 #include "net/openai_schema.hpp"
 
 #include <cmath>
+#include "tests/fuzz/fuzz_require.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -20,14 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace {
-
-void require(bool ok) {
-  if (!ok)
-    __builtin_trap();
-}
-
-}  // namespace
+using llmux::fuzz::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace llmux::net;
