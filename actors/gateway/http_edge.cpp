@@ -153,8 +153,12 @@ private:
         continue;
       }
       auto first = timers_.begin();
-      if (clock_type::now() < first->first.first) {
-        cv_.wait_until(guard, first->first.first);
+      // A copy: wait_until reads its deadline again after waking, and a
+      // cancel() meanwhile may have erased the node it lives in (found by
+      // AddressSanitizer: heap-use-after-free).
+      const auto due = first->first.first;
+      if (clock_type::now() < due) {
+        cv_.wait_until(guard, due);
         continue;
       }
       auto fn = std::move(first->second);
