@@ -98,7 +98,9 @@ controller::layout_unit_options layout_options(const config::cluster_config& cfg
   const auto* m = cfg.find_model(u.models[0].model);
   auto gpu = cfg.gpus.find(u.gpu);
   const bool measured = gpu != cfg.gpus.end() && !gpu->second.profile.empty();
-  if (m == nullptr || !measured || (u.backend == "cpu" && !measured)) {
+  // The roofline knows no CPU, and for GPUs it models no tensor-parallel
+  // communication: only a measured profile places the switch.
+  if (m == nullptr || !measured) {
     if (o.automatic)
       throw std::runtime_error("unit " + u.name + ": layout = \"dynamic\" needs layout_switch_at, or a "
                                "measured profile of this CPU for the crossover (gpu = \"NAME\" and [gpus.NAME] "
