@@ -39,7 +39,7 @@ size_t complete_utf8_prefix(std::string_view s) {
 }
 
 std::string incremental_decoder::push(token_id id) {
-  pending_ += tok_->token_bytes(id);
+  pending_ += specials_ ? tok_->token_text(id) : tok_->token_bytes(id);
   auto k = complete_utf8_prefix(pending_);
   std::string out = pending_.substr(0, k);
   pending_.erase(0, k);

@@ -29,6 +29,9 @@ public:
   /// The raw bytes a token stands for (may be part of a UTF-8 character);
   /// empty for special tokens such as BOS/EOS.
   [[nodiscard]] virtual std::string token_bytes(token_id id) const = 0;
+  /// As token_bytes, but a control token gives its spelling ("<|im_end|>"):
+  /// llama_token_to_piece with special = true, for `skip_special_tokens: false`.
+  [[nodiscard]] virtual std::string token_text(token_id id) const { return token_bytes(id); }
   [[nodiscard]] virtual token_id bos_id() const = 0;  ///< -1 if none
   [[nodiscard]] virtual token_id eos_id() const = 0;  ///< -1 if none
   [[nodiscard]] virtual int32_t vocab_size() const = 0;
@@ -41,7 +44,9 @@ public:
 /// One per streaming request; not thread-safe.
 class incremental_decoder {
 public:
-  explicit incremental_decoder(const tokenizer& tok) : tok_(&tok) {}
+  /// `specials`: control tokens give their spelling (tokenizer::token_text).
+  explicit incremental_decoder(const tokenizer& tok, bool specials = false)
+    : tok_(&tok), specials_(specials) {}
   /// Feeds one token; returns the text that became complete (may be empty).
   std::string push(token_id id);
   /// End of stream: returns what is left, with an incomplete tail replaced
@@ -50,6 +55,7 @@ public:
 
 private:
   const tokenizer* tok_;
+  bool specials_ = false;
   std::string pending_;
 };
 

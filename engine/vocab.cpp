@@ -290,6 +290,12 @@ std::string vocab_tokenizer::token_bytes(token_id id) const {
   return tokens_.contains(id) ? bytes_[id] : std::string();
 }
 
+std::string vocab_tokenizer::token_text(token_id id) const {
+  if (tokens_.contains(id) && (tokens_.attrs(id) & attr_control) != 0)
+    return tokens_.text(id);
+  return token_bytes(id);
+}
+
 std::vector<token_id> vocab_tokenizer::tokenize(std::string_view text, bool add_special,
                                                 bool parse_special) const {
   std::vector<token_id> out;

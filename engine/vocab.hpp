@@ -165,6 +165,8 @@ public:
   /// "", user-defined tokens their text, byte tokens <0xXX> their byte,
   /// normal tokens what the derived class's decoding gives.
   [[nodiscard]] std::string token_bytes(token_id id) const override;
+  /// Control tokens give their text; the rest as token_bytes.
+  [[nodiscard]] std::string token_text(token_id id) const override;
   [[nodiscard]] token_id bos_id() const override { return bos_; }
   [[nodiscard]] token_id eos_id() const override { return eos_; }
   [[nodiscard]] int32_t vocab_size() const override { return tokens_.size(); }

@@ -348,6 +348,116 @@ void parse_streaming(const json& body, completion_request& req) {
     if (const json* u = optional_field(*v, "include_usage")) {
       req.include_usage = get_bool(*u, "stream_options.include_usage");
     }
+    if (const json* u = optional_field(*v, "continuous_usage_stats")) {
+      req.continuous_usage_stats = get_bool(*u, "stream_options.continuous_usage_stats");
+    }
+  }
+}
+
+/// The fields refused unless null or one of their neutral values (a JSON
+/// array of them; empty: only null), with why. What is implemented is parsed
+/// elsewhere; this is only what is not.
+struct refused_field {
+  unsupported_field info;
+  const char* neutral;
+};
+
+const std::vector<refused_field>& refused_fields() {
+  static const std::vector<refused_field> fields = {
+    // OpenAI's completions API.
+    {{"best_of", false, true, "'best_of' above 'n' is not supported: llmux returns every choice it samples"}, "[1]"},
+    {{"suffix", false, true, "'suffix' is not supported: llmux does not fill in the middle"}, "[\"\"]"},
+    // OpenAI's chat API.
+    {{"audio", true, false, "audio output is not supported"}, ""},
+    {{"modalities", true, false, "only the 'text' modality is supported"}, "[[\"text\"]]"},
+    {{"prediction", true, false, "predicted outputs are not supported"}, ""},
+    {{"web_search_options", true, false, "web search is not supported"}, ""},
+    {{"tools", true, false, "tool calling is not supported yet"}, "[[]]"},
+    {{"tool_choice", true, false, "tool calling is not supported yet"}, "[\"none\",\"auto\"]"},
+    {{"functions", true, false, "'functions' (deprecated) is not supported"}, "[[]]"},
+    {{"function_call", true, false, "'function_call' (deprecated) is not supported"}, "[\"none\",\"auto\"]"},
+    {{"response_format", true, true, "structured outputs are not supported yet; only {\"type\": \"text\"} is"},
+     "[{\"type\":\"text\"}]"},
+    // vLLM's extensions.
+    {{"use_beam_search", true, true, "beam search is not supported"}, "[false]"},
+    {{"guided_json", true, true, "guided decoding is not supported yet"}, ""},
+    {{"guided_regex", true, true, "guided decoding is not supported yet"}, ""},
+    {{"guided_choice", true, true, "guided decoding is not supported yet"}, ""},
+    {{"guided_grammar", true, true, "guided decoding is not supported yet"}, ""},
+    {{"structured_outputs", true, true, "guided decoding is not supported yet"}, ""},
+    {{"prompt_logprobs", true, true, "prompt log-probabilities are not computed"}, ""},
+    {{"allowed_token_ids", true, true, "'allowed_token_ids' is not supported"}, "[[]]"},
+    {{"bad_words", true, true, "'bad_words' is not supported"}, "[[]]"},
+    {{"logits_processors", true, true, "custom logits processors are not supported"}, "[[]]"},
+    {{"return_tokens_as_token_ids", true, true, "'return_tokens_as_token_ids' is not supported"}, "[false]"},
+    {{"chat_template", true, false, "a per-request chat template is not supported: the model's own is used"}, ""},
+    {{"add_generation_prompt", true, false, "the assistant's turn is always opened"}, "[true]"},
+    {{"continue_final_message", true, false, "continuing the final message is not supported"}, "[false]"},
+    {{"echo", true, false, "'echo' is a completions field: chat does not echo"}, "[false]"},
+  };
+  return fields;
+}
+
+/// A 400 for each refused field set to something other than null or a
+/// neutral value. `best_of` equal to `n` is neutral too (each choice is its
+/// own sample either way); below `n` it is OpenAI's own 400.
+void refuse_unsupported(const json& body, const completion_request& req) {
+  for (const auto& f : refused_fields()) {
+    if (!(req.kind == api_kind::chat ? f.info.chat : f.info.completions))
+      continue;
+    const json* v = optional_field(body, f.info.name);
+    if (!v)
+      continue;
+    const std::string name = f.info.name;
+    if (name == "best_of") {
+      const int64_t b = get_integer(*v, "best_of");
+      if (b < req.n)
+        fail("best_of", "'best_of' must be at least 'n' (" + std::to_string(req.n) + "), got " + std::to_string(b));
+      if (b == req.n)
+        continue;
+    }
+    if (*f.neutral != '\0') {
+      const json neutral = json::parse(f.neutral);
+      if (std::find(neutral.begin(), neutral.end(), *v) != neutral.end())
+        continue;
+    }
+    fail(name, f.info.why + std::string(" ('") + name + "' = " + v->dump(-1, ' ', false, json::error_handler_t::replace)
+                 .substr(0, 80) + ")", "unsupported_parameter");
+  }
+}
+
+/// vLLM's sampling extras (its SamplingParams fields its OpenAI server reads).
+void parse_vllm_extras(const json& body, completion_request& req) {
+  if (const json* v = optional_field(body, "ignore_eos")) req.ignore_eos = get_bool(*v, "ignore_eos");
+  if (const json* v = optional_field(body, "min_tokens")) {
+    const int64_t n = get_integer(*v, "min_tokens");
+    if (n < 0 || n > INT_MAX) fail("min_tokens", "'min_tokens' must be at least 0, got " + number_text(*v));
+    req.min_tokens = static_cast<int>(n);
+  }
+  if (const json* v = optional_field(body, "stop_token_ids")) {
+    if (!v->is_array()) fail_type("stop_token_ids", "an array of token ids", *v);
+    for (const auto& e : *v) {
+      const int64_t id = get_integer(e, "stop_token_ids");
+      if (id < 0 || id > INT32_MAX) fail("stop_token_ids", "'stop_token_ids' must hold token ids, got " + number_text(e));
+      req.stop_token_ids.push_back(static_cast<int32_t>(id));
+    }
+  }
+  if (const json* v = optional_field(body, "include_stop_str_in_output"))
+    req.include_stop_str_in_output = get_bool(*v, "include_stop_str_in_output");
+  if (const json* v = optional_field(body, "skip_special_tokens"))
+    req.skip_special_tokens = get_bool(*v, "skip_special_tokens");
+  if (const json* v = optional_field(body, "truncate_prompt_tokens")) {
+    const int64_t k = get_integer(*v, "truncate_prompt_tokens");
+    // vLLM's -1 means "truncate to the model's maximum": the edge's length check does that job.
+    if (k != -1) {
+      if (k < 1 || k > INT_MAX)
+        fail("truncate_prompt_tokens", "'truncate_prompt_tokens' must be at least 1 (or -1), got " + number_text(*v));
+      req.truncate_prompt_tokens = static_cast<int>(k);
+    }
+  }
+  if (req.max_tokens && req.min_tokens > *req.max_tokens) {
+    fail("min_tokens", "'min_tokens' (" + std::to_string(req.min_tokens) + ") must be at most 'max_tokens' (" +
+                           std::to_string(*req.max_tokens) + ")");
   }
 }
 
@@ -366,6 +476,8 @@ completion_request parse_body(const json& body, api_kind kind) {
   }
   parse_streaming(body, req);
   parse_sampling(body, req);
+  parse_vllm_extras(body, req);
+  refuse_unsupported(body, req);
   if (const json* v = optional_field(body, "user")) req.user = get_string(*v, "user");
   if (kind == api_kind::completions)
     if (const json* v = optional_field(body, "echo")) req.echo = get_bool(*v, "echo");
@@ -441,6 +553,15 @@ std::variant<completion_request, api_error> parse_completion_request(std::string
     err.message = "Invalid request body: " + parser_detail(e.what());
     return err;
   }
+}
+
+const std::vector<unsupported_field>& unsupported_fields() {
+  static const std::vector<unsupported_field> fields = [] {
+    std::vector<unsupported_field> out;
+    for (const auto& f : refused_fields()) out.push_back(f.info);
+    return out;
+  }();
+  return fields;
 }
 
 std::string error_body(const api_error& e) {
@@ -545,7 +666,8 @@ std::string render_completion(const response_meta& meta, const std::string& text
 
 std::string render_chunk(const response_meta& meta, const std::string& delta_text, bool first,
                          const std::string& finish_reason,
-                         const std::vector<logprob_entry>* logprobs, int index) {
+                         const std::vector<logprob_entry>* logprobs, int index,
+                         const usage_counts* usage) {
   const bool chat = meta.kind == api_kind::chat;
   ordered_json j = response_head(meta, chunk_object(meta.kind));
   ordered_json choice;
@@ -563,6 +685,7 @@ std::string render_chunk(const response_meta& meta, const std::string& delta_tex
   choice["logprobs"] = logprobs_json(meta.kind, logprobs);
   choice["finish_reason"] = or_null(finish_reason);
   j["choices"] = ordered_json::array({std::move(choice)});
+  if (usage != nullptr) j["usage"] = usage_json(*usage);
   return dump(j);
 }
 
@@ -587,6 +710,7 @@ std::string render_models(const std::vector<model_card>& models, int64_t created
     card["owned_by"] = "llmux";
     card["backend"] = m.backend;
     card["replicas"] = m.replicas;
+    if (m.max_model_len > 0) card["max_model_len"] = m.max_model_len;
     data.push_back(std::move(card));
   }
   ordered_json j;

@@ -47,7 +47,27 @@ struct completion_request {
   std::vector<std::string> stop;       ///< string or list of up to 4 strings
   bool echo = false;                   ///< completions: the prompt text leads the choice's text
   std::string user;
+
+  // vLLM's extensions (its SamplingParams), as its OpenAI server reads them.
+  bool ignore_eos = false;          ///< keep generating past EOS (the EOS token adds no text)
+  int min_tokens = 0;               ///< EOS and stop_token_ids are masked until this many are out
+  std::vector<int32_t> stop_token_ids;  ///< end with "stop" when one is sampled (it adds no text)
+  bool include_stop_str_in_output = false;  ///< a matched stop string ends the text instead of being cut
+  bool skip_special_tokens = true;  ///< false: control tokens' text (<|im_end|>) shows in the output
+  bool continuous_usage_stats = false;  ///< stream_options: every chunk carries usage so far
+  std::optional<int> truncate_prompt_tokens;  ///< keep only the prompt's last k tokens (>= 1)
 };
+
+/// A request field llmux refuses (when set to anything but its neutral
+/// value), for the kind it belongs to, and why.
+struct unsupported_field {
+  const char* name;
+  bool chat;         ///< a field of /v1/chat/completions
+  bool completions;  ///< a field of /v1/completions
+  const char* why;
+};
+/// Every field `parse_completion_request` refuses, for docs and tests.
+[[nodiscard]] const std::vector<unsupported_field>& unsupported_fields();
 
 /// Most choices (`n`) one request may ask for: each is a sequence of its own.
 inline constexpr int max_choices = 16;
@@ -63,8 +83,11 @@ struct api_error {
 
 /// Parses and validates a body. Malformed JSON, a non-object body, a missing
 /// or mistyped required field, or an out-of-range value → `api_error` with
-/// status 400 naming the field in `param` and the message. Unknown fields are
-/// ignored (as OpenAI does).
+/// status 400 naming the field in `param` and the message. A known field
+/// asking for what llmux does not do (`best_of` > `n`, `suffix`, `audio`,
+/// non-text `modalities`, `tools`, beam search, …) is a 400 naming it too,
+/// never silently ignored; `unsupported_fields` lists them. Unknown fields
+/// are ignored (as OpenAI does).
 [[nodiscard]] std::variant<completion_request, api_error>
 parse_completion_request(std::string_view body, api_kind kind);
 
@@ -120,10 +143,11 @@ struct choice_result {
 /// non-empty, so the closing chunk is `delta: {}`. An empty `finish_reason`
 /// becomes null. Chunks carry no `usage` key: token counts go in the separate
 /// `render_usage_chunk`.
+/// `usage` (vLLM's `continuous_usage_stats`) adds the counts so far.
 [[nodiscard]] std::string render_chunk(const response_meta& meta, const std::string& delta_text,
                                        bool first, const std::string& finish_reason,
                                        const std::vector<logprob_entry>* logprobs = nullptr,
-                                       int index = 0);
+                                       int index = 0, const usage_counts* usage = nullptr);
 
 /// The final usage-only chunk of `stream_options.include_usage`: `choices: []`.
 [[nodiscard]] std::string render_usage_chunk(const response_meta& meta, const usage_counts& usage);
@@ -134,11 +158,12 @@ struct choice_result {
 [[nodiscard]] std::string sse_done();
 
 /// `GET /v1/models`: {"object":"list","data":[{id, object:"model", created, owned_by:"llmux",
-/// backend, replicas}]}
+/// backend, replicas, max_model_len}]}
 struct model_card {
   std::string id;
-  std::string backend;  ///< "sim" | "cpu" | "cuda"
-  int replicas = 0;     ///< live replicas
+  std::string backend;    ///< "sim" | "cpu" | "cuda"
+  int replicas = 0;       ///< live replicas
+  int max_model_len = 0;  ///< context length in tokens (vLLM's field); 0: omitted
 };
 [[nodiscard]] std::string render_models(const std::vector<model_card>& models, int64_t created);
 

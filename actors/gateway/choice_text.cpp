@@ -4,8 +4,9 @@
 
 namespace llmux::gateway {
 
-choice_text::choice_text(const engine::tokenizer& tok, std::vector<std::string> stop, bool logprobs)
-  : tok_(&tok), decoder_(tok), logprobs_(logprobs) {
+choice_text::choice_text(const engine::tokenizer& tok, std::vector<std::string> stop, bool logprobs,
+                         text_options opts)
+  : tok_(&tok), decoder_(tok, opts.specials), logprobs_(logprobs), opts_(opts) {
   for (auto& s : stop)
     if (!s.empty())
       stop_.push_back(std::move(s));
@@ -32,8 +33,13 @@ choice_text::delta choice_text::push(const sink_event& ev) {
     // The earliest complete stop string ends the choice; its text and
     // everything after it are dropped.
     size_t cut = std::string::npos;
-    for (const auto& s : stop_)
-      cut = std::min(cut, held_.find(s));
+    for (const auto& s : stop_) {
+      auto at = held_.find(s);
+      // With include_stop_str, the text ends after the earliest match instead.
+      if (at != std::string::npos && opts_.include_stop_str)
+        at += s.size();
+      cut = std::min(cut, at);
+    }
     if (cut != std::string::npos) {
       held_.resize(cut);
       stopped_ = true;

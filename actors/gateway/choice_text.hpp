@@ -18,11 +18,18 @@
 
 namespace llmux::gateway {
 
+/// vLLM's output options of a choice.
+struct text_options {
+  bool include_stop_str = false;  ///< include_stop_str_in_output: a stop string ends the text
+  bool specials = false;          ///< !skip_special_tokens: control tokens show as their text
+};
+
 class choice_text {
 public:
   /// `stop`: the request's stop strings (empty ones are ignored).
   /// `logprobs`: build log-prob entries for each consumed token.
-  choice_text(const engine::tokenizer& tok, std::vector<std::string> stop, bool logprobs);
+  choice_text(const engine::tokenizer& tok, std::vector<std::string> stop, bool logprobs,
+              text_options opts = {});
 
   struct delta {
     std::string text;                           ///< safe to send now
@@ -30,7 +37,7 @@ public:
   };
 
   /// Consumes an event's tokens, up to the one that completes a stop string
-  /// (the rest are dropped). Returns the text that became safe to send.
+  /// (the rest are dropped; the stop string too, unless `include_stop_str`). Returns the text that became safe to send.
   delta push(const sink_event& ev);
   /// The choice ended without a stop string (length, EOS, stop token): the
   /// held-back text, with an incomplete UTF-8 tail as U+FFFD.
@@ -49,6 +56,7 @@ private:
   engine::incremental_decoder decoder_;
   std::vector<std::string> stop_;
   bool logprobs_;
+  text_options opts_;
   std::string held_;        ///< decoded, not yet sent (may start a stop string)
   int64_t text_offset_ = 0;  ///< completions' text_offset of the next token
   int64_t tokens_ = 0;

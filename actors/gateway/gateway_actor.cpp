@@ -1,5 +1,6 @@
 #include "actors/gateway/gateway_actor.hpp"
 
+#include <algorithm>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -64,6 +65,7 @@ void route(gateway_ptr self, uint64_t id) {
     // Migration: the new replica continues after the tokens already streamed.
     req.prompt.insert(req.prompt.end(), r.output.begin(), r.output.end());
     req.params.max_tokens -= static_cast<int32_t>(r.output.size());
+    req.params.min_tokens = std::max<int32_t>(0, req.params.min_tokens - static_cast<int32_t>(r.output.size()));
   }
   r.routing = true;
   r.scheduler = caf::actor_addr{};

@@ -366,6 +366,7 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
   std::string echo;  ///< completions with echo: the prompt text
   bool stream = false;
   bool include_usage = false;
+  bool continuous_usage = false;  ///< vLLM's continuous_usage_stats: usage in every chunk
   bool want_logprobs = false;
 
   std::mutex mtx;                  ///< everything below, and the rendering
@@ -506,7 +507,9 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
 
   std::string chunk(const std::string& text, bool first, const std::string& finish,
                     const std::vector<net::logprob_entry>* lps, int index) const {
-    return net::sse_event(net::render_chunk(meta, text, first, finish, lps, index));
+    net::usage_counts so_far{usage.prompt_tokens, completion_tokens()};
+    return net::sse_event(net::render_chunk(meta, text, first, finish, lps, index,
+                                            continuous_usage ? &so_far : nullptr));
   }
 
   /// Renders what the sink holds (worker thread).
@@ -738,7 +741,7 @@ void http_edge::install_routes() {
     auto live = registry_->live_replicas();
     std::vector<net::model_card> cards;
     for (const auto& [name, m] : models_)
-      cards.push_back({name, m.cfg.backend, live.count(name) ? live[name] : 0});
+      cards.push_back({name, m.cfg.backend, live.count(name) ? live[name] : 0, m.cfg.arch.context_length});
     ex->respond(200, "application/json", net::render_models(cards, std::time(nullptr)));
   });
 
@@ -754,7 +757,8 @@ void http_edge::install_routes() {
     }
     auto live = registry_->live_replicas();
     auto one = nlohmann::json::parse(net::render_models(
-      {{id, it->second.cfg.backend, live.count(id) ? live[id] : 0}}, std::time(nullptr)));
+      {{id, it->second.cfg.backend, live.count(id) ? live[id] : 0, it->second.cfg.arch.context_length}},
+      std::time(nullptr)));
     ex->respond(200, "application/json", one["data"][0].dump());
   }, true);
 
@@ -1009,6 +1013,9 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     } else {
       prompt = tok.encode(r.prompt, true);
     }
+    // vLLM's truncate_prompt_tokens: the prompt's last k tokens.
+    if (r.truncate_prompt_tokens && static_cast<int>(prompt.size()) > *r.truncate_prompt_tokens)
+      prompt.erase(prompt.begin(), prompt.end() - *r.truncate_prompt_tokens);
     int ctx = model.cfg.arch.context_length;
     if (prompt.empty() || (ctx > 0 && static_cast<int>(prompt.size()) >= ctx)) {
       answer_error(make_error(400,
@@ -1019,10 +1026,55 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
       return;
     }
 
+    // What the context leaves for the output: asking for more is vLLM's 400
+    // (not a silent cut); the default fits itself to it.
+    int max_tokens = r.max_tokens.value_or(model.cfg.max_tokens_default);
+    if (ctx > 0) {
+      const int room = ctx - static_cast<int>(prompt.size());
+      if (r.max_tokens && *r.max_tokens > room) {
+        answer_error(make_error(400,
+                                "This model's maximum context length is " + std::to_string(ctx)
+                                  + " tokens. However, you requested "
+                                  + std::to_string(prompt.size() + static_cast<size_t>(*r.max_tokens))
+                                  + " tokens (" + std::to_string(prompt.size()) + " in the "
+                                  + (kind == net::api_kind::chat ? "messages" : "prompt") + ", "
+                                  + std::to_string(*r.max_tokens)
+                                  + " in the completion). Please reduce the length of the "
+                                  + (kind == net::api_kind::chat ? "messages" : "prompt")
+                                  + " or completion.",
+                                "invalid_request_error", "max_tokens", "context_length_exceeded"));
+        return;
+      }
+      max_tokens = std::min(max_tokens, room);
+    }
+    if (r.min_tokens > max_tokens) {
+      answer_error(make_error(400, "'min_tokens' (" + std::to_string(r.min_tokens)
+                                     + ") must be at most the output's maximum length ("
+                                     + std::to_string(max_tokens) + " tokens)",
+                              "invalid_request_error", "min_tokens"));
+      return;
+    }
+    // Token ids a field names must be in the vocabulary.
+    auto outside_vocab = [&](int32_t id, const char* param) {
+      if (id < tok.vocab_size())
+        return false;
+      answer_error(make_error(400, std::string(param) + ": token id " + std::to_string(id)
+                                     + " is outside the vocabulary (0.." + std::to_string(tok.vocab_size() - 1)
+                                     + ")",
+                              "invalid_request_error", param));
+      return true;
+    };
+    for (auto t : r.stop_token_ids)
+      if (outside_vocab(t, "stop_token_ids"))
+        return;
+
     protocol::gen_request g;
     g.model = r.model;
     g.original_prompt_len = static_cast<int32_t>(prompt.size());
-    g.params.max_tokens = r.max_tokens.value_or(model.cfg.max_tokens_default);
+    g.params.max_tokens = max_tokens;
+    g.params.min_tokens = r.min_tokens;
+    g.params.ignore_eos = r.ignore_eos;
+    g.params.stop_tokens = r.stop_token_ids;
     g.params.temperature = r.temperature;
     g.params.top_p = r.top_p;
     g.params.top_k = r.top_k;
@@ -1032,13 +1084,8 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     g.params.repetition_penalty = r.repetition_penalty;
     g.params.logprobs = r.logprobs;
     for (const auto& [tok_id, b] : r.logit_bias) {
-      if (tok_id >= tok.vocab_size()) {
-        answer_error(make_error(400, "logit_bias: token id " + std::to_string(tok_id)
-                                       + " is outside the vocabulary (0.."
-                                       + std::to_string(tok.vocab_size() - 1) + ")",
-                                "invalid_request_error", "logit_bias"));
+      if (outside_vocab(tok_id, "logit_bias"))
         return;
-      }
       g.params.bias_tokens.push_back(tok_id);
       g.params.bias_values.push_back(b);
     }
@@ -1075,6 +1122,7 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     job->sink = std::make_shared<request_sink>();
     job->stream = r.stream;
     job->include_usage = r.include_usage;
+    job->continuous_usage = r.include_usage && r.continuous_usage_stats;
     job->want_logprobs = r.logprobs >= 0;
     job->usage.prompt_tokens = static_cast<int64_t>(prompt.size());
     if (r.echo) {
@@ -1098,7 +1146,8 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
       gi.prompt = prompt;
       gi.params.seed = seed + static_cast<uint64_t>(i);
       registry_->attach(gi.id, job->sink);
-      job->choices.push_back(choice_state{gi.id, choice_text{tok, r.stop, r.logprobs >= 0}, {}, {}, {}, {}});
+      job->choices.push_back(choice_state{gi.id, choice_text{tok, r.stop, r.logprobs >= 0,
+                                                    {r.include_stop_str_in_output, !r.skip_special_tokens}}, {}, {}, {}, {}});
       submits.push_back(std::move(gi));
     }
     auto& meta = job->meta;

@@ -54,13 +54,14 @@ struct gen_params {
   int32_t logprobs = -1;             ///< -1: none; k >= 0: log-prob + top k per token
   uint64_t seed = 0;
   bool ignore_eos = false;
+  int32_t min_tokens = 0;  ///< EOS and stop_tokens are masked until this many are out
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_params& x) {
   return f(caf::meta::type_name("gen_params"), x.max_tokens, x.temperature, x.top_p, x.top_k,
            x.min_p, x.presence_penalty, x.frequency_penalty, x.repetition_penalty, x.bias_tokens,
-           x.bias_values, x.stop_tokens, x.logprobs, x.seed, x.ignore_eos);
+           x.bias_values, x.stop_tokens, x.logprobs, x.seed, x.ignore_eos, x.min_tokens);
 }
 
 /// A tokenized request, as it leaves the edge. After a migration, `prompt`

@@ -1,6 +1,7 @@
 #include "actors/scheduler/batch_scheduler.hpp"
 
 #include <algorithm>
+#include <limits>
 
 namespace llmux::scheduler {
 
@@ -11,7 +12,8 @@ batch_scheduler::batch_scheduler(scheduler_options opts) : opts_(opts) {
 
 namespace {
 
-void fill_sampling(engine::seq_work& w, const protocol::gen_params& p) {
+/// `banned`: tokens masked this step (EOS and stop tokens before min_tokens).
+void fill_sampling(engine::seq_work& w, const protocol::gen_params& p, const std::vector<int32_t>& banned) {
   w.seed = p.seed;
   w.temperature = static_cast<float>(p.temperature);
   w.top_p = static_cast<float>(p.top_p);
@@ -22,6 +24,10 @@ void fill_sampling(engine::seq_work& w, const protocol::gen_params& p) {
   w.repetition_penalty = static_cast<float>(p.repetition_penalty);
   w.bias_tokens = p.bias_tokens;
   w.bias_values = p.bias_values;
+  for (auto t : banned) {
+    w.bias_tokens.push_back(t);
+    w.bias_values.push_back(-std::numeric_limits<float>::infinity());
+  }
   w.logprobs = p.logprobs;
 }
 
@@ -33,6 +39,17 @@ bool prefix_shareable(const protocol::gen_params& p) {
 }
 
 }  // namespace
+
+std::vector<int32_t> batch_scheduler::banned(const sequence& s) const {
+  std::vector<int32_t> out;
+  const auto& p = s.req.params;
+  if (static_cast<int32_t>(s.generated.size()) >= p.min_tokens)
+    return out;
+  if (opts_.eos_id >= 0 && !p.ignore_eos)
+    out.push_back(opts_.eos_id);
+  out.insert(out.end(), p.stop_tokens.begin(), p.stop_tokens.end());
+  return out;
+}
 
 int64_t batch_scheduler::blocks_for_tokens(int64_t tokens) const {
   return (tokens + opts_.block_tokens - 1) / opts_.block_tokens;
@@ -419,7 +436,7 @@ engine::step_input batch_scheduler::next_step(engine::job_kind job) {
     w.context_len = s.computed;
     w.prompt_len = s.req.original_prompt_len;
     w.sample = true;
-    fill_sampling(w, s.req.params);
+    fill_sampling(w, s.req.params, banned(s));
     in.seqs.push_back(std::move(w));
     plan.push_back({id, 1, true});
     budget -= 1;
@@ -448,7 +465,7 @@ engine::step_input batch_scheduler::next_step(engine::job_kind job) {
     w.prompt_len = s.req.original_prompt_len;
     bool sample = chunk == pending;
     w.sample = sample;
-    fill_sampling(w, s.req.params);
+    fill_sampling(w, s.req.params, banned(s));
     in.seqs.push_back(std::move(w));
     plan.push_back({id, chunk, sample});
     budget -= chunk;
@@ -524,8 +541,12 @@ step_events batch_scheduler::apply(const engine::step_output& out, engine::job_k
     rd.sink = s.sink;
     rd.delta.id = p.id;
     const auto& stops = s.req.params.stop_tokens;
-    if ((tok == opts_.eos_id && !s.req.params.ignore_eos)
-        || std::find(stops.begin(), stops.end(), tok) != stops.end()) {
+    // Before min_tokens, an EOS or stop token (the sim engine's, or a tie
+    // past the mask) is output like any other.
+    const bool may_stop = static_cast<int32_t>(s.generated.size()) >= s.req.params.min_tokens;
+    if (may_stop
+        && ((tok == opts_.eos_id && !s.req.params.ignore_eos)
+            || std::find(stops.begin(), stops.end(), tok) != stops.end())) {
       rd.delta.finish = finish_reason::stop;
     } else {
       s.generated.push_back(tok);

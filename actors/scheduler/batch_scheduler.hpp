@@ -220,6 +220,9 @@ private:
   };
 
   [[nodiscard]] int64_t blocks_for_tokens(int64_t tokens) const;
+  /// Tokens `s` may not sample yet: EOS (unless ignored) and its stop
+  /// tokens while fewer than min_tokens are out.
+  [[nodiscard]] std::vector<int32_t> banned(const sequence& s) const;
   [[nodiscard]] int64_t admission_blocks(const protocol::gen_request& r) const;
   [[nodiscard]] int32_t total_len(const sequence& s) const;
   /// Tokens the cache may hold for `s` (its blocks × block_tokens).

@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -793,6 +795,62 @@ TEST_CASE("batch_scheduler: a stop token ends a request like EOS, and is not str
   // The ended sequence is handed to the engine to free its KV.
   auto next = s.next_step();
   CHECK(next.released == std::vector<uint64_t>{1});
+}
+
+TEST_CASE("batch_scheduler: min_tokens masks EOS and stop tokens until that many are out",
+          "[batch_scheduler]") {
+  batch_scheduler s{small_opts()};
+  auto r = req(1, 4, 8);
+  r.params.stop_tokens = {77};
+  r.params.min_tokens = 2;
+  REQUIRE(s.enqueue(r, 0) == enqueue_status::accepted);
+  s.admit(1);
+  auto masked = [](const engine::seq_work& w) {
+    std::map<int32_t, float> m;
+    for (size_t i = 0; i < w.bias_tokens.size(); ++i)
+      m[w.bias_tokens[i]] = w.bias_values[i];
+    return m;
+  };
+  // Prefill samples the first token: EOS and 77 carry -inf.
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  auto m = masked(in.seqs[0]);
+  REQUIRE(m.size() == 2);
+  CHECK(std::isinf(m.at(eos)));
+  CHECK(m.at(eos) < 0);
+  CHECK(std::isinf(m.at(77)));
+  // An engine that samples EOS anyway (the sim) gets it streamed as a token.
+  auto ev = s.apply(answer_all(in, eos));
+  REQUIRE(ev.deltas.size() == 1);
+  CHECK(ev.deltas[0].delta.finish == finish_reason::none);
+  CHECK(ev.deltas[0].delta.tokens == std::vector<int32_t>{eos});
+  // Second token: still masked (1 out, 2 needed).
+  in = s.next_step();
+  CHECK(masked(in.seqs[0]).size() == 2);
+  ev = s.apply(answer_all(in, 5));
+  CHECK(ev.deltas[0].delta.finish == finish_reason::none);
+  // Two out: the mask is gone and a stop token ends the request.
+  in = s.next_step();
+  CHECK(masked(in.seqs[0]).empty());
+  ev = s.apply(answer_all(in, 77));
+  CHECK(ev.deltas[0].delta.finish == finish_reason::stop);
+  CHECK(ev.deltas[0].delta.tokens.empty());
+}
+
+TEST_CASE("batch_scheduler: with ignore_eos, min_tokens masks only the stop tokens", "[batch_scheduler]") {
+  batch_scheduler s{small_opts()};
+  auto r = req(1, 4, 8, /*ignore_eos=*/true);
+  r.params.stop_tokens = {77};
+  r.params.min_tokens = 1;
+  r.params.bias_tokens = {3};
+  r.params.bias_values = {2.5f};
+  REQUIRE(s.enqueue(r, 0) == enqueue_status::accepted);
+  s.admit(1);
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 1);
+  // The request's own logit bias stays, the mask comes after it.
+  CHECK(in.seqs[0].bias_tokens == std::vector<int32_t>{3, 77});
+  CHECK(in.seqs[0].bias_values[0] == 2.5f);
 }
 
 // -- on-demand KV growth and preemption by recompute --------------------------

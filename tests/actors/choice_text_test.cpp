@@ -27,6 +27,17 @@ private:
   std::vector<std::string> pieces_;
 };
 
+/// Token 0 is a control token "<|end|>": no bytes, spelled by token_text.
+class control_tokenizer final : public engine::tokenizer {
+public:
+  std::vector<engine::token_id> encode(std::string_view, bool) const override { return {}; }
+  std::string token_bytes(engine::token_id id) const override { return id == 0 ? "" : "w"; }
+  std::string token_text(engine::token_id id) const override { return id == 0 ? "<|end|>" : "w"; }
+  engine::token_id bos_id() const override { return -1; }
+  engine::token_id eos_id() const override { return 0; }
+  int32_t vocab_size() const override { return 2; }
+};
+
 sink_event tokens(std::vector<int32_t> ids) {
   sink_event ev;
   for (auto id : ids) {
@@ -173,4 +184,25 @@ TEST_CASE("random texts and stop strings agree with the whole-text reference", "
     for (const auto& s : stops)
       REQUIRE(join(out).find(s) == std::string::npos);
   }
+}
+
+TEST_CASE("include_stop_str: the text ends after the stop string instead of before it", "[choice_text]") {
+  piece_tokenizer tok{{"Hel", "lo ", "Wor", "ld", "!"}};
+  choice_text c{tok, {"o W"}, false, {/*include_stop_str=*/true, false}};
+  auto out = feed_one_by_one(c, {0, 1, 2, 3, 4});
+  CHECK(c.stopped());
+  CHECK(c.tokens() == 3);
+  CHECK(join(out) == "Hello W");  // "or" of "Wor" comes after the match: dropped
+}
+
+TEST_CASE("skip_special_tokens off: control tokens show as their text", "[choice_text]") {
+  control_tokenizer tok;
+  choice_text plain{tok, {}, false};
+  CHECK(plain.push(tokens({1, 0, 1})).text == "ww");
+  choice_text shown{tok, {}, false, {false, /*specials=*/true}};
+  CHECK(shown.push(tokens({1, 0, 1})).text == "w<|end|>w");
+  // A stop string can match a special token's text when it shows.
+  choice_text stop{tok, {"<|end|>"}, false, {false, true}};
+  CHECK(stop.push(tokens({1, 0, 1})).text == "w");
+  CHECK(stop.stopped());
 }

@@ -380,9 +380,9 @@ TEST_CASE("error: n above max_choices", "[openai][error]") {
 TEST_CASE("echo: completions only, and not with logprobs", "[openai]") {
   CHECK(parse_ok(R"({"model":"m","prompt":"x","echo":true})", api_kind::completions).echo);
   CHECK_FALSE(parse_ok(R"({"model":"m","prompt":"x"})", api_kind::completions).echo);
-  // Chat has no echo; the field is ignored as an unknown one.
-  CHECK_FALSE(parse_ok(R"({"model":"m","messages":[{"role":"user","content":"x"}],"echo":true})",
-                       api_kind::chat).echo);
+  // OpenAI's chat has no echo, but vLLM's does (the last message leads the
+  // answer): refused rather than ignored, so its users are not surprised.
+  check_chat_error(R"(,"echo":true)", "echo", "chat does not echo");
   check_completions_error(R"(,"echo":1)", "echo", "must be a boolean");
   check_completions_error(R"(,"echo":true,"logprobs":2)", "echo", "prompt log-probabilities");
 }
@@ -692,4 +692,79 @@ TEST_CASE("logprobs render in OpenAI's shape for each kind", "[openai][render]")
   // Without entries the field stays null, as before.
   auto plain = nlohmann::json::parse(render_chunk(meta_for(api_kind::chat), "Hi", false, ""));
   CHECK(plain["choices"][0]["logprobs"].is_null());
+}
+
+// ---------------------------------------------------------------------------
+// Fields llmux refuses rather than ignore, and vLLM's extras
+
+TEST_CASE("refused fields: a 400 naming the field, unless null or neutral", "[openai][parse]") {
+  // Written from OpenAI's and vLLM's API references, not from the table.
+  check_completions_error(R"(,"best_of":3)", "best_of", "best_of");
+  check_completions_error(R"(,"n":2,"best_of":1)", "best_of", "at least 'n'");
+  check_completions_error(R"(,"suffix":" the end")", "suffix", "suffix");
+  check_chat_error(R"(,"audio":{"voice":"alloy","format":"wav"})", "audio", "audio");
+  check_chat_error(R"(,"modalities":["text","audio"])", "modalities", "text");
+  check_chat_error(R"(,"prediction":{"type":"content","content":"x"})", "prediction", "predicted");
+  check_chat_error(R"(,"tools":[{"type":"function","function":{"name":"f"}}])", "tools", "tool");
+  check_chat_error(R"(,"tool_choice":"required")", "tool_choice", "tool");
+  check_chat_error(R"(,"functions":[{"name":"f"}])", "functions", "functions");
+  check_chat_error(R"(,"response_format":{"type":"json_object"})", "response_format", "structured");
+  check_completions_error(R"(,"use_beam_search":true)", "use_beam_search", "beam");
+  check_completions_error(R"(,"guided_choice":["a","b"])", "guided_choice", "guided");
+  check_chat_error(R"(,"echo":true)", "echo", "echo");
+  check_chat_error(R"(,"add_generation_prompt":false)", "add_generation_prompt", "assistant");
+  for (const auto& e : {parse_err(R"({"model":"m","prompt":"x","best_of":2})", api_kind::completions)})
+    CHECK(e.code == "unsupported_parameter");
+
+  // Neutral values and nulls pass.
+  parse_ok(R"({"model":"m","prompt":"x","best_of":1,"suffix":"","use_beam_search":false})", api_kind::completions);
+  parse_ok(R"({"model":"m","prompt":"x","n":3,"best_of":3})", api_kind::completions);
+  parse_ok(R"({"model":"m","messages":[{"role":"user","content":"hi"}],"audio":null,"modalities":["text"],)"
+           R"("tools":[],"tool_choice":"none","response_format":{"type":"text"},"echo":false,)"
+           R"("parallel_tool_calls":true,"store":false,"metadata":{"a":"b"},"service_tier":"auto"})",
+           api_kind::chat);
+  // A completions-only field in a chat body is unknown there, and ignored.
+  parse_ok(R"({"model":"m","messages":[{"role":"user","content":"hi"}],"suffix":"x","best_of":4})", api_kind::chat);
+  CHECK_FALSE(unsupported_fields().empty());
+}
+
+TEST_CASE("vLLM extras: parsed, defaulted and range-checked", "[openai][parse]") {
+  auto d = parse_ok(R"({"model":"m","prompt":"x"})", api_kind::completions);
+  CHECK_FALSE(d.ignore_eos);
+  CHECK(d.min_tokens == 0);
+  CHECK(d.stop_token_ids.empty());
+  CHECK_FALSE(d.include_stop_str_in_output);
+  CHECK(d.skip_special_tokens);
+  CHECK_FALSE(d.truncate_prompt_tokens);
+
+  auto r = parse_ok(R"({"model":"m","prompt":"x","ignore_eos":true,"min_tokens":4,"max_tokens":8,)"
+                    R"("stop_token_ids":[2,7],"include_stop_str_in_output":true,"skip_special_tokens":false,)"
+                    R"("truncate_prompt_tokens":16,"stream":true,)"
+                    R"("stream_options":{"include_usage":true,"continuous_usage_stats":true}})",
+                    api_kind::completions);
+  CHECK(r.ignore_eos);
+  CHECK(r.min_tokens == 4);
+  CHECK(r.stop_token_ids == std::vector<int32_t>{2, 7});
+  CHECK(r.include_stop_str_in_output);
+  CHECK_FALSE(r.skip_special_tokens);
+  CHECK(r.truncate_prompt_tokens == 16);
+  CHECK(r.continuous_usage_stats);
+  CHECK_FALSE(parse_ok(R"({"model":"m","prompt":"x","truncate_prompt_tokens":-1})", api_kind::completions)
+                .truncate_prompt_tokens);
+
+  check_completions_error(R"(,"ignore_eos":"yes")", "ignore_eos", "boolean");
+  check_completions_error(R"(,"min_tokens":-1)", "min_tokens", "at least 0");
+  check_completions_error(R"(,"min_tokens":9,"max_tokens":8)", "min_tokens", "at most 'max_tokens'");
+  check_completions_error(R"(,"stop_token_ids":5)", "stop_token_ids", "array");
+  check_completions_error(R"(,"stop_token_ids":[-3])", "stop_token_ids", "token ids");
+  check_completions_error(R"(,"truncate_prompt_tokens":0)", "truncate_prompt_tokens", "at least 1");
+}
+
+TEST_CASE("continuous usage: a chunk carries the counts so far", "[openai][render]") {
+  usage_counts u{7, 3};
+  auto j = json::parse(render_chunk(meta_for(api_kind::chat), "hi", false, "", nullptr, 0, &u));
+  CHECK(j["usage"]["prompt_tokens"] == 7);
+  CHECK(j["usage"]["completion_tokens"] == 3);
+  CHECK(j["usage"]["total_tokens"] == 10);
+  CHECK_FALSE(json::parse(render_chunk(meta_for(api_kind::chat), "hi", false, "")).contains("usage"));
 }
