@@ -1,0 +1,356 @@
+#include "engine/json_schema_grammar.hpp"
+
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+namespace llmux::engine {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+/// The rules every JSON grammar shares.
+const char* const json_primitives = R"(space ::= | " " | "\n" [ \t]{0,8}
+json-char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
+json-string ::= "\"" json-char* "\"" space
+json-int-part ::= [0] | [1-9] [0-9]{0,15}
+json-number ::= "-"? json-int-part ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})? space
+json-nonneg-number ::= json-int-part ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})? space
+json-integer ::= "-"? json-int-part space
+json-nonneg-integer ::= json-int-part space
+json-boolean ::= ("true" | "false") space
+json-null ::= "null" space
+json-value ::= json-object | json-array | json-string | json-number | json-boolean | json-null
+json-object ::= "{" space (json-string ":" space json-value ("," space json-string ":" space json-value)*)? "}" space
+json-array ::= "[" space (json-value ("," space json-value)*)? "]" space
+)";
+
+const std::set<std::string> annotations = {"title", "description", "examples", "default", "$schema",
+                                           "$id", "$comment", "format_hint", "strict", "readOnly",
+                                           "writeOnly", "deprecated"};
+
+class converter {
+public:
+  explicit converter(const ojson& root) : root_(root) {}
+
+  std::string run() {
+    const std::string top = visit(root_, "#");
+    std::string out = "root ::= " + top + "\n";
+    for (const auto& [name, body] : rules_)
+      out += name + " ::= " + body + "\n";
+    return out + json_primitives;
+  }
+
+private:
+  [[noreturn]] static void refuse(const std::string& feature, const std::string& path, const std::string& why) {
+    throw schema_error(feature, path, "JSON schema at " + path + ": " + why);
+  }
+
+  /// A rule holding `body`, reusing an identical one.
+  std::string rule(const std::string& hint, const std::string& body) {
+    auto it = by_body_.find(body);
+    if (it != by_body_.end())
+      return it->second;
+    std::string name;
+    for (char c : hint)
+      name += (std::isalnum(static_cast<unsigned char>(c)) != 0) ? c : '-';
+    if (name.empty() || name.size() > 40)
+      name = "s";
+    name = "s-" + name;
+    std::string unique = name;
+    for (int k = 2; rules_.count(unique) != 0 || reserved_.count(unique) != 0; ++k)
+      unique = name + "-" + std::to_string(k);
+    rules_[unique] = body;
+    by_body_[body] = unique;
+    return unique;
+  }
+
+  std::string visit(const ojson& s, const std::string& path) {
+    if (s.is_boolean()) {
+      if (!s.get<bool>())
+        refuse("false", path, "the schema 'false' admits no value");
+      return "json-value";
+    }
+    if (!s.is_object())
+      refuse("schema", path, "a schema must be an object or a boolean");
+    for (auto it = s.begin(); it != s.end(); ++it) {
+      static const std::set<std::string> known = {
+        "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+        "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "minLength",
+        "maxLength", "minimum", "exclusiveMinimum"};
+      if (known.count(it.key()) == 0 && annotations.count(it.key()) == 0)
+        refuse(it.key(), path, "'" + it.key() + "' is not supported");
+    }
+    if (s.contains("$ref"))
+      return ref(s["$ref"], path);
+    if (s.contains("const"))
+      return literal_value(s["const"]);
+    if (s.contains("enum")) {
+      const auto& e = s["enum"];
+      if (!e.is_array() || e.empty())
+        refuse("enum", path, "'enum' must be a non-empty array");
+      std::string body;
+      for (const auto& v : e)
+        body += (body.empty() ? "" : " | ") + literal_value(v);
+      return rule(path_hint(path) + "-enum", body);
+    }
+    for (const char* key : {"anyOf", "oneOf"})
+      if (s.contains(key)) {
+        const auto& alts = s[key];
+        if (!alts.is_array() || alts.empty())
+          refuse(key, path, std::string("'") + key + "' must be a non-empty array");
+        std::string body;
+        for (size_t i = 0; i < alts.size(); ++i)
+          body += (body.empty() ? "" : " | ") + visit(alts[i], path + "/" + key + "/" + std::to_string(i));
+        return rule(path_hint(path) + "-alt", body);
+      }
+    if (s.contains("allOf")) {
+      const auto& all = s["allOf"];
+      if (!all.is_array() || all.size() != 1)
+        refuse("allOf", path, "'allOf' is supported with one schema only");
+      return visit(all[0], path + "/allOf/0");
+    }
+    if (!s.contains("type")) {
+      if (s.contains("properties"))
+        return object(s, path);
+      if (s.contains("items"))
+        return array(s, path);
+      return "json-value";
+    }
+    const auto& t = s["type"];
+    if (t.is_array()) {
+      std::string body;
+      for (const auto& one : t) {
+        ojson single = s;
+        single["type"] = one;
+        body += (body.empty() ? "" : " | ") + typed(single, one, path);
+      }
+      if (body.empty())
+        refuse("type", path, "'type' must not be empty");
+      return rule(path_hint(path) + "-types", body);
+    }
+    return typed(s, t, path);
+  }
+
+  std::string typed(const ojson& s, const ojson& t, const std::string& path) {
+    if (!t.is_string())
+      refuse("type", path, "'type' must be a string or an array of strings");
+    const std::string type = t.get<std::string>();
+    const bool nonneg = minimum_zero(s, path);
+    if (type == "object")
+      return object(s, path);
+    if (type == "array")
+      return array(s, path);
+    if (type == "string")
+      return string(s, path);
+    if (type == "number")
+      return nonneg ? "json-nonneg-number" : "json-number";
+    if (type == "integer")
+      return nonneg ? "json-nonneg-integer" : "json-integer";
+    if (type == "boolean")
+      return "json-boolean";
+    if (type == "null")
+      return "json-null";
+    refuse("type", path, "unknown type '" + type + "'");
+  }
+
+  /// `minimum: 0` (or `exclusiveMinimum: -1` for integers is not checked):
+  /// only the non-negative bound is expressible here.
+  static bool minimum_zero(const ojson& s, const std::string& path) {
+    if (s.contains("exclusiveMinimum"))
+      refuse("exclusiveMinimum", path, "'exclusiveMinimum' is not supported");
+    if (!s.contains("minimum"))
+      return false;
+    const auto& m = s["minimum"];
+    if (!m.is_number() || m.get<double>() != 0.0)
+      refuse("minimum", path, "'minimum' is supported only as 0");
+    return true;
+  }
+
+  std::string string(const ojson& s, const std::string& path) {
+    const bool bounded = s.contains("minLength") || s.contains("maxLength");
+    if (!bounded)
+      return "json-string";
+    auto bound = [&](const char* key, int64_t dflt) {
+      if (!s.contains(key))
+        return dflt;
+      const auto& v = s[key];
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 10000)
+        refuse(key, path, std::string("'") + key + "' must be an integer from 0 to 10000");
+      return v.get<int64_t>();
+    };
+    const int64_t lo = bound("minLength", 0), hi = bound("maxLength", -1);
+    if (hi >= 0 && hi < lo)
+      refuse("maxLength", path, "'maxLength' is below 'minLength'");
+    const std::string rep = "{" + std::to_string(lo) + "," + (hi >= 0 ? std::to_string(hi) : "") + "}";
+    return rule(path_hint(path) + "-string", "\"\\\"\" json-char" + rep + " \"\\\"\" space");
+  }
+
+  std::string array(const ojson& s, const std::string& path) {
+    const std::string item = s.contains("items") ? visit(s["items"], path + "/items") : "json-value";
+    auto bound = [&](const char* key, int64_t dflt) {
+      if (!s.contains(key))
+        return dflt;
+      const auto& v = s[key];
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 1000)
+        refuse(key, path, std::string("'") + key + "' must be an integer from 0 to 1000");
+      return v.get<int64_t>();
+    };
+    const int64_t lo = bound("minItems", 0), hi = bound("maxItems", -1);
+    if (hi >= 0 && hi < lo)
+      refuse("maxItems", path, "'maxItems' is below 'minItems'");
+    std::string body;
+    if (hi == 0) {
+      body = "\"[\" space \"]\" space";
+    } else {
+      const int64_t more_lo = lo > 0 ? lo - 1 : 0;
+      const std::string more_hi = hi >= 0 ? std::to_string(hi - 1) : "";
+      std::string list = item + " (\",\" space " + item + "){" + std::to_string(more_lo) + "," + more_hi + "}";
+      body = "\"[\" space " + (lo == 0 ? "(" + list + ")?" : list) + " \"]\" space";
+    }
+    return rule(path_hint(path) + "-array", body);
+  }
+
+  std::string object(const ojson& s, const std::string& path) {
+    if (!s.contains("properties")) {
+      if (s.contains("required") && !s["required"].empty())
+        refuse("required", path, "'required' names properties but 'properties' is missing");
+      if (!s.contains("additionalProperties") || s["additionalProperties"] == true)
+        return "json-object";
+      const auto& extra = s["additionalProperties"];
+      if (extra == false)
+        return rule(path_hint(path) + "-empty", "\"{\" space \"}\" space");
+      // A map: any keys, each value of the given schema.
+      const std::string value = visit(extra, path + "/additionalProperties");
+      const std::string kv = "json-string \":\" space " + value;
+      return rule(path_hint(path) + "-map", "\"{\" space (" + kv + " (\",\" space " + kv + ")*)? \"}\" space");
+    }
+    const auto& props = s["properties"];
+    if (!props.is_object())
+      refuse("properties", path, "'properties' must be an object");
+    std::set<std::string> required;
+    if (s.contains("required")) {
+      if (!s["required"].is_array())
+        refuse("required", path, "'required' must be an array of names");
+      for (const auto& r : s["required"]) {
+        if (!r.is_string() || !props.contains(r.get<std::string>()))
+          refuse("required", path, "'required' names a property 'properties' does not have");
+        required.insert(r.get<std::string>());
+      }
+    }
+    std::vector<std::string> req, opt;
+    for (auto it = props.begin(); it != props.end(); ++it) {
+      const std::string kv = gbnf_literal(ojson(it.key()).dump()) + " space \":\" space " +
+                             visit(it.value(), path + "/properties/" + it.key());
+      (required.count(it.key()) ? req : opt).push_back(kv);
+    }
+    std::string body = "\"{\" space ";
+    for (size_t i = 0; i < req.size(); ++i)
+      body += (i ? "\",\" space " : "") + req[i] + " ";
+    if (!req.empty()) {
+      for (const auto& kv : opt)
+        body += "(\",\" space " + kv + ")? ";
+    } else if (!opt.empty()) {
+      // No required property: the first one present, then the later ones, each optional.
+      std::string alts;
+      for (size_t i = 0; i < opt.size(); ++i) {
+        std::string alt = opt[i];
+        for (size_t j = i + 1; j < opt.size(); ++j)
+          alt += " (\",\" space " + opt[j] + ")?";
+        alts += (alts.empty() ? "" : " | ") + alt;
+      }
+      body += "(" + alts + ")? ";
+    }
+    body += "\"}\" space";
+    return rule(path_hint(path) + "-object", body);
+  }
+
+  std::string ref(const ojson& r, const std::string& path) {
+    if (!r.is_string())
+      refuse("$ref", path, "'$ref' must be a string");
+    const std::string target = r.get<std::string>();
+    std::string section, name;
+    for (const char* prefix : {"#/$defs/", "#/definitions/"})
+      if (target.rfind(prefix, 0) == 0) {
+        section = std::string(prefix).substr(2, std::string(prefix).size() - 3);
+        name = target.substr(std::string(prefix).size());
+      }
+    if (section.empty() || !root_.contains(section) || !root_[section].contains(name))
+      refuse("$ref", path, "'$ref' " + target + " is not a definition in this schema (#/$defs/NAME)");
+    auto it = refs_.find(target);
+    if (it != refs_.end())
+      return it->second;
+    // Name the rule first, so a recursive reference finds it.
+    std::string rname = "ref-";
+    for (char c : name)
+      rname += (std::isalnum(static_cast<unsigned char>(c)) != 0) ? c : '-';
+    rname += "-" + std::to_string(refs_.size());
+    refs_[target] = rname;
+    reserved_.insert(rname);
+    const std::string body = visit(root_[section][name], target);
+    rules_[rname] = body;
+    return rname;
+  }
+
+  /// A JSON value as literal text.
+  static std::string literal_value(const ojson& v) { return gbnf_literal(v.dump()) + " space"; }
+
+  static std::string path_hint(const std::string& path) {
+    const auto slash = path.rfind('/');
+    return slash == std::string::npos ? "root" : path.substr(slash + 1);
+  }
+
+  const ojson& root_;
+  std::map<std::string, std::string> rules_;
+  std::map<std::string, std::string> by_body_;
+  std::map<std::string, std::string> refs_;
+  std::set<std::string> reserved_;
+};
+
+}  // namespace
+
+std::string gbnf_literal(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7F) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02X", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::string json_schema_grammar(const std::string& schema_json) {
+  ojson schema;
+  try {
+    schema = ojson::parse(schema_json);
+  } catch (const std::exception& e) {
+    throw schema_error("schema", "#", std::string("the JSON schema is not valid JSON: ") + e.what());
+  }
+  return converter{schema}.run();
+}
+
+std::string json_object_grammar() { return std::string("root ::= json-object\n") + json_primitives; }
+
+std::string choice_grammar(const std::vector<std::string>& choices) {
+  std::string out = "root ::= ";
+  for (size_t i = 0; i < choices.size(); ++i)
+    out += (i ? " | " : "") + gbnf_literal(choices[i]);
+  return out + "\n";
+}
+
+}  // namespace llmux::engine
