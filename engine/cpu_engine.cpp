@@ -25,6 +25,7 @@ cpu_engine::cpu_engine(std::shared_ptr<const llama_model> model,
     runner_(opts.arena ? llama_runner(std::move(model), opts.arena)
                        : llama_runner(std::move(model), opts.block_tokens, opts.kv_blocks)),
     lanes_{} {
+  sampler_.set_vocab(tok_);
   lanes_[0].share = opts.share;
   lanes_[0].pool = std::make_unique<kernels::thread_pool>(threads_for(opts, opts.share));
   // A decode lane given no share of its own starts at the engine's first one

@@ -45,6 +45,14 @@ struct seq_work {
   std::vector<int32_t> bias_tokens;  ///< logit_bias
   std::vector<float> bias_values;
   int32_t logprobs = -1;  ///< -1: none; k >= 0: the sampled token's log-prob and the top k
+  /// Structured outputs: the GBNF every sampled token of this sequence must
+  /// follow. Sent on a sequence's first step only (the engine keeps the
+  /// matcher; `constrained` says so on the later ones), with the output
+  /// tokens it already has that this engine will not sample itself (after a
+  /// preemption or a migration) in `grammar_prefix`.
+  std::string grammar;
+  std::vector<token_id> grammar_prefix;
+  bool constrained = false;
   /// Engines that keep KV in the unit's shared blocks: physical block ids
   /// appended to the sequence's table before this step (token-block-major,
   /// then layer, then KV head), as the unit's kv_manager granted them. A

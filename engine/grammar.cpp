@@ -17,7 +17,8 @@ bool name_char(char c) {
 int decode_utf8(std::string_view s, size_t& i, uint32_t& cp) {
   const auto b = static_cast<uint8_t>(s[i]);
   int n = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
-  if (n == 0)
+  // C0 and C1 only start overlong forms of ASCII; F5.. are past U+10FFFF.
+  if (n == 0 || b == 0xC0 || b == 0xC1 || b > 0xF4)
     return -1;
   cp = n == 1 ? b : n == 2 ? (b & 0x1F) : n == 3 ? (b & 0x0F) : (b & 0x07);
   for (int k = 1; k < n; ++k) {
@@ -28,6 +29,10 @@ int decode_utf8(std::string_view s, size_t& i, uint32_t& cp) {
       return -1;
     cp = (cp << 6) | (c & 0x3F);
   }
+  // An overlong form ("\xE0\x80\xA2" for '"') would slip a character past
+  // a class that refuses it.
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+    return -1;
   i += static_cast<size_t>(n);
   return 1;
 }
@@ -43,7 +48,9 @@ std::pair<uint32_t, uint32_t> partial_range(std::string_view partial) {
     lo = (lo << 6) | c;
     hi = (hi << 6) | (have ? c : 0x3Fu);
   }
-  return {lo, hi};
+  // Only the shortest form is valid: a 3-byte character is at least U+0800.
+  const uint32_t least = n == 2 ? 0x80u : n == 3 ? 0x800u : 0x10000u;
+  return {std::max(lo, least), std::min(hi, 0x10FFFFu)};
 }
 
 /// Whether the class at `pos` accepts `cp`; `after` is the element past it.
@@ -137,6 +144,8 @@ std::vector<stack> accept_cp(const std::vector<std::vector<gelem>>& rules, const
 
 bool partial_ok(const std::vector<stack>& stacks, std::string_view partial) {
   const auto [lo, hi] = partial_range(partial);
+  if (lo > hi)
+    return false;  // the bytes so far only start overlong forms
   for (const auto& s : stacks)
     if (!s.empty() && match_range(s.back(), lo, hi))
       return true;

@@ -15,7 +15,9 @@
 namespace llmux::net {
 namespace {
 
-using json = nlohmann::json;
+/// Ordered: a JSON schema in a body keeps its properties in the order written
+/// (structured outputs generate them in that order, as OpenAI does).
+using json = nlohmann::ordered_json;
 /// Rendering keeps OpenAI's field order so responses diff cleanly against theirs.
 using ordered_json = nlohmann::ordered_json;
 
@@ -376,15 +378,9 @@ const std::vector<refused_field>& refused_fields() {
     {{"tool_choice", true, false, "tool calling is not supported yet"}, "[\"none\",\"auto\"]"},
     {{"functions", true, false, "'functions' (deprecated) is not supported"}, "[[]]"},
     {{"function_call", true, false, "'function_call' (deprecated) is not supported"}, "[\"none\",\"auto\"]"},
-    {{"response_format", true, true, "structured outputs are not supported yet; only {\"type\": \"text\"} is"},
-     "[{\"type\":\"text\"}]"},
     // vLLM's extensions.
     {{"use_beam_search", true, true, "beam search is not supported"}, "[false]"},
-    {{"guided_json", true, true, "guided decoding is not supported yet"}, ""},
-    {{"guided_regex", true, true, "guided decoding is not supported yet"}, ""},
-    {{"guided_choice", true, true, "guided decoding is not supported yet"}, ""},
-    {{"guided_grammar", true, true, "guided decoding is not supported yet"}, ""},
-    {{"structured_outputs", true, true, "guided decoding is not supported yet"}, ""},
+    {{"guided_regex", true, true, "regular-expression constraints are not supported yet (JSON schema, choice and GBNF are)"}, ""},
     {{"prompt_logprobs", true, true, "prompt log-probabilities are not computed"}, ""},
     {{"allowed_token_ids", true, true, "'allowed_token_ids' is not supported"}, "[[]]"},
     {{"bad_words", true, true, "'bad_words' is not supported"}, "[[]]"},
@@ -461,6 +457,99 @@ void parse_vllm_extras(const json& body, completion_request& req) {
   }
 }
 
+/// One structured-output source; a second one is a 400.
+void set_constraint(completion_request& req, output_constraint c) {
+  if (req.constraint.kind != constraint_kind::none) {
+    fail(c.param, "'" + c.param + "' and '" + req.constraint.param +
+                      "' both constrain the output: give one of them");
+  }
+  req.constraint = std::move(c);
+}
+
+output_constraint schema_constraint(const json& schema, const std::string& param) {
+  output_constraint c;
+  c.param = param;
+  c.kind = constraint_kind::json_schema;
+  if (schema.is_string()) {
+    // vLLM takes guided_json as a JSON text too.
+    try {
+      c.text = json::parse(schema.get<std::string>()).dump();
+    } catch (const json::exception&) {
+      fail(param, "'" + param + "' is a string but not a JSON schema");
+    }
+  } else if (schema.is_object() || schema.is_boolean()) {
+    c.text = schema.dump();
+  } else {
+    fail_type(param, "a JSON schema (an object)", schema);
+  }
+  return c;
+}
+
+output_constraint choice_constraint(const json& v, const std::string& param) {
+  if (!v.is_array() || v.empty()) fail(param, "'" + param + "' must be a non-empty array of strings");
+  output_constraint c;
+  c.param = param;
+  c.kind = constraint_kind::choice;
+  for (const auto& e : v) c.choices.push_back(get_string(e, param));
+  return c;
+}
+
+output_constraint grammar_constraint(const json& v, const std::string& param) {
+  output_constraint c;
+  c.param = param;
+  c.kind = constraint_kind::grammar;
+  c.text = get_string(v, param);
+  if (c.text.empty()) fail(param, "'" + param + "' must not be empty");
+  return c;
+}
+
+/// response_format, guided_json / guided_choice / guided_grammar and
+/// structured_outputs {json, choice, grammar, json_object}.
+void parse_constraint(const json& body, completion_request& req) {
+  if (const json* rf = optional_field(body, "response_format")) {
+    if (!rf->is_object()) fail_type("response_format", "an object", *rf);
+    const json* type = optional_field(*rf, "type");
+    if (!type) fail_missing("response_format.type");
+    const std::string& t = get_string(*type, "response_format.type");
+    if (t == "json_object") {
+      set_constraint(req, {constraint_kind::json_object, {}, {}, "response_format"});
+    } else if (t == "json_schema") {
+      const json* js = optional_field(*rf, "json_schema");
+      if (!js || !js->is_object()) fail_missing("response_format.json_schema");
+      const json* schema = optional_field(*js, "schema");
+      if (!schema) fail_missing("response_format.json_schema.schema");
+      set_constraint(req, schema_constraint(*schema, "response_format"));
+    } else if (t != "text") {
+      fail("response_format", "Invalid value: '" + t + "'. Supported values are: 'text', 'json_object' and 'json_schema'.",
+           "invalid_value");
+    }
+  }
+  if (const json* v = optional_field(body, "guided_json")) set_constraint(req, schema_constraint(*v, "guided_json"));
+  if (const json* v = optional_field(body, "guided_choice")) set_constraint(req, choice_constraint(*v, "guided_choice"));
+  if (const json* v = optional_field(body, "guided_grammar")) set_constraint(req, grammar_constraint(*v, "guided_grammar"));
+  if (const json* so = optional_field(body, "structured_outputs")) {
+    if (!so->is_object()) fail_type("structured_outputs", "an object", *so);
+    for (auto it = so->begin(); it != so->end(); ++it) {
+      const std::string& k = it.key();
+      const json& v = it.value();
+      if (v.is_null()) continue;
+      if (k == "json") {
+        set_constraint(req, schema_constraint(v, "structured_outputs"));
+      } else if (k == "choice") {
+        set_constraint(req, choice_constraint(v, "structured_outputs"));
+      } else if (k == "grammar") {
+        set_constraint(req, grammar_constraint(v, "structured_outputs"));
+      } else if (k == "json_object") {
+        if (get_bool(v, "structured_outputs.json_object"))
+          set_constraint(req, {constraint_kind::json_object, {}, {}, "structured_outputs"});
+      } else if (k == "regex") {
+        fail("structured_outputs", "regular-expression constraints are not supported yet (JSON schema, choice and GBNF are)",
+             "unsupported_parameter");
+      }
+    }
+  }
+}
+
 completion_request parse_body(const json& body, api_kind kind) {
   if (!body.is_object()) {
     fail("", std::string("Request body must be a JSON object, got ") + body.type_name());
@@ -478,6 +567,7 @@ completion_request parse_body(const json& body, api_kind kind) {
   parse_sampling(body, req);
   parse_vllm_extras(body, req);
   refuse_unsupported(body, req);
+  parse_constraint(body, req);
   if (const json* v = optional_field(body, "user")) req.user = get_string(*v, "user");
   if (kind == api_kind::completions)
     if (const json* v = optional_field(body, "echo")) req.echo = get_bool(*v, "echo");

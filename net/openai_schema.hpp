@@ -21,6 +21,17 @@ struct chat_message {
   std::string content;  ///< text; an array of {type:"text",text} parts is joined
 };
 
+/// What the output must be (structured outputs): from `response_format`,
+/// vLLM's `guided_json` / `guided_choice` / `guided_grammar`, or its newer
+/// `structured_outputs` object. At most one per request.
+enum class constraint_kind { none, json_object, json_schema, choice, grammar };
+struct output_constraint {
+  constraint_kind kind = constraint_kind::none;
+  std::string text;                  ///< json_schema: the schema (JSON text); grammar: GBNF
+  std::vector<std::string> choices;  ///< choice
+  std::string param;                 ///< the field it came from, for errors
+};
+
 /// A validated `/v1/completions` or `/v1/chat/completions` body.
 struct completion_request {
   api_kind kind = api_kind::completions;
@@ -56,6 +67,7 @@ struct completion_request {
   bool skip_special_tokens = true;  ///< false: control tokens' text (<|im_end|>) shows in the output
   bool continuous_usage_stats = false;  ///< stream_options: every chunk carries usage so far
   std::optional<int> truncate_prompt_tokens;  ///< keep only the prompt's last k tokens (>= 1)
+  output_constraint constraint;
 };
 
 /// A request field llmux refuses (when set to anything but its neutral

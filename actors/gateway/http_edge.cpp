@@ -1,6 +1,8 @@
 #include "actors/gateway/http_edge.hpp"
 
 #include "actors/gateway/choice_text.hpp"
+#include "engine/grammar.hpp"
+#include "engine/json_schema_grammar.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -1068,8 +1070,40 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
       if (outside_vocab(t, "stop_token_ids"))
         return;
 
+    // Structured outputs: the constraint becomes a grammar here, so a schema
+    // the converter cannot express is a 400 naming the feature, before any
+    // unit sees the request.
+    std::string grammar;
+    if (r.constraint.kind != net::constraint_kind::none) {
+      if (model.cfg.backend == "sim") {
+        answer_error(make_error(400, "structured outputs need a model that computes logits; '" + r.model
+                                       + "' runs on the simulated backend",
+                                "invalid_request_error", r.constraint.param));
+        return;
+      }
+      try {
+        using ck = net::constraint_kind;
+        switch (r.constraint.kind) {
+          case ck::json_object: grammar = engine::json_object_grammar(); break;
+          case ck::json_schema: grammar = engine::json_schema_grammar(r.constraint.text); break;
+          case ck::choice: grammar = engine::choice_grammar(r.constraint.choices); break;
+          case ck::grammar: grammar = r.constraint.text; break;
+          case ck::none: break;
+        }
+        (void)engine::grammar::parse(grammar);
+      } catch (const engine::schema_error& e) {
+        answer_error(make_error(400, std::string(e.what()) + " ('" + e.feature() + "')", "invalid_request_error",
+                                r.constraint.param, "unsupported_schema"));
+        return;
+      } catch (const engine::grammar_error& e) {
+        answer_error(make_error(400, e.what(), "invalid_request_error", r.constraint.param, "invalid_grammar"));
+        return;
+      }
+    }
+
     protocol::gen_request g;
     g.model = r.model;
+    g.params.grammar = std::move(grammar);
     g.original_prompt_len = static_cast<int32_t>(prompt.size());
     g.params.max_tokens = max_tokens;
     g.params.min_tokens = r.min_tokens;

@@ -55,13 +55,14 @@ struct gen_params {
   uint64_t seed = 0;
   bool ignore_eos = false;
   int32_t min_tokens = 0;  ///< EOS and stop_tokens are masked until this many are out
+  std::string grammar;     ///< structured outputs: GBNF the output follows; empty: free
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_params& x) {
   return f(caf::meta::type_name("gen_params"), x.max_tokens, x.temperature, x.top_p, x.top_k,
            x.min_p, x.presence_penalty, x.frequency_penalty, x.repetition_penalty, x.bias_tokens,
-           x.bias_values, x.stop_tokens, x.logprobs, x.seed, x.ignore_eos, x.min_tokens);
+           x.bias_values, x.stop_tokens, x.logprobs, x.seed, x.ignore_eos, x.min_tokens, x.grammar);
 }
 
 /// A tokenized request, as it leaves the edge. After a migration, `prompt`
@@ -192,7 +193,7 @@ typename Inspector::result_type inspect(Inspector& f, seq_work& x) {
   return f(caf::meta::type_name("seq_work"), x.seq_id, x.tokens, x.context_len, x.prompt_len,
            x.sample, x.seed, x.temperature, x.top_p, x.top_k, x.min_p, x.presence_penalty,
            x.frequency_penalty, x.repetition_penalty, x.bias_tokens, x.bias_values, x.logprobs,
-           x.kv_blocks);
+           x.grammar, x.grammar_prefix, x.constrained, x.kv_blocks);
 }
 
 template <class Inspector>

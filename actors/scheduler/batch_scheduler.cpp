@@ -40,6 +40,22 @@ bool prefix_shareable(const protocol::gen_params& p) {
 
 }  // namespace
 
+void batch_scheduler::attach_grammar(engine::seq_work& w, sequence& s) {
+  if (s.req.params.grammar.empty())
+    return;
+  w.constrained = true;
+  if (s.grammar_sent)
+    return;
+  s.grammar_sent = true;
+  w.grammar = s.req.params.grammar;
+  // Output that came with the request (a migration's continuation) or that
+  // an earlier admission sampled (before a preemption).
+  const auto orig = static_cast<size_t>(std::max<int32_t>(0, s.req.original_prompt_len));
+  if (orig < s.req.prompt.size())
+    w.grammar_prefix.assign(s.req.prompt.begin() + static_cast<std::ptrdiff_t>(orig), s.req.prompt.end());
+  w.grammar_prefix.insert(w.grammar_prefix.end(), s.generated.begin(), s.generated.end());
+}
+
 std::vector<int32_t> batch_scheduler::banned(const sequence& s) const {
   std::vector<int32_t> out;
   const auto& p = s.req.params;
@@ -375,6 +391,7 @@ void batch_scheduler::preempt(uint64_t id, step_events& ev) {
   s.computed = 0;
   s.committed_blocks = 0;
   s.new_blocks.clear();
+  s.grammar_sent = false;  // the engine forgets the sequence with its KV
   // Preempted newest first, so pushing to the front keeps them oldest first.
   preempted_.push_front(std::move(s));
   ++preemptions_;
@@ -437,6 +454,7 @@ engine::step_input batch_scheduler::next_step(engine::job_kind job) {
     w.prompt_len = s.req.original_prompt_len;
     w.sample = true;
     fill_sampling(w, s.req.params, banned(s));
+    attach_grammar(w, s);
     in.seqs.push_back(std::move(w));
     plan.push_back({id, 1, true});
     budget -= 1;
@@ -466,6 +484,7 @@ engine::step_input batch_scheduler::next_step(engine::job_kind job) {
     bool sample = chunk == pending;
     w.sample = sample;
     fill_sampling(w, s.req.params, banned(s));
+    attach_grammar(w, s);
     in.seqs.push_back(std::move(w));
     plan.push_back({id, chunk, sample});
     budget -= chunk;

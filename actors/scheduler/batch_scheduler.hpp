@@ -212,6 +212,7 @@ private:
     std::vector<int32_t> new_blocks;  ///< granted block ids the engine has not been given
     bool cancelled = false;
     bool busy = false;  ///< in a step in flight
+    bool grammar_sent = false;  ///< the engine has this admission's grammar matcher
   };
   struct planned {
     uint64_t id;
@@ -223,6 +224,9 @@ private:
   /// Tokens `s` may not sample yet: EOS (unless ignored) and its stop
   /// tokens while fewer than min_tokens are out.
   [[nodiscard]] std::vector<int32_t> banned(const sequence& s) const;
+  /// Structured outputs: the grammar (and the output the engine did not
+  /// sample itself) on the first work of an admission, `constrained` on all.
+  static void attach_grammar(engine::seq_work& w, sequence& s);
   [[nodiscard]] int64_t admission_blocks(const protocol::gen_request& r) const;
   [[nodiscard]] int32_t total_len(const sequence& s) const;
   /// Tokens the cache may hold for `s` (its blocks × block_tokens).

@@ -154,6 +154,7 @@ void* cuda_engine::upload_vector(const float* v, int64_t n) {
 cuda_engine::cuda_engine(std::shared_ptr<const llama_model> model, std::shared_ptr<const tokenizer> tok,
                          cuda_engine_options opts)
   : model_(std::move(model)), tok_(std::move(tok)), opts_(opts) {
+  sampler_.set_vocab(tok_);
   std::string why;
   if (!cu::device_available(&why))
     throw cu::cuda_error("no usable CUDA device: " + why);
@@ -407,7 +408,8 @@ void cuda_engine::prepare_locked(const step_input& in) {
   // the device sampler (the CPU sampler's semantics, kernels/cuda/sample).
   bool device_greedy = true;
   for (const auto& w : in.seqs)
-    if (w.sample && (w.temperature > 0 || w.logprobs >= 0 || !w.bias_tokens.empty() || w.presence_penalty != 0
+    if (w.sample && (w.temperature > 0 || w.logprobs >= 0 || !w.bias_tokens.empty() || w.constrained
+                     || w.presence_penalty != 0
                      || w.frequency_penalty != 0 || w.repetition_penalty != 1))
       device_greedy = false;
   // A decode-only step (one token per sequence, every one sampling) replays
@@ -547,6 +549,9 @@ step_output cuda_engine::run_locked(const step_input& in) {
         }
       }
     }
+    // Structured outputs: the grammar masks went to the device as -inf
+    // processors; the matchers follow the tokens drawn there.
+    sampler_.advance(in, out);
   } else {
     out.tokens.assign(in.seqs.size(), -1);
   }

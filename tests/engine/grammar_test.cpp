@@ -92,6 +92,15 @@ TEST_CASE("matcher: a character split across tokens waits for its end", "[gramma
   // A lead byte whose characters the class cannot hold is refused at once.
   grammar_matcher ascii{grammar::parse("root ::= [a-z]+\n")};
   CHECK_FALSE(ascii.allows("\xc3"));
+  // Lead bytes of 3- and 4-byte characters cannot end in ASCII (overlong
+  // forms are invalid), nor can C0/C1 start anything.
+  grammar_matcher quote{grammar::parse("root ::= \"\\\"\" [ ]?\n")};
+  CHECK(quote.allows("\""));
+  CHECK_FALSE(quote.allows("\xe0"));
+  CHECK_FALSE(quote.allows("\xf0"));
+  CHECK_FALSE(quote.allows("\xe0\x80\xa2"));  // overlong '"'
+  CHECK_FALSE(quote.allows("\xc0\xa2"));
+  CHECK(matches("root ::= [^a]\n", "\xe0\xa4\x85"));  // U+0905, shortest form
 }
 
 TEST_CASE("json schema: objects with required and optional properties", "[grammar][schema]") {
@@ -178,7 +187,7 @@ TEST_CASE("masks: the trie walk agrees with asking each token", "[grammar]") {
   // tokens, stray continuation bytes, and specials (empty: never allowed).
   std::vector<std::string> vocab = {"", "{", "}", "\"", "\":", " ", ",", "\"name", "na", "me", "\xc3", "\xa9",
                                     "\xc3\xa9", "1", "12", "-", "true", "tr", "ue", "null", "\n", "\n  ", "\\",
-                                    "\\u", "00", "e9", "[", "]", "\"}", "a\"", "\x80", "}\n", "", ":"};
+                                    "\\u", "00", "e9", "[", "]", "\"}", "a\"", "\x80", "}\n", "", ":", "\xe0", "\xf0", "\xe0\xa4", "\x85"};
   std::mt19937 rng{7};
   const std::string alphabet = "{}\":, a1e-[]\\n";
   for (int i = 0; i < 200; ++i) {

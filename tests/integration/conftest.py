@@ -259,6 +259,26 @@ def start_serve(args: list, log_dir: Path, name: str, owner: str, port: int,
     return proc, base
 
 
+SMOLLM2_GGUF = Path.home() / ".cache" / "llmux" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="module")
+def smollm2_url(request, llmux_bin, tmp_path_factory):
+    """The base URL of a `llmux serve` of the embedded default (SmolLM2-135M-Instruct
+    on the CPU backend, no API key) for the requesting module; skips when the model
+    file is missing."""
+    if not SMOLLM2_GGUF.exists():
+        pytest.skip(f"{SMOLLM2_GGUF} is missing: scripts/setup fetches it")
+    tag = request.module.__name__.rsplit(".", 1)[-1]
+    port = free_port()
+    proc, url = start_serve(["--port", port], tmp_path_factory.mktemp(tag), f"serve-{tag}",
+                            request.module.__name__, port, timeout=60)
+    try:
+        yield url
+    finally:
+        proc.cleanup()
+
+
 def run_llmux(args: list[str], timeout: float = 30.0, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """Runs a short-lived llmux command (admin, bad configs) to completion."""
     return subprocess.run([str(LLMUX_BIN), *[str(a) for a in args]], capture_output=True, text=True,

@@ -708,9 +708,8 @@ TEST_CASE("refused fields: a 400 naming the field, unless null or neutral", "[op
   check_chat_error(R"(,"tools":[{"type":"function","function":{"name":"f"}}])", "tools", "tool");
   check_chat_error(R"(,"tool_choice":"required")", "tool_choice", "tool");
   check_chat_error(R"(,"functions":[{"name":"f"}])", "functions", "functions");
-  check_chat_error(R"(,"response_format":{"type":"json_object"})", "response_format", "structured");
   check_completions_error(R"(,"use_beam_search":true)", "use_beam_search", "beam");
-  check_completions_error(R"(,"guided_choice":["a","b"])", "guided_choice", "guided");
+  check_completions_error(R"(,"guided_regex":"[0-9]+")", "guided_regex", "regular-expression");
   check_chat_error(R"(,"echo":true)", "echo", "echo");
   check_chat_error(R"(,"add_generation_prompt":false)", "add_generation_prompt", "assistant");
   for (const auto& e : {parse_err(R"({"model":"m","prompt":"x","best_of":2})", api_kind::completions)})
@@ -767,4 +766,40 @@ TEST_CASE("continuous usage: a chunk carries the counts so far", "[openai][rende
   CHECK(j["usage"]["completion_tokens"] == 3);
   CHECK(j["usage"]["total_tokens"] == 10);
   CHECK_FALSE(json::parse(render_chunk(meta_for(api_kind::chat), "hi", false, "")).contains("usage"));
+}
+
+TEST_CASE("structured outputs: each source becomes one constraint", "[openai][parse]") {
+  const std::string chat = R"({"model":"m","messages":[{"role":"user","content":"hi"}],)";
+  auto r = parse_ok(chat + R"("response_format":{"type":"json_object"}})", api_kind::chat);
+  CHECK(r.constraint.kind == constraint_kind::json_object);
+  CHECK(r.constraint.param == "response_format");
+  CHECK(parse_ok(chat + R"("response_format":{"type":"text"}})", api_kind::chat).constraint.kind ==
+        constraint_kind::none);
+  // The schema keeps the order its properties were written in.
+  r = parse_ok(chat + R"("response_format":{"type":"json_schema","json_schema":{"name":"p","strict":true,)"
+                      R"("schema":{"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"integer"}}}}}})",
+               api_kind::chat);
+  CHECK(r.constraint.kind == constraint_kind::json_schema);
+  CHECK(r.constraint.text.find("zeta") < r.constraint.text.find("alpha"));
+  r = parse_ok(R"({"model":"m","prompt":"x","guided_json":"{\"type\":\"integer\"}"})", api_kind::completions);
+  CHECK(r.constraint.kind == constraint_kind::json_schema);
+  CHECK(r.constraint.text == R"({"type":"integer"})");
+  r = parse_ok(R"({"model":"m","prompt":"x","guided_choice":["yes","no"]})", api_kind::completions);
+  CHECK(r.constraint.choices == std::vector<std::string>{"yes", "no"});
+  r = parse_ok(R"({"model":"m","prompt":"x","guided_grammar":"root ::= \"a\""})", api_kind::completions);
+  CHECK(r.constraint.kind == constraint_kind::grammar);
+  r = parse_ok(R"({"model":"m","prompt":"x","structured_outputs":{"choice":["a"]}})", api_kind::completions);
+  CHECK(r.constraint.kind == constraint_kind::choice);
+  CHECK(r.constraint.param == "structured_outputs");
+
+  check_chat_error(R"(,"response_format":{"type":"xml"})", "response_format", "Invalid value");
+  check_chat_error(R"(,"response_format":{"type":"json_schema"})", "response_format.json_schema", "Missing");
+  check_chat_error(R"(,"response_format":{"type":"json_schema","json_schema":{"name":"x"}})",
+                   "response_format.json_schema.schema", "Missing");
+  check_completions_error(R"(,"guided_json":"{not json")", "guided_json", "not a JSON schema");
+  check_completions_error(R"(,"guided_choice":[])", "guided_choice", "non-empty");
+  check_completions_error(R"(,"guided_choice":["a",1])", "guided_choice", "string");
+  check_completions_error(R"(,"guided_grammar":"")", "guided_grammar", "must not be empty");
+  check_completions_error(R"(,"guided_choice":["a"],"guided_json":{"type":"string"})", "guided_choice", "give one");
+  check_completions_error(R"(,"structured_outputs":{"regex":"a+"})", "structured_outputs", "regular-expression");
 }
