@@ -1122,6 +1122,52 @@ TEST_CASE("on-demand: a refused block preempts the newest sequence, which recomp
   CHECK(d->tokens == std::vector<token_id>{62});
 }
 
+TEST_CASE("grammar: sent on an admission's first work, with the output the engine did not sample",
+          "[scheduler]") {
+  batch_scheduler s(on_demand_opts());
+  auto r1 = req(1, 3, 10, true);
+  r1.params.grammar = "root ::= [0-9]+\n";
+  admit_one(s, r1);
+  // A migrated request: its prompt carries 2 tokens streamed elsewhere.
+  auto r2 = req(2, 3, 10, true);
+  r2.original_prompt_len = 1;
+  r2.params.grammar = "root ::= [a-z]+\n";
+  admit_one(s, r2);
+  auto in = s.next_step();
+  const auto* w1 = work_for(in, 1);
+  const auto* w2 = work_for(in, 2);
+  REQUIRE((w1 != nullptr && w2 != nullptr));
+  CHECK(w1->grammar == "root ::= [0-9]+\n");
+  CHECK(w1->constrained);
+  CHECK(w1->grammar_prefix.empty());
+  CHECK(w2->grammar_prefix == std::vector<token_id>{1201, 1202});
+  auto ev = s.apply(answer(in, [](uint64_t id) { return static_cast<token_id>(40 + id); }));
+  // Later steps say "constrained" without the text.
+  in = s.next_step();
+  REQUIRE(work_for(in, 1) != nullptr);
+  CHECK(work_for(in, 1)->grammar.empty());
+  CHECK(work_for(in, 1)->constrained);
+  ev = s.apply(answer(in, [](uint64_t id) { return static_cast<token_id>(50 + id); }));
+  // Sequence 1 outgrows its block, 2 is preempted and comes back later with
+  // its grammar again and everything it had: the migrated tokens, then its own.
+  REQUIRE(ids_of(s.growth_candidates()) == std::vector<uint64_t>{1, 2});
+  ev = s.apply_growth(1);
+  REQUIRE(s.preemptions() == 1);
+  CHECK(s.cancel(1) == 2);
+  s.admit(1);
+  in = s.next_step();
+  const auto* back = work_for(in, 2);
+  REQUIRE(back != nullptr);
+  CHECK(back->grammar == "root ::= [a-z]+\n");
+  CHECK(back->grammar_prefix == std::vector<token_id>{1201, 1202, 42, 52});
+  // An unconstrained request carries none of it.
+  batch_scheduler plain(on_demand_opts());
+  admit_one(plain, req(3, 2, 4));
+  in = plain.next_step();
+  CHECK_FALSE(in.seqs.at(0).constrained);
+  CHECK(in.seqs.at(0).grammar.empty());
+}
+
 TEST_CASE("on-demand: a cancelled preempted request frees nothing twice", "[scheduler]") {
   batch_scheduler s(on_demand_opts());
   admit_one(s, req(1, 4, 10, true));  // 4 + 1 tokens: 2 blocks

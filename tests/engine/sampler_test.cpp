@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "engine/sampler.hpp"
@@ -196,4 +197,129 @@ TEST_CASE("step_sampler::processors: one entry per token, as sample() would appl
       ++moved;
   }
   CHECK(moved > 40);
+}
+
+namespace {
+
+/// Token i is pieces[i]; token 0 is EOS (no bytes).
+class piece_vocab final : public tokenizer {
+public:
+  explicit piece_vocab(std::vector<std::string> pieces) : pieces_(std::move(pieces)) {}
+  std::vector<token_id> encode(std::string_view, bool) const override { return {}; }
+  std::string token_bytes(token_id id) const override { return pieces_.at(static_cast<size_t>(id)); }
+  token_id bos_id() const override { return -1; }
+  token_id eos_id() const override { return 0; }
+  int32_t vocab_size() const override { return static_cast<int32_t>(pieces_.size()); }
+
+private:
+  std::vector<std::string> pieces_;
+};
+
+}  // namespace
+
+TEST_CASE("step_sampler: a constrained row samples only what its grammar allows", "[sampler][grammar]") {
+  // Vocabulary: EOS, "a", "b", "ab", "x", "{".
+  auto tok = std::make_shared<piece_vocab>(std::vector<std::string>{"", "a", "b", "ab", "x", "{"});
+  const int32_t n = 6;
+  for (float temperature : {0.0f, 1.0f}) {
+    for (bool top_p_cut : {false, true}) {
+      INFO("temperature " << temperature << " top_p cut " << top_p_cut);
+      step_sampler ss;
+      ss.set_vocab(tok);
+      step_input in;
+      seq_work w;
+      w.seq_id = 1;
+      w.sample = true;
+      w.tokens = {9, 9};
+      w.prompt_len = 2;
+      w.temperature = temperature;
+      w.top_p = top_p_cut ? 0.9f : 1.0f;
+      w.seed = 3;
+      w.constrained = true;
+      w.grammar = "root ::= \"a\" \"b\"{1,2}\n";
+      in.seqs = {w};
+      ss.feed(in);
+      // The model prefers "x", then EOS: neither is allowed until "ab" or "abb".
+      std::vector<float> logits{4.0f, 1.0f, 0.5f, 0.8f, 6.0f, 2.0f};
+      std::string text;
+      for (int step = 0; step < 6; ++step) {
+        step_output out;
+        ss.sample(in, logits.data(), n, out);
+        const auto t = out.tokens.at(0);
+        if (t == 0)
+          break;
+        text += tok->token_bytes(t);
+        in.seqs[0].grammar.clear();
+        in.seqs[0].context_len += static_cast<int32_t>(in.seqs[0].tokens.size());
+        in.seqs[0].tokens = {t};
+      }
+      CHECK((text == "ab" || text == "abb"));
+    }
+  }
+}
+
+TEST_CASE("step_sampler: grammar_prefix replays output, and a finished grammar gives EOS", "[sampler][grammar]") {
+  auto tok = std::make_shared<piece_vocab>(std::vector<std::string>{"", "a", "b", "ab", "x", "{"});
+  step_sampler ss;
+  ss.set_vocab(tok);
+  step_input in;
+  seq_work w;
+  w.seq_id = 7;
+  w.sample = true;
+  w.tokens = {2};
+  w.prompt_len = 1;
+  w.context_len = 3;
+  w.temperature = 0.0f;
+  w.constrained = true;
+  w.grammar = "root ::= \"a\" \"b\"{1,2}\n";
+  w.grammar_prefix = {1, 2};  // "ab" came before this engine saw the sequence
+  in.seqs = {w};
+  ss.feed(in);
+  std::vector<float> logits{-5.0f, 3.0f, 1.0f, 2.0f, 0.0f, 0.0f};  // prefers "a", then "ab"
+  step_output out;
+  ss.sample(in, logits.data(), 6, out);
+  CHECK(out.tokens.at(0) == 2);  // only "b" (or EOS, less likely) fits after "ab"
+  in.seqs[0].grammar.clear();
+  in.seqs[0].grammar_prefix.clear();
+  step_output done;
+  ss.sample(in, logits.data(), 6, done);
+  CHECK(done.tokens.at(0) == 0);  // "abb": the grammar is finished
+  // Released, the sequence samples freely again.
+  ss.release({7});
+  step_output freed;
+  ss.sample(in, logits.data(), 6, freed);
+  CHECK(freed.tokens.at(0) == 1);
+}
+
+TEST_CASE("step_sampler::processors: a constrained row bans what its grammar refuses", "[sampler][grammar]") {
+  auto tok = std::make_shared<piece_vocab>(std::vector<std::string>{"", "a", "b", "ab", "x", "{"});
+  step_sampler ss;
+  ss.set_vocab(tok);
+  step_input in;
+  seq_work w;
+  w.seq_id = 2;
+  w.sample = true;
+  w.tokens = {4};
+  w.constrained = true;
+  w.grammar = "root ::= \"a\" \"b\"?\n";
+  in.seqs = {w};
+  ss.feed(in);
+  std::vector<token_adjust> adj;
+  ss.processors(in.seqs[0], adj);
+  std::vector<int32_t> banned;
+  for (const auto& a : adj)
+    if (std::isinf(a.bias) && a.bias < 0)
+      banned.push_back(a.token);
+  std::sort(banned.begin(), banned.end());
+  CHECK(banned == std::vector<int32_t>{0, 2, 4, 5});  // "a" and "ab" may come
+  step_output out;
+  out.tokens = {3};  // the device drew "ab"
+  ss.advance(in, out);
+  ss.processors(in.seqs[0], adj);
+  banned.clear();
+  for (const auto& a : adj)
+    if (std::isinf(a.bias) && a.bias < 0)
+      banned.push_back(a.token);
+  std::sort(banned.begin(), banned.end());
+  CHECK(banned == std::vector<int32_t>{1, 2, 3, 4, 5});  // finished: EOS only
 }
