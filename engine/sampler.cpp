@@ -59,61 +59,82 @@ token_id sample_token(const float* raw, int32_t n_vocab, const sampling_params& 
   if (p.temperature <= 0)
     return argmax(logits, n_vocab);
 
-  // Candidates sorted by logit, highest first (stable: ties by id).
+  // The chain sees the candidates sorted by logit, highest first (ties by
+  // id), but rarely needs more than the head of that order: the sort is
+  // extended on demand, and sums over the whole candidate set are taken
+  // unsorted. (A full sort of a 49k vocabulary per row was most of a
+  // batch-32 step.)
   std::vector<token_id> ids(static_cast<size_t>(n_vocab));
   std::iota(ids.begin(), ids.end(), 0);
-  size_t keep = ids.size();
-  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep)
-    keep = static_cast<size_t>(p.top_k);
   auto by_logit = [&](token_id a, token_id b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   };
-  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end(),
-                    by_logit);
-  ids.resize(keep);
-
-  // Probabilities of the candidates (before temperature, as llama.cpp's
-  // top-p and min-p see them).
-  auto probs_of = [&](float temp) {
-    std::vector<double> pr(ids.size());
-    double mx = logits[ids[0]];
-    double sum = 0;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      pr[i] = std::exp((logits[ids[i]] - mx) / temp);
-      sum += pr[i];
-    }
-    for (auto& x : pr)
-      x /= sum;
-    return pr;
+  size_t sorted = 0;
+  size_t candidates = ids.size();
+  auto sorted_to = [&](size_t k) {  // ids[0, k) in order
+    k = std::min(k, candidates);
+    if (k <= sorted)
+      return;
+    const size_t want = std::max(k, std::min(candidates, std::max<size_t>(64, sorted * 8)));
+    std::partial_sort(ids.begin() + static_cast<std::ptrdiff_t>(sorted),
+                      ids.begin() + static_cast<std::ptrdiff_t>(want),
+                      ids.begin() + static_cast<std::ptrdiff_t>(candidates), by_logit);
+    sorted = want;
   };
-  auto pr = probs_of(1.0f);
-  if (p.top_p < 1.0f) {
-    double cum = 0;
-    size_t n = 0;
-    while (n < pr.size()) {
-      cum += pr[n++];
-      if (cum >= p.top_p)
-        break;
-    }
-    ids.resize(std::max<size_t>(1, n));
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < candidates) {
+    sorted_to(static_cast<size_t>(p.top_k));
+    candidates = static_cast<size_t>(p.top_k);
+    sorted = std::min(sorted, candidates);
   }
-  if (p.min_p > 0.0f) {
-    double cut = pr[0] * p.min_p;
-    size_t n = 0;
-    while (n < ids.size() && pr[n] >= cut)
-      ++n;
-    ids.resize(std::max<size_t>(1, n));
-  }
-  pr = probs_of(p.temperature);
+  sorted_to(1);
+  const double mx = logits[ids[0]];
+  auto weight = [&](size_t i, double temp) { return std::exp((logits[ids[i]] - mx) / temp); };
+  auto total = [&](size_t n, double temp) {  // over ids[0, n), which is the whole set or a sorted head
+    double z = 0;
+    for (size_t i = 0; i < n; ++i)
+      z += weight(i, temp);
+    return z;
+  };
 
-  const double u = sample_uniform(p.seed, position);
+  // top-p and min-p see the probabilities before temperature, as llama.cpp's.
+  size_t keep = candidates;
+  if (p.top_p < 1.0f || p.min_p > 0.0f) {
+    const double z1 = total(candidates, 1.0);
+    if (p.top_p < 1.0f) {
+      double cum = 0;
+      size_t n = 0;
+      while (n < keep) {
+        sorted_to(n + 1);
+        cum += weight(n++, 1.0) / z1;
+        if (cum >= p.top_p)
+          break;
+      }
+      keep = std::max<size_t>(1, n);
+    }
+    if (p.min_p > 0.0f) {
+      const double cut = (weight(0, 1.0) / z1) * p.min_p;
+      size_t n = 0;
+      while (n < keep) {
+        sorted_to(n + 1);
+        if (weight(n, 1.0) / z1 < cut)
+          break;
+        ++n;
+      }
+      keep = std::max<size_t>(1, n);
+    }
+  }
+
+  const double zt = total(keep, p.temperature);
+  const double target = sample_uniform(p.seed, position) * zt;
   double cum = 0;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    cum += pr[i];
-    if (u < cum)
+  for (size_t i = 0; i < keep; ++i) {
+    sorted_to(i + 1);
+    cum += weight(i, p.temperature);
+    if (target < cum)
       return ids[i];
   }
-  return ids.back();
+  sorted_to(keep);
+  return ids[keep - 1];
 }
 
 double sample_uniform(uint64_t seed, int64_t position) {

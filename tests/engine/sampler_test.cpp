@@ -323,3 +323,85 @@ TEST_CASE("step_sampler::processors: a constrained row bans what its grammar ref
   std::sort(banned.begin(), banned.end());
   CHECK(banned == std::vector<int32_t>{1, 2, 3, 4, 5});  // finished: EOS only
 }
+
+namespace {
+
+/// The chain as it was first written (a full sort of the vocabulary), kept
+/// as the reference for the on-demand sort. No penalties or bias.
+token_id reference_chain(const float* logits, int32_t n_vocab, const sampling_params& p, int64_t position) {
+  std::vector<token_id> ids(static_cast<size_t>(n_vocab));
+  for (int32_t i = 0; i < n_vocab; ++i)
+    ids[static_cast<size_t>(i)] = i;
+  size_t keep = ids.size();
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep)
+    keep = static_cast<size_t>(p.top_k);
+  std::stable_sort(ids.begin(), ids.end(), [&](token_id a, token_id b) { return logits[a] > logits[b]; });
+  ids.resize(keep);
+  auto probs_of = [&](float temp) {
+    std::vector<double> pr(ids.size());
+    double mx = logits[ids[0]], sum = 0;
+    for (size_t i = 0; i < ids.size(); ++i)
+      sum += pr[i] = std::exp((logits[ids[i]] - mx) / temp);
+    for (auto& x : pr)
+      x /= sum;
+    return pr;
+  };
+  auto pr = probs_of(1.0f);
+  if (p.top_p < 1.0f) {
+    double cum = 0;
+    size_t n = 0;
+    while (n < pr.size()) {
+      cum += pr[n++];
+      if (cum >= p.top_p)
+        break;
+    }
+    ids.resize(std::max<size_t>(1, n));
+  }
+  if (p.min_p > 0.0f) {
+    double cut = pr[0] * p.min_p;
+    size_t n = 0;
+    while (n < ids.size() && pr[n] >= cut)
+      ++n;
+    ids.resize(std::max<size_t>(1, n));
+  }
+  pr = probs_of(p.temperature);
+  const double u = sample_uniform(p.seed, position);
+  double cum = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    cum += pr[i];
+    if (u < cum)
+      return ids[i];
+  }
+  return ids.back();
+}
+
+}  // namespace
+
+TEST_CASE("the chain's on-demand sort draws what a full sort draws", "[sampler]") {
+  std::mt19937 rng{123};
+  std::normal_distribution<float> logit{0.0f, 3.0f};
+  int draws = 0;
+  for (int32_t n : {1, 7, 100, 5000, 49152}) {
+    std::vector<float> l(static_cast<size_t>(n));
+    for (auto& x : l)
+      x = std::round(logit(rng) * 4.0f) / 4.0f;  // coarse: many ties
+    for (float temperature : {0.3f, 1.0f, 1.7f})
+      for (int top_k : {0, 1, 40, 3000})
+        for (float top_p : {1.0f, 0.9f, 0.3f})
+          for (float min_p : {0.0f, 0.05f}) {
+            sampling_params p;
+            p.temperature = temperature;
+            p.top_k = top_k;
+            p.top_p = top_p;
+            p.min_p = min_p;
+            for (uint64_t seed = 0; seed < (n > 5000 ? 3u : 12u); ++seed) {
+              p.seed = seed;
+              INFO("n " << n << " T " << temperature << " k " << top_k << " p " << top_p << " min_p " << min_p
+                        << " seed " << seed);
+              CHECK(sample_token(l.data(), n, p, 17) == reference_chain(l.data(), n, p, 17));
+              ++draws;
+            }
+          }
+  }
+  CHECK(draws > 1000);
+}
