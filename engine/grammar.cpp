@@ -635,27 +635,94 @@ std::string grammar_matcher::key() const {
   return k;
 }
 
+namespace {
+
+/// The stack sets one mask computation meets, interned, with their
+/// transitions memoised: a trie walk asks the same (state, code point)
+/// question thousands of times (every token starting with "a" inside a
+/// string), and the answer is computed once.
+class state_table {
+public:
+  explicit state_table(const std::vector<std::vector<gelem>>& rules) : rules_(rules) {}
+
+  int32_t intern(std::vector<stack> stacks) {
+    std::string k = key_of(stacks);
+    auto [it, fresh] = ids_.emplace(std::move(k), static_cast<int32_t>(states_.size()));
+    if (fresh)
+      states_.push_back(std::move(stacks));
+    return it->second;
+  }
+  /// The state after `cp`, or -1 when no stack takes it.
+  int32_t next(int32_t state, uint32_t cp) {
+    const uint64_t k = (static_cast<uint64_t>(state) << 32) | cp;
+    auto it = next_.find(k);
+    if (it != next_.end())
+      return it->second;
+    auto stacks = accept_cp(rules_, states_[static_cast<size_t>(state)], cp);
+    const int32_t to = stacks.empty() ? -1 : intern(std::move(stacks));
+    next_.emplace(k, to);
+    return to;
+  }
+  /// Whether an unfinished character `partial` can still be taken (memoised
+  /// by state and bytes; partial is at most 3 bytes).
+  bool partial(int32_t state, const std::string& bytes) {
+    uint64_t k = static_cast<uint64_t>(state) << 32;
+    for (size_t i = 0; i < bytes.size(); ++i)
+      k |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])) << (8 * i);
+    auto it = partial_.find(k);
+    if (it != partial_.end())
+      return it->second;
+    const bool ok = partial_ok(states_[static_cast<size_t>(state)], bytes);
+    partial_.emplace(k, ok);
+    return ok;
+  }
+
+private:
+  static std::string key_of(const std::vector<stack>& stacks) {
+    std::string k;
+    for (const auto& s : stacks) {
+      k.append(reinterpret_cast<const char*>(s.data()), s.size() * sizeof(const gelem*));
+      k.push_back('|');
+    }
+    return k;
+  }
+
+  const std::vector<std::vector<gelem>>& rules_;
+  std::vector<std::vector<stack>> states_;
+  std::unordered_map<std::string, int32_t> ids_;
+  std::unordered_map<uint64_t, int32_t> next_;
+  std::unordered_map<uint64_t, bool> partial_;
+};
+
+}  // namespace
+
 token_mask grammar_matcher::compute_mask(const vocab_trie& vocab) const {
   token_mask mask((static_cast<size_t>(vocab.vocab_size()) + 63) / 64, 0);
-  const auto& rules = g_->rules();
   const auto& nodes = vocab.nodes();
-  // Depth-first over the trie: each node with the stacks after its bytes
+  state_table table{g_->rules()};
+  // Depth-first over the trie: each node with the state after its bytes
   // (and an unfinished character's bytes); a subtree no stack accepts is skipped.
   struct frame {
     int32_t node;
-    std::vector<stack> stacks;
+    int32_t state;
     std::string partial;
   };
   std::vector<frame> todo;
-  todo.push_back({0, stacks_, pending_});
+  todo.push_back({0, table.intern(stacks_), pending_});
   while (!todo.empty()) {
     frame f = std::move(todo.back());
     todo.pop_back();
     const auto& n = nodes[static_cast<size_t>(f.node)];
-    if (f.node != 0 && !n.tokens.empty() && (f.partial.empty() || partial_ok(f.stacks, f.partial)))
+    if (f.node != 0 && !n.tokens.empty() && (f.partial.empty() || table.partial(f.state, f.partial)))
       for (auto t : n.tokens)
         mask[static_cast<size_t>(t) >> 6] |= uint64_t{1} << (t & 63);
     for (const auto& [byte, child] : n.next) {
+      if (f.partial.empty() && byte < 0x80) {
+        const int32_t to = table.next(f.state, byte);
+        if (to >= 0)
+          todo.push_back({child, to, {}});
+        continue;
+      }
       std::string partial = f.partial;
       partial.push_back(static_cast<char>(byte));
       size_t i = 0;
@@ -664,13 +731,13 @@ token_mask grammar_matcher::compute_mask(const vocab_trie& vocab) const {
       if (r < 0)
         continue;
       if (r == 0) {
-        if (partial_ok(f.stacks, partial))
-          todo.push_back({child, f.stacks, std::move(partial)});
+        if (table.partial(f.state, partial))
+          todo.push_back({child, f.state, std::move(partial)});
         continue;
       }
-      auto next = accept_cp(rules, f.stacks, cp);
-      if (!next.empty())
-        todo.push_back({child, std::move(next), {}});
+      const int32_t to = table.next(f.state, cp);
+      if (to >= 0)
+        todo.push_back({child, to, {}});
     }
   }
   return mask;
