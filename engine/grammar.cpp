@@ -1,6 +1,7 @@
 #include "engine/grammar.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace llmux::engine {
@@ -652,14 +653,23 @@ public:
       states_.push_back(std::move(stacks));
     return it->second;
   }
+  [[nodiscard]] size_t size() const { return states_.size(); }
   /// The state after `cp`, or -1 when no stack takes it.
   int32_t next(int32_t state, uint32_t cp) {
+    if (cp < 128) {
+      // ASCII, most of every vocabulary: a flat table per state.
+      if (ascii_.size() <= static_cast<size_t>(state))
+        ascii_.resize(states_.size(), unknown_row());
+      auto& slot = ascii_[static_cast<size_t>(state)][cp];
+      if (slot == unknown)
+        slot = step(state, cp);
+      return slot;
+    }
     const uint64_t k = (static_cast<uint64_t>(state) << 32) | cp;
     auto it = next_.find(k);
     if (it != next_.end())
       return it->second;
-    auto stacks = accept_cp(rules_, states_[static_cast<size_t>(state)], cp);
-    const int32_t to = stacks.empty() ? -1 : intern(std::move(stacks));
+    const int32_t to = step(state, cp);
     next_.emplace(k, to);
     return to;
   }
@@ -678,6 +688,17 @@ public:
   }
 
 private:
+  static constexpr int32_t unknown = -2;
+  static std::array<int32_t, 128> unknown_row() {
+    std::array<int32_t, 128> row;
+    row.fill(unknown);
+    return row;
+  }
+  int32_t step(int32_t state, uint32_t cp) {
+    auto stacks = accept_cp(rules_, states_[static_cast<size_t>(state)], cp);
+    return stacks.empty() ? -1 : intern(std::move(stacks));
+  }
+
   static std::string key_of(const std::vector<stack>& stacks) {
     std::string k;
     for (const auto& s : stacks) {
@@ -690,16 +711,33 @@ private:
   const std::vector<std::vector<gelem>>& rules_;
   std::vector<std::vector<stack>> states_;
   std::unordered_map<std::string, int32_t> ids_;
+  std::vector<std::array<int32_t, 128>> ascii_;
   std::unordered_map<uint64_t, int32_t> next_;
   std::unordered_map<uint64_t, bool> partial_;
 };
 
 }  // namespace
 
-token_mask grammar_matcher::compute_mask(const vocab_trie& vocab) const {
+struct mask_walk {
+  explicit mask_walk(const std::vector<std::vector<gelem>>& rules) : table(rules) {}
+  state_table table;
+};
+
+grammar::grammar() = default;
+grammar::~grammar() = default;
+
+token_mask grammar_matcher::compute_mask(const vocab_trie& vocab) const { return g_->walk(stacks_, pending_, vocab); }
+
+token_mask grammar::walk(const std::vector<std::vector<const gelem*>>& stacks, const std::string& pending,
+                         const vocab_trie& vocab) const {
   token_mask mask((static_cast<size_t>(vocab.vocab_size()) + 63) / 64, 0);
   const auto& nodes = vocab.nodes();
-  state_table table{g_->rules()};
+  std::lock_guard<std::mutex> lock(walk_mu_);
+  // What earlier walks learned stays, up to a bound (counted repetitions
+  // make many states; a long-lived grammar should not hoard them).
+  if (!walk_ || walk_->table.size() > 200000)
+    walk_ = std::make_unique<mask_walk>(rules_);
+  auto& table = walk_->table;
   // Depth-first over the trie: each node with the state after its bytes
   // (and an unfinished character's bytes); a subtree no stack accepts is skipped.
   struct frame {
@@ -708,7 +746,7 @@ token_mask grammar_matcher::compute_mask(const vocab_trie& vocab) const {
     std::string partial;
   };
   std::vector<frame> todo;
-  todo.push_back({0, table.intern(stacks_), pending_});
+  todo.push_back({0, table.intern(stacks), pending});
   while (!todo.empty()) {
     frame f = std::move(todo.back());
     todo.pop_back();

@@ -74,9 +74,13 @@ using token_mask = std::vector<uint64_t>;
 }
 
 class grammar_matcher;
+struct mask_walk;
 
 class grammar {
 public:
+  grammar();
+  ~grammar();
+
   /// Parses GBNF: `name ::= alternatives` rules (the start rule is `root`),
   /// "literals" and [classes] with \n \t \r \\ \" \xHH \uHHHH escapes, `.`,
   /// ( groups ), rule names, `*` `+` `?` `{m}` `{m,}` `{m,n}`, `#` comments.
@@ -95,8 +99,16 @@ public:
   [[nodiscard]] uint64_t masks_cached() const;
 
 private:
+  friend class grammar_matcher;
+  /// The trie walk behind a mask, with the stack sets and transitions it
+  /// learned kept for the next one (under walk_mu_).
+  [[nodiscard]] token_mask walk(const std::vector<std::vector<const gelem*>>& stacks, const std::string& pending,
+                                const vocab_trie& vocab) const;
+
   std::vector<std::vector<gelem>> rules_;
   uint32_t root_ = 0;
+  mutable std::mutex walk_mu_;
+  mutable std::unique_ptr<mask_walk> walk_;
   mutable std::mutex mu_;
   mutable std::unordered_map<std::string, std::shared_ptr<const token_mask>> masks_;
   mutable uint64_t computed_ = 0, cached_ = 0;
