@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -114,7 +115,8 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     port = free_port()
-    log = open(os.path.join(args.out, "serve.log"), "w")
+    log_path = os.path.join(tempfile.gettempdir(), f"llmux-structured-{port}.log")
+    log = open(log_path, "w")
     proc = subprocess.Popen([args.llmux, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -126,7 +128,7 @@ def main():
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise SystemExit("llmux serve did not come up; see serve.log")
+                    raise SystemExit(f"llmux serve did not come up; see {log_path}")
                 time.sleep(0.2)
         post(url, body("free", 1, 8))  # warm up
         compile_rows, free_ms = first_vs_repeat(url, 5)
