@@ -352,9 +352,13 @@ private:
         have_item = true;
       } else if (c == '(') {
         ++pos_;
+        // Nesting is recursion here: bound it, as the text comes from users.
+        if (++depth_ > max_nesting)
+          fail("groups nested deeper than " + std::to_string(max_nesting));
         const uint32_t sub = fresh_rule(rule);
         std::vector<gelem> body;
         parse_alternatives(rule, body);
+        --depth_;
         if (peek() != ')')
           fail("expected ')'");
         ++pos_;
@@ -449,9 +453,13 @@ private:
       out.push_back({gtype::rule_ref, inner});
   }
 
+  static constexpr int max_nesting = 128;
+  static constexpr size_t max_elements = 1 << 20;
+
   std::string_view src_;
   size_t pos_ = 0;
   int line_ = 1;
+  int depth_ = 0;
   int generated_ = 0;
   std::unordered_map<std::string, uint32_t> ids_;
   std::vector<std::vector<gelem>> rules_;
@@ -533,6 +541,11 @@ std::vector<std::vector<gelem>> gbnf_parser::take(uint32_t& root) {
     body.push_back({gtype::end, 0});
     rules_[id] = std::move(body);
   }
+  size_t elements = 0;
+  for (const auto& r : rules_)
+    elements += r.size();
+  if (elements > max_elements)
+    throw grammar_error("grammar: more than " + std::to_string(max_elements) + " elements after expanding repetitions");
   for (const auto& [n, id] : ids_)
     if (!defined_[id])
       throw grammar_error("grammar: rule '" + n + "' is used (line " + std::to_string(first_line_[id]) +

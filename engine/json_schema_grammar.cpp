@@ -68,6 +68,14 @@ private:
   }
 
   std::string visit(const ojson& s, const std::string& path) {
+    // Schemas nest by recursion here; users write them.
+    struct depth_guard {
+      int& d;
+      explicit depth_guard(int& depth) : d(++depth) {}
+      ~depth_guard() { --d; }
+    } guard{depth_};
+    if (depth_ > 64)
+      refuse("depth", path, "the schema nests deeper than 64 levels");
     if (s.is_boolean()) {
       if (!s.get<bool>())
         refuse("false", path, "the schema 'false' admits no value");
@@ -81,7 +89,7 @@ private:
         "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "minLength",
         "maxLength", "minimum", "exclusiveMinimum"};
       if (known.count(it.key()) == 0 && annotations.count(it.key()) == 0)
-        refuse(it.key(), path, "'" + it.key() + "' is not supported");
+        refuse(it.key().empty() ? "\"\"" : it.key(), path, "'" + it.key() + "' is not supported");
     }
     if (s.contains("$ref"))
       return ref(s["$ref"], path);
@@ -303,6 +311,7 @@ private:
   }
 
   const ojson& root_;
+  int depth_ = 0;
   std::map<std::string, std::string> rules_;
   std::map<std::string, std::string> by_body_;
   std::map<std::string, std::string> refs_;

@@ -82,8 +82,13 @@ void step_sampler::advance(const step_input& in, const step_output& out) {
       continue;
     auto* m = matcher(w.seq_id);
     const auto tok = out.tokens[i];
-    if (m != nullptr && tok >= 0 && tok != tok_->eos_id())
-      (void)m->accept(trie().bytes(tok));
+    try {
+      if (m != nullptr && tok >= 0 && tok != tok_->eos_id())
+        (void)m->accept(trie().bytes(tok));
+    } catch (const grammar_error&) {
+      std::lock_guard<std::mutex> lock(mu_);
+      matchers_.erase(w.seq_id);  // expansion too deep: the rest runs free
+    }
   }
 }
 
@@ -99,11 +104,16 @@ void step_sampler::feed(const step_input& in) {
     } catch (const grammar_error&) {
       continue;
     }
-    auto m = std::make_unique<grammar_matcher>(std::move(g));
-    const auto& vocab = trie();
-    for (auto t : w.grammar_prefix)
-      if (t >= 0 && t < vocab.vocab_size() && t != tok_->eos_id())
-        (void)m->accept(vocab.bytes(t));
+    std::unique_ptr<grammar_matcher> m;
+    try {
+      m = std::make_unique<grammar_matcher>(std::move(g));
+      const auto& vocab = trie();
+      for (auto t : w.grammar_prefix)
+        if (t >= 0 && t < vocab.vocab_size() && t != tok_->eos_id())
+          (void)m->accept(vocab.bytes(t));
+    } catch (const grammar_error&) {
+      continue;  // expansion too deep: as a grammar that did not compile
+    }
     std::lock_guard<std::mutex> lock(mu_);
     matchers_[w.seq_id] = std::move(m);
   }
@@ -156,9 +166,20 @@ void step_sampler::sample(const step_input& in, const float* logits, int32_t n_v
     auto pos = int64_t{w.context_len} + static_cast<int64_t>(w.tokens.size());
     const float* lg = logits + row * static_cast<size_t>(n_vocab);
     auto* m = w.constrained ? matcher(w.seq_id) : nullptr;
-    auto tok = m != nullptr ? sample_constrained(*m, lg, n_vocab, p, pos, hist) : sample_token(lg, n_vocab, p, pos, hist);
-    if (m != nullptr && tok >= 0 && tok != tok_->eos_id())
-      (void)m->accept(trie().bytes(tok));
+    token_id tok = -1;
+    if (m == nullptr) {
+      tok = sample_token(lg, n_vocab, p, pos, hist);
+    } else {
+      try {
+        tok = sample_constrained(*m, lg, n_vocab, p, pos, hist);
+        if (tok >= 0 && tok != tok_->eos_id())
+          (void)m->accept(trie().bytes(tok));
+      } catch (const grammar_error&) {
+        // A user grammar whose expansion runs too deep here: the sequence
+        // ends (EOS) rather than the step failing for the whole batch.
+        tok = tok_->eos_id();
+      }
+    }
     out.tokens.push_back(tok);
     if (w.logprobs >= 0) {
       out.logprobs.resize(in.seqs.size());
@@ -195,10 +216,17 @@ void step_sampler::processors(const seq_work& w, std::vector<token_adjust>& out)
     // The device adds these like a bias: every token the grammar refuses
     // goes to -inf (a long list where the grammar allows few).
     const auto& vocab = trie();
-    const auto mask = m->rules().mask_for(*m, vocab);
+    std::shared_ptr<const token_mask> mask;
+    bool failed = false;  // expansion too deep: EOS only, the sequence ends
+    try {
+      mask = m->rules().mask_for(*m, vocab);
+    } catch (const grammar_error&) {
+      failed = true;
+      mask = std::make_shared<const token_mask>(token_mask((static_cast<size_t>(vocab.vocab_size()) + 63) / 64, 0));
+    }
     const token_id eos = tok_->eos_id();
     for (int32_t t = 0; t < vocab.vocab_size(); ++t) {
-      const bool ok = t == eos ? m->can_end() : mask_has(*mask, t);
+      const bool ok = t == eos ? (m->can_end() || failed) : mask_has(*mask, t);
       if (!ok)
         entry(t).bias = -std::numeric_limits<float>::infinity();
     }
