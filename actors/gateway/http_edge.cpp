@@ -1029,8 +1029,10 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     }
 
     // What the context leaves for the output: asking for more is vLLM's 400
-    // (not a silent cut); the default fits itself to it.
-    int max_tokens = r.max_tokens.value_or(model.cfg.max_tokens_default);
+    // (not a silent cut); the default fits itself to it, and grows to
+    // min_tokens (vLLM's default is the whole context, so min_tokens alone
+    // never fails there).
+    int max_tokens = r.max_tokens.value_or(std::max(model.cfg.max_tokens_default, r.min_tokens));
     if (ctx > 0) {
       const int room = ctx - static_cast<int>(prompt.size());
       if (r.max_tokens && *r.max_tokens > room) {
@@ -1092,8 +1094,7 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
         }
         (void)engine::grammar::parse(grammar);
       } catch (const engine::schema_error& e) {
-        answer_error(make_error(400, std::string(e.what()) + " ('" + e.feature() + "')", "invalid_request_error",
-                                r.constraint.param, "unsupported_schema"));
+        answer_error(make_error(400, e.what(), "invalid_request_error", r.constraint.param, "unsupported_schema"));
         return;
       } catch (const engine::grammar_error& e) {
         answer_error(make_error(400, e.what(), "invalid_request_error", r.constraint.param, "invalid_grammar"));

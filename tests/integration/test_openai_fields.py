@@ -139,6 +139,17 @@ def test_min_tokens_masks_eos(base, stops_early):
                                                           "min_tokens": k + 8, "skip_special_tokens": False}))
 
 
+def test_min_tokens_without_max_tokens_raises_the_default(base):
+    # The default max_tokens (256 here) gives way to a larger min_tokens; the
+    # context still bounds it.
+    resp = ok(base, "completions", {"temperature": 0, "min_tokens": 300})
+    assert resp["usage"]["completion_tokens"] >= 300
+    models = requests.get(f"{base}/v1/models", timeout=HTTP_TIMEOUT).json()["data"]
+    ctx = next(m for m in models if m["id"] == MODEL)["max_model_len"]
+    r = post(base, "completions", {"min_tokens": ctx})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens"
+
+
 def test_stop_token_ids_end_the_answer_after_min_tokens(base):
     # Force one token with logit_bias; it is also a stop token, masked for the first 3.
     forced = tokenize(base, " banana")["tokens"][0]
