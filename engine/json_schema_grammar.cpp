@@ -1,5 +1,6 @@
 #include "engine/json_schema_grammar.hpp"
 
+#include <cctype>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -26,6 +27,371 @@ json-value ::= json-object | json-array | json-string | json-number | json-boole
 json-object ::= "{" space (json-string ":" space json-value ("," space json-string ":" space json-value)*)? "}" space
 json-array ::= "[" space (json-value ("," space json-value)*)? "]" space
 )";
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+/// A code point as a GBNF class member (\uXXXX: never a character the
+/// class syntax reads specially).
+std::string class_char(uint32_t cp) {
+  char buf[16];
+  if (cp < 0x10000)
+    std::snprintf(buf, sizeof(buf), "\\u%04X", cp);
+  else
+    std::snprintf(buf, sizeof(buf), "\\U%08X", cp);
+  return buf;
+}
+
+/// A regular expression as one GBNF expression. In `json` mode the text is
+/// the inside of a JSON string: what JSON escapes comes out escaped, and
+/// `.` and negated classes never produce it raw (so they cannot produce a
+/// quote at all: sound, if not complete).
+class regex_translator {
+public:
+  regex_translator(const std::string& re, bool json, std::string where)
+    : re_(re), json_(json), where_(std::move(where)) {}
+
+  std::string run() {
+    end_ = re_.size();
+    if (!re_.empty() && re_[0] == '^') {
+      anchored_start = true;
+      ++pos_;
+    }
+    // A final '$' is an anchor unless escaped (an odd run of backslashes before it).
+    size_t slashes = 0;
+    while (re_.size() >= slashes + 2 && re_[re_.size() - 2 - slashes] == '\\')
+      ++slashes;
+    if (re_.size() > pos_ && re_.back() == '$' && slashes % 2 == 0) {
+      anchored_end = true;
+      end_ = re_.size() - 1;
+    }
+    std::string out = alternatives();
+    if (pos_ != end_)
+      fail("unexpected ')'");
+    return out;
+  }
+  bool anchored_start = false;
+  bool anchored_end = false;
+
+private:
+  using ranges = std::vector<std::pair<uint32_t, uint32_t>>;
+
+  [[noreturn]] void fail(const std::string& why) const {
+    throw schema_error("regex", where_, "regular expression /" + re_ + "/: " + why + " (at offset " +
+                                            std::to_string(pos_) + ")");
+  }
+  [[nodiscard]] bool more() const { return pos_ < end_; }
+  [[nodiscard]] char peek() const { return pos_ < end_ ? re_[pos_] : '\0'; }
+
+  uint32_t read_cp() {
+    const auto b = static_cast<uint8_t>(re_[pos_]);
+    int n = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+    if (n == 0 || b == 0xC0 || b == 0xC1 || b > 0xF4 || pos_ + static_cast<size_t>(n) > end_)
+      fail("invalid UTF-8");
+    uint32_t cp = n == 1 ? b : n == 2 ? (b & 0x1F) : n == 3 ? (b & 0x0F) : (b & 0x07);
+    for (int k = 1; k < n; ++k) {
+      const auto c = static_cast<uint8_t>(re_[pos_ + static_cast<size_t>(k)]);
+      if ((c & 0xC0) != 0x80)
+        fail("invalid UTF-8");
+      cp = (cp << 6) | (c & 0x3F);
+    }
+    // The shortest form only, and nothing past U+10FFFF (the grammar reader's rules).
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+      fail("invalid UTF-8");
+    pos_ += static_cast<size_t>(n);
+    return cp;
+  }
+
+  uint32_t hex(int digits) {
+    uint32_t v = 0;
+    for (int k = 0; k < digits; ++k) {
+      if (!more() || std::isxdigit(static_cast<unsigned char>(peek())) == 0)
+        fail("bad hex escape");
+      const char h = re_[pos_++];
+      v = v * 16 + static_cast<uint32_t>(std::isdigit(static_cast<unsigned char>(h)) != 0 ? h - '0'
+                                                                                          : (h | 0x20) - 'a' + 10);
+    }
+    return v;
+  }
+
+  /// After a backslash: a class shorthand into `set` (true), or one code point in `cp`.
+  bool escape(uint32_t& cp, ranges& set, bool& negated_shorthand) {
+    if (!more())
+      fail("a pattern cannot end with a backslash");
+    const char e = re_[pos_++];
+    negated_shorthand = e == 'D' || e == 'W' || e == 'S';
+    switch (e) {
+      case 'd': case 'D': set = {{'0', '9'}}; return true;
+      case 'w': case 'W': set = {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}}; return true;
+      case 's': case 'S': set = {{'\t', '\r'}, {' ', ' '}}; return true;
+      case 'n': cp = '\n'; return false;
+      case 't': cp = '\t'; return false;
+      case 'r': cp = '\r'; return false;
+      case 'f': cp = '\f'; return false;
+      case 'v': cp = '\v'; return false;
+      case '0': cp = 0; return false;
+      case 'x': cp = hex(2); return false;
+      case 'u': cp = hex(4); return false;
+      default: break;
+    }
+    if (std::isalnum(static_cast<unsigned char>(e)) != 0)
+      fail(std::string("\\") + e + " (backreferences, word boundaries and other escapes) is not supported");
+    cp = static_cast<uint8_t>(e);
+    return false;
+  }
+
+  std::string alternatives() {
+    std::string out = sequence();
+    bool alt = false;
+    while (peek() == '|') {
+      ++pos_;
+      out += " | " + sequence();
+      alt = true;
+    }
+    return alt ? "(" + out + ")" : out;
+  }
+
+  std::string sequence() {
+    std::string out;
+    while (more() && peek() != '|' && peek() != ')') {
+      std::string a = atom();
+      a = quantified(a);
+      out += (out.empty() ? "" : " ") + a;
+    }
+    return out.empty() ? "\"\"" : out;
+  }
+
+  std::string quantified(const std::string& a) {
+    if (!more())
+      return a;
+    std::string q;
+    const char c = peek();
+    if (c == '*' || c == '+' || c == '?') {
+      q = c;
+      ++pos_;
+    } else if (c == '{') {
+      const size_t save = pos_;
+      ++pos_;
+      std::string body;
+      while (more() && (std::isdigit(static_cast<unsigned char>(peek())) != 0 || peek() == ','))
+        body += re_[pos_++];
+      if (peek() != '}' || body.empty() || body[0] == ',') {
+        pos_ = save;  // a literal '{', as ECMAScript reads one that starts no quantifier
+        return a;
+      }
+      const auto comma = body.find(',');
+      if (comma != std::string::npos && body.find(',', comma + 1) != std::string::npos) {
+        pos_ = save;  // {1,2,3} is no quantifier: a literal '{'
+        return a;
+      }
+      ++pos_;
+      auto number = [&](const std::string& digits) {
+        long v = 0;
+        for (char d : digits) {
+          v = v * 10 + (d - '0');
+          if (v > 1000)
+            fail("a repetition bound above 1000");
+        }
+        return v;
+      };
+      const long lo = number(body.substr(0, comma));
+      const long hi = comma == std::string::npos ? lo : comma + 1 == body.size() ? -1 : number(body.substr(comma + 1));
+      if (hi >= 0 && hi < lo)
+        fail("{m,n} with n < m");
+      q = "{" + body + "}";
+    } else {
+      return a;
+    }
+    if (peek() == '?')
+      ++pos_;  // lazy: the same text matches
+    else if (peek() == '+')
+      fail("possessive quantifiers are not supported");
+    return "(" + a + ")" + q;
+  }
+
+  std::string atom() {
+    const char c = peek();
+    if (c == '(') {
+      ++pos_;
+      if (peek() == '?') {
+        ++pos_;
+        if (peek() == ':') {
+          ++pos_;
+        } else if (peek() == '<' && pos_ + 1 < end_ && re_[pos_ + 1] != '=' && re_[pos_ + 1] != '!') {
+          while (more() && peek() != '>')  // a named group: the name does not matter here
+            ++pos_;
+          ++pos_;
+        } else {
+          fail("lookaround and other (?...) groups are not supported");
+        }
+      }
+      std::string inner = alternatives();
+      if (peek() != ')')
+        fail("missing ')'");
+      ++pos_;
+      return "(" + inner + ")";
+    }
+    if (c == '[')
+      return char_class();
+    if (c == '.') {
+      ++pos_;
+      return json_ ? "[^\"\\\\\\x00-\\x1F]" : "[^\\n]";
+    }
+    if (c == '^' || c == '$')
+      fail("anchors are supported only at the ends of the pattern");
+    if (c == '*' || c == '+' || c == '?')
+      fail("a quantifier with nothing to repeat");
+    uint32_t cp = 0;
+    if (c == '\\') {
+      ++pos_;
+      ranges set;
+      bool negated = false;
+      if (escape(cp, set, negated))
+        return emit_class(set, negated);
+    } else {
+      cp = read_cp();
+    }
+    return literal(cp);
+  }
+
+  std::string char_class() {
+    ++pos_;  // '['
+    bool negated = false;
+    if (peek() == '^') {
+      negated = true;
+      ++pos_;
+    }
+    ranges set;
+    bool first = true;
+    while (more() && (peek() != ']' || first)) {
+      first = false;
+      uint32_t lo = 0;
+      if (peek() == '\\') {
+        ++pos_;
+        ranges shorthand;
+        bool neg = false;
+        if (escape(lo, shorthand, neg)) {
+          if (neg)
+            fail("\\D, \\W and \\S inside a class are not supported");
+          set.insert(set.end(), shorthand.begin(), shorthand.end());
+          continue;
+        }
+      } else {
+        lo = read_cp();
+      }
+      uint32_t hi = lo;
+      if (peek() == '-' && pos_ + 1 < end_ && re_[pos_ + 1] != ']') {
+        ++pos_;
+        if (peek() == '\\') {
+          ++pos_;
+          ranges shorthand;
+          bool neg = false;
+          if (escape(hi, shorthand, neg))
+            fail("a class shorthand cannot end a range");
+        } else {
+          hi = read_cp();
+        }
+        if (hi < lo)
+          fail("a range out of order");
+      }
+      set.emplace_back(lo, hi);
+    }
+    if (peek() != ']')
+      fail("missing ']'");
+    ++pos_;
+    if (set.empty())
+      fail("an empty class");
+    return emit_class(set, negated);
+  }
+
+  std::string emit_class(ranges set, bool negated) {
+    auto members = [](const ranges& rs) {
+      std::string m;
+      for (const auto& [lo, hi] : rs)
+        m += lo == hi ? class_char(lo) : class_char(lo) + "-" + class_char(hi);
+      return m;
+    };
+    if (!json_)
+      return std::string("[") + (negated ? "^" : "") + members(set) + "]";
+    if (negated) {
+      set.emplace_back(0, 0x1F);
+      set.emplace_back('"', '"');
+      set.emplace_back('\\', '\\');
+      return "[^" + members(set) + "]";
+    }
+    // JSON: members JSON escapes come out escaped, as alternatives.
+    ranges plain;
+    std::vector<std::string> escaped;
+    for (auto [lo, hi] : set) {
+      for (uint32_t c = lo; c <= std::min<uint32_t>(hi, 0x1F); ++c)
+        escaped.push_back(literal(c));
+      if (hi < 0x20)
+        continue;
+      lo = std::max<uint32_t>(lo, 0x20);
+      for (uint32_t special : {static_cast<uint32_t>('"'), static_cast<uint32_t>('\\')}) {
+        if (lo <= special && special <= hi) {
+          escaped.push_back(literal(special));
+          if (lo < special)
+            plain.emplace_back(lo, special - 1);
+          lo = special + 1;
+        }
+      }
+      if (lo <= hi)
+        plain.emplace_back(lo, hi);
+    }
+    std::string out;
+    if (!plain.empty())
+      out = "[" + members(plain) + "]";
+    for (const auto& e : escaped)
+      out += (out.empty() ? "" : " | ") + e;
+    return "(" + out + ")";
+  }
+
+  /// One character as text (escaped as JSON writes it, in json mode).
+  std::string literal(uint32_t cp) const {
+    std::string text;
+    if (json_ && (cp < 0x20 || cp == '"' || cp == '\\')) {
+      switch (cp) {
+        case '"': text = "\\\""; break;
+        case '\\': text = "\\\\"; break;
+        case '\n': text = "\\n"; break;
+        case '\t': text = "\\t"; break;
+        case '\r': text = "\\r"; break;
+        case '\b': text = "\\b"; break;
+        case '\f': text = "\\f"; break;
+        default: {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", cp);
+          text = buf;
+        }
+      }
+    } else {
+      append_utf8(text, cp);
+    }
+    return gbnf_literal(text);
+  }
+
+  std::string re_;
+  bool json_;
+  std::string where_;
+  size_t pos_ = 0;
+  size_t end_ = std::string::npos;
+};
 
 const std::set<std::string> annotations = {"title", "description", "examples", "default", "$schema",
                                            "$id", "$comment", "format_hint", "strict", "readOnly",
@@ -87,7 +453,7 @@ private:
       static const std::set<std::string> known = {
         "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
         "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "minLength",
-        "maxLength", "minimum", "exclusiveMinimum"};
+        "maxLength", "minimum", "exclusiveMinimum", "pattern"};
       if (known.count(it.key()) == 0 && annotations.count(it.key()) == 0)
         refuse(it.key().empty() ? "\"\"" : it.key(), path, "'" + it.key() + "' is not supported");
     }
@@ -179,6 +545,18 @@ private:
 
   std::string string(const ojson& s, const std::string& path) {
     const bool bounded = s.contains("minLength") || s.contains("maxLength");
+    if (s.contains("pattern")) {
+      if (bounded)
+        refuse("pattern", path, "'pattern' together with 'minLength' or 'maxLength' is not supported");
+      if (!s["pattern"].is_string())
+        refuse("pattern", path, "'pattern' must be a string");
+      regex_translator re{s["pattern"].get<std::string>(), true, path};
+      const std::string body = re.run();
+      // A validator searches for the pattern: an unanchored side may hold any text.
+      return rule(path_hint(path) + "-pattern", "\"\\\"\" " + std::string(re.anchored_start ? "" : "json-char* ") +
+                                                  "(" + body + ")" + (re.anchored_end ? "" : " json-char*") +
+                                                  " \"\\\"\" space");
+    }
     if (!bounded)
       return "json-string";
     auto bound = [&](const char* key, int64_t dflt) {
@@ -354,6 +732,11 @@ std::string json_schema_grammar(const std::string& schema_json) {
 }
 
 std::string json_object_grammar() { return std::string("root ::= json-object\n") + json_primitives; }
+
+std::string regex_grammar(const std::string& pattern) {
+  regex_translator re{pattern, false, "regex"};
+  return "root ::= " + re.run() + "\n";
+}
 
 std::string choice_grammar(const std::vector<std::string>& choices) {
   std::string out = "root ::= ";

@@ -15,7 +15,9 @@
 /// additionalProperties (extra properties are never generated), items,
 /// minItems, maxItems, enum, const, anyOf, oneOf (as anyOf), allOf of one,
 /// $ref to #/$defs/… or #/definitions/… (recursion included), minLength and
-/// maxLength of strings, minimum 0 of numbers, and the annotations (title,
+/// maxLength of strings, pattern of strings (see regex_grammar; unanchored
+/// sides may hold any text, as a validator's search allows; not together
+/// with the length bounds), minimum 0 of numbers, and the annotations (title,
 /// description, examples, default, $schema, $id, $comment). Anything else is
 /// refused with a schema_error naming it and where it sits. Pure functions.
 
@@ -44,6 +46,14 @@ private:
 
 /// Any JSON object (`response_format: {"type": "json_object"}`).
 [[nodiscard]] std::string json_object_grammar();
+
+/// Text matching the regular expression `pattern` in full (vLLM's
+/// guided_regex). The ECMAScript subset JSON Schema patterns use: literals,
+/// `.`, classes ([a-z], [^...], \d \w \s and their negations), groups
+/// ((...) and (?:...)), alternation, the quantifiers * + ? {m} {m,} {m,n}
+/// (lazy forms match the same text), ^ and $ at the ends. Backreferences,
+/// lookaround and other anchors are refused (schema_error, feature "regex").
+[[nodiscard]] std::string regex_grammar(const std::string& pattern);
 
 /// Exactly one of `choices`, as plain text (vLLM's guided_choice).
 [[nodiscard]] std::string choice_grammar(const std::vector<std::string>& choices);

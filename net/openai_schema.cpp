@@ -380,7 +380,6 @@ const std::vector<refused_field>& refused_fields() {
     {{"function_call", true, false, "'function_call' (deprecated) is not supported"}, "[\"none\",\"auto\"]"},
     // vLLM's extensions.
     {{"use_beam_search", true, true, "beam search is not supported"}, "[false]"},
-    {{"guided_regex", true, true, "regular-expression constraints are not supported yet (JSON schema, choice and GBNF are)"}, ""},
     {{"prompt_logprobs", true, true, "prompt log-probabilities are not computed"}, ""},
     {{"allowed_token_ids", true, true, "'allowed_token_ids' is not supported"}, "[[]]"},
     {{"bad_words", true, true, "'bad_words' is not supported"}, "[[]]"},
@@ -494,17 +493,18 @@ output_constraint choice_constraint(const json& v, const std::string& param) {
   return c;
 }
 
-output_constraint grammar_constraint(const json& v, const std::string& param) {
+output_constraint grammar_constraint(const json& v, const std::string& param,
+                                     constraint_kind kind = constraint_kind::grammar) {
   output_constraint c;
   c.param = param;
-  c.kind = constraint_kind::grammar;
+  c.kind = kind;
   c.text = get_string(v, param);
   if (c.text.empty()) fail(param, "'" + param + "' must not be empty");
   return c;
 }
 
-/// response_format, guided_json / guided_choice / guided_grammar and
-/// structured_outputs {json, choice, grammar, json_object}.
+/// response_format, guided_json / guided_choice / guided_grammar /
+/// guided_regex and structured_outputs {json, choice, grammar, regex, json_object}.
 void parse_constraint(const json& body, completion_request& req) {
   if (const json* rf = optional_field(body, "response_format")) {
     if (!rf->is_object()) fail_type("response_format", "an object", *rf);
@@ -527,6 +527,8 @@ void parse_constraint(const json& body, completion_request& req) {
   if (const json* v = optional_field(body, "guided_json")) set_constraint(req, schema_constraint(*v, "guided_json"));
   if (const json* v = optional_field(body, "guided_choice")) set_constraint(req, choice_constraint(*v, "guided_choice"));
   if (const json* v = optional_field(body, "guided_grammar")) set_constraint(req, grammar_constraint(*v, "guided_grammar"));
+  if (const json* v = optional_field(body, "guided_regex"))
+    set_constraint(req, grammar_constraint(*v, "guided_regex", constraint_kind::regex));
   if (const json* so = optional_field(body, "structured_outputs")) {
     if (!so->is_object()) fail_type("structured_outputs", "an object", *so);
     for (auto it = so->begin(); it != so->end(); ++it) {
@@ -543,8 +545,7 @@ void parse_constraint(const json& body, completion_request& req) {
         if (get_bool(v, "structured_outputs.json_object"))
           set_constraint(req, {constraint_kind::json_object, {}, {}, "structured_outputs"});
       } else if (k == "regex") {
-        fail("structured_outputs", "regular-expression constraints are not supported yet (JSON schema, choice and GBNF are)",
-             "unsupported_parameter");
+        set_constraint(req, grammar_constraint(v, "structured_outputs", constraint_kind::regex));
       }
     }
   }

@@ -22,12 +22,12 @@ struct chat_message {
 };
 
 /// What the output must be (structured outputs): from `response_format`,
-/// vLLM's `guided_json` / `guided_choice` / `guided_grammar`, or its newer
+/// vLLM's `guided_json` / `guided_choice` / `guided_grammar` / `guided_regex`, or its newer
 /// `structured_outputs` object. At most one per request.
-enum class constraint_kind { none, json_object, json_schema, choice, grammar };
+enum class constraint_kind { none, json_object, json_schema, choice, grammar, regex };
 struct output_constraint {
   constraint_kind kind = constraint_kind::none;
-  std::string text;                  ///< json_schema: the schema (JSON text); grammar: GBNF
+  std::string text;                  ///< json_schema: the schema (JSON text); grammar: GBNF; regex: the pattern
   std::vector<std::string> choices;  ///< choice
   std::string param;                 ///< the field it came from, for errors
 };

@@ -1090,6 +1090,7 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
           case ck::json_schema: grammar = engine::json_schema_grammar(r.constraint.text); break;
           case ck::choice: grammar = engine::choice_grammar(r.constraint.choices); break;
           case ck::grammar: grammar = r.constraint.text; break;
+          case ck::regex: grammar = engine::regex_grammar(r.constraint.text); break;
           case ck::none: break;
         }
         (void)engine::grammar::parse(grammar);

@@ -172,7 +172,8 @@ TEST_CASE("json schema: unsupported features are named", "[grammar][schema]") {
     }
     return std::string("accepted");
   };
-  CHECK(feature(R"({"type":"string","pattern":"^a+$"})") == "pattern at #");
+  CHECK(feature(R"({"type":"string","pattern":"^a+$","maxLength":3})") == "pattern at #");
+  CHECK(feature(R"({"type":"string","pattern":"(?=a)b"})") == "regex at #");
   CHECK(feature(R"({"type":"object","properties":{"n":{"type":"integer","minimum":3}}})") == "minimum at #/properties/n");
   CHECK(feature(R"({"type":"string","format":"date"})") == "format at #");
   CHECK(feature(R"({"$ref":"#/$defs/missing"})") == "$ref at #");
@@ -219,4 +220,64 @@ TEST_CASE("masks: the trie walk agrees with asking each token", "[grammar]") {
   auto again = g->mask_for(b, trie);
   CHECK(first == again);
   CHECK(g->masks_cached() >= 1);
+}
+
+TEST_CASE("regex: the ECMAScript subset as a grammar", "[grammar][regex]") {
+  auto re = [](const std::string& pattern) { return regex_grammar(pattern); };
+  CHECK(matches(re("[0-9]{3}-[0-9]{4}"), "555-1234"));
+  CHECK_FALSE(matches(re("[0-9]{3}-[0-9]{4}"), "55-1234"));
+  CHECK(matches(re("^(cat|dog)s?$"), "dogs"));
+  CHECK_FALSE(matches(re("^(cat|dog)s?$"), "cow"));
+  CHECK(matches(re("\\d+(\\.\\d{1,2})?"), "12.5"));
+  CHECK_FALSE(matches(re("\\d+(\\.\\d{1,2})?"), "12.555"));
+  CHECK(matches(re("[A-Z][a-z]*\\s\\w+"), "Hello world_9"));
+  CHECK(matches(re("a.c"), "a\xc3\xa9" "c"));
+  CHECK_FALSE(matches(re("a.c"), "a\nc"));  // . is not a newline
+  CHECK(matches(re("[^abc]+"), "xyz"));
+  CHECK_FALSE(matches(re("[^abc]+"), "xaz"));
+  CHECK(matches(re("\\D\\W\\S"), "x-y"));
+  CHECK(matches(re("(?:ab)+?c"), "ababc"));
+  CHECK(matches(re("(?<year>\\d{4})"), "2026"));
+  CHECK(matches(re("a{2,}"), "aaaa"));
+  CHECK(matches(re("x{"), "x{"));  // a brace that starts no quantifier is literal
+  CHECK(matches(re("[\\]\\-]"), "-"));
+  CHECK(matches(re("a|"), ""));
+  auto refused = [](const std::string& pattern) {
+    try {
+      (void)regex_grammar(pattern);
+    } catch (const schema_error& e) {
+      return e.feature();
+    }
+    return std::string("accepted");
+  };
+  CHECK(refused("(a)\\1") == "regex");
+  CHECK(refused("a(?!b)") == "regex");
+  CHECK(refused("\\bword") == "regex");
+  CHECK(refused("a^b") == "regex");
+  CHECK(refused("(ab") == "regex");
+  CHECK(refused("ab)") == "regex");
+  CHECK(refused("[z-a]") == "regex");
+  CHECK(refused("*a") == "regex");
+  CHECK(refused("a{5,2}") == "regex");
+}
+
+TEST_CASE("json schema: a pattern inside a JSON string", "[grammar][regex][schema]") {
+  const auto phone = schema(R"({"type":"string","pattern":"^[0-9]{3}-[0-9]{4}$"})");
+  CHECK(matches(phone, "\"555-1234\""));
+  CHECK_FALSE(matches(phone, "\"x555-1234\""));
+  // Unanchored: a validator searches, so text may surround the match.
+  const auto contains = schema(R"({"type":"string","pattern":"ab+"})");
+  CHECK(matches(contains, "\"xxabbby\""));
+  CHECK_FALSE(matches(contains, "\"xxay\""));
+  // Characters JSON escapes come out escaped.
+  const auto quoted = schema(R"({"type":"string","pattern":"^say \"[a-z]+\"\\\\$"})");
+  CHECK(matches(quoted, "\"say \\\"hi\\\"\\\\\""));
+  CHECK_FALSE(matches(quoted, "\"say \"hi\"\\\""));
+  const auto cls = schema(R"({"type":"string","pattern":"^[\"a]$"})");
+  CHECK(matches(cls, "\"a\""));
+  CHECK(matches(cls, "\"\\\"\""));
+  // `.` never writes a raw quote or control character.
+  const auto dot = schema(R"({"type":"string","pattern":"^.{2}$"})");
+  CHECK(matches(dot, "\"ab\""));
+  CHECK_FALSE(matches(dot, "\"a\"\""));
 }

@@ -6,9 +6,10 @@
 // is GBNF, the rest is output to match. It must parse or throw
 // grammar_error; a grammar that parses must run the output (in pieces of 1
 // to 3 bytes) without crashing, and at every step the trie mask over a
-// small vocabulary must agree with asking each token. Mode odd: the text is
-// a JSON Schema; it must convert or throw schema_error, and whatever it
-// converts to must be a grammar that parses.
+// small vocabulary must agree with asking each token. Mode 1 (mod 4): the
+// text is a JSON Schema, mode 3 a regular expression (guided_regex); each
+// must convert or throw schema_error, and whatever it converts to must be a
+// grammar that parses.
 // Seeds: tests/fuzz/grammar_corpus/.
 
 #include "engine/grammar.hpp"
@@ -78,10 +79,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   std::string gbnf;
   try {
-    gbnf = json_schema_grammar(text);
+    gbnf = data[0] % 4 == 3 ? regex_grammar(text) : json_schema_grammar(text);
   } catch (const schema_error& e) {
     require(!e.feature().empty());
-    require(!e.path().empty() && e.path()[0] == '#');
+    require(!e.path().empty() && (e.path()[0] == '#' || (data[0] % 4 == 3 && e.path() == "regex")));
     return 0;
   }
   try {

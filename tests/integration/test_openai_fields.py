@@ -62,7 +62,6 @@ REFUSED = [
     ("chat", "functions", [{"name": "get_weather", "parameters": {}}]),
     ("chat", "function_call", {"name": "get_weather"}),
     ("completions", "use_beam_search", True),
-    ("completions", "guided_regex", "[0-9]+"),
     ("completions", "prompt_logprobs", 1),
     ("completions", "allowed_token_ids", [1, 2, 3]),
     ("chat", "chat_template", "{{ messages[0].content }}"),

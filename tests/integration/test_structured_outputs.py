@@ -47,6 +47,10 @@ SCHEMAS = {
                "required": ["title", "tags", "meta"]},
     "union": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 10},
                         {"type": "object", "properties": {"x": {"type": "boolean"}}, "required": ["x"]}]},
+    "patterns": {"type": "object",
+                 "properties": {"phone": {"type": "string", "pattern": "^[0-9]{3}-[0-9]{4}$"},
+                                "code": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{2,4}$"}},
+                 "required": ["phone", "code"]},
     "optional_only": {"type": "object",
                       "properties": {"a": {"type": "integer"}, "b": {"type": "string", "maxLength": 5},
                                      "c": {"type": "boolean"}}},
@@ -126,6 +130,19 @@ def test_guided_choice_and_grammar(base):
         assert c["finish_reason"] == "stop" and pattern.fullmatch(c["text"]), c
 
 
+def test_guided_regex_answers_match_in_full(base):
+    patterns = [r"(yes|no), because [a-z ]{1,20}\.", r"[0-9]{1,3}(\.[0-9]{1,2})? (kg|lb)",
+                r"#[0-9a-f]{6}", r"[A-Z][a-z]{1,10} [A-Z][a-z]{1,10}"]
+    for i, pattern in enumerate(patterns):
+        for seed in range(3):
+            r = requests.post(f"{base}/v1/completions",
+                              json={"model": MODEL, "prompt": "Answer: ", "temperature": 1.0, "seed": 10 * i + seed,
+                                    "max_tokens": 60, "guided_regex": pattern}, timeout=TIMEOUT)
+            assert r.status_code == 200, r.text
+            c = r.json()["choices"][0]
+            assert c["finish_reason"] == "stop" and re.fullmatch(pattern, c["text"]), (pattern, c)
+
+
 def test_stream_equals_the_whole_answer(base):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "A person as JSON."}], "temperature": 0,
             "max_tokens": 120, "response_format": schema_format(SCHEMAS["person"])}
@@ -159,8 +176,10 @@ def test_constraints_llmux_cannot_express_are_400s_naming_them(base):
         assert r.status_code == 400, r.text
         return r.json()["error"]
 
-    e = error({"response_format": schema_format({"type": "string", "pattern": "^a+$"})})
-    assert e["param"] == "response_format" and e["code"] == "unsupported_schema" and "'pattern'" in e["message"]
+    e = error({"response_format": schema_format({"type": "string", "format": "date"})})
+    assert e["param"] == "response_format" and e["code"] == "unsupported_schema" and "'format'" in e["message"]
+    e = error({"guided_regex": "(a)\\1"})
+    assert e["param"] == "guided_regex" and "backreferences" in e["message"]
     e = error({"guided_json": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 5}}}})
     assert e["param"] == "guided_json" and "minimum" in e["message"] and "#/properties/n" in e["message"]
     e = error({"guided_grammar": "root ::= missing\n"})

@@ -709,7 +709,6 @@ TEST_CASE("refused fields: a 400 naming the field, unless null or neutral", "[op
   check_chat_error(R"(,"tool_choice":"required")", "tool_choice", "tool");
   check_chat_error(R"(,"functions":[{"name":"f"}])", "functions", "functions");
   check_completions_error(R"(,"use_beam_search":true)", "use_beam_search", "beam");
-  check_completions_error(R"(,"guided_regex":"[0-9]+")", "guided_regex", "regular-expression");
   check_chat_error(R"(,"echo":true)", "echo", "echo");
   check_chat_error(R"(,"add_generation_prompt":false)", "add_generation_prompt", "assistant");
   for (const auto& e : {parse_err(R"({"model":"m","prompt":"x","best_of":2})", api_kind::completions)})
@@ -801,5 +800,10 @@ TEST_CASE("structured outputs: each source becomes one constraint", "[openai][pa
   check_completions_error(R"(,"guided_choice":["a",1])", "guided_choice", "string");
   check_completions_error(R"(,"guided_grammar":"")", "guided_grammar", "must not be empty");
   check_completions_error(R"(,"guided_choice":["a"],"guided_json":{"type":"string"})", "guided_choice", "give one");
-  check_completions_error(R"(,"structured_outputs":{"regex":"a+"})", "structured_outputs", "regular-expression");
+  r = parse_ok(R"({"model":"m","prompt":"x","guided_regex":"[0-9]+"})", api_kind::completions);
+  CHECK(r.constraint.kind == constraint_kind::regex);
+  CHECK(r.constraint.text == "[0-9]+");
+  r = parse_ok(R"({"model":"m","prompt":"x","structured_outputs":{"regex":"a|b"}})", api_kind::completions);
+  CHECK(r.constraint.kind == constraint_kind::regex);
+  check_completions_error(R"(,"guided_regex":5)", "guided_regex", "string");
 }
