@@ -399,11 +399,11 @@ const std::set<std::string> annotations = {"title", "description", "examples", "
 
 class converter {
 public:
-  explicit converter(const ojson& root) : root_(root) {}
+  converter(const ojson& root, std::string root_name) : root_(root), root_name_(std::move(root_name)) {}
 
   std::string run() {
     const std::string top = visit(root_, "#");
-    std::string out = "root ::= " + top + "\n";
+    std::string out = root_name_ + " ::= " + top + "\n";
     for (const auto& [name, body] : rules_)
       out += name + " ::= " + body + "\n";
     return out + json_primitives;
@@ -689,6 +689,7 @@ private:
   }
 
   const ojson& root_;
+  std::string root_name_;
   int depth_ = 0;
   std::map<std::string, std::string> rules_;
   std::map<std::string, std::string> by_body_;
@@ -721,14 +722,16 @@ std::string gbnf_literal(const std::string& text) {
   return out + "\"";
 }
 
-std::string json_schema_grammar(const std::string& schema_json) {
+std::string json_schema_grammar(const std::string& schema_json) { return json_schema_grammar(schema_json, "root"); }
+
+std::string json_schema_grammar(const std::string& schema_json, const std::string& root_name) {
   ojson schema;
   try {
     schema = ojson::parse(schema_json);
   } catch (const std::exception& e) {
     throw schema_error("schema", "#", std::string("the JSON schema is not valid JSON: ") + e.what());
   }
-  return converter{schema}.run();
+  return converter{schema, root_name}.run();
 }
 
 std::string json_object_grammar() { return std::string("root ::= json-object\n") + json_primitives; }

@@ -43,6 +43,9 @@ private:
 /// The GBNF of JSON values satisfying `schema_json` (a JSON Schema as text).
 /// Throws schema_error.
 [[nodiscard]] std::string json_schema_grammar(const std::string& schema_json);
+/// The same with the start rule named `root_name`, for a grammar that
+/// embeds the schema in more (tool calls).
+[[nodiscard]] std::string json_schema_grammar(const std::string& schema_json, const std::string& root_name);
 
 /// Any JSON object (`response_format: {"type": "json_object"}`).
 [[nodiscard]] std::string json_object_grammar();

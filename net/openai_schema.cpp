@@ -1,6 +1,7 @@
 #include "net/openai_schema.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 #include <cstdlib>
 
@@ -211,6 +212,28 @@ void parse_messages(const json& body, completion_request& req) {
     chat_message out;
     out.role = role;
     out.content = parse_content(msg, at, role);
+    if (role == "assistant") {
+      if (const json* calls = optional_field(msg, "tool_calls")) {
+        if (!calls->is_array()) fail_type(at + ".tool_calls", "an array", *calls);
+        for (size_t k = 0; k < calls->size(); ++k) {
+          const json& c = (*calls)[k];
+          const std::string cat = at + ".tool_calls[" + std::to_string(k) + "]";
+          if (!c.is_object()) fail_type(cat, "an object", c);
+          function_call fc;
+          if (const json* id = optional_field(c, "id")) fc.id = get_string(*id, cat + ".id");
+          const json* fn = optional_field(c, "function");
+          if (!fn || !fn->is_object()) fail_missing(cat + ".function");
+          fc.name = get_string(required_field(*fn, "name"), cat + ".function.name");
+          if (const json* a = optional_field(*fn, "arguments"))
+            fc.arguments = a->is_string() ? a->get<std::string>() : a->dump();
+          out.tool_calls.push_back(std::move(fc));
+        }
+      }
+    } else if (role == "tool") {
+      const json* id = optional_field(msg, "tool_call_id");
+      if (!id) fail_missing(at + ".tool_call_id");
+      out.tool_call_id = get_string(*id, at + ".tool_call_id");
+    }
     req.messages.push_back(std::move(out));
   }
 }
@@ -374,8 +397,6 @@ const std::vector<refused_field>& refused_fields() {
     {{"modalities", true, false, "only the 'text' modality is supported"}, "[[\"text\"]]"},
     {{"prediction", true, false, "predicted outputs are not supported"}, ""},
     {{"web_search_options", true, false, "web search is not supported"}, ""},
-    {{"tools", true, false, "tool calling is not supported yet"}, "[[]]"},
-    {{"tool_choice", true, false, "tool calling is not supported yet"}, "[\"none\",\"auto\"]"},
     {{"functions", true, false, "'functions' (deprecated) is not supported"}, "[[]]"},
     {{"function_call", true, false, "'function_call' (deprecated) is not supported"}, "[\"none\",\"auto\"]"},
     // vLLM's extensions.
@@ -551,6 +572,71 @@ void parse_constraint(const json& body, completion_request& req) {
   }
 }
 
+bool function_name_ok(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) return false;
+  return true;
+}
+
+/// tools, tool_choice, parallel_tool_calls (chat).
+void parse_tools(const json& body, completion_request& req) {
+  if (const json* tools = optional_field(body, "tools")) {
+    if (!tools->is_array()) fail_type("tools", "an array", *tools);
+    if (tools->size() > 128) fail("tools", "'tools' may hold at most 128 functions");
+    for (size_t i = 0; i < tools->size(); ++i) {
+      const json& t = (*tools)[i];
+      const std::string at = "tools[" + std::to_string(i) + "]";
+      if (!t.is_object()) fail_type(at, "an object", t);
+      const json* type = optional_field(t, "type");
+      if (!type || !type->is_string() || type->get<std::string>() != "function")
+        fail("tools", "'" + at + ".type' must be 'function'", "invalid_value");
+      const json* fn = optional_field(t, "function");
+      if (!fn || !fn->is_object()) fail_missing(at + ".function");
+      tool_spec spec;
+      spec.name = get_string(required_field(*fn, "name"), at + ".function.name");
+      if (!function_name_ok(spec.name))
+        fail("tools", "'" + at + ".function.name' must be 1 to 64 letters, digits, '_' or '-', got '" + spec.name + "'");
+      for (const auto& other : req.tools)
+        if (other.name == spec.name) fail("tools", "two tools are named '" + spec.name + "'");
+      if (const json* d = optional_field(*fn, "description")) spec.description = get_string(*d, at + ".function.description");
+      if (const json* p = optional_field(*fn, "parameters")) {
+        if (!p->is_object()) fail_type(at + ".function.parameters", "a JSON schema (an object)", *p);
+        spec.parameters = p->dump();
+      }
+      req.tools.push_back(std::move(spec));
+    }
+  }
+  req.tool_choice = req.tools.empty() ? tool_choice_kind::none : tool_choice_kind::auto_;
+  if (const json* tc = optional_field(body, "tool_choice")) {
+    if (tc->is_string()) {
+      const std::string& v = tc->get_ref<const std::string&>();
+      if (v == "none") req.tool_choice = tool_choice_kind::none;
+      else if (v == "auto") req.tool_choice = req.tools.empty() ? tool_choice_kind::none : tool_choice_kind::auto_;
+      else if (v == "required") req.tool_choice = tool_choice_kind::required;
+      else fail("tool_choice", "Invalid value: '" + v + "'. Supported values are: 'none', 'auto' and 'required'.", "invalid_value");
+    } else if (tc->is_object()) {
+      const json* fn = optional_field(*tc, "function");
+      if (!fn || !fn->is_object()) fail_missing("tool_choice.function");
+      req.tool_choice = tool_choice_kind::named;
+      req.tool_choice_name = get_string(required_field(*fn, "name"), "tool_choice.function.name");
+    } else {
+      fail_type("tool_choice", "a string or an object", *tc);
+    }
+    if ((req.tool_choice == tool_choice_kind::required || req.tool_choice == tool_choice_kind::named) && req.tools.empty())
+      fail("tool_choice", "'tool_choice' asks for a tool call but 'tools' is empty");
+    if (req.tool_choice == tool_choice_kind::named) {
+      bool found = false;
+      for (const auto& t : req.tools) found = found || t.name == req.tool_choice_name;
+      if (!found) fail("tool_choice", "'tool_choice' names '" + req.tool_choice_name + "', which 'tools' does not have");
+    }
+  }
+  if (const json* v = optional_field(body, "parallel_tool_calls")) req.parallel_tool_calls = get_bool(*v, "parallel_tool_calls");
+  if (req.tool_choice != tool_choice_kind::none && req.tool_choice != tool_choice_kind::auto_ &&
+      req.constraint.kind != constraint_kind::none)
+    fail("tool_choice", "'tool_choice' and '" + req.constraint.param + "' both constrain the output: give one of them");
+}
+
 completion_request parse_body(const json& body, api_kind kind) {
   if (!body.is_object()) {
     fail("", std::string("Request body must be a JSON object, got ") + body.type_name());
@@ -569,6 +655,7 @@ completion_request parse_body(const json& body, api_kind kind) {
   parse_vllm_extras(body, req);
   refuse_unsupported(body, req);
   parse_constraint(body, req);
+  if (kind == api_kind::chat) parse_tools(body, req);
   if (const json* v = optional_field(body, "user")) req.user = get_string(*v, "user");
   if (kind == api_kind::completions)
     if (const json* v = optional_field(body, "echo")) req.echo = get_bool(*v, "echo");
@@ -668,6 +755,23 @@ std::string error_body(const api_error& e) {
 
 namespace {
 
+/// OpenAI's tool_calls array; a stream's deltas carry each call's index.
+ordered_json tool_calls_json(const std::vector<function_call>& calls, bool indexed, int first_index) {
+  ordered_json arr = ordered_json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    ordered_json c;
+    if (indexed) c["index"] = first_index + static_cast<int>(i);
+    c["id"] = calls[i].id;
+    c["type"] = "function";
+    ordered_json fn;
+    fn["name"] = calls[i].name;
+    fn["arguments"] = calls[i].arguments;
+    c["function"] = std::move(fn);
+    arr.push_back(std::move(c));
+  }
+  return arr;
+}
+
 ordered_json token_bytes_json(const std::string& t) {
   ordered_json b = ordered_json::array();
   for (unsigned char c : t)
@@ -735,7 +839,11 @@ std::string render_completion(const response_meta& meta, const std::vector<choic
     if (chat) {
       ordered_json message;
       message["role"] = "assistant";
-      message["content"] = c.text;
+      const bool calls = c.tool_calls != nullptr && !c.tool_calls->empty();
+      // With calls, content that is only whitespace (around the blocks) is no content.
+      const bool blank = c.text.find_first_not_of(" \t\r\n") == std::string::npos;
+      message["content"] = calls && blank ? ordered_json(nullptr) : ordered_json(c.text);
+      if (calls) message["tool_calls"] = tool_calls_json(*c.tool_calls, false, 0);
       choice["message"] = std::move(message);
     } else {
       choice["text"] = c.text;
@@ -758,7 +866,8 @@ std::string render_completion(const response_meta& meta, const std::string& text
 std::string render_chunk(const response_meta& meta, const std::string& delta_text, bool first,
                          const std::string& finish_reason,
                          const std::vector<logprob_entry>* logprobs, int index,
-                         const usage_counts* usage) {
+                         const usage_counts* usage, const std::vector<function_call>* tool_calls,
+                         int first_call_index) {
   const bool chat = meta.kind == api_kind::chat;
   ordered_json j = response_head(meta, chunk_object(meta.kind));
   ordered_json choice;
@@ -769,6 +878,8 @@ std::string render_chunk(const response_meta& meta, const std::string& delta_tex
     ordered_json delta = ordered_json::object();
     if (first) delta["role"] = "assistant";
     if (first || !delta_text.empty()) delta["content"] = delta_text;
+    if (tool_calls != nullptr && !tool_calls->empty())
+      delta["tool_calls"] = tool_calls_json(*tool_calls, true, first_call_index);
     choice["delta"] = std::move(delta);
   } else {
     choice["text"] = delta_text;

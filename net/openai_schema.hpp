@@ -16,10 +16,28 @@ namespace llmux::net {
 
 enum class api_kind { completions, chat };
 
+/// A function call, as in an assistant message's `tool_calls` and in a response.
+struct function_call {
+  std::string id;
+  std::string name;
+  std::string arguments;  ///< JSON text
+};
+
 struct chat_message {
   std::string role;     ///< "system" | "user" | "assistant" | "tool" | "developer"
   std::string content;  ///< text; an array of {type:"text",text} parts is joined
+  std::vector<function_call> tool_calls;  ///< assistant: the calls it made
+  std::string tool_call_id;               ///< tool: the call this result answers
 };
+
+/// A function the model may call (`tools`, type "function").
+struct tool_spec {
+  std::string name;
+  std::string description;
+  std::string parameters;  ///< JSON Schema as JSON text; empty: none given
+};
+
+enum class tool_choice_kind { none, auto_, required, named };
 
 /// What the output must be (structured outputs): from `response_format`,
 /// vLLM's `guided_json` / `guided_choice` / `guided_grammar` / `guided_regex`, or its newer
@@ -68,6 +86,10 @@ struct completion_request {
   bool continuous_usage_stats = false;  ///< stream_options: every chunk carries usage so far
   std::optional<int> truncate_prompt_tokens;  ///< keep only the prompt's last k tokens (>= 1)
   output_constraint constraint;
+  std::vector<tool_spec> tools;
+  tool_choice_kind tool_choice = tool_choice_kind::none;  ///< auto when tools are given
+  std::string tool_choice_name;                           ///< named
+  bool parallel_tool_calls = true;
 };
 
 /// A request field llmux refuses (when set to anything but its neutral
@@ -138,6 +160,7 @@ struct choice_result {
   std::string text;
   std::string finish_reason;
   const std::vector<logprob_entry>* logprobs = nullptr;
+  const std::vector<function_call>* tool_calls = nullptr;  ///< chat: message.tool_calls (content null if empty)
 };
 [[nodiscard]] std::string render_completion(const response_meta& meta,
                                             const std::vector<choice_result>& choices,
@@ -156,10 +179,14 @@ struct choice_result {
 /// becomes null. Chunks carry no `usage` key: token counts go in the separate
 /// `render_usage_chunk`.
 /// `usage` (vLLM's `continuous_usage_stats`) adds the counts so far.
+/// `tool_calls` (chat) adds delta.tool_calls, each whole in one delta, with
+/// its index among the choice's calls from `first_call_index`.
 [[nodiscard]] std::string render_chunk(const response_meta& meta, const std::string& delta_text,
                                        bool first, const std::string& finish_reason,
                                        const std::vector<logprob_entry>* logprobs = nullptr,
-                                       int index = 0, const usage_counts* usage = nullptr);
+                                       int index = 0, const usage_counts* usage = nullptr,
+                                       const std::vector<function_call>* tool_calls = nullptr,
+                                       int first_call_index = 0);
 
 /// The final usage-only chunk of `stream_options.include_usage`: `choices: []`.
 [[nodiscard]] std::string render_usage_chunk(const response_meta& meta, const usage_counts& usage);

@@ -3,6 +3,7 @@
 #include "actors/gateway/choice_text.hpp"
 #include "engine/grammar.hpp"
 #include "engine/json_schema_grammar.hpp"
+#include "engine/tool_calls.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -316,6 +317,8 @@ struct choice_state {
   std::string out;     ///< non-streaming: the text so far
   std::vector<net::logprob_entry> lps;  ///< non-streaming: the log-probs so far
   clock_type::time_point last_token;    ///< for inter-token latency
+  std::optional<engine::tool_call_parser> tools;  ///< chat with tools: finds the calls in the text
+  std::vector<net::function_call> calls;          ///< the calls found so far
 };
 
 /// What one event did to its choice.
@@ -324,6 +327,8 @@ struct choice_update {
   std::string text;
   std::vector<net::logprob_entry> lps;
   std::string finish;  ///< set when the choice ended with this event
+  std::vector<net::function_call> calls;  ///< tool calls completed by this event
+  int first_call = 0;                     ///< index of the first of them in the choice
 };
 
 }  // namespace
@@ -469,13 +474,32 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
         c.last_token = now;
       }
       auto d = c.text.push(ev);
-      choice_update u{static_cast<int>(i), std::move(d.text), std::move(d.logprobs), {}};
+      choice_update u{static_cast<int>(i), std::move(d.text), std::move(d.logprobs), {}, {}, 0};
       if (c.text.stopped()) {
         c.finish = "stop";
         cancel(c.id);
       } else if (ev.finish != finish_reason::none) {
         u.text += c.text.finish();
         c.finish = protocol::to_string(ev.finish);
+      }
+      if (c.tools) {
+        // The text goes through the tool-call parser: calls leave it.
+        u.first_call = static_cast<int>(c.calls.size());
+        auto found = c.tools->push(u.text);
+        if (!c.finish.empty()) {
+          auto rest = c.tools->finish();
+          found.content += rest.content;
+          found.calls.insert(found.calls.end(), rest.calls.begin(), rest.calls.end());
+        }
+        u.text = std::move(found.content);
+        for (auto& call : found.calls) {
+          net::function_call fc{hex_id("call_", c.id * 64 + c.calls.size()), std::move(call.name),
+                                std::move(call.arguments)};
+          c.calls.push_back(fc);
+          u.calls.push_back(std::move(fc));
+        }
+        if (c.finish == "stop" && !c.calls.empty())
+          c.finish = "tool_calls";
       }
       u.finish = c.finish;
       return u;
@@ -508,10 +532,11 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
   }
 
   std::string chunk(const std::string& text, bool first, const std::string& finish,
-                    const std::vector<net::logprob_entry>* lps, int index) const {
+                    const std::vector<net::logprob_entry>* lps, int index,
+                    const std::vector<net::function_call>* calls = nullptr, int first_call = 0) const {
     net::usage_counts so_far{usage.prompt_tokens, completion_tokens()};
     return net::sse_event(net::render_chunk(meta, text, first, finish, lps, index,
-                                            continuous_usage ? &so_far : nullptr));
+                                            continuous_usage ? &so_far : nullptr, calls, first_call));
   }
 
   /// Renders what the sink holds (worker thread).
@@ -576,6 +601,8 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
       if (stream) {
         if (!u->text.empty() || !u->lps.empty())
           out += chunk(u->text, false, "", u->lps.empty() ? nullptr : &u->lps, u->index);
+        if (!u->calls.empty())
+          out += chunk("", false, "", nullptr, u->index, &u->calls, u->first_call);
         if (!u->finish.empty())
           out += chunk("", false, u->finish, nullptr, u->index);
       } else {
@@ -603,7 +630,7 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
     } else {
       std::vector<net::choice_result> results;
       for (auto& c : choices)
-        results.push_back({echo + c.out, c.finish, want_logprobs ? &c.lps : nullptr});
+        results.push_back({echo + c.out, c.finish, want_logprobs ? &c.lps : nullptr, c.tools ? &c.calls : nullptr});
       ex->respond(200, "application/json", net::render_completion(meta, results, usage));
     }
     finish(200);
@@ -996,10 +1023,30 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     // Tokenize at the edge: units only ever see token ids.
     std::vector<int32_t> prompt;
     const char* prompt_param = kind == net::api_kind::chat ? "messages" : "prompt";
+    const bool use_tools = !r.tools.empty() && r.tool_choice != net::tool_choice_kind::none;
     if (kind == net::api_kind::chat) {
-      std::vector<engine::chat_turn> turns;
-      for (auto& m : r.messages)
-        turns.push_back({m.role, m.content});
+      // Tools (and the calls and results in the history) are written the
+      // way the model family reads them (engine/tool_calls).
+      bool history_tools = false;
+      std::vector<engine::tool_turn> tturns;
+      for (auto& m : r.messages) {
+        engine::tool_turn t{m.role, m.content, {}, m.tool_call_id};
+        for (auto& c : m.tool_calls)
+          t.calls.push_back({c.id, c.name, c.arguments});
+        history_tools = history_tools || !t.calls.empty() || m.role == "tool";
+        tturns.push_back(std::move(t));
+      }
+      if ((use_tools || history_tools) && !engine::tools_supported(model.chat.format)) {
+        answer_error(make_error(400, "tool calling is written for ChatML (Hermes-style) models so far; '" + r.model
+                                       + "' uses another chat format",
+                                "invalid_request_error", use_tools ? "tools" : "messages"));
+        return;
+      }
+      std::vector<engine::tool_function> fns;
+      if (use_tools)
+        for (const auto& t : r.tools)
+          fns.push_back({t.name, t.description, t.parameters});
+      const auto turns = engine::tool_prompt(model.chat, tturns, fns);
       // The rendered template spells special tokens (<|im_start|>): parse them.
       prompt = tok.encode_with_specials(engine::apply_chat_template(model.chat, turns), true);
     } else if (r.prompt_is_tokens) {
@@ -1076,6 +1123,29 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     // the converter cannot express is a 400 naming the feature, before any
     // unit sees the request.
     std::string grammar;
+    const bool call_required =
+      use_tools && (r.tool_choice == net::tool_choice_kind::required || r.tool_choice == net::tool_choice_kind::named);
+    if (call_required) {
+      // A required call is held to the tools' schemas by the same grammar machinery.
+      std::vector<engine::tool_function> fns;
+      for (const auto& t : r.tools)
+        fns.push_back({t.name, t.description, t.parameters});
+      try {
+        grammar = engine::tool_call_grammar(fns, r.tool_choice_name,
+                                            r.tool_choice == net::tool_choice_kind::required && r.parallel_tool_calls);
+        (void)engine::grammar::parse(grammar);
+      } catch (const engine::schema_error& e) {
+        answer_error(make_error(400, std::string("a tool's parameters: ") + e.what(), "invalid_request_error", "tools",
+                                "unsupported_schema"));
+        return;
+      }
+      if (model.cfg.backend == "sim") {
+        answer_error(make_error(400, "a required tool call needs a model that computes logits; '" + r.model
+                                       + "' runs on the simulated backend",
+                                "invalid_request_error", "tool_choice"));
+        return;
+      }
+    }
     if (r.constraint.kind != net::constraint_kind::none) {
       if (model.cfg.backend == "sim") {
         answer_error(make_error(400, "structured outputs need a model that computes logits; '" + r.model
@@ -1183,7 +1253,10 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
       gi.params.seed = seed + static_cast<uint64_t>(i);
       registry_->attach(gi.id, job->sink);
       job->choices.push_back(choice_state{gi.id, choice_text{tok, r.stop, r.logprobs >= 0,
-                                                    {r.include_stop_str_in_output, !r.skip_special_tokens}}, {}, {}, {}, {}});
+                                                    {r.include_stop_str_in_output, !r.skip_special_tokens}}, {}, {}, {}, {},
+                                          {}, {}});
+      if (use_tools)
+        job->choices.back().tools.emplace();
       submits.push_back(std::move(gi));
     }
     auto& meta = job->meta;

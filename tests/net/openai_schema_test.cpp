@@ -705,8 +705,6 @@ TEST_CASE("refused fields: a 400 naming the field, unless null or neutral", "[op
   check_chat_error(R"(,"audio":{"voice":"alloy","format":"wav"})", "audio", "audio");
   check_chat_error(R"(,"modalities":["text","audio"])", "modalities", "text");
   check_chat_error(R"(,"prediction":{"type":"content","content":"x"})", "prediction", "predicted");
-  check_chat_error(R"(,"tools":[{"type":"function","function":{"name":"f"}}])", "tools", "tool");
-  check_chat_error(R"(,"tool_choice":"required")", "tool_choice", "tool");
   check_chat_error(R"(,"functions":[{"name":"f"}])", "functions", "functions");
   check_completions_error(R"(,"use_beam_search":true)", "use_beam_search", "beam");
   check_chat_error(R"(,"echo":true)", "echo", "echo");
@@ -806,4 +804,63 @@ TEST_CASE("structured outputs: each source becomes one constraint", "[openai][pa
   r = parse_ok(R"({"model":"m","prompt":"x","structured_outputs":{"regex":"a|b"}})", api_kind::completions);
   CHECK(r.constraint.kind == constraint_kind::regex);
   check_completions_error(R"(,"guided_regex":5)", "guided_regex", "string");
+}
+
+TEST_CASE("tools: functions, tool_choice and the calls in the history", "[openai][parse][tools]") {
+  const std::string chat = R"({"model":"m","messages":[{"role":"user","content":"hi"}],)";
+  const std::string fn = R"({"type":"function","function":{"name":"get_weather","description":"d",)"
+                         R"("parameters":{"type":"object","properties":{"city":{"type":"string"}}}}})";
+  auto r = parse_ok(chat + R"("tools":[)" + fn + "]}", api_kind::chat);
+  REQUIRE(r.tools.size() == 1);
+  CHECK(r.tools[0].name == "get_weather");
+  CHECK(r.tools[0].description == "d");
+  CHECK(r.tools[0].parameters.find("city") != std::string::npos);
+  CHECK(r.tool_choice == tool_choice_kind::auto_);
+  CHECK(r.parallel_tool_calls);
+  CHECK(parse_ok(chat + R"("tools":[)" + fn + R"(],"tool_choice":"required","parallel_tool_calls":false})",
+                 api_kind::chat).tool_choice == tool_choice_kind::required);
+  r = parse_ok(chat + R"("tools":[)" + fn + R"(],"tool_choice":{"type":"function","function":{"name":"get_weather"}}})",
+               api_kind::chat);
+  CHECK(r.tool_choice == tool_choice_kind::named);
+  CHECK(r.tool_choice_name == "get_weather");
+  CHECK(parse_ok(chat + R"("tool_choice":"auto"})", api_kind::chat).tool_choice == tool_choice_kind::none);
+
+  r = parse_ok(R"({"model":"m","messages":[{"role":"user","content":"w?"},)"
+               R"({"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",)"
+               R"("function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},)"
+               R"({"role":"tool","tool_call_id":"call_1","content":"18C"}]})",
+               api_kind::chat);
+  REQUIRE(r.messages.size() == 3);
+  REQUIRE(r.messages[1].tool_calls.size() == 1);
+  CHECK(r.messages[1].tool_calls[0].id == "call_1");
+  CHECK(r.messages[1].tool_calls[0].arguments == R"({"city":"Paris"})");
+  CHECK(r.messages[2].tool_call_id == "call_1");
+
+  check_chat_error(R"(,"tools":[{"type":"retrieval"}])", "tools", "must be 'function'");
+  check_chat_error(R"(,"tools":[{"type":"function","function":{"name":"bad name"}}])", "tools", "letters, digits");
+  check_chat_error(R"(,"tools":[)" + fn + "," + fn + "]", "tools", "two tools");
+  check_chat_error(R"(,"tool_choice":"required")", "tool_choice", "'tools' is empty");
+  check_chat_error(R"(,"tools":[)" + fn + R"(],"tool_choice":{"type":"function","function":{"name":"other"}})",
+                   "tool_choice", "does not have");
+  check_chat_error(R"(,"tools":[)" + fn + R"(],"tool_choice":"sometimes")", "tool_choice", "Invalid value");
+  check_chat_error(R"(,"tools":[)" + fn + R"(],"tool_choice":"required","guided_choice":["a"])", "tool_choice",
+                   "give one");
+  check_error(R"({"model":"m","messages":[{"role":"tool","content":"x"}]})", api_kind::chat,
+              "messages[0].tool_call_id", "Missing");
+}
+
+TEST_CASE("tool calls render in OpenAI's shape", "[openai][render][tools]") {
+  std::vector<function_call> calls = {{"call_a", "get_weather", R"({"city":"Paris"})"}};
+  auto j = json::parse(render_completion(meta_for(api_kind::chat), {choice_result{"\n", "tool_calls", nullptr, &calls}},
+                                         usage_counts{3, 4}));
+  const auto& msg = j["choices"][0]["message"];
+  CHECK(msg["content"].is_null());
+  CHECK(msg["tool_calls"][0]["id"] == "call_a");
+  CHECK(msg["tool_calls"][0]["type"] == "function");
+  CHECK(msg["tool_calls"][0]["function"]["name"] == "get_weather");
+  CHECK(msg["tool_calls"][0]["function"]["arguments"] == R"({"city":"Paris"})");
+  CHECK(j["choices"][0]["finish_reason"] == "tool_calls");
+  auto chunk = json::parse(render_chunk(meta_for(api_kind::chat), "", false, "", nullptr, 0, nullptr, &calls, 2));
+  CHECK(chunk["choices"][0]["delta"]["tool_calls"][0]["index"] == 2);
+  CHECK_FALSE(chunk["choices"][0]["delta"].contains("content"));
 }

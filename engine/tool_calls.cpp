@@ -1,0 +1,167 @@
+#include "engine/tool_calls.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "engine/json_schema_grammar.hpp"
+
+namespace llmux::engine {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+const std::string open_tag = "<tool_call>";
+const std::string close_tag = "</tool_call>";
+
+/// One tool as the Hermes system prompt lists it.
+std::string tool_line(const tool_function& t) {
+  ojson fn;
+  fn["name"] = t.name;
+  if (!t.description.empty())
+    fn["description"] = t.description;
+  fn["parameters"] = t.parameters.empty() ? ojson::object() : ojson::parse(t.parameters);
+  ojson line;
+  line["type"] = "function";
+  line["function"] = std::move(fn);
+  return line.dump();
+}
+
+/// A call as the model writes it.
+std::string call_block(const tool_call& c) {
+  ojson body;
+  body["name"] = c.name;
+  try {
+    body["arguments"] = ojson::parse(c.arguments.empty() ? "{}" : c.arguments);
+  } catch (const std::exception&) {
+    body["arguments"] = c.arguments;  // not JSON: passed on as the string it is
+  }
+  return open_tag + "\n" + body.dump() + "\n" + close_tag;
+}
+
+}  // namespace
+
+bool tools_supported(chat_format format) { return format == chat_format::chatml; }
+
+std::vector<chat_turn> tool_prompt(const chat_style& style, const std::vector<tool_turn>& turns,
+                                   const std::vector<tool_function>& tools) {
+  std::vector<chat_turn> out;
+  size_t i = 0;
+  if (!tools.empty()) {
+    // Qwen2.5's wording, which Hermes-style models were trained on.
+    std::string system = !turns.empty() && turns[0].role == "system" ? turns[0].content : style.default_system;
+    if (!turns.empty() && turns[0].role == "system")
+      i = 1;
+    std::string block = "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+                        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
+    for (const auto& t : tools)
+      block += "\n" + tool_line(t);
+    block += "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+             "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+             "<args-json-object>}\n</tool_call>";
+    out.push_back({"system", system.empty() ? block : system + "\n\n" + block});
+  }
+  for (; i < turns.size(); ++i) {
+    const auto& t = turns[i];
+    if (t.role == "tool") {
+      // Consecutive results are one user turn, as Qwen2.5's template writes them.
+      std::string text;
+      for (; i < turns.size() && turns[i].role == "tool"; ++i)
+        text += (text.empty() ? "" : "\n") + std::string("<tool_response>\n") + turns[i].content + "\n</tool_response>";
+      --i;
+      out.push_back({"user", text});
+      continue;
+    }
+    std::string content = t.content;
+    for (const auto& c : t.calls)
+      content += (content.empty() ? "" : "\n") + call_block(c);
+    out.push_back({t.role, content});
+  }
+  return out;
+}
+
+std::string tool_call_grammar(const std::vector<tool_function>& tools, const std::string& only, bool parallel) {
+  // One schema for any allowed call: {"name": <const>, "arguments": <its parameters>}.
+  ojson any_of = ojson::array();
+  for (const auto& t : tools) {
+    if (!only.empty() && t.name != only)
+      continue;
+    ojson props;
+    props["name"] = ojson{{"const", t.name}};
+    props["arguments"] = t.parameters.empty() ? ojson{{"type", "object"}} : ojson::parse(t.parameters);
+    ojson call;
+    call["type"] = "object";
+    call["properties"] = std::move(props);
+    call["required"] = ojson::array({"name", "arguments"});
+    any_of.push_back(std::move(call));
+  }
+  if (any_of.empty())
+    throw schema_error("tool_choice", "#", "tool_choice names a function that 'tools' does not have");
+  ojson schema;
+  schema["anyOf"] = std::move(any_of);
+  std::string g = std::string("root ::= tool-block") + (parallel ? " (\"\\n\" tool-block)*" : "") + "\n" +
+                  "tool-block ::= \"<tool_call>\\n\" tool-call \"\\n</tool_call>\"\n";
+  return g + json_schema_grammar(schema.dump(), "tool-call");
+}
+
+tool_call_parser::delta tool_call_parser::push(const std::string& text) {
+  buf_ += text;
+  return drain(false);
+}
+
+tool_call_parser::delta tool_call_parser::finish() { return drain(true); }
+
+tool_call_parser::delta tool_call_parser::drain(bool all) {
+  delta out;
+  while (true) {
+    if (after_call_ && !buf_.empty()) {
+      if (buf_[0] == '\n')
+        buf_.erase(0, 1);
+      after_call_ = false;
+    }
+    const auto open = buf_.find(open_tag);
+    if (open == std::string::npos) {
+      // Hold back a tail that could still become "<tool_call>".
+      size_t keep = 0;
+      if (!all)
+        for (size_t len = std::min(buf_.size(), open_tag.size() - 1); len > 0; --len)
+          if (buf_.compare(buf_.size() - len, len, open_tag, 0, len) == 0) {
+            keep = len;
+            break;
+          }
+      out.content += buf_.substr(0, buf_.size() - keep);
+      buf_.erase(0, buf_.size() - keep);
+      return out;
+    }
+    out.content += buf_.substr(0, open);
+    buf_.erase(0, open);
+    const auto close = buf_.find(close_tag);
+    if (close == std::string::npos) {
+      if (all) {
+        out.content += buf_;  // never closed: it stays text
+        buf_.clear();
+      }
+      return out;
+    }
+    const std::string inner = buf_.substr(open_tag.size(), close - open_tag.size());
+    const std::string whole = buf_.substr(0, close + close_tag.size());
+    buf_.erase(0, close + close_tag.size());
+    bool parsed = false;
+    try {
+      const auto j = nlohmann::json::parse(inner);
+      if (j.is_object() && j.contains("name") && j["name"].is_string()) {
+        tool_call c;
+        c.name = j["name"].get<std::string>();
+        const auto* args = j.contains("arguments") ? &j["arguments"] : j.contains("parameters") ? &j["parameters"] : nullptr;
+        c.arguments = args == nullptr ? "{}" : args->is_string() ? args->get<std::string>() : args->dump();
+        out.calls.push_back(std::move(c));
+        ++calls_;
+        parsed = true;
+      }
+    } catch (const std::exception&) {
+    }
+    if (!parsed)
+      out.content += whole;
+    after_call_ = parsed;
+  }
+}
+
+}  // namespace llmux::engine
