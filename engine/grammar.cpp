@@ -744,7 +744,6 @@ token_mask grammar_matcher::compute_mask(const vocab_trie& vocab) const { return
 token_mask grammar::walk(const std::vector<std::vector<const gelem*>>& stacks, const std::string& pending,
                          const vocab_trie& vocab) const {
   token_mask mask((static_cast<size_t>(vocab.vocab_size()) + 63) / 64, 0);
-  const auto& nodes = vocab.nodes();
   std::lock_guard<std::mutex> lock(walk_mu_);
   // What earlier walks learned stays, up to a bound (counted repetitions
   // make many states; a long-lived grammar should not hoard them).
@@ -752,29 +751,46 @@ token_mask grammar::walk(const std::vector<std::vector<const gelem*>>& stacks, c
     walk_ = std::make_unique<mask_walk>(rules_);
   auto& table = walk_->table;
   // Depth-first over the trie: each node with the state after its bytes
-  // (and an unfinished character's bytes); a subtree no stack accepts is skipped.
+  // (and an unfinished character's bytes, at most 3, packed); a subtree no
+  // stack accepts is skipped.
   struct frame {
     int32_t node;
     int32_t state;
-    std::string partial;
+    uint32_t partial;  ///< bytes of an unfinished character, first in the low byte
+    uint8_t partial_len;
+  };
+  auto unpack = [](uint32_t bits, uint8_t len) {
+    std::string p(len, '\0');
+    for (uint8_t i = 0; i < len; ++i)
+      p[i] = static_cast<char>((bits >> (8 * i)) & 0xFF);
+    return p;
   };
   std::vector<frame> todo;
-  todo.push_back({0, table.intern(stacks), pending});
+  todo.reserve(256);
+  if (pending.size() > 3)
+    return mask;  // cannot happen: an unfinished character has at most 3 bytes
+  uint32_t start_bits = 0;
+  for (size_t i = 0; i < pending.size(); ++i)
+    start_bits |= static_cast<uint32_t>(static_cast<uint8_t>(pending[i])) << (8 * i);
+  todo.push_back({0, table.intern(stacks), start_bits, static_cast<uint8_t>(pending.size())});
   while (!todo.empty()) {
-    frame f = std::move(todo.back());
+    const frame f = todo.back();
     todo.pop_back();
-    const auto& n = nodes[static_cast<size_t>(f.node)];
-    if (f.node != 0 && !n.tokens.empty() && (f.partial.empty() || table.partial(f.state, f.partial)))
-      for (auto t : n.tokens)
-        mask[static_cast<size_t>(t) >> 6] |= uint64_t{1} << (t & 63);
-    for (const auto& [byte, child] : n.next) {
-      if (f.partial.empty() && byte < 0x80) {
+    const int32_t* t0 = vocab.tokens_begin(f.node);
+    const int32_t* t1 = vocab.tokens_end(f.node);
+    if (f.node != 0 && t0 != t1 && (f.partial_len == 0 || table.partial(f.state, unpack(f.partial, f.partial_len))))
+      for (const int32_t* t = t0; t != t1; ++t)
+        mask[static_cast<size_t>(*t) >> 6] |= uint64_t{1} << (*t & 63);
+    for (const auto* e = vocab.edges_begin(f.node); e != vocab.edges_end(f.node); ++e) {
+      const uint8_t byte = e->byte;
+      const int32_t child = e->child;
+      if (f.partial_len == 0 && byte < 0x80) {
         const int32_t to = table.next(f.state, byte);
         if (to >= 0)
-          todo.push_back({child, to, {}});
+          todo.push_back({child, to, 0, 0});
         continue;
       }
-      std::string partial = f.partial;
+      std::string partial = unpack(f.partial, f.partial_len);
       partial.push_back(static_cast<char>(byte));
       size_t i = 0;
       uint32_t cp = 0;
@@ -782,13 +798,14 @@ token_mask grammar::walk(const std::vector<std::vector<const gelem*>>& stacks, c
       if (r < 0)
         continue;
       if (r == 0) {
-        if (table.partial(f.state, partial))
-          todo.push_back({child, f.state, std::move(partial)});
+        if (partial.size() <= 3 && table.partial(f.state, partial))
+          todo.push_back({child, f.state, f.partial | (static_cast<uint32_t>(byte) << (8 * f.partial_len)),
+                          static_cast<uint8_t>(f.partial_len + 1)});
         continue;
       }
       const int32_t to = table.next(f.state, cp);
       if (to >= 0)
-        todo.push_back({child, to, {}});
+        todo.push_back({child, to, 0, 0});
     }
   }
   return mask;
@@ -798,26 +815,55 @@ token_mask grammar::walk(const std::vector<std::vector<const gelem*>>& stacks, c
 
 vocab_trie::vocab_trie(const std::vector<std::string>& bytes)
   : n_vocab_(static_cast<int32_t>(bytes.size())), bytes_(bytes) {
-  nodes_.emplace_back();
+  // Built as linked nodes first, then laid out flat in depth-first order.
+  struct build_node {
+    std::vector<std::pair<uint8_t, int32_t>> next;
+    std::vector<int32_t> tokens;
+  };
+  std::vector<build_node> nodes(1);
   for (size_t id = 0; id < bytes.size(); ++id) {
     if (bytes[id].empty())
       continue;
     int32_t at = 0;
     for (char ch : bytes[id]) {
       const auto b = static_cast<uint8_t>(ch);
-      auto& next = nodes_[static_cast<size_t>(at)].next;
+      auto& next = nodes[static_cast<size_t>(at)].next;
       auto it = std::lower_bound(next.begin(), next.end(), std::make_pair(b, int32_t{-1}));
       if (it != next.end() && it->first == b) {
         at = it->second;
       } else {
-        const auto fresh = static_cast<int32_t>(nodes_.size());
+        const auto fresh = static_cast<int32_t>(nodes.size());
         next.insert(it, {b, fresh});
-        nodes_.emplace_back();
+        nodes.emplace_back();
         at = fresh;
       }
     }
-    nodes_[static_cast<size_t>(at)].tokens.push_back(static_cast<int32_t>(id));
+    nodes[static_cast<size_t>(at)].tokens.push_back(static_cast<int32_t>(id));
   }
+  std::vector<int32_t> order, new_id(nodes.size(), -1);
+  order.reserve(nodes.size());
+  std::vector<int32_t> stack{0};
+  while (!stack.empty()) {
+    const int32_t n = stack.back();
+    stack.pop_back();
+    new_id[static_cast<size_t>(n)] = static_cast<int32_t>(order.size());
+    order.push_back(n);
+    const auto& next = nodes[static_cast<size_t>(n)].next;
+    for (auto it = next.rbegin(); it != next.rend(); ++it)
+      stack.push_back(it->second);
+  }
+  edge_begin_.reserve(order.size() + 1);
+  token_begin_.reserve(order.size() + 1);
+  for (const int32_t n : order) {
+    edge_begin_.push_back(static_cast<int32_t>(edges_.size()));
+    token_begin_.push_back(static_cast<int32_t>(tokens_.size()));
+    const auto& bn = nodes[static_cast<size_t>(n)];
+    for (const auto& [b, child] : bn.next)
+      edges_.push_back({b, new_id[static_cast<size_t>(child)]});
+    tokens_.insert(tokens_.end(), bn.tokens.begin(), bn.tokens.end());
+  }
+  edge_begin_.push_back(static_cast<int32_t>(edges_.size()));
+  token_begin_.push_back(static_cast<int32_t>(tokens_.size()));
 }
 
 std::shared_ptr<const grammar> grammar_cache::get(const std::string& text) {

@@ -55,16 +55,25 @@ public:
   [[nodiscard]] int32_t vocab_size() const { return n_vocab_; }
   [[nodiscard]] const std::string& bytes(int32_t id) const { return bytes_[static_cast<size_t>(id)]; }
 
-  struct node {
-    std::vector<std::pair<uint8_t, int32_t>> next;  ///< byte → node, sorted
-    std::vector<int32_t> tokens;                    ///< tokens whose bytes end here
+  /// A node's children (by byte, sorted) and the tokens that end there,
+  /// stored flat in depth-first order: a mask walk reads them in sequence.
+  struct edge {
+    uint8_t byte;
+    int32_t child;
   };
-  [[nodiscard]] const std::vector<node>& nodes() const { return nodes_; }
+  [[nodiscard]] int32_t node_count() const { return static_cast<int32_t>(edge_begin_.size()) - 1; }
+  [[nodiscard]] const edge* edges_begin(int32_t n) const { return edges_.data() + edge_begin_[static_cast<size_t>(n)]; }
+  [[nodiscard]] const edge* edges_end(int32_t n) const { return edges_.data() + edge_begin_[static_cast<size_t>(n) + 1]; }
+  [[nodiscard]] const int32_t* tokens_begin(int32_t n) const { return tokens_.data() + token_begin_[static_cast<size_t>(n)]; }
+  [[nodiscard]] const int32_t* tokens_end(int32_t n) const { return tokens_.data() + token_begin_[static_cast<size_t>(n) + 1]; }
 
 private:
   int32_t n_vocab_ = 0;
   std::vector<std::string> bytes_;
-  std::vector<node> nodes_;  ///< [0] is the root
+  std::vector<int32_t> edge_begin_;   ///< per node, into edges_ (node 0 is the root)
+  std::vector<edge> edges_;
+  std::vector<int32_t> token_begin_;  ///< per node, into tokens_
+  std::vector<int32_t> tokens_;
 };
 
 /// Allowed next tokens: one bit per token id.
