@@ -82,9 +82,13 @@ void require_error(const std::string& text, const std::string& key, const std::s
 struct temp_dir {
   std::filesystem::path path;
   temp_dir() {
-    auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path = std::filesystem::temp_directory_path() / ("llmux_config_test_" + std::to_string(stamp));
-    std::filesystem::create_directories(path);
+    // mkdtemp: unique across the test processes ctest runs at once (a clock
+    // stamp was not: two tests once shared a directory and read each
+    // other's half-written config).
+    std::string pattern = (std::filesystem::temp_directory_path() / "llmux_config_test_XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr)
+      throw std::runtime_error("mkdtemp failed for " + pattern);
+    path = pattern;
   }
   ~temp_dir() {
     std::error_code ec;

@@ -13,11 +13,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -58,9 +60,11 @@ void require_spec_error(const std::string& text, const std::string& key, int lin
 struct temp_dir {
   std::filesystem::path path;
   temp_dir() {
-    auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path = std::filesystem::temp_directory_path() / ("llmux_workload_test_" + std::to_string(stamp));
-    std::filesystem::create_directories(path);
+    // mkdtemp: unique across the test processes ctest runs at once.
+    std::string pattern = (std::filesystem::temp_directory_path() / "llmux_workload_test_XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr)
+      throw std::runtime_error("mkdtemp failed for " + pattern);
+    path = pattern;
   }
   ~temp_dir() {
     std::error_code ec;

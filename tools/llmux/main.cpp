@@ -26,6 +26,7 @@
 #include "tools/llmux/admin_cli.hpp"
 #include "tools/llmux/bench_engine.hpp"
 #include "tools/llmux/bench_gateway.hpp"
+#include "tools/llmux/bench_grammar.hpp"
 #include "tools/llmux/bench_layout.hpp"
 #include "tools/llmux/bench_profile.hpp"
 #include "tools/llmux/bench_rtt.hpp"
@@ -202,6 +203,13 @@ int main(int argc, char** argv) {
   bench_layout->add_option("--max-concurrency", layout_opts.max_concurrency, "Highest concurrency of the ramp");
   bench_layout->add_flag("--json", layout_opts.json, "Also print one JSON document");
 
+  auto* bench_grammar = bench->add_subcommand(
+    "grammar", "Structured outputs: the grammar's next-token mask on a real vocabulary, per token");
+  tools::grammar_bench_options grammar_opts;
+  bench_grammar->add_option("--model", grammar_opts.model, "GGUF file (its vocabulary)")->required();
+  bench_grammar->add_option("--schema", grammar_opts.schema, "JSON Schema text (default: an array of strings)");
+  bench_grammar->add_option("--document", grammar_opts.document, "A JSON text the schema accepts");
+
   // -- simulate -----------------------------------------------------------------
   auto* simulate = app.add_subcommand("simulate", "Serve a workload on a config's sim units in virtual time");
   tools::simulate_options sim_opts;
@@ -351,6 +359,8 @@ int main(int argc, char** argv) {
     return tools::run_bench_profile(profile_opts);
   if (*bench_layout)
     return tools::run_bench_layout(layout_opts);
+  if (*bench_grammar)
+    return tools::run_bench_grammar(grammar_opts);
   if (*bench_serve)
     return tools::run_bench_serve(serve_opts);
   if (*bench_gw)
