@@ -559,34 +559,32 @@ private:
     }
     if (!bounded)
       return "json-string";
-    auto bound = [&](const char* key, int64_t dflt) {
-      if (!s.contains(key))
-        return dflt;
-      const auto& v = s[key];
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 10000)
-        refuse(key, path, std::string("'") + key + "' must be an integer from 0 to 10000");
-      return v.get<int64_t>();
-    };
-    const int64_t lo = bound("minLength", 0), hi = bound("maxLength", -1);
-    if (hi >= 0 && hi < lo)
-      refuse("maxLength", path, "'maxLength' is below 'minLength'");
+    const auto [lo, hi] = bounds(s, path, "minLength", "maxLength", 10000);
     const std::string rep = "{" + std::to_string(lo) + "," + (hi >= 0 ? std::to_string(hi) : "") + "}";
     return rule(path_hint(path) + "-string", "\"\\\"\" json-char" + rep + " \"\\\"\" space");
   }
 
-  std::string array(const ojson& s, const std::string& path) {
-    const std::string item = s.contains("items") ? visit(s["items"], path + "/items") : "json-value";
+  /// A count's bounds (minLength/maxLength, minItems/maxItems): integers
+  /// from 0 to `most`; hi -1 when absent.
+  static std::pair<int64_t, int64_t> bounds(const ojson& s, const std::string& path, const char* lo_key,
+                                            const char* hi_key, int64_t most) {
     auto bound = [&](const char* key, int64_t dflt) {
       if (!s.contains(key))
         return dflt;
       const auto& v = s[key];
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 1000)
-        refuse(key, path, std::string("'") + key + "' must be an integer from 0 to 1000");
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > most)
+        refuse(key, path, std::string("'") + key + "' must be an integer from 0 to " + std::to_string(most));
       return v.get<int64_t>();
     };
-    const int64_t lo = bound("minItems", 0), hi = bound("maxItems", -1);
+    const int64_t lo = bound(lo_key, 0), hi = bound(hi_key, -1);
     if (hi >= 0 && hi < lo)
-      refuse("maxItems", path, "'maxItems' is below 'minItems'");
+      refuse(hi_key, path, std::string("'") + hi_key + "' is below '" + lo_key + "'");
+    return {lo, hi};
+  }
+
+  std::string array(const ojson& s, const std::string& path) {
+    const std::string item = s.contains("items") ? visit(s["items"], path + "/items") : "json-value";
+    const auto [lo, hi] = bounds(s, path, "minItems", "maxItems", 1000);
     std::string body;
     if (hi == 0) {
       body = "\"[\" space \"]\" space";

@@ -1024,6 +1024,10 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
     std::vector<int32_t> prompt;
     const char* prompt_param = kind == net::api_kind::chat ? "messages" : "prompt";
     const bool use_tools = !r.tools.empty() && r.tool_choice != net::tool_choice_kind::none;
+    std::vector<engine::tool_function> fns;  // the tools offered (none with tool_choice "none")
+    if (use_tools)
+      for (const auto& t : r.tools)
+        fns.push_back({t.name, t.description, t.parameters});
     if (kind == net::api_kind::chat) {
       // Tools (and the calls and results in the history) are written the
       // way the model family reads them (engine/tool_calls).
@@ -1042,10 +1046,6 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
                                 "invalid_request_error", use_tools ? "tools" : "messages"));
         return;
       }
-      std::vector<engine::tool_function> fns;
-      if (use_tools)
-        for (const auto& t : r.tools)
-          fns.push_back({t.name, t.description, t.parameters});
       const auto turns = engine::tool_prompt(model.chat, tturns, fns);
       // The rendered template spells special tokens (<|im_start|>): parse them.
       prompt = tok.encode_with_specials(engine::apply_chat_template(model.chat, turns), true);
@@ -1127,9 +1127,6 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
       use_tools && (r.tool_choice == net::tool_choice_kind::required || r.tool_choice == net::tool_choice_kind::named);
     if (call_required) {
       // A required call is held to the tools' schemas by the same grammar machinery.
-      std::vector<engine::tool_function> fns;
-      for (const auto& t : r.tools)
-        fns.push_back({t.name, t.description, t.parameters});
       try {
         grammar = engine::tool_call_grammar(fns, r.tool_choice_name,
                                             r.tool_choice == net::tool_choice_kind::required && r.parallel_tool_calls);

@@ -215,11 +215,37 @@ private:
   std::vector<std::string> pieces_;
 };
 
+/// The vocabulary of the grammar cases: EOS, "a", "b", "ab", "x", "{".
+std::shared_ptr<piece_vocab> ab_vocab() {
+  return std::make_shared<piece_vocab>(std::vector<std::string>{"", "a", "b", "ab", "x", "{"});
+}
+
+/// A sampling row of sequence `id` held to `grammar` (its first step).
+seq_work constrained_row(uint64_t id, const std::string& grammar) {
+  seq_work w;
+  w.seq_id = id;
+  w.sample = true;
+  w.constrained = true;
+  w.grammar = grammar;
+  return w;
+}
+
+/// The tokens `ss` bans (-inf) for `w`, sorted.
+std::vector<int32_t> banned_tokens(step_sampler& ss, const seq_work& w) {
+  std::vector<token_adjust> adj;
+  ss.processors(w, adj);
+  std::vector<int32_t> banned;
+  for (const auto& a : adj)
+    if (std::isinf(a.bias) && a.bias < 0)
+      banned.push_back(a.token);
+  std::sort(banned.begin(), banned.end());
+  return banned;
+}
+
 }  // namespace
 
 TEST_CASE("step_sampler: a constrained row samples only what its grammar allows", "[sampler][grammar]") {
-  // Vocabulary: EOS, "a", "b", "ab", "x", "{".
-  auto tok = std::make_shared<piece_vocab>(std::vector<std::string>{"", "a", "b", "ab", "x", "{"});
+  auto tok = ab_vocab();
   const int32_t n = 6;
   for (float temperature : {0.0f, 1.0f}) {
     for (bool top_p_cut : {false, true}) {
@@ -227,16 +253,12 @@ TEST_CASE("step_sampler: a constrained row samples only what its grammar allows"
       step_sampler ss;
       ss.set_vocab(tok);
       step_input in;
-      seq_work w;
-      w.seq_id = 1;
-      w.sample = true;
+      seq_work w = constrained_row(1, "root ::= \"a\" \"b\"{1,2}\n");
       w.tokens = {9, 9};
       w.prompt_len = 2;
       w.temperature = temperature;
       w.top_p = top_p_cut ? 0.9f : 1.0f;
       w.seed = 3;
-      w.constrained = true;
-      w.grammar = "root ::= \"a\" \"b\"{1,2}\n";
       in.seqs = {w};
       ss.feed(in);
       // The model prefers "x", then EOS: neither is allowed until "ab" or "abb".
@@ -259,19 +281,14 @@ TEST_CASE("step_sampler: a constrained row samples only what its grammar allows"
 }
 
 TEST_CASE("step_sampler: grammar_prefix replays output, and a finished grammar gives EOS", "[sampler][grammar]") {
-  auto tok = std::make_shared<piece_vocab>(std::vector<std::string>{"", "a", "b", "ab", "x", "{"});
   step_sampler ss;
-  ss.set_vocab(tok);
+  ss.set_vocab(ab_vocab());
   step_input in;
-  seq_work w;
-  w.seq_id = 7;
-  w.sample = true;
+  seq_work w = constrained_row(7, "root ::= \"a\" \"b\"{1,2}\n");
   w.tokens = {2};
   w.prompt_len = 1;
   w.context_len = 3;
   w.temperature = 0.0f;
-  w.constrained = true;
-  w.grammar = "root ::= \"a\" \"b\"{1,2}\n";
   w.grammar_prefix = {1, 2};  // "ab" came before this engine saw the sequence
   in.seqs = {w};
   ss.feed(in);
@@ -292,36 +309,18 @@ TEST_CASE("step_sampler: grammar_prefix replays output, and a finished grammar g
 }
 
 TEST_CASE("step_sampler::processors: a constrained row bans what its grammar refuses", "[sampler][grammar]") {
-  auto tok = std::make_shared<piece_vocab>(std::vector<std::string>{"", "a", "b", "ab", "x", "{"});
   step_sampler ss;
-  ss.set_vocab(tok);
+  ss.set_vocab(ab_vocab());
   step_input in;
-  seq_work w;
-  w.seq_id = 2;
-  w.sample = true;
+  seq_work w = constrained_row(2, "root ::= \"a\" \"b\"?\n");
   w.tokens = {4};
-  w.constrained = true;
-  w.grammar = "root ::= \"a\" \"b\"?\n";
   in.seqs = {w};
   ss.feed(in);
-  std::vector<token_adjust> adj;
-  ss.processors(in.seqs[0], adj);
-  std::vector<int32_t> banned;
-  for (const auto& a : adj)
-    if (std::isinf(a.bias) && a.bias < 0)
-      banned.push_back(a.token);
-  std::sort(banned.begin(), banned.end());
-  CHECK(banned == std::vector<int32_t>{0, 2, 4, 5});  // "a" and "ab" may come
+  CHECK(banned_tokens(ss, in.seqs[0]) == std::vector<int32_t>{0, 2, 4, 5});  // "a" and "ab" may come
   step_output out;
   out.tokens = {3};  // the device drew "ab"
   ss.advance(in, out);
-  ss.processors(in.seqs[0], adj);
-  banned.clear();
-  for (const auto& a : adj)
-    if (std::isinf(a.bias) && a.bias < 0)
-      banned.push_back(a.token);
-  std::sort(banned.begin(), banned.end());
-  CHECK(banned == std::vector<int32_t>{1, 2, 3, 4, 5});  // finished: EOS only
+  CHECK(banned_tokens(ss, in.seqs[0]) == std::vector<int32_t>{1, 2, 3, 4, 5});  // finished: EOS only
 }
 
 namespace {

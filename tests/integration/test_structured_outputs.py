@@ -111,14 +111,11 @@ def test_json_object_is_an_object(base):
 
 def test_guided_choice_and_grammar(base):
     choices = ["positive", "negative", "neutral"]
-    seen = set()
     for seed in range(6):
         resp = chat(base, "Sentiment of 'I love it'?", temperature=1.0, seed=seed, max_tokens=10,
                     guided_choice=choices)
         c = resp["choices"][0]
         assert c["finish_reason"] == "stop" and c["message"]["content"] in choices
-        seen.add(c["message"]["content"])
-    assert seen  # at least one answer came back (the set is checked above)
     gbnf = 'root ::= "(" [0-9]{1,3} " + " [0-9]{1,3} ")" " = " [0-9]{1,4}\n'
     pattern = re.compile(r"\([0-9]{1,3} \+ [0-9]{1,3}\) = [0-9]{1,4}")
     for seed in range(4):
