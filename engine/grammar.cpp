@@ -90,9 +90,19 @@ bool match_range(const gelem* pos, uint32_t lo, uint32_t hi) {
 
 using stack = grammar_matcher::stack;
 
+/// Most parse stacks a matcher holds at once. An ambiguous grammar, say
+/// ("a"{0,1000}){0,1000}, has one stack per way to read the text so far and
+/// would stall the engine's thread on every token; past this it is refused
+/// (the sequence ends) instead. JSON-schema grammars hold a handful.
+constexpr size_t max_stacks = 1024;
+
 void add_unique(std::vector<stack>& stacks, stack s) {
-  if (std::find(stacks.begin(), stacks.end(), s) == stacks.end())
-    stacks.push_back(std::move(s));
+  if (std::find(stacks.begin(), stacks.end(), s) != stacks.end())
+    return;
+  if (stacks.size() >= max_stacks)
+    throw grammar_error("grammar: more than " + std::to_string(max_stacks) +
+                        " ways to read the output so far (too ambiguous)");
+  stacks.push_back(std::move(s));
 }
 
 /// Expands rule references on top of `s` until each stack has a terminal
@@ -765,17 +775,17 @@ token_mask grammar::walk(const std::vector<std::vector<const gelem*>>& stacks, c
       p[i] = static_cast<char>((bits >> (8 * i)) & 0xFF);
     return p;
   };
-  std::vector<frame> todo;
-  todo.reserve(256);
+  std::vector<frame> frames;
+  frames.reserve(256);
   if (pending.size() > 3)
     return mask;  // cannot happen: an unfinished character has at most 3 bytes
   uint32_t start_bits = 0;
   for (size_t i = 0; i < pending.size(); ++i)
     start_bits |= static_cast<uint32_t>(static_cast<uint8_t>(pending[i])) << (8 * i);
-  todo.push_back({0, table.intern(stacks), start_bits, static_cast<uint8_t>(pending.size())});
-  while (!todo.empty()) {
-    const frame f = todo.back();
-    todo.pop_back();
+  frames.push_back({0, table.intern(stacks), start_bits, static_cast<uint8_t>(pending.size())});
+  while (!frames.empty()) {
+    const frame f = frames.back();
+    frames.pop_back();
     const int32_t* t0 = vocab.tokens_begin(f.node);
     const int32_t* t1 = vocab.tokens_end(f.node);
     if (f.node != 0 && t0 != t1 && (f.partial_len == 0 || table.partial(f.state, unpack(f.partial, f.partial_len))))
@@ -787,7 +797,7 @@ token_mask grammar::walk(const std::vector<std::vector<const gelem*>>& stacks, c
       if (f.partial_len == 0 && byte < 0x80) {
         const int32_t to = table.next(f.state, byte);
         if (to >= 0)
-          todo.push_back({child, to, 0, 0});
+          frames.push_back({child, to, 0, 0});
         continue;
       }
       std::string partial = unpack(f.partial, f.partial_len);
@@ -799,13 +809,13 @@ token_mask grammar::walk(const std::vector<std::vector<const gelem*>>& stacks, c
         continue;
       if (r == 0) {
         if (partial.size() <= 3 && table.partial(f.state, partial))
-          todo.push_back({child, f.state, f.partial | (static_cast<uint32_t>(byte) << (8 * f.partial_len)),
+          frames.push_back({child, f.state, f.partial | (static_cast<uint32_t>(byte) << (8 * f.partial_len)),
                           static_cast<uint8_t>(f.partial_len + 1)});
         continue;
       }
       const int32_t to = table.next(f.state, cp);
       if (to >= 0)
-        todo.push_back({child, to, 0, 0});
+        frames.push_back({child, to, 0, 0});
     }
   }
   return mask;

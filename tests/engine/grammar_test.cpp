@@ -27,6 +27,17 @@ bool prefix_ok(const std::string& gbnf, const std::string& text) {
 
 std::string schema(const std::string& s) { return json_schema_grammar(s); }
 
+/// "FEATURE at PATH" of the schema_error `convert` throws, or "accepted".
+template <class F>
+std::string refusal(F convert) {
+  try {
+    (void)convert();
+  } catch (const schema_error& e) {
+    return e.feature() + " at " + e.path();
+  }
+  return "accepted";
+}
+
 }  // namespace
 
 TEST_CASE("gbnf: literals, classes, groups and repetition", "[grammar]") {
@@ -79,6 +90,22 @@ TEST_CASE("gbnf: errors say what and where", "[grammar]") {
   CHECK_THAT(message("root ::= \"a\"{3,1}\n"), Catch::Contains("n < m"));
   CHECK_THAT(message("root ::= * \"a\"\n"), Catch::Contains("nothing to repeat"));
   CHECK_THAT(message("x ::= \"a\"\nroot ::= x\ny ::= @\n"), Catch::Contains("line 3"));
+}
+
+TEST_CASE("matcher: a grammar too ambiguous to follow is refused, not followed slowly", "[grammar]") {
+  // One parse stack per (outer, inner) count that reads the a's so far.
+  grammar_matcher m{grammar::parse("root ::= (\"a\"{0,300}){0,300}\n")};
+  bool refused = false;
+  try {
+    for (int i = 0; i < 5; ++i)
+      (void)m.accept("a");
+  } catch (const grammar_error& e) {
+    refused = std::string(e.what()).find("too ambiguous") != std::string::npos;
+  }
+  CHECK(refused);
+  // An unambiguous repetition of the same length is fine.
+  grammar_matcher plain{grammar::parse("root ::= \"a\"{0,9000}\n")};
+  CHECK(plain.accept(std::string(500, 'a')));
 }
 
 TEST_CASE("matcher: a character split across tokens waits for its end", "[grammar]") {
@@ -164,14 +191,7 @@ TEST_CASE("json schema: enum, const, anyOf, type lists, strings, arrays, $ref", 
 }
 
 TEST_CASE("json schema: unsupported features are named", "[grammar][schema]") {
-  auto feature = [](const std::string& s) {
-    try {
-      (void)json_schema_grammar(s);
-    } catch (const schema_error& e) {
-      return e.feature() + " at " + e.path();
-    }
-    return std::string("accepted");
-  };
+  auto feature = [](const std::string& s) { return refusal([&] { return json_schema_grammar(s); }); };
   CHECK(feature(R"({"type":"string","pattern":"^a+$","maxLength":3})") == "pattern at #");
   CHECK(feature(R"({"type":"string","pattern":"(?=a)b"})") == "regex at #");
   CHECK(feature(R"({"type":"object","properties":{"n":{"type":"integer","minimum":3}}})") == "minimum at #/properties/n");
@@ -242,23 +262,16 @@ TEST_CASE("regex: the ECMAScript subset as a grammar", "[grammar][regex]") {
   CHECK(matches(re("x{"), "x{"));  // a brace that starts no quantifier is literal
   CHECK(matches(re("[\\]\\-]"), "-"));
   CHECK(matches(re("a|"), ""));
-  auto refused = [](const std::string& pattern) {
-    try {
-      (void)regex_grammar(pattern);
-    } catch (const schema_error& e) {
-      return e.feature();
-    }
-    return std::string("accepted");
-  };
-  CHECK(refused("(a)\\1") == "regex");
-  CHECK(refused("a(?!b)") == "regex");
-  CHECK(refused("\\bword") == "regex");
-  CHECK(refused("a^b") == "regex");
-  CHECK(refused("(ab") == "regex");
-  CHECK(refused("ab)") == "regex");
-  CHECK(refused("[z-a]") == "regex");
-  CHECK(refused("*a") == "regex");
-  CHECK(refused("a{5,2}") == "regex");
+  auto refused = [](const std::string& pattern) { return refusal([&] { return regex_grammar(pattern); }); };
+  CHECK(refused("(a)\\1") == "regex at regex");
+  CHECK(refused("a(?!b)") == "regex at regex");
+  CHECK(refused("\\bword") == "regex at regex");
+  CHECK(refused("a^b") == "regex at regex");
+  CHECK(refused("(ab") == "regex at regex");
+  CHECK(refused("ab)") == "regex at regex");
+  CHECK(refused("[z-a]") == "regex at regex");
+  CHECK(refused("*a") == "regex at regex");
+  CHECK(refused("a{5,2}") == "regex at regex");
 }
 
 TEST_CASE("json schema: a pattern inside a JSON string", "[grammar][regex][schema]") {
