@@ -1,5 +1,7 @@
 #include "engine/json_schema_grammar.hpp"
 
+#include "engine/unicode_categories.hpp"
+
 #include <cctype>
 #include <cstdio>
 #include <map>
@@ -28,23 +30,7 @@ json-object ::= "{" space (json-string ":" space json-value ("," space json-stri
 json-array ::= "[" space (json-value ("," space json-value)*)? "]" space
 )";
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
+using unicode::append_utf8;
 
 /// A code point as a GBNF class member (\uXXXX: never a character the
 /// class syntax reads specially).
