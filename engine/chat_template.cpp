@@ -1,6 +1,17 @@
 #include "engine/chat_template.hpp"
 
+#include "engine/jinja.hpp"
+
 namespace llmux::engine {
+
+const char* chat_format_name(chat_format format) {
+  switch (format) {
+    case chat_format::chatml: return "ChatML";
+    case chat_format::llama3: return "Llama 3";
+    case chat_format::llama2: return "Llama 2";
+  }
+  return "?";
+}
 
 chat_format detect_chat_format(const std::string& t) {
   if (t.find("<|start_header_id|>") != std::string::npos)
@@ -69,6 +80,23 @@ chat_style detect_chat_style(const std::string& t) {
   // Only a literal string: anything templated ({{ }}, quotes) is not ours to guess.
   if (text.find_first_of("{}'\"") == std::string::npos)
     style.default_system = text;
+  return style;
+}
+
+chat_style make_chat_style(const std::string& t, std::string bos_token, std::string eos_token) {
+  chat_style style = detect_chat_style(t);
+  style.bos_token = std::move(bos_token);
+  style.eos_token = std::move(eos_token);
+  if (t.empty())
+    return style;
+  try {
+    style.jinja = std::make_shared<const jinja::template_>(jinja::template_::parse(t));
+  } catch (const jinja::error& e) {
+    style.template_error = e.what();
+    return style;
+  }
+  style.template_tools = t.find("tools") != std::string::npos;
+  style.template_hermes_calls = t.find("<tool_call>") != std::string::npos;
   return style;
 }
 

@@ -3,10 +3,15 @@
 /// The CPU-engine issue adds Llama 2/3 templates chosen from model metadata;
 /// the sim backend uses ChatML.
 
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace llmux::engine {
+
+namespace jinja {
+class template_;
+}
 
 struct chat_turn {
   std::string role;
@@ -19,16 +24,38 @@ enum class chat_format {
   llama2,  ///< [INST] ... [/INST], system in <<SYS>>
 };
 
+/// "ChatML", "Llama 3", "Llama 2": for messages.
+[[nodiscard]] const char* chat_format_name(chat_format format);
+
 /// Recognises the format a Jinja chat template (GGUF `tokenizer.chat_template`)
 /// implements by its markers; ChatML when it names none (or is empty).
 [[nodiscard]] chat_format detect_chat_format(const std::string& jinja_template);
 
-/// A format plus the system prompt the template inserts when a conversation
-/// has none (SmolLM2's "You are a helpful AI assistant named SmolLM, ...").
+/// How a model's conversations become its prompt: its own Jinja template
+/// when the engine (engine/jinja) reads it, else a built-in format plus the
+/// system prompt the template inserts when a conversation has none
+/// (SmolLM2's "You are a helpful AI assistant named SmolLM, ...").
 struct chat_style {
   chat_format format = chat_format::chatml;
   std::string default_system;  ///< empty: none
+  /// The model's own template; null when it has none or it did not parse
+  /// (`template_error` says why): the built-in `format` renders then.
+  std::shared_ptr<const jinja::template_> jinja;
+  std::string template_error;
+  std::string bos_token;  ///< what the template's bos_token prints
+  std::string eos_token;
+  /// The template writes the request's tools itself (it reads `tools`), and
+  /// in which form the model answers with calls: Hermes <tool_call> blocks
+  /// (the only form parsed so far) or another.
+  bool template_tools = false;
+  bool template_hermes_calls = false;
 };
+
+/// The style of a model from its Jinja template (GGUF
+/// `tokenizer.chat_template`): parsed by the Jinja engine, with the
+/// built-in format of detect_chat_style beside it as the fallback.
+[[nodiscard]] chat_style make_chat_style(const std::string& jinja_template, std::string bos_token,
+                                         std::string eos_token);
 
 /// The style of a Jinja chat template: its format, and for ChatML templates
 /// the literal default system prompt of an `messages[0]['role'] != 'system'`

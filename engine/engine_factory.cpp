@@ -187,7 +187,12 @@ model_frontend make_frontend(const config::model_config& model) {
     // One read of the file's vocabulary gives both the tokenizer and the
     // chat template.
     auto vocab = read_vocab(*gguf::gguf_file::open(model.file));
-    return {make_tokenizer(vocab), detect_chat_style(vocab.chat_template)};
+    auto token_text = [&](token_id id) {
+      return id >= 0 && id < static_cast<token_id>(vocab.tokens.size()) ? vocab.tokens[static_cast<size_t>(id)]
+                                                                       : std::string();
+    };
+    return {make_tokenizer(vocab),
+            make_chat_style(vocab.chat_template, token_text(vocab.bos_id), token_text(vocab.eos_id))};
   }
   unavailable(model);
 }

@@ -568,7 +568,10 @@ private:
               size_t len = e == 'x' ? 2 : e == 'u' ? 4 : 8;
               if (n + len >= rest.size())
                 fail("line " + std::to_string(line_) + ": a bad escape in a string");
-              char32_t cp = static_cast<char32_t>(std::stoul(std::string(rest.substr(n + 1, len)), nullptr, 16));
+              std::string hex(rest.substr(n + 1, len));
+              if (!std::all_of(hex.begin(), hex.end(), ::isxdigit))
+                fail("line " + std::to_string(line_) + ": a bad escape in a string");
+              char32_t cp = static_cast<char32_t>(std::strtoul(hex.c_str(), nullptr, 16));
               s += encode(static_cast<uint32_t>(cp));
               n += len;
               break;
@@ -732,6 +735,7 @@ private:
   }
 
   node_ptr statement() {
+    nesting guard(*this);
     auto n = std::make_unique<node>();
     n->line = cur().line;
     std::string word = expect_name();
@@ -866,13 +870,19 @@ private:
     return l;
   }
 
+  // Recursive descent stays within a bounded stack: blocks and expressions
+  // nest at most 200 deep.
+  struct nesting {
+    parser& p;
+    explicit nesting(parser& pp) : p(pp) {
+      if (++p.depth_ > 200)
+        p.err("blocks or expressions nest too deep");
+    }
+    ~nesting() { --p.depth_; }
+  };
+
   expr_ptr parse_expression() {
-    if (++depth_ > 200)
-      err("expressions nest too deep");
-    struct leave {
-      int& d;
-      ~leave() { --d; }
-    } guard{depth_};
+    nesting guard(*this);
     int line = cur().line;
     auto e = parse_or();
     while (skip_name("if")) {
@@ -909,6 +919,7 @@ private:
     return e;
   }
   expr_ptr parse_not() {
+    nesting guard(*this);
     int line = cur().line;
     if (skip_name("not")) {
       auto e = make(expr::unary, line);
@@ -955,6 +966,7 @@ private:
     }
   }
   expr_ptr parse_unary(bool with_filter) {
+    nesting guard(*this);
     int line = cur().line;
     expr_ptr e;
     if (is_op("-") || is_op("+")) {
@@ -1396,7 +1408,7 @@ public:
   scope_ptr globals(const value& context) {
     auto root = std::make_shared<scope>();
     root->set("raise_exception", function([](call_args& a) -> value {
-                fail(arg(a, 0, "message", "").str());
+                throw template_error(arg(a, 0, "message", "").str());
               }));
     std::time_t now = now_;
     root->set("strftime_now", function([now](call_args& a) -> value {
@@ -2112,7 +2124,7 @@ private:
           if (field.empty())
             v = arg(a, auto_i++, "");
           else if (std::all_of(field.begin(), field.end(), ::isdigit))
-            v = arg(a, std::stoul(field), "");
+            v = arg(a, static_cast<size_t>(std::strtoull(field.c_str(), nullptr, 10)), "");
           else if (const value* kw = keyword(a, field.c_str()))
             v = *kw;
           else
@@ -2140,7 +2152,7 @@ private:
       if (cur.is_undefined())
         return cur;
       if (!part.empty() && std::all_of(part.begin(), part.end(), ::isdigit))
-        cur = get_item(cur, value(static_cast<int64_t>(std::stoll(part))));
+        cur = get_item(cur, value(static_cast<int64_t>(std::strtoll(part.c_str(), nullptr, 10))));
       else
         cur = get_item(cur, value(part));
       i = j + 1;

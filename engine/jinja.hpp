@@ -45,6 +45,12 @@ struct error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// What a template's own `raise_exception(message)` throws: the template
+/// refuses its input (say, roles that do not alternate), with `message`.
+struct template_error : error {
+  using error::error;
+};
+
 class value;
 using list = std::vector<value>;
 

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/jinja.hpp"
 #include "engine/json_schema_grammar.hpp"
 
 namespace llmux::engine {
@@ -39,7 +40,105 @@ std::string call_block(const tool_call& c) {
 
 }  // namespace
 
-bool tools_supported(chat_format format) { return format == chat_format::chatml; }
+bool tools_supported(const chat_style& style) {
+  if (style.jinja && style.template_tools)
+    return style.template_hermes_calls;
+  return style.format == chat_format::chatml;
+}
+
+namespace {
+
+/// JSON text as an object when it is one; else the text itself.
+ojson json_or_text(const std::string& text, ojson empty) {
+  if (text.empty())
+    return empty;
+  try {
+    return ojson::parse(text);
+  } catch (const std::exception&) {
+    return text;
+  }
+}
+
+/// The template's variables, as vLLM passes them to a Hugging Face template.
+ojson template_context(const chat_style& style, const std::vector<tool_turn>& turns,
+                       const std::vector<tool_function>& tools, const std::string& kwargs) {
+  ojson ctx = ojson::object();
+  if (!kwargs.empty())
+    ctx = ojson::parse(kwargs);
+  ojson messages = ojson::array();
+  for (const auto& t : turns) {
+    ojson m;
+    m["role"] = t.role;
+    m["content"] = t.content.empty() && !t.calls.empty() ? ojson() : ojson(t.content);
+    if (!t.calls.empty()) {
+      ojson calls = ojson::array();
+      for (const auto& c : t.calls)
+        calls.push_back({{"id", c.id},
+                         {"type", "function"},
+                         {"function", {{"name", c.name}, {"arguments", json_or_text(c.arguments, ojson::object())}}}});
+      m["tool_calls"] = std::move(calls);
+    }
+    if (t.role == "tool") {
+      m["tool_call_id"] = t.tool_call_id;
+      for (const auto& earlier : turns)  // the name of the call this answers
+        for (const auto& c : earlier.calls)
+          if (c.id == t.tool_call_id)
+            m["name"] = c.name;
+    }
+    messages.push_back(std::move(m));
+  }
+  ctx["messages"] = std::move(messages);
+  if (tools.empty()) {
+    ctx["tools"] = nullptr;
+  } else {
+    ojson list = ojson::array();
+    for (const auto& t : tools) {
+      ojson fn;
+      fn["name"] = t.name;
+      if (!t.description.empty())
+        fn["description"] = t.description;
+      fn["parameters"] = json_or_text(t.parameters, ojson::object());
+      list.push_back({{"type", "function"}, {"function", std::move(fn)}});
+    }
+    ctx["tools"] = std::move(list);
+  }
+  ctx["add_generation_prompt"] = true;
+  ctx["bos_token"] = style.bos_token;
+  ctx["eos_token"] = style.eos_token;
+  return ctx;
+}
+
+}  // namespace
+
+chat_prompt render_chat(const chat_style& style, const std::vector<tool_turn>& turns,
+                        const std::vector<tool_function>& tools, const std::string& template_kwargs,
+                        std::time_t now) {
+  chat_prompt out;
+  if (style.jinja) {
+    try {
+      jinja::value ctx;
+      if (style.template_tools) {
+        ctx = jinja::value::from_json(template_context(style, turns, tools, template_kwargs));
+      } else {
+        // The template knows nothing of tools: they (and the calls and
+        // results in the history) are written into plain turns first.
+        std::vector<tool_turn> plain;
+        for (auto& t : tool_prompt(style, turns, tools))
+          plain.push_back({t.role, t.content, {}, {}});
+        ctx = jinja::value::from_json(template_context(style, plain, {}, template_kwargs));
+      }
+      out.text = style.jinja->render(ctx, now);
+      out.starts_with_bos = !style.bos_token.empty() && out.text.rfind(style.bos_token, 0) == 0;
+      return out;
+    } catch (const jinja::template_error&) {
+      throw;
+    } catch (const jinja::error& e) {
+      out.fallback = e.what();
+    }
+  }
+  out.text = apply_chat_template(style, tool_prompt(style, turns, tools));
+  return out;
+}
 
 std::vector<chat_turn> tool_prompt(const chat_style& style, const std::vector<tool_turn>& turns,
                                    const std::vector<tool_function>& tools) {

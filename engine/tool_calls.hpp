@@ -9,11 +9,14 @@
 /// <tools></tools> in the system turn, each call as
 /// <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call> in the
 /// assistant's text, tool results as a user turn of <tool_response> blocks.
-/// Other formats (Llama 3.1's JSON, Mistral's [TOOL_CALLS]) are not written
+/// A model whose own template writes the tools (it reads `tools`) gets them
+/// through it; its calls are parsed when they are <tool_call> blocks. Other
+/// call formats (Llama 3.1's JSON, Mistral's [TOOL_CALLS]) are not parsed
 /// yet: `tools_supported` says so, and the edge answers 400.
 ///
 /// Pure functions and one single-threaded parser per choice.
 
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -41,7 +44,36 @@ struct tool_turn {
   std::string tool_call_id;      ///< tool: the call this answers
 };
 
-[[nodiscard]] bool tools_supported(chat_format format);
+/// Whether tools can be offered to (and calls read from) a model of `style`:
+/// its template writes tools and asks for <tool_call> blocks, or it has no
+/// such template and is ChatML (the Hermes form is written in, tool_prompt).
+[[nodiscard]] bool tools_supported(const chat_style& style);
+
+/// A conversation as the model's prompt.
+struct chat_prompt {
+  std::string text;
+  bool starts_with_bos = false;  ///< the template wrote bos_token first: the tokenizer adds none
+  std::string fallback;          ///< non-empty: the template failed (this says how); the built-in format rendered
+};
+
+/// Renders `turns` and `tools` (empty: none offered) as the model's prompt,
+/// with the assistant's turn opened. With the model's own template, as vLLM
+/// passes them to it: messages and tools in OpenAI's shape (a call's
+/// arguments as an object, an assistant turn with calls and no text has
+/// content null, a tool result carries the `name` of the call it answers),
+/// `add_generation_prompt` true, `bos_token`/`eos_token`, and the keys of
+/// `template_kwargs` (vLLM's chat_template_kwargs, a JSON object's text;
+/// empty: none). Tools go to the template when it writes them
+/// (`template_tools`); otherwise tool_prompt writes them into the turns in
+/// Hermes form first. Without a template, or when it fails for a reason
+/// other than its own refusal, the built-in format renders (`fallback`).
+/// `now` is the clock of the template's strftime_now (Llama 3's date line).
+/// Throws jinja::template_error when the template refuses the conversation
+/// (its raise_exception; vLLM answers 400 with the message).
+[[nodiscard]] chat_prompt render_chat(const chat_style& style, const std::vector<tool_turn>& turns,
+                                      const std::vector<tool_function>& tools,
+                                      const std::string& template_kwargs = "",
+                                      std::time_t now = std::time(nullptr));
 
 /// The turns to render: the tools in the system turn (the request's own
 /// system turn first, else the style's default), assistant calls as

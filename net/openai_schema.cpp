@@ -632,6 +632,10 @@ void parse_tools(const json& body, completion_request& req) {
     }
   }
   if (const json* v = optional_field(body, "parallel_tool_calls")) req.parallel_tool_calls = get_bool(*v, "parallel_tool_calls");
+  if (const json* v = optional_field(body, "chat_template_kwargs")) {
+    if (!v->is_object()) fail_type("chat_template_kwargs", "an object", *v);
+    req.chat_template_kwargs = v->dump();
+  }
   if (req.tool_choice != tool_choice_kind::none && req.tool_choice != tool_choice_kind::auto_ &&
       req.constraint.kind != constraint_kind::none)
     fail("tool_choice", "'tool_choice' and '" + req.constraint.param + "' both constrain the output: give one of them");

@@ -90,6 +90,9 @@ struct completion_request {
   tool_choice_kind tool_choice = tool_choice_kind::none;  ///< auto when tools are given
   std::string tool_choice_name;                           ///< named
   bool parallel_tool_calls = true;
+  /// chat: vLLM's chat_template_kwargs (a JSON object's text; empty: none),
+  /// variables for the model's chat template such as enable_thinking.
+  std::string chat_template_kwargs;
 };
 
 /// A request field llmux refuses (when set to anything but its neutral

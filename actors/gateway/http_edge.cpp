@@ -22,6 +22,7 @@
 #include <spdlog/spdlog.h>
 
 #include "engine/chat_template.hpp"
+#include "engine/jinja.hpp"
 #include "engine/engine_factory.hpp"
 #include "net/http_server.hpp"
 #include "net/openai_schema.hpp"
@@ -640,12 +641,63 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
 
 }  // namespace
 
+namespace {
+
+/// A chat request's conversation, and the tools it offers, as the model's
+/// prompt tokens: the model's chat template renders them (engine/tool_calls,
+/// render_chat) and the special tokens it spells are parsed. An error for
+/// tools the model's call format cannot be read back from, or a
+/// conversation its template refuses.
+std::variant<std::vector<int32_t>, net::api_error> chat_prompt_tokens(const http_edge::model_entry& model,
+                                                                      const net::completion_request& r) {
+  const bool use_tools = !r.tools.empty() && r.tool_choice != net::tool_choice_kind::none;
+  std::vector<engine::tool_function> fns;  // the tools offered (none with tool_choice "none")
+  if (use_tools)
+    for (const auto& t : r.tools)
+      fns.push_back({t.name, t.description, t.parameters});
+  bool history_tools = false;
+  std::vector<engine::tool_turn> turns;
+  for (const auto& m : r.messages) {
+    engine::tool_turn t{m.role, m.content, {}, m.tool_call_id};
+    for (const auto& c : m.tool_calls)
+      t.calls.push_back({c.id, c.name, c.arguments});
+    history_tools = history_tools || !t.calls.empty() || m.role == "tool";
+    turns.push_back(std::move(t));
+  }
+  if ((use_tools || history_tools) && !engine::tools_supported(model.chat))
+    return make_error(400,
+                      "tool calls are read as Hermes-style <tool_call> blocks so far; '" + r.model
+                        + "' has a chat template that asks for calls in another form",
+                      "invalid_request_error", use_tools ? "tools" : "messages");
+  engine::chat_prompt rendered;
+  try {
+    rendered = engine::render_chat(model.chat, turns, fns, r.chat_template_kwargs);
+  } catch (const engine::jinja::template_error& e) {
+    // The template refuses the conversation (say, roles that do not
+    // alternate): vLLM's 400 with the template's own words.
+    return make_error(400, std::string("the model's chat template refused the conversation: ") + e.what(),
+                      "invalid_request_error", "messages");
+  }
+  if (!rendered.fallback.empty())
+    spdlog::warn("model {}: its chat template failed ({}); the built-in {} format rendered the conversation",
+                 r.model, rendered.fallback, engine::chat_format_name(model.chat.format));
+  // The rendered template spells special tokens (<|im_start|>): parse them.
+  // A template that writes BOS itself gets no second one.
+  return model.tok->encode_with_specials(rendered.text, !rendered.starts_with_bos);
+}
+
+}  // namespace
+
 http_edge::http_edge(const config::cluster_config& cfg,
                      std::shared_ptr<request_registry> registry, edge_hooks hooks)
   : cfg_(cfg), registry_(std::move(registry)), hooks_(std::move(hooks)) {
   std::map<std::string, int> limits;
   for (const auto& m : cfg_.models) {
     auto front = engine::make_frontend(m);
+    if (!front.chat.template_error.empty())
+      spdlog::warn("model {}: its chat template is not Jinja this engine reads ({}); the built-in {} format renders "
+                   "its conversations",
+                   m.name, front.chat.template_error, engine::chat_format_name(front.chat.format));
     models_[m.name] = model_entry{m, std::move(front.tok), front.chat};
     if (m.max_in_flight > 0)
       limits[m.name] = m.max_in_flight;
@@ -808,8 +860,17 @@ void http_edge::install_routes() {
   // Tokenizer endpoints (vLLM's shapes): the edge owns the tokenizers. Both
   // take {"model": string, FIELD: ...}; `tokenizer_request` checks that
   // much and finds the model (null after answering with the error).
-  auto tokenizer_request = [this](http_exchange& ex, const char* field, bool array,
-                                  nlohmann::json& body) -> const model_entry* {
+  auto find_model = [this](http_exchange& ex, const std::string& name) -> const model_entry* {
+    auto it = models_.find(name);
+    if (it == models_.end()) {
+      send_error(ex, make_error(404, "The model '" + name + "' does not exist", "invalid_request_error", "model",
+                                "model_not_found"));
+      return nullptr;
+    }
+    return &it->second;
+  };
+  auto tokenizer_request = [find_model](http_exchange& ex, const char* field, bool array,
+                                        nlohmann::json& body) -> const model_entry* {
     body = nlohmann::json::parse(ex.request().body, nullptr, false);
     if (!body.is_object() || !body.contains("model") || !body["model"].is_string()
         || !body.contains(field) || (array ? !body[field].is_array() : !body[field].is_string())) {
@@ -818,14 +879,7 @@ void http_edge::install_routes() {
                                 "invalid_request_error", body.is_object() ? field : ""));
       return nullptr;
     }
-    auto it = models_.find(body["model"].get<std::string>());
-    if (it == models_.end()) {
-      send_error(ex, make_error(404, "The model '" + body["model"].get<std::string>()
-                                       + "' does not exist",
-                                "invalid_request_error", "model", "model_not_found"));
-      return nullptr;
-    }
-    return &it->second;
+    return find_model(ex, body["model"].get<std::string>());
   };
 
   auto on_pool = [this](std::function<void(exchange_ptr)> fn) {
@@ -838,15 +892,38 @@ void http_edge::install_routes() {
     };
   };
 
-  add(svr, "POST", "/tokenize", on_pool([authorized, tokenizer_request](exchange_ptr ex) {
+  add(svr, "POST", "/tokenize", on_pool([authorized, tokenizer_request, find_model](exchange_ptr ex) {
     if (!authorized(*ex))
       return;
     nlohmann::json body;
-    const auto* model = tokenizer_request(*ex, "prompt", false, body);
-    if (model == nullptr)
-      return;
-    bool add_special = body.value("add_special_tokens", true);
-    auto ids = model->tok->encode(body["prompt"].get<std::string>(), add_special);
+    std::vector<engine::token_id> ids;
+    const model_entry* model = nullptr;
+    auto probe = nlohmann::json::parse(ex->request().body, nullptr, false);
+    if (probe.is_object() && probe.contains("messages")) {
+      // vLLM's chat form, {"model", "messages", "tools"?, ...}: the prompt
+      // a chat completion of the same body would run.
+      auto parsed = net::parse_completion_request(ex->request().body, net::api_kind::chat);
+      if (auto* err = std::get_if<net::api_error>(&parsed)) {
+        send_error(*ex, *err);
+        return;
+      }
+      const auto& r = std::get<net::completion_request>(parsed);
+      model = find_model(*ex, r.model);
+      if (model == nullptr)
+        return;
+      auto rendered = chat_prompt_tokens(*model, r);
+      if (auto* err = std::get_if<net::api_error>(&rendered)) {
+        send_error(*ex, *err);
+        return;
+      }
+      ids = std::move(std::get<std::vector<int32_t>>(rendered));
+    } else {
+      model = tokenizer_request(*ex, "prompt", false, body);
+      if (model == nullptr)
+        return;
+      bool add_special = body.value("add_special_tokens", true);
+      ids = model->tok->encode(body["prompt"].get<std::string>(), add_special);
+    }
     ex->respond(200, "application/json",
                 nlohmann::json{{"tokens", ids}, {"count", ids.size()},
                                {"max_model_len", model->cfg.arch.context_length}}
@@ -1029,26 +1106,12 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
       for (const auto& t : r.tools)
         fns.push_back({t.name, t.description, t.parameters});
     if (kind == net::api_kind::chat) {
-      // Tools (and the calls and results in the history) are written the
-      // way the model family reads them (engine/tool_calls).
-      bool history_tools = false;
-      std::vector<engine::tool_turn> tturns;
-      for (auto& m : r.messages) {
-        engine::tool_turn t{m.role, m.content, {}, m.tool_call_id};
-        for (auto& c : m.tool_calls)
-          t.calls.push_back({c.id, c.name, c.arguments});
-        history_tools = history_tools || !t.calls.empty() || m.role == "tool";
-        tturns.push_back(std::move(t));
-      }
-      if ((use_tools || history_tools) && !engine::tools_supported(model.chat.format)) {
-        answer_error(make_error(400, "tool calling is written for ChatML (Hermes-style) models so far; '" + r.model
-                                       + "' uses another chat format",
-                                "invalid_request_error", use_tools ? "tools" : "messages"));
+      auto ids = chat_prompt_tokens(model, r);
+      if (auto* err = std::get_if<net::api_error>(&ids)) {
+        answer_error(*err);
         return;
       }
-      const auto turns = engine::tool_prompt(model.chat, tturns, fns);
-      // The rendered template spells special tokens (<|im_start|>): parse them.
-      prompt = tok.encode_with_specials(engine::apply_chat_template(model.chat, turns), true);
+      prompt = std::move(std::get<std::vector<int32_t>>(ids));
     } else if (r.prompt_is_tokens) {
       for (auto t : r.prompt_tokens)
         if (t < 0 || t >= tok.vocab_size()) {

@@ -92,6 +92,12 @@ TEST_CASE("jinja: bad templates fail at parse with their line", "[jinja]") {
   CHECK(parse_error("{{ a + }}").find("line 1") != std::string::npos);
   CHECK(parse_error("{% endfor %}").find("unexpected") != std::string::npos);
   CHECK(parse_error("{{ " + std::string(300, '(') + "1" + std::string(300, ')') + " }}").find("too deep") != std::string::npos);
+  CHECK(parse_error("{{ " + std::string(300, '-') + "1 }}").find("too deep") != std::string::npos);
+  std::string ifs;
+  for (int i = 0; i < 300; ++i)
+    ifs += "{% if x %}";
+  CHECK(parse_error(ifs).find("too deep") != std::string::npos);
+  CHECK(parse_error("{{ '\\uZZZZ' }}").find("bad escape") != std::string::npos);
 }
 
 TEST_CASE("jinja: render errors say what failed", "[jinja]") {

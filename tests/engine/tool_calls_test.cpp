@@ -7,6 +7,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/jinja.hpp"
+
 using namespace llmux::engine;
 
 namespace {
@@ -16,6 +23,20 @@ const std::vector<tool_function> tools = {
    R"({"type":"object","properties":{"city":{"type":"string"},"unit":{"enum":["c","f"]}},"required":["city","unit"]})"},
   {"ping", "", ""},
 };
+
+const std::string templates = LLMUX_SOURCE_DIR "/tests/data/chat_templates/";
+
+std::string read(const std::string& path) {
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+chat_style style_of(const std::string& template_file) {
+  return make_chat_style(read(templates + template_file), "<s>", "</s>");
+}
 
 bool matches(const std::string& gbnf, const std::string& text) {
   grammar_matcher m{grammar::parse(gbnf)};
@@ -52,8 +73,6 @@ TEST_CASE("tool prompt: tools in the system turn, calls and results in Hermes bl
   const auto plain = tool_prompt(style, with_system, {});
   REQUIRE(plain.size() == 2);
   CHECK(plain[0].content == "Be brief.");
-  CHECK(tools_supported(chat_format::chatml));
-  CHECK_FALSE(tools_supported(chat_format::llama3));
 }
 
 TEST_CASE("tool grammar: a required call names a tool and follows its schema", "[tools][grammar]") {
@@ -105,4 +124,97 @@ TEST_CASE("tool parser: blocks leave the text, across any split", "[tools]") {
   CHECK(open.content.empty());
   CHECK(q.finish().content == "<tool_call>{\"name\":");
   CHECK(q.calls_seen() == 0);
+}
+
+TEST_CASE("tools are offered where calls can be read back", "[tools]") {
+  chat_style builtin;
+  CHECK(tools_supported(builtin));  // ChatML: the Hermes form is written in
+  builtin.format = chat_format::llama3;
+  CHECK_FALSE(tools_supported(builtin));
+  CHECK(tools_supported(style_of("qwen3.jinja")));   // writes tools, asks for <tool_call>
+  CHECK(tools_supported(style_of("smollm2.jinja")));  // knows no tools: ChatML, written in
+  CHECK_FALSE(tools_supported(style_of("llama3.1_json.jinja")));  // JSON calls: not parsed yet
+  CHECK_FALSE(tools_supported(style_of("mistral_nemo.jinja")));   // [TOOL_CALLS]: not parsed yet
+}
+
+TEST_CASE("render_chat gives the model's template what vLLM gives it", "[tools][jinja]") {
+  // The tool_round_trip conversation of make_reference.py as an OpenAI
+  // request carries it (arguments and parameters as JSON text, no tool
+  // `name`): rendered through render_chat, it must equal jinja2's rendering
+  // of the reference context.
+  setenv("TZ", "UTC", 1);
+  tzset();
+  auto ref = nlohmann::ordered_json::parse(read(templates + "reference.json"));
+  std::vector<tool_function> fns;
+  std::vector<tool_turn> turns;
+  for (const auto& c : ref["cases"]) {
+    if (c["case"] != "tool_round_trip" || c["template"] != "qwen3.jinja")
+      continue;
+    for (const auto& t : c["context"]["tools"])
+      fns.push_back({t["function"]["name"], t["function"]["description"], t["function"]["parameters"].dump()});
+    for (const auto& m : c["context"]["messages"]) {
+      tool_turn t{m["role"], m["content"].is_string() ? m["content"].get<std::string>() : "", {}, ""};
+      if (m.contains("tool_calls"))
+        for (const auto& call : m["tool_calls"])
+          t.calls.push_back({call["id"], call["function"]["name"], call["function"]["arguments"].dump()});
+      if (m.contains("tool_call_id"))
+        t.tool_call_id = m["tool_call_id"];
+      turns.push_back(std::move(t));
+    }
+  }
+  REQUIRE(turns.size() == 5);
+  int compared = 0;
+  for (const auto& c : ref["cases"]) {
+    if (c["case"] != "tool_round_trip" || !c.contains("output"))
+      continue;
+    const std::string file = c["template"];
+    if (file == "features.jinja" || file == "deepseek_r1_distill.jinja")
+      continue;  // prints the whole context / concatenates arguments as text
+    INFO(file);
+    auto style = style_of(file);
+    if (!style.template_tools)
+      continue;  // tools go in as Hermes turns: not the reference's input
+    auto got = render_chat(style, turns, fns, "", static_cast<std::time_t>(ref["now"].get<int64_t>()));
+    CHECK(got.fallback.empty());
+    CHECK(got.text == c["output"].get<std::string>());
+    ++compared;
+  }
+  CHECK(compared >= 6);  // Llama 3.1/3.2, Mistral x2, Hermes, Qwen3, Qwen2.5-Coder
+}
+
+TEST_CASE("render_chat: BOS, kwargs, refusals and the fallback", "[tools][jinja]") {
+  std::vector<tool_turn> hi = {{"user", "hi", {}, ""}};
+  auto llama = render_chat(style_of("llama3.2.jinja"), hi, {});
+  CHECK(llama.starts_with_bos);  // the tokenizer must not add a second
+  CHECK(llama.text.rfind("<s><|start_header_id|>system", 0) == 0);
+  CHECK_FALSE(render_chat(style_of("qwen3.jinja"), hi, {}).starts_with_bos);
+
+  // vLLM's chat_template_kwargs reach the template.
+  auto qwen = style_of("qwen3.jinja");
+  CHECK(render_chat(qwen, hi, {}, R"({"enable_thinking": false})").text
+        == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+
+  // The template's own refusal is the caller's 400, not a fallback.
+  std::vector<tool_turn> twice = {{"user", "one", {}, ""}, {"user", "two", {}, ""}};
+  CHECK_THROWS_AS(render_chat(style_of("mistral_nemo.jinja"), twice, {}), jinja::template_error);
+
+  // A template that parses but fails to render: the built-in format, and why.
+  auto broken = make_chat_style("<|im_start|>{{ messages | nosuchfilter }}", "", "");
+  REQUIRE(broken.jinja);
+  auto fb = render_chat(broken, hi, {});
+  CHECK(fb.fallback.find("nosuchfilter") != std::string::npos);
+  CHECK(fb.text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  // One that does not parse has no template at all, and says why.
+  auto unparsed = make_chat_style("{% include 'x.jinja' %}", "", "");
+  CHECK_FALSE(unparsed.jinja);
+  CHECK(unparsed.template_error.find("not supported") != std::string::npos);
+
+  // A template that knows no tools (SmolLM2's) gets them written into the
+  // turns in Hermes form: the same text as the built-in ChatML rendering.
+  auto smol = style_of("smollm2.jinja");
+  REQUIRE(smol.jinja);
+  auto with_tools = render_chat(smol, hi, tools);
+  CHECK(with_tools.text.find("# Tools") != std::string::npos);
+  CHECK(with_tools.text == apply_chat_template(smol, tool_prompt(smol, hi, tools)));
+  CHECK(render_chat(smol, hi, {}).text == apply_chat_template(smol, tool_prompt(smol, hi, {})));
 }

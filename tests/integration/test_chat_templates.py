@@ -1,0 +1,199 @@
+"""Chat templates on a real `llmux serve`: each model's own Jinja template renders its
+conversations, as vLLM renders them.
+
+SmolLM2-135M-Instruct is served five times, each copy's GGUF rewritten (gguf-py's
+gguf-new-metadata) with another template: its own, Qwen3's (which writes tools itself
+and asks for <tool_call> blocks), Mistral Nemo's (which refuses roles that do not
+alternate, and asks for [TOOL_CALLS]), one that parses but fails to render, and one
+the engine does not read. The expected prompts are rendered here by Python's jinja2,
+set up as Hugging Face transformers sets it up, from the context vLLM passes (tool-call
+arguments as objects), tokenized by llama.cpp (llama-cpp-python, special tokens parsed)
+and compared token for token with what the server would run (vLLM's chat form of
+POST /tokenize)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import SOURCE_DIR, free_port, models_ready, solo_config, start_serve, wait_until
+
+jinja2 = pytest.importorskip("jinja2", reason="scripts/setup installs jinja2 (with llama-cpp-python)")
+llama_cpp = pytest.importorskip("llama_cpp", reason="scripts/setup installs llama-cpp-python")
+from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: E402
+
+SMOL_FILE = Path.home() / ".cache" / "llmux" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+TEMPLATES = SOURCE_DIR / "tests" / "data" / "chat_templates"
+OWN, QWEN3, NEMO, BROKEN, UNREAD = "smol-own", "smol-qwen3", "smol-nemo", "smol-broken", "smol-unread"
+# Parses, then fails at render: no such filter.
+BROKEN_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role | no_such_filter }}{% endfor %}"
+UNREAD_TEMPLATE = "{% include 'other.jinja' %}"
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                   "required": ["city"]}}}]
+ROUND_TRIP = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_abc", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+    {"role": "tool", "tool_call_id": "call_abc", "content": "18 C, sunny"},
+]
+
+
+def hf_render(template: str, messages, tools=None, **kwargs) -> str:
+    """The prompt transformers renders for vLLM: jinja2's sandbox with trim_blocks and
+    lstrip_blocks, HF's tojson; arguments parsed to objects as vLLM does."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+    msgs = []
+    names = {}
+    for m in messages:
+        m = dict(m)
+        if m.get("tool_calls"):
+            m["tool_calls"] = [dict(c, function=dict(c["function"], arguments=json.loads(c["function"]["arguments"])))
+                               for c in m["tool_calls"]]
+            names.update({c["id"]: c["function"]["name"] for c in m["tool_calls"]})
+        if m["role"] == "tool":
+            m["name"] = names[m["tool_call_id"]]
+        msgs.append(m)
+    return env.from_string(template).render(messages=msgs, tools=tools, add_generation_prompt=True,
+                                            bos_token="<|im_start|>", eos_token="<|im_end|>", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def served(llmux_bin, tmp_path_factory):
+    if not SMOL_FILE.exists():
+        pytest.skip(f"{SMOL_FILE} is missing: scripts/setup fetches it")
+    tmp = tmp_path_factory.mktemp("chat_templates")
+    tool = Path(__import__("sys").executable).parent / "gguf-new-metadata"
+    files = {OWN: SMOL_FILE}
+    for name, template in [(QWEN3, (TEMPLATES / "qwen3.jinja").read_text()),
+                           (NEMO, (TEMPLATES / "mistral_nemo.jinja").read_text()),
+                           (BROKEN, BROKEN_TEMPLATE), (UNREAD, UNREAD_TEMPLATE)]:
+        tfile = tmp / f"{name}.jinja"
+        tfile.write_text(template)
+        out = tmp / f"{name}.gguf"
+        subprocess.run([str(tool), "--force", "--chat-template-file", str(tfile), str(SMOL_FILE), str(out)],
+                       check=True, capture_output=True, timeout=120)
+        files[name] = out
+    http, node, admin = free_port(), free_port(), free_port()
+    text = solo_config(http, node, admin) + "\n[timeouts]\nrequest_ms = 120000\n"
+    for model, path in files.items():
+        text += f'\n[[models]]\nname = "{model}"\nbackend = "cpu"\nfile = "{path}"\n'
+    text += f"""
+[[units]]
+name = "cpu0"
+node = "solo"
+backend = "cpu"
+threads = 2
+kv_cache_mib = 64
+models = [ {", ".join(f'{{ name = "{m}", share = 0.2 }}' for m in files)} ]
+"""
+    cfg = tmp / "serve.toml"
+    cfg.write_text(text)
+    proc, base = start_serve(["--config", cfg], tmp, "serve-chat-templates", __name__, http, timeout=90)
+    try:
+        wait_until(lambda: models_ready(base, None, list(files)), 60, "every model to have a replica", proc=proc)
+        yield proc, base
+    finally:
+        proc.cleanup()
+
+
+def tokenize_chat(base, model, **body):
+    r = requests.post(f"{base}/tokenize", json={"model": model, **body}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["tokens"]
+
+
+_LLAMA = {}
+
+
+def tokenize_text(_base, _model, text):
+    """llama.cpp's ids for `text` in SmolLM2's vocabulary (every copy shares it),
+    special tokens such as <|im_start|> parsed, no BOS added."""
+    if "llm" not in _LLAMA:
+        _LLAMA["llm"] = llama_cpp.Llama(model_path=str(SMOL_FILE), vocab_only=True, verbose=False)
+    return _LLAMA["llm"].tokenize(text.encode(), add_bos=False, special=True)
+
+
+def test_own_template_renders_as_transformers_does(served):
+    _, base = served
+    own = (TEMPLATES / "smollm2.jinja").read_text()
+    for messages in ([{"role": "user", "content": "Hello!"}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]):
+        assert tokenize_chat(base, OWN, messages=messages) == tokenize_text(base, OWN, hf_render(own, messages))
+
+
+def test_tools_go_through_a_template_that_writes_them(served):
+    _, base = served
+    qwen3 = (TEMPLATES / "qwen3.jinja").read_text()
+    want = hf_render(qwen3, ROUND_TRIP, tools=TOOLS)
+    assert "<tools>" in want and "<tool_response>\n18 C, sunny\n</tool_response>" in want
+    assert tokenize_chat(base, QWEN3, messages=ROUND_TRIP, tools=TOOLS) == tokenize_text(base, QWEN3, want)
+    # vLLM's chat_template_kwargs reach the template.
+    ask = [{"role": "user", "content": "Hi"}]
+    got = tokenize_chat(base, QWEN3, messages=ask, chat_template_kwargs={"enable_thinking": False})
+    assert got == tokenize_text(base, QWEN3, hf_render(qwen3, ask, enable_thinking=False))
+    assert got != tokenize_chat(base, QWEN3, messages=ask)
+
+
+def test_a_required_call_through_that_template(served):
+    _, base = served
+    r = requests.post(f"{base}/v1/chat/completions", timeout=120, json={
+        "model": QWEN3, "messages": [{"role": "user", "content": "Weather in Oslo?"}], "tools": TOOLS,
+        "tool_choice": "required", "parallel_tool_calls": False, "max_tokens": 200, "temperature": 0})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    call = choice["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "get_weather" and isinstance(json.loads(call["arguments"])["city"], str)
+
+
+def test_a_template_refusal_is_a_400_with_its_words(served):
+    _, base = served
+    r = requests.post(f"{base}/v1/chat/completions", timeout=30, json={
+        "model": NEMO, "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert "conversation roles must alternate" in err["message"] and err["param"] == "messages"
+    # Its calls would come as [TOOL_CALLS]: not parsed yet, so tools are refused, not ignored.
+    r = requests.post(f"{base}/v1/chat/completions", timeout=30, json={
+        "model": NEMO, "messages": [{"role": "user", "content": "a"}], "tools": TOOLS})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools", r.text
+    # A well-formed conversation renders through it (Mistral's [INST] markers).
+    assert tokenize_chat(base, NEMO, messages=[{"role": "user", "content": "a"}]) == \
+        tokenize_text(base, NEMO, hf_render((TEMPLATES / "mistral_nemo.jinja").read_text(),
+                                            [{"role": "user", "content": "a"}]))
+
+
+def test_templates_that_fail_fall_back_and_say_so(served):
+    proc, base = served
+    ask = [{"role": "user", "content": "Hi"}]
+    # Not read at all: said once at start; the built-in ChatML renders.
+    assert "is not Jinja this engine reads" in proc.log_tail() and "smol-unread" in proc.log_tail()
+    assert tokenize_chat(base, UNREAD, messages=ask) == tokenize_chat(base, BROKEN, messages=ask)
+    # Read, but failing at render: the request is served, and the log says why.
+    r = requests.post(f"{base}/v1/chat/completions", timeout=120,
+                      json={"model": BROKEN, "messages": ask, "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    wait_until(lambda: "no filter named 'no_such_filter'" in proc.log_tail(), 10, "the fallback in the log", proc=proc)
+    assert tokenize_chat(base, BROKEN, messages=ask) == tokenize_text(
+        base, BROKEN, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_bad_template_kwargs_are_a_400(served):
+    _, base = served
+    r = requests.post(f"{base}/v1/chat/completions", timeout=30, json={
+        "model": OWN, "messages": [{"role": "user", "content": "Hi"}], "chat_template_kwargs": ["x"]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template_kwargs", r.text
