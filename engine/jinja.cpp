@@ -15,6 +15,27 @@ namespace {
 
 [[noreturn]] void fail(const std::string& what) { throw error(what); }
 
+// Python's ints do not overflow; these do, and say so rather than wrap.
+[[noreturn]] void overflow() { fail("integer overflow (past 64 bits)"); }
+int64_t add(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r))
+    overflow();
+  return r;
+}
+int64_t sub(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_sub_overflow(a, b, &r))
+    overflow();
+  return r;
+}
+int64_t mul(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r))
+    overflow();
+  return r;
+}
+
 // ---------------------------------------------------------------- UTF-8 --
 
 using code_points = std::vector<uint32_t>;
@@ -174,9 +195,49 @@ value value::from_json(const nlohmann::ordered_json& j) {
   }
 }
 
-int64_t value::as_int() const { return is_bool() ? (as_bool() ? 1 : 0) : std::get<int64_t>(v_); }
+std::string value::type_name() const {
+  if (is_undefined())
+    return "undefined";
+  if (is_none())
+    return "NoneType";
+  if (is_bool())
+    return "bool";
+  if (is_int())
+    return "int";
+  if (is_float())
+    return "float";
+  if (is_string())
+    return "str";
+  if (is_list())
+    return "list";
+  if (is_dict())
+    return as_dict().is_namespace ? "Namespace" : "dict";
+  return "function";
+}
 
-double value::as_float() const { return is_float() ? std::get<double>(v_) : static_cast<double>(as_int()); }
+namespace {
+template <class T>
+const T& get_as(const value::storage& v, const value& self, const char* want) {
+  if (const T* p = std::get_if<T>(&v))
+    return *p;
+  fail(std::string("expected ") + want + ", got '" + self.type_name() + "'");
+}
+}  // namespace
+
+bool value::as_bool() const { return get_as<bool>(v_, *this, "a boolean"); }
+
+int64_t value::as_int() const {
+  if (is_bool())
+    return std::get<bool>(v_) ? 1 : 0;
+  return get_as<int64_t>(v_, *this, "an integer");
+}
+
+double value::as_float() const { return is_float() ? std::get<double>(v_) : static_cast<double>(is_number() ? as_int() : get_as<int64_t>(v_, *this, "a number")); }
+
+const std::string& value::as_string() const { return get_as<std::string>(v_, *this, "a string"); }
+list& value::as_list() const { return *get_as<std::shared_ptr<list>>(v_, *this, "a list"); }
+dict& value::as_dict() const { return *get_as<std::shared_ptr<dict>>(v_, *this, "a dict"); }
+function& value::as_callable() const { return *get_as<std::shared_ptr<function>>(v_, *this, "a function"); }
 
 bool value::truthy() const {
   if (is_undefined() || is_none())
@@ -1208,25 +1269,7 @@ struct scope {
 };
 using scope_ptr = std::shared_ptr<scope>;
 
-std::string type_name(const value& v) {
-  if (v.is_undefined())
-    return "undefined";
-  if (v.is_none())
-    return "NoneType";
-  if (v.is_bool())
-    return "bool";
-  if (v.is_int())
-    return "int";
-  if (v.is_float())
-    return "float";
-  if (v.is_string())
-    return "str";
-  if (v.is_list())
-    return "list";
-  if (v.is_dict())
-    return v.as_dict().is_namespace ? "Namespace" : "dict";
-  return "function";
-}
+std::string type_name(const value& v) { return v.type_name(); }
 
 const value* keyword(const call_args& a, const char* name) {
   for (const auto& [k, v] : a.keywords)
@@ -1447,10 +1490,12 @@ public:
                 if (step == 0)
                   fail("range() arg 3 must not be zero");
                 list l;
-                for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+                for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
                   if (static_cast<int64_t>(l.size()) >= max_range)
                     fail("range() is too long for a template");
                   l.emplace_back(i);
+                  if (__builtin_add_overflow(i, step, &i))
+                    break;
                 }
                 return l;
               }));
@@ -1709,7 +1754,7 @@ public:
                + "'");
         if (e.s == "+")
           return v;
-        return v.is_float() ? value(-v.as_float()) : value(-v.as_int());
+        return v.is_float() ? value(-v.as_float()) : value(sub(0, v.as_int()));
       }
       case expr::binary: return binary(e, sc);
       case expr::ternary:
@@ -1791,7 +1836,9 @@ private:
       const value* n = s == &a ? &b : &a;
       if (s && (n->is_int() || n->is_bool())) {
         int64_t k = n->as_int();
-        if (k * std::max<int64_t>(1, length(*s)) > static_cast<int64_t>(limits_.max_output))
+        int64_t total = 0;
+        if (__builtin_mul_overflow(k, std::max<int64_t>(1, length(*s)), &total)
+            || total > static_cast<int64_t>(limits_.max_output))
           fail(where() + "a repetition too large for a template");
         if (s->is_string()) {
           std::string r;
@@ -1809,11 +1856,11 @@ private:
       return unsupported();
     bool ints = !a.is_float() && !b.is_float();
     if (op == "+")
-      return ints ? value(a.as_int() + b.as_int()) : value(a.as_float() + b.as_float());
+      return ints ? value(add(a.as_int(), b.as_int())) : value(a.as_float() + b.as_float());
     if (op == "-")
-      return ints ? value(a.as_int() - b.as_int()) : value(a.as_float() - b.as_float());
+      return ints ? value(sub(a.as_int(), b.as_int())) : value(a.as_float() - b.as_float());
     if (op == "*")
-      return ints ? value(a.as_int() * b.as_int()) : value(a.as_float() * b.as_float());
+      return ints ? value(mul(a.as_int(), b.as_int())) : value(a.as_float() * b.as_float());
     if (op == "/") {
       if (b.as_float() == 0)
         fail(where() + "division by zero");
@@ -1824,6 +1871,8 @@ private:
         fail(where() + (op == "//" ? "integer division or modulo by zero" : "modulo by zero"));
       if (ints) {
         int64_t x = a.as_int(), y = b.as_int();
+        if (y == -1)  // x / -1 overflows for the smallest x; x % -1 is 0
+          return op == "//" ? value(sub(0, x)) : value(int64_t{0});
         int64_t q = x / y, r = x % y;
         if (r != 0 && ((r < 0) != (y < 0)))
           --q, r += y;
@@ -1835,9 +1884,13 @@ private:
     }
     if (op == "**") {
       if (ints && b.as_int() >= 0) {
-        int64_t r = 1;
-        for (int64_t i = 0; i < b.as_int() && i < 64; ++i)
-          r *= a.as_int();
+        int64_t r = 1, base = a.as_int();
+        for (int64_t e = b.as_int(); e > 0; e >>= 1) {  // by squaring
+          if (e & 1)
+            r = mul(r, base);
+          if (e > 1)
+            base = mul(base, base);
+        }
         return r;
       }
       return std::pow(a.as_float(), b.as_float());
@@ -2315,7 +2368,7 @@ private:
         if (!y.is_number())
           fail("sum: unsupported operand type '" + type_name(y) + "'");
         total = total.is_float() || y.is_float() ? value(total.as_float() + y.as_float())
-                                                 : value(total.as_int() + y.as_int());
+                                                 : value(add(total.as_int(), y.as_int()));
       }
       return total;
     }
@@ -2355,7 +2408,7 @@ private:
     if (name == "abs") {
       if (!v.is_number())
         fail("abs: bad operand type '" + type_name(v) + "'");
-      return v.is_float() ? value(std::fabs(v.as_float())) : value(static_cast<int64_t>(std::llabs(v.as_int())));
+      return v.is_float() ? value(std::fabs(v.as_float())) : value(v.as_int() < 0 ? sub(0, v.as_int()) : v.as_int());
     }
     if (name == "round") {
       int64_t prec = arg(a, 0, "precision", int64_t{0}).as_int();

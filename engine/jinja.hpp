@@ -105,13 +105,16 @@ public:
   [[nodiscard]] bool is_dict() const { return std::holds_alternative<std::shared_ptr<dict>>(v_); }
   [[nodiscard]] bool is_callable() const { return std::holds_alternative<std::shared_ptr<function>>(v_); }
 
-  [[nodiscard]] bool as_bool() const { return std::get<bool>(v_); }
+  // Accessors: a value of another kind is a jinja::error naming both.
+  [[nodiscard]] bool as_bool() const;
   [[nodiscard]] int64_t as_int() const;  ///< ints and bools
   [[nodiscard]] double as_float() const; ///< any number
-  [[nodiscard]] const std::string& as_string() const { return std::get<std::string>(v_); }
-  [[nodiscard]] list& as_list() const { return *std::get<std::shared_ptr<list>>(v_); }
-  [[nodiscard]] dict& as_dict() const { return *std::get<std::shared_ptr<dict>>(v_); }
-  [[nodiscard]] function& as_callable() const { return *std::get<std::shared_ptr<function>>(v_); }
+  [[nodiscard]] const std::string& as_string() const;
+  [[nodiscard]] list& as_list() const;
+  [[nodiscard]] dict& as_dict() const;
+  [[nodiscard]] function& as_callable() const;
+  /// Python's name of the kind ("int", "str", "dict", "undefined", ...).
+  [[nodiscard]] std::string type_name() const;
 
   /// Python's truth value (Undefined is false).
   [[nodiscard]] bool truthy() const;

@@ -6,12 +6,11 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/jinja.hpp"
+#include "tests/engine/test_data.hpp"
 
 using namespace llmux::engine;
 
@@ -19,13 +18,6 @@ namespace {
 
 const std::string dir = LLMUX_SOURCE_DIR "/tests/data/chat_templates/";
 
-std::string read(const std::string& path) {
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::string render(const std::string& src, const nlohmann::ordered_json& ctx = nlohmann::ordered_json::object()) {
   return jinja::template_::parse(src).render(jinja::value::from_json(ctx));
@@ -38,13 +30,13 @@ TEST_CASE("chat templates render as jinja2 renders them", "[jinja]") {
   // made in UTC.
   setenv("TZ", "UTC", 1);
   tzset();
-  auto ref = nlohmann::ordered_json::parse(read(dir + "reference.json"));
+  auto ref = nlohmann::ordered_json::parse(llmux::test::read_text(dir + "reference.json"));
   auto now = static_cast<std::time_t>(ref["now"].get<int64_t>());
   int outputs = 0, errors = 0;
   for (const auto& c : ref["cases"]) {
     const std::string name = c["template"].get<std::string>() + " / " + c["case"].get<std::string>();
     INFO(name);
-    auto tmpl = jinja::template_::parse(read(dir + c["template"].get<std::string>()));
+    auto tmpl = jinja::template_::parse(llmux::test::read_text(dir + c["template"].get<std::string>()));
     auto ctx = jinja::value::from_json(c["context"]);
     if (c.contains("output")) {
       std::string got;
@@ -113,6 +105,10 @@ TEST_CASE("jinja: render errors say what failed", "[jinja]") {
   CHECK(render_error("{{ raise_exception('no tools here') }}", obj) == "no tools here");
   CHECK(render_error("{{ m.a.b }}", {{"m", obj}}).find("'m.a' is undefined") != std::string::npos);
   CHECK(render_error("{{ 'a' + 1 }}", obj).find("unsupported operand") != std::string::npos);
+  CHECK(render_error("{{ 2 ** 63 }}", obj).find("integer overflow") != std::string::npos);
+  CHECK(render_error("{{ 9223372036854775807 + 1 }}", obj).find("integer overflow") != std::string::npos);
+  CHECK(render("{{ 2 ** 62 }} {{ (-1) ** 101 }} {{ -9223372036854775807 // -1 }}")
+        == "4611686018427387904 -1 9223372036854775807");
   CHECK(render_error("{{ x | nosuchfilter }}", obj).find("no filter named 'nosuchfilter'") != std::string::npos);
   CHECK(render_error("{{ 1 is nosuchtest }}", obj).find("no test named") != std::string::npos);
   CHECK(render_error("{% set l = [] %}{{ l.append(1) }}", obj).find("unsafe") != std::string::npos);

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,13 @@
 #include "engine/tokenizer.hpp"
 
 namespace llmux::test {
+
+/// A whole file as text.
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 inline nlohmann::json load_json(const std::string& path) {
   std::ifstream in(path);

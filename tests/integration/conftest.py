@@ -339,6 +339,31 @@ port = {http}
 """
 
 
+def serve_cpu_unit(tmp_path: Path, name: str, owner: str, files: dict, models: str, unit_keys: str = "",
+                   timeout: float = 30.0):
+    """`llmux serve` of one 2-thread CPU unit "cpu0" (64 MiB of KV) hosting
+    `files` (model name -> GGUF), with `unit_keys` and the unit's `models`
+    list; returns the process, its base URL and the config's path."""
+    http, node, admin = free_port(), free_port(), free_port()
+    cfg = tmp_path / f"{name}.toml"
+    text = solo_config(http, node, admin) + "\n[timeouts]\nrequest_ms = 120000\n"
+    for model, path in files.items():
+        text += f'\n[[models]]\nname = "{model}"\nbackend = "cpu"\nfile = "{path}"\n'
+    text += f"""
+[[units]]
+name = "cpu0"
+node = "solo"
+backend = "cpu"
+threads = 2
+kv_cache_mib = 64
+{unit_keys}
+models = [ {models} ]
+"""
+    cfg.write_text(text)
+    proc, base = start_serve(["--config", cfg], tmp_path, f"serve-{name}", owner, http, timeout=timeout)
+    return proc, base, cfg
+
+
 def sim_models(*names: str, architecture: str = "tiny") -> str:
     """[[models]] tables for sim-backend models of one architecture."""
     return "".join(f'\n[[models]]\nname = "{n}"\nbackend = "sim"\narchitecture = "{architecture}"\n'

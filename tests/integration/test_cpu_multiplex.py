@@ -29,8 +29,7 @@ from conftest import (
     models_ready,
     one_state,
     run_llmux,
-    solo_config,
-    start_serve,
+    serve_cpu_unit,
     wait_until,
 )
 
@@ -51,28 +50,9 @@ def _scheduler(base, model):
 
 
 def _serve_cpu_unit(tmp_path, name, files: dict, unit_keys: str, models: str):
-    """`llmux serve` of one 2-thread CPU unit "cpu0" hosting `files` (model
-    name -> GGUF), with `unit_keys` and the unit's `models` list."""
     if not SMOL_FILE.exists():
         pytest.skip(f"{SMOL_FILE} is missing: scripts/setup fetches it")
-    http, node, admin = free_port(), free_port(), free_port()
-    cfg = tmp_path / f"{name}.toml"
-    text = solo_config(http, node, admin) + "\n[timeouts]\nrequest_ms = 120000\n"
-    for model, path in files.items():
-        text += f'\n[[models]]\nname = "{model}"\nbackend = "cpu"\nfile = "{path}"\n'
-    text += f"""
-[[units]]
-name = "cpu0"
-node = "solo"
-backend = "cpu"
-threads = 2
-kv_cache_mib = 64
-{unit_keys}
-models = [ {models} ]
-"""
-    cfg.write_text(text)
-    proc, base = start_serve(["--config", cfg], tmp_path, f"serve-{name}", __name__, http)
-    return proc, base, cfg
+    return serve_cpu_unit(tmp_path, name, __name__, files, models, unit_keys)
 
 
 def test_split_jobs_compute_at_once_and_lose_nothing(llmux_bin, tmp_path):
