@@ -96,7 +96,12 @@ chat_style make_chat_style(const std::string& t, std::string bos_token, std::str
     return style;
   }
   style.template_tools = t.find("tools") != std::string::npos;
-  style.template_hermes_calls = t.find("<tool_call>") != std::string::npos;
+  // The form of a call is what the template's instructions show the model.
+  if (t.find("<tool_call>") != std::string::npos)
+    style.template_calls = tool_format::hermes;
+  else if (t.find("\"parameters\": dictionary of argument name") != std::string::npos
+           || t.find("<|python_tag|>") != std::string::npos)
+    style.template_calls = tool_format::llama3_json;
   return style;
 }
 

@@ -31,6 +31,13 @@ enum class chat_format {
 /// implements by its markers; ChatML when it names none (or is empty).
 [[nodiscard]] chat_format detect_chat_format(const std::string& jinja_template);
 
+/// How a model writes tool calls in its answer.
+enum class tool_format {
+  none,         ///< not one llmux reads (tools are refused)
+  hermes,       ///< <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call> blocks (Hermes, Qwen, ChatML)
+  llama3_json,  ///< the whole answer is {"name": ..., "parameters": {...}} (Llama 3.1+; several: "; " between)
+};
+
 /// How a model's conversations become its prompt: its own Jinja template
 /// when the engine (engine/jinja) reads it, else a built-in format plus the
 /// system prompt the template inserts when a conversation has none
@@ -45,10 +52,9 @@ struct chat_style {
   std::string bos_token;  ///< what the template's bos_token prints
   std::string eos_token;
   /// The template writes the request's tools itself (it reads `tools`), and
-  /// in which form the model answers with calls: Hermes <tool_call> blocks
-  /// (the only form parsed so far) or another.
+  /// the form it asks the model to answer with calls in.
   bool template_tools = false;
-  bool template_hermes_calls = false;
+  tool_format template_calls = tool_format::none;
 };
 
 /// The style of a model from its Jinja template (GGUF

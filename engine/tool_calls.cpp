@@ -1,5 +1,7 @@
 #include "engine/tool_calls.hpp"
 
+#include <optional>
+
 #include <nlohmann/json.hpp>
 
 #include "engine/jinja.hpp"
@@ -40,11 +42,13 @@ std::string call_block(const tool_call& c) {
 
 }  // namespace
 
-bool tools_supported(const chat_style& style) {
+tool_format tool_format_of(const chat_style& style) {
   if (style.jinja && style.template_tools)
-    return style.template_hermes_calls;
-  return style.format == chat_format::chatml;
+    return style.template_calls;
+  return style.format == chat_format::chatml ? tool_format::hermes : tool_format::none;
 }
+
+bool tools_supported(const chat_style& style) { return tool_format_of(style) != tool_format::none; }
 
 namespace {
 
@@ -177,28 +181,132 @@ std::vector<chat_turn> tool_prompt(const chat_style& style, const std::vector<to
   return out;
 }
 
-std::string tool_call_grammar(const std::vector<tool_function>& tools, const std::string& only, bool parallel) {
-  // One schema for any allowed call: {"name": <const>, "arguments": <its parameters>}.
+std::string tool_call_grammar(const std::vector<tool_function>& tools, const std::string& only, bool parallel,
+                              tool_format format) {
+  // One schema for any allowed call: {"name": <const>, ARGS: <its parameters>}.
+  const char* args = format == tool_format::llama3_json ? "parameters" : "arguments";
   ojson any_of = ojson::array();
   for (const auto& t : tools) {
     if (!only.empty() && t.name != only)
       continue;
     ojson props;
     props["name"] = ojson{{"const", t.name}};
-    props["arguments"] = t.parameters.empty() ? ojson{{"type", "object"}} : ojson::parse(t.parameters);
+    props[args] = t.parameters.empty() ? ojson{{"type", "object"}} : ojson::parse(t.parameters);
     ojson call;
     call["type"] = "object";
     call["properties"] = std::move(props);
-    call["required"] = ojson::array({"name", "arguments"});
+    call["required"] = ojson::array({"name", args});
     any_of.push_back(std::move(call));
   }
   if (any_of.empty())
     throw schema_error("tool_choice", "#", "tool_choice names a function that 'tools' does not have");
   ojson schema;
   schema["anyOf"] = std::move(any_of);
-  std::string g = std::string("root ::= tool-block") + (parallel ? " (\"\\n\" tool-block)*" : "") + "\n" +
-                  "tool-block ::= \"<tool_call>\\n\" tool-call \"\\n</tool_call>\"\n";
+  std::string g;
+  if (format == tool_format::llama3_json)
+    g = std::string("root ::= tool-call") + (parallel ? " (\"; \" tool-call)*" : "") + "\n";
+  else
+    g = std::string("root ::= tool-block") + (parallel ? " (\"\\n\" tool-block)*" : "") + "\n" +
+        "tool-block ::= \"<tool_call>\\n\" tool-call \"\\n</tool_call>\"\n";
   return g + json_schema_grammar(schema.dump(), "tool-call");
+}
+
+namespace {
+
+/// A call from its JSON: an object with a string "name" and "arguments" (or
+/// Llama's "parameters"); nullopt for anything else.
+std::optional<tool_call> call_from_json(const nlohmann::json& j) {
+  if (!j.is_object() || !j.contains("name") || !j["name"].is_string())
+    return std::nullopt;
+  tool_call c;
+  c.name = j["name"].get<std::string>();
+  const auto* args = j.contains("arguments") ? &j["arguments"] : j.contains("parameters") ? &j["parameters"] : nullptr;
+  c.arguments = args == nullptr ? "{}" : args->is_string() ? args->get<std::string>() : args->dump();
+  return c;
+}
+
+/// Llama 3.1's answer as calls: JSON objects, separated by ';' and spaces;
+/// nullopt unless all of it is that.
+std::optional<std::vector<tool_call>> llama3_calls(std::string text) {
+  const std::string tag = "<|python_tag|>";
+  size_t i = text.find_first_not_of(" \t\r\n");
+  if (i != std::string::npos && text.compare(i, tag.size(), tag) == 0)
+    text.erase(0, i + tag.size());
+  std::vector<tool_call> calls;
+  i = 0;
+  while (true) {
+    i = text.find_first_not_of(" \t\r\n;", i);
+    if (i == std::string::npos)
+      break;
+    if (text[i] != '{')
+      return std::nullopt;
+    // The object's end: braces balanced outside strings.
+    size_t j = i;
+    int depth = 0;
+    bool in_string = false;
+    for (; j < text.size(); ++j) {
+      char c = text[j];
+      if (in_string) {
+        if (c == '\\')
+          ++j;
+        else if (c == '"')
+          in_string = false;
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '{') {
+        ++depth;
+      } else if (c == '}' && --depth == 0) {
+        break;
+      }
+    }
+    if (j >= text.size())
+      return std::nullopt;
+    auto j_obj = nlohmann::json::parse(text.substr(i, j + 1 - i), nullptr, false);
+    auto call = call_from_json(j_obj);
+    if (!call)
+      return std::nullopt;
+    calls.push_back(std::move(*call));
+    i = j + 1;
+  }
+  if (calls.empty())
+    return std::nullopt;
+  return calls;
+}
+
+}  // namespace
+
+tool_call_parser::delta tool_call_parser::drain_llama3(bool all) {
+  delta out;
+  if (answer_ == answer::undecided) {
+    size_t i = buf_.find_first_not_of(" \t\r\n");
+    const std::string tag = "<|python_tag|>";
+    if (i == std::string::npos) {
+      if (!all)
+        return out;  // only spaces so far
+      answer_ = answer::content;
+    } else if (buf_[i] == '{' || buf_.compare(i, tag.size(), tag) == 0) {
+      answer_ = answer::calls;
+    } else if (!all && buf_.size() - i < tag.size() && tag.compare(0, buf_.size() - i, buf_, i) == 0) {
+      return out;  // could still become <|python_tag|>
+    } else {
+      answer_ = answer::content;
+    }
+  }
+  if (answer_ == answer::content) {
+    out.content = std::move(buf_);
+    buf_.clear();
+    return out;
+  }
+  if (!all)
+    return out;  // a call is read whole, at the end
+  if (auto calls = llama3_calls(buf_)) {
+    calls_ += static_cast<int>(calls->size());
+    out.calls = std::move(*calls);
+  } else {
+    out.content = buf_;  // not calls after all: the text as written
+  }
+  buf_.clear();
+  return out;
 }
 
 tool_call_parser::delta tool_call_parser::push(const std::string& text) {
@@ -209,6 +317,8 @@ tool_call_parser::delta tool_call_parser::push(const std::string& text) {
 tool_call_parser::delta tool_call_parser::finish() { return drain(true); }
 
 tool_call_parser::delta tool_call_parser::drain(bool all) {
+  if (format_ == tool_format::llama3_json)
+    return drain_llama3(all);
   delta out;
   while (true) {
     if (after_call_ && !buf_.empty()) {
@@ -243,19 +353,11 @@ tool_call_parser::delta tool_call_parser::drain(bool all) {
     const std::string inner = buf_.substr(open_tag.size(), close - open_tag.size());
     const std::string whole = buf_.substr(0, close + close_tag.size());
     buf_.erase(0, close + close_tag.size());
-    bool parsed = false;
-    try {
-      const auto j = nlohmann::json::parse(inner);
-      if (j.is_object() && j.contains("name") && j["name"].is_string()) {
-        tool_call c;
-        c.name = j["name"].get<std::string>();
-        const auto* args = j.contains("arguments") ? &j["arguments"] : j.contains("parameters") ? &j["parameters"] : nullptr;
-        c.arguments = args == nullptr ? "{}" : args->is_string() ? args->get<std::string>() : args->dump();
-        out.calls.push_back(std::move(c));
-        ++calls_;
-        parsed = true;
-      }
-    } catch (const std::exception&) {
+    auto call = call_from_json(nlohmann::json::parse(inner, nullptr, false));
+    const bool parsed = call.has_value();
+    if (parsed) {
+      out.calls.push_back(std::move(*call));
+      ++calls_;
     }
     if (!parsed)
       out.content += whole;

@@ -10,9 +10,10 @@
 /// <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call> in the
 /// assistant's text, tool results as a user turn of <tool_response> blocks.
 /// A model whose own template writes the tools (it reads `tools`) gets them
-/// through it; its calls are parsed when they are <tool_call> blocks. Other
-/// call formats (Llama 3.1's JSON, Mistral's [TOOL_CALLS]) are not parsed
-/// yet: `tools_supported` says so, and the edge answers 400.
+/// through it, and its calls are read in the form the template asks for:
+/// Hermes blocks or Llama 3.1's JSON answer (`tool_format`). Other forms
+/// (Mistral's [TOOL_CALLS]) are not read yet: `tools_supported` says so, and
+/// the edge answers 400.
 ///
 /// Pure functions and one single-threaded parser per choice.
 
@@ -44,9 +45,12 @@ struct tool_turn {
   std::string tool_call_id;      ///< tool: the call this answers
 };
 
-/// Whether tools can be offered to (and calls read from) a model of `style`:
-/// its template writes tools and asks for <tool_call> blocks, or it has no
-/// such template and is ChatML (the Hermes form is written in, tool_prompt).
+/// The form a model of `style` answers with calls in: what its template asks
+/// for when it writes tools itself; else Hermes for ChatML (tool_prompt
+/// writes the Hermes instructions in), none for other built-in formats.
+[[nodiscard]] tool_format tool_format_of(const chat_style& style);
+
+/// Whether tools can be offered to (and calls read from) a model of `style`.
 [[nodiscard]] bool tools_supported(const chat_style& style);
 
 /// A conversation as the model's prompt.
@@ -82,19 +86,27 @@ struct chat_prompt {
 [[nodiscard]] std::vector<chat_turn> tool_prompt(const chat_style& style, const std::vector<tool_turn>& turns,
                                                  const std::vector<tool_function>& tools);
 
-/// GBNF for the answer when a call is required: one <tool_call> block
-/// (more with `parallel`) whose JSON names one of `tools` (only `only` when
-/// set) and whose arguments follow that tool's schema. Throws schema_error
-/// for a parameters schema the converter cannot express.
+/// GBNF for the answer when a call is required, in `format`: one call (more
+/// with `parallel`) that names one of `tools` (only `only` when set) and
+/// whose arguments follow that tool's schema — Hermes: <tool_call> blocks
+/// one per line; Llama 3.1: {"name": ..., "parameters": {...}} objects
+/// joined by "; ". Throws schema_error for a parameters schema the
+/// converter cannot express.
 [[nodiscard]] std::string tool_call_grammar(const std::vector<tool_function>& tools, const std::string& only,
-                                            bool parallel);
+                                            bool parallel, tool_format format = tool_format::hermes);
 
-/// Finds <tool_call> blocks in text as it streams: what lies outside them is
-/// content (a tail that could open a block is held back), a complete block
-/// whose JSON has a name (and arguments) is a call; a block that is not such
-/// JSON stays content, as written.
+/// Finds the calls in a model's text as it streams, in `format`.
+/// Hermes: what lies outside <tool_call> blocks is content (a tail that
+/// could open a block is held back), a complete block whose JSON has a name
+/// (and arguments) is a call; a block that is not such JSON stays content,
+/// as written. Llama 3.1 (as vLLM's llama3_json parser): an answer whose
+/// first non-space text is "{" (or <|python_tag|>) is held to the end and
+/// read as calls — JSON objects with a name and parameters (or arguments),
+/// "; " between — or, if it is not that, given back as content; any other
+/// answer is content as it streams.
 class tool_call_parser {
 public:
+  explicit tool_call_parser(tool_format format = tool_format::hermes) : format_(format) {}
   struct delta {
     std::string content;
     std::vector<tool_call> calls;  ///< completed in this push (id left empty)
@@ -106,6 +118,9 @@ public:
 
 private:
   delta drain(bool all);
+  delta drain_llama3(bool all);
+  tool_format format_;
+  enum class answer { undecided, content, calls } answer_ = answer::undecided;  ///< llama3_json
   std::string buf_;
   int calls_ = 0;
   bool after_call_ = false;  ///< the newline that separates blocks is not content

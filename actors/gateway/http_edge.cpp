@@ -666,8 +666,8 @@ std::variant<std::vector<int32_t>, net::api_error> chat_prompt_tokens(const http
   }
   if ((use_tools || history_tools) && !engine::tools_supported(model.chat))
     return make_error(400,
-                      "tool calls are read as Hermes-style <tool_call> blocks so far; '" + r.model
-                        + "' has a chat template that asks for calls in another form",
+                      "tool calls are read as Hermes-style <tool_call> blocks or Llama 3.1's JSON so far; '"
+                        + r.model + "' has a chat template that asks for calls in another form",
                       "invalid_request_error", use_tools ? "tools" : "messages");
   engine::chat_prompt rendered;
   try {
@@ -1192,7 +1192,8 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
       // A required call is held to the tools' schemas by the same grammar machinery.
       try {
         grammar = engine::tool_call_grammar(fns, r.tool_choice_name,
-                                            r.tool_choice == net::tool_choice_kind::required && r.parallel_tool_calls);
+                                            r.tool_choice == net::tool_choice_kind::required && r.parallel_tool_calls,
+                                            engine::tool_format_of(model.chat));
         (void)engine::grammar::parse(grammar);
       } catch (const engine::schema_error& e) {
         answer_error(make_error(400, std::string("a tool's parameters: ") + e.what(), "invalid_request_error", "tools",
@@ -1316,7 +1317,7 @@ void http_edge::generate(exchange_ptr ex, int kind_value) {
                                                     {r.include_stop_str_in_output, !r.skip_special_tokens}}, {}, {}, {}, {},
                                           {}, {}});
       if (use_tools)
-        job->choices.back().tools.emplace();
+        job->choices.back().tools.emplace(engine::tool_format_of(model.chat));
       submits.push_back(std::move(gi));
     }
     auto& meta = job->meta;

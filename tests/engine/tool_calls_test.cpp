@@ -7,12 +7,11 @@
 
 #include <catch2/catch.hpp>
 
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/jinja.hpp"
+#include "tests/engine/test_data.hpp"
 
 using namespace llmux::engine;
 
@@ -26,16 +25,9 @@ const std::vector<tool_function> tools = {
 
 const std::string templates = LLMUX_SOURCE_DIR "/tests/data/chat_templates/";
 
-std::string read(const std::string& path) {
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 chat_style style_of(const std::string& template_file) {
-  return make_chat_style(read(templates + template_file), "<s>", "</s>");
+  return make_chat_style(llmux::test::read_text(templates + template_file), "<s>", "</s>");
 }
 
 bool matches(const std::string& gbnf, const std::string& text) {
@@ -133,8 +125,10 @@ TEST_CASE("tools are offered where calls can be read back", "[tools]") {
   CHECK_FALSE(tools_supported(builtin));
   CHECK(tools_supported(style_of("qwen3.jinja")));   // writes tools, asks for <tool_call>
   CHECK(tools_supported(style_of("smollm2.jinja")));  // knows no tools: ChatML, written in
-  CHECK_FALSE(tools_supported(style_of("llama3.1_json.jinja")));  // JSON calls: not parsed yet
-  CHECK_FALSE(tools_supported(style_of("mistral_nemo.jinja")));   // [TOOL_CALLS]: not parsed yet
+  CHECK(tool_format_of(style_of("llama3.1_json.jinja")) == tool_format::llama3_json);
+  CHECK(tool_format_of(style_of("llama3.2.jinja")) == tool_format::llama3_json);
+  CHECK(tool_format_of(style_of("hermes.jinja")) == tool_format::hermes);
+  CHECK_FALSE(tools_supported(style_of("mistral_nemo.jinja")));  // [TOOL_CALLS]: not read yet
 }
 
 TEST_CASE("render_chat gives the model's template what vLLM gives it", "[tools][jinja]") {
@@ -144,7 +138,7 @@ TEST_CASE("render_chat gives the model's template what vLLM gives it", "[tools][
   // of the reference context.
   setenv("TZ", "UTC", 1);
   tzset();
-  auto ref = nlohmann::ordered_json::parse(read(templates + "reference.json"));
+  auto ref = nlohmann::ordered_json::parse(llmux::test::read_text(templates + "reference.json"));
   std::vector<tool_function> fns;
   std::vector<tool_turn> turns;
   for (const auto& c : ref["cases"]) {
@@ -217,4 +211,48 @@ TEST_CASE("render_chat: BOS, kwargs, refusals and the fallback", "[tools][jinja]
   CHECK(with_tools.text.find("# Tools") != std::string::npos);
   CHECK(with_tools.text == apply_chat_template(smol, tool_prompt(smol, hi, tools)));
   CHECK(render_chat(smol, hi, {}).text == apply_chat_template(smol, tool_prompt(smol, hi, {})));
+}
+
+TEST_CASE("Llama 3.1 calls: the grammar of a required call and the parser of the answer", "[tools]") {
+  const auto one = tool_call_grammar(tools, "", false, tool_format::llama3_json);
+  CHECK(matches(one, R"({"name": "get_weather", "parameters": {"city": "Oslo", "unit": "c"}})"));
+  CHECK_FALSE(matches(one, R"({"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}})"));
+  CHECK_FALSE(matches(one, R"(<tool_call>{"name": "ping", "parameters": {}}</tool_call>)"));
+  const std::string two = R"({"name": "ping", "parameters": {}}; {"name": "ping", "parameters": {}})";
+  CHECK_FALSE(matches(one, two));
+  CHECK(matches(tool_call_grammar(tools, "", true, tool_format::llama3_json), two));
+
+  // Streamed in pieces: held to the end, then read as calls.
+  tool_call_parser p(tool_format::llama3_json);
+  std::string content;
+  for (const char* piece : {" ", "{\"name\": \"get_", "weather\", \"parameters\": {\"city\": \"a;b}\"}}",
+                            "; {\"name\": \"ping\", \"arguments\": {}}"}) {
+    auto d = p.push(piece);
+    content += d.content;
+    CHECK(d.calls.empty());
+  }
+  auto end = p.finish();
+  CHECK(content + end.content == "");
+  REQUIRE(end.calls.size() == 2);
+  CHECK(end.calls[0].name == "get_weather");
+  CHECK(end.calls[0].arguments == R"({"city":"a;b}"})");
+  CHECK(end.calls[1].name == "ping");
+  CHECK(p.calls_seen() == 2);
+
+  // Text is content as it streams; JSON that is not a call stays text.
+  tool_call_parser text(tool_format::llama3_json);
+  CHECK(text.push("  Hello").content == "  Hello");
+  CHECK(text.push(" {there}").content == " {there}");
+  CHECK(text.finish().calls.empty());
+  tool_call_parser not_call(tool_format::llama3_json);
+  CHECK(not_call.push(R"({"answer": 42})").content.empty());
+  auto e = not_call.finish();
+  CHECK(e.calls.empty());
+  CHECK(e.content == R"({"answer": 42})");
+  tool_call_parser tagged(tool_format::llama3_json);
+  CHECK(tagged.push("<|python").content.empty());  // could be <|python_tag|>
+  CHECK(tagged.push(R"(_tag|>{"name": "ping", "parameters": {}})").content.empty());
+  auto te = tagged.finish();
+  REQUIRE(te.calls.size() == 1);
+  CHECK(te.calls[0].name == "ping");
 }

@@ -1,11 +1,12 @@
 """Chat templates on a real `llmux serve`: each model's own Jinja template renders its
 conversations, as vLLM renders them.
 
-SmolLM2-135M-Instruct is served five times, each copy's GGUF rewritten (gguf-py's
+SmolLM2-135M-Instruct is served six times, each copy's GGUF rewritten (gguf-py's
 gguf-new-metadata) with another template: its own, Qwen3's (which writes tools itself
-and asks for <tool_call> blocks), Mistral Nemo's (which refuses roles that do not
-alternate, and asks for [TOOL_CALLS]), one that parses but fails to render, and one
-the engine does not read. The expected prompts are rendered here by Python's jinja2,
+and asks for <tool_call> blocks), Llama 3.1's (tools in the first user turn, calls as
+a JSON answer), Mistral Nemo's (which refuses roles that do not alternate, and asks
+for [TOOL_CALLS]), one that parses but fails to render, and one the engine does not
+read. The expected prompts are rendered here by Python's jinja2,
 set up as Hugging Face transformers sets it up, from the context vLLM passes (tool-call
 arguments as objects), tokenized by llama.cpp (llama-cpp-python, special tokens parsed)
 and compared token for token with what the server would run (vLLM's chat form of
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import SOURCE_DIR, free_port, models_ready, solo_config, start_serve, wait_until
+from conftest import SOURCE_DIR, models_ready, serve_cpu_unit, wait_until
 
 jinja2 = pytest.importorskip("jinja2", reason="scripts/setup installs jinja2 (with llama-cpp-python)")
 llama_cpp = pytest.importorskip("llama_cpp", reason="scripts/setup installs llama-cpp-python")
@@ -29,7 +30,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: E402
 
 SMOL_FILE = Path.home() / ".cache" / "llmux" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEMPLATES = SOURCE_DIR / "tests" / "data" / "chat_templates"
-OWN, QWEN3, NEMO, BROKEN, UNREAD = "smol-own", "smol-qwen3", "smol-nemo", "smol-broken", "smol-unread"
+OWN, QWEN3, LLAMA, NEMO = "smol-own", "smol-qwen3", "smol-llama31", "smol-nemo"
+BROKEN, UNREAD = "smol-broken", "smol-unread"
 # Parses, then fails at render: no such filter.
 BROKEN_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role | no_such_filter }}{% endfor %}"
 UNREAD_TEMPLATE = "{% include 'other.jinja' %}"
@@ -78,6 +80,7 @@ def served(llmux_bin, tmp_path_factory):
     tool = Path(__import__("sys").executable).parent / "gguf-new-metadata"
     files = {OWN: SMOL_FILE}
     for name, template in [(QWEN3, (TEMPLATES / "qwen3.jinja").read_text()),
+                           (LLAMA, (TEMPLATES / "llama3.1_json.jinja").read_text()),
                            (NEMO, (TEMPLATES / "mistral_nemo.jinja").read_text()),
                            (BROKEN, BROKEN_TEMPLATE), (UNREAD, UNREAD_TEMPLATE)]:
         tfile = tmp / f"{name}.jinja"
@@ -86,22 +89,8 @@ def served(llmux_bin, tmp_path_factory):
         subprocess.run([str(tool), "--force", "--chat-template-file", str(tfile), str(SMOL_FILE), str(out)],
                        check=True, capture_output=True, timeout=120)
         files[name] = out
-    http, node, admin = free_port(), free_port(), free_port()
-    text = solo_config(http, node, admin) + "\n[timeouts]\nrequest_ms = 120000\n"
-    for model, path in files.items():
-        text += f'\n[[models]]\nname = "{model}"\nbackend = "cpu"\nfile = "{path}"\n'
-    text += f"""
-[[units]]
-name = "cpu0"
-node = "solo"
-backend = "cpu"
-threads = 2
-kv_cache_mib = 64
-models = [ {", ".join(f'{{ name = "{m}", share = 0.2 }}' for m in files)} ]
-"""
-    cfg = tmp / "serve.toml"
-    cfg.write_text(text)
-    proc, base = start_serve(["--config", cfg], tmp, "serve-chat-templates", __name__, http, timeout=90)
+    models = ", ".join(f'{{ name = "{m}", share = 0.15 }}' for m in files)
+    proc, base, _ = serve_cpu_unit(tmp, "chat-templates", __name__, files, models, timeout=90)
     try:
         wait_until(lambda: models_ready(base, None, list(files)), 60, "every model to have a replica", proc=proc)
         yield proc, base
@@ -158,6 +147,30 @@ def test_a_required_call_through_that_template(served):
     assert choice["finish_reason"] == "tool_calls"
     call = choice["message"]["tool_calls"][0]["function"]
     assert call["name"] == "get_weather" and isinstance(json.loads(call["arguments"])["city"], str)
+
+
+def test_llama_31_json_calls(served):
+    _, base = served
+    llama = (TEMPLATES / "llama3.1_json.jinja").read_text()
+    pin = {"date_string": "26 Jul 2024"}  # the template's date line, else today's
+    ask = [{"role": "user", "content": "Weather in Oslo?"}]
+    want = hf_render(llama, ask, tools=TOOLS, **pin)
+    assert '"parameters": dictionary of argument name' in want and want.count("get_weather") == 1
+    assert tokenize_chat(base, LLAMA, messages=ask, tools=TOOLS, chat_template_kwargs=pin) == \
+        tokenize_text(base, LLAMA, want)
+    # A required call is written as Llama's JSON answer and read back as tool_calls.
+    r = requests.post(f"{base}/v1/chat/completions", timeout=120, json={
+        "model": LLAMA, "messages": ask, "tools": TOOLS, "tool_choice": "required",
+        "parallel_tool_calls": False, "max_tokens": 200, "temperature": 0})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and not choice["message"]["content"]
+    call = choice["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "get_weather" and isinstance(json.loads(call["arguments"])["city"], str)
+    # A history with that call and its result renders as jinja2 renders it.
+    history = ask + ROUND_TRIP[2:]
+    assert tokenize_chat(base, LLAMA, messages=history, tools=TOOLS, chat_template_kwargs=pin) == \
+        tokenize_text(base, LLAMA, hf_render(llama, history, tools=TOOLS, **pin))
 
 
 def test_a_template_refusal_is_a_400_with_its_words(served):
