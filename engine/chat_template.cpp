@@ -96,12 +96,17 @@ chat_style make_chat_style(const std::string& t, std::string bos_token, std::str
     return style;
   }
   style.template_tools = t.find("tools") != std::string::npos;
-  // The form of a call is what the template's instructions show the model.
-  if (t.find("<tool_call>") != std::string::npos)
+  // The form of a call is what the template's instructions show the model;
+  // a ChatML template that writes no tools gets the Hermes form written in.
+  if (!style.template_tools)
+    style.template_calls = t.find("<|im_start|>") != std::string::npos ? tool_format::hermes : tool_format::none;
+  else if (t.find("<tool_call>") != std::string::npos)
     style.template_calls = tool_format::hermes;
   else if (t.find("\"parameters\": dictionary of argument name") != std::string::npos
            || t.find("<|python_tag|>") != std::string::npos)
     style.template_calls = tool_format::llama3_json;
+  else if (t.find("[TOOL_CALLS]") != std::string::npos)
+    style.template_calls = tool_format::mistral;
   return style;
 }
 

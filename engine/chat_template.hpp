@@ -36,6 +36,7 @@ enum class tool_format {
   none,         ///< not one llmux reads (tools are refused)
   hermes,       ///< <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call> blocks (Hermes, Qwen, ChatML)
   llama3_json,  ///< the whole answer is {"name": ..., "parameters": {...}} (Llama 3.1+; several: "; " between)
+  mistral,      ///< [TOOL_CALLS] then a JSON array of {"name": ..., "arguments": {...}} (Mistral v0.3, Nemo)
 };
 
 /// How a model's conversations become its prompt: its own Jinja template
@@ -52,7 +53,9 @@ struct chat_style {
   std::string bos_token;  ///< what the template's bos_token prints
   std::string eos_token;
   /// The template writes the request's tools itself (it reads `tools`), and
-  /// the form it asks the model to answer with calls in.
+  /// the form the model answers with calls in: what the template asks for;
+  /// for a template that writes no tools, Hermes if it is ChatML (tool_prompt
+  /// writes them into the turns), else none.
   bool template_tools = false;
   tool_format template_calls = tool_format::none;
 };

@@ -1,5 +1,6 @@
 #include "engine/tool_calls.hpp"
 
+#include <cstdio>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -43,12 +44,27 @@ std::string call_block(const tool_call& c) {
 }  // namespace
 
 tool_format tool_format_of(const chat_style& style) {
-  if (style.jinja && style.template_tools)
+  if (style.jinja)
     return style.template_calls;
   return style.format == chat_format::chatml ? tool_format::hermes : tool_format::none;
 }
 
 bool tools_supported(const chat_style& style) { return tool_format_of(style) != tool_format::none; }
+
+std::string tool_call_id(tool_format format, uint64_t seq, uint64_t n) {
+  const uint64_t id = seq * 64 + n;
+  if (format != tool_format::mistral) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "call_%016llx", static_cast<unsigned long long>(id));
+    return buf;
+  }
+  static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  std::string out(9, '0');
+  uint64_t v = id;
+  for (int i = 8; i >= 0; --i, v /= 62)
+    out[static_cast<size_t>(i)] = digits[v % 62];
+  return out;
+}
 
 namespace {
 
@@ -61,6 +77,14 @@ ojson json_or_text(const std::string& text, ojson empty) {
   } catch (const std::exception&) {
     return text;
   }
+}
+
+/// A call id from the history as the template gets it: Mistral's templates
+/// take 9 characters, so a longer id gives its last 9 (as vLLM does).
+std::string history_id(const chat_style& style, const std::string& id) {
+  if (style.template_calls == tool_format::mistral && id.size() > 9)
+    return id.substr(id.size() - 9);
+  return id;
 }
 
 /// The template's variables, as vLLM passes them to a Hugging Face template.
@@ -77,13 +101,13 @@ ojson template_context(const chat_style& style, const std::vector<tool_turn>& tu
     if (!t.calls.empty()) {
       ojson calls = ojson::array();
       for (const auto& c : t.calls)
-        calls.push_back({{"id", c.id},
+        calls.push_back({{"id", history_id(style, c.id)},
                          {"type", "function"},
                          {"function", {{"name", c.name}, {"arguments", json_or_text(c.arguments, ojson::object())}}}});
       m["tool_calls"] = std::move(calls);
     }
     if (t.role == "tool") {
-      m["tool_call_id"] = t.tool_call_id;
+      m["tool_call_id"] = history_id(style, t.tool_call_id);
       for (const auto& earlier : turns)  // the name of the call this answers
         for (const auto& c : earlier.calls)
           if (c.id == t.tool_call_id)
@@ -205,6 +229,8 @@ std::string tool_call_grammar(const std::vector<tool_function>& tools, const std
   std::string g;
   if (format == tool_format::llama3_json)
     g = std::string("root ::= tool-call") + (parallel ? " (\"; \" tool-call)*" : "") + "\n";
+  else if (format == tool_format::mistral)
+    g = std::string("root ::= \"[\" tool-call") + (parallel ? " (\", \" tool-call)*" : "") + " \"]\"\n";
   else
     g = std::string("root ::= tool-block") + (parallel ? " (\"\\n\" tool-block)*" : "") + "\n" +
         "tool-block ::= \"<tool_call>\\n\" tool-call \"\\n</tool_call>\"\n";
@@ -273,21 +299,44 @@ std::optional<std::vector<tool_call>> llama3_calls(std::string text) {
   return calls;
 }
 
+/// Mistral's answer as calls: a JSON array of call objects, after the
+/// [TOOL_CALLS] marker when the text spells it; nullopt unless all of it is that.
+std::optional<std::vector<tool_call>> mistral_calls(std::string text) {
+  const std::string tag = "[TOOL_CALLS]";
+  size_t i = text.find_first_not_of(" \t\r\n");
+  if (i != std::string::npos && text.compare(i, tag.size(), tag) == 0)
+    text.erase(0, i + tag.size());
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_array() || j.empty())
+    return std::nullopt;
+  std::vector<tool_call> calls;
+  for (const auto& e : j) {
+    auto call = call_from_json(e);
+    if (!call)
+      return std::nullopt;
+    calls.push_back(std::move(*call));
+  }
+  return calls;
+}
+
 }  // namespace
 
-tool_call_parser::delta tool_call_parser::drain_llama3(bool all) {
+tool_call_parser::delta tool_call_parser::drain_whole(bool all) {
+  // Llama 3.1 and Mistral: an answer that opens as calls is read whole.
+  const bool llama = format_ == tool_format::llama3_json;
+  const std::string tag = llama ? "<|python_tag|>" : "[TOOL_CALLS]";
+  const char opener = llama ? '{' : '[';
   delta out;
   if (answer_ == answer::undecided) {
     size_t i = buf_.find_first_not_of(" \t\r\n");
-    const std::string tag = "<|python_tag|>";
     if (i == std::string::npos) {
       if (!all)
         return out;  // only spaces so far
       answer_ = answer::content;
-    } else if (buf_[i] == '{' || buf_.compare(i, tag.size(), tag) == 0) {
+    } else if (buf_[i] == opener || buf_.compare(i, tag.size(), tag) == 0) {
       answer_ = answer::calls;
     } else if (!all && buf_.size() - i < tag.size() && tag.compare(0, buf_.size() - i, buf_, i) == 0) {
-      return out;  // could still become <|python_tag|>
+      return out;  // could still become the marker
     } else {
       answer_ = answer::content;
     }
@@ -298,8 +347,8 @@ tool_call_parser::delta tool_call_parser::drain_llama3(bool all) {
     return out;
   }
   if (!all)
-    return out;  // a call is read whole, at the end
-  if (auto calls = llama3_calls(buf_)) {
+    return out;  // calls are read whole, at the end
+  if (auto calls = llama ? llama3_calls(buf_) : mistral_calls(buf_)) {
     calls_ += static_cast<int>(calls->size());
     out.calls = std::move(*calls);
   } else {
@@ -317,8 +366,8 @@ tool_call_parser::delta tool_call_parser::push(const std::string& text) {
 tool_call_parser::delta tool_call_parser::finish() { return drain(true); }
 
 tool_call_parser::delta tool_call_parser::drain(bool all) {
-  if (format_ == tool_format::llama3_json)
-    return drain_llama3(all);
+  if (format_ == tool_format::llama3_json || format_ == tool_format::mistral)
+    return drain_whole(all);
   delta out;
   while (true) {
     if (after_call_ && !buf_.empty()) {

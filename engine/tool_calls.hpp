@@ -11,12 +11,13 @@
 /// assistant's text, tool results as a user turn of <tool_response> blocks.
 /// A model whose own template writes the tools (it reads `tools`) gets them
 /// through it, and its calls are read in the form the template asks for:
-/// Hermes blocks or Llama 3.1's JSON answer (`tool_format`). Other forms
-/// (Mistral's [TOOL_CALLS]) are not read yet: `tools_supported` says so, and
-/// the edge answers 400.
+/// Hermes blocks, Llama 3.1's JSON answer or Mistral's [TOOL_CALLS] array
+/// (`tool_format`). A template that asks for another form: `tools_supported`
+/// says so, and the edge answers 400.
 ///
 /// Pure functions and one single-threaded parser per choice.
 
+#include <cstdint>
 #include <ctime>
 #include <string>
 #include <vector>
@@ -45,10 +46,15 @@ struct tool_turn {
   std::string tool_call_id;      ///< tool: the call this answers
 };
 
-/// The form a model of `style` answers with calls in: what its template asks
-/// for when it writes tools itself; else Hermes for ChatML (tool_prompt
-/// writes the Hermes instructions in), none for other built-in formats.
+/// The form a model of `style` answers with calls in: its template's
+/// (chat_style::template_calls); with no template that the engine reads,
+/// Hermes for ChatML (tool_prompt writes the Hermes instructions in), none
+/// for the other built-in formats.
 [[nodiscard]] tool_format tool_format_of(const chat_style& style);
+
+/// The id of a model's n-th call of sequence `seq`: "call_" and 16 hex
+/// digits; for Mistral 9 letters and digits (its templates refuse others).
+[[nodiscard]] std::string tool_call_id(tool_format format, uint64_t seq, uint64_t n);
 
 /// Whether tools can be offered to (and calls read from) a model of `style`.
 [[nodiscard]] bool tools_supported(const chat_style& style);
@@ -90,7 +96,9 @@ struct chat_prompt {
 /// with `parallel`) that names one of `tools` (only `only` when set) and
 /// whose arguments follow that tool's schema — Hermes: <tool_call> blocks
 /// one per line; Llama 3.1: {"name": ..., "parameters": {...}} objects
-/// joined by "; ". Throws schema_error for a parameters schema the
+/// joined by "; "; Mistral: a JSON array of {"name": ..., "arguments": ...}
+/// (the [TOOL_CALLS] control token before it is left out: the text after it
+/// is what a parser reads). Throws schema_error for a parameters schema the
 /// converter cannot express.
 [[nodiscard]] std::string tool_call_grammar(const std::vector<tool_function>& tools, const std::string& only,
                                             bool parallel, tool_format format = tool_format::hermes);
@@ -103,7 +111,9 @@ struct chat_prompt {
 /// first non-space text is "{" (or <|python_tag|>) is held to the end and
 /// read as calls — JSON objects with a name and parameters (or arguments),
 /// "; " between — or, if it is not that, given back as content; any other
-/// answer is content as it streams.
+/// answer is content as it streams. Mistral: the same, for an answer that
+/// opens with "[" (or the [TOOL_CALLS] marker when the text spells it): a
+/// JSON array of calls.
 class tool_call_parser {
 public:
   explicit tool_call_parser(tool_format format = tool_format::hermes) : format_(format) {}
@@ -116,11 +126,13 @@ public:
   delta finish();
   [[nodiscard]] int calls_seen() const { return calls_; }
 
+  [[nodiscard]] tool_format format() const { return format_; }
+
 private:
   delta drain(bool all);
-  delta drain_llama3(bool all);
+  delta drain_whole(bool all);
   tool_format format_;
-  enum class answer { undecided, content, calls } answer_ = answer::undecided;  ///< llama3_json
+  enum class answer { undecided, content, calls } answer_ = answer::undecided;  ///< llama3_json, mistral
   std::string buf_;
   int calls_ = 0;
   bool after_call_ = false;  ///< the newline that separates blocks is not content

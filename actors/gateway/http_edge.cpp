@@ -494,7 +494,7 @@ struct completion_job : std::enable_shared_from_this<completion_job> {
         }
         u.text = std::move(found.content);
         for (auto& call : found.calls) {
-          net::function_call fc{hex_id("call_", c.id * 64 + c.calls.size()), std::move(call.name),
+          net::function_call fc{engine::tool_call_id(c.tools->format(), c.id, c.calls.size()), std::move(call.name),
                                 std::move(call.arguments)};
           c.calls.push_back(fc);
           u.calls.push_back(std::move(fc));
@@ -666,7 +666,7 @@ std::variant<std::vector<int32_t>, net::api_error> chat_prompt_tokens(const http
   }
   if ((use_tools || history_tools) && !engine::tools_supported(model.chat))
     return make_error(400,
-                      "tool calls are read as Hermes-style <tool_call> blocks or Llama 3.1's JSON so far; '"
+                      "tool calls are read as Hermes-style <tool_call> blocks, Llama 3.1's JSON or Mistral's [TOOL_CALLS] so far; '"
                         + r.model + "' has a chat template that asks for calls in another form",
                       "invalid_request_error", use_tools ? "tools" : "messages");
   engine::chat_prompt rendered;

@@ -7,6 +7,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cctype>
+
 
 #include <nlohmann/json.hpp>
 
@@ -128,7 +131,9 @@ TEST_CASE("tools are offered where calls can be read back", "[tools]") {
   CHECK(tool_format_of(style_of("llama3.1_json.jinja")) == tool_format::llama3_json);
   CHECK(tool_format_of(style_of("llama3.2.jinja")) == tool_format::llama3_json);
   CHECK(tool_format_of(style_of("hermes.jinja")) == tool_format::hermes);
-  CHECK_FALSE(tools_supported(style_of("mistral_nemo.jinja")));  // [TOOL_CALLS]: not read yet
+  CHECK(tool_format_of(style_of("mistral_nemo.jinja")) == tool_format::mistral);
+  CHECK(tool_format_of(style_of("mistral_tools_vllm.jinja")) == tool_format::mistral);
+  CHECK_FALSE(tools_supported(style_of("deepseek_r1_distill.jinja")));  // its own markers: not read
 }
 
 TEST_CASE("render_chat gives the model's template what vLLM gives it", "[tools][jinja]") {
@@ -255,4 +260,44 @@ TEST_CASE("Llama 3.1 calls: the grammar of a required call and the parser of the
   auto te = tagged.finish();
   REQUIRE(te.calls.size() == 1);
   CHECK(te.calls[0].name == "ping");
+}
+
+TEST_CASE("Mistral calls: an array after [TOOL_CALLS], and ids of 9 characters", "[tools]") {
+  const auto one = tool_call_grammar(tools, "", false, tool_format::mistral);
+  CHECK(matches(one, R"([{"name": "ping", "arguments": {}}])"));
+  CHECK_FALSE(matches(one, R"([{"name": "ping", "arguments": {}}, {"name": "ping", "arguments": {}}])"));
+  CHECK(matches(tool_call_grammar(tools, "", true, tool_format::mistral),
+                R"([{"name": "ping", "arguments": {}}, {"name": "ping", "arguments": {}}])"));
+
+  for (const char* text : {R"([TOOL_CALLS][{"name": "ping", "arguments": {}}, {"name": "get_weather", "arguments": {"city": "x"}}])",
+                           R"( [{"name": "ping", "arguments": {}}, {"name": "get_weather", "arguments": {"city": "x"}}])"}) {
+    tool_call_parser p(tool_format::mistral);
+    std::string t = text;
+    auto a = p.push(t.substr(0, 7));
+    auto b = p.push(t.substr(7));
+    auto e = p.finish();
+    CHECK(a.content + b.content + e.content == "");
+    REQUIRE(e.calls.size() == 2);
+    CHECK(e.calls[1].arguments == R"({"city":"x"})");
+  }
+  tool_call_parser text(tool_format::mistral);
+  CHECK(text.push("Sure [1]").content == "Sure [1]");
+  tool_call_parser bracket(tool_format::mistral);
+  CHECK(bracket.push("[1] first").content.empty());
+  CHECK(bracket.finish().content == "[1] first");  // not calls: the text as written
+
+  const auto id = tool_call_id(tool_format::mistral, 12345, 0);
+  CHECK(id.size() == 9);
+  CHECK(std::all_of(id.begin(), id.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }));
+  CHECK(id != tool_call_id(tool_format::mistral, 12345, 1));
+  CHECK(tool_call_id(tool_format::hermes, 1, 2) == "call_0000000000000042");
+
+  // A history with the longer ids other servers make: the template gets
+  // their last 9 characters (it refuses any other length).
+  std::vector<tool_turn> turns = {{"user", "weather?", {}, ""},
+                                  {"assistant", "", {{"call_0123456789abcdef", "get_weather", R"({"city":"x"})"}}, ""},
+                                  {"tool", "sunny", {}, "call_0123456789abcdef"}};
+  auto out = render_chat(style_of("mistral_nemo.jinja"), turns, tools);
+  CHECK(out.text.find(R"("id": "789abcdef"})") != std::string::npos);
+  CHECK(out.text.find(R"("call_id": "789abcdef"})") != std::string::npos);
 }

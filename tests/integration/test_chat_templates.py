@@ -5,7 +5,7 @@ SmolLM2-135M-Instruct is served six times, each copy's GGUF rewritten (gguf-py's
 gguf-new-metadata) with another template: its own, Qwen3's (which writes tools itself
 and asks for <tool_call> blocks), Llama 3.1's (tools in the first user turn, calls as
 a JSON answer), Mistral Nemo's (which refuses roles that do not alternate, and asks
-for [TOOL_CALLS]), one that parses but fails to render, and one the engine does not
+for a [TOOL_CALLS] array with 9-character ids), one that parses but fails to render, and one the engine does not
 read. The expected prompts are rendered here by Python's jinja2,
 set up as Hugging Face transformers sets it up, from the context vLLM passes (tool-call
 arguments as objects), tokenized by llama.cpp (llama-cpp-python, special tokens parsed)
@@ -180,14 +180,34 @@ def test_a_template_refusal_is_a_400_with_its_words(served):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert "conversation roles must alternate" in err["message"] and err["param"] == "messages"
-    # Its calls would come as [TOOL_CALLS]: not parsed yet, so tools are refused, not ignored.
-    r = requests.post(f"{base}/v1/chat/completions", timeout=30, json={
-        "model": NEMO, "messages": [{"role": "user", "content": "a"}], "tools": TOOLS})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "tools", r.text
     # A well-formed conversation renders through it (Mistral's [INST] markers).
     assert tokenize_chat(base, NEMO, messages=[{"role": "user", "content": "a"}]) == \
         tokenize_text(base, NEMO, hf_render((TEMPLATES / "mistral_nemo.jinja").read_text(),
                                             [{"role": "user", "content": "a"}]))
+
+
+def test_mistral_calls(served):
+    _, base = served
+    ask = [{"role": "user", "content": "Weather in Oslo?"}]
+    r = requests.post(f"{base}/v1/chat/completions", timeout=120, json={
+        "model": NEMO, "messages": ask, "tools": TOOLS, "tool_choice": "required", "max_tokens": 200,
+        "temperature": 0})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    call = choice["message"]["tool_calls"][0]
+    assert call["function"]["name"] == "get_weather" and len(call["id"]) == 9 and call["id"].isalnum()
+    # The call and its result go back through Mistral's template, which takes
+    # 9-character ids only: the id llmux made is one.
+    history = ask + [choice["message"], {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]
+    r = requests.post(f"{base}/v1/chat/completions", timeout=120,
+                      json={"model": NEMO, "messages": history, "tools": TOOLS, "max_tokens": 8})
+    assert r.status_code == 200, r.text
+    # The prompt is jinja2's rendering of that history.
+    want = hf_render((TEMPLATES / "mistral_nemo.jinja").read_text(),
+                     [dict(m, content=m.get("content")) for m in history], tools=TOOLS)
+    assert "[TOOL_CALLS][" in want and f'"call_id": "{call["id"]}"' in want
+    assert tokenize_chat(base, NEMO, messages=history, tools=TOOLS) == tokenize_text(base, NEMO, want)
 
 
 def test_templates_that_fail_fall_back_and_say_so(served):
