@@ -321,6 +321,21 @@ std::shared_ptr<gguf_file> gguf_file::open(const std::string& path) {
   return f;
 }
 
+std::shared_ptr<gguf_file> gguf_file::assemble(std::string name, std::map<std::string, value> kv,
+                                               std::vector<tensor_info> tensors,
+                                               std::vector<std::shared_ptr<const void>> keep) {
+  std::shared_ptr<gguf_file> f(new gguf_file());
+  f->path_ = std::move(name);
+  f->version_ = 3;
+  f->kv_ = std::move(kv);
+  f->tensors_ = std::move(tensors);
+  for (size_t i = 0; i < f->tensors_.size(); ++i)
+    if (!f->tensor_index_.emplace(f->tensors_[i].name, i).second)
+      f->fail("tensor '" + f->tensors_[i].name + "'", "appears twice");
+  f->keep_ = std::move(keep);
+  return f;
+}
+
 std::shared_ptr<gguf_file> gguf_file::parse(const std::string& name, const uint8_t* data, size_t size) {
   std::shared_ptr<gguf_file> f(new gguf_file());
   f->path_ = name;

@@ -76,6 +76,12 @@ public:
   /// in errors. Throws gguf_error.
   [[nodiscard]] static std::shared_ptr<gguf_file> parse(const std::string& name,
                                                         const uint8_t* data, size_t size);
+  /// A file made in memory from parts another format supplied (a Hugging
+  /// Face model directory, engine/hf_model): metadata under GGUF's keys and
+  /// tensors whose data stays alive as long as `keep` does.
+  [[nodiscard]] static std::shared_ptr<gguf_file> assemble(std::string name, std::map<std::string, value> kv,
+                                                           std::vector<tensor_info> tensors,
+                                                           std::vector<std::shared_ptr<const void>> keep);
   ~gguf_file();
   gguf_file(const gguf_file&) = delete;
   gguf_file& operator=(const gguf_file&) = delete;
@@ -113,6 +119,7 @@ private:
   std::map<std::string, size_t> tensor_index_;
   void* map_ = nullptr;  ///< mmap base (open) or nullptr (parse)
   size_t map_size_ = 0;
+  std::vector<std::shared_ptr<const void>> keep_;  ///< assemble: what the tensors point into
 };
 
 }  // namespace llmux::engine::gguf

@@ -1,4 +1,5 @@
 #include "engine/llama_model.hpp"
+#include "engine/hf_model.hpp"
 
 #include <random>
 #include <set>
@@ -158,7 +159,7 @@ config::model_arch llama_model::read_arch(const gguf::gguf_file& file) {
 
 std::shared_ptr<llama_model> llama_model::load(const std::string& path) {
   auto m = std::make_shared<llama_model>();
-  m->file_ = gguf::gguf_file::open(path);
+  m->file_ = open_model_file(path);
   const auto& f = *m->file_;
   m->hp_ = read_hparams(f);
   auto& hp = m->hp_;

@@ -1,5 +1,6 @@
 #pragma once
-/// A Llama-family decoder loaded from GGUF: hyperparameters and weight views
+/// A Llama-family decoder loaded from GGUF (or a Hugging Face directory read
+/// into one, engine/hf_model): hyperparameters and weight views
 /// into the mapped file (no copies). Supported architectures: llama (Llama
 /// 2/3, SmolLM/SmolLM2, Mistral) and qwen2 (attention biases, NEOX RoPE),
 /// with GQA, head size from attention.key_length, RoPE base from metadata
@@ -47,7 +48,8 @@ struct llama_layer {
 
 class llama_model {
 public:
-  /// Loads `path`. Throws gguf::gguf_error (bad file) or std::runtime_error
+  /// Loads `path` (a GGUF file or a Hugging Face directory). Throws
+  /// gguf::gguf_error (bad file) or std::runtime_error
   /// (unsupported architecture, missing tensor, wrong shape) naming the file
   /// and the tensor or key.
   [[nodiscard]] static std::shared_ptr<llama_model> load(const std::string& path);

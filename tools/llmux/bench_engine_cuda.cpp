@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine_factory.hpp"
+#include "engine/hf_model.hpp"
 #include "engine/gguf.hpp"
 #include "engine/llama_model.hpp"
 #include "tools/llmux/bench_engine.hpp"
@@ -77,7 +78,7 @@ int run_bench_engine_cuda(const engine_bench_options& o) {
       m.load_format = "dummy";
     } else {
       m.file = o.model;
-      m.arch = engine::llama_model::read_arch(*engine::gguf::gguf_file::open(o.model));
+      m.arch = engine::llama_model::read_arch(*engine::open_model_file(o.model));
     }
   } catch (const std::exception& e) {
     std::cerr << "llmux bench engine: " << e.what() << "\n";

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "engine/gguf.hpp"
+#include "engine/hf_model.hpp"
 #include "engine/grammar.hpp"
 #include "engine/json_schema_grammar.hpp"
 #include "engine/vocab.hpp"
@@ -35,7 +36,7 @@ int run_bench_grammar(const grammar_bench_options& opts) {
   const std::string doc = opts.document.empty() ? default_document : opts.document;
   std::shared_ptr<const engine::tokenizer> tok;
   try {
-    tok = engine::make_tokenizer(engine::read_vocab(*engine::gguf::gguf_file::open(opts.model)));
+    tok = engine::make_tokenizer(engine::read_vocab(*engine::open_model_file(opts.model)));
   } catch (const std::exception& e) {
     std::cerr << "llmux bench grammar: " << e.what() << "\n";
     return 2;

@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   std::string serve_model, serve_backend = "cpu", serve_name;
   serve->add_option("--config", serve_config,
                     "Single-node config (default: SmolLM2-135M-Instruct on the CPU)");
-  serve->add_option("--model", serve_model, "Serve this model file (GGUF) instead");
+  serve->add_option("--model", serve_model, "Serve this model instead: a GGUF file or a Hugging Face model directory");
   serve->add_option("--backend", serve_backend, "Backend for --model (cpu)");
   serve->add_option("--served-model-name", serve_name, "Model name clients use (default: file stem)");
   bool serve_sim = false;
@@ -299,12 +299,15 @@ int main(int argc, char** argv) {
           std::cerr << "llmux: --backend " << serve_backend << " is not available (cpu)\n";
           return 2;
         }
-        if (!std::filesystem::is_regular_file(serve_model)) {
-          std::cerr << "llmux: --model " << serve_model << ": no such file\n";
+        const bool dir = std::filesystem::is_directory(serve_model);
+        if (!dir && !std::filesystem::is_regular_file(serve_model)) {
+          std::cerr << "llmux: --model " << serve_model << ": no such file or directory\n";
           return 2;
         }
         auto& m = cfg.models.front();
-        m.name = serve_name.empty() ? std::filesystem::path(serve_model).stem().string() : serve_name;
+        // A directory's name (a Hugging Face model's), a file's stem.
+        const auto path = std::filesystem::weakly_canonical(serve_model);
+        m.name = !serve_name.empty() ? serve_name : dir ? path.filename().string() : path.stem().string();
         m.backend = serve_backend;
         m.file = std::filesystem::weakly_canonical(serve_model).string();
         auto& u = cfg.units.front();
