@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <system_error>
@@ -372,13 +373,7 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir) {
   if (!tok.contains("model") || !tok["model"].is_object())
     fail(tok_path, "model", "missing");
   const json& model = tok["model"];
-  const std::string type = model.value("type", "");
-  if (type != "BPE")
-    fail(tok_path, "model.type", "'" + type + "' is not supported (byte-level BPE is)");
-  if (model.value("byte_fallback", false))
-    fail(tok_path, "model.byte_fallback",
-         "a SentencePiece-style BPE (byte_fallback) is not supported yet; its GGUF conversion is");
-  // The pre-tokenizer, as llama.cpp names it.
+  // A byte-level BPE's pre-tokenizer, as llama.cpp names it.
   auto pre_of = [&]() -> std::string {
     const json& p = tok.contains("pre_tokenizer") ? tok["pre_tokenizer"] : json();
     auto is_byte_level = [](const json& x, bool regex) {
@@ -393,17 +388,24 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir) {
         return "smollm";
       if (seq.size() == 2 && seq[0].value("type", "") == "Split" && is_byte_level(seq[1], false)) {
         const json& pat = seq[0]["pattern"];
-        const std::string rx = pat.is_object() && pat.contains("Regex") ? pat["Regex"].get<std::string>() : "";
+        const std::string rx = pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string()
+                                 ? pat["Regex"].get<std::string>()
+                                 : "";
         if (rx.find("\\p{N}{1,3}") != std::string::npos)
           return "llama-bpe";
-        if (rx.find("\\p{N}|") != std::string::npos || rx.find("\\p{N}| ?") != std::string::npos)
+        if (rx.find("\\p{N}|") != std::string::npos)
           return "qwen2";
       }
     }
     fail(tok_path, "pre_tokenizer", "not one llmux reads (" + p.dump().substr(0, 200) + ")");
   };
-  kv["tokenizer.ggml.model"] = v_string("gpt2");
-  kv["tokenizer.ggml.pre"] = v_string(pre_of());
+  const std::string type = model.value("type", "");
+  if (type != "BPE")
+    fail(tok_path, "model.type", "'" + type + "' is not supported (BPE is: byte-level, or SentencePiece-style)");
+  // SentencePiece-style (Llama 2, Mistral): a BPE over "▁"-joined words with
+  // bytes as <0xNN> fallback tokens, read as llama.cpp's SentencePiece
+  // tokenizer; else byte-level (GPT-2 style).
+  const bool spm = model.value("byte_fallback", false);
   std::map<int64_t, std::string> by_id;
   std::map<int64_t, int> types;
   if (!model.contains("vocab") || !model["vocab"].is_object())
@@ -415,36 +417,92 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir) {
   }
   if (tok.contains("added_tokens"))
     for (const auto& a : tok["added_tokens"]) {
-      if (!a.contains("id") || !a.contains("content"))
-        fail(tok_path, "added_tokens", "an entry needs id and content");
+      if (!a.contains("id") || !a.contains("content") || !a["id"].is_number_integer() || !a["content"].is_string())
+        fail(tok_path, "added_tokens", "an entry needs an id and a content");
       by_id[a["id"].get<int64_t>()] = a["content"].get<std::string>();
       types[a["id"].get<int64_t>()] = a.value("special", false) ? 3 : 4;  // control : user-defined
     }
   const int64_t n_tokens = by_id.empty() ? 0 : by_id.rbegin()->first + 1;
   if (static_cast<int64_t>(by_id.size()) != n_tokens)
     fail(tok_path, "model.vocab", "token ids are not 0.." + std::to_string(n_tokens - 1) + " without gaps");
-  std::vector<std::string> tokens;
-  std::vector<double> token_types;
-  for (auto& [id, text] : by_id) {
-    tokens.push_back(text);
-    token_types.push_back(types.count(id) ? types[id] : 1);
-  }
   std::vector<std::string> merges;
   if (model.contains("merges"))
     for (const auto& m : model["merges"]) {
       if (m.is_string())
         merges.push_back(m.get<std::string>());
-      else if (m.is_array() && m.size() == 2)
+      else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string())
         merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
       else
         fail(tok_path, "model.merges", "a merge is neither \"a b\" nor [a, b]");
     }
+  std::vector<std::string> tokens;
+  std::vector<double> token_types;
+  for (auto& [id, text] : by_id) {
+    tokens.push_back(text);
+    int t = types.count(id) ? types[id] : 1;
+    if (spm && t == 1 && text.size() == 6 && text.compare(0, 3, "<0x") == 0 && text[5] == '>')
+      t = 6;  // a byte fallback token
+    token_types.push_back(t);
+  }
   std::map<std::string, int64_t> id_of;
   for (size_t i = 0; i < tokens.size(); ++i)
     id_of.emplace(tokens[i], static_cast<int64_t>(i));
+  if (spm) {
+    kv["tokenizer.ggml.model"] = v_string("llama");
+    const std::string unk = model.contains("unk_token") && model["unk_token"].is_string()
+                              ? model["unk_token"].get<std::string>()
+                              : "";
+    if (auto it = id_of.find(unk); it != id_of.end()) {
+      kv["tokenizer.ggml.unknown_token_id"] = v_int(it->second);
+      token_types[static_cast<size_t>(it->second)] = 2;
+    }
+    // SentencePiece merges the pair whose joined piece scores highest; HF's
+    // conversion lists the merges in that order. So a piece's score is minus
+    // the rank of the first merge that makes it (pieces no merge makes come
+    // last: they are only ever single characters).
+    std::vector<double> scores(tokens.size(), 0.0);
+    std::vector<bool> scored(tokens.size(), false);
+    for (size_t r = 0; r < merges.size(); ++r) {
+      const auto sp = merges[r].find(' ');
+      if (sp == std::string::npos)
+        fail(tok_path, "model.merges", "'" + merges[r] + "' is not two pieces");
+      auto it = id_of.find(merges[r].substr(0, sp) + merges[r].substr(sp + 1));
+      if (it != id_of.end() && !scored[static_cast<size_t>(it->second)]) {
+        scores[static_cast<size_t>(it->second)] = -static_cast<double>(r);
+        scored[static_cast<size_t>(it->second)] = true;
+      }
+    }
+    for (size_t i = 0; i < tokens.size(); ++i)
+      if (!scored[i] && token_types[i] == 1)
+        scores[i] = -static_cast<double>(merges.size() + i);
+    kv["tokenizer.ggml.scores"] = v_numbers(std::move(scores));
+    // A space before the text: the Prepend("▁") normalizer (older
+    // conversions) or a Metaspace pre-tokenizer that prepends.
+    bool prefix = false;
+    std::function<void(const json&)> scan = [&](const json& x) {
+      if (x.is_object()) {
+        const std::string t = x.value("type", "");
+        if (t == "Prepend" && x.value("prepend", "") == "\u2581")
+          prefix = true;
+        if (t == "Metaspace")
+          prefix = x.contains("prepend_scheme") ? x["prepend_scheme"] != "never" : x.value("add_prefix_space", true);
+        for (const auto& v : x)
+          scan(v);
+      } else if (x.is_array()) {
+        for (const auto& v : x)
+          scan(v);
+      }
+    };
+    scan(tok.value("normalizer", json()));
+    scan(tok.value("pre_tokenizer", json()));
+    kv["tokenizer.ggml.add_space_prefix"] = v_bool(prefix);
+  } else {
+    kv["tokenizer.ggml.model"] = v_string("gpt2");
+    kv["tokenizer.ggml.pre"] = v_string(pre_of());
+    kv["tokenizer.ggml.merges"] = v_strings(std::move(merges));
+  }
   kv["tokenizer.ggml.tokens"] = v_strings(std::move(tokens));
   kv["tokenizer.ggml.token_type"] = v_numbers(std::move(token_types));
-  kv["tokenizer.ggml.merges"] = v_strings(std::move(merges));
 
   // tokenizer_config.json: special tokens, BOS, the chat template.
   const fs::path tc_path = fs::path(dir) / "tokenizer_config.json";

@@ -17,10 +17,10 @@
 ///   llama.cpp's converter does (GGUF rotates adjacent pairs, HF the two
 ///   halves of a head), and norms and biases, converted to F32.
 /// - tokenizer.json: byte-level BPE (GPT-2 style; its pre-tokenizer matched
-///   to llama.cpp's names: gpt-2, smollm, llama-bpe, qwen2), added tokens as
-///   control (special) or user-defined tokens. SentencePiece-style
-///   tokenizers (byte_fallback BPE with a Metaspace pre-tokenizer) are
-///   refused, naming it.
+///   to llama.cpp's names: gpt-2, smollm, llama-bpe, qwen2) or
+///   SentencePiece-style BPE (byte_fallback, "▁" for spaces: Llama 2,
+///   Mistral), read as llama.cpp's SentencePiece tokenizer with scores from
+///   the merges' ranks; added tokens as control (special) or user-defined.
 /// - tokenizer_config.json: bos/eos tokens, add_bos_token, chat_template.
 ///
 /// Errors are gguf::gguf_error naming the directory's file and what in it.

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Writes SmolLM2-135M-Instruct as a Hugging Face model directory, made from the
-GGUF that scripts/setup installs, so the HF loader (engine/hf_model) is tested on
-real weights without a download:
+"""Writes a GGUF Llama (SmolLM2-135M-Instruct, which scripts/setup installs, by
+default; stories260K for a SentencePiece vocabulary) as a Hugging Face model
+directory, so the HF loader (engine/hf_model) is tested on real weights without a
+download:
 
     ~/.cache/llmux/venv/bin/python tests/data/make_hf_directory.py OUT_DIR [GGUF]
 
@@ -11,9 +12,12 @@ real weights without a download:
   attention projections BF16, MLP and embeddings F16, norms F32 except the
   final norm (BF16); the query and key rows put back in Hugging Face's order
   (llama.cpp's converter interleaves each head's halves; this undoes it);
-- tokenizer.json: byte-level BPE with the GGUF's vocabulary and merges, the
-  control tokens as special added tokens, and SmolLM's pre-tokenizer
-  (digits one by one, then GPT-2's ByteLevel regex: llama.cpp's "smollm");
+- tokenizer.json: for a byte-level BPE vocabulary, the GGUF's vocabulary and
+  merges, the control tokens as special added tokens, and SmolLM's
+  pre-tokenizer (digits one by one, then GPT-2's ByteLevel regex: llama.cpp's
+  "smollm"); for a SentencePiece vocabulary, what transformers' converter
+  writes for Llama 2 (Prepend "▁" and spaces to "▁", a byte_fallback BPE
+  whose merges are the vocabulary's pieces split in two, ordered by score);
 - tokenizer_config.json: bos/eos/unk/pad tokens, add_bos_token, chat_template;
 - reference.json (not part of the format): log-probabilities of a prompt and
   its greedy continuation computed here in float64 with numpy, the way
@@ -193,7 +197,7 @@ def main():
         "num_hidden_layers": field(r, "llama.block_count"),
         "max_position_embeddings": field(r, "llama.context_length"),
         "rms_norm_eps": field(r, "llama.attention.layer_norm_rms_epsilon"),
-        "rope_theta": field(r, "llama.rope.freq_base"), "rope_scaling": None,
+        "rope_theta": field(r, "llama.rope.freq_base") or 10000.0, "rope_scaling": None,
         "vocab_size": len(tokens), "tie_word_embeddings": "output.weight" not in [t.name for t in r.tensors],
         "torch_dtype": "bfloat16", "hidden_act": "silu",
         "bos_token_id": field(r, "tokenizer.ggml.bos_token_id"), "eos_token_id": field(r, "tokenizer.ggml.eos_token_id"),
@@ -201,40 +205,75 @@ def main():
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
 
+    spm = field(r, "tokenizer.ggml.model") == "llama"
     added = [{"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True}
-             for i, (tok, ty) in enumerate(zip(tokens, types)) if ty == 3]
-    tokenizer = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": True},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]},
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": {tok: i for i, tok in enumerate(tokens)}, "merges": merges},
-    }
+             for i, (tok, ty) in enumerate(zip(tokens, types)) if ty in (2, 3)]
+    if spm:
+        # transformers' SentencePieceExtractor: every piece split in two
+        # pieces of the vocabulary is a merge; merges ordered by the piece's score.
+        scores = field(r, "tokenizer.ggml.scores")
+        vocab = {tok: i for i, tok in enumerate(tokens)}
+        found = []
+        for piece, score in zip(tokens, scores):
+            local = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab]
+            local.sort(key=lambda lr: (vocab[lr[0]], vocab[lr[1]]))
+            found.extend((a, b, score) for a, b in local)
+        found.sort(key=lambda m: m[2], reverse=True)
+        tokenizer = {
+            "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "\u2581"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+            "pre_tokenizer": None, "post_processor": None,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"},
+                {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+            "model": {"type": "BPE", "dropout": None, "unk_token": tokens[field(r, "tokenizer.ggml.unknown_token_id")],
+                      "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
+                      "byte_fallback": True, "ignore_merges": False, "vocab": vocab,
+                      "merges": [f"{a} {b}" for a, b, _ in found]},
+        }
+    else:
+        tokenizer = {
+            "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": True},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]},
+            "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": {tok: i for i, tok in enumerate(tokens)}, "merges": merges},
+        }
     with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(tokenizer, f, ensure_ascii=False)
 
     def token(key):
         i = field(r, key)
-        return None if i is None else tokens[i]
+        return tokens[i] if i is not None and 0 <= i < len(tokens) else None  # an id outside: none, as llama.cpp
 
     tok_config = {"bos_token": token("tokenizer.ggml.bos_token_id"), "eos_token": token("tokenizer.ggml.eos_token_id"),
                   "unk_token": token("tokenizer.ggml.unknown_token_id"),
                   "pad_token": token("tokenizer.ggml.padding_token_id"),
-                  "add_bos_token": bool(field(r, "tokenizer.ggml.add_bos_token")),
+                  # llama.cpp's defaults where the GGUF has no key: BOS for SentencePiece
+                  "add_bos_token": bool(field(r, "tokenizer.ggml.add_bos_token")
+                                        if field(r, "tokenizer.ggml.add_bos_token") is not None else spm),
                   "chat_template": field(r, "tokenizer.chat_template"), "model_max_length": config["max_position_embeddings"],
-                  "tokenizer_class": "GPT2Tokenizer"}
+                  "tokenizer_class": "LlamaTokenizer" if spm else "GPT2Tokenizer"}
+    tok_config = {k: v for k, v in tok_config.items() if v is not None}
     with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(tok_config, f, ensure_ascii=False, indent=2)
     # The reference: a chat prompt (ids from Hugging Face's own tokenizers
     # library reading the tokenizer.json above) and its greedy continuation.
     from tokenizers import Tokenizer
-    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
-    ids = Tokenizer.from_file(os.path.join(out, "tokenizer.json")).encode(prompt, add_special_tokens=False).ids
+    if spm:  # a story model: BOS, then its text
+        prompt = "Once upon a time, there was a little"
+        ids = [field(r, "tokenizer.ggml.bos_token_id")]
+    else:
+        prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+        ids = []
+    ids += Tokenizer.from_file(os.path.join(out, "tokenizer.json")).encode(prompt, add_special_tokens=False).ids
     n_prompt = len(ids)
     for _ in range(12):
         ids.append(int(np.argmax(forward(stored, config, ids)[-1])))
@@ -244,7 +283,8 @@ def main():
         top = np.argsort(-lp[t])[:10]
         steps.append([[int(i), float(lp[t][i])] for i in top])
     with open(os.path.join(out, "reference.json"), "w") as f:
-        json.dump({"prompt": prompt, "tokens": ids, "prompt_tokens": n_prompt, "top_logprobs": steps}, f)
+        json.dump({"prompt": prompt, "add_bos": spm, "tokens": ids, "prompt_tokens": n_prompt,
+                   "top_logprobs": steps}, f)
     with open(stamp_path, "w") as f:
         f.write(stamp)
     print(f"make_hf_directory: wrote {out}")

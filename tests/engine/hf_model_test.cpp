@@ -1,11 +1,12 @@
 // Hugging Face model directories (engine/hf_model) on real weights:
-// SmolLM2-135M-Instruct written as a directory from its GGUF by
-// tests/data/make_hf_directory.py (the ctest fixture hf_directory_write):
-// BF16, F16 and F32 tensors in two shards, query/key rows in HF's order, a
-// tokenizer.json and tokenizer_config.json. The directory must give the
-// GGUF's vocabulary, llama.cpp's token ids for every tokenizer case, and
-// the GGUF's log-probabilities within what the formats' rounding allows.
-// Then what a bad directory gets: an error naming the file and the key.
+// SmolLM2-135M-Instruct (byte-level BPE) and stories260K (SentencePiece)
+// written as directories from their GGUFs by tests/data/make_hf_directory.py
+// (the ctest fixtures hf_directory_write_*): BF16, F16 and F32 tensors in two
+// shards, query/key rows in HF's order, tokenizer.json and
+// tokenizer_config.json as transformers writes them. Each directory must
+// give its GGUF's vocabulary, llama.cpp's token ids for every tokenizer
+// case, a float64 forward pass's log-probabilities, and its GGUF's greedy
+// tokens. Then what a bad directory gets: an error naming the file and key.
 
 #include <catch2/catch.hpp>
 
@@ -31,15 +32,27 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string gguf_path = LLMUX_MODEL_CACHE "/SmolLM2-135M-Instruct.Q4_1.gguf";
-const std::string hf_dir = LLMUX_HF_FIXTURE;
+struct fixture {
+  std::string gguf;   ///< the model file the directory was written from
+  std::string dir;    ///< the directory
+  std::string cases;  ///< llama.cpp's tokenizer cases for its vocabulary
+};
 
-void need_fixture() {
-  if (!fs::exists(gguf_path))
-    test::skip_test(gguf_path + " is missing (scripts/setup fetches it)");
-  if (!fs::exists(hf_dir + "/config.json"))
-    test::skip_test(hf_dir + " was not written (tests/data/make_hf_directory.py, the ctest fixture "
-                    "hf_directory_write)");
+const std::vector<fixture> fixtures = {
+  {LLMUX_MODEL_CACHE "/SmolLM2-135M-Instruct.Q4_1.gguf", LLMUX_HF_FIXTURES "/SmolLM2-135M-Instruct",
+   LLMUX_SOURCE_DIR "/tests/data/smollm2_tokenizer_cases.json"},
+  {LLMUX_SHARED_DIR "/models/stories260K/stories260K.gguf", LLMUX_HF_FIXTURES "/stories260K",
+   LLMUX_SOURCE_DIR "/tests/data/stories260K_tokenizer_cases.json"},
+};
+
+void need_fixtures() {
+  for (const auto& f : fixtures) {
+    if (!fs::exists(f.gguf))
+      test::skip_test(f.gguf + " is missing (scripts/setup fetches SmolLM2; stories260K is in ../shared)");
+    if (!fs::exists(f.dir + "/config.json"))
+      test::skip_test(f.dir + " was not written (tests/data/make_hf_directory.py, the ctest fixtures "
+                      "hf_directory_write_*)");
+  }
 }
 
 /// The error text of opening `dir`, or "" when it opens.
@@ -55,33 +68,38 @@ std::string open_error(const std::string& dir) {
 }  // namespace
 
 TEST_CASE("an HF directory gives the GGUF's vocabulary and llama.cpp's token ids", "[hf]") {
-  need_fixture();
-  const auto hf = engine::read_vocab(*engine::open_model_file(hf_dir));
-  const auto gg = engine::read_vocab(*engine::open_model_file(gguf_path));
-  CHECK(hf.model == gg.model);
-  CHECK(hf.pre == gg.pre);  // SmolLM's pre-tokenizer, recognised from tokenizer.json
-  CHECK(hf.tokens == gg.tokens);
-  CHECK(hf.merges == gg.merges);
-  CHECK(hf.types == gg.types);
-  CHECK(hf.bos_id == gg.bos_id);
-  CHECK(hf.eos_id == gg.eos_id);
-  CHECK(hf.unk_id == gg.unk_id);
-  CHECK(hf.pad_id == gg.pad_id);
-  CHECK(hf.add_bos == gg.add_bos);
-  CHECK(hf.chat_template == gg.chat_template);
+  need_fixtures();
+  for (const auto& f : fixtures) {
+    INFO(f.dir);
+    const auto hf = engine::read_vocab(*engine::open_model_file(f.dir));
+    const auto gg = engine::read_vocab(*engine::open_model_file(f.gguf));
+    CHECK(hf.model == gg.model);  // gpt2 (SmolLM2), llama (stories260K): recognised from tokenizer.json
+    CHECK(hf.pre == gg.pre);      // SmolLM's pre-tokenizer
+    CHECK(hf.tokens == gg.tokens);
+    CHECK(hf.merges == gg.merges);
+    CHECK(hf.types == gg.types);
+    CHECK(hf.bos_id == gg.bos_id);
+    CHECK(hf.eos_id == gg.eos_id);
+    CHECK(hf.unk_id == gg.unk_id);
+    CHECK(hf.add_bos == gg.add_bos);
+    CHECK(hf.add_space_prefix == gg.add_space_prefix);
+    CHECK(hf.chat_template == gg.chat_template);
 
-  auto tok = engine::make_tokenizer(hf);
-  auto doc = test::load_json(LLMUX_SOURCE_DIR "/tests/data/smollm2_tokenizer_cases.json");
-  int n = 0;
-  for (const auto& c : doc["cases"]) {
-    const auto text = test::unhex(c["text_hex"].get<std::string>());
-    INFO("text: " << text);
-    const bool add = c["add_special"].get<bool>();
-    const auto ids = c["parse_special"].get<bool>() ? tok->encode_with_specials(text, add) : tok->encode(text, add);
-    CHECK(ids == c["tokens"].get<std::vector<int32_t>>());
-    ++n;
+    // The scores of a SentencePiece vocabulary come from the merges' ranks,
+    // not the file: every case must still tokenize as llama.cpp does.
+    auto tok = engine::make_tokenizer(hf);
+    auto doc = test::load_json(f.cases);
+    int n = 0;
+    for (const auto& c : doc["cases"]) {
+      const auto text = test::unhex(c["text_hex"].get<std::string>());
+      INFO("text: " << text);
+      const bool add = c["add_special"].get<bool>();
+      const auto ids = c["parse_special"].get<bool>() ? tok->encode_with_specials(text, add) : tok->encode(text, add);
+      CHECK(ids == c["tokens"].get<std::vector<int32_t>>());
+      ++n;
+    }
+    CHECK(n > 100);
   }
-  CHECK(n > 100);
 }
 
 namespace {
@@ -110,56 +128,62 @@ std::vector<std::vector<float>> logprobs(const std::shared_ptr<engine::llama_mod
 }  // namespace
 
 TEST_CASE("an HF directory computes what transformers computes from it", "[hf][smollm2]") {
-  need_fixture();
-  auto hf = engine::llama_model::load(hf_dir);
-  CHECK(hf->hparams().n_head_kv == 3);
-  CHECK(hf->layers()[0].wq.type == kernels::dtype::bf16);  // each stored dtype is read as it is
-  CHECK(hf->layers()[0].w_up.type == kernels::dtype::f16);
+  need_fixtures();
   // reference.json: make_hf_directory.py's float64 numpy forward pass in
   // transformers' convention (RoPE on each head's two halves of the weights
   // as stored), over the directory's own values. The engine differs from it
   // by float32 arithmetic and its f16 KV cache only: a query/key
   // permutation left undone or a transposed tensor is off by whole nats.
-  auto ref = test::load_json(hf_dir + "/reference.json");
-  const auto tokens = ref["tokens"].get<std::vector<int32_t>>();
-  const auto n_prompt = ref["prompt_tokens"].get<size_t>();
-  auto tok = engine::make_tokenizer(engine::read_vocab(hf->file()));
-  CHECK(tok->encode_with_specials(ref["prompt"].get<std::string>(), false)
-        == std::vector<int32_t>(tokens.begin(), tokens.begin() + static_cast<long>(n_prompt)));
-  auto lps = logprobs(hf, tokens, n_prompt - 1);
-  REQUIRE(lps.size() == ref["top_logprobs"].size());
-  double worst = 0;
-  for (size_t s = 0; s < lps.size(); ++s)
-    for (const auto& pair : ref["top_logprobs"][s])
-      worst = std::max(worst, std::abs(static_cast<double>(lps[s][pair[0].get<size_t>()]) - pair[1].get<double>()));
-  INFO("worst top-10 log-prob difference from the float64 reference: " << worst);
-  CHECK(worst < 0.15);  // 0.044 measured on an AMD EPYC (AVX-512)
+  for (const auto& f : fixtures) {
+    INFO(f.dir);
+    auto hf = engine::llama_model::load(f.dir);
+    CHECK(hf->layers()[0].wq.type == kernels::dtype::bf16);  // each stored dtype is read as it is
+    CHECK(hf->layers()[0].w_up.type == kernels::dtype::f16);
+    auto ref = test::load_json(f.dir + "/reference.json");
+    const auto tokens = ref["tokens"].get<std::vector<int32_t>>();
+    const auto n_prompt = ref["prompt_tokens"].get<size_t>();
+    auto tok = engine::make_tokenizer(engine::read_vocab(hf->file()));
+    CHECK(tok->encode_with_specials(ref["prompt"].get<std::string>(), ref["add_bos"].get<bool>())
+          == std::vector<int32_t>(tokens.begin(), tokens.begin() + static_cast<long>(n_prompt)));
+    auto lps = logprobs(hf, tokens, n_prompt - 1);
+    REQUIRE(lps.size() == ref["top_logprobs"].size());
+    double worst = 0;
+    for (size_t s = 0; s < lps.size(); ++s)
+      for (const auto& pair : ref["top_logprobs"][s])
+        worst = std::max(worst, std::abs(static_cast<double>(lps[s][pair[0].get<size_t>()]) - pair[1].get<double>()));
+    INFO("worst top-10 log-prob difference from the float64 reference: " << worst);
+    CHECK(worst < 0.15);  // SmolLM2: 0.044 measured on an AMD EPYC (AVX-512)
+  }
 }
 
 TEST_CASE("an HF directory computes what its GGUF computes", "[hf][smollm2]") {
-  need_fixture();
-  // The GGUF runs Q4_1/Q8_0 weights with 8-bit activations; the directory
-  // holds the same values dequantized and runs float activations: the
-  // greedy token is the same (over the reference's prompt and
-  // continuation), log-probabilities within a nat (the 8-bit activations
+  need_fixtures();
+  // SmolLM2's GGUF runs Q4_1/Q8_0 weights with 8-bit activations; the
+  // directory holds the same values dequantized and runs float activations
+  // (stories260K's GGUF is F32: only the directory's BF16/F16 rounding
+  // differs): the greedy token is the same over the reference's prompt and
+  // continuation, log-probabilities within a nat (the 8-bit activations
   // alone move SmolLM2's top-5 by up to ~0.7: measured with an all-F32
   // directory).
-  auto ref = test::load_json(hf_dir + "/reference.json");
-  const auto tokens = ref["tokens"].get<std::vector<int32_t>>();
-  const auto n_prompt = ref["prompt_tokens"].get<size_t>();
-  auto a = logprobs(engine::llama_model::load(hf_dir), tokens, n_prompt - 1);
-  auto b = logprobs(engine::llama_model::load(gguf_path), tokens, n_prompt - 1);
-  int same = 0;
-  double worst = 0;
-  for (size_t s = 0; s < a.size(); ++s) {
-    const auto ia = std::max_element(a[s].begin(), a[s].end()) - a[s].begin();
-    const auto ib = std::max_element(b[s].begin(), b[s].end()) - b[s].begin();
-    same += ia == ib;
-    worst = std::max(worst, static_cast<double>(std::abs(a[s][static_cast<size_t>(ib)] - b[s][static_cast<size_t>(ib)])));
+  for (const auto& f : fixtures) {
+    INFO(f.dir);
+    auto ref = test::load_json(f.dir + "/reference.json");
+    const auto tokens = ref["tokens"].get<std::vector<int32_t>>();
+    const auto n_prompt = ref["prompt_tokens"].get<size_t>();
+    auto a = logprobs(engine::llama_model::load(f.dir), tokens, n_prompt - 1);
+    auto b = logprobs(engine::llama_model::load(f.gguf), tokens, n_prompt - 1);
+    int same = 0;
+    double worst = 0;
+    for (size_t s = 0; s < a.size(); ++s) {
+      const auto ia = std::max_element(a[s].begin(), a[s].end()) - a[s].begin();
+      const auto ib = std::max_element(b[s].begin(), b[s].end()) - b[s].begin();
+      same += ia == ib;
+      worst = std::max(worst, static_cast<double>(std::abs(a[s][static_cast<size_t>(ib)] - b[s][static_cast<size_t>(ib)])));
+    }
+    INFO("same greedy token at " << same << " of " << a.size() << "; worst difference at the GGUF's pick " << worst);
+    CHECK(same >= static_cast<int>(a.size()) * 9 / 10);
+    CHECK(worst < 1.0);
   }
-  INFO("same greedy token at " << same << " of " << a.size() << "; worst difference at the GGUF's pick " << worst);
-  CHECK(same >= static_cast<int>(a.size()) * 9 / 10);
-  CHECK(worst < 1.0);
 }
 
 TEST_CASE("a bad HF directory is refused, naming the file and what in it", "[hf]") {
@@ -195,10 +219,13 @@ TEST_CASE("a bad HF directory is refused, naming the file and what in it", "[hf]
   write("model.safetensors", blob + header + std::string(32, '\0'));
   CHECK(open_error(dir.string()).find("tokenizer.json") != std::string::npos);  // weights fine, no tokenizer
 
-  nlohmann::json tok = {{"model", {{"type", "BPE"}, {"byte_fallback", true}, {"vocab", {{"a", 0}}}, {"merges", nlohmann::json::array()}}}};
+  nlohmann::json tok = {{"model", {{"type", "Unigram"}, {"vocab", {{"a", 0}}}}}};
   write("tokenizer.json", tok.dump());
-  CHECK(open_error(dir.string()).find("SentencePiece-style") != std::string::npos);
-  tok["model"]["byte_fallback"] = false;
+  CHECK(open_error(dir.string()).find("'Unigram' is not supported") != std::string::npos);
+  tok["model"] = {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 2}}}, {"merges", nlohmann::json::array()}};
+  write("tokenizer.json", tok.dump());
+  CHECK(open_error(dir.string()).find("without gaps") != std::string::npos);
+  tok["model"]["vocab"] = {{"a", 0}};
   tok["pre_tokenizer"] = {{"type", "Whitespace"}};
   write("tokenizer.json", tok.dump());
   CHECK(open_error(dir.string()).find("pre_tokenizer") != std::string::npos);
