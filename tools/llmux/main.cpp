@@ -26,6 +26,7 @@
 #include "tools/llmux/admin_cli.hpp"
 #include "tools/llmux/bench_engine.hpp"
 #include "tools/llmux/bench_gateway.hpp"
+#include "tools/llmux/bench_chat_template.hpp"
 #include "tools/llmux/bench_grammar.hpp"
 #include "tools/llmux/bench_layout.hpp"
 #include "tools/llmux/bench_profile.hpp"
@@ -210,6 +211,14 @@ int main(int argc, char** argv) {
   bench_grammar->add_option("--schema", grammar_opts.schema, "JSON Schema text (default: an array of strings)");
   bench_grammar->add_option("--document", grammar_opts.document, "A JSON text the schema accepts");
 
+  auto* bench_template = bench->add_subcommand(
+    "chat-template", "Chat templates: what parsing and rendering one costs the edge (engine/jinja)");
+  tools::chat_template_bench_options template_opts;
+  bench_template->add_option("--template", template_opts.template_file, "Jinja chat template file")->required();
+  bench_template->add_option("--context", template_opts.context_file,
+                             "JSON file: the template's variables (messages, tools, ...)")->required();
+  bench_template->add_option("--reps", template_opts.reps, "Renders to time (default 2000)");
+
   // -- simulate -----------------------------------------------------------------
   auto* simulate = app.add_subcommand("simulate", "Serve a workload on a config's sim units in virtual time");
   tools::simulate_options sim_opts;
@@ -364,6 +373,8 @@ int main(int argc, char** argv) {
     return tools::run_bench_layout(layout_opts);
   if (*bench_grammar)
     return tools::run_bench_grammar(grammar_opts);
+  if (*bench_template)
+    return tools::run_bench_chat_template(template_opts);
   if (*bench_serve)
     return tools::run_bench_serve(serve_opts);
   if (*bench_gw)
