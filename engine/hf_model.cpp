@@ -435,6 +435,14 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir) {
       else
         fail(tok_path, "model.merges", "a merge is neither \"a b\" nor [a, b]");
     }
+  // A model whose embedding has more rows than the tokenizer has tokens
+  // (Qwen2: 151,936 against 151,665) gets the rest as unused [PADn] tokens,
+  // as llama.cpp's converter writes them.
+  const int64_t rows = cfg["vocab_size"].get<int64_t>();
+  for (int64_t id = n_tokens; id < rows; ++id) {
+    by_id[id] = "[PAD" + std::to_string(id) + "]";
+    types[id] = 5;  // unused
+  }
   std::vector<std::string> tokens;
   std::vector<double> token_types;
   for (auto& [id, text] : by_id) {
@@ -535,6 +543,12 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir) {
       }
     }
   }
+  // Special tokens tokenizer_config.json leaves out (Qwen2 has no
+  // bos_token there): config.json's ids.
+  for (const auto& [key, gguf_key] : {std::pair<const char*, const char*>{"bos_token_id", "tokenizer.ggml.bos_token_id"},
+                                      {"eos_token_id", "tokenizer.ggml.eos_token_id"}})
+    if (!kv.count(gguf_key) && cfg.contains(key) && cfg[key].is_number_integer())
+      kv[gguf_key] = v_int(cfg[key].get<int64_t>());
   // transformers' newer layout keeps the template beside it.
   const fs::path jinja_path = fs::path(dir) / "chat_template.jinja";
   if (!kv.count("tokenizer.chat_template") && fs::exists(jinja_path)) {

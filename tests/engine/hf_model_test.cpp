@@ -229,5 +229,21 @@ TEST_CASE("a bad HF directory is refused, naming the file and what in it", "[hf]
   tok["pre_tokenizer"] = {{"type", "Whitespace"}};
   write("tokenizer.json", tok.dump());
   CHECK(open_error(dir.string()).find("pre_tokenizer") != std::string::npos);
+
+  // Fine now: an embedding with more rows than tokens gets [PADn] tokens (as
+  // llama.cpp's converter writes them), and config.json's bos/eos ids stand
+  // in for tokenizer_config.json's.
+  tok["pre_tokenizer"] = {{"type", "ByteLevel"}, {"use_regex", true}};
+  write("tokenizer.json", tok.dump());
+  cfg["bos_token_id"] = 0;
+  cfg["eos_token_id"] = 3;
+  write("config.json", cfg.dump());
+  REQUIRE(open_error(dir.string()).empty());
+  const auto v = engine::read_vocab(*engine::open_hf_directory(dir.string()));
+  CHECK(v.pre == "gpt-2");
+  CHECK(v.tokens == std::vector<std::string>{"a", "[PAD1]", "[PAD2]", "[PAD3]"});
+  CHECK(v.types.at(2) == engine::token_type::unused);
+  CHECK(v.bos_id == 0);
+  CHECK(v.eos_id == 3);
   fs::remove_all(dir);
 }
