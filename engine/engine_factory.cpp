@@ -187,7 +187,7 @@ model_frontend make_frontend(const config::model_config& model) {
   if (model.backend == "cpu" || model.backend == "cuda") {
     // One read of the file's vocabulary gives both the tokenizer and the
     // chat template.
-    auto vocab = read_vocab(*open_model_file(model.file));
+    auto vocab = read_vocab(*open_model_file(model.file, false));
     auto token_text = [&](token_id id) {
       return id >= 0 && id < static_cast<token_id>(vocab.tokens.size()) ? vocab.tokens[static_cast<size_t>(id)]
                                                                        : std::string();
@@ -202,7 +202,7 @@ void resolve_model_files(config::cluster_config& cfg) {
   for (auto& m : cfg.models) {
     if (m.backend == "sim" || m.load_format == "dummy")
       continue;
-    auto file = open_model_file(m.file);
+    auto file = open_model_file(m.file, false);
     m.arch = llama_model::read_arch(*file);
   }
 }

@@ -248,7 +248,7 @@ float element(const st_tensor& t, size_t i) {
 
 }  // namespace
 
-std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir) {
+std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir, bool weights) {
   const std::string cfg_path = (fs::path(dir) / "config.json").string();
   const json cfg = read_json(cfg_path);
   std::vector<std::shared_ptr<const void>> keep;
@@ -296,28 +296,31 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir) {
   if (cfg.contains("rope_theta") && cfg["rope_theta"].is_number())
     kv[arch + ".rope.freq_base"] = v_float(cfg["rope_theta"].get<double>());
 
-  // Weights: one file, or the shards the index names.
+  // Weights (unless only the metadata is wanted): one file, or the shards
+  // the index names.
   std::map<std::string, st_tensor> tensors;
-  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
-  std::set<std::string> files;
-  if (fs::exists(index)) {
-    const json idx = read_json(index.string());
-    if (!idx.contains("weight_map") || !idx["weight_map"].is_object())
-      fail(index.string(), "weight_map", "missing");
-    for (const auto& f : idx["weight_map"])
-      if (f.is_string())
-        files.insert(f.get<std::string>());
-  } else {
-    for (const auto& e : fs::directory_iterator(dir))
-      if (e.path().extension() == ".safetensors")
-        files.insert(e.path().filename().string());
-  }
-  if (files.empty())
-    fail(dir, "weights", "no .safetensors file");
-  for (const auto& f : files) {
-    if (f.find('/') != std::string::npos || f == "..")
-      fail(index.string(), "weight_map", "'" + f + "' is not a file of the directory");
-    read_safetensors((fs::path(dir) / f).string(), tensors, keep);
+  if (weights) {
+    const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+    std::set<std::string> files;
+    if (fs::exists(index)) {
+      const json idx = read_json(index.string());
+      if (!idx.contains("weight_map") || !idx["weight_map"].is_object())
+        fail(index.string(), "weight_map", "missing");
+      for (const auto& f : idx["weight_map"])
+        if (f.is_string())
+          files.insert(f.get<std::string>());
+    } else {
+      for (const auto& e : fs::directory_iterator(dir))
+        if (e.path().extension() == ".safetensors")
+          files.insert(e.path().filename().string());
+    }
+    if (files.empty())
+      fail(dir, "weights", "no .safetensors file");
+    for (const auto& f : files) {
+      if (f.find('/') != std::string::npos || f == "..")
+        fail(index.string(), "weight_map", "'" + f + "' is not a file of the directory");
+      read_safetensors((fs::path(dir) / f).string(), tensors, keep);
+    }
   }
 
   std::vector<tensor_info> infos;
@@ -558,10 +561,10 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir) {
   return gguf::gguf_file::assemble(dir, std::move(kv), std::move(infos), std::move(keep));
 }
 
-std::shared_ptr<gguf::gguf_file> open_model_file(const std::string& path) {
+std::shared_ptr<gguf::gguf_file> open_model_file(const std::string& path, bool weights) {
   std::error_code ec;
   if (fs::is_directory(path, ec))
-    return open_hf_directory(path);
+    return open_hf_directory(path, weights);
   return gguf::gguf_file::open(path);
 }
 

@@ -32,10 +32,14 @@
 
 namespace llmux::engine {
 
-/// Reads a Hugging Face model directory. Throws gguf::gguf_error.
-[[nodiscard]] std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir);
+/// Reads a Hugging Face model directory; without `weights`, its metadata
+/// and tokenizer only (no tensors: what the edge and the cluster's shape
+/// checks need, without mapping the shards or copying a row). Throws
+/// gguf::gguf_error.
+[[nodiscard]] std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir, bool weights = true);
 
-/// A model file as users name it: a Hugging Face directory, else a GGUF file.
-[[nodiscard]] std::shared_ptr<gguf::gguf_file> open_model_file(const std::string& path);
+/// A model file as users name it: a Hugging Face directory, else a GGUF file
+/// (mapped whole either way; `weights` matters for directories only).
+[[nodiscard]] std::shared_ptr<gguf::gguf_file> open_model_file(const std::string& path, bool weights = true);
 
 }  // namespace llmux::engine

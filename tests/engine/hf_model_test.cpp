@@ -240,6 +240,8 @@ TEST_CASE("a bad HF directory is refused, naming the file and what in it", "[hf]
   write("config.json", cfg.dump());
   REQUIRE(open_error(dir.string()).empty());
   const auto v = engine::read_vocab(*engine::open_hf_directory(dir.string()));
+  CHECK(engine::open_hf_directory(dir.string())->tensors().size() == 1);
+  CHECK(engine::open_hf_directory(dir.string(), false)->tensors().empty());  // metadata only: no shard read
   CHECK(v.pre == "gpt-2");
   CHECK(v.tokens == std::vector<std::string>{"a", "[PAD1]", "[PAD2]", "[PAD3]"});
   CHECK(v.types.at(2) == engine::token_type::unused);

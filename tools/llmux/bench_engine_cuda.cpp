@@ -78,7 +78,7 @@ int run_bench_engine_cuda(const engine_bench_options& o) {
       m.load_format = "dummy";
     } else {
       m.file = o.model;
-      m.arch = engine::llama_model::read_arch(*engine::open_model_file(o.model));
+      m.arch = engine::llama_model::read_arch(*engine::open_model_file(o.model, false));
     }
   } catch (const std::exception& e) {
     std::cerr << "llmux bench engine: " << e.what() << "\n";

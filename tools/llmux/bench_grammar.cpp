@@ -36,7 +36,7 @@ int run_bench_grammar(const grammar_bench_options& opts) {
   const std::string doc = opts.document.empty() ? default_document : opts.document;
   std::shared_ptr<const engine::tokenizer> tok;
   try {
-    tok = engine::make_tokenizer(engine::read_vocab(*engine::open_model_file(opts.model)));
+    tok = engine::make_tokenizer(engine::read_vocab(*engine::open_model_file(opts.model, false)));
   } catch (const std::exception& e) {
     std::cerr << "llmux bench grammar: " << e.what() << "\n";
     return 2;
