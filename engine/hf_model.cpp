@@ -278,9 +278,10 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir, bool 
   const int64_t n_head = need_int("num_attention_heads");
   const int64_t n_embd = need_int("hidden_size");
   const int64_t n_head_kv = cfg.contains("num_key_value_heads") ? need_int("num_key_value_heads") : n_head;
-  const int64_t head_dim = cfg.contains("head_dim") && cfg["head_dim"].is_number_integer()
-                             ? cfg["head_dim"].get<int64_t>()
-                             : n_embd / n_head;
+  const bool has_head_dim = cfg.contains("head_dim") && cfg["head_dim"].is_number_integer();
+  if (!has_head_dim && n_embd % n_head != 0)
+    fail(cfg_path, "num_attention_heads", "hidden_size is not a multiple of it, and there is no head_dim");
+  const int64_t head_dim = has_head_dim ? cfg["head_dim"].get<int64_t>() : n_embd / n_head;
   kv["general.architecture"] = v_string(arch);
   kv["general.name"] = v_string(fs::path(dir).filename().string());
   kv[arch + ".context_length"] = v_int(need_int("max_position_embeddings"));
@@ -323,10 +324,16 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir, bool 
     }
   }
 
+  // Tied embeddings (transformers' default for these models is untied): the
+  // output is the embedding, and an lm_head in the files is not read.
+  const bool tied = cfg.contains("tie_word_embeddings") && cfg["tie_word_embeddings"].is_boolean()
+                    && cfg["tie_word_embeddings"].get<bool>();
+  if (weights && !tied && !tensors.count("lm_head.weight"))
+    fail(cfg_path, "tie_word_embeddings", "false (or absent), but the weights have no lm_head.weight");
   std::vector<tensor_info> infos;
   for (auto& [hf, t] : tensors) {
     const std::string name = gguf_name(hf);
-    if (name.empty())
+    if (name.empty() || (tied && hf == "lm_head.weight"))
       continue;
     tensor_info info;
     info.name = name;
@@ -367,9 +374,6 @@ std::shared_ptr<gguf::gguf_file> open_hf_directory(const std::string& dir, bool 
     }
     infos.push_back(std::move(info));
   }
-  // A model that ties its output to the embeddings has no lm_head; one that
-  // does not but ships none is refused by the model loader by name.
-
   // Tokenizer.
   const std::string tok_path = (fs::path(dir) / "tokenizer.json").string();
   const json tok = read_json(tok_path);

@@ -196,7 +196,7 @@ TEST_CASE("a bad HF directory is refused, naming the file and what in it", "[hf]
 
   nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 8}, {"intermediate_size", 16},
                         {"num_attention_heads", 2}, {"num_hidden_layers", 1}, {"max_position_embeddings", 64},
-                        {"vocab_size", 4}};
+                        {"vocab_size", 4}, {"tie_word_embeddings", true}};
   auto with = [&](const char* key, nlohmann::json v) {
     auto c = cfg;
     c[key] = std::move(v);
@@ -217,6 +217,8 @@ TEST_CASE("a bad HF directory is refused, naming the file and what in it", "[hf]
   write("model.safetensors", blob + header + std::string(16, '\0'));
   CHECK(open_error(dir.string()).find("outside the file") != std::string::npos);
   write("model.safetensors", blob + header + std::string(32, '\0'));
+  CHECK(with("tie_word_embeddings", false).find("no lm_head.weight") != std::string::npos);
+  write("config.json", cfg.dump());
   CHECK(open_error(dir.string()).find("tokenizer.json") != std::string::npos);  // weights fine, no tokenizer
 
   nlohmann::json tok = {{"model", {{"type", "Unigram"}, {"vocab", {{"a", 0}}}}}};
