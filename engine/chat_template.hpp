@@ -1,7 +1,10 @@
 #pragma once
 /// Chat templates: a list of turns → the prompt text a model was trained on.
-/// The CPU-engine issue adds Llama 2/3 templates chosen from model metadata;
-/// the sim backend uses ChatML.
+/// A model's own Jinja template is parsed here (make_chat_style) and rendered
+/// by render_chat (engine/tool_calls) with engine/jinja; the built-in formats
+/// below (ChatML, Llama 3, Llama 2, recognised from the template's markers)
+/// render when a model has no template the engine reads, and for the sim
+/// backend (ChatML).
 
 #include <memory>
 #include <string>
