@@ -221,6 +221,8 @@ int run_bench_engine(const engine_bench_options& o) {
   int prompt = std::min(o.prompt_tokens, hp.n_ctx_train - o.decode_steps - 1);
   std::printf("model %s: %d layers, %d hidden, %d heads (%d kv), vocab %d\n", o.model.c_str(),
               hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv, vocab);
+  std::printf("kernels: %s (the best this CPU offers: %s)\n", kernels::to_string(kernels::active_simd()),
+              kernels::to_string(kernels::best_simd()));
   std::printf("%-8s %-7s %-6s %14s %12s\n", "phase", "threads", "batch", "tokens/s", "ms/step");
   std::vector<float> logits;
   for (int threads : o.threads) {
