@@ -690,13 +690,33 @@ model_arch read_arch(const section& model, std::string_view name) {
   return a;
 }
 
+}  // namespace
+
+std::string read_chat_template(const std::string& value, const std::string& base_dir) {
+  std::filesystem::path p(value);
+  if (p.is_relative())
+    p = std::filesystem::path(base_dir) / p;
+  std::error_code ec;
+  if (value.size() < 4096 && std::filesystem::is_regular_file(p, ec)) {
+    std::ifstream in(p);
+    if (!in)
+      throw std::runtime_error("cannot read '" + p.string() + "'");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  if (value.find("{{") != std::string::npos || value.find("{%") != std::string::npos)
+    return value;
+  throw std::runtime_error("'" + value + "' is neither a file nor a Jinja template");
+}
+
+namespace {
+
 void read_models(const section& top, const std::string& base_dir, cluster_config& cfg) {
   const auto& arr = require_array(top, "models");
   for (size_t i = 0; i < arr.size(); ++i) {
     auto s = top.element("models", arr, i);
     s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default", "load_format",
                   "dtype", "enforce_eager", "quantization", "profile_key", "max_in_flight",
-                  "router_policy", "ttft_slo_ms"});
+                  "router_policy", "ttft_slo_ms", "chat_template"});
     model_config m;
     m.name = read_name(s, "name");
     if (cfg.find_model(m.name))
@@ -749,6 +769,13 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
     read_string(s, "profile_key", m.profile_key);
     if (auto v = s.boolean("enforce_eager"))
       m.enforce_eager = *v;
+    if (auto t = s.string("chat_template")) {
+      try {
+        m.chat_template = read_chat_template(*t, base_dir);
+      } catch (const std::runtime_error& e) {
+        s.fail("chat_template", e.what());
+      }
+    }
     read_choice(s, "quantization", m.quantization, {"none", "int8"});
     if (m.quantization != "none" && m.backend != "cuda")
       s.fail("quantization", "'" + m.quantization + "' weights are the cuda backend's; model '" + m.name +

@@ -146,6 +146,10 @@ struct model_config {
   /// Time to first token its requests should get, ms: the slo_aware
   /// router's deadline (0: what is left of `timeouts.request_ms`).
   int ttft_slo_ms = 0;
+  /// vLLM's --chat-template: the Jinja chat template that replaces the
+  /// model file's (its text, read from the file the config names, or given
+  /// inline); empty: the model file's own.
+  std::string chat_template;
 };
 
 struct unit_model {
@@ -295,5 +299,11 @@ bool add_environment_keys(cluster_config& cfg);
 
 [[nodiscard]] cluster_config default_single_node(const std::string& host = "127.0.0.1",
                                                  uint16_t http_port = 8080);
+
+/// A chat template as vLLM's --chat-template takes it: the text of the file
+/// `value` names (relative to `base_dir`), or `value` itself when it is
+/// Jinja (holds "{{" or "{%") and no such file exists. Throws
+/// std::runtime_error for a value that is neither.
+[[nodiscard]] std::string read_chat_template(const std::string& value, const std::string& base_dir = ".");
 
 }  // namespace llmux::config

@@ -1,5 +1,6 @@
 #include "engine/engine_factory.hpp"
 #include "engine/hf_model.hpp"
+#include "engine/jinja.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -183,7 +184,8 @@ model_frontend make_frontend(const config::model_config& model) {
   // Dummy weights have no vocabulary: the sim's byte tokenizer stands in
   // (ids past its table decode to nothing; dummy models are for speed runs).
   if (model.backend == "sim" || model.load_format == "dummy")
-    return {std::make_shared<sim_tokenizer>(), {}};
+    return {std::make_shared<sim_tokenizer>(),
+            model.chat_template.empty() ? chat_style{} : make_chat_style(model.chat_template, "", "")};
   if (model.backend == "cpu" || model.backend == "cuda") {
     // One read of the file's vocabulary gives both the tokenizer and the
     // chat template.
@@ -192,14 +194,25 @@ model_frontend make_frontend(const config::model_config& model) {
       return id >= 0 && id < static_cast<token_id>(vocab.tokens.size()) ? vocab.tokens[static_cast<size_t>(id)]
                                                                        : std::string();
     };
+    // The config's chat_template (vLLM's --chat-template) replaces the file's.
     return {make_tokenizer(vocab),
-            make_chat_style(vocab.chat_template, token_text(vocab.bos_id), token_text(vocab.eos_id))};
+            make_chat_style(model.chat_template.empty() ? vocab.chat_template : model.chat_template,
+                            token_text(vocab.bos_id), token_text(vocab.eos_id))};
   }
   unavailable(model);
 }
 
 void resolve_model_files(config::cluster_config& cfg) {
   for (auto& m : cfg.models) {
+    // A template the operator gave must be one the engine reads: refused at
+    // start (a model file's own falls back to the built-in format instead).
+    if (!m.chat_template.empty()) {
+      try {
+        (void)jinja::template_::parse(m.chat_template);
+      } catch (const jinja::error& e) {
+        throw std::runtime_error("model '" + m.name + "': its chat_template: " + e.what());
+      }
+    }
     if (m.backend == "sim" || m.load_format == "dummy")
       continue;
     auto file = open_model_file(m.file, false);

@@ -90,7 +90,8 @@ struct model_frontend {
 
 /// Fills `arch` (layers, heads, context length, ...) of every file-backed
 /// model from its file header, so KV accounting and context checks work
-/// before any weights load. Throws std::runtime_error naming the file.
+/// before any weights load, and checks that a chat_template the config
+/// gives parses. Throws std::runtime_error naming the file or the model.
 void resolve_model_files(config::cluster_config& cfg);
 
 }  // namespace llmux::engine

@@ -406,7 +406,9 @@ const std::vector<refused_field>& refused_fields() {
     {{"bad_words", true, true, "'bad_words' is not supported"}, "[[]]"},
     {{"logits_processors", true, true, "custom logits processors are not supported"}, "[[]]"},
     {{"return_tokens_as_token_ids", true, true, "'return_tokens_as_token_ids' is not supported"}, "[false]"},
-    {{"chat_template", true, false, "a per-request chat template is not supported: the model's own is used"}, ""},
+    {{"chat_template", true, false,
+      "a per-request chat template is not accepted (as vLLM without --trust-request-chat-template): the model's "
+      "is used; set it with the model's chat_template in the config, or llmux serve --chat-template"}, ""},
     {{"add_generation_prompt", true, false, "the assistant's turn is always opened"}, "[true]"},
     {{"continue_final_message", true, false, "continuing the final message is not supported"}, "[false]"},
     {{"echo", true, false, "'echo' is a completions field: chat does not echo"}, "[false]"},

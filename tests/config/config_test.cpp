@@ -1286,3 +1286,24 @@ backend = "cpu"
   auto sim = replace(base_config, "models = [ { name = \"tiny-a\" } ]", "layout = \"replicas\"\nmodels = [ { name = \"tiny-a\" } ]");
   CHECK_THAT(why(sim), Contains("cpu units for now"));
 }
+
+TEST_CASE("a model's chat_template: a file beside the config, or inline Jinja", "[config]") {
+  temp_dir dir;
+  dir.write("tmpl/chatml.jinja", "{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}");
+  auto with = [&](const std::string& value) {
+    dir.write("c.toml", replace(base_config, "architecture = \"tiny\"",
+                                "architecture = \"tiny\"\nchat_template = '" + value + "'"));
+    return load_cluster_config((dir.path / "c.toml").string());
+  };
+  CHECK(with("tmpl/chatml.jinja").models[0].chat_template
+        == "{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}");  // relative to the config
+  CHECK(with("{{ messages[0].content }}").models[0].chat_template == "{{ messages[0].content }}");
+  CHECK(parse_cluster_config(base_config, "test.toml").models[0].chat_template.empty());
+  try {
+    (void)with("tmpl/missing.jinja");
+    FAIL("a chat_template naming no file and holding no Jinja loaded");
+  } catch (const config_error& e) {
+    CHECK(e.key == "models[0].chat_template");
+    CHECK(std::string(e.what()).find("neither a file nor a Jinja template") != std::string::npos);
+  }
+}

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import SOURCE_DIR, models_ready, serve_cpu_unit, wait_until
+from conftest import (SOURCE_DIR, free_port, models_ready, run_llmux, serve_cpu_unit, start_serve,
+                      wait_until)
 
 jinja2 = pytest.importorskip("jinja2", reason="scripts/setup installs jinja2 (with llama-cpp-python)")
 llama_cpp = pytest.importorskip("llama_cpp", reason="scripts/setup installs llama-cpp-python")
@@ -230,3 +231,22 @@ def test_bad_template_kwargs_are_a_400(served):
     r = requests.post(f"{base}/v1/chat/completions", timeout=30, json={
         "model": OWN, "messages": [{"role": "user", "content": "Hi"}], "chat_template_kwargs": ["x"]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template_kwargs", r.text
+
+
+def test_serve_chat_template_replaces_the_files(llmux_bin, tmp_path):
+    """vLLM's --chat-template: the file's template is replaced (the default SmolLM2
+    served with Qwen3's); one the engine cannot read stops the server at start."""
+    if not SMOL_FILE.exists():
+        pytest.skip(f"{SMOL_FILE} is missing: scripts/setup fetches it")
+    port = free_port()
+    qwen3 = TEMPLATES / "qwen3.jinja"
+    proc, base = start_serve(["--port", port, "--chat-template", qwen3], tmp_path, "serve-chat-template",
+                             __name__, port, timeout=60)
+    try:
+        ask = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        assert tokenize_chat(base, "SmolLM2-135M-Instruct", messages=ask, tools=TOOLS) == \
+            tokenize_text(base, None, hf_render(qwen3.read_text(), ask, tools=TOOLS))
+    finally:
+        proc.cleanup()
+    r = run_llmux(["serve", "--port", free_port(), "--chat-template", "{% include 'other.jinja' %}"])
+    assert r.returncode == 2 and "chat_template" in r.stderr and "not supported" in r.stderr, r.stderr

@@ -75,6 +75,9 @@ int main(int argc, char** argv) {
   serve->add_option("--config", serve_config,
                     "Single-node config (default: SmolLM2-135M-Instruct on the CPU)");
   serve->add_option("--model", serve_model, "Serve this model instead: a GGUF file or a Hugging Face model directory");
+  std::string serve_chat_template;
+  serve->add_option("--chat-template", serve_chat_template,
+                    "Chat template replacing the model file's: a Jinja file, or the template inline (vLLM's flag)");
   serve->add_option("--backend", serve_backend, "Backend for --model (cpu)");
   serve->add_option("--served-model-name", serve_name, "Model name clients use (default: file stem)");
   bool serve_sim = false;
@@ -323,6 +326,15 @@ int main(int argc, char** argv) {
         u.name = "local-" + serve_backend;
         u.backend = serve_backend;
         u.models = {{m.name, 1.0}};
+      }
+    }
+    if (!serve_chat_template.empty()) {
+      try {
+        for (auto& m : cfg.models)
+          m.chat_template = config::read_chat_template(serve_chat_template);
+      } catch (const std::exception& e) {
+        std::cerr << "llmux: --chat-template: " << e.what() << "\n";
+        return 2;
       }
     }
     if (serve_time_scale >= 0)
