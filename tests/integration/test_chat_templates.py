@@ -5,12 +5,12 @@ SmolLM2-135M-Instruct is served six times, each copy's GGUF rewritten (gguf-py's
 gguf-new-metadata) with another template: its own, Qwen3's (which writes tools itself
 and asks for <tool_call> blocks), Llama 3.1's (tools in the first user turn, calls as
 a JSON answer), Mistral Nemo's (which refuses roles that do not alternate, and asks
-for a [TOOL_CALLS] array with 9-character ids), one that parses but fails to render, and one the engine does not
-read. The expected prompts are rendered here by Python's jinja2,
-set up as Hugging Face transformers sets it up, from the context vLLM passes (tool-call
-arguments as objects), tokenized by llama.cpp (llama-cpp-python, special tokens parsed)
-and compared token for token with what the server would run (vLLM's chat form of
-POST /tokenize)."""
+for a [TOOL_CALLS] array with 9-character ids), one that parses but fails to render,
+and one the engine does not read; then once more with `--chat-template`. The expected
+prompts are rendered here by Python's jinja2, set up as Hugging Face transformers sets
+it up, from the context vLLM passes (tool-call arguments as objects), tokenized by
+llama.cpp (llama-cpp-python, special tokens parsed) and compared token for token with
+what the server would run (vLLM's chat form of POST /tokenize)."""
 
 from __future__ import annotations
 
