@@ -286,38 +286,51 @@ int64_t tensor_info::n_elements() const {
   return n;
 }
 
-std::shared_ptr<gguf_file> gguf_file::open(const std::string& path) {
-  std::shared_ptr<gguf_file> f(new gguf_file());
-  f->path_ = path;
-  auto os_error = [&](const char* call) {
+mapped_file::~mapped_file() {
+  if (data != nullptr)
+    ::munmap(const_cast<uint8_t*>(data), size);
+}
+
+std::shared_ptr<const mapped_file> map_file(const std::string& path) {
+  auto fail_open = [&](const std::string& reason) { throw gguf_error(path, "open", reason); };
+  auto os_error = [](const char* call) {
     return std::string(call) + ": " + std::error_code(errno, std::generic_category()).message();
   };
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    f->fail("open", std::error_code(errno, std::generic_category()).message());
+    fail_open(std::error_code(errno, std::generic_category()).message());
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     std::string reason = os_error("fstat");
     ::close(fd);
-    f->fail("open", reason);
+    fail_open(reason);
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    f->fail("open", "not a regular file");
+    fail_open("not a regular file");
   }
-  auto size = static_cast<size_t>(st.st_size);
+  auto m = std::make_shared<mapped_file>();
+  const auto size = static_cast<size_t>(st.st_size);
   if (size > 0) {
     void* base = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (base == MAP_FAILED) {
       std::string reason = os_error("mmap");
       ::close(fd);
-      f->fail("open", reason);
+      fail_open(reason);
     }
-    f->map_ = base;
-    f->map_size_ = size;
+    m->data = static_cast<const uint8_t*>(base);
+    m->size = size;
   }
   ::close(fd);  // the mapping keeps the file alive
-  f->parse_all(static_cast<const uint8_t*>(f->map_), size);  // on throw, ~gguf_file unmaps
+  return m;
+}
+
+std::shared_ptr<gguf_file> gguf_file::open(const std::string& path) {
+  auto m = map_file(path);
+  std::shared_ptr<gguf_file> f(new gguf_file());
+  f->path_ = path;
+  f->keep_.push_back(m);
+  f->parse_all(m->data, m->size);
   return f;
 }
 
@@ -343,10 +356,6 @@ std::shared_ptr<gguf_file> gguf_file::parse(const std::string& name, const uint8
   return f;
 }
 
-gguf_file::~gguf_file() {
-  if (map_)
-    ::munmap(map_, map_size_);
-}
 
 void gguf_file::fail(const std::string& where, const std::string& reason) const {
   throw gguf_error(path_, where, reason);

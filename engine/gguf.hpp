@@ -68,6 +68,19 @@ struct tensor_info {
   [[nodiscard]] int64_t n_elements() const;
 };
 
+/// A file mapped read-only; unmapped with its last handle.
+struct mapped_file {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+  mapped_file() = default;
+  mapped_file(const mapped_file&) = delete;
+  mapped_file& operator=(const mapped_file&) = delete;
+  ~mapped_file();
+};
+
+/// Maps `path` (a regular file). Throws gguf_error(path, "open", why).
+[[nodiscard]] std::shared_ptr<const mapped_file> map_file(const std::string& path);
+
 class gguf_file {
 public:
   /// Maps and parses `path`. Throws gguf_error.
@@ -82,7 +95,6 @@ public:
   [[nodiscard]] static std::shared_ptr<gguf_file> assemble(std::string name, std::map<std::string, value> kv,
                                                            std::vector<tensor_info> tensors,
                                                            std::vector<std::shared_ptr<const void>> keep);
-  ~gguf_file();
   gguf_file(const gguf_file&) = delete;
   gguf_file& operator=(const gguf_file&) = delete;
 
@@ -117,9 +129,7 @@ private:
   std::map<std::string, value> kv_;
   std::vector<tensor_info> tensors_;
   std::map<std::string, size_t> tensor_index_;
-  void* map_ = nullptr;  ///< mmap base (open) or nullptr (parse)
-  size_t map_size_ = 0;
-  std::vector<std::shared_ptr<const void>> keep_;  ///< assemble: what the tensors point into
+  std::vector<std::shared_ptr<const void>> keep_;  ///< what the tensors point into (open: the mapping)
 };
 
 }  // namespace llmux::engine::gguf

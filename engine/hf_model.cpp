@@ -1,19 +1,13 @@
 #include "engine/hf_model.hpp"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <set>
-#include <system_error>
 
 #include <nlohmann/json.hpp>
 
@@ -90,42 +84,6 @@ value v_numbers(std::vector<double> n) {
 
 // --------------------------------------------------------- safetensors --
 
-struct mapping {
-  void* base = nullptr;
-  size_t size = 0;
-  mapping() = default;
-  mapping(const mapping&) = delete;
-  mapping& operator=(const mapping&) = delete;
-  ~mapping() {
-    if (base != nullptr)
-      ::munmap(base, size);
-  }
-};
-
-std::shared_ptr<mapping> map_file(const std::string& path) {
-  auto m = std::make_shared<mapping>();
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    fail(path, "open", std::error_code(errno, std::generic_category()).message());
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "open", "not a readable regular file");
-  }
-  m->size = static_cast<size_t>(st.st_size);
-  if (m->size > 0) {
-    void* base = ::mmap(nullptr, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (base == MAP_FAILED) {
-      auto reason = std::error_code(errno, std::generic_category()).message();
-      ::close(fd);
-      fail(path, "open", "mmap: " + reason);
-    }
-    m->base = base;
-  }
-  ::close(fd);
-  return m;
-}
-
 struct st_tensor {
   std::string file;
   dtype type = dtype::f32;
@@ -138,8 +96,8 @@ struct st_tensor {
 /// length, the JSON header, then the data the header's offsets point into.
 void read_safetensors(const std::string& path, std::map<std::string, st_tensor>& out,
                       std::vector<std::shared_ptr<const void>>& keep) {
-  auto m = map_file(path);
-  const auto* base = static_cast<const uint8_t*>(m->base);
+  auto m = gguf::map_file(path);
+  const uint8_t* base = m->data;
   if (m->size < 8)
     fail(path, "header", "shorter than the 8-byte header length");
   uint64_t n = 0;

@@ -1269,8 +1269,6 @@ struct scope {
 };
 using scope_ptr = std::shared_ptr<scope>;
 
-std::string type_name(const value& v) { return v.type_name(); }
-
 const value* keyword(const call_args& a, const char* name) {
   for (const auto& [k, v] : a.keywords)
     if (k == name)
@@ -1304,7 +1302,7 @@ std::vector<value> iterate(const value& v) {
       chars.emplace_back(encode(c));
     return chars;
   }
-  fail("'" + type_name(v) + "' object is not iterable");
+  fail("'" + v.type_name() + "' object is not iterable");
 }
 
 int64_t length(const value& v) {
@@ -1317,7 +1315,7 @@ int64_t length(const value& v) {
     return static_cast<int64_t>(v.as_list().size());
   if (v.is_dict())
     return static_cast<int64_t>(v.as_dict().items.size());
-  fail("object of type '" + type_name(v) + "' has no len()");
+  fail("object of type '" + v.type_name() + "' has no len()");
 }
 
 bool less(const value& a, const value& b) {
@@ -1335,13 +1333,13 @@ bool less(const value& a, const value& b) {
     }
     return x.size() < y.size();
   }
-  fail("'<' not supported between instances of '" + type_name(a) + "' and '" + type_name(b) + "'");
+  fail("'<' not supported between instances of '" + a.type_name() + "' and '" + b.type_name() + "'");
 }
 
 bool contains(const value& hay, const value& needle) {
   if (hay.is_string()) {
     if (!needle.is_string())
-      fail("'in <string>' requires string as left operand, not " + type_name(needle));
+      fail("'in <string>' requires string as left operand, not " + needle.type_name());
     return hay.as_string().find(needle.as_string()) != std::string::npos;
   }
   if (hay.is_list())
@@ -1350,7 +1348,7 @@ bool contains(const value& hay, const value& needle) {
     return needle.is_string() && hay.as_dict().find(needle.as_string());
   if (hay.is_undefined())
     return false;
-  fail("argument of type '" + type_name(hay) + "' is not iterable");
+  fail("argument of type '" + hay.type_name() + "' is not iterable");
 }
 
 std::string strip_chars(const std::string& s, const value& chars, bool left, bool right) {
@@ -1372,7 +1370,7 @@ value slice_of(const value& v, const value& start, const value& stop, const valu
     fail("slice step cannot be zero");
   bool str = v.is_string();
   if (!str && !v.is_list())
-    fail("'" + type_name(v) + "' object is not subscriptable");
+    fail("'" + v.type_name() + "' object is not subscriptable");
   code_points chars;
   if (str)
     chars = decode(v.as_string());
@@ -1750,7 +1748,7 @@ public:
         if (e.s == "not")
           return !v.truthy();
         if (!v.is_number())
-          fail("line " + std::to_string(e.line) + ": bad operand type for unary " + e.s + ": '" + type_name(v)
+          fail("line " + std::to_string(e.line) + ": bad operand type for unary " + e.s + ": '" + v.type_name()
                + "'");
         if (e.s == "+")
           return v;
@@ -1819,7 +1817,7 @@ private:
     if (op == ">=")
       return !less(a, b);
     auto unsupported = [&]() -> value {
-      fail(where() + "unsupported operand type(s) for " + op + ": '" + type_name(a) + "' and '" + type_name(b)
+      fail(where() + "unsupported operand type(s) for " + op + ": '" + a.type_name() + "' and '" + b.type_name()
            + "'");
     };
     if (op == "+") {
@@ -2366,7 +2364,7 @@ private:
       for (auto& x : iterate(v)) {
         value y = attr.is_undefined() ? x : path(x, attr.str());
         if (!y.is_number())
-          fail("sum: unsupported operand type '" + type_name(y) + "'");
+          fail("sum: unsupported operand type '" + y.type_name() + "'");
         total = total.is_float() || y.is_float() ? value(total.as_float() + y.as_float())
                                                  : value(add(total.as_int(), y.as_int()));
       }
@@ -2407,7 +2405,7 @@ private:
     }
     if (name == "abs") {
       if (!v.is_number())
-        fail("abs: bad operand type '" + type_name(v) + "'");
+        fail("abs: bad operand type '" + v.type_name() + "'");
       return v.is_float() ? value(std::fabs(v.as_float())) : value(v.as_int() < 0 ? sub(0, v.as_int()) : v.as_int());
     }
     if (name == "round") {
