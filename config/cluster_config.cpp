@@ -598,6 +598,44 @@ void read_controller(const section& top, cluster_config& cfg) {
     s->fail("node", "the controller must run on the router's node '" + cfg.router.node + "'");
 }
 
+void read_tls(const section& top, const std::string& base_dir, cluster_config& cfg) {
+  auto s = top.table("tls");
+  if (!s)
+    return;
+  s->allow_only({"enabled", "dir", "ca", "cert", "key"});
+  auto& t = cfg.tls;
+  t.enabled = true;
+  if (auto v = s->boolean("enabled"))
+    t.enabled = *v;
+  auto path = [&](const char* key, std::string& out) {
+    read_string(*s, key, out);
+    if (s->find(key) && out.empty())
+      s->fail(key, "must not be empty");
+    if (!out.empty() && std::filesystem::path(out).is_relative())
+      out = (std::filesystem::path(base_dir) / out).lexically_normal().string();
+  };
+  path("dir", t.dir);
+  path("ca", t.ca);
+  path("cert", t.cert);
+  path("key", t.key);
+  const auto dir = std::filesystem::path(t.dir);
+  if (t.dir.empty() && (t.ca.empty() || t.cert.empty() || t.key.empty()))
+    s->fail(t.ca.empty() ? "ca" : t.cert.empty() ? "cert" : "key",
+            "needs a value, or set dir (llmux certs writes ca.pem, NODE.pem and NODE.key there)");
+  if (t.ca.empty())
+    t.ca = (dir / "ca.pem").string();
+  if (t.cert.empty())
+    t.cert = (dir / "{node}.pem").string();
+  if (t.key.empty())
+    t.key = (dir / "{node}.key").string();
+  // One certificate shared by every node would let any host that holds it
+  // pass for each of them.
+  const std::pair<const char*, const std::string*> per_node[] = {{"cert", &t.cert}, {"key", &t.key}};
+  for (const auto& [key, value] : per_node)
+    if (cfg.nodes.size() > 1 && value->find("{node}") == std::string::npos)
+      s->fail(key, "names one file for every node; put {node} in it, as each node has its own");
+}
+
 /// Two processes on one host cannot bind the same port; catch it here rather
 /// than as an EADDRINUSE on some remote node at launch.
 void check_ports(const std::string& file, const std::vector<endpoint>& all) {
@@ -1029,7 +1067,7 @@ cluster_config parse_cluster_config(const std::string& toml_text, const std::str
 
   section top(root, "", source_name);
   top.allow_only({"cluster", "timeouts", "nodes", "gateway", "router", "controller", "gpus",
-                  "models", "units"});
+                  "models", "units", "tls"});
   read_cluster(top, cfg);
   read_timeouts(top, cfg);
 
@@ -1038,6 +1076,7 @@ cluster_config parse_cluster_config(const std::string& toml_text, const std::str
   read_gateway(top, base_dir, cfg, http);
   read_router(top, cfg);
   read_controller(top, cfg);
+  read_tls(top, base_dir, cfg);
   // Node ports first, so that an admin or HTTP port is the one blamed for a
   // clash with a node's main port.
   ports.insert(ports.end(), admin_ports.begin(), admin_ports.end());
@@ -1067,6 +1106,22 @@ cluster_config load_cluster_config(const std::string& path) {
   if (ec)
     dir = std::filesystem::path(path).parent_path();
   return parse_cluster_config(text.str(), path, dir.empty() ? "." : dir.string());
+}
+
+namespace {
+std::string with_node(std::string pattern, const std::string& node) {
+  for (size_t at = pattern.find("{node}"); at != std::string::npos; at = pattern.find("{node}", at + node.size()))
+    pattern.replace(at, 6, node);
+  return pattern;
+}
+}  // namespace
+
+std::string tls_config::cert_of(const std::string& node) const {
+  return with_node(cert, node);
+}
+
+std::string tls_config::key_of(const std::string& node) const {
+  return with_node(key, node);
 }
 
 bool add_environment_keys(cluster_config& cfg) {

@@ -238,6 +238,22 @@ struct unit_config {
   int layout_cooldown_ms = 5000;  ///< dynamic: at least this long between switches
 };
 
+/// Mutual TLS between the nodes (`[tls]`): each node presents the
+/// certificate the cluster's CA signed for it and admits only peers that do
+/// the same; the cluster port then speaks nothing else. Paths are absolute
+/// (resolved against the config's folder); `{node}` in `cert` and `key`
+/// stands for the node's name. `llmux certs CONFIG` writes them into `dir`.
+struct tls_config {
+  bool enabled = false;
+  std::string dir;   ///< where `llmux certs` writes; default layout below
+  std::string ca;    ///< the cluster CA's certificate (dir/ca.pem)
+  std::string cert;  ///< a node's certificate (dir/{node}.pem)
+  std::string key;   ///< a node's key (dir/{node}.key)
+
+  [[nodiscard]] std::string cert_of(const std::string& node) const;
+  [[nodiscard]] std::string key_of(const std::string& node) const;
+};
+
 struct timeouts_config {
   int request_ms = 30000;             ///< whole request deadline at the edge
   int connect_ms = 2000;              ///< middleman connect attempts
@@ -259,6 +275,7 @@ struct cluster_config {
   std::vector<model_config> models;
   std::vector<unit_config> units;
   timeouts_config timeouts;
+  tls_config tls;
 
   [[nodiscard]] const node_config* find_node(const std::string& name) const;
   [[nodiscard]] const model_config* find_model(const std::string& name) const;

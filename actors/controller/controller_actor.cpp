@@ -88,7 +88,7 @@ void connect(controller_ptr self, const std::string& node) {
     return;
   }
   const auto* row = s.table->find(node);
-  auto mm = self->system().middleman().actor_handle();
+  auto mm = s.opts.middleman ? s.opts.middleman : self->system().middleman().actor_handle();
   self
     ->request(mm, std::chrono::milliseconds(s.opts.connect_ms), caf::connect_atom::value,
               row->node.host, row->node.port)

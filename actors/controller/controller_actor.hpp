@@ -23,6 +23,8 @@
 #include "actors/controller/share_policy.hpp"
 #include "actors/protocol/interfaces.hpp"
 
+#include <caf/io/middleman_actor.hpp>
+
 namespace llmux::controller {
 
 struct controller_options {
@@ -31,6 +33,9 @@ struct controller_options {
   std::vector<config::node_config> nodes;
   int connect_ms = 2000;
   int reconnect_ms = 1000;
+  /// Connects to nodes through it: the TLS middleman with `[tls]`; invalid
+  /// (default): CAF's plain one.
+  caf::io::middleman_actor middleman;
   /// Move compute shares toward models whose queues stay long: the
   /// controller subscribes to every scheduler's load reports and sends the
   /// units `set_share` messages (share_policy decides).

@@ -1307,3 +1307,37 @@ TEST_CASE("a model's chat_template: a file beside the config, or inline Jinja", 
     CHECK(std::string(e.what()).find("neither a file nor a Jinja template") != std::string::npos);
   }
 }
+
+TEST_CASE("[tls]: a dir gives each node its files; explicit paths and {node} override it", "[config]") {
+  temp_dir dir;
+  dir.write("cluster.toml", "[tls]\ndir = \"certs\"\n" + base_config);
+  auto cfg = load_cluster_config((dir.path / "cluster.toml").string());
+  REQUIRE(cfg.tls.enabled);
+  const auto certs = std::filesystem::absolute(dir.path / "certs").lexically_normal();
+  CHECK(cfg.tls.dir == certs.string());
+  CHECK(cfg.tls.ca == (certs / "ca.pem").string());
+  CHECK(cfg.tls.cert_of("gpu0") == (certs / "gpu0.pem").string());
+  CHECK(cfg.tls.key_of("edge") == (certs / "edge.key").string());
+
+  dir.write("explicit.toml", "[tls]\nca = \"/etc/llmux/ca.pem\"\ncert = \"/etc/llmux/{node}/cert.pem\"\n"
+                             "key = \"keys/{node}-{node}.key\"\n" + base_config);
+  cfg = load_cluster_config((dir.path / "explicit.toml").string());
+  CHECK(cfg.tls.ca == "/etc/llmux/ca.pem");
+  CHECK(cfg.tls.cert_of("gpu1") == "/etc/llmux/gpu1/cert.pem");
+  CHECK(cfg.tls.key_of("gpu1") == (std::filesystem::absolute(dir.path) / "keys/gpu1-gpu1.key").lexically_normal().string());
+
+  dir.write("off.toml", "[tls]\ndir = \"certs\"\nenabled = false\n" + base_config);
+  CHECK_FALSE(load_cluster_config((dir.path / "off.toml").string()).tls.enabled);
+  CHECK(load_cluster_config((dir.path / "explicit.toml").string()).tls.dir.empty());
+}
+
+TEST_CASE("[tls] errors: no files named, one certificate for every node, unknown keys", "[config][error]") {
+  auto text = "[tls]\nca = \"ca.pem\"\n" + base_config;
+  require_error(text, "tls.cert", "needs a value, or set dir", line_with(text, "[tls]"));
+  text = "[tls]\ndir = \"certs\"\ncert = \"node.pem\"\n" + base_config;
+  require_error(text, "tls.cert", "put {node} in it", line_with(text, "cert ="));
+  text = "[tls]\ndir = \"certs\"\nverify = false\n" + base_config;
+  require_error(text, "tls.verify", "unknown key", line_with(text, "verify ="));
+  text = "[tls]\ndir = \"\"\n" + base_config;
+  require_error(text, "tls.dir", "must not be empty", line_with(text, "dir ="));
+}

@@ -14,6 +14,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -23,6 +24,7 @@
 
 #include "config/cluster_config.hpp"
 #include "engine/engine_factory.hpp"
+#include "net/node_tls.hpp"
 #include "tools/llmux/admin_cli.hpp"
 #include "tools/llmux/bench_engine.hpp"
 #include "tools/llmux/bench_gateway.hpp"
@@ -98,6 +100,16 @@ int main(int argc, char** argv) {
   auto* launch = app.add_subcommand("launch", "Start every node of a config as a local process");
   std::string launch_config;
   launch->add_option("--config", launch_config, "Cluster config (TOML)")->required();
+
+  // -- certs --------------------------------------------------------------------
+  auto* certs = app.add_subcommand("certs", "Make the cluster CA and each node's certificate and key for [tls]");
+  std::string certs_config, certs_out;
+  std::vector<std::string> certs_nodes;
+  int certs_days = 825;
+  certs->add_option("--config", certs_config, "Cluster config (TOML) with a [tls] table")->required();
+  certs->add_option("--out", certs_out, "Folder to write (default: [tls] dir)");
+  certs->add_option("--node", certs_nodes, "Only these nodes (repeatable; default: every node)");
+  certs->add_option("--days", certs_days, "Validity of node certificates in days (the CA: 4x)")->check(CLI::Range(1, 36500));
 
   // -- admin --------------------------------------------------------------------
   auto* admin = app.add_subcommand("admin", "Inspect the live state of every actor");
@@ -278,6 +290,37 @@ int main(int argc, char** argv) {
       return false;
     }
   };
+
+  if (*certs) {
+    auto cfg = load(certs_config);
+    std::string dir = certs_out.empty() ? cfg.tls.dir : certs_out;
+    if (dir.empty()) {
+      std::cerr << "llmux: " << certs_config << ": no [tls] dir to write to; add one or give --out\n";
+      return 2;
+    }
+    std::vector<net::node_tls::node_identity> who;
+    for (const auto& n : cfg.nodes)
+      if (certs_nodes.empty() || std::find(certs_nodes.begin(), certs_nodes.end(), n.name) != certs_nodes.end())
+        who.push_back({n.name, n.host});
+    for (const auto& want : certs_nodes)
+      if (cfg.find_node(want) == nullptr) {
+        std::cerr << "llmux: " << certs_config << ": no node named '" << want << "'\n";
+        return 2;
+      }
+    try {
+      auto out = net::node_tls::make_cluster_certs(dir, cfg.name, who, certs_days);
+      std::cout << "llmux certs: " << (out.ca_created ? "made a new cluster CA" : "kept the cluster CA") << " in "
+                << dir << "\n";
+      for (const auto& f : out.files)
+        std::cout << "  " << f << "\n";
+      std::cout << "Copy ca.pem and each node's NODE.pem and NODE.key to that node's host; keep ca.key off them."
+                << std::endl;
+    } catch (const std::exception& e) {
+      std::cerr << "llmux certs: " << e.what() << "\n";
+      return 1;
+    }
+    return 0;
+  }
 
   if (*serve) {
     block_termination_signals();

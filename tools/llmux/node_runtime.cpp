@@ -17,11 +17,13 @@
 #include "actors/gateway/http_edge.hpp"
 #include "actors/gpu_unit/gpu_unit_actor.hpp"
 #include "actors/kv_manager/kv_manager_actor.hpp"
+#include "actors/node_tls/tls_middleman.hpp"
 #include "actors/router/router_actor.hpp"
 #include "actors/scheduler/scheduler_actor.hpp"
 #include "actors/unit_setup.hpp"
 #include "engine/engine_factory.hpp"
 #include "net/admin_wire.hpp"
+#include "net/node_tls.hpp"
 
 namespace llmux::tools {
 
@@ -122,6 +124,7 @@ struct node_runtime::impl {
   std::unique_ptr<gateway::http_edge> edge;
   std::unique_ptr<net::admin_server> admin_srv;
   std::map<std::string, gpu_unit_actor> units;  ///< this node's units, by name
+  caf::io::middleman_actor tls_middleman;        ///< node links over TLS ([tls]); else invalid
 
   void boot();
   ~impl() {
@@ -162,7 +165,7 @@ void node_runtime::print_banner() const {
   const auto* me = cfg.find_node(impl_->node);
   std::cout << "llmux: node " << impl_->node << " up";
   if (impl_->opts.publish)
-    std::cout << ", cluster port " << me->host << ":" << me->port;
+    std::cout << ", cluster port " << me->host << ":" << me->port << (cfg.tls.enabled ? " (mutual TLS)" : "");
   if (impl_->opts.admin_port)
     std::cout << ", admin port " << me->host << ":" << me->admin_port;
   std::cout << std::endl;
@@ -196,6 +199,23 @@ void node_runtime::impl::boot() {
     caf::anon_send(admin, add_actor_atom::value, std::string{kind}, name, a);
     spawned.push_back(std::move(a));
   };
+
+  // -- 0. node links: mutual TLS with the cluster's certificates ([tls]) ----
+  if (cfg.tls.enabled) {
+    std::set<std::string> names;
+    node_tls::node_addresses where;
+    for (const auto& n : cfg.nodes) {
+      names.insert(n.name);
+      where[{n.host, n.port}] = n.name;
+    }
+    // Throws, naming the file, when this node's credentials are missing or
+    // do not fit together: the node does not start without them.
+    auto ctx = std::make_shared<const net::node_tls::context>(
+      net::node_tls::credentials{cfg.tls.ca, cfg.tls.cert_of(node_name), cfg.tls.key_of(node_name)}, std::move(names),
+      [](const std::string& line) { spdlog::warn("{}", line); });
+    tls_middleman = node_tls::spawn_tls_middleman(sys, std::move(ctx), std::move(where));
+    spawned.push_back(caf::actor_cast<caf::actor>(tls_middleman));
+  }
 
   // -- 1. admin: the node's agent, first so everything can register --------
   admin = admin::spawn_admin(sys, {node_name});
@@ -303,6 +323,7 @@ void node_runtime::impl::boot() {
     co.nodes = cfg.nodes;
     co.connect_ms = to.connect_ms;
     co.reconnect_ms = to.reconnect_ms;
+    co.middleman = tls_middleman;
     co.move_shares = cfg.controller.move_shares;
     co.shares.step = cfg.controller.share_step;
     co.shares.cooldown_s = cfg.controller.share_cooldown_ms / 1e3;
@@ -348,7 +369,10 @@ void node_runtime::impl::boot() {
 
   // -- 4. open the node to the cluster and to the admin CLI -------------------
   if (opts.publish) {
-    auto port = sys.middleman().publish(admin, me->port, me->host.c_str(), true);
+    auto port = tls_middleman
+                  ? node_tls::publish(sys, tls_middleman, caf::actor_cast<caf::strong_actor_ptr>(admin),
+                                      sys.message_types(caf::detail::type_list<admin_actor>{}), me->port, me->host)
+                  : sys.middleman().publish(admin, me->port, me->host.c_str(), true);
     if (!port)
       throw std::runtime_error("cannot publish on " + me->host + ":" + std::to_string(me->port)
                                + ": " + sys.render(port.error()));
