@@ -150,6 +150,7 @@ class LlmuxProcess:
     log_path: Path
     stop_signal: int
     owner: str  # module (or node id) that started it; its failures print this log
+    prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS] (it execs: same pid)
     proc: subprocess.Popen = field(init=False)
     _log_file: Any = field(init=False, default=None)
 
@@ -157,7 +158,7 @@ class LlmuxProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab", buffering=0)
         self.proc = subprocess.Popen(
-            [str(LLMUX_BIN), *self.args],
+            [*self.prefix, str(LLMUX_BIN), *self.args],
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -238,9 +239,10 @@ class LlmuxProcess:
 
 
 def start_llmux(args: list[str], log_dir: Path, name: str, owner: str,
-                stop_signal: int = signal.SIGTERM, cwd: Optional[Path] = None) -> LlmuxProcess:
+                stop_signal: int = signal.SIGTERM, cwd: Optional[Path] = None,
+                prefix: Optional[list[str]] = None) -> LlmuxProcess:
     p = LlmuxProcess(name=name, args=[str(a) for a in args], log_path=Path(log_dir) / f"{name}.log",
-                     stop_signal=stop_signal, owner=owner)
+                     stop_signal=stop_signal, owner=owner, prefix=list(prefix or []))
     return p.start(cwd or SOURCE_DIR)
 
 
