@@ -132,6 +132,7 @@ TEST_CASE("a handler answers later from another thread, streamed in chunks") {
   bool closed = false;
   c.read_until([](const std::string&) { return false; }, &closed);
   CHECK(closed);
+  srv.stop();  // joins the loop thread, the only writer of `workers`
   for (auto& t : workers)
     t.join();
 }
