@@ -51,6 +51,7 @@ using routable_atom = caf::atom_constant<caf::atom("routable")>;    // controlle
 using set_layout_atom = caf::atom_constant<caf::atom("setlayout")>; // admin → controller
 using layout_tick_atom = caf::atom_constant<caf::atom("laytick")>;  // controller, self-sent
 using hand_back_atom = caf::atom_constant<caf::atom("handback")>;  // controller → scheduler
+using step_timeout_atom = caf::atom_constant<caf::atom("steptmo")>; // scheduler, self-sent
 
 // -- messages carrying handles --------------------------------------------------
 
@@ -134,6 +135,8 @@ using scheduler_actor = caf::typed_actor<
   // moving), for replicas that just joined; answers how many.
   caf::replies_to<hand_back_atom, double>::with<int32_t>,
   caf::reacts_to<tick_atom>,
+  // Self-sent at a step's deadline: (step serial, job kind).
+  caf::reacts_to<step_timeout_atom, uint64_t, int32_t>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// Picks a replica per request and delegates `enqueue` to its scheduler.

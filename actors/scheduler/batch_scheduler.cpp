@@ -616,4 +616,22 @@ step_events batch_scheduler::fail_step(const std::string& why, engine::job_kind 
   return ev;
 }
 
+step_events batch_scheduler::abandon_step(const std::string& why, engine::job_kind job) {
+  step_events ev;
+  for (const auto& p : plans_[slot(job)]) {
+    auto it = running_.find(p.id);
+    if (it == running_.end() || it->second.cancelled)
+      continue;
+    it->second.cancelled = true;  // no more deltas; retired when the step returns
+    routed_delta rd;
+    rd.sink = it->second.sink;
+    rd.delta.id = p.id;
+    rd.delta.finish = finish_reason::error;
+    rd.delta.error = why;
+    rd.delta.status = 504;  // a deadline, as the edge's own
+    ev.deltas.push_back(std::move(rd));
+  }
+  return ev;
+}
+
 }  // namespace llmux::scheduler

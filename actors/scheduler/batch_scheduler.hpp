@@ -173,6 +173,13 @@ public:
     return fail_step(why, engine::job_kind::mixed);
   }
   [[nodiscard]] step_events fail_step(const std::string& why, engine::job_kind job);
+  /// The in-flight step outlived its deadline, and the unit may still be
+  /// computing it: every sequence in it ends now with an error delta (its
+  /// client is not kept waiting), but the step stays in flight and the
+  /// sequences keep their KV blocks, which the engine may still be writing,
+  /// until the step's output arrives: `apply` then retires them as cancelled
+  /// and frees the blocks. An engine that never answers keeps them.
+  [[nodiscard]] step_events abandon_step(const std::string& why, engine::job_kind job);
 
   [[nodiscard]] size_t waiting() const { return waiting_.size() + preempted_.size(); }
   [[nodiscard]] size_t preempted_waiting() const { return preempted_.size(); }

@@ -41,6 +41,11 @@ struct scheduler_state {
   int64_t last_tokens = -1;
   bool draining = false;   ///< refusing new requests (a layout switch)
   uint64_t migrated = 0;   ///< sequences handed back to continue elsewhere
+  // Steps past their deadline: their sequences got an error, their KV stays
+  // held until the unit answers (batch_scheduler::abandon_step).
+  uint64_t step_serial = 0;                     ///< of the last step sent
+  std::map<int32_t, uint64_t> flying;           ///< job kind → serial of its step in flight
+  uint64_t abandoned_steps = 0;
   [[nodiscard]] std::string served() const { return opts.served.empty() ? opts.model : opts.served; }
 };
 
@@ -64,6 +69,35 @@ void deliver(scheduler_ptr self, step_events& ev) {
     self->send(s.sinks[sink], std::move(batch));
 }
 
+/// Sends a step the core marked in flight. No request timeout: a step the
+/// unit computes must come back before its sequences' KV blocks are freed
+/// (the engine writes them until it returns). Its deadline is a timer
+/// instead: past it, the step's clients get their error at once
+/// (abandon_step), and the blocks follow when the unit answers.
+void send_step(scheduler_ptr self, engine::job_kind job, engine::step_input in) {
+  auto& s = self->state;
+  const uint64_t serial = ++s.step_serial;
+  s.flying[static_cast<int32_t>(job)] = serial;
+  self->request(s.unit, caf::infinite, step_atom::value, s.opts.model, std::move(in))
+    .then(
+      [self, job](engine::step_output& out) {
+        self->state.flying.erase(static_cast<int32_t>(job));
+        auto ev = self->state.core->apply(out, job);
+        deliver(self, ev);
+        pump(self);
+      },
+      [self, job](caf::error& err) {
+        // The unit is gone or refused the step: nothing computes it.
+        self->state.flying.erase(static_cast<int32_t>(job));
+        auto ev = self->state.core->fail_step("engine step failed on unit '" + self->state.opts.unit
+                                              + "': " + self->system().render(err), job);
+        deliver(self, ev);
+        pump(self);
+      });
+  self->delayed_send(self, std::chrono::milliseconds(s.opts.step_timeout_ms), step_timeout_atom::value, serial,
+                     static_cast<int32_t>(job));
+}
+
 /// Split jobs: starts each job's step that can go (its partition is free and
 /// it has work, or there are released sequences to tell the engine about).
 void run_job_steps(scheduler_ptr self) {
@@ -73,21 +107,7 @@ void run_job_steps(scheduler_ptr self) {
       continue;
     if (!s.core->can_step(job) && !(s.core->has_released() && job == engine::job_kind::prefill))
       continue;
-    auto in = s.core->next_step(job);
-    self->request(s.unit, std::chrono::milliseconds(s.opts.step_timeout_ms), step_atom::value,
-                  s.opts.model, std::move(in))
-      .then(
-        [self, job](engine::step_output& out) {
-          auto ev = self->state.core->apply(out, job);
-          deliver(self, ev);
-          pump(self);
-        },
-        [self, job](caf::error& err) {
-          auto ev = self->state.core->fail_step("engine step failed on unit '" + self->state.opts.unit
-                                                + "': " + self->system().render(err), job);
-          deliver(self, ev);
-          pump(self);
-        });
+    send_step(self, job, s.core->next_step(job));
   }
 }
 
@@ -108,21 +128,7 @@ void run_step(scheduler_ptr self) {
     }
     return;
   }
-  auto in = s.core->next_step();
-  self->request(s.unit, std::chrono::milliseconds(s.opts.step_timeout_ms), step_atom::value,
-                s.opts.model, std::move(in))
-    .then(
-      [self](engine::step_output& out) {
-        auto ev = self->state.core->apply(out);
-        deliver(self, ev);
-        pump(self);
-      },
-      [self](caf::error& err) {
-        auto ev = self->state.core->fail_step("engine step failed on unit '" + self->state.opts.unit
-                                              + "': " + self->system().render(err));
-        deliver(self, ev);
-        pump(self);
-      });
+  send_step(self, engine::job_kind::mixed, s.core->next_step());
 }
 
 /// Admits what the KV pool allows, then runs a step; called whenever work may
@@ -359,6 +365,17 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         self->delayed_send(self, std::chrono::milliseconds(self->state.opts.load_report_ms),
                            tick_atom::value);
       },
+      [self](step_timeout_atom, uint64_t serial, int32_t job) {
+        auto& s = self->state;
+        auto it = s.flying.find(job);
+        if (it == s.flying.end() || it->second != serial)
+          return;  // that step came back in time
+        ++s.abandoned_steps;
+        auto ev = s.core->abandon_step("engine step on unit '" + s.opts.unit + "' took longer than "
+                                         + std::to_string(s.opts.step_timeout_ms) + " ms",
+                                       static_cast<engine::job_kind>(job));
+        deliver(self, ev);
+      },
       [self](get_state_atom) -> actor_state {
         auto& s = self->state;
         nlohmann::json j{{"model", s.opts.model},
@@ -378,6 +395,7 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
                          {"served_model", s.served()},
                          {"draining", s.draining},
                          {"migrated", s.migrated},
+                         {"abandoned_steps", s.abandoned_steps},
                          {"outstanding_tokens", s.core->outstanding_tokens()},
                          {"queued_prefill_tokens", s.core->queued_prefill_tokens()},
                          {"prefill_tokens_per_s", s.core->prefill_tokens_per_s()},

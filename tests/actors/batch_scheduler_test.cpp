@@ -455,6 +455,41 @@ TEST_CASE("fail_step ends every sequence of the step with an error and frees its
   CHECK_FALSE(s.can_step());
 }
 
+TEST_CASE("abandon_step answers the step's clients at once but keeps their blocks until the step returns",
+          "[scheduler]") {
+  batch_scheduler s(small_opts());
+  admit_one(s, req(1, 3, 5), 1);  // 2 blocks
+  admit_one(s, req(2, 2, 6), 2);  // 2 blocks
+  auto in = s.next_step();
+  REQUIRE(in.seqs.size() == 2);
+  admit_one(s, req(3, 2, 2), 3);  // 1 block, admitted while the step computes: not in it
+  CHECK(s.cancel(2) == 0);
+  auto ev = s.abandon_step("took longer than 100 ms", engine::job_kind::mixed);
+  REQUIRE(ev.deltas.size() == 1);  // none for the one its client cancelled
+  CHECK(ev.deltas[0].delta.id == 1);
+  CHECK(ev.deltas[0].delta.finish == finish_reason::error);
+  CHECK(ev.deltas[0].delta.error == "took longer than 100 ms");
+  CHECK(ev.deltas[0].delta.status == 504);
+  // The engine may still be writing the step's KV: nothing is freed yet.
+  CHECK(ev.freed_blocks == 0);
+  CHECK(ev.closed.empty());
+  CHECK(s.blocks_held() == 5);
+  CHECK(s.step_in_flight());
+  CHECK_FALSE(s.can_step());
+  // A second deadline (or a cancel) says nothing more to the client.
+  CHECK(s.abandon_step("again", engine::job_kind::mixed).deltas.empty());
+  CHECK(s.cancel(1) == 0);
+  // The late output frees the abandoned sequences' blocks, and tells nobody.
+  auto late = s.apply(answer_all(in, 7));
+  CHECK(late.deltas.empty());
+  CHECK(late.freed_blocks == 4);
+  CHECK(std::set<uint64_t>(late.closed.begin(), late.closed.end()) == std::set<uint64_t>{1, 2});
+  CHECK(s.blocks_held() == 1);
+  CHECK(s.running() == 1);  // the one admitted meanwhile goes on
+  CHECK_FALSE(s.step_in_flight());
+  CHECK(s.can_step());
+}
+
 TEST_CASE("reject_first_waiting fails the head of the queue", "[scheduler]") {
   batch_scheduler s(small_opts());
   REQUIRE(s.enqueue(req(5, 2, 2), 17) == enqueue_status::accepted);

@@ -1,6 +1,7 @@
-"""Limits at the edge: body size (413), queue limit (429) and request deadline (504),
-on `llmux serve --config` with a deliberately slow sim unit (time_scale 2000: a
-llama-7b prefill step of ~4 ms is held ~8 s) and tiny limits."""
+"""Limits at the edge: body size (413), queue limit (429) and request deadline (504,
+and a step past it keeps its KV until it returns), on `llmux serve --config` with a
+deliberately slow sim unit (time_scale 2000: a llama-7b prefill step of ~4 ms is
+held ~8 s) and tiny limits."""
 
 from __future__ import annotations
 
@@ -132,7 +133,13 @@ def test_queue_full_is_429_and_deadline_is_504(slow_edge):
     assert_openai_error(r, 504)
     assert 4.0 < took < 7.5, f"request b took {took:.1f}s; the deadline is 5 s"
 
-    # The deadline cancelled both all the way down: nothing runs or waits, no KV is held.
+    # A's step is still computing (it returns at ~8 s): the scheduler gave up
+    # on it at its deadline but keeps its KV blocks, which the engine may
+    # still be writing, until the unit answers.
+    held = wait_until(lambda: (lambda s: s if s["abandoned_steps"] == 1 else None)(_scheduler(slow_edge.base)),
+                      2, "the scheduler to give up on A's step at its deadline")
+    assert held["kv_token_blocks_held"] > 0, held
+    # Then the deadline has cancelled both all the way down: nothing runs or waits, no KV is held.
     st = wait_until(lambda: (lambda s: s if s["running"] == 0 and s["waiting"] == 0
                              and s["kv_token_blocks_held"] == 0 else None)(_scheduler(slow_edge.base)),
                     15, "the scheduler to drop both timed-out requests")
