@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <random>
 
 #include <caf/all.hpp>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,9 @@ struct admin_state {
   std::vector<local_actor_entry> locals;
   std::vector<replica_info> replicas;
   caf::actor controller;
+  /// Drawn at start: tells a restarted node from the same node answering
+  /// again (the edge keeps counters monotonic across restarts with it).
+  uint64_t incarnation = 0;
 };
 
 using admin_ptr = admin_actor::stateful_pointer<admin_state>;
@@ -52,7 +56,8 @@ actor_state unreachable(const std::string& node, const std::string& kind,
 void local_states(admin_ptr self, std::function<void(states&)> done) {
   auto& s = self->state;
   auto f = std::make_shared<fan_in>();
-  nlohmann::json me{{"local_actors", s.locals.size()}, {"replicas", s.replicas.size()}};
+  nlohmann::json me{{"local_actors", s.locals.size()}, {"replicas", s.replicas.size()},
+                     {"incarnation", std::to_string(s.incarnation)}};
   f->out.push_back({s.opts.node, "admin", "admin", self->mailbox().size(), me.dump()});
   f->done = std::move(done);
   f->pending = s.locals.size() + 1;
@@ -77,6 +82,8 @@ void local_states(admin_ptr self, std::function<void(states&)> done) {
 admin_actor spawn_admin(caf::actor_system& sys, admin_options opts) {
   auto impl = [](admin_ptr self, admin_options opts) -> admin_actor::behavior_type {
     self->state.opts = std::move(opts);
+    std::random_device rd;
+    self->state.incarnation = (static_cast<uint64_t>(rd()) << 32) ^ rd();
     return {
       [self](add_actor_atom, std::string& kind, std::string& name, caf::actor& handle) {
         if (kind == "controller")

@@ -192,27 +192,29 @@ std::string edge_metrics::render(const cluster_gauges& gauges) const {
                  gauges.kv_model_used);
   per_unit_model("llmux:kv_model_blocks_quota", "KV blocks a model may hold on a unit.",
                  gauges.kv_model_quota);
-  per_label(out, "llmux:prefix_cache_queries_total", "counter",
-            "Prompt tokens looked up in the prefix cache.", "model", gauges.prefix_queries);
-  per_label(out, "llmux:prefix_cache_hits_total", "counter",
-            "Prompt tokens found in the prefix cache (their prefill skipped).", "model",
-            gauges.prefix_hits);
-  per_label(out, "llmux:kv_quota_moves_total", "counter",
-            "KV quota moves between a unit's models (ADBS), per unit.", "unit", gauges.quota_moves);
-  per_label(out, "llmux:share_moves_total", "counter",
-            "Compute-share moves the controller made toward growing queues.", "controller",
-            gauges.share_moves);
+  std::map<std::string, std::map<std::string, int64_t>> totals;  // metric → label → total
+  {
+    std::lock_guard lock{mtx_};
+    for (const auto& [key, v] : counters_.update(gauges.counters))
+      totals[key.first][key.second] = v;
+  }
+  auto counter = [&](const char* name, const char* help, const char* label) {
+    per_label(out, name, "counter", help, label, totals[name]);
+  };
+  counter("llmux:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.", "model");
+  counter("llmux:prefix_cache_hits_total", "Prompt tokens found in the prefix cache (their prefill skipped).",
+          "model");
+  counter("llmux:kv_quota_moves_total", "KV quota moves between a unit's models (ADBS), per unit.", "unit");
+  counter("llmux:share_moves_total", "Compute-share moves the controller made toward growing queues.",
+          "controller");
   per_label(out, "llmux:unit_layout_replicas", "gauge",
             "Replicas a unit laid out as several runs its model as now (1: one on the whole unit).", "unit",
             gauges.layout_replicas);
-  per_label(out, "llmux:unit_layout_switches_total", "counter", "Layout switches of a unit.", "unit",
-            gauges.layout_switches);
-  per_label(out, "llmux:unit_layout_switching_milliseconds_total", "counter",
-            "Time a unit spent switching layout (routing off, handing sequences back, moving shares).", "unit",
-            gauges.layout_switching_ms);
-  per_label(out, "llmux:num_preemptions_total", "counter",
-            "Sequences preempted (by recompute) when the KV pool refused a block.", "model",
-            gauges.preemptions);
+  counter("llmux:unit_layout_switches_total", "Layout switches of a unit.", "unit");
+  counter("llmux:unit_layout_switching_milliseconds_total",
+          "Time a unit spent switching layout (routing off, handing sequences back, moving shares).", "unit");
+  counter("llmux:num_preemptions_total", "Sequences preempted (by recompute) when the KV pool refused a block.",
+          "model");
   header(out, "llmux:actor_mailbox_size", "gauge", "Messages waiting in each actor's mailbox.");
   for (const auto& [key, v] : gauges.mailbox)
     out += "llmux:actor_mailbox_size{node=\"" + esc(std::get<0>(key)) + "\",kind=\"" +
@@ -221,11 +223,31 @@ std::string edge_metrics::render(const cluster_gauges& gauges) const {
   return out;
 }
 
+std::map<std::pair<std::string, std::string>, int64_t> counter_book::update(
+  const std::map<std::tuple<std::string, std::string, std::string>, int64_t>& readings) {
+  for (const auto& [key, v] : readings) {
+    auto& src = sources_[key];
+    if (v < src.last)
+      src.carried += src.last;
+    src.last = v;
+  }
+  std::map<std::pair<std::string, std::string>, int64_t> totals;
+  for (const auto& [key, src] : sources_)
+    totals[{std::get<0>(key), std::get<1>(key)}] += src.carried + src.last;
+  return totals;
+}
+
 cluster_gauges gauges_from_admin_state(const std::string& json_text) {
   cluster_gauges g;
   auto j = nlohmann::json::parse(json_text, nullptr, false);
   if (!j.is_array())
     return g;
+  // Each node's admin says which run of the node process this is.
+  std::map<std::string, std::string> incarnation;
+  for (const auto& a : j)
+    if (a.is_object() && a.value("kind", std::string{}) == "admin" && a.contains("state")
+        && a["state"].is_object())
+      incarnation[a.value("node", std::string{})] = a["state"].value("incarnation", std::string{});
   for (const auto& a : j) {
     if (!a.is_object())
       continue;
@@ -237,29 +259,34 @@ cluster_gauges gauges_from_admin_state(const std::string& json_text) {
     if (it == a.end() || !it->is_object())
       continue;
     const auto& st = *it;
+    const auto source = node + "@" + incarnation[node] + "/" + kind + "/" + name;
+    auto count = [&](const char* metric, const std::string& label, int64_t v) {
+      g.counters[{metric, label, source}] += v;
+    };
     if (kind == "scheduler") {
       // A replica of a unit laid out as several counts for the model it serves.
       const auto model = st.value("served_model", st.value("model", std::string{}));
       g.running[model] += st.value("running", int64_t{0});
       g.waiting[model] += st.value("waiting", int64_t{0});
-      g.preemptions[model] += st.value("preemptions", int64_t{0});
+      count("llmux:num_preemptions_total", model, st.value("preemptions", int64_t{0}));
     } else if (kind == "controller") {
       if (st.value("move_shares", false))
-        g.share_moves[name] = st.value("share_moves", int64_t{0});
+        count("llmux:share_moves_total", name, st.value("share_moves", int64_t{0}));
       const auto lay = st.find("layouts");
       if (lay != st.end() && lay->is_object())
         for (const auto& [unit, u] : lay->items()) {
           if (!u.is_object())
             continue;
           g.layout_replicas[unit] = u.value("replicas", int64_t{1});
-          g.layout_switches[unit] = u.value("switches", int64_t{0});
-          g.layout_switching_ms[unit] = static_cast<int64_t>(u.value("switching_s", 0.0) * 1e3);
+          count("llmux:unit_layout_switches_total", unit, u.value("switches", int64_t{0}));
+          count("llmux:unit_layout_switching_milliseconds_total", unit,
+                static_cast<int64_t>(u.value("switching_s", 0.0) * 1e3));
         }
     } else if (kind == "kv_manager") {
       g.kv_used[name] = st.value("blocks_used", int64_t{0});
       g.kv_free[name] = st.value("blocks_free", int64_t{0});
       g.kv_evictable[name] = st.value("blocks_evictable", int64_t{0});
-      g.quota_moves[name] = st.value("quota_moves", int64_t{0});
+      count("llmux:kv_quota_moves_total", name, st.value("quota_moves", int64_t{0}));
       const auto block_tokens = st.value("block_tokens", int64_t{0});
       const auto models = st.find("models");
       if (models == st.end() || !models->is_object())
@@ -269,8 +296,8 @@ cluster_gauges gauges_from_admin_state(const std::string& json_text) {
           continue;
         g.kv_model_used[{name, model}] = m.value("used", int64_t{0});
         g.kv_model_quota[{name, model}] = m.value("quota", int64_t{0});
-        g.prefix_queries[model] += m.value("prefix_queries", int64_t{0}) * block_tokens;
-        g.prefix_hits[model] += m.value("prefix_hits", int64_t{0}) * block_tokens;
+        count("llmux:prefix_cache_queries_total", model, m.value("prefix_queries", int64_t{0}) * block_tokens);
+        count("llmux:prefix_cache_hits_total", model, m.value("prefix_hits", int64_t{0}) * block_tokens);
       }
     }
   }

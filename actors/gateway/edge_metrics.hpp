@@ -32,15 +32,37 @@ struct cluster_gauges {
   std::map<std::string, int64_t> kv_evictable;       ///< per unit: cached, unreferenced
   /// (unit, model) → physical KV blocks the model holds, and its quota
   std::map<std::pair<std::string, std::string>, int64_t> kv_model_used, kv_model_quota;
-  /// per model, in tokens: prompt tokens looked up in the prefix cache, and found
-  std::map<std::string, int64_t> prefix_queries, prefix_hits;
-  std::map<std::string, int64_t> preemptions;        ///< per model
-  std::map<std::string, int64_t> quota_moves;        ///< per unit: ADBS quota moves
-  std::map<std::string, int64_t> share_moves;        ///< per controller: compute-share moves
-  /// per unit laid out as several: replicas now, switches, ms spent switching
-  std::map<std::string, int64_t> layout_replicas, layout_switches, layout_switching_ms;
+  /// per unit laid out as several: replicas running its model now
+  std::map<std::string, int64_t> layout_replicas;
+  /// Cumulative counts as each actor reports them: (metric, label value,
+  /// source) → that actor's own count, the source naming the actor and its
+  /// node's incarnation (a restarted node is a new source). Metrics:
+  /// prefix-cache queries and hits (tokens, per model), preemptions (per
+  /// model), KV quota moves (per unit), share moves (per controller), layout
+  /// switches and ms spent switching (per unit). edge_metrics sums them
+  /// through its counter_book, so totals never go back.
+  std::map<std::tuple<std::string, std::string, std::string>, int64_t> counters;
   /// (node, kind, name) → messages waiting in the actor's mailbox
   std::map<std::tuple<std::string, std::string, std::string>, uint64_t> mailbox;
+};
+
+/// Keeps the cluster's counters monotonic at the edge, not rebuilt from
+/// each scrape's admin state: every source's last count stays in the total
+/// when the source goes away (a node down or restarted), and a count that
+/// goes back (an actor restarted within one incarnation) is added to what
+/// that source had counted before.
+class counter_book {
+public:
+  /// Takes one scrape's readings; returns (metric, label value) → total.
+  std::map<std::pair<std::string, std::string>, int64_t> update(
+    const std::map<std::tuple<std::string, std::string, std::string>, int64_t>& readings);
+
+private:
+  struct source {
+    int64_t last = 0;     ///< the latest reading
+    int64_t carried = 0;  ///< counted before the reading last went back
+  };
+  std::map<std::tuple<std::string, std::string, std::string>, source> sources_;
 };
 
 /// Reads cluster_gauges from `/admin/state`'s JSON (a list of {node, kind,
@@ -76,6 +98,7 @@ public:
 
 private:
   mutable std::mutex mtx_;
+  mutable counter_book counters_;  ///< render() folds each scrape's readings in
   std::map<std::pair<std::string, int>, uint64_t> requests_;  ///< (model, status)
   std::map<std::pair<std::string, std::string>, uint64_t> success_;  ///< (model, reason)
   std::map<std::string, uint64_t> rejections_, prompt_tokens_, generation_tokens_;

@@ -76,6 +76,7 @@ TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
      "models":{"m":{"used":4,"quota":60,"prefix_queries":3,"prefix_hits":2}}}},
     {"node":"n1","kind":"gateway","name":"gw","mailbox":5,"state":{}},
     {"node":"n1","kind":"controller","name":"controller","mailbox":0,"state":{"move_shares":true,"share_moves":4}},
+    {"node":"n1","kind":"admin","name":"admin","mailbox":0,"state":{"incarnation":"7"}},
     {"node":"n1","kind":"weird"}
   ])");
   CHECK(g.running.at("m") == 4);
@@ -85,13 +86,15 @@ TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
   CHECK(g.kv_evictable.at("u1/kv") == 6);
   CHECK(g.kv_model_used.at({"u1/kv", "m"}) == 4);
   CHECK(g.kv_model_quota.at({"u1/kv", "m"}) == 60);
-  CHECK(g.prefix_queries.at("m") == 48);  // token-blocks × block_tokens
-  CHECK(g.prefix_hits.at("m") == 32);
-  CHECK(g.preemptions.at("m") == 7);
-  CHECK(g.quota_moves.at("u1/kv") == 3);
+  // Counters per reporting actor; n1's admin names its incarnation, n2 has no admin entry.
+  CHECK(g.counters.at({"llmux:prefix_cache_queries_total", "m", "n1@7/kv_manager/u1/kv"}) == 48);  // × block_tokens
+  CHECK(g.counters.at({"llmux:prefix_cache_hits_total", "m", "n1@7/kv_manager/u1/kv"}) == 32);
+  CHECK(g.counters.at({"llmux:num_preemptions_total", "m", "n1@7/scheduler/m@u1"}) == 2);
+  CHECK(g.counters.at({"llmux:num_preemptions_total", "m", "n2@/scheduler/m@u2"}) == 5);
+  CHECK(g.counters.at({"llmux:kv_quota_moves_total", "u1/kv", "n1@7/kv_manager/u1/kv"}) == 3);
+  CHECK(g.counters.at({"llmux:share_moves_total", "controller", "n1@7/controller/controller"}) == 4);
   CHECK(g.mailbox.at({"n1", "gateway", "gw"}) == 5);
-  CHECK(g.mailbox.size() == 6);
-  CHECK(g.share_moves.at("controller") == 4);
+  CHECK(g.mailbox.size() == 7);
   CHECK(gauges_from_admin_state("not json").mailbox.empty());
 
   edge_metrics m;
@@ -102,4 +105,30 @@ TEST_CASE("cluster gauges come from the admin state", "[edge_metrics]") {
   CHECK(sample(text, "llmux:prefix_cache_hits_total{model=\"m\"}") == 32);
   CHECK(sample(text, "llmux:num_preemptions_total{model=\"m\"}") == 7);
   CHECK(sample(text, "llmux:actor_mailbox_size{node=\"n1\",kind=\"scheduler\",name=\"m@u1\"}") == 2);
+}
+
+TEST_CASE("cluster counters stay monotonic when a node restarts or goes away", "[edge_metrics]") {
+  auto state = [](const std::string& node, const std::string& incarnation, int preemptions, int hits) {
+    return R"({"node":")" + node + R"(","kind":"admin","name":"admin","state":{"incarnation":")" + incarnation
+           + R"("}},{"node":")" + node + R"(","kind":"scheduler","name":"m@)" + node
+           + R"(","state":{"model":"m","preemptions":)" + std::to_string(preemptions)
+           + R"(}},{"node":")" + node + R"(","kind":"kv_manager","name":"kv@)" + node
+           + R"(","state":{"block_tokens":16,"models":{"m":{"prefix_queries":10,"prefix_hits":)"
+           + std::to_string(hits) + "}}}}";
+  };
+  edge_metrics m;
+  auto scrape = [&](const std::string& body, const char* metric) {
+    return sample(m.render(gauges_from_admin_state("[" + body + "]")), metric);
+  };
+  const char* pre = R"(llmux:num_preemptions_total{model="m"})";
+  const char* hits = R"(llmux:prefix_cache_hits_total{model="m"})";
+  CHECK(scrape(state("a", "1", 5, 2) + "," + state("b", "1", 3, 1), pre) == 8);
+  // b restarts (a new incarnation, its counts from zero): its 3 stay counted.
+  CHECK(scrape(state("a", "1", 6, 2) + "," + state("b", "2", 1, 0), pre) == 10);
+  // b is down (absent from the state): what it counted stays.
+  CHECK(scrape(state("a", "1", 6, 2), pre) == 10);
+  CHECK(scrape(state("a", "1", 6, 4) + "," + state("b", "2", 2, 1), hits) == (4 + 1 + 1) * 16);
+  // An actor restarted within one incarnation: a count that goes back is
+  // added to what it had counted.
+  CHECK(scrape(state("a", "1", 1, 4) + "," + state("b", "2", 2, 1), pre) == 6 + 1 + 3 + 2);
 }

@@ -21,8 +21,10 @@ from conftest import (
     controller_node,
     free_port,
     launch_node_pids,
+    metric,
     router_replica,
     run_llmux,
+    scrape_metrics,
     start_llmux,
     wait_until,
 )
@@ -108,8 +110,11 @@ def cluster(llmux_bin, tmp_path_factory):
         launch.cleanup()
 
 
+PROMPT = "Once upon a time there was a little robot who lived in a quiet town by the sea. " * 3  # blocks to look up
+
+
 def _complete(base: str) -> requests.Response:
-    return requests.post(f"{base}/v1/completions", json={"model": "m", "prompt": "hi", "max_tokens": 4},
+    return requests.post(f"{base}/v1/completions", json={"model": "m", "prompt": PROMPT, "max_tokens": 4},
                          timeout=10)
 
 
@@ -226,11 +231,26 @@ def test_an_intruder_node_cannot_join_or_reach_a_replica(cluster, tmp_path, intr
         node.cleanup()
 
 
+def _prefix_queries(base: str) -> float:
+    return metric(scrape_metrics(base), "llmux:prefix_cache_queries_total", model="m")
+
+
 def test_a_killed_node_restarted_with_the_same_name_rejoins_over_tls(cluster, tmp_path):
+    def gpu1_has_counted():
+        kv = [s for s in admin_state_http(cluster.base, ADMIN) if s["kind"] == "kv_manager" and s["node"] == "gpu1"]
+        if kv and kv[0]["state"]["models"]["m"]["prefix_queries"] > 0:
+            return True
+        assert _complete(cluster.base).status_code == 200
+        return False
+
+    wait_until(gpu1_has_counted, 20, "gpu1 to count prefix-cache lookups")
+    before = _prefix_queries(cluster.base)
     os.kill(cluster.pids["gpu1"], signal.SIGKILL)
     cluster.launch.wait_for_log(r"^llmux launch: node gpu1 \(pid \d+\) killed by signal 9", 10)
     wait_until(lambda: controller_node(admin_state_http(cluster.base, ADMIN, 2), "gpu1")["status"] == "down", 10,
                "the controller to mark gpu1 down")
+    # The edge keeps what the dead node counted: its counters do not go back.
+    assert _prefix_queries(cluster.base) == before
     assert _complete(cluster.base).status_code == 200  # gpu0 serves meanwhile
     node = start_llmux(["node", "--config", cluster.cfg, "--name", "gpu1"], tmp_path, "gpu1-again", owner=__name__,
                        stop_signal=signal.SIGTERM)
@@ -240,6 +260,8 @@ def test_a_killed_node_restarted_with_the_same_name_rejoins_over_tls(cluster, tm
                    "the restarted gpu1 to rejoin over TLS", proc=node)
         for _ in range(4):
             assert _complete(cluster.base).status_code == 200
+        # The restarted gpu1 counts from zero, on top of what its first run counted.
+        assert _prefix_queries(cluster.base) > before
     finally:
         node.cleanup()
 
