@@ -88,7 +88,6 @@ public:
   [[nodiscard]] size_t pending() const;
   /// The peer's node name (its certificate's CN), once established.
   [[nodiscard]] const std::string& peer_node() const { return peer_node_; }
-  [[nodiscard]] const std::string& peer() const { return peer_; }
   /// The handshake waits for the socket to take more bytes (not to bring some).
   [[nodiscard]] bool wants_write() const { return want_write_; }
 
