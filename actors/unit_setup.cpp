@@ -1,6 +1,7 @@
 #include "actors/unit_setup.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <stdexcept>
 
 #include "engine/cost_model.hpp"
@@ -168,6 +169,44 @@ step_sharing sharing(const config::unit_config& u) {
   // only prefill steps: nothing to bound.
   s.max_prefill_streak = s.temporal ? static_cast<int>(u.models.size()) : 0;
   return s;
+}
+
+int64_t weight_bytes(const config::model_config& m) {
+  namespace fs = std::filesystem;
+  if (m.backend != "sim" && m.load_format != "dummy" && !m.file.empty()) {
+    std::error_code ec;
+    if (fs::is_directory(m.file, ec)) {
+      int64_t n = 0;
+      for (const auto& f : fs::directory_iterator(m.file, ec))
+        if (f.path().extension() == ".safetensors")
+          n += static_cast<int64_t>(f.file_size(ec));
+      return n;
+    }
+    const auto n = fs::file_size(m.file, ec);
+    return ec ? 0 : static_cast<int64_t>(n);
+  }
+  // Bytes per weight of each dummy dtype (blocks of 32 or 256 with scales).
+  double per = m.arch.dtype_bytes;
+  if (m.load_format == "dummy") {
+    static const std::pair<const char*, double> sizes[] = {
+      {"f32", 4},         {"f16", 2},          {"bf16", 2},          {"q8_0", 34.0 / 32},  {"q4_0", 18.0 / 32},
+      {"q4_1", 20.0 / 32}, {"q4_k", 144.0 / 256}, {"q5_k", 176.0 / 256}, {"q6_k", 210.0 / 256}};
+    for (const auto& [name, b] : sizes)
+      if (m.dtype == name)
+        per = b;
+  }
+  return static_cast<int64_t>(m.arch.params() * per);
+}
+
+double sim_wake_seconds(const config::cluster_config& cfg, const config::unit_config& unit,
+                        const config::model_config& model) {
+  if (unit.backend != "sim")
+    return 0;
+  auto gpu = cfg.gpus.find(unit.gpu);
+  if (gpu == cfg.gpus.end() || gpu->second.load_gbs <= 0)
+    return 0;
+  const double devices = static_cast<double>(std::max<size_t>(1, unit.devices.size()));
+  return static_cast<double>(weight_bytes(model)) / (gpu->second.load_gbs * 1e9 * devices);
 }
 
 }  // namespace llmux::setup

@@ -96,4 +96,16 @@ struct step_sharing {
 };
 [[nodiscard]] step_sharing sharing(const config::unit_config& unit);
 
+/// Bytes of a model's weights, what it holds in the unit's memory while
+/// awake (memory_mib): the model file (a Hugging Face directory's
+/// safetensors), else its architecture's parameters at its dtype (sim,
+/// dummy weights).
+[[nodiscard]] int64_t weight_bytes(const config::model_config& model);
+
+/// Sim: seconds a wake of `model` takes on `unit`, its weights copied back
+/// over the GPU type's load_gbs (one copy per device of the unit, in
+/// parallel); 0 for other backends (they measure their load).
+[[nodiscard]] double sim_wake_seconds(const config::cluster_config& cfg, const config::unit_config& unit,
+                                      const config::model_config& model);
+
 }  // namespace llmux::setup

@@ -652,9 +652,11 @@ void check_ports(const std::string& file, const std::vector<endpoint>& all) {
 
 std::map<std::string, gpu_spec> builtin_gpus() {
   std::map<std::string, gpu_spec> out;
-  out["h100"] = gpu_spec{"h100", 3350, 989, 40, 80, ""};
-  out["h200"] = gpu_spec{"h200", 4800, 989, 40, 141, ""};
-  out["a100"] = gpu_spec{"a100", 2039, 312, 40, 80, ""};
+  // load_gbs: pinned host memory to the device over PCIe (Gen5 x16 for
+  // H100/H200 SXM, Gen4 for A100), as a wake copies the weights.
+  out["h100"] = gpu_spec{"h100", 3350, 989, 40, 80, 50, ""};
+  out["h200"] = gpu_spec{"h200", 4800, 989, 40, 141, 50, ""};
+  out["a100"] = gpu_spec{"a100", 2039, 312, 40, 80, 25, ""};
   return out;
 }
 
@@ -666,7 +668,7 @@ void read_gpus(const section& top, const std::string& base_dir, cluster_config& 
   for (auto&& [k, v] : *tbl) {
     const std::string name(k.str());
     auto g = s->table(name);
-    g->allow_only({"mem_bandwidth_gbs", "peak_tflops", "step_overhead_us", "memory_gib", "profile"});
+    g->allow_only({"mem_bandwidth_gbs", "peak_tflops", "step_overhead_us", "memory_gib", "load_gbs", "profile"});
     auto [it, added] = cfg.gpus.try_emplace(name);
     if (added)
       it->second.name = name;
@@ -674,6 +676,7 @@ void read_gpus(const section& top, const std::string& base_dir, cluster_config& 
     read_positive_number(*g, "peak_tflops", it->second.peak_tflops);
     read_positive_number(*g, "step_overhead_us", it->second.step_overhead_us);
     read_positive_number(*g, "memory_gib", it->second.memory_gib);
+    read_positive_number(*g, "load_gbs", it->second.load_gbs);
     if (auto p = g->string("profile")) {
       if (p->empty())
         g->fail("profile", "must not be empty (leave it out for the roofline model)");
@@ -754,7 +757,7 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
     auto s = top.element("models", arr, i);
     s.allow_only({"name", "backend", "architecture", "file", "max_tokens_default", "load_format",
                   "dtype", "enforce_eager", "quantization", "profile_key", "max_in_flight",
-                  "router_policy", "ttft_slo_ms", "chat_template"});
+                  "router_policy", "ttft_slo_ms", "chat_template", "idle_sleep_s"});
     model_config m;
     m.name = read_name(s, "name");
     if (cfg.find_model(m.name))
@@ -804,6 +807,11 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
     read_int(s, "max_in_flight", m.max_in_flight, 0, ">= 0 (0: only the edge's limit)");
     read_choice(s, "router_policy", m.router_policy, kRouterPolicies);
     read_int(s, "ttft_slo_ms", m.ttft_slo_ms, 0, ">= 0 (0: none)");
+    if (auto v = s.number("idle_sleep_s")) {
+      if (!(*v >= 0) || !std::isfinite(*v))
+        s.fail("idle_sleep_s", "must be a finite number >= 0 (seconds; 0: never sleep), got " + format_number(*v));
+      m.idle_sleep_s = *v;
+    }
     read_string(s, "profile_key", m.profile_key);
     if (auto v = s.boolean("enforce_eager"))
       m.enforce_eager = *v;
@@ -868,7 +876,7 @@ void read_units(const section& top, cluster_config& cfg) {
                   "max_batch_tokens", "max_waiting", "time_scale", "threads", "kv_cache_mib",
                   "kv_growth", "policy", "multiplex", "jobs", "prefill", "prefill_share", "oversubscribe", "quota_period_ms",
                   "kv_floor_tokens", "devices", "models", "layout", "layout_switch_at",
-                  "layout_hysteresis", "layout_cooldown_ms"});
+                  "layout_hysteresis", "layout_cooldown_ms", "memory_mib"});
     unit_config u;
     u.name = read_name(s, "name");
     if (!unit_names.insert(u.name).second)
@@ -922,6 +930,7 @@ void read_units(const section& top, cluster_config& cfg) {
     read_int(s, "kv_floor_tokens", u.kv_floor_tokens, 0, ">= 0");
     read_int(s, "threads", u.threads, 0, ">= 0 (0 = every core)");
     read_positive(s, "kv_cache_mib", u.kv_cache_mib);
+    read_int(s, "memory_mib", u.memory_mib, 0, ">= 0 (0: no limit)");
     if (const auto* devs = s.array("devices")) {
       if (u.backend == "cpu")
         s.fail("devices", "lists GPUs (cuda, or the GPUs a sim unit models); unit '" + u.name
@@ -951,7 +960,7 @@ void read_units(const section& top, cluster_config& cfg) {
     double share_sum = 0;
     for (size_t j = 0; j < models.size(); ++j) {
       auto ms = s.element("models", models, j);
-      ms.allow_only({"name", "share", "rate", "decode_share"});
+      ms.allow_only({"name", "share", "rate", "decode_share", "awake"});
       unit_model um;
       um.model = read_name(ms, "name");
       const auto* model = cfg.find_model(um.model);
@@ -993,6 +1002,8 @@ void read_units(const section& top, cluster_config& cfg) {
       } else if (u.jobs == "split") {
         um.decode_share = um.share / 2;
       }
+      if (auto v = ms.boolean("awake"))
+        um.awake = *v;
       share_sum += um.share;
       u.models.push_back(std::move(um));
     }
@@ -1031,6 +1042,16 @@ void read_units(const section& top, cluster_config& cfg) {
     if (share_sum > 1.0 + 1e-9 && !u.oversubscribe)
       s.fail("models", "shares sum to " + format_number(share_sum) + ", more than 1.0");
     read_layout(s, u);
+    if (u.layout != "single") {
+      // A layout unit's instances share one mapping of the weights; they
+      // sleep and wake as one model, which is not built.
+      if (u.memory_mib > 0)
+        s.fail("memory_mib", "puts models to sleep; unit '" + u.name + "' has layout = \"" + u.layout
+                               + "\", whose replicas do not sleep (yet)");
+      if (!u.models[0].awake)
+        s.fail("models", "awake = false: unit '" + u.name + "' has layout = \"" + u.layout
+                           + "\", whose replicas do not sleep (yet)");
+    }
     cfg.units.push_back(std::move(u));
   }
 }

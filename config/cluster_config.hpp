@@ -87,6 +87,10 @@ struct gpu_spec {
   double peak_tflops = 989;         ///< dense BF16 peak, TFLOP/s
   double step_overhead_us = 40;     ///< fixed launch/sync cost per step, µs
   double memory_gib = 80;           ///< device memory, GiB
+  /// GB/s at which a sleeping model's weights come back from host memory
+  /// to the device when it wakes (PCIe); the sim's wake time is its
+  /// weights over this.
+  double load_gbs = 25;
   /// Measured step latencies that calibrate the cost model instead of the
   /// roofline (engine/step_profile.hpp): a file path (relative to the config
   /// file) or "builtin:a100" (MuxServe's A100 profile of LLaMA 7B-65B).
@@ -150,6 +154,10 @@ struct model_config {
   /// model file's (its text, read from the file the config names, or given
   /// inline); empty: the model file's own.
   std::string chat_template;
+  /// Seconds without a request after which each of its replicas goes to
+  /// sleep (its engine and KV freed, the weights kept in host memory; the
+  /// next request wakes it); 0: never.
+  double idle_sleep_s = 0;
 };
 
 struct unit_model {
@@ -161,6 +169,9 @@ struct unit_model {
   /// Split jobs: the decode job's part of `share` (the prefill job gets the
   /// rest); share / 2 unless given. 0 with mixed jobs.
   double decode_share = 0;
+  /// false: the model starts asleep (not loaded) and wakes on its first
+  /// request, as llama.cpp's router mode loads on demand.
+  bool awake = true;
 };
 
 /// A GPU unit (or CPU socket): co-located models share its compute and KV pool.
@@ -236,6 +247,11 @@ struct unit_config {
   /// switch_at × (1 − h).
   double layout_hysteresis = 0.25;
   int layout_cooldown_ms = 5000;  ///< dynamic: at least this long between switches
+  /// Memory the unit's awake models' weights may take together, MiB (host
+  /// memory on cpu, device memory on cuda and sim); 0: no limit. Models
+  /// past it start asleep (in config order), and waking one puts the
+  /// least recently used idle ones to sleep until it fits.
+  int memory_mib = 0;
 };
 
 /// Mutual TLS between the nodes (`[tls]`): each node presents the

@@ -919,6 +919,7 @@ std::string render_models(const std::vector<model_card>& models, int64_t created
     card["backend"] = m.backend;
     card["replicas"] = m.replicas;
     if (m.max_model_len > 0) card["max_model_len"] = m.max_model_len;
+    if (!m.state.empty()) card["state"] = m.state;
     data.push_back(std::move(card));
   }
   ordered_json j;

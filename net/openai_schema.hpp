@@ -206,6 +206,8 @@ struct model_card {
   std::string backend;    ///< "sim" | "cpu" | "cuda"
   int replicas = 0;       ///< live replicas
   int max_model_len = 0;  ///< context length in tokens (vLLM's field); 0: omitted
+  /// "ready", "loading" or "sleeping" (a request wakes it); empty: omitted.
+  std::string state;
 };
 [[nodiscard]] std::string render_models(const std::vector<model_card>& models, int64_t created);
 

@@ -215,12 +215,23 @@ gateway_actor spawn_gateway(caf::actor_system& sys, gateway_options opts,
           .then(
             [self](actor_state& st) {
               std::map<std::string, int> live;
+              std::map<std::string, std::string> states;
+              // The model's best residency: ready, else loading, else sleeping.
+              auto rank = [](const std::string& r) { return r == "ready" ? 0 : r == "loading" ? 1 : 2; };
               auto j = nlohmann::json::parse(st.state_json, nullptr, false);
               if (j.is_object() && j.contains("replicas"))
                 for (auto& r : j["replicas"])
-                  if (r.value("up", false) && r.value("routable", true))
-                    ++live[r.value("model", "")];
-              self->state.registry->set_live_replicas(std::move(live));
+                  if (r.value("up", false) && r.value("routable", true)) {
+                    const auto model = r.value("model", "");
+                    ++live[model];
+                    auto res = r.value("residency", std::string{"ready"});
+                    if (res == "unloading")
+                      res = "sleeping";
+                    auto [it, fresh] = states.emplace(model, res);
+                    if (!fresh && rank(res) < rank(it->second))
+                      it->second = res;
+                  }
+              self->state.registry->set_live_replicas(std::move(live), std::move(states));
             },
             [](caf::error&) {});
         self->delayed_send(self, std::chrono::milliseconds(self->state.opts.replica_poll_ms),

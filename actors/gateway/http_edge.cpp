@@ -820,9 +820,11 @@ void http_edge::install_routes() {
     if (!authorized(*ex))
       return;
     auto live = registry_->live_replicas();
+    auto states = registry_->model_states();
     std::vector<net::model_card> cards;
     for (const auto& [name, m] : models_)
-      cards.push_back({name, m.cfg.backend, live.count(name) ? live[name] : 0, m.cfg.arch.context_length});
+      cards.push_back({name, m.cfg.backend, live.count(name) ? live[name] : 0, m.cfg.arch.context_length,
+                       states.count(name) ? states[name] : std::string{}});
     ex->respond(200, "application/json", net::render_models(cards, std::time(nullptr)));
   });
 
@@ -837,8 +839,10 @@ void http_edge::install_routes() {
       return;
     }
     auto live = registry_->live_replicas();
+    auto states = registry_->model_states();
     auto one = nlohmann::json::parse(net::render_models(
-      {{id, it->second.cfg.backend, live.count(id) ? live[id] : 0, it->second.cfg.arch.context_length}},
+      {{id, it->second.cfg.backend, live.count(id) ? live[id] : 0, it->second.cfg.arch.context_length,
+        states.count(id) ? states[id] : std::string{}}},
       std::time(nullptr)));
     ex->respond(200, "application/json", one["data"][0].dump());
   }, true);

@@ -117,9 +117,15 @@ std::string request_registry::edge_state() const {
   return probe ? probe() : std::string{"{}"};
 }
 
-void request_registry::set_live_replicas(std::map<std::string, int> live) {
+void request_registry::set_live_replicas(std::map<std::string, int> live, std::map<std::string, std::string> states) {
   std::lock_guard<std::mutex> guard{mtx_};
   live_ = std::move(live);
+  states_ = std::move(states);
+}
+
+std::map<std::string, std::string> request_registry::model_states() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return states_;
 }
 
 std::map<std::string, int> request_registry::live_replicas() const {

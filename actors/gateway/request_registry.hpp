@@ -78,14 +78,18 @@ public:
   [[nodiscard]] std::string edge_state() const;
 
   /// Live replicas per model, as last learned from the router.
-  void set_live_replicas(std::map<std::string, int> live);
+  /// `states`: each model's residency across its live replicas ("ready"
+  /// when one is awake, else "loading" when one wakes, else "sleeping").
+  void set_live_replicas(std::map<std::string, int> live, std::map<std::string, std::string> states = {});
   [[nodiscard]] std::map<std::string, int> live_replicas() const;
+  [[nodiscard]] std::map<std::string, std::string> model_states() const;
 
 private:
   mutable std::mutex mtx_;
   uint64_t next_ = 1;
   std::unordered_map<uint64_t, std::shared_ptr<request_sink>> sinks_;
   std::map<std::string, int> live_;
+  std::map<std::string, std::string> states_;
   std::function<std::string()> edge_probe_;
 };
 

@@ -2,7 +2,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <map>
+#include <set>
 #include <unordered_map>
 
 #include <caf/all.hpp>
@@ -48,7 +50,11 @@ bool has_prefill(const engine::step_input& in) {
 /// the unit_core.
 using partition_actor = caf::typed_actor<
   caf::replies_to<step_atom, std::string, engine::step_input>::with<engine::step_output>,
-  caf::replies_to<set_share_atom, std::string, int32_t, double, double>::with<std::string>>;
+  caf::replies_to<set_share_atom, std::string, int32_t, double, double>::with<std::string>,
+  // Sleep and wake of its model: the engine is dropped or built on this
+  // thread, between steps (there are none: the model's scheduler waits).
+  caf::replies_to<wake_atom, std::string>::with<std::string>,
+  caf::replies_to<sleep_atom, std::string>::with<std::string>>;
 
 /// The partition key of a job: the model's name for its mixed job.
 std::string job_key(const std::string& model, engine::job_kind job) {
@@ -83,9 +89,26 @@ partition_actor::behavior_type partition(partition_actor::pointer self,
       }
     },
     [core](set_share_atom, const std::string& model, int32_t job, double offset, double share) -> std::string {
-      // Between two of this partition's steps, never inside one.
-      core->engine_of(model).set_job_partition(static_cast<engine::job_kind>(job), offset, share);
+      // Between two of this partition's steps, never inside one (a sleeping
+      // model's engine gets its partition when it loads).
+      core->place_job(model, static_cast<engine::job_kind>(job), offset, share);
       return {};
+    },
+    [core](wake_atom, const std::string& model) -> std::string {
+      try {
+        core->load(model);
+        return {};
+      } catch (const std::exception& e) {
+        return std::string{"loading model '"} + model + "' failed: " + e.what();
+      }
+    },
+    [core](sleep_atom, const std::string& model) -> std::string {
+      try {
+        core->unload(model);
+        return {};
+      } catch (const std::exception& e) {
+        return e.what();
+      }
     },
   };
 }
@@ -107,6 +130,15 @@ struct unit_state {
   clock_type::time_point start = clock_type::now();
   clock_type::time_point rate_t = clock_type::now();
   uint64_t rate_steps = 0;
+  // Sleep and wake (opts.memory is the book).
+  std::map<std::string, caf::actor> schedulers;  ///< by model, to ask victims to sleep
+  std::map<std::string, std::vector<caf::typed_response_promise<std::string>>> waiters;  ///< wakes asked
+  std::deque<std::string> wake_queue;  ///< models to wake, one at a time while room is made
+  bool making_room = false;
+  std::map<std::string, clock_type::time_point> load_started;
+  std::map<std::string, uint64_t> sim_wake;  ///< model → serial of its modelled wake
+  uint64_t next_wake = 1;
+  [[nodiscard]] double now_s() const { return std::chrono::duration<double>(clock_type::now() - start).count(); }
 };
 
 using unit_ptr = gpu_unit_actor::stateful_pointer<unit_state>;
@@ -172,6 +204,132 @@ void run_next(unit_ptr self) {
   }
 }
 
+/// The partition that loads and drops a model's engine: its mixed job's, or
+/// its prefill job's (a split model's two partitions share one engine).
+partition_actor* engine_partition(unit_state& s, const std::string& model) {
+  for (const auto& key : {model, job_key(model, engine::job_kind::prefill)}) {
+    auto p = s.partitions.find(key);
+    if (p != s.partitions.end())
+      return &p->second;
+  }
+  return nullptr;
+}
+
+void answer_wakes(unit_ptr self, const std::string& model, const std::string& why) {
+  auto it = self->state.waiters.find(model);
+  if (it == self->state.waiters.end())
+    return;
+  auto promises = std::move(it->second);
+  self->state.waiters.erase(it);
+  for (auto& p : promises)
+    p.deliver(why);
+}
+
+void process_wakes(unit_ptr self);
+
+/// The engine of `model` is built (or failed to be): book it, answer.
+void loaded(unit_ptr self, const std::string& model, const std::string& err) {
+  auto& s = self->state;
+  const double took = std::chrono::duration<double>(clock_type::now() - s.load_started[model]).count();
+  if (err.empty()) {
+    s.opts.memory.woke(model, took);
+    s.opts.memory.touch(model, s.now_s());
+  } else {
+    s.opts.memory.set_state(model, residency_state::sleeping);
+  }
+  answer_wakes(self, model, err);
+  process_wakes(self);
+}
+
+void start_load(unit_ptr self, const std::string& model) {
+  auto& s = self->state;
+  s.opts.memory.set_state(model, residency_state::loading);
+  s.load_started[model] = clock_type::now();
+  if (auto* p = engine_partition(s, model)) {
+    self->request(*p, caf::infinite, wake_atom::value, model)
+      .then([self, model](std::string& err) { loaded(self, model, err); },
+            [self, model](caf::error& err) { loaded(self, model, self->system().render(err)); });
+    return;
+  }
+  // Sim: the engine is the actor's own and builds at once; the wake takes
+  // the modelled time of copying the weights back to the device.
+  try {
+    s.core->load(model);
+  } catch (const std::exception& e) {
+    loaded(self, model, std::string{"loading model '"} + model + "' failed: " + e.what());
+    return;
+  }
+  auto w = s.opts.sim_wake_s.find(model);
+  const double hold = w == s.opts.sim_wake_s.end() ? 0 : w->second * s.core->time_scale();
+  const uint64_t serial = s.next_wake++;
+  s.sim_wake[model] = serial;
+  self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(hold)),
+                     woke_atom::value, model, serial);
+}
+
+/// Wakes the queued models one at a time: a model that fits loads; one that
+/// does not asks the least recently used ready models' schedulers to sleep
+/// (each agrees only when it has nothing queued or running), then tries
+/// again; when nothing more can sleep, its wakes are answered with why.
+void make_room(unit_ptr self, const std::string& model, std::set<std::string> refused);
+
+void process_wakes(unit_ptr self) {
+  auto& s = self->state;
+  while (!s.making_room && !s.wake_queue.empty()) {
+    auto model = s.wake_queue.front();
+    s.wake_queue.pop_front();
+    make_room(self, model, {});
+  }
+}
+
+void make_room(unit_ptr self, const std::string& model, std::set<std::string> refused) {
+  auto& s = self->state;
+  auto plan = s.opts.memory.plan_wake(model, refused);
+  switch (plan.kind) {
+    case residency::wake_plan::ready:
+      answer_wakes(self, model, {});
+      return;
+    case residency::wake_plan::busy:
+      // Loading: its waiters are answered when it ends. Unloading: its
+      // scheduler asks again once the sleep is done.
+      if (s.opts.memory.state(model) == residency_state::unloading)
+        answer_wakes(self, model, "model '" + model + "' is going to sleep; ask again");
+      return;
+    case residency::wake_plan::fits:
+      start_load(self, model);
+      return;
+    case residency::wake_plan::too_big:
+    case residency::wake_plan::no_room:
+      answer_wakes(self, model, plan.why);
+      return;
+    case residency::wake_plan::evict:
+      break;
+  }
+  const auto victim = plan.victims.front();
+  auto sched = s.schedulers.find(victim);
+  if (sched == s.schedulers.end()) {
+    refused.insert(victim);
+    make_room(self, model, std::move(refused));
+    return;
+  }
+  s.making_room = true;
+  self->request(caf::actor_cast<scheduler_actor>(sched->second), std::chrono::seconds(60), sleep_atom::value)
+    .then(
+      [self, model, victim, refused](std::string& why) mutable {
+        self->state.making_room = false;
+        if (!why.empty())
+          refused.insert(victim);
+        make_room(self, model, std::move(refused));
+        process_wakes(self);
+      },
+      [self, model, victim, refused](caf::error&) mutable {
+        self->state.making_room = false;
+        refused.insert(victim);
+        make_room(self, model, std::move(refused));
+        process_wakes(self);
+      });
+}
+
 }  // namespace
 
 gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
@@ -197,6 +355,8 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
       [self](step_atom, const std::string& model,
              const engine::step_input& in) -> caf::result<engine::step_output> {
         auto& s = self->state;
+        if (!in.seqs.empty())
+          s.opts.memory.touch(model, s.now_s());
         // A real engine steps on its job's partition thread; the reply goes
         // straight back to the scheduler. (A mixed step of a split model,
         // such as a release-only one, goes to its prefill partition.)
@@ -284,6 +444,72 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
         }
         return promise;
       },
+      [self](attach_atom, const std::string& model, caf::actor& sched) {
+        self->state.schedulers[model] = std::move(sched);
+      },
+      [self](wake_atom, const std::string& model) -> caf::result<std::string> {
+        auto& s = self->state;
+        if (!s.opts.memory.has(model))
+          return s.core->models().count(model) ? std::string{} : "model '" + model + "' is not on this unit";
+        if (s.opts.memory.state(model) == residency_state::ready)
+          return std::string{};
+        auto promise = self->make_response_promise<std::string>();
+        auto& w = s.waiters[model];
+        w.push_back(promise);
+        if (w.size() == 1 && s.opts.memory.state(model) != residency_state::loading)
+          s.wake_queue.push_back(model);
+        process_wakes(self);
+        return promise;
+      },
+      [self](woke_atom, const std::string& model, uint64_t serial) {
+        auto it = self->state.sim_wake.find(model);
+        if (it == self->state.sim_wake.end() || it->second != serial)
+          return;
+        self->state.sim_wake.erase(it);
+        loaded(self, model, {});
+      },
+      [self](sleep_atom, const std::string& model) -> caf::result<std::string> {
+        auto& s = self->state;
+        if (!s.opts.memory.has(model))
+          return "model '" + model + "' cannot sleep on unit '" + s.opts.name + "'";
+        const auto st = s.opts.memory.state(model);
+        if (st == residency_state::sleeping)
+          return std::string{};
+        if (st != residency_state::ready)
+          return "model '" + model + "' is " + to_string(st);
+        s.opts.memory.set_state(model, residency_state::unloading);
+        auto done = [self, model](const std::string& err) {
+          auto& s = self->state;
+          if (err.empty())
+            s.opts.memory.slept(model);
+          else
+            s.opts.memory.set_state(model, residency_state::ready);
+          process_wakes(self);
+        };
+        if (auto* p = engine_partition(s, model)) {
+          auto promise = self->make_response_promise<std::string>();
+          self->request(*p, caf::infinite, sleep_atom::value, model)
+            .then(
+              [done, promise](std::string& err) mutable {
+                done(err);
+                promise.deliver(err);
+              },
+              [self, done, promise](caf::error& err) mutable {
+                auto why = self->system().render(err);
+                done(why);
+                promise.deliver(why);
+              });
+          return promise;
+        }
+        std::string err;
+        try {
+          s.core->unload(model);
+        } catch (const std::exception& e) {
+          err = e.what();
+        }
+        done(err);
+        return err;
+      },
       [self](get_state_atom) -> actor_state {
         auto& s = self->state;
         auto now = clock_type::now();
@@ -294,13 +520,25 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
         s.rate_steps = steps;
         auto models = nlohmann::json::object();
         for (const auto& [name, slot] : s.core->models()) {
-          models[name] = {{"backend", slot.engine->backend()},
+          models[name] = {{"backend", slot.backend},
                           {"share", slot.total_share()},
                           {"steps", slot.steps.load()},
                           {"tokens_in", slot.tokens_in.load()},
                           {"busy_seconds", slot.busy_seconds()},
                           {"share_moves", slot.share_moves.load()},
                           {"steps_at_once_max", slot.running_max.load()}};
+          if (s.opts.memory.has(name)) {
+            const auto& r = s.opts.memory.models().at(name);
+            models[name]["state"] = to_string(r.state);
+            models[name]["weights_mib"] = static_cast<double>(r.bytes) / (1 << 20);
+            models[name]["wakes"] = r.wakes;
+            models[name]["sleeps"] = r.sleeps;
+            models[name]["wake_seconds_last"] = r.last_wake_seconds;
+            models[name]["wake_seconds_max"] = r.wake_seconds_max;
+            models[name]["wake_seconds_total"] = r.wake_seconds_total;
+          } else {
+            models[name]["state"] = "ready";
+          }
           // Each job's partition and share: one mixed job, or prefill and
           // decode side by side.
           const auto decode_steps = slot.decode_steps.load();
@@ -329,6 +567,8 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
                          {"prefill_lane", s.core->prefill_lane()},
                          {"partitions", s.partitions.size()},
                          {"concurrent_steps_max", s.busy->most.load()},
+                         {"memory_mib", static_cast<double>(s.opts.memory.cap()) / (1 << 20)},
+                         {"memory_awake_mib", static_cast<double>(s.opts.memory.bytes_awake()) / (1 << 20)},
                          {"models", models}};
         if (s.opts.backend == "sim")
           j["gpu"] = s.opts.gpu;  // the GPU type the cost model simulates

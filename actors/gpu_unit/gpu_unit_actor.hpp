@@ -5,9 +5,11 @@
 /// sim, a step's reply is held for its modelled time with a timer, never by
 /// blocking a thread).
 
+#include <map>
 #include <memory>
 #include <string>
 
+#include "actors/gpu_unit/residency.hpp"
 #include "actors/gpu_unit/unit_core.hpp"
 #include "actors/protocol/interfaces.hpp"
 
@@ -31,6 +33,13 @@ struct gpu_unit_options {
   /// decode-only step goes next (MuxServe runs decodes beside prefills in
   /// spare SMs; one step at a time, pure prefill-first would starve them).
   int max_prefill_streak = 0;
+  /// Which models are awake, and the unit's memory_mib for their weights
+  /// (node_runtime fills it as it builds the engines of those that start
+  /// awake). A model it does not list never sleeps.
+  residency memory;
+  /// Sim: seconds a model's wake takes (its weights over the GPU type's
+  /// load_gbs), × time_scale; real engines take what loading takes.
+  std::map<std::string, double> sim_wake_s;
 };
 
 /// `partitions`: real engines block for a step, so each model gets a

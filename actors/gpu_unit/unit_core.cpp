@@ -7,10 +7,14 @@
 namespace llmux::unit {
 
 void unit_core::add_model(const std::string& model, std::unique_ptr<engine::engine> e,
-                          double share, double decode_share) {
+                          double share, double decode_share, engine_maker make, const std::string& backend) {
+  if (!e && !make)
+    throw std::logic_error("unit_core: model '" + model + "' has neither an engine nor a maker");
   auto& slot = models_[model];
   slot.engine = std::move(e);
-  if (!slot.engine->steps_at_once())
+  slot.make = std::move(make);
+  slot.backend = slot.engine ? slot.engine->backend() : backend;
+  if (slot.engine && !slot.engine->steps_at_once())
     slot.one_at_a_time = std::make_unique<std::mutex>();
   slot.share = lane_ > 0 ? lane_ : share;
   slot.split = decode_share > 0;
@@ -19,7 +23,55 @@ void unit_core::add_model(const std::string& model, std::unique_ptr<engine::engi
   // Setup is single-threaded: place the new jobs, and every job whose
   // partition start moved (the layout is in model-name order).
   for (const auto& p : relayout())
-    models_.at(p.model).engine->set_job_partition(p.job, p.offset, p.share);
+    place_job(p.model, p.job, p.offset, p.share);
+}
+
+void unit_core::place_job(const std::string& model, engine::job_kind job, double offset, double share) {
+  auto& slot = models_.at(model);
+  std::lock_guard<std::mutex> lock(*slot.engine_mu);
+  if (slot.engine)
+    slot.engine->set_job_partition(job, offset, share);
+}
+
+bool unit_core::loaded(const std::string& model) const {
+  auto& slot = models_.at(model);
+  std::lock_guard<std::mutex> lock(*slot.engine_mu);
+  return slot.engine != nullptr;
+}
+
+void unit_core::unload(const std::string& model) {
+  auto& slot = models_.at(model);
+  if (!slot.make)
+    throw std::logic_error("model '" + model + "' cannot sleep: the unit cannot build its engine again");
+  std::unique_ptr<engine::engine> gone;
+  {
+    std::lock_guard<std::mutex> lock(*slot.engine_mu);
+    gone = std::move(slot.engine);
+  }
+  // Destroyed outside the lock: an engine's threads may take a while to join.
+}
+
+void unit_core::load(const std::string& model) {
+  auto& slot = models_.at(model);
+  if (loaded(model))
+    return;
+  auto e = slot.make();  // may take a while (and throw): outside the lock
+  if (!e->steps_at_once() && !slot.one_at_a_time)
+    slot.one_at_a_time = std::make_unique<std::mutex>();
+  // The partitions the unit's books hold for it now (shares may have moved
+  // while it slept).
+  std::vector<std::pair<engine::job_kind, double>> jobs;
+  if (lane_ > 0) {
+    jobs = {{engine::job_kind::prefill, lane_}, {engine::job_kind::decode, slot.decode_share.load()}};
+  } else if (slot.split) {
+    jobs = {{engine::job_kind::prefill, slot.share.load()}, {engine::job_kind::decode, slot.decode_share.load()}};
+  } else {
+    jobs = {{engine::job_kind::mixed, slot.share.load()}};
+  }
+  for (const auto& [job, share] : jobs)
+    e->set_job_partition(job, offset_of(model, job), share);
+  std::lock_guard<std::mutex> lock(*slot.engine_mu);
+  slot.engine = std::move(e);
 }
 
 std::vector<unit_core::share_change::placed> unit_core::relayout() {
@@ -85,6 +137,8 @@ engine::step_output unit_core::step(const std::string& model, const engine::step
     if (slot.one_at_a_time)
       turn = std::unique_lock<std::mutex>(*slot.one_at_a_time);
     running_guard busy(slot, in.seqs.empty() ? 0 : 1);
+    if (!slot.engine)
+      throw std::runtime_error("model '" + model + "' is asleep on this unit");
     out = slot.engine->step(in);
   }
   ++slot.steps;
@@ -102,7 +156,7 @@ engine::step_output unit_core::step(const std::string& model, const engine::step
 
 double unit_core::hold_seconds(const std::string& model, const engine::step_output& out) const {
   auto it = models_.find(model);
-  if (it == models_.end() || it->second.engine->backend() != "sim")
+  if (it == models_.end() || it->second.backend != "sim")
     return 0;
   return out.seconds * time_scale_;
 }
@@ -112,7 +166,7 @@ std::optional<std::string> unit_core::set_share(const std::string& target, doubl
   auto err = take_share(target, share, &change);
   if (!err)
     for (const auto& p : change.places)
-      models_.at(p.model).engine->set_job_partition(p.job, p.offset, p.share);
+      place_job(p.model, p.job, p.offset, p.share);
   return err;
 }
 
@@ -210,6 +264,8 @@ engine::engine& unit_core::engine_of(const std::string& model) {
   auto it = models_.find(model);
   if (it == models_.end())
     throw std::out_of_range("model '" + model + "' is not on this unit");
+  if (!it->second.engine)
+    throw std::runtime_error("model '" + model + "' is asleep on this unit");
   return *it->second.engine;
 }
 

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,8 +37,22 @@ public:
   /// `share` and its decode job on `decode_share`; otherwise one mixed job.
   /// With a shared prefill lane, `share` is ignored: the prefill job runs on
   /// the lane.
+  /// `make` builds the engine again after the model slept (empty: it
+  /// cannot sleep); `e` may be null when the model starts asleep, then
+  /// `backend` names what `make` builds.
+  using engine_maker = std::function<std::unique_ptr<engine::engine>()>;
   void add_model(const std::string& model, std::unique_ptr<engine::engine> e, double share,
-                 double decode_share = 0);
+                 double decode_share = 0, engine_maker make = {}, const std::string& backend = {});
+
+  /// Sleep and wake: drops the model's engine (its device memory, buffers,
+  /// threads and the weights' mapping; the KV blocks are the kv_manager's),
+  /// or builds it again on the job partitions the unit's books give it.
+  /// The caller makes sure no step of the model runs meanwhile (its
+  /// scheduler agreed to sleep and sends none until it is awake). `load`
+  /// throws what the engine's maker throws.
+  void unload(const std::string& model);
+  void load(const std::string& model);
+  [[nodiscard]] bool loaded(const std::string& model) const;
   /// Before any model: the models' prefill jobs take turns on one lane of
   /// `share` at the start of the unit (the owner runs one prefill step at a
   /// time there); decode jobs are laid out after it. The lane counts once in
@@ -83,6 +98,9 @@ public:
   [[nodiscard]] std::optional<std::string> take_share(const std::string& target, double share,
                                                       share_change* change = nullptr);
   [[nodiscard]] engine::engine& engine_of(const std::string& model);
+  /// Moves a job of the model's engine to its partition, if it has an
+  /// engine now (a sleeping one gets its partitions when it loads).
+  void place_job(const std::string& model, engine::job_kind job, double offset, double share);
   /// Where a job's partition starts, as a fraction of the unit: the unit's
   /// jobs are laid out back to back, models in name order, each model's
   /// prefill (or mixed) job before its decode job.
@@ -91,7 +109,12 @@ public:
   void note_running(const std::string& model, int n);
 
   struct model_slot {
-    std::unique_ptr<engine::engine> engine;
+    std::unique_ptr<engine::engine> engine;  ///< null while the model sleeps
+    engine_maker make;
+    std::string backend;
+    /// Held while the engine is swapped (load, unload) and while a share
+    /// move reaches it, which may come from another partition's thread.
+    std::unique_ptr<std::mutex> engine_mu = std::make_unique<std::mutex>();
     bool split = false;                 ///< prefill and decode jobs (else one mixed job)
     std::atomic<double> share{1.0};     ///< the mixed job's, or the prefill job's
     std::atomic<double> decode_share{0};  ///< split: the decode job's

@@ -127,9 +127,26 @@ void kv_block_pool::take(int64_t count, std::vector<int32_t>& out) {
 }
 
 void kv_block_pool::evict_oldest() {
-  auto oldest = lru_.begin();
-  const uint64_t id = oldest->second;
-  lru_.erase(oldest);
+  evict(lru_.begin());
+}
+
+int64_t kv_block_pool::forget_cache(const std::string& model) {
+  int64_t n = 0;
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    auto next = std::next(it);
+    const auto& e = entries_.at(it->second);
+    if (e.model == model) {
+      n += static_cast<int64_t>(e.blocks.size());
+      evict(it);
+    }
+    it = next;
+  }
+  return n;
+}
+
+void kv_block_pool::evict(std::map<uint64_t, uint64_t>::iterator lru_entry) {
+  const uint64_t id = lru_entry->second;
+  lru_.erase(lru_entry);
   auto& e = entries_.at(id);
   const auto n = static_cast<int64_t>(e.blocks.size());
   for (auto b : e.blocks) {

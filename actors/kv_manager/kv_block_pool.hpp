@@ -130,6 +130,10 @@ public:
   /// Blocks still referenced elsewhere stay; cached ones with no references
   /// become evictable; the rest go back to the free list. Unknown → no-op.
   void close(const std::string& model, uint64_t seq);
+  /// Evicts every unreferenced block of `model`'s prefix cache (the model
+  /// went to sleep: the engine that computed them is gone); returns how
+  /// many physical blocks went back to the free list.
+  int64_t forget_cache(const std::string& model);
   /// Physical block ids of `seq`: token-block-major, then layer, then head
   /// (layers × kv_heads ids per token-block); nullptr if unknown. Valid until
   /// the next call that changes the sequence.
@@ -210,6 +214,7 @@ private:
   /// `pool_has`. Their refcounts are the caller's to set.
   void take(int64_t count, std::vector<int32_t>& out);
   void evict_oldest();
+  void evict(std::map<uint64_t, uint64_t>::iterator lru_entry);
   /// References the cached token-block `e` for one more table of model `m`.
   void acquire(model_usage& m, cache_entry& e);
   /// Appends `count` fresh ids to `table`, referenced once, held by `m`.

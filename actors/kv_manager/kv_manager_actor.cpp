@@ -42,6 +42,7 @@ kv_manager_actor spawn_kv_manager(caf::actor_system& sys, kv_manager_options opt
       [self](kv_close_atom, const std::string& model, const std::vector<uint64_t>& seqs) {
         self->state.core->close(model, seqs);
       },
+      [self](sleep_atom, const std::string& model) -> int64_t { return self->state.core->forget_cache(model); },
       [self](kv_load_atom, const std::string& model, int32_t arrivals, int64_t backlog_tokens) {
         self->state.core->load(model, arrivals, backlog_tokens, self->state.now_s());
       },

@@ -64,6 +64,8 @@ public:
     pool_->commit(model, seq, tokens);
   }
   void close(const std::string& model, const std::vector<uint64_t>& seqs);
+  /// The model went to sleep: its cached blocks go back to the pool.
+  int64_t forget_cache(const std::string& model) { return pool_->forget_cache(model); }
   /// The most physical blocks `model` can ever hold: its quota (fcfs: the
   /// pool), or under ADBS, whose quotas move, the pool less every other
   /// model's floor.

@@ -162,12 +162,15 @@ struct load_report {
   int64_t outstanding_tokens = 0;  ///< batch_scheduler::outstanding_tokens
   int64_t queued_prefill = 0;      ///< batch_scheduler::queued_prefill_tokens
   double prefill_tok_s = 0;        ///< measured; 0: not yet
+  /// The replica's model: "ready", "sleeping", "loading" (waking) or
+  /// "unloading" (going to sleep).
+  std::string residency = "ready";
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, load_report& x) {
   return f(caf::meta::type_name("load_report"), x.replica, x.model, x.waiting, x.running,
-           x.tokens_per_s, x.outstanding_tokens, x.queued_prefill, x.prefill_tok_s);
+           x.tokens_per_s, x.outstanding_tokens, x.queued_prefill, x.prefill_tok_s, x.residency);
 }
 
 /// One actor's live state for `llmux admin state`.

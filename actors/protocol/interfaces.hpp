@@ -52,6 +52,10 @@ using set_layout_atom = caf::atom_constant<caf::atom("setlayout")>; // admin →
 using layout_tick_atom = caf::atom_constant<caf::atom("laytick")>;  // controller, self-sent
 using hand_back_atom = caf::atom_constant<caf::atom("handback")>;  // controller → scheduler
 using step_timeout_atom = caf::atom_constant<caf::atom("steptmo")>; // scheduler, self-sent
+using sleep_atom = caf::atom_constant<caf::atom("sleep")>;        // admin/unit → scheduler → unit
+using wake_atom = caf::atom_constant<caf::atom("wake")>;          // admin → scheduler → unit
+using attach_atom = caf::atom_constant<caf::atom("attach")>;      // scheduler → unit
+using woke_atom = caf::atom_constant<caf::atom("woke")>;          // unit, self-sent (sim wake time)
 
 // -- messages carrying handles --------------------------------------------------
 
@@ -137,6 +141,12 @@ using scheduler_actor = caf::typed_actor<
   caf::reacts_to<tick_atom>,
   // Self-sent at a step's deadline: (step serial, job kind).
   caf::reacts_to<step_timeout_atom, uint64_t, int32_t>,
+  // Puts the model to sleep now, if nothing of it is queued or running (its
+  // unit frees the engine, the kv_manager its cached blocks); answers "" or
+  // why not. From the admin CLI, and from its unit making room for another.
+  caf::replies_to<sleep_atom>::with<std::string>,
+  // Wakes it now (a request would too); answers "" once it is ready, or why not.
+  caf::replies_to<wake_atom>::with<std::string>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// Picks a replica per request and delegates `enqueue` to its scheduler.
@@ -159,6 +169,16 @@ using gpu_unit_actor = caf::typed_actor<
   // Moves a model's jobs to a partition of this share, between steps; the
   // answer is empty, or why the move was refused.
   caf::replies_to<set_share_atom, std::string, double>::with<std::string>,
+  // A model's scheduler, asked to sleep when the unit makes room.
+  caf::reacts_to<attach_atom, std::string, caf::actor>,
+  // From the model's scheduler: builds its engine again, first putting the
+  // least recently used idle models to sleep when the unit's memory_mib
+  // needs it; answers "" once ready, or why it cannot now.
+  caf::replies_to<wake_atom, std::string>::with<std::string>,
+  // From the model's scheduler, which sends it no step until it wakes:
+  // frees its engine; answers "" or why not.
+  caf::replies_to<sleep_atom, std::string>::with<std::string>,
+  caf::reacts_to<woke_atom, std::string, uint64_t>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// The unit's KV block pool, one block table per sequence (kv_block_pool).
@@ -174,12 +194,15 @@ using gpu_unit_actor = caf::typed_actor<
 /// - `kv_close`: the sequences ended or were preempted.
 /// - `kv_load`: a scheduler's arrivals since its last report and the tokens
 ///   its waiting requests need (their backlog), for the ADBS quotas.
+/// - `sleep`: the model went to sleep: its cached blocks go back to the
+///   pool (its engine that computed them is gone); answers how many.
 using kv_manager_actor = caf::typed_actor<
   caf::replies_to<kv_open_atom, std::string, std::vector<kv_need>>::with<kv_grant>,
   caf::replies_to<kv_grow_atom, std::string, std::vector<kv_need>>::with<kv_grant>,
   caf::reacts_to<kv_commit_atom, std::string, uint64_t, std::vector<int32_t>>,
   caf::reacts_to<kv_close_atom, std::string, std::vector<uint64_t>>,
   caf::reacts_to<kv_load_atom, std::string, int32_t, int64_t>,
+  caf::replies_to<sleep_atom, std::string>::with<int64_t>,
   caf::reacts_to<tick_atom>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 

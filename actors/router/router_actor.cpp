@@ -171,6 +171,7 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
         ls.outstanding_tokens = rep.outstanding_tokens;
         ls.queued_prefill = rep.queued_prefill;
         ls.prefill_tok_s = rep.prefill_tok_s;
+        ls.residency = rep.residency;
         self->state.policy.report(rep.replica, ls);
       },
       [self](tick_atom) {
@@ -209,6 +210,7 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
                           {"backend", info != s.replicas.end() ? info->second.backend : ""},
                           {"up", r.up},
                           {"routable", r.routable},
+                          {"residency", r.residency},
                           {"waiting", r.waiting},
                           {"running", r.running},
                           {"outstanding_tokens", r.tokens()},

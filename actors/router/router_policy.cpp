@@ -126,6 +126,7 @@ void router_policy::report(const std::string& replica, const load_sample& s) {
   r.tokens_per_s = s.tokens_per_s;
   r.outstanding_tokens = s.outstanding_tokens;
   r.queued_prefill = s.queued_prefill;
+  r.residency = s.residency;
   if (s.prefill_tok_s > 0)
     r.prefill_tok_s = s.prefill_tok_s;
   r.sent_since_report = 0;
@@ -240,6 +241,9 @@ route_choice router_policy::choose(const route_request& req, const std::vector<s
       live.push_back(&r);
   if (live.empty())
     return out;
+  if (std::any_of(live.begin(), live.end(), [](const replica_load* r) { return !r->asleep(); }))
+    live.erase(std::remove_if(live.begin(), live.end(), [](const replica_load* r) { return r->asleep(); }),
+               live.end());
   int64_t min_load = std::numeric_limits<int64_t>::max();
   for (auto* r : live)
     min_load = std::min(min_load, r->load());

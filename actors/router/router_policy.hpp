@@ -36,6 +36,11 @@
 ///   predicted to meet it, nothing is picked: the router answers 429 at
 ///   once instead of queueing a request that will miss its deadline.
 ///
+/// Sleeping replicas: while any live replica of the model is awake, the
+/// policy chooses among the awake ones only (a sleeping one would make the
+/// request wait for a wake); when all sleep, among all, and the request
+/// wakes the one chosen.
+///
 /// Affinity cap: a replica is "full" for an affinity choice when its load
 /// exceeds the least loaded live replica's by more than `affinity_slack`
 /// requests and by more than `affinity_ratio` times (both, as SGLang's
@@ -113,6 +118,11 @@ struct replica_load {
   uint64_t dispatched = 0;     ///< total requests sent there
   uint64_t affinity_hits = 0;  ///< sent there because its session/prefix was there
   uint64_t prefix_blocks_matched = 0;
+  /// Its model's residency: "ready", or "sleeping", "loading" (waking),
+  /// "unloading": a request there then waits for a wake, so awake replicas
+  /// of the model are preferred.
+  std::string residency = "ready";
+  [[nodiscard]] bool asleep() const { return residency != "ready"; }
   [[nodiscard]] int64_t load() const { return int64_t{waiting} + running + sent_since_report; }
   [[nodiscard]] int64_t tokens() const { return outstanding_tokens + tokens_since_report; }
 };
@@ -125,6 +135,7 @@ struct load_sample {
   int64_t outstanding_tokens = 0;
   int64_t queued_prefill = 0;
   double prefill_tok_s = 0;  ///< 0: not measured yet
+  std::string residency = "ready";  ///< its model's (sleep and wake)
 };
 
 class router_policy {

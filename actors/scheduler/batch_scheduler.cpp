@@ -323,6 +323,20 @@ routed_delta batch_scheduler::reject_first_waiting(const std::string& why) {
   return rd;
 }
 
+std::optional<routed_delta> batch_scheduler::reject_waiting(uint64_t id, const std::string& why, int32_t status) {
+  auto it = std::find_if(waiting_.begin(), waiting_.end(), [id](const auto& w) { return w.first.id == id; });
+  if (it == waiting_.end())
+    return std::nullopt;
+  routed_delta rd;
+  rd.sink = it->second;
+  rd.delta.id = id;
+  rd.delta.finish = finish_reason::error;
+  rd.delta.error = why;
+  rd.delta.status = status;
+  waiting_.erase(it);
+  return rd;
+}
+
 std::vector<protocol::kv_need> batch_scheduler::growth_candidates() {
   growth_ids_.clear();
   if (opts_.growth != kv_growth::on_demand || (!opts_.split_jobs && step_in_flight()))

@@ -39,6 +39,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -133,6 +134,9 @@ public:
   /// a prompt over the context window); a preempted one, which has already
   /// streamed tokens, ends with "length".
   [[nodiscard]] routed_delta reject_first_waiting(const std::string& why);
+  /// Ends the waiting (not yet admitted) request `id` with `why` as an
+  /// error of HTTP `status`; nothing when it does not wait.
+  [[nodiscard]] std::optional<routed_delta> reject_waiting(uint64_t id, const std::string& why, int32_t status);
 
   /// on_demand: the longer tables (one more block each) that running
   /// sequences need before the next step can feed them, oldest first. Empty when none do,

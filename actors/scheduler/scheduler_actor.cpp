@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <unordered_map>
 
@@ -47,6 +48,23 @@ struct scheduler_state {
   uint64_t step_serial = 0;                     ///< of the last step sent
   std::map<int32_t, uint64_t> flying;           ///< job kind → serial of its step in flight
   uint64_t abandoned_steps = 0;
+  // Sleep and wake: "ready", "sleeping", "loading" (waking) or "unloading".
+  std::string residency = "ready";
+  std::string last_residency;                        ///< as last reported
+  clock_type::time_point last_active = clock_type::now();  ///< a request came or a step ran
+  clock_type::time_point wake_after = clock_type::now();   ///< retry a refused wake from then
+  clock_type::time_point wake_began = clock_type::now();
+  std::vector<caf::typed_response_promise<std::string>> wake_waiters;  ///< `wake` from the admin CLI
+  /// Requests that arrived while asleep: when each stops being worth
+  /// waiting for a wake (its TTFT budget, else the request deadline).
+  std::unordered_map<uint64_t, clock_type::time_point> wake_deadline;
+  std::string last_wake_error;
+  uint64_t sleeps = 0;
+  uint64_t wakes = 0;
+  uint64_t wake_refusals = 0;       ///< wakes the unit could not do then
+  uint64_t refused_asleep = 0;      ///< requests answered 503: no wake in time
+  double wake_seconds_last = 0;
+  uint64_t kv_blocks_freed_asleep = 0;
   [[nodiscard]] std::string served() const { return opts.served.empty() ? opts.model : opts.served; }
 };
 
@@ -83,6 +101,7 @@ void send_step(scheduler_ptr self, engine::job_kind job, engine::step_input in) 
     .then(
       [self, job](engine::step_output& out) {
         self->state.flying.erase(static_cast<int32_t>(job));
+        self->state.last_active = clock_type::now();
         auto ev = self->state.core->apply(out, job);
         deliver(self, ev);
         pump(self);
@@ -134,8 +153,17 @@ void run_step(scheduler_ptr self) {
 
 /// Admits what the KV pool allows, then runs a step; called whenever work may
 /// have appeared (enqueue, step done, timer).
+void wake(scheduler_ptr self);
+
 void pump(scheduler_ptr self) {
   auto& s = self->state;
+  if (s.residency != "ready") {
+    // Asleep: work that waits wakes the model (its unit makes room first).
+    if (s.residency == "sleeping" && (s.core->waiting() > 0 || !s.wake_waiters.empty())
+        && clock_type::now() >= s.wake_after)
+      wake(self);
+    return;
+  }
   // Mixed: KV changes only between steps. Split jobs: while one job's step
   // computes, the other's sequences grow and new ones are admitted.
   if (s.alloc_in_flight || (!s.opts.core.split_jobs && s.core->step_in_flight()))
@@ -196,6 +224,127 @@ void pump(scheduler_ptr self) {
       });
 }
 
+/// Requests that waited for a wake and can wait no longer get a 503 (with
+/// Retry-After at the edge) saying why the model is not awake. Those with
+/// time left keep waiting; the wake is asked again.
+void refuse_late_sleepers(scheduler_ptr self, const std::string& why) {
+  auto& s = self->state;
+  const auto margin = std::chrono::milliseconds(2 * s.opts.load_report_ms + 100);
+  const auto now = clock_type::now();
+  step_events ev;
+  for (auto it = s.wake_deadline.begin(); it != s.wake_deadline.end();) {
+    if (now + margin < it->second) {
+      ++it;
+      continue;
+    }
+    if (auto rd = s.core->reject_waiting(it->first,
+                                         "model '" + s.served() + "' is asleep on " + s.opts.replica
+                                           + " and could not be woken in time: " + why,
+                                         503)) {
+      ev.deltas.push_back(std::move(*rd));
+      ++s.refused_asleep;
+    }
+    it = s.wake_deadline.erase(it);
+  }
+  deliver(self, ev);
+}
+
+void answer_wake_waiters(scheduler_ptr self, const std::string& why) {
+  auto waiters = std::move(self->state.wake_waiters);
+  self->state.wake_waiters.clear();
+  for (auto& p : waiters)
+    p.deliver(why);
+}
+
+/// Asks the unit to build the model's engine again (it puts other idle
+/// models to sleep first when its memory needs it). Requests wait meanwhile;
+/// the wait counts in their TTFT and their deadline.
+void wake(scheduler_ptr self) {
+  auto& s = self->state;
+  s.residency = "loading";
+  s.wake_began = clock_type::now();
+  self->request(s.unit, std::chrono::milliseconds(s.opts.step_timeout_ms), wake_atom::value, s.opts.model)
+    .then(
+      [self](std::string& why) {
+        auto& s = self->state;
+        if (why.empty()) {
+          s.residency = "ready";
+          ++s.wakes;
+          s.wake_seconds_last = std::chrono::duration<double>(clock_type::now() - s.wake_began).count();
+          s.last_active = clock_type::now();
+          s.wake_deadline.clear();
+          answer_wake_waiters(self, {});
+          pump(self);
+          return;
+        }
+        s.residency = "sleeping";
+        ++s.wake_refusals;
+        s.last_wake_error = why;
+        s.wake_after = clock_type::now() + std::chrono::milliseconds(s.opts.load_report_ms);
+        answer_wake_waiters(self, why);
+        refuse_late_sleepers(self, why);
+      },
+      [self](caf::error& err) {
+        auto& s = self->state;
+        s.residency = "sleeping";
+        ++s.wake_refusals;
+        s.last_wake_error = "unit '" + s.opts.unit + "' did not answer: " + self->system().render(err);
+        s.wake_after = clock_type::now() + std::chrono::milliseconds(s.opts.load_report_ms);
+        answer_wake_waiters(self, s.last_wake_error);
+        refuse_late_sleepers(self, s.last_wake_error);
+      });
+}
+
+/// Why the model cannot sleep now; empty when it can.
+std::string busy_reason(scheduler_ptr self) {
+  auto& s = self->state;
+  if (!s.opts.can_sleep)
+    return "model '" + s.served() + "' on " + s.opts.replica + " cannot sleep (its unit lays it out as replicas)";
+  if (s.residency != "ready")
+    return "model '" + s.served() + "' on " + s.opts.replica + " is " + s.residency;
+  if (s.core->waiting() > 0 || s.core->running() > 0)
+    return "model '" + s.served() + "' on " + s.opts.replica + " is busy: " + std::to_string(s.core->waiting())
+           + " requests wait, " + std::to_string(s.core->running()) + " run";
+  if (s.core->step_in_flight() || s.alloc_in_flight || !s.flying.empty())
+    return "model '" + s.served() + "' on " + s.opts.replica + " has a step in flight";
+  return {};
+}
+
+/// Puts the model to sleep: no step goes to the unit until it wakes; the
+/// unit drops the engine, then the kv_manager its cached blocks. `done`
+/// gets "" or why not.
+void go_to_sleep(scheduler_ptr self, std::function<void(const std::string&)> done) {
+  auto& s = self->state;
+  s.residency = "unloading";
+  // The engine that holds ended sequences' KV is going away with it.
+  (void)s.core->take_released();
+  self->request(s.unit, std::chrono::seconds(60), sleep_atom::value, s.opts.model)
+    .then(
+      [self, done](std::string& why) {
+        auto& s = self->state;
+        if (!why.empty()) {
+          s.residency = "ready";
+          done(why);
+          pump(self);
+          return;
+        }
+        s.residency = "sleeping";
+        ++s.sleeps;
+        self->request(s.kv, std::chrono::seconds(10), sleep_atom::value, s.opts.model)
+          .then([self](int64_t freed) { self->state.kv_blocks_freed_asleep += static_cast<uint64_t>(freed); },
+                [](caf::error&) {});
+        done({});
+        pump(self);  // requests that came meanwhile wake it again
+      },
+      [self, done](caf::error& err) {
+        // Unknown outcome: the unit may have dropped the engine. Asleep is
+        // the safe belief (a wake rebuilds it, or finds it ready).
+        self->state.residency = "sleeping";
+        done("unit '" + self->state.opts.unit + "' did not answer: " + self->system().render(err));
+        pump(self);
+      });
+}
+
 /// Arrivals and backlog (tokens the waiting requests need but could not
 /// get) to the kv_manager, whose ADBS quotas follow them.
 void report_kv_load(scheduler_ptr self) {
@@ -225,16 +374,18 @@ void report_load(scheduler_ptr self) {
   auto waiting = static_cast<int32_t>(s.core->waiting());
   auto running = static_cast<int32_t>(s.core->running());
   const int64_t tokens = s.core->outstanding_tokens();
-  bool changed = waiting != s.last_waiting || running != s.last_running || tokens != s.last_tokens;
+  bool changed = waiting != s.last_waiting || running != s.last_running || tokens != s.last_tokens
+                 || s.residency != s.last_residency;
   if (s.subscribers.empty() || (!changed && now - s.last_report < std::chrono::seconds(1)))
     return;
   load_report rep{s.opts.replica, s.opts.model, waiting, running, s.tokens_per_s,
-                  tokens, s.core->queued_prefill_tokens(), s.core->prefill_tokens_per_s()};
+                  tokens, s.core->queued_prefill_tokens(), s.core->prefill_tokens_per_s(), s.residency};
   for (auto& sub : s.subscribers)
     self->send(caf::actor_cast<router_actor>(sub), rep);
   s.last_waiting = waiting;
   s.last_running = running;
   s.last_tokens = tokens;
+  s.last_residency = s.residency;
   s.last_report = now;
 }
 
@@ -249,6 +400,10 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
     s.opts = std::move(opts);
     s.unit = std::move(unit);
     s.kv = std::move(kv);
+    if (s.opts.start_asleep)
+      s.residency = "sleeping";
+    if (s.opts.can_sleep)
+      self->send(s.unit, attach_atom::value, s.opts.model, caf::actor_cast<caf::actor>(self));
     self->set_down_handler([self](caf::down_msg& dm) {
       // A gateway went away (its node died or the link timed out): nobody
       // will read those tokens, so stop computing them and free their KV.
@@ -290,10 +445,15 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
           ++s.rejected;
           return rep;
         }
+        const uint64_t id = req.id;
+        const int32_t budget_ms = req.ttft_budget_ms > 0 ? req.ttft_budget_ms : s.opts.step_timeout_ms;
         switch (s.core->enqueue(std::move(req), it->second)) {
           case enqueue_status::accepted:
             rep.ok = true;
             ++s.arrivals;
+            s.last_active = clock_type::now();
+            if (s.residency != "ready")
+              s.wake_deadline[id] = s.last_active + std::chrono::milliseconds(budget_ms);
             break;
           case enqueue_status::queue_full:
             rep.status = 429;
@@ -342,6 +502,7 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         return n;
       },
       [self](cancel_atom, uint64_t id) {
+        self->state.wake_deadline.erase(id);
         if (self->state.core->cancel(id) > 0)
           self->send(self->state.kv, kv_close_atom::value, self->state.opts.model,
                      std::vector<uint64_t>{id});
@@ -360,8 +521,14 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         self->state.last_waiting = -1;  // report at the next tick
       },
       [self](tick_atom) {
+        auto& s = self->state;
         report_load(self);
         report_kv_load(self);
+        if (s.residency == "sleeping" && !s.wake_deadline.empty() && !s.last_wake_error.empty())
+          refuse_late_sleepers(self, s.last_wake_error);
+        if (s.opts.idle_sleep_s > 0 && busy_reason(self).empty()
+            && clock_type::now() - s.last_active >= std::chrono::duration<double>(s.opts.idle_sleep_s))
+          go_to_sleep(self, [](const std::string&) {});
         pump(self);
         self->delayed_send(self, std::chrono::milliseconds(self->state.opts.load_report_ms),
                            tick_atom::value);
@@ -376,6 +543,28 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
                                          + std::to_string(s.opts.step_timeout_ms) + " ms",
                                        static_cast<engine::job_kind>(job));
         deliver(self, ev);
+      },
+      [self](sleep_atom) -> caf::result<std::string> {
+        if (self->state.residency == "sleeping")
+          return std::string{};
+        if (auto why = busy_reason(self); !why.empty())
+          return why;
+        auto promise = self->make_response_promise<std::string>();
+        go_to_sleep(self, [promise](const std::string& why) mutable { promise.deliver(why); });
+        return promise;
+      },
+      [self](wake_atom) -> caf::result<std::string> {
+        auto& s = self->state;
+        if (s.residency == "ready")
+          return std::string{};
+        auto promise = self->make_response_promise<std::string>();
+        s.wake_waiters.push_back(promise);
+        if (s.residency == "sleeping")
+          wake(self);
+        // loading: answered when it ends; unloading: woken once asleep.
+        else if (s.residency == "unloading")
+          s.wake_after = clock_type::now();
+        return promise;
       },
       [self](get_state_atom) -> actor_state {
         auto& s = self->state;
@@ -402,7 +591,16 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
                          {"prefill_tokens_per_s", s.core->prefill_tokens_per_s()},
                          {"prompt_tokens_admitted", s.core->admitted_prompt_tokens()},
                          {"prompt_tokens_cached", s.core->cached_prompt_tokens()},
-                         {"gateways", s.sinks.size()}};
+                         {"gateways", s.sinks.size()},
+                         {"residency", s.residency},
+                         {"idle_sleep_s", s.opts.idle_sleep_s},
+                         {"sleeps", s.sleeps},
+                         {"wakes", s.wakes},
+                         {"wake_refusals", s.wake_refusals},
+                         {"wake_seconds_last", s.wake_seconds_last},
+                         {"refused_asleep", s.refused_asleep},
+                         {"last_wake_error", s.last_wake_error},
+                         {"kv_blocks_freed_asleep", s.kv_blocks_freed_asleep}};
         return {s.opts.node, "scheduler", s.opts.replica, self->mailbox().size(), j.dump()};
       },
     };

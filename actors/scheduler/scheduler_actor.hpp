@@ -22,6 +22,10 @@ struct scheduler_actor_options {
   scheduler_options core;
   int load_report_ms = 100;
   int step_timeout_ms = 30000;
+  /// Sleep and wake: the unit can drop and rebuild this model's engine.
+  bool can_sleep = false;
+  bool start_asleep = false;  ///< not loaded at start: the first request wakes it
+  double idle_sleep_s = 0;    ///< sleeps after this long without work; 0: never
 };
 
 protocol::scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options opts,

@@ -505,6 +505,26 @@ TEST_CASE("reject_first_waiting fails the head of the queue", "[scheduler]") {
   CHECK(s.blocks_held() == 0);
 }
 
+TEST_CASE("reject_waiting fails one waiting request by id, with its status", "[scheduler][residency]") {
+  batch_scheduler s(small_opts());
+  REQUIRE(s.enqueue(req(5, 2, 2), 17) == enqueue_status::accepted);
+  REQUIRE(s.enqueue(req(6, 2, 2), 18) == enqueue_status::accepted);
+  REQUIRE(s.enqueue(req(7, 2, 2), 19) == enqueue_status::accepted);
+  CHECK_FALSE(s.reject_waiting(99, "nope", 503).has_value());
+  auto rd = s.reject_waiting(6, "asleep", 503);
+  REQUIRE(rd.has_value());
+  CHECK(rd->sink == 18);
+  CHECK(rd->delta.id == 6);
+  CHECK(rd->delta.finish == finish_reason::error);
+  CHECK(rd->delta.error == "asleep");
+  CHECK(rd->delta.status == 503);
+  CHECK(s.waiting() == 2);
+  CHECK_FALSE(s.reject_waiting(6, "again", 503).has_value());
+  // The others keep their order.
+  auto first = s.reject_first_waiting("x");
+  CHECK(first.delta.id == 5);
+}
+
 TEST_CASE("can_step: something admitted and no step in flight", "[scheduler]") {
   batch_scheduler s(small_opts());
   CHECK_FALSE(s.can_step());

@@ -899,3 +899,30 @@ TEST_CASE("kv_block_pool: with borrowing, a model holding nothing may always sta
   CHECK_FALSE(pool.open("hot", 2, {}, 16).has_value());
   CHECK(pool.check_invariants().empty());
 }
+
+TEST_CASE("kv_block_pool: forget_cache frees one model's cached blocks, not the other's, nor referenced ones",
+          "[kv_pool][prefix][residency]") {
+  auto p = two_models(200);  // a: 8 ids per token-block, b: 6
+  const auto pa = run(0, 33), pb = run(100, 33);
+  REQUIRE(p.open("a", 1, pa, 33) == 0);
+  p.commit("a", 1, pa);  // 2 full token-blocks cached
+  REQUIRE(p.open("b", 1, pb, 33) == 0);
+  p.commit("b", 1, pb);
+  p.close("a", 1);
+  p.close("b", 1);
+  REQUIRE(p.models().at("a").cached == 16);
+  REQUIRE(p.models().at("b").cached == 12);
+  const auto free_before = p.free();
+  // A running sequence of a that shares the cached prefix keeps it.
+  REQUIRE(p.open("a", 2, pa, 33) == 32);
+  CHECK(p.forget_cache("a") == 0);
+  p.close("a", 2);
+  CHECK(p.forget_cache("a") == 16);
+  CHECK(p.models().at("a").cached == 0);
+  CHECK(p.models().at("b").cached == 12);
+  CHECK(p.free() == free_before + 16);
+  // Nothing of a's prefix is found any more; b's still is.
+  CHECK(p.open("a", 3, pa, 33) == 0);
+  CHECK(p.open("b", 3, pb, 33) == 32);
+  CHECK(p.check_invariants().empty());
+}

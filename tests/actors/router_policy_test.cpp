@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <set>
+
 #include "actors/kv_manager/kv_block_pool.hpp"
 
 #include <map>
@@ -485,5 +487,34 @@ TEST_CASE("a replica that is not routable gets no new requests, and can be again
     // A replica that comes up again is routable.
     p.replica_up("u/m", "m", "n");
     CHECK(p.replicas().at("u/m").routable);
+  }
+}
+
+TEST_CASE("a sleeping replica gets requests only when every replica of the model sleeps", "[router][residency]") {
+  for (auto kind : {policy_kind::least_loaded, policy_kind::round_robin, policy_kind::least_tokens,
+                    policy_kind::power_of_two}) {
+    INFO(to_string(kind));
+    router_policy p(kind);
+    p.replica_up("u0/m", "m", "n0");
+    p.replica_up("u1/m", "m", "n1");
+    load_sample idle;
+    idle.residency = "sleeping";
+    p.report("u0/m", idle);  // idle, asleep
+    load_sample busy;
+    busy.waiting = 5;
+    busy.running = 8;
+    busy.outstanding_tokens = 9000;
+    p.report("u1/m", busy);  // loaded, awake
+    for (int i = 0; i < 4; ++i)
+      CHECK(p.pick("m") == "u1/m");
+    // The awake one is excluded (it refused): the sleeping one wakes.
+    CHECK(p.pick("m", {"u1/m"}) == "u0/m");
+    // Both asleep: the policy picks among both again.
+    busy.residency = "loading";
+    p.report("u1/m", busy);
+    std::set<std::string> picked;
+    for (int i = 0; i < 4; ++i)
+      picked.insert(*p.pick("m"));
+    CHECK(picked.count("u0/m") == 1);
   }
 }

@@ -544,3 +544,41 @@ TEST_CASE("unit_core: jobs are laid out back to back, and a move re-places the j
   REQUIRE(change.places.size() == 1);
   CHECK(change.places[0].model == "x");
 }
+
+TEST_CASE("unit_core: a model sleeps and wakes: its engine is dropped, then built on its current partition",
+          "[unit_core][residency]") {
+  unit_core u(1.0);
+  int built = 0;
+  fixed_time_engine* last = nullptr;
+  auto make = [&]() -> std::unique_ptr<engine::engine> {
+    ++built;
+    auto e = std::make_unique<fixed_time_engine>();
+    last = e.get();
+    return e;
+  };
+  u.add_model("a", sim("a", 0.5), 0.5);
+  u.add_model("b", nullptr, 0.5, 0, make, "cuda");  // starts asleep
+  CHECK_FALSE(u.loaded("b"));
+  CHECK(built == 0);
+  CHECK(u.models().at("b").backend == "cuda");
+  // A step of a sleeping model is refused, not run on nothing.
+  CHECK_THROWS_AS(u.step("b", big_prefill()), std::runtime_error);
+  CHECK_THROWS_AS(u.engine_of("b"), std::runtime_error);
+  // A share move while it sleeps is booked; the engine gets it at load.
+  CHECK_FALSE(u.set_share("a", 0.25).has_value());
+  CHECK_FALSE(u.set_share("b", 0.75).has_value());
+  u.load("b");
+  REQUIRE(u.loaded("b"));
+  CHECK(built == 1);
+  CHECK(last->job_shares.at(llmux::engine::job_kind::mixed) == 0.75);
+  CHECK(last->job_offsets.at(llmux::engine::job_kind::mixed) == 0.25);  // after a's 0.25
+  CHECK(u.step("b", big_prefill()).tokens.size() == 1);
+  u.unload("b");
+  CHECK_FALSE(u.loaded("b"));
+  u.load("b");
+  CHECK(built == 2);
+  // A model without a maker cannot sleep.
+  CHECK_THROWS_AS(u.unload("a"), std::logic_error);
+  CHECK(u.loaded("a"));
+  CHECK_THROWS_AS(u.add_model("c", nullptr, 0.1), std::logic_error);
+}

@@ -1341,3 +1341,31 @@ TEST_CASE("[tls] errors: no files named, one certificate for every node, unknown
   text = "[tls]\ndir = \"\"\n" + base_config;
   require_error(text, "tls.dir", "must not be empty", line_with(text, "dir ="));
 }
+
+// --- sleep and wake --------------------------------------------------------
+
+TEST_CASE("sleep and wake keys: defaults, values and bad values", "[config][residency]") {
+  auto cfg = parse_cluster_config(base_config, "test.toml");
+  CHECK(cfg.find_model("tiny-a")->idle_sleep_s == 0);
+  CHECK(cfg.units[0].memory_mib == 0);
+  CHECK(cfg.units[0].models[0].awake);
+  CHECK(cfg.gpus.at("h100").load_gbs == 50);
+  CHECK(cfg.gpus.at("a100").load_gbs == 25);
+
+  auto text = replace(base_config, "architecture = \"tiny\"", "architecture = \"tiny\"\nidle_sleep_s = 2.5");
+  text = with_unit_key(text, "memory_mib = 512");
+  text = with_model_keys(text, "awake = false");
+  text += "\n[gpus.h100]\nload_gbs = 12.5\n";
+  cfg = parse_cluster_config(text, "test.toml");
+  CHECK(cfg.find_model("tiny-a")->idle_sleep_s == 2.5);
+  CHECK(cfg.units[0].memory_mib == 512);
+  CHECK_FALSE(cfg.units[0].models[0].awake);
+  CHECK(cfg.gpus.at("h100").load_gbs == 12.5);
+
+  auto neg = replace(base_config, "architecture = \"tiny\"", "architecture = \"tiny\"\nidle_sleep_s = -1");
+  require_error(neg, "models[0].idle_sleep_s", ">= 0", line_with(neg, "idle_sleep_s"));
+  auto mem = with_unit_key(base_config, "memory_mib = -5");
+  require_error(mem, "units[0].memory_mib", ">= 0", line_with(mem, "memory_mib"));
+  auto awake = with_model_keys(base_config, "awake = 3");
+  CHECK_THROWS_AS(parse_cluster_config(awake, "test.toml"), config_error);
+}

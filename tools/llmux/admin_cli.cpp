@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "tools/llmux/admin_cli.hpp"
 
 #include <optional>
@@ -155,6 +156,42 @@ int run_set_layout(const config::cluster_config& cfg, const admin_cli_options& o
   return 0;
 }
 
+/// sleep|wake MODEL [UNIT]: asks the node of every unit that hosts MODEL
+/// (or of UNIT alone); the model's scheduler there answers once its engine
+/// is freed or built again.
+int run_residency(const config::cluster_config& cfg, const admin_cli_options& opts) {
+  const bool sleep = opts.command == "sleep";
+  if (opts.args.empty() || opts.args.size() > 2) {
+    std::cerr << "llmux admin: " << opts.command << " needs MODEL [UNIT]\n";
+    return 2;
+  }
+  const auto& model = opts.args[0];
+  if (cfg.find_model(model) == nullptr) {
+    std::cerr << "llmux admin: " << cfg.source << ": no model named '" << model << "'\n";
+    return 2;
+  }
+  std::vector<const config::unit_config*> units;
+  for (const auto& u : cfg.units)
+    if ((opts.args.size() < 2 || u.name == opts.args[1])
+        && std::any_of(u.models.begin(), u.models.end(), [&](const auto& um) { return um.model == model; }))
+      units.push_back(&u);
+  if (units.empty()) {
+    std::cerr << "llmux admin: " << cfg.source << ": no unit "
+              << (opts.args.size() < 2 ? "" : "named '" + opts.args[1] + "' ") << "hosts model '" << model << "'\n";
+    return 2;
+  }
+  int rc = 0;
+  for (const auto* u : units) {
+    auto rep = call_node(cfg, u->node, {{"cmd", opts.command}, {"unit", u->name}, {"model", model}}, opts);
+    if (!rep) {
+      rc = 1;
+      continue;
+    }
+    std::cout << "unit " << u->name << ": " << model << (sleep ? " is asleep" : " is awake") << std::endl;
+  }
+  return rc;
+}
+
 }  // namespace
 
 int run_admin(const config::cluster_config& cfg, const admin_cli_options& opts) {
@@ -162,8 +199,11 @@ int run_admin(const config::cluster_config& cfg, const admin_cli_options& opts) 
     return run_set_share(cfg, opts);
   if (opts.command == "set-layout")
     return run_set_layout(cfg, opts);
+  if (opts.command == "sleep" || opts.command == "wake")
+    return run_residency(cfg, opts);
   if (opts.command != "state") {
-    std::cerr << "llmux admin: unknown command '" << opts.command << "' (known: state, set-share, set-layout)\n";
+    std::cerr << "llmux admin: unknown command '" << opts.command
+              << "' (known: state, set-share, set-layout, sleep, wake)\n";
     return 2;
   }
   if (opts.args.size() > 1) {

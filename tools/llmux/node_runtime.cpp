@@ -4,6 +4,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <stdexcept>
 
 #include <caf/all.hpp>
@@ -97,6 +98,31 @@ nlohmann::json set_layout(caf::actor_system& sys, const controller_actor& ctrl, 
   return {{"ok", true}};
 }
 
+/// `llmux admin ... sleep|wake MODEL [UNIT]`: to the model's scheduler on
+/// the unit, which answers once the engine is freed or built again.
+nlohmann::json residency_cmd(caf::actor_system& sys, const std::map<std::string, scheduler_actor>& schedulers,
+                             const nlohmann::json& req) {
+  const auto cmd = req.value("cmd", std::string{});
+  const auto replica = req.value("unit", std::string{}) + "/" + req.value("model", std::string{});
+  auto it = schedulers.find(replica);
+  if (it == schedulers.end())
+    return {{"ok", false}, {"error", "no replica '" + replica + "' on this node"}};
+  caf::scoped_actor self{sys};
+  std::string answer;
+  std::string failure;
+  auto on_reply = [&](std::string& why) { answer = std::move(why); };
+  auto on_error = [&](caf::error& err) { failure = sys.render(err); };
+  if (cmd == "sleep")
+    self->request(it->second, std::chrono::seconds(120), sleep_atom::value).receive(on_reply, on_error);
+  else
+    self->request(it->second, std::chrono::seconds(120), wake_atom::value).receive(on_reply, on_error);
+  if (!failure.empty())
+    return {{"ok", false}, {"error", "replica '" + replica + "' did not answer: " + failure}};
+  if (!answer.empty())
+    return {{"ok", false}, {"error", answer}};
+  return {{"ok", true}};
+}
+
 int wait_for_signal() {
   sigset_t set;
   sigemptyset(&set);
@@ -124,6 +150,7 @@ struct node_runtime::impl {
   std::unique_ptr<gateway::http_edge> edge;
   std::unique_ptr<net::admin_server> admin_srv;
   std::map<std::string, gpu_unit_actor> units;  ///< this node's units, by name
+  std::map<std::string, scheduler_actor> schedulers;  ///< this node's replicas, by "unit/model"
   caf::io::middleman_actor tls_middleman;        ///< node links over TLS ([tls]); else invalid
 
   void boot();
@@ -238,6 +265,13 @@ void node_runtime::impl::boot() {
     auto arena = engine::make_kv_arena(hosted, kvo.total_blocks, u.block_tokens);
     auto device_kv = engine::make_device_kv_slot(hosted, kvo.total_blocks, u.block_tokens);
     const auto insts = setup::instances(u);
+    // Which models start awake: those not configured asleep, while their
+    // weights fit the unit's memory_mib (in config order). A layout unit's
+    // instances share one mapping of the weights and do not sleep.
+    const bool sleepable = u.layout == "single";
+    unit::residency memory(int64_t{u.memory_mib} << 20);
+    std::map<std::string, double> sim_wake;
+    std::set<std::string> asleep;
     auto unit_model_of = [&u](const std::string& model) -> const config::unit_model& {
       for (const auto& um : u.models)
         if (um.model == model)
@@ -253,6 +287,25 @@ void node_runtime::impl::boot() {
         ctx.device_kv = device_kv;
         if (in.count > 1)
           ctx.share = in.share;  // a replica of a layout unit (0: parked)
+        unit::unit_core::engine_maker make;
+        if (sleepable) {
+          const auto bytes = setup::weight_bytes(*m);
+          if (u.memory_mib > 0 && bytes > (int64_t{u.memory_mib} << 20))
+            throw std::runtime_error("model '" + m->name + "' needs " + std::to_string((bytes >> 20) + 1)
+                                     + " MiB of weights, more than the unit's memory_mib (" +
+                                     std::to_string(u.memory_mib) + ")");
+          if (memory.add(in.key, bytes, um.awake) != unit::residency_state::ready)
+            asleep.insert(in.key);
+          sim_wake[in.key] = setup::sim_wake_seconds(cfg, u, *m);
+          make = [mc = *m, ctx] { return engine::make_engine(mc, ctx); };
+        }
+        if (asleep.count(in.key)) {
+          std::cout << "llmux: node " << node_name << ": " << m->name << " starts asleep on unit " << u.name
+                    << (um.awake ? " (memory_mib is taken by the models before it)" : " (awake = false)")
+                    << "; its first request wakes it" << std::endl;
+          core->add_model(in.key, nullptr, ctx.share, um.decode_share, make, m->backend);
+          continue;
+        }
         // Further instances map the same weights (engine_factory shares them).
         if (in.index > 0)
           std::cout << "llmux: node " << node_name << ": " << in.key << " shares " << m->name
@@ -263,7 +316,7 @@ void node_runtime::impl::boot() {
         else if (m->backend != "sim")
           std::cout << "llmux: node " << node_name << ": loading " << m->name << " from "
                     << m->file << " (" << m->backend << ")" << std::endl;
-        core->add_model(in.key, engine::make_engine(*m, ctx), ctx.share, um.decode_share);
+        core->add_model(in.key, engine::make_engine(*m, ctx), ctx.share, um.decode_share, make);
       } catch (const std::exception& e) {
         throw std::runtime_error("unit " + u.name + ": " + e.what());
       }
@@ -279,6 +332,8 @@ void node_runtime::impl::boot() {
     uo.shared_prefill = sharing.shared_prefill;
     uo.policy = sharing.policy;
     uo.max_prefill_streak = sharing.max_prefill_streak;
+    uo.memory = std::move(memory);
+    uo.sim_wake_s = std::move(sim_wake);
     auto unit = unit::spawn_gpu_unit(sys, uo, core, /*partitions=*/u.backend != "sim");
     add(admin, "gpu_unit", u.name, caf::actor_cast<caf::actor>(unit));
     units[u.name] = unit;
@@ -291,10 +346,16 @@ void node_runtime::impl::boot() {
       so.model = in.key;
       so.served = m->name;
       so.replica = u.name + "/" + in.key;
-      so.core = setup::scheduler_options(u, *m, core->models().at(in.key).engine->vocab().eos_id());
+      const bool awake = !asleep.count(in.key);
+      so.core = setup::scheduler_options(u, *m, awake ? core->models().at(in.key).engine->vocab().eos_id()
+                                                      : engine::make_frontend(*m).tok->eos_id());
       so.load_report_ms = to.load_report_ms;
       so.step_timeout_ms = to.request_ms;
+      so.can_sleep = sleepable;
+      so.start_asleep = !awake;
+      so.idle_sleep_s = m->idle_sleep_s;
       auto sched = scheduler::spawn_scheduler(sys, so, unit, kv);
+      schedulers[so.replica] = sched;
       add(admin, "scheduler", so.replica, caf::actor_cast<caf::actor>(sched));
       replica_info info{so.replica, m->name, u.name, node_name, m->backend,
                         caf::actor_cast<caf::actor>(sched), caf::actor_cast<caf::actor>(unit),
@@ -384,10 +445,13 @@ void node_runtime::impl::boot() {
     aopts.token = cfg.gateway.admin_token;
     aopts.log = [](const std::string& why) { spdlog::warn("{}", why); };
     admin_srv = std::make_unique<net::admin_server>(
-      me->host, me->admin_port, [&sys, admin = admin, units = units, ctrl_handle](const nlohmann::json& req) {
+      me->host, me->admin_port,
+      [&sys, admin = admin, units = units, schedulers = schedulers, ctrl_handle](const nlohmann::json& req) {
         auto cmd = req.value("cmd", "");
         if (cmd == "set-share")
           return set_share(sys, units, req);
+        if (cmd == "sleep" || cmd == "wake")
+          return residency_cmd(sys, schedulers, req);
         if (cmd == "set-layout")
           return set_layout(sys, ctrl_handle, req);
         if (cmd != "state")
