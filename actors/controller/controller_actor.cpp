@@ -4,6 +4,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <set>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -37,6 +38,12 @@ struct controller_state {
   std::map<std::string, std::map<int, replica_info>> layout_replicas;  ///< unit → index → replica
   std::map<std::string, std::string> layout_unit_of;                   ///< replica → unit
   std::map<std::string, int64_t> handed_back;  ///< unit → sequences its drained replicas handed back
+  // Model moves (`move`): every replica the nodes advertised, by name.
+  std::map<std::string, replica_info> known;
+  std::set<std::string> moving;  ///< models being moved now
+  uint64_t model_moves = 0;
+  uint64_t failed_model_moves = 0;
+  std::deque<nlohmann::json> recent_model_moves;
 
   double now() const { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 };
@@ -56,6 +63,7 @@ void adopt(controller_ptr self, const std::string& node, admin_actor admin) {
         auto& s = self->state;
         s.replicas[node] = reps.size();
         for (auto& r : reps) {
+          s.known[r.replica] = r;
           if (r.instances > 1 && s.layouts.find(r.unit) && r.scheduler) {
             // A replica of a unit laid out as several: hear its load.
             s.layout_replicas[r.unit][r.index] = r;
@@ -169,6 +177,106 @@ std::function<void(std::string)> join(int n, std::function<void(std::string)> do
     if (--st->left == 0)
       st->done(st->error);
   };
+}
+
+/// Moves `model`'s serving from unit `from` to unit `to`, as a message
+/// flow, each step after the last one's answer:
+///   target scheduler wake (its unit makes room) ─▶ router routable(source, false)
+///   ─▶ source scheduler drain(true): its sequences go back to their gateways,
+///      which continue them on the target (finish "migrate")
+///   ─▶ source scheduler sleep (after its last step returns) ─▶ drain(false),
+///      routable(source, true): it stays a replica, asleep, which the router
+///      passes over while the target is awake.
+/// A failure after the source stopped taking requests undoes that part.
+void move_model(controller_ptr self, const std::string& model, const std::string& from, const std::string& to,
+                std::function<void(std::string)> done) {
+  auto& s = self->state;
+  const auto src = s.known.find(from + "/" + model);
+  const auto dst = s.known.find(to + "/" + model);
+  if (from == to) {
+    done("model '" + model + "' is on unit '" + from + "' already");
+    return;
+  }
+  for (const auto* side : {&src, &dst})
+    if (*side == s.known.end()) {
+      done("no replica of model '" + model + "' on unit '" + (side == &src ? from : to)
+           + "' has joined (a move needs the model listed on both units; awake = false on the target)");
+      return;
+    }
+  if (!src->second.scheduler || !dst->second.scheduler || src->second.instances > 1
+      || dst->second.instances > 1) {
+    done("model '" + model + "': replicas of layout units do not move");
+    return;
+  }
+  if (!s.moving.insert(model).second) {
+    done("model '" + model + "' is being moved already");
+    return;
+  }
+  const auto source = caf::actor_cast<scheduler_actor>(src->second.scheduler);
+  const auto target = caf::actor_cast<scheduler_actor>(dst->second.scheduler);
+  const auto replica = src->second.replica;
+  const double t0 = s.now();
+  const auto timeout = std::chrono::seconds(120);
+  auto finish = [self, model, from, to, t0, done](std::string err, int32_t handed) {
+    auto& s = self->state;
+    s.moving.erase(model);
+    if (err.empty())
+      ++s.model_moves;
+    else
+      ++s.failed_model_moves;
+    s.recent_model_moves.push_back({{"model", model},
+                                    {"from", from},
+                                    {"to", to},
+                                    {"handed_over", handed},
+                                    {"seconds", s.now() - t0},
+                                    {"error", err}});
+    if (s.recent_model_moves.size() > 8)
+      s.recent_model_moves.pop_front();
+    caf::aout(self) << "controller: moved " << model << " from " << from << " to " << to
+                    << (err.empty() ? "" : " failed: " + err) << std::endl;
+    done(std::move(err));
+  };
+  // Gives the source back to the router, accepting again.
+  auto reopen = [self, source, replica, timeout](std::function<void()> then) {
+    self->request(source, timeout, drain_atom::value, false)
+      .then([self, replica, timeout, then](int32_t) {
+              self->request(self->state.router, timeout, routable_atom::value, replica, true)
+                .then([then](bool) { then(); }, [then](caf::error&) { then(); });
+            },
+            [then](caf::error&) { then(); });
+  };
+  self->request(target, timeout, wake_atom::value)
+    .then(
+      [=](std::string& why) {
+        if (!why.empty()) {
+          finish("the target did not wake: " + why, 0);
+          return;
+        }
+        self->request(self->state.router, timeout, routable_atom::value, replica, false)
+          .then(
+            [=](bool) {
+              self->request(source, timeout, drain_atom::value, true)
+                .then(
+                  [=](int32_t handed) {
+                    self->request(source, timeout, sleep_atom::value)
+                      .then(
+                        [=](std::string& why2) {
+                          auto err = why2.empty() ? std::string{} : "the source did not sleep: " + why2;
+                          reopen([finish, err, handed] { finish(err, handed); });
+                        },
+                        [=](caf::error& e) {
+                          auto err = "the source did not answer: " + self->system().render(e);
+                          reopen([finish, err, handed] { finish(err, handed); });
+                        });
+                  },
+                  [=](caf::error& e) {
+                    auto err = "the source did not drain: " + self->system().render(e);
+                    reopen([finish, err] { finish(err, 0); });
+                  });
+            },
+            [=](caf::error& e) { finish("the router did not answer: " + self->system().render(e), 0); });
+      },
+      [=](caf::error& e) { finish("the target did not answer: " + self->system().render(e), 0); });
 }
 
 /// Lays `unit` out as `to`, as a message flow (see controller_actor.hpp);
@@ -376,6 +484,12 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
         switch_layout(self, unit, *to, [rp](std::string err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
+      [self](move_atom, const std::string& model, const std::string& from,
+             const std::string& to) -> caf::result<std::string> {
+        auto rp = self->make_response_promise<std::string>();
+        move_model(self, model, from, to, [rp](std::string err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
       [self](const load_report& rep) {
         auto& s = self->state;
         auto lu = s.layout_unit_of.find(rep.replica);
@@ -415,7 +529,15 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
                          {"nodes", nodes},
                          {"move_shares", s.shares != nullptr},
                          {"share_moves", s.share_moves},
-                         {"share_move_failures", s.share_move_failures}};
+                         {"share_move_failures", s.share_move_failures},
+                         {"model_moves", s.model_moves},
+                         {"failed_model_moves", s.failed_model_moves}};
+        if (!s.recent_model_moves.empty()) {
+          auto mv = nlohmann::json::array();
+          for (const auto& m : s.recent_model_moves)
+            mv.push_back(m);
+          j["recent_model_moves"] = mv;
+        }
         if (!s.layouts.units().empty()) {
           auto lay = nlohmann::json::object();
           for (const auto& [unit, u] : s.layouts.units())

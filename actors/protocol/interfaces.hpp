@@ -56,6 +56,7 @@ using sleep_atom = caf::atom_constant<caf::atom("sleep")>;        // admin/unit 
 using wake_atom = caf::atom_constant<caf::atom("wake")>;          // admin → scheduler → unit
 using attach_atom = caf::atom_constant<caf::atom("attach")>;      // scheduler → unit
 using woke_atom = caf::atom_constant<caf::atom("woke")>;          // unit, self-sent (sim wake time)
+using move_atom = caf::atom_constant<caf::atom("move")>;          // admin → controller
 
 // -- messages carrying handles --------------------------------------------------
 
@@ -215,6 +216,10 @@ using controller_actor = caf::typed_actor<
   caf::reacts_to<tick_atom>,
   // Lays a unit out as "single" or "replicas" now; answers "" or why not.
   caf::replies_to<set_layout_atom, std::string, std::string>::with<std::string>,
+  // Moves a model's serving from one unit's replica to another's (model,
+  // from unit, to unit): wake the target, route there, hand the source's
+  // sequences over, put the source to sleep; answers "" or why not.
+  caf::replies_to<move_atom, std::string, std::string, std::string>::with<std::string>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// One per node, published on the node's middleman port: the node's agent.

@@ -55,6 +55,8 @@ struct scheduler_state {
   clock_type::time_point wake_after = clock_type::now();   ///< retry a refused wake from then
   clock_type::time_point wake_began = clock_type::now();
   std::vector<caf::typed_response_promise<std::string>> wake_waiters;  ///< `wake` from the admin CLI
+  /// `sleep` asked while only a step was in flight: answered once it returns.
+  std::vector<caf::typed_response_promise<std::string>> sleep_waiters;
   /// Requests that arrived while asleep: when each stops being worth
   /// waiting for a wake (its TTFT budget, else the request deadline).
   std::unordered_map<uint64_t, clock_type::time_point> wake_deadline;
@@ -154,6 +156,7 @@ void run_step(scheduler_ptr self) {
 /// Admits what the KV pool allows, then runs a step; called whenever work may
 /// have appeared (enqueue, step done, timer).
 void wake(scheduler_ptr self);
+void sleep_when_idle(scheduler_ptr self);
 
 void pump(scheduler_ptr self) {
   auto& s = self->state;
@@ -163,6 +166,11 @@ void pump(scheduler_ptr self) {
         && clock_type::now() >= s.wake_after)
       wake(self);
     return;
+  }
+  if (!s.sleep_waiters.empty()) {
+    sleep_when_idle(self);
+    if (s.residency != "ready")
+      return;
   }
   // Mixed: KV changes only between steps. Split jobs: while one job's step
   // computes, the other's sequences grow and new ones are admitted.
@@ -343,6 +351,26 @@ void go_to_sleep(scheduler_ptr self, std::function<void(const std::string&)> don
         done("unit '" + self->state.opts.unit + "' did not answer: " + self->system().render(err));
         pump(self);
       });
+}
+
+/// A `sleep` that waited for the last step in flight: now, if nothing else
+/// came meanwhile (then it is refused, with why).
+void sleep_when_idle(scheduler_ptr self) {
+  auto& s = self->state;
+  if (s.core->step_in_flight() || s.alloc_in_flight || !s.flying.empty())
+    return;
+  auto waiters = std::move(s.sleep_waiters);
+  s.sleep_waiters.clear();
+  auto why = busy_reason(self);
+  if (!why.empty()) {
+    for (auto& p : waiters)
+      p.deliver(why);
+    return;
+  }
+  go_to_sleep(self, [waiters](const std::string& why) mutable {
+    for (auto& p : waiters)
+      p.deliver(why);
+  });
 }
 
 /// Arrivals and backlog (tokens the waiting requests need but could not
@@ -545,8 +573,17 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         deliver(self, ev);
       },
       [self](sleep_atom) -> caf::result<std::string> {
-        if (self->state.residency == "sleeping")
+        auto& s = self->state;
+        if (s.residency == "sleeping")
           return std::string{};
+        if (s.opts.can_sleep && s.residency == "ready" && s.core->waiting() == 0
+            && (s.core->step_in_flight() || s.alloc_in_flight || !s.flying.empty())) {
+          // A step in flight (the last of a drained replica, whose sequences
+          // count as running until it returns): decide when it has.
+          auto promise = self->make_response_promise<std::string>();
+          s.sleep_waiters.push_back(promise);
+          return promise;
+        }
         if (auto why = busy_reason(self); !why.empty())
           return why;
         auto promise = self->make_response_promise<std::string>();

@@ -607,3 +607,57 @@ def launch_node_pids(proc: LlmuxProcess, count: int, timeout: float = 10.0) -> d
     """Parses `llmux launch: node NAME (pid N) on HOST:PORT` lines from launch's output."""
     found = proc.wait_for_log(LAUNCH_NODE_RX, timeout, count=count)
     return {m.group(1): int(m.group(2)) for m in found[:count]}
+
+
+class CompletionStreams:
+    """Streamed completions on threads (`body(prompt)` is each request's JSON, with
+    "stream": true); each keeps its text or its error, for tests that disturb the
+    cluster mid-stream and compare the texts with an undisturbed run."""
+
+    def __init__(self, base: str, prompts: list[str], body: Callable[[str], dict], timeout: float = 120):
+        import threading
+        self.results: list[tuple[str, Optional[str], Optional[str]]] = [("", None, None)] * len(prompts)
+        self.chunks = [0] * len(prompts)
+        self.timeout = timeout
+        self.threads = [threading.Thread(target=self._run, args=(base, i, p, body(p))) for i, p in enumerate(prompts)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, base: str, i: int, prompt: str, body: dict):
+        text, error = [], None
+        try:
+            with requests.post(f"{base}/v1/completions", json=body, stream=True, timeout=self.timeout) as r:
+                if r.status_code != 200:
+                    error = f"HTTP {r.status_code}: {r.text[:300]}"
+                else:
+                    for line in r.iter_lines():
+                        if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                            continue
+                        ev = json.loads(line[6:])
+                        if "error" in ev:
+                            error = json.dumps(ev["error"])
+                            break
+                        if ev["choices"] and ev["choices"][0].get("text"):
+                            text.append(ev["choices"][0]["text"])
+                            self.chunks[i] += 1
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            error = repr(e)
+        self.results[i] = (prompt, "".join(text), error)
+
+    def join(self, timeout: float = 120):
+        for t in self.threads:
+            t.join(timeout)
+            assert not t.is_alive(), "a stream did not end"
+        return self.results
+
+
+def undisturbed_texts(base: str, prompts: list[str], body: Callable[[str], dict], max_tokens: int) -> dict[str, str]:
+    """Each prompt's completion (`body(prompt)`, not streamed, max_tokens long), one after the other: the
+    texts a disturbed run must reproduce."""
+    out = {}
+    for p in prompts:
+        r = requests.post(f"{base}/v1/completions", json=body(p), timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == max_tokens
+        out[p] = r.json()["choices"][0]["text"]
+    return out

@@ -14,16 +14,14 @@ threads or two replicas of one thread each (sharing the mapped weights).
 
 from __future__ import annotations
 
-import json
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import (LLMUX_BIN, admin_state_http, find_states, free_port, one_state, scrape_metrics,
-                      metric, solo_config, start_serve, wait_until)
+from conftest import (LLMUX_BIN, CompletionStreams, admin_state_http, find_states, free_port, one_state,
+                      scrape_metrics, metric, solo_config, start_serve, undisturbed_texts, wait_until)
 
 ADMIN = "adm-layout"
 SMOL = Path.home() / ".cache" / "llmux" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,49 +76,11 @@ def _body(prompt: str, stream: bool) -> dict:
 
 
 def _reference(base: str) -> dict[str, str]:
-    out = {}
-    for p in PROMPTS:
-        r = requests.post(f"{base}/v1/completions", json=_body(p, False), timeout=120)
-        assert r.status_code == 200, r.text
-        assert r.json()["usage"]["completion_tokens"] == MAX_TOKENS
-        out[p] = r.json()["choices"][0]["text"]
-    return out
+    return undisturbed_texts(base, PROMPTS, lambda p: _body(p, False), MAX_TOKENS)
 
 
-class Streams:
-    """Greedy completion streams on threads; each keeps its text or its error."""
-
-    def __init__(self, base: str, prompts: list[str]):
-        self.results: list[tuple[str, str | None, str | None]] = [("", None, None)] * len(prompts)
-        self.threads = [threading.Thread(target=self._run, args=(base, i, p)) for i, p in enumerate(prompts)]
-        for t in self.threads:
-            t.start()
-
-    def _run(self, base: str, i: int, prompt: str):
-        text, error = [], None
-        try:
-            with requests.post(f"{base}/v1/completions", json=_body(prompt, True), stream=True, timeout=120) as r:
-                if r.status_code != 200:
-                    error = f"HTTP {r.status_code}: {r.text[:300]}"
-                else:
-                    for line in r.iter_lines():
-                        if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                            continue
-                        ev = json.loads(line[6:])
-                        if "error" in ev:
-                            error = json.dumps(ev["error"])
-                            break
-                        if ev["choices"] and ev["choices"][0].get("text"):
-                            text.append(ev["choices"][0]["text"])
-        except Exception as e:  # noqa: BLE001 - reported by the test
-            error = repr(e)
-        self.results[i] = (prompt, "".join(text), error)
-
-    def join(self, timeout: float = 120):
-        for t in self.threads:
-            t.join(timeout)
-            assert not t.is_alive(), "a stream did not end"
-        return self.results
+def Streams(base: str, prompts: list[str]) -> CompletionStreams:
+    return CompletionStreams(base, prompts, lambda p: _body(p, True))
 
 
 def _admin(cfg: Path, *args: str) -> subprocess.CompletedProcess:

@@ -192,6 +192,37 @@ int run_residency(const config::cluster_config& cfg, const admin_cli_options& op
   return rc;
 }
 
+/// move MODEL FROM_UNIT TO_UNIT: asks the controller's node.
+int run_move(const config::cluster_config& cfg, const admin_cli_options& opts) {
+  if (opts.args.size() != 3) {
+    std::cerr << "llmux admin: move needs MODEL FROM_UNIT TO_UNIT\n";
+    return 2;
+  }
+  const auto& model = opts.args[0];
+  if (cfg.find_model(model) == nullptr) {
+    std::cerr << "llmux admin: " << cfg.source << ": no model named '" << model << "'\n";
+    return 2;
+  }
+  for (size_t i : {size_t{1}, size_t{2}}) {
+    const auto* u = cfg.find_unit(opts.args[i]);
+    if (u == nullptr) {
+      std::cerr << "llmux admin: " << cfg.source << ": no unit named '" << opts.args[i] << "'\n";
+      return 2;
+    }
+    if (std::none_of(u->models.begin(), u->models.end(), [&](const auto& um) { return um.model == model; })) {
+      std::cerr << "llmux admin: " << cfg.source << ": unit '" << u->name << "' does not list model '" << model
+                << "' (list it there, with awake = false, to move it there)\n";
+      return 2;
+    }
+  }
+  auto rep = call_node(cfg, cfg.controller.node,
+                       {{"cmd", "move"}, {"model", model}, {"from", opts.args[1]}, {"to", opts.args[2]}}, opts);
+  if (!rep)
+    return 1;
+  std::cout << model << ": moved from unit " << opts.args[1] << " to unit " << opts.args[2] << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int run_admin(const config::cluster_config& cfg, const admin_cli_options& opts) {
@@ -199,11 +230,16 @@ int run_admin(const config::cluster_config& cfg, const admin_cli_options& opts) 
     return run_set_share(cfg, opts);
   if (opts.command == "set-layout")
     return run_set_layout(cfg, opts);
+  // A wake or a move waits for models to load: minutes for a large one.
+  auto slow = opts;
+  slow.timeout_ms = std::max(opts.timeout_ms, 300000);
   if (opts.command == "sleep" || opts.command == "wake")
-    return run_residency(cfg, opts);
+    return run_residency(cfg, slow);
+  if (opts.command == "move")
+    return run_move(cfg, slow);
   if (opts.command != "state") {
     std::cerr << "llmux admin: unknown command '" << opts.command
-              << "' (known: state, set-share, set-layout, sleep, wake)\n";
+              << "' (known: state, set-share, set-layout, sleep, wake, move)\n";
     return 2;
   }
   if (opts.args.size() > 1) {

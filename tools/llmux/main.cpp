@@ -117,11 +117,12 @@ int main(int argc, char** argv) {
   tools::admin_cli_options admin_opts;
   admin->add_option("--config", admin_config, "Cluster config (TOML)")->required();
   admin->add_option("command", admin_opts.command,
-                    "Command: state [FILTER] | set-share UNIT MODEL SHARE | set-layout UNIT single|replicas")
+                    "Command: state [FILTER] | set-share UNIT MODEL SHARE | set-layout UNIT single|replicas | "
+                    "sleep MODEL [UNIT] | wake MODEL [UNIT] | move MODEL FROM_UNIT TO_UNIT")
     ->required();
   admin->add_option("args", admin_opts.args,
                     "state: only actors of this kind, name or node; set-share: UNIT MODEL SHARE; "
-                    "set-layout: UNIT LAYOUT");
+                    "set-layout: UNIT LAYOUT; sleep/wake: MODEL [UNIT]; move: MODEL FROM_UNIT TO_UNIT");
   admin->add_flag("--json", admin_opts.json, "Print JSON");
   admin->add_option("--node", admin_opts.node, "Ask this node (default: the controller's)");
 

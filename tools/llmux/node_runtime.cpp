@@ -55,6 +55,24 @@ nlohmann::json cluster_state(caf::actor_system& sys, const admin_actor& admin, i
   return out;
 }
 
+/// One request whose answer is "" (done) or why not, as the admin port's
+/// JSON answer; `who` names the actor when it does not answer.
+template <class Handle, class... Ts>
+nlohmann::json ask(caf::actor_system& sys, const Handle& dest, caf::timespan timeout, const std::string& who,
+                   Ts&&... xs) {
+  caf::scoped_actor self{sys};
+  std::string answer;
+  std::string failure;
+  self->request(dest, timeout, std::forward<Ts>(xs)...)
+    .receive([&](std::string& err) { answer = std::move(err); },
+             [&](caf::error& err) { failure = sys.render(err); });
+  if (!failure.empty())
+    return {{"ok", false}, {"error", who + " did not answer: " + failure}};
+  if (!answer.empty())
+    return {{"ok", false}, {"error", answer}};
+  return {{"ok", true}};
+}
+
 /// `llmux admin ... set-share UNIT MODEL SHARE`: one `set_share` message to
 /// the unit, which moves the model's jobs between two steps.
 nlohmann::json set_share(caf::actor_system& sys, const std::map<std::string, gpu_unit_actor>& units,
@@ -65,18 +83,8 @@ nlohmann::json set_share(caf::actor_system& sys, const std::map<std::string, gpu
     return {{"ok", false}, {"error", "no unit '" + unit + "' on this node"}};
   if (!req.contains("share") || !req["share"].is_number())
     return {{"ok", false}, {"error", "share must be a number"}};
-  caf::scoped_actor self{sys};
-  std::string answer;
-  std::string failure;
-  self->request(it->second, std::chrono::seconds(30), set_share_atom::value,
-                req.value("model", std::string{}), req["share"].get<double>())
-    .receive([&](std::string& err) { answer = std::move(err); },
-             [&](caf::error& err) { failure = sys.render(err); });
-  if (!failure.empty())
-    return {{"ok", false}, {"error", "unit '" + unit + "' did not answer: " + failure}};
-  if (!answer.empty())
-    return {{"ok", false}, {"error", answer}};
-  return {{"ok", true}};
+  return ask(sys, it->second, std::chrono::seconds(30), "unit '" + unit + "'", set_share_atom::value,
+             req.value("model", std::string{}), req["share"].get<double>());
 }
 
 /// `llmux admin ... set-layout UNIT LAYOUT`: the controller carries the
@@ -84,18 +92,8 @@ nlohmann::json set_share(caf::actor_system& sys, const std::map<std::string, gpu
 nlohmann::json set_layout(caf::actor_system& sys, const controller_actor& ctrl, const nlohmann::json& req) {
   if (!ctrl)
     return {{"ok", false}, {"error", "the controller does not run on this node"}};
-  caf::scoped_actor self{sys};
-  std::string answer;
-  std::string failure;
-  self->request(ctrl, std::chrono::seconds(120), set_layout_atom::value, req.value("unit", std::string{}),
-                req.value("layout", std::string{}))
-    .receive([&](std::string& err) { answer = std::move(err); },
-             [&](caf::error& err) { failure = sys.render(err); });
-  if (!failure.empty())
-    return {{"ok", false}, {"error", "the controller did not answer: " + failure}};
-  if (!answer.empty())
-    return {{"ok", false}, {"error", answer}};
-  return {{"ok", true}};
+  return ask(sys, ctrl, std::chrono::seconds(120), "the controller", set_layout_atom::value,
+             req.value("unit", std::string{}), req.value("layout", std::string{}));
 }
 
 /// `llmux admin ... sleep|wake MODEL [UNIT]`: to the model's scheduler on
@@ -107,20 +105,19 @@ nlohmann::json residency_cmd(caf::actor_system& sys, const std::map<std::string,
   auto it = schedulers.find(replica);
   if (it == schedulers.end())
     return {{"ok", false}, {"error", "no replica '" + replica + "' on this node"}};
-  caf::scoped_actor self{sys};
-  std::string answer;
-  std::string failure;
-  auto on_reply = [&](std::string& why) { answer = std::move(why); };
-  auto on_error = [&](caf::error& err) { failure = sys.render(err); };
+  const auto who = "replica '" + replica + "'";
   if (cmd == "sleep")
-    self->request(it->second, std::chrono::seconds(120), sleep_atom::value).receive(on_reply, on_error);
-  else
-    self->request(it->second, std::chrono::seconds(120), wake_atom::value).receive(on_reply, on_error);
-  if (!failure.empty())
-    return {{"ok", false}, {"error", "replica '" + replica + "' did not answer: " + failure}};
-  if (!answer.empty())
-    return {{"ok", false}, {"error", answer}};
-  return {{"ok", true}};
+    return ask(sys, it->second, std::chrono::seconds(120), who, sleep_atom::value);
+  return ask(sys, it->second, std::chrono::seconds(120), who, wake_atom::value);
+}
+
+/// `llmux admin ... move MODEL FROM_UNIT TO_UNIT`: the controller carries
+/// the move out (a message flow) and answers when it is done.
+nlohmann::json move_cmd(caf::actor_system& sys, const controller_actor& ctrl, const nlohmann::json& req) {
+  if (!ctrl)
+    return {{"ok", false}, {"error", "the controller does not run on this node"}};
+  return ask(sys, ctrl, std::chrono::seconds(300), "the controller", move_atom::value,
+             req.value("model", std::string{}), req.value("from", std::string{}), req.value("to", std::string{}));
 }
 
 int wait_for_signal() {
@@ -452,6 +449,8 @@ void node_runtime::impl::boot() {
           return set_share(sys, units, req);
         if (cmd == "sleep" || cmd == "wake")
           return residency_cmd(sys, schedulers, req);
+        if (cmd == "move")
+          return move_cmd(sys, ctrl_handle, req);
         if (cmd == "set-layout")
           return set_layout(sys, ctrl_handle, req);
         if (cmd != "state")
