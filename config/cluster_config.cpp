@@ -1197,17 +1197,22 @@ int64_t auto_kv_blocks(const cluster_config& cfg, const unit_config& unit) {
   double bytes = cpu ? unit.kv_cache_mib * 1024.0 * 1024.0
                      : gpus * gpu->second.memory_gib * 1024.0 * 1024.0 * 1024.0 * 0.9;
   double head_bytes = 0;
+  double weights = 0;
   for (const auto& um : unit.models) {
     const auto* m = cfg.find_model(um.model);
     if (!m)
       continue;
     if (!cpu)
-      bytes -= m->arch.params() * m->arch.dtype_bytes;
+      weights += m->arch.params() * m->arch.dtype_bytes;
     if (m->arch.head_size() > 0) {
       double hb = static_cast<double>(m->arch.head_size()) * m->arch.dtype_bytes;
       head_bytes = std::max(head_bytes, hb);
     }
   }
+  // Weights awake at once are at most the unit's memory_mib (the rest sleep).
+  if (unit.memory_mib > 0)
+    weights = std::min(weights, unit.memory_mib * 1024.0 * 1024.0);
+  bytes -= weights;
   if (bytes <= 0 || head_bytes <= 0)
     return 0;
   // K and V of one head of one layer for block_tokens tokens.

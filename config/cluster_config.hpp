@@ -308,7 +308,8 @@ struct config_error : std::runtime_error {
 };
 
 /// Physical KV blocks a unit gets when `kv_blocks` is 0: 90% of the GPU's
-/// memory minus the weights of its models (cpu units: `kv_cache_mib`), in
+/// memory minus the weights of its models, at most its `memory_mib` (cpu
+/// units: `kv_cache_mib`), in
 /// blocks of one head of one layer for `block_tokens` tokens of the largest
 /// head size among them. File-backed models need their `arch` filled first.
 [[nodiscard]] int64_t auto_kv_blocks(const cluster_config& cfg, const unit_config& unit);

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "actors/controller/share_policy.hpp"
+#include "actors/gpu_unit/residency.hpp"
 #include "actors/gpu_unit/unit_core.hpp"
 #include "actors/gpu_unit/unit_policy.hpp"
 #include "actors/kv_manager/kv_manager_core.hpp"
@@ -28,7 +29,7 @@ namespace {
 
 using engine::job_kind;
 
-enum class ev_kind : uint8_t { arrival, run_done, tick, quota, shares };
+enum class ev_kind : uint8_t { arrival, run_done, tick, quota, shares, woke };
 
 struct event {
   double t = 0;
@@ -56,6 +57,14 @@ struct replica_sim {
   int32_t last_waiting = -1, last_running = -1;
   int64_t last_tokens = -1;
   double last_report_s = -1e18;
+  // Sleep and wake, as the scheduler actor keeps them.
+  std::string residency = "ready";
+  double last_active_s = 0;
+  double wake_after_s = 0;    ///< a refused wake is asked again from then
+  double idle_sleep_s = 0;
+  double wake_s = 0;          ///< the modelled time of a wake
+  int32_t ttft_slo_ms = 0;    ///< its model's: waiting past it while asleep is a 503
+  std::map<uint64_t, double> wake_deadline;  ///< request id → when it stops waiting for a wake
 };
 
 /// A step computing (or queued) on a unit.
@@ -85,6 +94,8 @@ struct unit_sim {
   bool lane_prefill_only = false;
   std::vector<uint32_t> active;  ///< run slots computing now
   double busy_since = -1;
+  unit::residency memory;  ///< which models are awake (memory_mib)
+  std::map<std::string, replica_sim*> replica_of;  ///< model → its replica here
   unit_outcome out;
 };
 
@@ -152,6 +163,10 @@ private:
   void move_shares();
   void check_pools(const char* when);
   void note_shares(unit_sim& u);
+  bool idle(const replica_sim& r) const;
+  void sleep(replica_sim& r);
+  void wake(replica_sim& r);
+  void woke(replica_sim& r);
 
   const config::cluster_config& cfg_;
   const workload& w_;
@@ -200,10 +215,15 @@ void cluster_sim::build() {
       us->queue = std::make_unique<unit::step_queue>(kind, sharing.max_prefill_streak);
       us->lane_prefill_only = sharing.shared_prefill;
     }
+    us->memory = unit::residency(int64_t{u.memory_mib} << 20);
     for (const auto& um : u.models) {
       const auto* m = cfg_.find_model(um.model);
       auto ctx = setup::engine_context(cfg_, u, um, kvo.total_blocks);
-      us->core->add_model(m->name, engine::make_engine(*m, ctx), ctx.share, um.decode_share);
+      // As run_node builds them: awake while the weights fit memory_mib.
+      const bool awake =
+        us->memory.add(m->name, setup::weight_bytes(*m), um.awake) == unit::residency_state::ready;
+      auto make = [mc = *m, ctx] { return engine::make_engine(mc, ctx); };
+      us->core->add_model(m->name, engine::make_engine(*m, ctx), ctx.share, um.decode_share, make);
       if (us->queue)
         us->queue->add_model(m->name);
       auto r = std::make_unique<replica_sim>();
@@ -219,7 +239,19 @@ void cluster_sim::build() {
       so.share_prefix = shares_prefixes_;
       r->core = std::make_unique<scheduler::batch_scheduler>(so);
       r->split = u.jobs == "split";
+      if (!awake)
+        us->core->unload(m->name);  // built for its vocabulary above; asleep from the start
+      r->residency = awake ? "ready" : "sleeping";
+      r->idle_sleep_s = m->idle_sleep_s;
+      r->wake_s = setup::sim_wake_seconds(cfg_, u, *m);
+      r->ttft_slo_ms = m->ttft_slo_ms;
+      us->replica_of[m->name] = r.get();
       router_.replica_up(r->name, m->name, u.node, setup::prefill_rate(cfg_, u, um));
+      if (!awake) {
+        router::load_sample ls;
+        ls.residency = r->residency;
+        router_.report(r->name, ls);
+      }
       shares_.set_share(u.name, m->name, um.share);
       by_name_[r->name] = r.get();
       replicas_.push_back(std::move(r));
@@ -279,6 +311,9 @@ void cluster_sim::arrive(uint32_t i) {
   switch (r.core->enqueue(std::move(req), 0)) {
     case scheduler::enqueue_status::accepted:
       ++r.arrivals;
+      r.last_active_s = now_;
+      if (r.residency != "ready" && r.ttft_slo_ms > 0)
+        r.wake_deadline[i + 1] = now_ + r.ttft_slo_ms / 1e3;
       pump(r);
       return;
     case scheduler::enqueue_status::queue_full:
@@ -328,6 +363,12 @@ void cluster_sim::deliver(replica_sim& r, scheduler::step_events& ev) {
 void cluster_sim::pump(replica_sim& r) {
   auto& core = *r.core;
   auto& kv = *r.unit->kv;
+  if (r.residency != "ready") {
+    // Asleep: waiting work wakes the model (as the scheduler actor asks its unit).
+    if (r.residency == "sleeping" && core.waiting() > 0 && now_ >= r.wake_after_s)
+      wake(r);
+    return;
+  }
   for (;;) {
     if (!r.split && core.step_in_flight())
       return;
@@ -412,6 +453,8 @@ void cluster_sim::submit(replica_sim& r, job_kind job, engine::step_input in) {
 void cluster_sim::start(uint32_t slot) {
   auto& x = runs_[slot];
   auto& u = *x.r->unit;
+  if (!x.in.seqs.empty())
+    u.memory.touch(x.r->model, now_);
   x.out = u.core->step(x.r->model, x.in);
   ++u.out.steps;
   if (x.in.seqs.empty() || x.out.seconds <= 0) {
@@ -493,6 +536,7 @@ void cluster_sim::finish(uint32_t slot) {
   // scheduler's release-only notes never come here).
   auto ev = r.core->apply(out, job);
   deliver(r, ev);
+  r.last_active_s = now_;
   if (lane) {
     u.queue->finish();
     if (auto g = u.queue->start_next())
@@ -522,6 +566,7 @@ void cluster_sim::tick() {
       ls.outstanding_tokens = tokens;
       ls.queued_prefill = r.core->queued_prefill_tokens();
       ls.prefill_tok_s = r.core->prefill_tokens_per_s();
+      ls.residency = r.residency;
       router_.report(r.name, ls);
       r.last_tokens = tokens;
       if (cfg_.controller.move_shares)
@@ -539,8 +584,90 @@ void cluster_sim::tick() {
       r.arrivals = 0;
       r.last_backlog = backlog;
     }
+    if (r.idle_sleep_s > 0 && r.residency == "ready" && idle(r) && now_ - r.last_active_s >= r.idle_sleep_s)
+      sleep(r);
+    if (r.residency == "sleeping" && !r.wake_deadline.empty()) {
+      // Requests whose TTFT budget ran out asleep: 503, as the scheduler answers.
+      scheduler::step_events ev;
+      for (auto it = r.wake_deadline.begin(); it != r.wake_deadline.end();) {
+        if (it->second > now_ + 2 * cfg_.timeouts.load_report_ms / 1e3) {
+          ++it;
+          continue;
+        }
+        if (auto rd = r.core->reject_waiting(it->first, "model '" + r.model + "' is asleep on " + r.name
+                                                          + " and could not be woken in time", 503))
+          ev.deltas.push_back(std::move(*rd));
+        it = r.wake_deadline.erase(it);
+      }
+      deliver(r, ev);
+    }
     pump(r);
   }
+}
+
+/// Nothing queued, running or computing: what the scheduler actor asks
+/// before it agrees to sleep.
+bool cluster_sim::idle(const replica_sim& r) const {
+  return r.core->waiting() == 0 && r.core->running() == 0 && !r.core->step_in_flight();
+}
+
+/// The model goes to sleep: the unit drops its engine, the kv_manager its
+/// cached blocks (instant here: freeing memory is not what takes time).
+void cluster_sim::sleep(replica_sim& r) {
+  auto& u = *r.unit;
+  (void)r.core->take_released();
+  u.core->unload(r.model);
+  u.kv->forget_cache(r.model);
+  u.memory.slept(r.model);
+  r.residency = "sleeping";
+  ++u.out.sleeps;
+}
+
+/// The unit's wake, as the gpu_unit actor does it: residency plans it, the
+/// least recently used idle models sleep first, the wake takes its modelled
+/// time; no room now: asked again a tick later.
+void cluster_sim::wake(replica_sim& r) {
+  auto& u = *r.unit;
+  std::set<std::string> busy;
+  for (const auto& [model, other] : u.replica_of)
+    if (other != &r && !idle(*other))
+      busy.insert(model);
+  auto plan = u.memory.plan_wake(r.model, busy);
+  switch (plan.kind) {
+    case unit::residency::wake_plan::ready:
+      r.residency = "ready";
+      return;
+    case unit::residency::wake_plan::busy:
+      return;
+    case unit::residency::wake_plan::too_big:
+    case unit::residency::wake_plan::no_room:
+      ++u.out.wake_refusals;
+      r.wake_after_s = now_ + cfg_.timeouts.load_report_ms / 1e3;
+      return;
+    case unit::residency::wake_plan::evict:
+      for (const auto& v : plan.victims)
+        sleep(*u.replica_of.at(v));
+      break;
+    case unit::residency::wake_plan::fits:
+      break;
+  }
+  u.memory.set_state(r.model, unit::residency_state::loading);
+  r.residency = "loading";
+  u.core->load(r.model);
+  push(now_ + r.wake_s, ev_kind::woke, static_cast<uint32_t>(
+    std::find_if(replicas_.begin(), replicas_.end(), [&](const auto& p) { return p.get() == &r; }) - replicas_.begin()));
+}
+
+void cluster_sim::woke(replica_sim& r) {
+  auto& u = *r.unit;
+  u.memory.woke(r.model, r.wake_s);
+  u.memory.touch(r.model, now_);
+  r.residency = "ready";
+  r.last_active_s = now_;
+  r.wake_deadline.clear();
+  ++u.out.wakes;
+  u.out.wake_s += r.wake_s;
+  pump(r);
 }
 
 /// The controller's share tick (every `share_tick_ms`): its share_policy
@@ -634,6 +761,9 @@ sim_result cluster_sim::run_all() {
       case ev_kind::shares:
         move_shares();
         push(now_ + share_tick_s, ev_kind::shares);
+        break;
+      case ev_kind::woke:
+        woke(*replicas_[e.a]);
         break;
       case ev_kind::quota:
         units_[e.a]->kv->rebalance(now_);

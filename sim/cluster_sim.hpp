@@ -12,7 +12,10 @@
 /// - each unit's `unit_core` over `sim_engine`s (step times from the cost
 ///   model: the GPU type's profile, else the roofline) and its
 ///   `unit::step_queue` (temporal units; a shared prefill lane),
-/// - the controller's `share_policy` when `[controller] move_shares` is on.
+/// - the controller's `share_policy` when `[controller] move_shares` is on,
+/// - each unit's `unit::residency` (sleep and wake under `memory_mib`,
+///   `idle_sleep_s`; a wake takes the weights over the GPU type's
+///   `load_gbs`).
 ///
 /// Every unit is configured by actors/unit_setup, as `run_node` configures
 /// it, so a decision changed in a core changes the runtime and the
@@ -83,6 +86,11 @@ struct unit_outcome {
   uint64_t share_moves = 0;
   double max_share_sum = 0;  ///< the most the unit's shares summed to at any time
   double busy_s = 0;         ///< virtual time with any step computing
+  // Sleep and wake (memory_mib, idle_sleep_s).
+  uint64_t wakes = 0;
+  uint64_t sleeps = 0;
+  uint64_t wake_refusals = 0;  ///< wakes with no room then (asked again a tick later)
+  double wake_s = 0;           ///< virtual time spent waking models
 };
 
 /// What the router sent one replica, and what its prefix cache saved.

@@ -72,6 +72,7 @@ sim_report summarize(const sim_result& r, const std::vector<std::string>& model_
   out.wall_s = r.wall_s;
   out.events = r.events;
   out.preemptions = r.preemptions;
+  out.units = r.units;
   out.violations = r.violations;
   std::map<std::string, std::vector<const request_outcome*>> by_model;
   std::vector<const request_outcome*> all;
@@ -167,6 +168,21 @@ std::string to_table(const sim_report& r, double shown) {
                 policies.c_str(), 100 * r.routing.prefix_hit_rate, 100 * r.routing.affinity_rate,
                 r.routing.dispatch_imbalance, r.routing.busy_imbalance);
   o << line;
+  uint64_t wakes = 0, sleeps = 0, refusals = 0;
+  double wake_s = 0;
+  for (const auto& u : r.units) {
+    wakes += u.wakes;
+    sleeps += u.sleeps;
+    refusals += u.wake_refusals;
+    wake_s += u.wake_s;
+  }
+  if (wakes + sleeps + refusals > 0) {
+    std::snprintf(line, sizeof line,
+                  "sleep and wake: %llu wakes (%.1f s waking), %llu sleeps, %llu wakes refused for want of room\n",
+                  static_cast<unsigned long long>(wakes), wake_s, static_cast<unsigned long long>(sleeps),
+                  static_cast<unsigned long long>(refusals));
+    o << line;
+  }
   return o.str();
 }
 
@@ -196,6 +212,11 @@ nlohmann::json to_json(const sim_report& r) {
     reps.push_back({{"replica", x.name}, {"model", x.model}, {"unit", x.unit}, {"policy", x.policy},
                     {"dispatched", x.dispatched}, {"affinity_hits", x.affinity_hits},
                     {"prompt_tokens", x.prompt_tokens}, {"cached_tokens", x.cached_tokens}});
+  auto units = nlohmann::json::array();
+  for (const auto& u : r.units)
+    units.push_back({{"unit", u.name}, {"steps", u.steps}, {"busy_s", u.busy_s}, {"quota_moves", u.quota_moves},
+                     {"share_moves", u.share_moves}, {"wakes", u.wakes}, {"sleeps", u.sleeps},
+                     {"wake_refusals", u.wake_refusals}, {"wake_s", u.wake_s}});
   nlohmann::json routing{{"prefix_hit_rate", r.routing.prefix_hit_rate},
                          {"affinity_rate", r.routing.affinity_rate},
                          {"dispatch_imbalance", r.routing.dispatch_imbalance},
@@ -213,6 +234,7 @@ nlohmann::json to_json(const sim_report& r) {
           {"events", r.events},
           {"preemptions", r.preemptions},
           {"routing", routing},
+          {"units", units},
           {"violations", r.violations}};
 }
 

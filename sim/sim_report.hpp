@@ -64,6 +64,7 @@ struct sim_report {
   double wall_s = 0;
   uint64_t events = 0;
   uint64_t preemptions = 0;
+  std::vector<unit_outcome> units;
   std::vector<std::string> violations;
 };
 

@@ -414,3 +414,68 @@ session_max_tokens = 1500
   CHECK(affinity(by_policy["prefix_aware"]) > w.requests.size() / 2);
   CHECK(affinity(by_policy["session"]) > w.requests.size() / 2);
 }
+
+TEST_CASE("cluster_sim: a request for a sleeping model waits for its wake; the idle model sleeps to make room",
+          "[cluster_sim][residency]") {
+  // Room for one llama-7b (12.55 GiB of f16 weights) in 20000 MiB: m1
+  // starts asleep. Each model has half the GPU (shares sum to 1 whoever sleeps).
+  auto text = cluster_text("a100", {"m0", "m1"}, "memory_mib = 20000", "share = 0.5");
+  auto cfg = parse(text);
+  const double wake_s = cfg.find_model("m1")->arch.params() * 2 / (cfg.gpus.at("a100").load_gbs * 1e9);
+  REQUIRE(cfg.gpus.at("a100").load_gbs == 25);
+  auto w = make_workload({{1.0, "m1", 128, 1}, {10.0, "m0", 128, 1}, {20.0, "m0", 128, 1}});
+  auto r = sim::simulate(cfg, w);
+  INFO(r.violations.size() << " violations" << (r.violations.empty() ? "" : ": " + r.violations[0]));
+  CHECK(r.violations.empty());
+  // m1 wakes at its arrival (m0, idle, sleeps first), then prefills alone.
+  CHECK(r.requests[0].ok());
+  CHECK(r.requests[0].first_token_s == Approx(1.0 + wake_s + prefill128_half).epsilon(1e-6));
+  // m0 wakes back (m1 sleeps); then it is awake: no wake for the third.
+  CHECK(r.requests[1].first_token_s == Approx(10.0 + wake_s + prefill128_half).epsilon(1e-6));
+  CHECK(r.requests[2].first_token_s == Approx(20.0 + prefill128_half).epsilon(1e-6));
+  REQUIRE(r.units.size() == 1);
+  CHECK(r.units[0].wakes == 2);
+  CHECK(r.units[0].sleeps == 2);
+  CHECK(r.units[0].wake_s == Approx(2 * wake_s));
+}
+
+TEST_CASE("cluster_sim: no room while the other model is busy: a 503 when the TTFT budget runs out",
+          "[cluster_sim][residency]") {
+  auto text = cluster_text("a100", {"m0", "m1"}, "memory_mib = 20000", "share = 0.5");
+  // m1's requests may wait 1 s for their first token.
+  text = text.replace(text.find("name = \"m1\"\narchitecture = \"llama-7b\"\n"),
+                      std::string{"name = \"m1\"\narchitecture = \"llama-7b\"\n"}.size(),
+                      "name = \"m1\"\narchitecture = \"llama-7b\"\nttft_slo_ms = 1000\n");
+  auto cfg = parse(text);
+  // m0 decodes 2000 tokens from t = 1 (about 23 s): it cannot sleep.
+  auto w = make_workload({{1.0, "m0", 128, 2000}, {2.0, "m1", 128, 1}, {40.0, "m1", 128, 1}});
+  auto r = sim::simulate(cfg, w);
+  CHECK(r.violations.empty());
+  CHECK(r.requests[0].ok());
+  CHECK(r.requests[1].status == 503);
+  CHECK(r.requests[1].error.find("could not be woken in time") != std::string::npos);
+  // Refused at the first load tick within two ticks (0.2 s) of its budget's end.
+  CHECK(r.requests[1].finish_s >= 2.0 + 1.0 - 0.2 - 1e-9);
+  CHECK(r.requests[1].finish_s <= 2.0 + 1.0);
+  CHECK(r.units[0].wake_refusals > 0);
+  // Later, m0 idle: m1 wakes and serves.
+  CHECK(r.requests[2].ok());
+  CHECK(r.units[0].wakes == 1);
+}
+
+TEST_CASE("cluster_sim: idle_sleep_s puts an idle model to sleep at a load tick", "[cluster_sim][residency]") {
+  auto text = cluster_text("a100", {"m0"});
+  text = text.replace(text.find("architecture = \"llama-7b\"\n"), std::string{"architecture = \"llama-7b\"\n"}.size(),
+                      "architecture = \"llama-7b\"\nidle_sleep_s = 5\n");
+  auto cfg = parse(text);
+  const double wake_s = cfg.find_model("m0")->arch.params() * 2 / 25e9;
+  auto w = make_workload({{1.0, "m0", 128, 1}, {3.0, "m0", 128, 1}, {20.0, "m0", 128, 1}});
+  auto r = sim::simulate(cfg, w);
+  CHECK(r.violations.empty());
+  // Busy at 3 s (less than 5 s after the first): still awake.
+  CHECK(r.requests[1].first_token_s == Approx(3.0 + prefill128_full).epsilon(1e-6));
+  // Asleep by 20 s: the third waits for a wake.
+  CHECK(r.requests[2].first_token_s == Approx(20.0 + wake_s + prefill128_full).epsilon(1e-6));
+  CHECK(r.units[0].sleeps == 1);
+  CHECK(r.units[0].wakes == 1);
+}

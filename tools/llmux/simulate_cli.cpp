@@ -89,6 +89,14 @@ int run_simulate(const simulate_options& o) {
   j["config"] = o.config;
   j["workload"] = o.workload;
   j["bandwidth_contention"] = so.bandwidth_contention;
+  if (o.timeline_s > 0) {
+    auto tl = nlohmann::json::array();
+    for (const auto& p : sim::timeline(r, o.timeline_s, o.slo_scale))
+      tl.push_back({{"t_s", p.t_s}, {"completed_rps", p.completed_rps}, {"arrived", p.arrived},
+                    {"attainment", p.attainment}});
+    j["timeline"] = tl;
+    j["timeline_slo_scale"] = o.slo_scale;
+  }
   if (o.json) {
     std::cout << j.dump() << std::endl;
   } else {
