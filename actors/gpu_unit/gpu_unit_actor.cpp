@@ -234,8 +234,12 @@ void loaded(unit_ptr self, const std::string& model, const std::string& err) {
   if (err.empty()) {
     s.opts.memory.woke(model, took);
     s.opts.memory.touch(model, s.now_s());
+    caf::aout(self) << "llmux: unit " << s.opts.name << ": " << model << " is awake ("
+                    << static_cast<int>(took * 1e3) << " ms" << (s.opts.backend == "sim" ? ", modelled" : "") << ")"
+                    << std::endl;
   } else {
     s.opts.memory.set_state(model, residency_state::sleeping);
+    caf::aout(self) << "llmux: unit " << s.opts.name << ": waking " << model << " failed: " << err << std::endl;
   }
   answer_wakes(self, model, err);
   process_wakes(self);
@@ -243,6 +247,11 @@ void loaded(unit_ptr self, const std::string& model, const std::string& err) {
 
 void start_load(unit_ptr self, const std::string& model) {
   auto& s = self->state;
+  caf::aout(self) << "llmux: unit " << s.opts.name << ": waking " << model << " ("
+                  << (s.opts.memory.models().at(model).bytes >> 20) << " MiB of weights; "
+                  << (s.opts.memory.bytes_awake() >> 20) << " MiB awake of "
+                  << (s.opts.memory.cap() > 0 ? std::to_string(s.opts.memory.cap() >> 20) : std::string{"no limit"})
+                  << ")" << std::endl;
   s.opts.memory.set_state(model, residency_state::loading);
   s.load_started[model] = clock_type::now();
   if (auto* p = engine_partition(s, model)) {
@@ -480,6 +489,8 @@ gpu_unit_actor spawn_gpu_unit(caf::actor_system& sys, gpu_unit_options opts,
         s.opts.memory.set_state(model, residency_state::unloading);
         auto done = [self, model](const std::string& err) {
           auto& s = self->state;
+          caf::aout(self) << "llmux: unit " << s.opts.name << ": " << model
+                          << (err.empty() ? " is asleep" : " did not go to sleep: " + err) << std::endl;
           if (err.empty())
             s.opts.memory.slept(model);
           else

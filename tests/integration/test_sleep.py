@@ -160,6 +160,11 @@ def test_idle_model_sleeps_frees_its_kv_and_wakes_on_a_request(llmux_bin, tmp_pa
         sched = _scheduler(base, "a")
         assert sched["wakes"] == 1 and sched["residency"] == "ready"
         assert 0.25 < sched["wake_seconds_last"] < 2.0
+        # The log tells the story.
+        log = proc.log_path.read_text()
+        for line in ("unit gpu0: a is asleep", "unit gpu0: waking a (12852 MiB of weights",
+                     "unit gpu0: a is awake ("):
+            assert line in log, line
     finally:
         proc.cleanup()
 
