@@ -582,7 +582,8 @@ void read_controller(const section& top, cluster_config& cfg) {
   auto s = top.table("controller");
   if (!s)
     return;
-  s->allow_only({"node", "move_shares", "share_step", "share_cooldown_ms", "share_tick_ms"});
+  s->allow_only({"node", "move_shares", "share_step", "share_cooldown_ms", "share_tick_ms", "replan_s",
+                 "replan_budget", "replan_ratio", "replan_min_rate"});
   read_string(*s, "node", cfg.controller.node);
   check_node_ref(cfg, *s, "node", cfg.controller.node);
   if (auto v = s->boolean("move_shares"))
@@ -594,6 +595,23 @@ void read_controller(const section& top, cluster_config& cfg) {
   }
   read_positive(*s, "share_cooldown_ms", cfg.controller.share_cooldown_ms);
   read_positive(*s, "share_tick_ms", cfg.controller.share_tick_ms);
+  if (auto v = s->number("replan_s")) {
+    if (!(*v >= 0) || !std::isfinite(*v))
+      s->fail("replan_s", "must be a finite number >= 0 (seconds; 0: only llmux admin apply-plan), got "
+                            + format_number(*v));
+    cfg.controller.replan_s = *v;
+  }
+  read_positive(*s, "replan_budget", cfg.controller.replan_budget);
+  if (auto v = s->number("replan_ratio")) {
+    if (!(*v >= 1) || !std::isfinite(*v))
+      s->fail("replan_ratio", "must be a finite number >= 1, got " + format_number(*v));
+    cfg.controller.replan_ratio = *v;
+  }
+  if (auto v = s->number("replan_min_rate")) {
+    if (!(*v >= 0) || !std::isfinite(*v))
+      s->fail("replan_min_rate", "must be a finite number >= 0 (req/s), got " + format_number(*v));
+    cfg.controller.replan_min_rate = *v;
+  }
   if (cfg.controller.node != cfg.router.node)
     s->fail("node", "the controller must run on the router's node '" + cfg.router.node + "'");
 }

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "actors/controller/replan_policy.hpp"
 #include "actors/controller/share_policy.hpp"
 #include "actors/gpu_unit/residency.hpp"
 #include "actors/gpu_unit/unit_core.hpp"
@@ -29,7 +30,7 @@ namespace {
 
 using engine::job_kind;
 
-enum class ev_kind : uint8_t { arrival, run_done, tick, quota, shares, woke };
+enum class ev_kind : uint8_t { arrival, run_done, tick, quota, shares, woke, replan };
 
 struct event {
   double t = 0;
@@ -64,6 +65,10 @@ struct replica_sim {
   double idle_sleep_s = 0;
   double wake_s = 0;          ///< the modelled time of a wake
   int32_t ttft_slo_ms = 0;    ///< its model's: waiting past it while asleep is a 503
+  uint64_t arrived = 0;       ///< accepted since the start (the controller's rates)
+  std::string last_residency = "ready";  ///< as last reported
+  uint64_t last_arrived = 0;
+  uint32_t index = 0;         ///< in replicas_
   std::map<uint64_t, double> wake_deadline;  ///< request id → when it stops waiting for a wake
 };
 
@@ -139,6 +144,11 @@ public:
     share_opts_.step = cfg.controller.share_step;
     share_opts_.cooldown_s = cfg.controller.share_cooldown_ms / 1e3;
     shares_ = controller::share_policy(share_opts_);
+    controller::replan_options ro;
+    ro.budget = cfg.controller.replan_budget;
+    ro.ratio = cfg.controller.replan_ratio;
+    ro.min_rate = cfg.controller.replan_min_rate;
+    replan_ = controller::replan_policy(ro);
     build();
   }
 
@@ -167,6 +177,7 @@ private:
   void sleep(replica_sim& r);
   void wake(replica_sim& r);
   void woke(replica_sim& r);
+  void replan();
 
   const config::cluster_config& cfg_;
   const workload& w_;
@@ -175,6 +186,9 @@ private:
   bool shares_prefixes_ = false;  ///< the workload's prompts share prefixes
   controller::share_policy_options share_opts_;
   controller::share_policy shares_;
+  controller::replan_policy replan_;
+  bool replans_ = false;  ///< [controller] replan_s > 0 and a unit has a memory_mib
+  uint64_t replan_wakes_ = 0;
   std::vector<std::unique_ptr<unit_sim>> units_;
   std::vector<std::unique_ptr<replica_sim>> replicas_;
   std::map<std::string, replica_sim*> by_name_;
@@ -246,6 +260,12 @@ void cluster_sim::build() {
       r->wake_s = setup::sim_wake_seconds(cfg_, u, *m);
       r->ttft_slo_ms = m->ttft_slo_ms;
       us->replica_of[m->name] = r.get();
+      r->index = static_cast<uint32_t>(replicas_.size());
+      if (u.memory_mib > 0 && cfg_.controller.replan_s > 0) {
+        replans_ = true;
+        replan_.add_unit(u.name, int64_t{u.memory_mib} << 20);
+        replan_.add_replica(u.name, m->name, r->name, setup::weight_bytes(*m));
+      }
       router_.replica_up(r->name, m->name, u.node, setup::prefill_rate(cfg_, u, um));
       if (!awake) {
         router::load_sample ls;
@@ -311,6 +331,7 @@ void cluster_sim::arrive(uint32_t i) {
   switch (r.core->enqueue(std::move(req), 0)) {
     case scheduler::enqueue_status::accepted:
       ++r.arrivals;
+      ++r.arrived;
       r.last_active_s = now_;
       if (r.residency != "ready" && r.ttft_slo_ms > 0)
         r.wake_deadline[i + 1] = now_ + r.ttft_slo_ms / 1e3;
@@ -559,7 +580,9 @@ void cluster_sim::tick() {
     const auto running = static_cast<int32_t>(r.core->running());
     const int64_t tokens = r.core->outstanding_tokens();
     if (waiting != r.last_waiting || running != r.last_running || tokens != r.last_tokens
-        || now_ - r.last_report_s >= 1.0) {
+        || r.residency != r.last_residency || r.arrived != r.last_arrived || now_ - r.last_report_s >= 1.0) {
+      r.last_residency = r.residency;
+      r.last_arrived = r.arrived;
       router::load_sample ls;
       ls.waiting = waiting;
       ls.running = running;
@@ -568,6 +591,8 @@ void cluster_sim::tick() {
       ls.prefill_tok_s = r.core->prefill_tokens_per_s();
       ls.residency = r.residency;
       router_.report(r.name, ls);
+      if (replans_)
+        replan_.observe(r.name, r.arrived, r.residency, waiting, running, now_);
       r.last_tokens = tokens;
       if (cfg_.controller.move_shares)
         shares_.observe(r.unit->cfg->name, r.model, waiting);
@@ -654,8 +679,29 @@ void cluster_sim::wake(replica_sim& r) {
   u.memory.set_state(r.model, unit::residency_state::loading);
   r.residency = "loading";
   u.core->load(r.model);
-  push(now_ + r.wake_s, ev_kind::woke, static_cast<uint32_t>(
-    std::find_if(replicas_.begin(), replicas_.end(), [&](const auto& p) { return p.get() == &r; }) - replicas_.begin()));
+  push(now_ + r.wake_s, ev_kind::woke, r.index);
+}
+
+/// The controller's re-placement tick: its replan_policy plans, and each
+/// move goes out as the controller sends it: the sleeps (each agreed only
+/// by an idle replica), then the wake.
+void cluster_sim::replan() {
+  for (const auto& mv : replan_.plan()) {
+    bool room = true;
+    for (const auto& v : mv.sleep) {
+      auto& victim = *by_name_.at(v);
+      if (victim.residency != "ready" || !idle(victim)) {
+        room = false;
+        break;
+      }
+      sleep(victim);
+    }
+    auto& target = *by_name_.at(mv.replica);
+    if (room && target.residency == "sleeping") {
+      wake(target);
+      ++replan_wakes_;
+    }
+  }
 }
 
 void cluster_sim::woke(replica_sim& r) {
@@ -728,6 +774,8 @@ sim_result cluster_sim::run_all() {
   const double share_tick_s = cfg_.controller.share_tick_ms / 1e3;
   if (cfg_.controller.move_shares)
     push(share_tick_s, ev_kind::shares);
+  if (replans_)
+    push(cfg_.controller.replan_s, ev_kind::replan);
   for (size_t i = 0; i < units_.size(); ++i)
     if (units_[i]->kv->planner())
       push(units_[i]->cfg->quota_period_ms / 1e3, ev_kind::quota, static_cast<uint32_t>(i));
@@ -765,6 +813,10 @@ sim_result cluster_sim::run_all() {
       case ev_kind::woke:
         woke(*replicas_[e.a]);
         break;
+      case ev_kind::replan:
+        replan();
+        push(now_ + cfg_.controller.replan_s, ev_kind::replan);
+        break;
       case ev_kind::quota:
         units_[e.a]->kv->rebalance(now_);
         push(now_ + units_[e.a]->cfg->quota_period_ms / 1e3, ev_kind::quota, e.a);
@@ -776,6 +828,7 @@ sim_result cluster_sim::run_all() {
       u->out.kv_peak_used = std::max(u->out.kv_peak_used, u->kv->pool().used());
   }
   res_.end_s = now_;
+  res_.replan_wakes = replan_wakes_;
   check_pools("at the end");
   size_t ok = 0, failed = 0, unfinished = 0;
   for (const auto& r : res_.requests) {

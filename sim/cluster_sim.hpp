@@ -15,7 +15,8 @@
 /// - the controller's `share_policy` when `[controller] move_shares` is on,
 /// - each unit's `unit::residency` (sleep and wake under `memory_mib`,
 ///   `idle_sleep_s`; a wake takes the weights over the GPU type's
-///   `load_gbs`).
+///   `load_gbs`), and the controller's `replan_policy` every
+///   `[controller] replan_s`.
 ///
 /// Every unit is configured by actors/unit_setup, as `run_node` configures
 /// it, so a decision changed in a core changes the runtime and the
@@ -110,6 +111,7 @@ struct sim_result {
   std::vector<unit_outcome> units;
   std::vector<replica_outcome> replicas;
   uint64_t preemptions = 0;
+  uint64_t replan_wakes = 0;  ///< wakes the controller's re-placement started ([controller] replan_s)
   double end_s = 0;      ///< virtual time of the last event
   uint64_t events = 0;
   double wall_s = 0;     ///< real seconds the run took

@@ -73,6 +73,7 @@ sim_report summarize(const sim_result& r, const std::vector<std::string>& model_
   out.events = r.events;
   out.preemptions = r.preemptions;
   out.units = r.units;
+  out.replan_wakes = r.replan_wakes;
   out.violations = r.violations;
   std::map<std::string, std::vector<const request_outcome*>> by_model;
   std::vector<const request_outcome*> all;
@@ -178,9 +179,10 @@ std::string to_table(const sim_report& r, double shown) {
   }
   if (wakes + sleeps + refusals > 0) {
     std::snprintf(line, sizeof line,
-                  "sleep and wake: %llu wakes (%.1f s waking), %llu sleeps, %llu wakes refused for want of room\n",
-                  static_cast<unsigned long long>(wakes), wake_s, static_cast<unsigned long long>(sleeps),
-                  static_cast<unsigned long long>(refusals));
+                  "sleep and wake: %llu wakes (%.1f s waking; %llu by re-placement), %llu sleeps, %llu wakes refused "
+                  "for want of room\n",
+                  static_cast<unsigned long long>(wakes), wake_s, static_cast<unsigned long long>(r.replan_wakes),
+                  static_cast<unsigned long long>(sleeps), static_cast<unsigned long long>(refusals));
     o << line;
   }
   return o.str();
@@ -235,6 +237,7 @@ nlohmann::json to_json(const sim_report& r) {
           {"preemptions", r.preemptions},
           {"routing", routing},
           {"units", units},
+          {"replan_wakes", r.replan_wakes},
           {"violations", r.violations}};
 }
 

@@ -65,6 +65,7 @@ struct sim_report {
   uint64_t events = 0;
   uint64_t preemptions = 0;
   std::vector<unit_outcome> units;
+  uint64_t replan_wakes = 0;
   std::vector<std::string> violations;
 };
 

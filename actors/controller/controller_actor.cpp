@@ -44,6 +44,13 @@ struct controller_state {
   uint64_t model_moves = 0;
   uint64_t failed_model_moves = 0;
   std::deque<nlohmann::json> recent_model_moves;
+  // Online re-placement.
+  replan_policy replan;
+  bool applying = false;     ///< a plan is being applied
+  uint64_t plans_applied = 0;
+  uint64_t replan_wakes = 0;
+  uint64_t replan_failures = 0;
+  std::deque<nlohmann::json> recent_replans;
 
   double now() const { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 };
@@ -64,6 +71,15 @@ void adopt(controller_ptr self, const std::string& node, admin_actor admin) {
         s.replicas[node] = reps.size();
         for (auto& r : reps) {
           s.known[r.replica] = r;
+          auto mem = s.opts.unit_memory.find(r.unit);
+          if (mem != s.opts.unit_memory.end() && r.scheduler && r.instances == 1) {
+            auto bytes = s.opts.model_bytes.find(r.model);
+            s.replan.add_replica(r.unit, r.model, r.replica, bytes == s.opts.model_bytes.end() ? 0 : bytes->second);
+            // Hear its load (once: share moves subscribe too).
+            if (!s.shares)
+              self->send(caf::actor_cast<scheduler_actor>(r.scheduler), subscribe_atom::value,
+                         caf::actor_cast<caf::actor>(self));
+          }
           if (r.instances > 1 && s.layouts.find(r.unit) && r.scheduler) {
             // A replica of a unit laid out as several: hear its load.
             s.layout_replicas[r.unit][r.index] = r;
@@ -279,6 +295,107 @@ void move_model(controller_ptr self, const std::string& model, const std::string
       [=](caf::error& e) { finish("the target did not answer: " + self->system().render(e), 0); });
 }
 
+nlohmann::json plan_json(const controller_state& s, const std::vector<replan_move>& moves) {
+  auto mv = nlohmann::json::array();
+  for (const auto& m : moves)
+    mv.push_back({{"unit", m.unit}, {"wake", m.model}, {"replica", m.replica}, {"rate", m.rate},
+                  {"sleep", m.sleep}, {"sleep_rates", m.sleep_rates}});
+  auto reps = nlohmann::json::array();
+  for (const auto& [name, r] : s.replan.replicas())
+    reps.push_back({{"replica", name}, {"unit", r.unit}, {"model", r.model}, {"residency", r.residency},
+                    {"rate", r.rate}, {"waiting", r.waiting}, {"running", r.running},
+                    {"weights_mib", static_cast<double>(r.bytes) / (1 << 20)}});
+  return {{"moves", mv}, {"replicas", reps}};
+}
+
+/// Applies the moves one after the other: each one's sleeps (the replica's
+/// scheduler agrees only when idle), then its wake; `done` gets the plan
+/// with each move's "result" ("" or why it stopped).
+void apply_moves(controller_ptr self, std::shared_ptr<std::vector<replan_move>> moves,
+                 std::shared_ptr<nlohmann::json> report, size_t i, size_t slept,
+                 std::function<void(nlohmann::json)> done) {
+  auto& s = self->state;
+  auto next = [=](std::string result) {
+    auto& s = self->state;
+    (*report)["moves"][i]["result"] = result;
+    if (result.empty())
+      ++s.replan_wakes;
+    else
+      ++s.replan_failures;
+    apply_moves(self, moves, report, i + 1, 0, done);
+  };
+  if (i >= moves->size()) {
+    done(*report);
+    return;
+  }
+  const auto& mv = (*moves)[i];
+  const auto timeout = std::chrono::seconds(120);
+  auto handle = [&s](const std::string& replica) -> scheduler_actor {
+    auto it = s.known.find(replica);
+    return it == s.known.end() ? scheduler_actor{} : caf::actor_cast<scheduler_actor>(it->second.scheduler);
+  };
+  if (slept < mv.sleep.size()) {
+    auto victim = handle(mv.sleep[slept]);
+    if (!victim) {
+      next("replica " + mv.sleep[slept] + " is unknown");
+      return;
+    }
+    self->request(victim, timeout, sleep_atom::value)
+      .then(
+        [=](std::string& why) {
+          if (!why.empty()) {
+            next("did not sleep: " + why);
+            return;
+          }
+          apply_moves(self, moves, report, i, slept + 1, done);
+        },
+        [=](caf::error& e) { next("did not answer: " + self->system().render(e)); });
+    return;
+  }
+  auto target = handle(mv.replica);
+  if (!target) {
+    next("replica " + mv.replica + " is unknown");
+    return;
+  }
+  self->request(target, timeout, wake_atom::value)
+    .then([=](std::string& why) { next(why.empty() ? std::string{} : "did not wake: " + why); },
+          [=](caf::error& e) { next("did not answer: " + self->system().render(e)); });
+}
+
+/// Plans now and applies it; `done` gets what was done (or why nothing).
+void apply_plan(controller_ptr self, std::function<void(nlohmann::json)> done) {
+  auto& s = self->state;
+  if (s.applying) {
+    done({{"error", "a plan is being applied already"}});
+    return;
+  }
+  auto moves = std::make_shared<std::vector<replan_move>>(s.replan.plan());
+  auto report = std::make_shared<nlohmann::json>(plan_json(s, *moves));
+  if (moves->empty()) {
+    done(*report);
+    return;
+  }
+  s.applying = true;
+  apply_moves(self, moves, report, 0, 0, [self, done](nlohmann::json out) {
+    auto& s = self->state;
+    s.applying = false;
+    ++s.plans_applied;
+    out["at_s"] = s.now();
+    for (const auto& m : out["moves"]) {
+      caf::aout(self) << "controller: re-placement on " << m.value("unit", "") << ": wake "
+                      << m.value("wake", "") << " (" << m.value("rate", 0.0) << " req/s)";
+      for (const auto& v : m["sleep"])
+        caf::aout(self) << ", sleep " << v.get<std::string>();
+      const auto result = m.value("result", "");
+      caf::aout(self) << (result.empty() ? "" : ": " + result) << std::endl;
+      s.recent_replans.push_back(m);
+      if (s.recent_replans.size() > 8)
+        s.recent_replans.pop_front();
+    }
+    done(std::move(out));
+  });
+}
+
 /// Lays `unit` out as `to`, as a message flow (see controller_actor.hpp);
 /// `done` gets "" or why it could not.
 void switch_layout(controller_ptr self, const std::string& unit, layout_kind to,
@@ -437,6 +554,12 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
       s.shares = std::make_unique<share_policy>(s.opts.shares);
       self->delayed_send(self, std::chrono::milliseconds(s.opts.share_tick_ms), share_tick_atom::value);
     }
+    s.replan = replan_policy(s.opts.replan);
+    for (const auto& [unit, bytes] : s.opts.unit_memory)
+      s.replan.add_unit(unit, bytes);
+    if (s.opts.replan_s > 0 && !s.opts.unit_memory.empty())
+      self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(s.opts.replan_s)),
+                         replan_tick_atom::value);
     self->set_down_handler([self](caf::down_msg& dm) {
       auto& s = self->state;
       for (auto it = s.admins.begin(); it != s.admins.end(); ++it) {
@@ -490,8 +613,24 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
         move_model(self, model, from, to, [rp](std::string err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
+      [self](plan_atom) -> std::string {
+        auto& s = self->state;
+        return plan_json(s, s.replan.plan()).dump();
+      },
+      [self](apply_plan_atom) -> caf::result<std::string> {
+        auto rp = self->make_response_promise<std::string>();
+        apply_plan(self, [rp](nlohmann::json out) mutable { rp.deliver(out.dump()); });
+        return rp;
+      },
+      [self](replan_tick_atom) {
+        auto& s = self->state;
+        apply_plan(self, [](nlohmann::json) {});
+        self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(s.opts.replan_s)),
+                           replan_tick_atom::value);
+      },
       [self](const load_report& rep) {
         auto& s = self->state;
+        s.replan.observe(rep.replica, rep.arrived, rep.residency, rep.waiting, rep.running, s.now());
         auto lu = s.layout_unit_of.find(rep.replica);
         if (lu != s.layout_unit_of.end())
           s.layouts.observe(lu->second, rep.replica, rep.waiting + rep.running);
@@ -532,6 +671,13 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
                          {"share_move_failures", s.share_move_failures},
                          {"model_moves", s.model_moves},
                          {"failed_model_moves", s.failed_model_moves}};
+        if (!s.opts.unit_memory.empty()) {
+          auto recent = nlohmann::json::array();
+          for (const auto& m : s.recent_replans)
+            recent.push_back(m);
+          j["replan"] = {{"period_s", s.opts.replan_s}, {"plans_applied", s.plans_applied},
+                         {"wakes", s.replan_wakes}, {"failures", s.replan_failures}, {"recent", recent}};
+        }
         if (!s.recent_model_moves.empty()) {
           auto mv = nlohmann::json::array();
           for (const auto& m : s.recent_model_moves)

@@ -20,6 +20,7 @@
 
 #include "actors/controller/layout_policy.hpp"
 #include "actors/controller/node_table.hpp"
+#include "actors/controller/replan_policy.hpp"
 #include "actors/controller/share_policy.hpp"
 #include "actors/protocol/interfaces.hpp"
 
@@ -46,6 +47,14 @@ struct controller_options {
   std::map<std::string, layout_unit_options> layouts;
   std::map<std::string, layout_kind> initial_layouts;
   int layout_tick_ms = 500;  ///< how often it decides layouts
+  /// Online re-placement: the units with a memory_mib (bytes) and each
+  /// model's weights (bytes). The controller hears their replicas' load
+  /// reports; `plan`/`apply_plan` work on them, and every `replan_s` (0:
+  /// only when asked) it applies the plan itself.
+  std::map<std::string, int64_t> unit_memory;
+  std::map<std::string, int64_t> model_bytes;
+  replan_options replan;
+  double replan_s = 0;
 };
 
 protocol::controller_actor spawn_controller(caf::actor_system& sys, controller_options opts,

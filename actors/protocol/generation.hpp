@@ -165,12 +165,13 @@ struct load_report {
   /// The replica's model: "ready", "sleeping", "loading" (waking) or
   /// "unloading" (going to sleep).
   std::string residency = "ready";
+  uint64_t arrived = 0;  ///< requests it accepted since it started (online re-placement's rates)
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, load_report& x) {
   return f(caf::meta::type_name("load_report"), x.replica, x.model, x.waiting, x.running,
-           x.tokens_per_s, x.outstanding_tokens, x.queued_prefill, x.prefill_tok_s, x.residency);
+           x.tokens_per_s, x.outstanding_tokens, x.queued_prefill, x.prefill_tok_s, x.residency, x.arrived);
 }
 
 /// One actor's live state for `llmux admin state`.

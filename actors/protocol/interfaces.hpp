@@ -57,6 +57,9 @@ using wake_atom = caf::atom_constant<caf::atom("wake")>;          // admin → s
 using attach_atom = caf::atom_constant<caf::atom("attach")>;      // scheduler → unit
 using woke_atom = caf::atom_constant<caf::atom("woke")>;          // unit, self-sent (sim wake time)
 using move_atom = caf::atom_constant<caf::atom("move")>;          // admin → controller
+using plan_atom = caf::atom_constant<caf::atom("plan")>;          // admin → controller
+using apply_plan_atom = caf::atom_constant<caf::atom("applyplan")>; // admin → controller
+using replan_tick_atom = caf::atom_constant<caf::atom("replantick")>; // controller, self-sent
 
 // -- messages carrying handles --------------------------------------------------
 
@@ -220,6 +223,11 @@ using controller_actor = caf::typed_actor<
   // from unit, to unit): wake the target, route there, hand the source's
   // sequences over, put the source to sleep; answers "" or why not.
   caf::replies_to<move_atom, std::string, std::string, std::string>::with<std::string>,
+  // Online re-placement (replan_policy): what it would wake and put to
+  // sleep now, as JSON; and doing it, answering what was done.
+  caf::replies_to<plan_atom>::with<std::string>,
+  caf::replies_to<apply_plan_atom>::with<std::string>,
+  caf::reacts_to<replan_tick_atom>,
   caf::replies_to<get_state_atom>::with<actor_state>>;
 
 /// One per node, published on the node's middleman port: the node's agent.

@@ -51,6 +51,7 @@ struct scheduler_state {
   // Sleep and wake: "ready", "sleeping", "loading" (waking) or "unloading".
   std::string residency = "ready";
   std::string last_residency;                        ///< as last reported
+  uint64_t last_arrived = 0;                         ///< as last reported
   clock_type::time_point last_active = clock_type::now();  ///< a request came or a step ran
   clock_type::time_point wake_after = clock_type::now();   ///< retry a refused wake from then
   clock_type::time_point wake_began = clock_type::now();
@@ -63,6 +64,7 @@ struct scheduler_state {
   std::string last_wake_error;
   uint64_t sleeps = 0;
   uint64_t wakes = 0;
+  uint64_t arrived = 0;  ///< requests accepted since start (load reports)
   uint64_t wake_refusals = 0;       ///< wakes the unit could not do then
   uint64_t refused_asleep = 0;      ///< requests answered 503: no wake in time
   double wake_seconds_last = 0;
@@ -403,17 +405,19 @@ void report_load(scheduler_ptr self) {
   auto running = static_cast<int32_t>(s.core->running());
   const int64_t tokens = s.core->outstanding_tokens();
   bool changed = waiting != s.last_waiting || running != s.last_running || tokens != s.last_tokens
-                 || s.residency != s.last_residency;
+                 || s.residency != s.last_residency || s.arrived != s.last_arrived;
   if (s.subscribers.empty() || (!changed && now - s.last_report < std::chrono::seconds(1)))
     return;
   load_report rep{s.opts.replica, s.opts.model, waiting, running, s.tokens_per_s,
-                  tokens, s.core->queued_prefill_tokens(), s.core->prefill_tokens_per_s(), s.residency};
+                  tokens, s.core->queued_prefill_tokens(), s.core->prefill_tokens_per_s(), s.residency,
+                  s.arrived};
   for (auto& sub : s.subscribers)
     self->send(caf::actor_cast<router_actor>(sub), rep);
   s.last_waiting = waiting;
   s.last_running = running;
   s.last_tokens = tokens;
   s.last_residency = s.residency;
+  s.last_arrived = s.arrived;
   s.last_report = now;
 }
 
@@ -479,6 +483,7 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
           case enqueue_status::accepted:
             rep.ok = true;
             ++s.arrivals;
+            ++s.arrived;
             s.last_active = clock_type::now();
             if (s.residency != "ready")
               s.wake_deadline[id] = s.last_active + std::chrono::milliseconds(budget_ms);

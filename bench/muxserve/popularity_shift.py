@@ -13,6 +13,9 @@ group C (16-23); every model also gets a trickle of requests all along.
 - static (MuxServe): planned on the first phase's rates, it places the 8
   models that are popular then, two per GPU (half the SMs each), and can place
   no more: requests for the other 16 are not served.
+- llmux-replan: the same, and the controller re-plans every --replan-s (5 s)
+  on the measured rates: it wakes a sleeping model with traffic in the place
+  of an idle one with at most half its rate (controller::replan_policy).
 - llmux: every GPU lists 6 of the 24 models (memory_mib lets two be awake;
   oversubscribed shares of 0.5, MPS-style, so two awake models split the GPU as
   the static ones do), the others asleep; a request for a sleeping model wakes
@@ -39,9 +42,11 @@ GROUPS = {"A": MODELS[0:8], "B": MODELS[8:16], "C": MODELS[16:24]}
 GPUS = 4
 
 
-def config(name, placement, memory_mib, ttft_slo_ms, oversubscribe):
+def config(name, placement, memory_mib, ttft_slo_ms, oversubscribe, replan_s=0):
     """placement: unit index -> models it lists."""
     t = f'[cluster]\nname = "{name}"\n\n[[nodes]]\nname = "node0"\nport = 7990\n\n[gateway]\nnode = "node0"\n\n'
+    if replan_s:
+        t += f"[controller]\nreplan_s = {replan_s}\n\n"
     t += '[gpus.a100]\nprofile = "builtin:a100"\n\n[timeouts]\nload_report_ms = 100\n\n'
     for m in sorted({m for ms in placement.values() for m in ms}):
         t += f'[[models]]\nname = "{m}"\nbackend = "sim"\narchitecture = "llama-13b"\nttft_slo_ms = {ttft_slo_ms}\n\n'
@@ -84,6 +89,7 @@ def main():
     ap.add_argument("--slo-scale", type=float, default=5)
     ap.add_argument("--window", type=float, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--replan-s", type=float, default=5, help="the llmux-replan system's [controller] replan_s")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "popularity_shift"))
     ap.add_argument("--plot", default=os.path.join(ROOT, "docs", "img", "popularity_shift.png"))
     a = ap.parse_args()
@@ -98,6 +104,10 @@ def main():
     open(llmux_cfg, "w").write(config("llmux-sleep-wake", mux, 52000, a.ttft_slo_ms, True))
     trace = os.path.join(a.out, "trace.jsonl")
     res = {"llmux": simulate(a.llmux, llmux_cfg, wl, a.slo_scale, a.window, ["--trace-out", trace])}
+    # llmux with online re-placement: the controller's plan every replan_s.
+    replan_cfg = os.path.join(a.out, "llmux-replan.toml")
+    open(replan_cfg, "w").write(config("llmux-replan", mux, 52000, a.ttft_slo_ms, True, a.replan_s))
+    res["llmux-replan"] = simulate(a.llmux, replan_cfg, wl, a.slo_scale, a.window)
 
     # static: the models popular at planning time (group A), two per GPU.
     static = {u: [m for m in GROUPS["A"] if MODELS.index(m) % GPUS == u] for u in range(GPUS)}
@@ -136,7 +146,7 @@ def main():
     summary = {"windows_s": a.window, "slo_scale": a.slo_scale, "requests": total, "phases": {}, "series": series,
                "units": {k: r["units"] for k, r in res.items()}, "args": vars(a)}
     per_phase = int(a.phase_s // a.window)
-    for name in ("static", "llmux"):
+    for name in ("static", "llmux", "llmux-replan"):
         for p, g in enumerate(["A", "B", "C"]):
             lo, hi = p * per_phase, (p + 1) * per_phase
             arr = sum(arrived[lo:hi])
@@ -147,9 +157,10 @@ def main():
             print(f"{name:8} {g:5} {arr:8d} {int(done):8d} {done / a.phase_s:7.2f} {100 * met / max(arr, 1):7.1f}%")
         ok = res[name]["all"]["ok"]
         print(f"{name:8} all   {total:8d} {ok:8d}   (of all requests: {100 * ok / total:.1f}% served)")
-    units = res["llmux"]["units"]
-    print(f"llmux: {sum(u['wakes'] for u in units)} wakes ({sum(u['wake_s'] for u in units):.0f} s waking), "
-          f"{sum(u['sleeps'] for u in units)} sleeps, {sum(u['wake_refusals'] for u in units)} wakes refused for room")
+    for name in ("llmux", "llmux-replan"):
+        units = res[name]["units"]
+        print(f"{name}: {sum(u['wakes'] for u in units)} wakes ({sum(u['wake_s'] for u in units):.0f} s waking; "
+              f"{res[name]['replan_wakes']} by re-placement), {sum(u['sleeps'] for u in units)} sleeps")
     json.dump(summary, open(os.path.join(a.out, "summary.json"), "w"), indent=1)
 
     import matplotlib
@@ -158,7 +169,8 @@ def main():
     fig, ax = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     xs = [i * a.window for i in range(n_windows)]
     style = {"static": ("tab:orange", "MuxServe static placement (8 of 24 models)"),
-             "llmux": ("tab:blue", "llmux sleep and wake (24 models, 2 awake per GPU)")}
+             "llmux": ("tab:blue", "llmux sleep and wake (24 models, 2 awake per GPU)"),
+             "llmux-replan": ("tab:green", "llmux sleep and wake + re-placement every 5 s")}
     for name, (colour, label) in style.items():
         ax[0].plot(xs, series[name]["completed_rps"], color=colour, label=label)
         ax[1].plot(xs, [None if v is None else 100 * v for v in series[name]["attainment"]], color=colour,

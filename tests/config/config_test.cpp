@@ -1369,3 +1369,23 @@ TEST_CASE("sleep and wake keys: defaults, values and bad values", "[config][resi
   auto awake = with_model_keys(base_config, "awake = 3");
   CHECK_THROWS_AS(parse_cluster_config(awake, "test.toml"), config_error);
 }
+
+TEST_CASE("controller re-placement keys: defaults, values and bad values", "[config][replan]") {
+  auto cfg = parse_cluster_config(base_config, "test.toml");
+  CHECK(cfg.controller.replan_s == 0);
+  CHECK(cfg.controller.replan_budget == 2);
+  CHECK(cfg.controller.replan_ratio == 2.0);
+  CHECK(cfg.controller.replan_min_rate == 0.05);
+  auto text = base_config + "\n[controller]\nreplan_s = 7.5\nreplan_budget = 3\nreplan_ratio = 1.5\nreplan_min_rate = 0\n";
+  cfg = parse_cluster_config(text, "test.toml");
+  CHECK(cfg.controller.replan_s == 7.5);
+  CHECK(cfg.controller.replan_budget == 3);
+  CHECK(cfg.controller.replan_ratio == 1.5);
+  CHECK(cfg.controller.replan_min_rate == 0);
+  auto ratio = base_config + "\n[controller]\nreplan_ratio = 0.5\n";
+  require_error(ratio, "controller.replan_ratio", ">= 1", line_with(ratio, "replan_ratio"));
+  auto period = base_config + "\n[controller]\nreplan_s = -1\n";
+  require_error(period, "controller.replan_s", ">= 0", line_with(period, "replan_s"));
+  auto budget = base_config + "\n[controller]\nreplan_budget = 0\n";
+  CHECK_THROWS_AS(parse_cluster_config(budget, "test.toml"), config_error);
+}

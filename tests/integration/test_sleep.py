@@ -10,6 +10,7 @@ answered after a wake must read exactly as before it.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -291,5 +292,49 @@ def test_cpu_engine_models_over_a_memory_cap_all_served_and_memory_given_back(ll
         assert r.status_code == 200 and r.json()["choices"][0]["text"] == answers[awake]
         print(f"RSS with {awake} awake {rss_awake:.0f} MiB, asleep {rss_asleep:.0f} MiB; "
               f"wake {_unit_models(base)[awake]['wake_seconds_last'] * 1e3:.1f} ms")
+    finally:
+        proc.cleanup()
+
+
+def test_plan_and_apply_plan_wake_the_popular_model_back(llmux_bin, tmp_path):
+    # Room for two of three; a is popular, then a rare request for c puts a
+    # (the least recently used) to sleep. The controller's plan puts it back.
+    cfg, http = _sim_config(tmp_path, "replan", {"a": "", "b": "", "c": ""}, "memory_mib = 30000")
+    proc, base = start_serve(["--config", cfg], tmp_path, "serve-replan", __name__, http)
+    try:
+        out = run_llmux(["admin", "--config", cfg, "plan"])
+        assert out.returncode == 0, out.stderr
+        assert "every unit holds the models it should awake" in out.stdout  # no traffic yet
+        for i in range(30):
+            assert _complete(base, "a", f"popular {i}", max_tokens=2).status_code == 200
+        assert _complete(base, "b", "now and then", max_tokens=2).status_code == 200
+        assert _complete(base, "c", "rarely", max_tokens=2).status_code == 200
+        models = _unit_models(base)
+        assert models["a"]["state"] == "sleeping" and models["c"]["state"] == "ready", models
+
+        def planned():
+            p = run_llmux(["admin", "--config", cfg, "plan", "--json"])
+            assert p.returncode == 0, p.stderr
+            return json.loads(p.stdout)
+        plan = wait_until(lambda: (lambda p: p if p["moves"] else None)(planned()), 10,
+                          "the controller to plan a's wake")
+        assert len(plan["moves"]) == 1, plan
+        mv = plan["moves"][0]
+        assert mv["wake"] == "a" and mv["unit"] == "gpu0" and len(mv["sleep"]) == 1, mv
+        assert mv["sleep"][0] in ("gpu0/b", "gpu0/c")
+        rates = {r["model"]: r["rate"] for r in plan["replicas"]}
+        assert rates["a"] >= 2 * max(rates["b"], rates["c"]), rates
+        # `plan` only shows: nothing changed.
+        assert _unit_models(base)["a"]["state"] == "sleeping"
+
+        out = run_llmux(["admin", "--config", cfg, "apply-plan"], timeout=60)
+        assert out.returncode == 0, out.stderr + out.stdout
+        assert "unit gpu0: wake a" in out.stdout and ": done" in out.stdout, out.stdout
+        models = _unit_models(base)
+        assert models["a"]["state"] == "ready", models
+        assert sum(models[m]["state"] == "ready" for m in "abc") == 2
+        ctrl = one_state(admin_state_http(base, None), "controller")["state"]["replan"]
+        assert ctrl["plans_applied"] == 1 and ctrl["wakes"] == 1 and ctrl["failures"] == 0, ctrl
+        assert "controller: re-placement on gpu0: wake a" in proc.log_path.read_text()
     finally:
         proc.cleanup()

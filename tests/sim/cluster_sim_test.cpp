@@ -479,3 +479,35 @@ TEST_CASE("cluster_sim: idle_sleep_s puts an idle model to sleep at a load tick"
   CHECK(r.units[0].sleeps == 1);
   CHECK(r.units[0].wakes == 1);
 }
+
+TEST_CASE("cluster_sim: re-placement wakes the popular model back before its next request",
+          "[cluster_sim][residency][replan]") {
+  // Room for one of two. m0 is asked twice a second for 9 s; one request for
+  // m1 at 10.2 s puts m0 (idle) to sleep. With [controller] replan_s = 1, the
+  // controller's plan at 11 s wakes m0 back (m1 idle, far less popular), so
+  // m0's request at 12 s finds it awake; without, that request waits a wake.
+  auto text = cluster_text("a100", {"m0", "m1"}, "memory_mib = 20000", "share = 0.5");
+  std::vector<request_spec> reqs;
+  for (int i = 0; i < 19; ++i)
+    reqs.push_back({1.0 + 0.5 * i, "m0", 128, 1});
+  reqs.push_back({10.2, "m1", 128, 1});
+  reqs.push_back({12.0, "m0", 128, 1});
+  const auto w = make_workload(reqs);
+  auto off = sim::simulate(parse(text), w);
+  auto on = sim::simulate(parse(text + "[controller]\nreplan_s = 1\n"), w);
+  for (const auto* r : {&off, &on}) {
+    INFO(r->violations.size() << " violations" << (r->violations.empty() ? "" : ": " + r->violations[0]));
+    CHECK(r->violations.empty());
+    for (const auto& q : r->requests)
+      CHECK(q.ok());
+  }
+  const auto cfg = parse(text);
+  const double wake_s = cfg.find_model("m0")->arch.params() * 2 / 25e9;
+  const auto& last_off = off.requests.back();
+  const auto& last_on = on.requests.back();
+  REQUIRE(last_on.model == "m0");
+  CHECK(last_off.first_token_s == Approx(12.0 + wake_s + prefill128_half).epsilon(1e-6));
+  CHECK(last_on.first_token_s == Approx(12.0 + prefill128_half).epsilon(1e-6));
+  CHECK(on.replan_wakes == 1);
+  CHECK(off.replan_wakes == 0);
+}

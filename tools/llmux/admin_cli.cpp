@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdio>
 #include "tools/llmux/admin_cli.hpp"
 
 #include <optional>
@@ -223,6 +224,44 @@ int run_move(const config::cluster_config& cfg, const admin_cli_options& opts) {
   return 0;
 }
 
+/// plan | apply-plan: the controller's online re-placement, shown or done.
+int run_plan(const config::cluster_config& cfg, const admin_cli_options& opts) {
+  const bool apply = opts.command == "apply-plan";
+  if (!opts.args.empty()) {
+    std::cerr << "llmux admin: " << opts.command << " takes no arguments\n";
+    return 2;
+  }
+  auto rep = call_node(cfg, cfg.controller.node, {{"cmd", opts.command}}, opts);
+  if (!rep)
+    return 1;
+  const auto& plan = (*rep)["plan"];
+  if (opts.json) {
+    std::cout << plan.dump(2) << std::endl;
+    return 0;
+  }
+  std::printf("%-24s %-20s %-10s %9s %7s %7s\n", "replica", "model", "state", "req/s", "waiting", "running");
+  for (const auto& r : plan["replicas"])
+    std::printf("%-24s %-20s %-10s %9.3f %7d %7d\n", r.value("replica", "").c_str(), r.value("model", "").c_str(),
+                r.value("residency", "").c_str(), r.value("rate", 0.0), r.value("waiting", 0), r.value("running", 0));
+  if (plan["moves"].empty())
+    std::cout << (apply ? "nothing to do: " : "") << "every unit holds the models it should awake\n";
+  int rc = 0;
+  for (const auto& m : plan["moves"]) {
+    std::string sleeps;
+    for (const auto& v : m["sleep"])
+      sleeps += (sleeps.empty() ? "" : ", ") + v.get<std::string>();
+    std::cout << "unit " << m.value("unit", "") << ": wake " << m.value("wake", "") << " (" << m.value("rate", 0.0)
+              << " req/s)" << (sleeps.empty() ? "" : ", putting to sleep " + sleeps);
+    if (apply) {
+      const auto result = m.value("result", "");
+      std::cout << (result.empty() ? ": done" : ": " + result);
+      rc = result.empty() ? rc : 1;
+    }
+    std::cout << "\n";
+  }
+  return rc;
+}
+
 }  // namespace
 
 int run_admin(const config::cluster_config& cfg, const admin_cli_options& opts) {
@@ -237,9 +276,11 @@ int run_admin(const config::cluster_config& cfg, const admin_cli_options& opts) 
     return run_residency(cfg, slow);
   if (opts.command == "move")
     return run_move(cfg, slow);
+  if (opts.command == "plan" || opts.command == "apply-plan")
+    return run_plan(cfg, slow);
   if (opts.command != "state") {
     std::cerr << "llmux admin: unknown command '" << opts.command
-              << "' (known: state, set-share, set-layout, sleep, wake, move)\n";
+              << "' (known: state, set-share, set-layout, sleep, wake, move, plan, apply-plan)\n";
     return 2;
   }
   if (opts.args.size() > 1) {

@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
   admin->add_option("--config", admin_config, "Cluster config (TOML)")->required();
   admin->add_option("command", admin_opts.command,
                     "Command: state [FILTER] | set-share UNIT MODEL SHARE | set-layout UNIT single|replicas | "
-                    "sleep MODEL [UNIT] | wake MODEL [UNIT] | move MODEL FROM_UNIT TO_UNIT")
+                    "sleep MODEL [UNIT] | wake MODEL [UNIT] | move MODEL FROM_UNIT TO_UNIT | plan | apply-plan")
     ->required();
   admin->add_option("args", admin_opts.args,
                     "state: only actors of this kind, name or node; set-share: UNIT MODEL SHARE; "

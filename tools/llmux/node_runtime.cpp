@@ -120,6 +120,28 @@ nlohmann::json move_cmd(caf::actor_system& sys, const controller_actor& ctrl, co
              req.value("model", std::string{}), req.value("from", std::string{}), req.value("to", std::string{}));
 }
 
+/// `llmux admin ... plan | apply-plan`: the controller's re-placement plan
+/// (or what applying it did), as JSON.
+nlohmann::json plan_cmd(caf::actor_system& sys, const controller_actor& ctrl, bool apply) {
+  if (!ctrl)
+    return {{"ok", false}, {"error", "the controller does not run on this node"}};
+  caf::scoped_actor self{sys};
+  std::string answer;
+  std::string failure;
+  auto on_reply = [&](std::string& text) { answer = std::move(text); };
+  auto on_error = [&](caf::error& err) { failure = sys.render(err); };
+  if (apply)
+    self->request(ctrl, std::chrono::seconds(300), apply_plan_atom::value).receive(on_reply, on_error);
+  else
+    self->request(ctrl, std::chrono::seconds(10), plan_atom::value).receive(on_reply, on_error);
+  if (!failure.empty())
+    return {{"ok", false}, {"error", "the controller did not answer: " + failure}};
+  auto plan = nlohmann::json::parse(answer, nullptr, false);
+  if (plan.is_discarded() || plan.contains("error"))
+    return {{"ok", false}, {"error", plan.is_discarded() ? answer : plan.value("error", "")}};
+  return {{"ok", true}, {"plan", plan}};
+}
+
 int wait_for_signal() {
   sigset_t set;
   sigemptyset(&set);
@@ -401,6 +423,16 @@ void node_runtime::impl::boot() {
                         : "")
                   << std::endl;
       }
+    for (const auto& u : cfg.units)
+      if (u.memory_mib > 0 && u.layout == "single") {
+        co.unit_memory[u.name] = int64_t{u.memory_mib} << 20;
+        for (const auto& um : u.models)
+          co.model_bytes[um.model] = setup::weight_bytes(*cfg.find_model(um.model));
+      }
+    co.replan.budget = cfg.controller.replan_budget;
+    co.replan.ratio = cfg.controller.replan_ratio;
+    co.replan.min_rate = cfg.controller.replan_min_rate;
+    co.replan_s = cfg.controller.replan_s;
     auto ctrl = controller::spawn_controller(sys, co, admin, router);
     add(admin, "controller", co.name, caf::actor_cast<caf::actor>(ctrl));
     ctrl_handle = ctrl;
@@ -451,6 +483,8 @@ void node_runtime::impl::boot() {
           return residency_cmd(sys, schedulers, req);
         if (cmd == "move")
           return move_cmd(sys, ctrl_handle, req);
+        if (cmd == "plan" || cmd == "apply-plan")
+          return plan_cmd(sys, ctrl_handle, cmd == "apply-plan");
         if (cmd == "set-layout")
           return set_layout(sys, ctrl_handle, req);
         if (cmd != "state")
