@@ -132,6 +132,22 @@ TEST_CASE("single-node example loads with its values", "[config]") {
   CHECK_THAT(cfg.source, Contains("single-node.toml"));
 }
 
+TEST_CASE("many-models example: eight sim models, two GPUs whose memory holds two each", "[config][residency]") {
+  auto cfg = load_cluster_config(LLMUX_SOURCE_DIR "/examples/many-models-sim.toml");
+  REQUIRE(cfg.units.size() == 2);
+  for (const auto& u : cfg.units) {
+    CHECK(u.memory_mib == 28000);
+    CHECK(u.oversubscribe);
+    CHECK(u.models.size() == 4);
+  }
+  CHECK(cfg.controller.replan_s == 10);
+  CHECK(cfg.find_model("m7")->idle_sleep_s == 300);
+  // Two 7B models' f16 weights fit in 28000 MiB, three do not.
+  const double mib = cfg.find_model("m0")->arch.params() * 2 / (1 << 20);
+  CHECK(2 * mib < 28000);
+  CHECK(3 * mib > 28000);
+}
+
 TEST_CASE("multiplexed A100 example loads with its profile, lane and shares", "[config]") {
   auto cfg = load_cluster_config(LLMUX_SOURCE_DIR "/examples/multiplexed-a100.toml");
   CHECK(cfg.gpus.at("a100").profile == "builtin:a100");

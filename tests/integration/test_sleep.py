@@ -25,6 +25,7 @@ from conftest import (
     find_states,
     free_port,
     one_state,
+    require_ports_free,
     run_llmux,
     serve_cpu_unit,
     solo_config,
@@ -336,5 +337,24 @@ def test_plan_and_apply_plan_wake_the_popular_model_back(llmux_bin, tmp_path):
         ctrl = one_state(admin_state_http(base, None), "controller")["state"]["replan"]
         assert ctrl["plans_applied"] == 1 and ctrl["wakes"] == 1 and ctrl["failures"] == 0, ctrl
         assert "controller: re-placement on gpu0: wake a" in proc.log_path.read_text()
+    finally:
+        proc.cleanup()
+
+
+def test_the_many_models_example_serves_every_model(llmux_bin, tmp_path):
+    cfg = SOURCE_DIR / "examples" / "many-models-sim.toml"
+    require_ports_free([7326, 7426, 8086], "examples/many-models-sim.toml needs its ports")
+    proc, base = start_serve(["--config", cfg, "--time-scale", "0"], tmp_path, "serve-example", __name__, 8086)
+    try:
+        states = wait_until(lambda: (lambda c: c if None not in c.values() else None)(_card_states(base)), 10,
+                            "/v1/models to show every model's state")
+        assert sorted(states) == [f"m{i}" for i in range(8)]
+        assert sorted(states.values()).count("sleeping") == 4, states  # two of four asleep on each GPU
+        for m in sorted(states):
+            r = _complete(base, m, "hello", max_tokens=4)
+            assert r.status_code == 200, (m, r.text)
+        out = run_llmux(["admin", "--config", cfg, "plan"])
+        assert out.returncode == 0, out.stderr
+        assert "gpu0/m0" in out.stdout and "gpu1/m7" in out.stdout
     finally:
         proc.cleanup()
