@@ -99,7 +99,7 @@ partition_actor::behavior_type partition(partition_actor::pointer self,
         core->load(model);
         return {};
       } catch (const std::exception& e) {
-        return std::string{"loading model '"} + model + "' failed: " + e.what();
+        return std::string{load_failed_prefix} + model + "' failed: " + e.what();
       }
     },
     [core](sleep_atom, const std::string& model) -> std::string {
@@ -265,7 +265,7 @@ void start_load(unit_ptr self, const std::string& model) {
   try {
     s.core->load(model);
   } catch (const std::exception& e) {
-    loaded(self, model, std::string{"loading model '"} + model + "' failed: " + e.what());
+    loaded(self, model, std::string{load_failed_prefix} + model + "' failed: " + e.what());
     return;
   }
   auto w = s.opts.sim_wake_s.find(model);

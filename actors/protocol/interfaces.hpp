@@ -61,6 +61,10 @@ using plan_atom = caf::atom_constant<caf::atom("plan")>;          // admin → c
 using apply_plan_atom = caf::atom_constant<caf::atom("applyplan")>; // admin → controller
 using replan_tick_atom = caf::atom_constant<caf::atom("replantick")>; // controller, self-sent
 
+/// How a unit's answer to `wake` begins when the model's engine could not be
+/// built (a missing or broken file), as opposed to no room yet.
+constexpr const char* load_failed_prefix = "loading model '";
+
 // -- messages carrying handles --------------------------------------------------
 
 /// The scheduler's answer to `enqueue` (relayed by the router): accepted, or

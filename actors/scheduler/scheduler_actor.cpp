@@ -290,8 +290,18 @@ void wake(scheduler_ptr self) {
         s.residency = "sleeping";
         ++s.wake_refusals;
         s.last_wake_error = why;
-        s.wake_after = clock_type::now() + std::chrono::milliseconds(s.opts.load_report_ms);
         answer_wake_waiters(self, why);
+        if (why.rfind(load_failed_prefix, 0) == 0) {
+          // The engine could not be built (a missing or broken file): not
+          // a wait for room. Every waiting request learns why now; a new
+          // request tries again, at most every few seconds.
+          s.wake_after = clock_type::now() + std::chrono::seconds(5);
+          for (auto& [id, deadline] : s.wake_deadline)
+            deadline = clock_type::now();
+          refuse_late_sleepers(self, why);
+          return;
+        }
+        s.wake_after = clock_type::now() + std::chrono::milliseconds(s.opts.load_report_ms);
         refuse_late_sleepers(self, why);
       },
       [self](caf::error& err) {

@@ -293,6 +293,22 @@ def test_cpu_engine_models_over_a_memory_cap_all_served_and_memory_given_back(ll
         assert r.status_code == 200 and r.json()["choices"][0]["text"] == answers[awake]
         print(f"RSS with {awake} awake {rss_awake:.0f} MiB, asleep {rss_asleep:.0f} MiB; "
               f"wake {_unit_models(base)[awake]['wake_seconds_last'] * 1e3:.1f} ms")
+
+        # A model whose file went away while it slept: its request learns why at once
+        # (a 503 naming the load failure), not after the 120 s deadline; the others serve on.
+        assert run_llmux(["admin", "--config", cfg, "sleep", awake]).returncode == 0
+        files[awake].unlink()
+        t0 = time.monotonic()
+        r = requests.post(f"{base}/v1/completions", timeout=120,
+                          json={"model": awake, "prompt": "Once upon a time", "max_tokens": 4})
+        assert r.status_code == 503, r.text
+        assert "failed" in r.json()["error"]["message"] and awake in r.json()["error"]["message"], r.text
+        assert time.monotonic() - t0 < 10
+        other = "smol-b" if awake == "smol-a" else "smol-a"
+        r = requests.post(f"{base}/v1/completions", timeout=120,
+                          json={"model": other, "prompt": "Once upon a time", "max_tokens": 12, "temperature": 0})
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == answers[other]
+        assert f"waking {awake} failed" in proc.log_path.read_text()
     finally:
         proc.cleanup()
 
