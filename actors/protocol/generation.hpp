@@ -162,8 +162,9 @@ struct load_report {
   int64_t outstanding_tokens = 0;  ///< batch_scheduler::outstanding_tokens
   int64_t queued_prefill = 0;      ///< batch_scheduler::queued_prefill_tokens
   double prefill_tok_s = 0;        ///< measured; 0: not yet
-  /// The replica's model: "ready", "sleeping", "loading" (waking) or
-  /// "unloading" (going to sleep).
+  /// The replica's model: "ready", "sleeping", "loading" (waking),
+  /// "unloading" (going to sleep) or "draining" (awake, handing its
+  /// sequences over: a move or a layout switch).
   std::string residency = "ready";
   uint64_t arrived = 0;  ///< requests it accepted since it started (online re-placement's rates)
 };

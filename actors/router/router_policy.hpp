@@ -118,11 +118,13 @@ struct replica_load {
   uint64_t dispatched = 0;     ///< total requests sent there
   uint64_t affinity_hits = 0;  ///< sent there because its session/prefix was there
   uint64_t prefix_blocks_matched = 0;
-  /// Its model's residency: "ready", or "sleeping", "loading" (waking),
-  /// "unloading": a request there then waits for a wake, so awake replicas
-  /// of the model are preferred.
+  /// Its model's residency: "ready" or "draining" (awake), or "sleeping",
+  /// "loading" (waking), "unloading": a request there then waits for a
+  /// wake, so awake replicas of the model are preferred.
   std::string residency = "ready";
-  [[nodiscard]] bool asleep() const { return residency != "ready"; }
+  [[nodiscard]] bool asleep() const {
+    return residency == "sleeping" || residency == "loading" || residency == "unloading";
+  }
   [[nodiscard]] int64_t load() const { return int64_t{waiting} + running + sent_since_report; }
   [[nodiscard]] int64_t tokens() const { return outstanding_tokens + tokens_since_report; }
 };

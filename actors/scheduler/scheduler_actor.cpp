@@ -70,6 +70,12 @@ struct scheduler_state {
   double wake_seconds_last = 0;
   uint64_t kv_blocks_freed_asleep = 0;
   [[nodiscard]] std::string served() const { return opts.served.empty() ? opts.model : opts.served; }
+  /// What load reports and admin state say: the residency, or "draining"
+  /// for an awake replica that refuses new requests (a move or a layout
+  /// switch hands its sequences over).
+  [[nodiscard]] std::string shown_residency() const {
+    return draining && residency == "ready" ? "draining" : residency;
+  }
 };
 
 using scheduler_ptr = scheduler_actor::stateful_pointer<scheduler_state>;
@@ -415,18 +421,18 @@ void report_load(scheduler_ptr self) {
   auto running = static_cast<int32_t>(s.core->running());
   const int64_t tokens = s.core->outstanding_tokens();
   bool changed = waiting != s.last_waiting || running != s.last_running || tokens != s.last_tokens
-                 || s.residency != s.last_residency || s.arrived != s.last_arrived;
+                 || s.shown_residency() != s.last_residency || s.arrived != s.last_arrived;
   if (s.subscribers.empty() || (!changed && now - s.last_report < std::chrono::seconds(1)))
     return;
   load_report rep{s.opts.replica, s.opts.model, waiting, running, s.tokens_per_s,
-                  tokens, s.core->queued_prefill_tokens(), s.core->prefill_tokens_per_s(), s.residency,
+                  tokens, s.core->queued_prefill_tokens(), s.core->prefill_tokens_per_s(), s.shown_residency(),
                   s.arrived};
   for (auto& sub : s.subscribers)
     self->send(caf::actor_cast<router_actor>(sub), rep);
   s.last_waiting = waiting;
   s.last_running = running;
   s.last_tokens = tokens;
-  s.last_residency = s.residency;
+  s.last_residency = s.shown_residency();
   s.last_arrived = s.arrived;
   s.last_report = now;
 }
@@ -514,8 +520,11 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
             rep.message = "empty prompt";
             break;
           case enqueue_status::duplicate_id:
-            rep.status = 400;
-            rep.message = "duplicate request id";
+            // Its earlier copy is still here: a sequence this replica just
+            // handed back (a layout switch) stays until its step returns.
+            // 429: the router offers it to the next replica.
+            rep.status = 429;
+            rep.message = "replica " + s.opts.replica + " is still finishing an earlier copy of this request";
             break;
         }
         if (!rep.ok)
@@ -644,7 +653,7 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
                          {"prompt_tokens_admitted", s.core->admitted_prompt_tokens()},
                          {"prompt_tokens_cached", s.core->cached_prompt_tokens()},
                          {"gateways", s.sinks.size()},
-                         {"residency", s.residency},
+                         {"residency", s.shown_residency()},
                          {"idle_sleep_s", s.opts.idle_sleep_s},
                          {"sleeps", s.sleeps},
                          {"wakes", s.wakes},

@@ -518,3 +518,17 @@ TEST_CASE("a sleeping replica gets requests only when every replica of the model
     CHECK(picked.count("u0/m") == 1);
   }
 }
+
+TEST_CASE("a draining replica is awake: residency alone never makes the router pass it over", "[router][residency]") {
+  router_policy p(policy_kind::least_loaded);
+  p.replica_up("u0/m", "m", "n0");
+  p.replica_up("u1/m", "m", "n1");
+  load_sample draining;
+  draining.residency = "draining";
+  p.report("u0/m", draining);  // idle, awake, handing sequences over
+  load_sample busy;
+  busy.running = 4;
+  p.report("u1/m", busy);
+  CHECK_FALSE(p.replicas().at("u0/m").asleep());
+  CHECK(p.pick("m") == "u0/m");  // routable decides whether it takes requests, not residency
+}
