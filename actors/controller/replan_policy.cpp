@@ -49,6 +49,11 @@ double replan_policy::rate(const std::string& model) const {
 
 std::vector<replan_move> replan_policy::plan() const {
   std::vector<replan_move> moves;
+  // Each model's rate once (the sorts below compare them often).
+  std::map<std::string, double> rates;
+  for (const auto& [name, r] : replicas_)
+    rates[r.model] += r.rate;
+  auto rate = [&rates](const std::string& model) { return rates.at(model); };
   // Models awake on some replica that keeps up (nothing waiting): another
   // replica of theirs need not wake ahead of requests.
   std::map<std::string, bool> served;
@@ -66,7 +71,7 @@ std::vector<replan_move> replan_policy::plan() const {
       asleep.push_back(&entry);
   }
   std::stable_sort(asleep.begin(), asleep.end(),
-                   [this](const auto* a, const auto* b) { return rate(a->second.model) > rate(b->second.model); });
+                   [&rate](const auto* a, const auto* b) { return rate(a->second.model) > rate(b->second.model); });
   // What each unit holds awake, as the moves planned so far leave it.
   std::map<std::string, int64_t> awake_bytes;
   for (const auto& [name, r] : replicas_)
@@ -89,7 +94,7 @@ std::vector<replan_move> replan_policy::plan() const {
       for (const auto& entry : replicas_)
         if (entry.second.unit == r.unit && entry.second.idle() && !planned.count(entry.first))
           idle.push_back(&entry);
-      std::stable_sort(idle.begin(), idle.end(), [this](const auto* a, const auto* b) {
+      std::stable_sort(idle.begin(), idle.end(), [&rate](const auto* a, const auto* b) {
         return rate(a->second.model) < rate(b->second.model);
       });
       for (const auto* v : idle) {
