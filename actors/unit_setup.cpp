@@ -190,7 +190,8 @@ int64_t weight_bytes(const config::model_config& m) {
   if (m.load_format == "dummy") {
     static const std::pair<const char*, double> sizes[] = {
       {"f32", 4},         {"f16", 2},          {"bf16", 2},          {"q8_0", 34.0 / 32},  {"q4_0", 18.0 / 32},
-      {"q4_1", 20.0 / 32}, {"q4_k", 144.0 / 256}, {"q5_k", 176.0 / 256}, {"q6_k", 210.0 / 256}};
+      {"q4_1", 20.0 / 32}, {"q5_0", 22.0 / 32},   {"q5_1", 24.0 / 32},   {"q4_k", 144.0 / 256},
+      {"q5_k", 176.0 / 256}, {"q6_k", 210.0 / 256}};
     for (const auto& [name, b] : sizes)
       if (m.dtype == name)
         per = b;

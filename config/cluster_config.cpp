@@ -790,7 +790,7 @@ void read_models(const section& top, const std::string& base_dir, cluster_config
     }
     read_choice(s, "backend", m.backend, {"sim", "cpu", "cuda"});
     read_choice(s, "load_format", m.load_format, {"auto", "dummy"});
-    read_choice(s, "dtype", m.dtype, {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k"});
+    read_choice(s, "dtype", m.dtype, {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"});
     bool dummy = m.load_format == "dummy";
     if (dummy && m.backend == "sim")
       s.fail("load_format", "'dummy' builds random weights for a real backend; sim has no weights");

@@ -141,7 +141,7 @@ struct model_config {
   std::string backend = "sim"; ///< "sim" | "cpu" | "cuda"
   std::string file;            ///< model file (cpu/cuda); must exist
   std::string load_format = "auto";  ///< "auto" (the file) | "dummy" (random weights of `arch`)
-  std::string dtype = "f16";         ///< dummy weights' type (f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q5_k q6_k)
+  std::string dtype = "f16";         ///< dummy weights' type (f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k)
   model_arch arch;             ///< sim and dummy: from `architecture` (preset or table)
   int max_tokens_default = 256;  ///< when a request gives none
   /// Requests of this model in flight at the edge; beyond it an immediate

@@ -81,7 +81,7 @@ kernels::dtype dummy_dtype(const config::model_config& m) {
   static const std::pair<const char*, kernels::dtype> names[] = {
     {"f32", kernels::dtype::f32},   {"f16", kernels::dtype::f16},   {"bf16", kernels::dtype::bf16},
     {"q8_0", kernels::dtype::q8_0}, {"q4_0", kernels::dtype::q4_0}, {"q4_1", kernels::dtype::q4_1},
-    {"q4_k", kernels::dtype::q4_k}, {"q5_k", kernels::dtype::q5_k}, {"q6_k", kernels::dtype::q6_k}};
+    {"q5_0", kernels::dtype::q5_0}, {"q5_1", kernels::dtype::q5_1}, {"q4_k", kernels::dtype::q4_k}, {"q5_k", kernels::dtype::q5_k}, {"q6_k", kernels::dtype::q6_k}};
   for (const auto& [name, t] : names)
     if (m.dtype == name)
       return t;

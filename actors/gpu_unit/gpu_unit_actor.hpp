@@ -36,10 +36,10 @@ struct gpu_unit_options {
   /// Which models are awake, and the unit's memory_mib for their weights
   /// (node_runtime fills it as it builds the engines of those that start
   /// awake). A model it does not list never sleeps.
-  residency memory;
+  residency memory{0};
   /// Sim: seconds a model's wake takes (its weights over the GPU type's
   /// load_gbs), × time_scale; real engines take what loading takes.
-  std::map<std::string, double> sim_wake_s;
+  std::map<std::string, double> sim_wake_s{};
 };
 
 /// `partitions`: real engines block for a step, so each model gets a

@@ -34,8 +34,11 @@ void avx2_to_q8_1(const float* x, void* dst, int64_t k);
 double avx2_sum_squares(const float* x, int64_t n);
 void avx2_scale_mul(const float* x, float scale, const float* w, int64_t n, float* out);
 void avx2_swiglu(const float* gate, const float* up, int64_t n, float* out);
-void avx2_gemm_q4_1(const void* w, size_t w_stride, int64_t rows, const void* act,
-                    size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy);
+// The tiled matmul for weights of type w (gemm_blocks.inc), or nullptr: the
+// per-pair vdot then.
+using gemm_fn = void (*)(const void* w, size_t w_stride, int64_t rows, const void* act,
+                         size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy);
+gemm_fn avx2_gemm_for(dtype w);
 void avx2_from_f16(const uint16_t* x, float* y, int64_t n);
 void avx2_attention_row(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
                         float scale, float* scores, float* out);
@@ -47,8 +50,7 @@ float avx512_vdot_bf16(const void* w, const void* x, int64_t k);
 float avx512_vdot_q8_0(const void* w, const void* x, int64_t k);
 float avx512_vdot_q4_0(const void* w, const void* x, int64_t k);
 float avx512_vdot_q4_1(const void* w, const void* x, int64_t k);
-void avx512_gemm_q4_1(const void* w, size_t w_stride, int64_t rows, const void* act,
-                      size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy);
+gemm_fn avx512_gemm_for(dtype w);
 }  // namespace detail
 
 namespace {
@@ -159,6 +161,46 @@ float portable_vdot_q4_1(const void* w, const void* x, int64_t k) {
     for (int j = 0; j < 16; ++j) {
       sumi += (a[ib].qs[j] & 0x0F) * b[ib].qs[j];
       sumi += (a[ib].qs[j] >> 4) * b[ib].qs[j + 16];
+    }
+    sumf += (f16(a[ib].d) * f16(b[ib].d)) * static_cast<float>(sumi) + f16(a[ib].m) * f16(b[ib].s);
+  }
+  return sumf;
+}
+
+inline uint32_t q5_qh(const uint8_t* qh) {
+  uint32_t h;
+  std::memcpy(&h, qh, sizeof h);
+  return h;
+}
+
+float portable_vdot_q5_0(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const block_q5_0*>(w);
+  const auto* b = static_cast<const block_q8_0*>(x);
+  float sumf = 0.0f;
+  for (int64_t ib = 0; ib < k / 32; ++ib) {
+    const uint32_t qh = q5_qh(a[ib].qh);
+    int sumi = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = static_cast<int>((a[ib].qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10)) - 16;
+      const int x1 = static_cast<int>((a[ib].qs[j] >> 4) | ((qh >> (j + 12)) & 0x10)) - 16;
+      sumi += x0 * b[ib].qs[j] + x1 * b[ib].qs[j + 16];
+    }
+    sumf += static_cast<float>(sumi) * (f16(a[ib].d) * f16(b[ib].d));
+  }
+  return sumf;
+}
+
+float portable_vdot_q5_1(const void* w, const void* x, int64_t k) {
+  const auto* a = static_cast<const block_q5_1*>(w);
+  const auto* b = static_cast<const block_q8_1*>(x);
+  float sumf = 0.0f;
+  for (int64_t ib = 0; ib < k / 32; ++ib) {
+    const uint32_t qh = q5_qh(a[ib].qh);
+    int sumi = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = static_cast<int>((a[ib].qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10));
+      const int x1 = static_cast<int>((a[ib].qs[j] >> 4) | ((qh >> (j + 12)) & 0x10));
+      sumi += x0 * b[ib].qs[j] + x1 * b[ib].qs[j + 16];
     }
     sumf += (f16(a[ib].d) * f16(b[ib].d)) * static_cast<float>(sumi) + f16(a[ib].m) * f16(b[ib].s);
   }
@@ -359,12 +401,14 @@ struct kernel_set {
   double (*sum_squares)(const float*, int64_t);
   void (*scale_mul)(const float*, float, const float*, int64_t, float*);
   void (*swiglu)(const float*, const float*, int64_t, float*);
-  // Q4_1 × Q8_1 tiles (nullptr: per-pair vdot_q4_1).
-  void (*gemm_q4_1)(const void*, size_t, int64_t, const void*, size_t, int64_t, int64_t, float*,
-                    int64_t);
+  // Tiled matmuls by weight type (nullptr, or it returns nullptr: per-pair vdot).
+  detail::gemm_fn (*gemm_for)(dtype);
   void (*from_f16)(const uint16_t*, float*, int64_t);
   void (*attention_row)(const float*, const float*, const float*, int64_t, int64_t, float, float*,
                         float*);
+  // Q5_0/Q5_1 have no SIMD vdot: on x86 their matmuls take the tiles
+  // (gemm_for); vec_dot and the portable level use these.
+  vdot_fn vdot_q5_0 = portable_vdot_q5_0, vdot_q5_1 = portable_vdot_q5_1;
 };
 
 constexpr kernel_set portable_set{
@@ -385,7 +429,7 @@ constexpr kernel_set avx2_set{
     detail::avx2_vdot_q6_k,   detail::avx2_to_f16,    portable_to_bf16,
     detail::avx2_to_q8_0,     detail::avx2_to_q8_1,   to_q8_k,
     detail::avx2_sum_squares, detail::avx2_scale_mul, detail::avx2_swiglu,
-    detail::avx2_gemm_q4_1,   detail::avx2_from_f16,  detail::avx2_attention_row,
+    detail::avx2_gemm_for,    detail::avx2_from_f16,  detail::avx2_attention_row,
 };
 
 constexpr kernel_set avx512_set{
@@ -395,7 +439,7 @@ constexpr kernel_set avx512_set{
     detail::avx2_vdot_q6_k,   detail::avx2_to_f16,      portable_to_bf16,
     detail::avx2_to_q8_0,     detail::avx2_to_q8_1,     to_q8_k,
     detail::avx2_sum_squares, detail::avx2_scale_mul,   detail::avx2_swiglu,
-    detail::avx512_gemm_q4_1, detail::avx2_from_f16,    detail::avx2_attention_row,
+    detail::avx512_gemm_for, detail::avx2_from_f16,    detail::avx2_attention_row,
 };
 #endif
 
@@ -440,6 +484,8 @@ vdot_fn vdot_for(const kernel_set& ks, dtype w) {
     case dtype::q8_0: return ks.vdot_q8_0;
     case dtype::q4_0: return ks.vdot_q4_0;
     case dtype::q4_1: return ks.vdot_q4_1;
+    case dtype::q5_0: return ks.vdot_q5_0;
+    case dtype::q5_1: return ks.vdot_q5_1;
     case dtype::q4_k: return ks.vdot_q4_k;
     case dtype::q5_k: return ks.vdot_q5_k;
     case dtype::q6_k: return ks.vdot_q6_k;
@@ -500,8 +546,10 @@ dtype vec_dot_type(dtype w) {
     case dtype::f16:
     case dtype::bf16: return w;
     case dtype::q8_0:
-    case dtype::q4_0: return dtype::q8_0;
-    case dtype::q4_1: return dtype::q8_1;
+    case dtype::q4_0:
+    case dtype::q5_0: return dtype::q8_0;
+    case dtype::q4_1:
+    case dtype::q5_1: return dtype::q8_1;
     case dtype::q4_k:
     case dtype::q5_k:
     case dtype::q6_k: return dtype::q8_k;
@@ -554,9 +602,9 @@ void matmul(const matrix_view& w, const float* x, int64_t m, float* y, thread_po
 
   const auto* wdata = static_cast<const uint8_t*>(w.data);
   const size_t w_stride = row_bytes(w.type, k);
-  if (w.type == dtype::q4_1 && ks.gemm_q4_1 != nullptr) {
+  if (const detail::gemm_fn gemm = ks.gemm_for ? ks.gemm_for(w.type) : nullptr) {
     pool.parallel_for(n, [&](int64_t begin, int64_t end, int) {
-      ks.gemm_q4_1(wdata + static_cast<size_t>(begin) * w_stride, w_stride, end - begin, act,
+      gemm(wdata + static_cast<size_t>(begin) * w_stride, w_stride, end - begin, act,
                    act_stride, m, k, y + begin, n);
     });
     return;

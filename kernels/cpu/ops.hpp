@@ -24,9 +24,10 @@ struct matrix_view {
   int64_t cols = 0;
 };
 
-/// y[m, n] = x[m, k] · W[n, k]ᵀ. Threads split the n output rows. Q4_1
-/// weights go through a tiled kernel (4 W rows × 4 x rows share each
-/// unpacked block) whose per-output summation order does not depend on m,
+/// y[m, n] = x[m, k] · W[n, k]ᵀ. Threads split the n output rows. On x86,
+/// weights of the 32-element block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) go
+/// through a tiled kernel (4 W rows × 4 x rows share each unpacked block;
+/// kernels/cpu/gemm_blocks.inc) whose per-output summation order does not depend on m,
 /// so a row's result is the same whatever else is in the batch. As
 /// llama.cpp's CPU backend, x is first converted to vec_dot_type(W.type)
 /// (below) and each output is an integer/fp dot product per block; matmul_ref
@@ -87,7 +88,7 @@ void attention_row_ref(const float* q, const float* k, const float* v, int64_t c
 
 /// The format llama.cpp's CPU backend converts activations to before the dot
 /// product with W rows of type `w` (its vec_dot_type): F32→F32, F16→F16,
-/// BF16→BF16, Q8_0/Q4_0→Q8_0, Q4_1→Q8_1, Q4_K/Q5_K/Q6_K→Q8_K.
+/// BF16→BF16, Q8_0/Q4_0/Q5_0→Q8_0, Q4_1/Q5_1→Q8_1, Q4_K/Q5_K/Q6_K→Q8_K.
 [[nodiscard]] dtype vec_dot_type(dtype w);
 
 /// Converts k floats (a multiple of block_elems(w)) to vec_dot_type(w):

@@ -19,6 +19,10 @@
 
 namespace llmux::kernels::detail {
 
+// y[i·ldy + r] = W row r · activation row i (see gemm_blocks.inc).
+using gemm_fn = void (*)(const void* w, size_t w_stride, int64_t rows, const void* act,
+                         size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy);
+
 namespace {
 
 inline float hsum(__m256 v) {
@@ -36,13 +40,6 @@ inline int hsum_i32(__m256i v) {
 }
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
-// 16 packed bytes in; their 16 low then 16 high nibbles out as bytes 0..15.
-inline __m256i nibbles_32(const uint8_t* p) {
-  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i bytes = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-  return _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
-}
 
 // Σ x·y over 32 signed bytes, as 8 int32 lanes (ggml's sign trick:
 // maddubs needs its first operand unsigned).
@@ -62,7 +59,17 @@ inline __m256i dot_u8_i8(__m256i u, __m256i s) {
 
 inline float hsum8(__m256 v) { return hsum(v); }
 
-#include "kernels/cpu/gemm_q4_1.inc"
+// Q8_0 on AVX2: maddubs saturates past 127 · 127 · 2, so q stays signed and
+// takes the sign trick (dot_i8_pairs) instead of an offset.
+struct q8_0_fmt {
+  static constexpr size_t bytes = 34;
+  static constexpr bool has_min = false;
+  static constexpr int off = 0;
+  static __m256i unpack(const uint8_t* b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)); }
+  static __m256i dot(__m256i w, __m256i a) { return dot_i8_pairs(w, a); }
+};
+
+#include "kernels/cpu/gemm_blocks.inc"
 
 // ---- exp, as ggml's ggml_v_expf (ARM optimized-routines), so silu matches
 // llama.cpp's vectorised one bit for bit. ----
@@ -476,10 +483,8 @@ void avx2_swiglu(const float* gate, const float* up, int64_t n, float* out) {
     out[i] = (gate[i] / (1.0f + __builtin_expf(-gate[i]))) * up[i];
 }
 
-void avx2_gemm_q4_1(const void* w, size_t w_stride, int64_t rows, const void* act,
-                    size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy) {
-  q4_1_gemm(static_cast<const uint8_t*>(w), w_stride, rows, static_cast<const uint8_t*>(act),
-            act_stride, m, k, y, ldy);
+gemm_fn avx2_gemm_for(dtype w) {
+  return blocks_gemm_for(w);
 }
 
 void avx2_from_f16(const uint16_t* x, float* y, int64_t n) {

@@ -24,6 +24,10 @@
 
 namespace llmux::kernels::detail {
 
+// y[i·ldy + r] = W row r · activation row i (see gemm_blocks.inc).
+using gemm_fn = void (*)(const void* w, size_t w_stride, int64_t rows, const void* act,
+                         size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy);
+
 namespace {
 
 inline float hsum8(__m256 v) {
@@ -57,12 +61,6 @@ inline __m512 load_bf16x16(const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 
-inline __m256i nibbles_32(const uint8_t* p) {
-  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i bytes = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-  return _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
-}
-
 // Σ x·y of signed bytes in 8 int32 lanes: |x| · (y with x's sign), one VNNI op.
 inline __m256i dot_i8(__m256i x, __m256i y) {
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
@@ -73,7 +71,19 @@ inline __m256i dot_u8_i8(__m256i u, __m256i s) {
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 }
 
-#include "kernels/cpu/gemm_q4_1.inc"
+// Q8_0 with VNNI: q + 128 as unsigned bytes (q ^ 0x80), then Σ 128·a off.
+struct q8_0_fmt {
+  static constexpr size_t bytes = 34;
+  static constexpr bool has_min = false;
+  static constexpr int off = 128;
+  static __m256i unpack(const uint8_t* b) {
+    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)),
+                            _mm256_set1_epi8(static_cast<char>(0x80)));
+  }
+  static __m256i dot(__m256i w, __m256i a) { return dot_u8_i8(w, a); }
+};
+
+#include "kernels/cpu/gemm_blocks.inc"
 
 // One 32-element block: acc + d_w·d_a·Σ q_w·q_a.
 inline __m256 block_q8_0_q8_0(const block_q8_0& a, const block_q8_0& b, __m256 acc) {
@@ -211,10 +221,8 @@ float avx512_vdot_q4_1(const void* w, const void* x, int64_t k) {
   return hsum8(_mm256_add_ps(acc0, acc1)) + summs;
 }
 
-void avx512_gemm_q4_1(const void* w, size_t w_stride, int64_t rows, const void* act,
-                      size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy) {
-  q4_1_gemm(static_cast<const uint8_t*>(w), w_stride, rows, static_cast<const uint8_t*>(act),
-            act_stride, m, k, y, ldy);
+gemm_fn avx512_gemm_for(dtype w) {
+  return blocks_gemm_for(w);
 }
 
 }  // namespace llmux::kernels::detail

@@ -149,6 +149,40 @@ void dequant_q4_1(const block_q4_1* x, float* y, int64_t nb) {
   }
 }
 
+// Element j's fifth bit (0 or 16) of a Q5_0/Q5_1 block.
+inline uint32_t q5_high_bits(const uint8_t* qh) {
+  uint32_t h;
+  std::memcpy(&h, qh, sizeof h);
+  return h;
+}
+
+void dequant_q5_0(const block_q5_0* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(x[i].d);
+    const uint32_t qh = q5_high_bits(x[i].qh);
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = static_cast<int>((x[i].qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10)) - 16;
+      const int x1 = static_cast<int>((x[i].qs[j] >> 4) | ((qh >> (j + 12)) & 0x10)) - 16;
+      y[i * 32 + j] = x0 * d;
+      y[i * 32 + j + 16] = x1 * d;
+    }
+  }
+}
+
+void dequant_q5_1(const block_q5_1* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(x[i].d);
+    const float m = fp16_to_fp32(x[i].m);
+    const uint32_t qh = q5_high_bits(x[i].qh);
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = static_cast<int>((x[i].qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10));
+      const int x1 = static_cast<int>((x[i].qs[j] >> 4) | ((qh >> (j + 12)) & 0x10));
+      y[i * 32 + j] = x0 * d + m;
+      y[i * 32 + j + 16] = x1 * d + m;
+    }
+  }
+}
+
 void dequant_q4_k(const block_q4_k* x, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const uint8_t* q = x[i].qs;
@@ -269,18 +303,23 @@ void quant_q8_1(const float* x, block_q8_1* y, int64_t nb) {
   }
 }
 
+// The value of largest magnitude among a block's 32 (the first such, with
+// its sign), as ggml's Q4_0/Q5_0 encoders pick it.
+float signed_absmax_32(const float* x) {
+  float amax = 0.0f;
+  float max = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  return max;
+}
+
 void quant_q4_0(const float* x, block_q4_0* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
-    float amax = 0.0f;
-    float max = 0.0f;
-    for (int j = 0; j < 32; ++j) {
-      const float v = x[i * 32 + j];
-      if (amax < std::fabs(v)) {
-        amax = std::fabs(v);
-        max = v;
-      }
-    }
-    const float d = max / -8;
+    const float d = signed_absmax_32(x + i * 32) / -8;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[i].d = fp32_to_fp16(d);
     for (int j = 0; j < 16; ++j) {
@@ -290,6 +329,49 @@ void quant_q4_0(const float* x, block_q4_0* y, int64_t nb) {
       const uint8_t xi1 = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(x1 + 8.5f))));
       y[i].qs[j] = static_cast<uint8_t>(xi0 | (xi1 << 4));
     }
+  }
+}
+
+void quant_q5_0(const float* x, block_q5_0* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = signed_absmax_32(x + i * 32) / -16;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      const float x0 = x[i * 32 + j] * id;
+      const float x1 = x[i * 32 + 16 + j] * id;
+      const auto xi0 = static_cast<uint32_t>(std::min(31, static_cast<int>(static_cast<int8_t>(x0 + 16.5f))));
+      const auto xi1 = static_cast<uint32_t>(std::min(31, static_cast<int>(static_cast<int8_t>(x1 + 16.5f))));
+      y[i].qs[j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+      qh |= ((xi0 & 0x10u) >> 4) << j;
+      qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+    }
+    std::memcpy(y[i].qh, &qh, sizeof qh);
+  }
+}
+
+void quant_q5_1(const float* x, block_q5_1* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    float min = FLT_MAX;
+    float max = -FLT_MAX;
+    for (int j = 0; j < 32; ++j) {
+      min = std::min(min, x[i * 32 + j]);
+      max = std::max(max, x[i * 32 + j]);
+    }
+    const float d = (max - min) / 31;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    y[i].m = fp32_to_fp16(min);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      const auto xi0 = static_cast<uint32_t>(static_cast<uint8_t>((x[i * 32 + j] - min) * id + 0.5f));
+      const auto xi1 = static_cast<uint32_t>(static_cast<uint8_t>((x[i * 32 + 16 + j] - min) * id + 0.5f));
+      y[i].qs[j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+      qh |= ((xi0 & 0x10u) >> 4) << j;
+      qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+    }
+    std::memcpy(y[i].qh, &qh, sizeof qh);
   }
 }
 
@@ -669,6 +751,8 @@ void dequantize_row_ref(dtype t, const void* src, float* dst, int64_t n) {
     case dtype::q8_1: return dequant_q8_1(static_cast<const block_q8_1*>(src), dst, nb);
     case dtype::q4_0: return dequant_q4_0(static_cast<const block_q4_0*>(src), dst, nb);
     case dtype::q4_1: return dequant_q4_1(static_cast<const block_q4_1*>(src), dst, nb);
+    case dtype::q5_0: return dequant_q5_0(static_cast<const block_q5_0*>(src), dst, nb);
+    case dtype::q5_1: return dequant_q5_1(static_cast<const block_q5_1*>(src), dst, nb);
     case dtype::q4_k: return dequant_q4_k(static_cast<const block_q4_k*>(src), dst, nb);
     case dtype::q5_k: return dequant_q5_k(static_cast<const block_q5_k*>(src), dst, nb);
     case dtype::q6_k: return dequant_q6_k(static_cast<const block_q6_k*>(src), dst, nb);
@@ -699,6 +783,8 @@ void quantize_row_ref(dtype t, const float* src, void* dst, int64_t n) {
     case dtype::q8_1: return quant_q8_1(src, static_cast<block_q8_1*>(dst), nb);
     case dtype::q4_0: return quant_q4_0(src, static_cast<block_q4_0*>(dst), nb);
     case dtype::q4_1: return quant_q4_1(src, static_cast<block_q4_1*>(dst), nb);
+    case dtype::q5_0: return quant_q5_0(src, static_cast<block_q5_0*>(dst), nb);
+    case dtype::q5_1: return quant_q5_1(src, static_cast<block_q5_1*>(dst), nb);
     case dtype::q4_k: return quant_q4_k(src, static_cast<block_q4_k*>(dst), nb);
     case dtype::q5_k: return quant_q5_k(src, static_cast<block_q5_k*>(dst), nb);
     case dtype::q6_k: return quant_q6_k(src, static_cast<block_q6_k*>(dst), nb);

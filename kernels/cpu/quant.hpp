@@ -7,11 +7,14 @@
 ///   Q8_0 {f16 d; int8 qs[32]}                      32 elems, 34 bytes
 ///   Q4_0 {f16 d; u8 qs[16]}                        32 elems, 18 bytes  (x = d·(q−8))
 ///   Q4_1 {f16 d; f16 m; u8 qs[16]}                 32 elems, 20 bytes  (x = d·q + m)
+///   Q5_0 {f16 d; u8 qh[4]; u8 qs[16]}              32 elems, 22 bytes  (x = d·(q−16))
+///   Q5_1 {f16 d; f16 m; u8 qh[4]; u8 qs[16]}       32 elems, 24 bytes  (x = d·q + m)
 ///   Q4_K {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]}               256 elems, 144 bytes
 ///   Q5_K {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}    256 elems, 176 bytes
 ///   Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}              256 elems, 210 bytes
 /// (4-bit nibbles: low nibbles are elements 0..15 of a 32-block, high
-/// nibbles 16..31, as ggml does.)
+/// nibbles 16..31, as ggml does; Q5_0/Q5_1's fifth bit of element j is bit
+/// j of the little-endian 32-bit qh.)
 ///
 /// Pure functions; no allocation; safe from any thread.
 
@@ -43,7 +46,7 @@ enum class dtype : uint32_t {
 /// Name as llama.cpp prints it ("F32", "Q4_K", ...), or "type N" if unknown.
 [[nodiscard]] std::string to_string(dtype t);
 /// The dtype for a GGUF type number, if llmux can compute with it
-/// (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K).
+/// (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K).
 [[nodiscard]] std::optional<dtype> supported_dtype(uint32_t gguf_type);
 /// Elements per block (1 for F32/F16/BF16).
 [[nodiscard]] size_t block_elems(dtype t);
@@ -78,6 +81,17 @@ struct block_q4_1 {
   uint16_t m;
   uint8_t qs[16];
 };
+struct block_q5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+struct block_q5_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
 /// 8 sub-blocks of 32; 6-bit scale and min per sub-block packed in scales[12]
 /// (ggml's get_scale_min_k4); x = d·sc·q − dmin·m.
 struct block_q4_k {
@@ -107,7 +121,8 @@ struct block_q8_k {
   int16_t bsums[16];  ///< Σ qs over each group of 16
 };
 static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q8_1) == 36 && sizeof(block_q4_0) == 18 &&
-                  sizeof(block_q4_1) == 20 && sizeof(block_q4_k) == 144 &&
+                  sizeof(block_q4_1) == 20 && sizeof(block_q5_0) == 22 && sizeof(block_q5_1) == 24 &&
+                  sizeof(block_q4_k) == 144 &&
                   sizeof(block_q5_k) == 176 && sizeof(block_q6_k) == 210 &&
                   sizeof(block_q8_k) == 292,
               "ggml block layouts");

@@ -31,6 +31,8 @@ std::optional<dtype> supported_dtype(uint32_t gguf_type) {
     case dtype::q8_0:
     case dtype::q4_0:
     case dtype::q4_1:
+    case dtype::q5_0:
+    case dtype::q5_1:
     case dtype::q4_k:
     case dtype::q5_k:
     case dtype::q6_k:

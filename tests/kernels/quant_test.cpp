@@ -202,6 +202,38 @@ TEST_CASE("Q4_1 block decodes to d·q + m", "[quant]") {
   }
 }
 
+TEST_CASE("Q5_0 block: fifth bit j of qh, x = d·(q − 16)", "[quant]") {
+  block_q5_0 b{};
+  b.d = 0x4000;  // 2.0
+  for (int j = 0; j < 16; ++j)
+    b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const uint32_t qh = 0x80010003u;  // bits 0, 1, 16, 31
+  std::memcpy(b.qh, &qh, sizeof qh);
+  const auto x = decode(dtype::q5_0, &b, 32);
+  CHECK(x[0] == 2.0f * (0 + 16 - 16));   // bit 0 set
+  CHECK(x[1] == 2.0f * (1 + 16 - 16));   // bit 1 set
+  CHECK(x[2] == 2.0f * (2 - 16));        // no fifth bit
+  CHECK(x[16] == 2.0f * (15 + 16 - 16)); // high nibble of qs[0], bit 16
+  CHECK(x[17] == 2.0f * (14 - 16));
+  CHECK(x[31] == 2.0f * (0 + 16 - 16));  // high nibble of qs[15] = 0, bit 31
+}
+
+TEST_CASE("Q5_1 block decodes to d·q + m with the fifth bit", "[quant]") {
+  block_q5_1 b{};
+  b.d = 0x3400;  // 0.25
+  b.m = 0xbc00;  // -1
+  for (int j = 0; j < 16; ++j)
+    b.qs[j] = static_cast<uint8_t>(j | (j << 4));
+  const uint32_t qh = 0x00020004u;  // bits 2 and 17
+  std::memcpy(b.qh, &qh, sizeof qh);
+  const auto x = decode(dtype::q5_1, &b, 32);
+  CHECK(x[0] == -1.0f);
+  CHECK(x[2] == 0.25f * 18 - 1.0f);
+  CHECK(x[3] == 0.25f * 3 - 1.0f);
+  CHECK(x[17] == 0.25f * 17 - 1.0f);
+  CHECK(x[18] == 0.25f * 2 - 1.0f);
+}
+
 TEST_CASE("Q4_K block: packed 6-bit scales/mins and nibble order", "[quant][kquant]") {
   block_q4_k b{};
   b.d = 0x3c00;     // 1.0
@@ -325,7 +357,8 @@ TEST_CASE("quantize then dequantize stays close to the input", "[quant][roundtri
   };
   const bound bounds[] = {
       {dtype::f32, 0.0},    {dtype::f16, 5e-4},   {dtype::bf16, 4e-3},  {dtype::q8_0, 6e-3},
-      {dtype::q8_k, 8e-3},  {dtype::q4_0, 0.12},  {dtype::q4_1, 0.09},  {dtype::q4_k, 0.08},
+      {dtype::q8_k, 8e-3},  {dtype::q4_0, 0.12},  {dtype::q4_1, 0.09},  {dtype::q5_0, 0.06},
+      {dtype::q5_1, 0.045}, {dtype::q4_k, 0.08},
       {dtype::q5_k, 0.04},  {dtype::q6_k, 0.018},
   };
   std::mt19937 rng(42);
@@ -354,7 +387,8 @@ TEST_CASE("quantize then dequantize stays close to the input", "[quant][roundtri
 
 TEST_CASE("all-zero rows encode and decode to zeros", "[quant]") {
   const dtype types[] = {dtype::f16,  dtype::bf16, dtype::q8_0, dtype::q8_1, dtype::q8_k,
-                         dtype::q4_0, dtype::q4_1, dtype::q4_k, dtype::q5_k, dtype::q6_k};
+                         dtype::q4_0, dtype::q4_1, dtype::q5_0, dtype::q5_1, dtype::q4_k,
+                         dtype::q5_k, dtype::q6_k};
   const std::vector<float> zeros(512, 0.0f);
   for (dtype t : types) {
     std::vector<uint8_t> q(row_bytes(t, 512), 0xAB);
@@ -368,6 +402,6 @@ TEST_CASE("all-zero rows encode and decode to zeros", "[quant]") {
 TEST_CASE("unsupported types are rejected", "[quant]") {
   float out[32];
   uint8_t buf[64] = {};
-  CHECK_THROWS_AS(dequantize_row_ref(dtype::q5_0, buf, out, 32), std::invalid_argument);
+  CHECK_THROWS_AS(dequantize_row_ref(dtype::q2_k, buf, out, 32), std::invalid_argument);
   CHECK_THROWS_AS(quantize_row_ref(dtype::q2_k, out, buf, 256), std::invalid_argument);
 }
