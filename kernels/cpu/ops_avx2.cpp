@@ -69,7 +69,13 @@ struct q8_0_fmt {
   static __m256i dot(__m256i w, __m256i a) { return dot_i8_pairs(w, a); }
 };
 
+// acc + (Σ pairs of u·a as int16) × sc, per int32 lane (gemm_kquants.inc).
+inline __m256i madd_scaled(__m256i u, __m256i a, __m256i sc, __m256i acc) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), sc));
+}
+
 #include "kernels/cpu/gemm_blocks.inc"
+#include "kernels/cpu/gemm_kquants.inc"
 
 // ---- exp, as ggml's ggml_v_expf (ARM optimized-routines), so silu matches
 // llama.cpp's vectorised one bit for bit. ----
@@ -122,17 +128,6 @@ inline float bf16f(uint16_t h) {
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
-}
-
-inline void unpack_k4_scales(const uint8_t* q, uint8_t* sc, uint8_t* mn) {
-  for (int j = 0; j < 4; ++j) {
-    sc[j] = q[j] & 63;
-    mn[j] = q[j + 4] & 63;
-  }
-  for (int j = 4; j < 8; ++j) {
-    sc[j] = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    mn[j] = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-  }
 }
 
 inline int k_mins_dot(const uint8_t* mn, const int16_t* bsums) {
@@ -324,7 +319,7 @@ float avx2_vdot_q4_k(const void* w, const void* x, int64_t k) {
   float sumf = 0.0f;
   for (int64_t i = 0; i < k / 256; ++i) {
     uint8_t sc[8], mn[8];
-    unpack_k4_scales(a[i].scales, sc, mn);
+    k4_scales_mins(a[i].scales, sc, mn);
     __m256i sumi = _mm256_setzero_si256();
     const uint8_t* q4 = a[i].qs;
     const int8_t* q8 = b[i].qs;
@@ -354,7 +349,7 @@ float avx2_vdot_q5_k(const void* w, const void* x, int64_t k) {
   float sumf = 0.0f;
   for (int64_t i = 0; i < k / 256; ++i) {
     uint8_t sc[8], mn[8];
-    unpack_k4_scales(a[i].scales, sc, mn);
+    k4_scales_mins(a[i].scales, sc, mn);
     __m256i sumi = _mm256_setzero_si256();
     const uint8_t* q4 = a[i].qs;
     const int8_t* q8 = b[i].qs;
@@ -484,7 +479,7 @@ void avx2_swiglu(const float* gate, const float* up, int64_t n, float* out) {
 }
 
 gemm_fn avx2_gemm_for(dtype w) {
-  return blocks_gemm_for(w);
+  return tiled_gemm_for(w);
 }
 
 void avx2_from_f16(const uint16_t* x, float* y, int64_t n) {

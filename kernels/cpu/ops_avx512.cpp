@@ -83,7 +83,13 @@ struct q8_0_fmt {
   static __m256i dot(__m256i w, __m256i a) { return dot_u8_i8(w, a); }
 };
 
+// acc + (Σ pairs of u·a as int16) × sc, per int32 lane (gemm_kquants.inc).
+inline __m256i madd_scaled(__m256i u, __m256i a, __m256i sc, __m256i acc) {
+  return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, a), sc);
+}
+
 #include "kernels/cpu/gemm_blocks.inc"
+#include "kernels/cpu/gemm_kquants.inc"
 
 // One 32-element block: acc + d_w·d_a·Σ q_w·q_a.
 inline __m256 block_q8_0_q8_0(const block_q8_0& a, const block_q8_0& b, __m256 acc) {
@@ -222,7 +228,7 @@ float avx512_vdot_q4_1(const void* w, const void* x, int64_t k) {
 }
 
 gemm_fn avx512_gemm_for(dtype w) {
-  return blocks_gemm_for(w);
+  return tiled_gemm_for(w);
 }
 
 }  // namespace llmux::kernels::detail
