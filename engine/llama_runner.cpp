@@ -104,37 +104,54 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
       }
     }
 
-    // Attention, one job per (sequence, kv head): its cached K and V are
+    // Attention, one job per (sequence, kv head, chunk of rows): its cached K and V are
     // decoded to f32 once and shared by the group's query heads and by every
     // row of the sequence (a prefill chunk has many). Each row attends to
     // positions 0..pos; kernels::attention_row rounds as llama.cpp's CPU
     // attention does (with it, log-probabilities agree with llama.cpp's to
     // ~1e-4; without, to ~4e-3).
-    std::vector<int64_t> first_row(seqs.size() + 1, 0);
-    for (size_t i = 0; i < seqs.size(); ++i)
-      first_row[i + 1] = first_row[i] + seqs[i].n;
-    pool.parallel_for(static_cast<int64_t>(seqs.size()) * HKV, [&](int64_t begin, int64_t end,
-                                                                   int) {
+    //
+    // A long prefill is cut into chunks of rows, so the threads share one
+    // sequence's few kv heads (SmolLM2 has 3: on 2 threads one of them did
+    // two thirds); each chunk decodes K/V only up to its own last position.
+    // A row's later chunks cost more (they attend to more), so each (seq,
+    // head)'s chunks are listed first, last, second, second-to-last, ...: the
+    // pool's contiguous ranges of jobs then hold similar work.
+    struct attn_job {
+      size_t si;
+      int kvh;
+      int64_t t0, t1;  // rows [t0, t1) of the step
+    };
+    constexpr int64_t chunk_rows = 32;
+    std::vector<attn_job> jobs;  // not thread_local: the pool's threads read it
+    int64_t first = 0;
+    for (size_t si = 0; si < seqs.size(); ++si) {
+      const int64_t n = seqs[si].n;
+      const int64_t chunks = (n + chunk_rows - 1) / chunk_rows;
+      for (int kvh = 0; kvh < static_cast<int>(HKV); ++kvh)
+        for (int64_t j = 0; j < chunks; ++j) {
+          const int64_t c = j % 2 == 0 ? j / 2 : chunks - 1 - j / 2;
+          jobs.push_back({si, kvh, first + c * chunk_rows, first + std::min(n, (c + 1) * chunk_rows)});
+        }
+      first += n;
+    }
+    pool.parallel_for(static_cast<int64_t>(jobs.size()), [&](int64_t begin, int64_t end, int) {
       thread_local std::vector<float> kf, vf, scores;
-      for (int64_t job = begin; job < end; ++job) {
-        auto si = static_cast<size_t>(job / HKV);
-        int kvh = static_cast<int>(job % HKV);
-        const auto& sq = seqs[si];
-        if (sq.n == 0)
-          continue;
-        int64_t ctx = int64_t{sq.pos0} + sq.n;
+      for (int64_t ji = begin; ji < end; ++ji) {
+        const attn_job& job = jobs[static_cast<size_t>(ji)];
+        const int64_t ctx = int64_t{rows[job.t1 - 1].pos} + 1;
         kf.resize(static_cast<size_t>(ctx * D));
         vf.resize(static_cast<size_t>(ctx * D));
         scores.resize(static_cast<size_t>(ctx));
         // The cache holds block_tokens positions of one head contiguously.
         for (int64_t j = 0; j < ctx;) {
           const int64_t run = std::min<int64_t>(ctx - j, kv_.block_tokens() - j % kv_.block_tokens());
-          kernels::fp16_to_fp32_row(kv_.k(*tables[si], layer, kvh, j), &kf[j * D], run * D);
-          kernels::fp16_to_fp32_row(kv_.v(*tables[si], layer, kvh, j), &vf[j * D], run * D);
+          kernels::fp16_to_fp32_row(kv_.k(*tables[job.si], layer, job.kvh, j), &kf[j * D], run * D);
+          kernels::fp16_to_fp32_row(kv_.v(*tables[job.si], layer, job.kvh, j), &vf[j * D], run * D);
           j += run;
         }
-        for (int64_t t = first_row[si]; t < first_row[si + 1]; ++t)
-          for (int64_t h = int64_t{kvh} * group; h < (int64_t{kvh} + 1) * group; ++h)
+        for (int64_t t = job.t0; t < job.t1; ++t)
+          for (int64_t h = int64_t{job.kvh} * group; h < (int64_t{job.kvh} + 1) * group; ++h)
             kernels::attention_row(&sc.q[t * QD + h * D], kf.data(), vf.data(), rows[t].pos + 1, D,
                                    scale, scores.data(), &sc.attn[t * QD + h * D]);
       }

@@ -57,7 +57,23 @@ inline __m256i dot_u8_i8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
+inline __m256i dot_u8_i8_acc(__m256i acc, __m256i u, __m256i s) {
+  return _mm256_add_epi32(acc, dot_u8_i8(u, s));
+}
+
 inline float hsum8(__m256 v) { return hsum(v); }
+
+// Q5's fifth bits: byte j is 0x10 where bit j of the little-endian 32-bit qh
+// is set (ggml's bytes_from_bits_32).
+inline __m256i high_bits_32(const uint8_t* qh) {
+  uint32_t x;
+  std::memcpy(&x, qh, sizeof x);
+  const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                         0x0101010101010101, 0x0000000000000000);
+  __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(x)), shuf);
+  bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
+}
 
 // Q8_0 on AVX2: maddubs saturates past 127 · 127 · 2, so q stays signed and
 // takes the sign trick (dot_i8_pairs) instead of an offset.
@@ -66,7 +82,7 @@ struct q8_0_fmt {
   static constexpr bool has_min = false;
   static constexpr int off = 0;
   static __m256i unpack(const uint8_t* b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)); }
-  static __m256i dot(__m256i w, __m256i a) { return dot_i8_pairs(w, a); }
+  static __m256i dot(__m256i acc, __m256i w, __m256i a) { return _mm256_add_epi32(acc, dot_i8_pairs(w, a)); }
 };
 
 // acc + (Σ pairs of u·a as int16) × sc, per int32 lane (gemm_kquants.inc).

@@ -71,6 +71,16 @@ inline __m256i dot_u8_i8(__m256i u, __m256i s) {
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 }
 
+inline __m256i dot_u8_i8_acc(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+
+// Q5's fifth bits: byte j is 0x10 where bit j of the little-endian 32-bit qh
+// is set, the 32 bits as a byte mask (AVX-512 BW).
+inline __m256i high_bits_32(const uint8_t* qh) {
+  uint32_t x;
+  std::memcpy(&x, qh, sizeof x);
+  return _mm256_maskz_mov_epi8(static_cast<__mmask32>(x), _mm256_set1_epi8(0x10));
+}
+
 // Q8_0 with VNNI: q + 128 as unsigned bytes (q ^ 0x80), then Σ 128·a off.
 struct q8_0_fmt {
   static constexpr size_t bytes = 34;
@@ -80,7 +90,7 @@ struct q8_0_fmt {
     return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)),
                             _mm256_set1_epi8(static_cast<char>(0x80)));
   }
-  static __m256i dot(__m256i w, __m256i a) { return dot_u8_i8(w, a); }
+  static __m256i dot(__m256i acc, __m256i w, __m256i a) { return dot_u8_i8_acc(acc, w, a); }
 };
 
 // acc + (Σ pairs of u·a as int16) × sc, per int32 lane (gemm_kquants.inc).
