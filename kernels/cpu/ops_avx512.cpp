@@ -1,7 +1,7 @@
-// AVX-512 (F, BW, VL, VNNI) kernels: 16-wide float dot products and VNNI
-// integer dot products for the 32-element block types. The K-quants keep
-// their AVX2 kernels (their per-sub-block scales need the 16-bit madd
-// anyway). Same rules as ops_avx2.cpp: only called after
+// AVX-512 (F, BW, VL, VNNI) kernels: 16-wide float dot products, VNNI
+// integer dot products for the 32-element block types, and the tiled
+// matmuls (gemm_blocks.inc, gemm_kquants.inc) compiled with VNNI. The
+// K-quants' per-pair vec_dot stays the AVX2 one. Same rules as ops_avx2.cpp: only called after
 // __builtin_cpu_supports said yes; no templates or inline functions from other
 // headers after the target pragma.
 
