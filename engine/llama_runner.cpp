@@ -80,6 +80,32 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
       kernels::get_row(model_->tok_embd(), s.tokens[j], &sc.x[(r++) * E]);
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // Attention jobs (the same for every layer: see the attention below). A
+  // long prefill is cut into chunks of rows, so the threads share one
+  // sequence's few kv heads (SmolLM2 has 3: on 2 threads one of them did
+  // two thirds); each chunk decodes K/V only up to its own last position.
+  // A row's later chunks cost more (they attend to more), so each (seq,
+  // head)'s chunks are listed first, last, second, second-to-last, ...: the
+  // pool's contiguous ranges of jobs then hold similar work.
+  struct attn_job {
+    size_t si;
+    int kvh;
+    int64_t t0, t1;  // rows [t0, t1) of the step
+  };
+  constexpr int64_t chunk_rows = 32;
+  std::vector<attn_job> jobs;  // not thread_local: the pool's threads read it
+  int64_t first = 0;
+  for (size_t si = 0; si < seqs.size(); ++si) {
+    const int64_t n = seqs[si].n;
+    const int64_t chunks = (n + chunk_rows - 1) / chunk_rows;
+    for (int kvh = 0; kvh < static_cast<int>(HKV); ++kvh)
+      for (int64_t j = 0; j < chunks; ++j) {
+        const int64_t c = j % 2 == 0 ? j / 2 : chunks - 1 - j / 2;
+        jobs.push_back({si, kvh, first + c * chunk_rows, first + std::min(n, (c + 1) * chunk_rows)});
+      }
+    first += n;
+  }
+
   for (int layer = 0; layer < hp.n_layer; ++layer) {
     const auto& L = model_->layers()[static_cast<size_t>(layer)];
     kernels::rmsnorm(sc.x.data(), L.attn_norm, hp.norm_eps, T, E, sc.h.data());
@@ -104,37 +130,12 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
       }
     }
 
-    // Attention, one job per (sequence, kv head, chunk of rows): its cached K and V are
-    // decoded to f32 once and shared by the group's query heads and by every
-    // row of the sequence (a prefill chunk has many). Each row attends to
+    // Attention, one job per (sequence, kv head, chunk of rows): its cached
+    // K and V are decoded to f32 once and shared by the group's query heads
+    // and by every row of the chunk (a prefill chunk has many). Each row attends to
     // positions 0..pos; kernels::attention_row rounds as llama.cpp's CPU
     // attention does (with it, log-probabilities agree with llama.cpp's to
     // ~1e-4; without, to ~4e-3).
-    //
-    // A long prefill is cut into chunks of rows, so the threads share one
-    // sequence's few kv heads (SmolLM2 has 3: on 2 threads one of them did
-    // two thirds); each chunk decodes K/V only up to its own last position.
-    // A row's later chunks cost more (they attend to more), so each (seq,
-    // head)'s chunks are listed first, last, second, second-to-last, ...: the
-    // pool's contiguous ranges of jobs then hold similar work.
-    struct attn_job {
-      size_t si;
-      int kvh;
-      int64_t t0, t1;  // rows [t0, t1) of the step
-    };
-    constexpr int64_t chunk_rows = 32;
-    std::vector<attn_job> jobs;  // not thread_local: the pool's threads read it
-    int64_t first = 0;
-    for (size_t si = 0; si < seqs.size(); ++si) {
-      const int64_t n = seqs[si].n;
-      const int64_t chunks = (n + chunk_rows - 1) / chunk_rows;
-      for (int kvh = 0; kvh < static_cast<int>(HKV); ++kvh)
-        for (int64_t j = 0; j < chunks; ++j) {
-          const int64_t c = j % 2 == 0 ? j / 2 : chunks - 1 - j / 2;
-          jobs.push_back({si, kvh, first + c * chunk_rows, first + std::min(n, (c + 1) * chunk_rows)});
-        }
-      first += n;
-    }
     pool.parallel_for(static_cast<int64_t>(jobs.size()), [&](int64_t begin, int64_t end, int) {
       thread_local std::vector<float> kf, vf, scores;
       for (int64_t ji = begin; ji < end; ++ji) {

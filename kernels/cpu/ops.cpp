@@ -167,24 +167,16 @@ float portable_vdot_q4_1(const void* w, const void* x, int64_t k) {
   return sumf;
 }
 
-inline uint32_t q5_qh(const uint8_t* qh) {
-  uint32_t h;
-  std::memcpy(&h, qh, sizeof h);
-  return h;
-}
-
 float portable_vdot_q5_0(const void* w, const void* x, int64_t k) {
   const auto* a = static_cast<const block_q5_0*>(w);
   const auto* b = static_cast<const block_q8_0*>(x);
   float sumf = 0.0f;
   for (int64_t ib = 0; ib < k / 32; ++ib) {
-    const uint32_t qh = q5_qh(a[ib].qh);
+    int q[32];
+    q5_values(a[ib].qs, a[ib].qh, q);
     int sumi = 0;
-    for (int j = 0; j < 16; ++j) {
-      const int x0 = static_cast<int>((a[ib].qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10)) - 16;
-      const int x1 = static_cast<int>((a[ib].qs[j] >> 4) | ((qh >> (j + 12)) & 0x10)) - 16;
-      sumi += x0 * b[ib].qs[j] + x1 * b[ib].qs[j + 16];
-    }
+    for (int j = 0; j < 32; ++j)
+      sumi += (q[j] - 16) * b[ib].qs[j];
     sumf += static_cast<float>(sumi) * (f16(a[ib].d) * f16(b[ib].d));
   }
   return sumf;
@@ -195,13 +187,11 @@ float portable_vdot_q5_1(const void* w, const void* x, int64_t k) {
   const auto* b = static_cast<const block_q8_1*>(x);
   float sumf = 0.0f;
   for (int64_t ib = 0; ib < k / 32; ++ib) {
-    const uint32_t qh = q5_qh(a[ib].qh);
+    int q[32];
+    q5_values(a[ib].qs, a[ib].qh, q);
     int sumi = 0;
-    for (int j = 0; j < 16; ++j) {
-      const int x0 = static_cast<int>((a[ib].qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10));
-      const int x1 = static_cast<int>((a[ib].qs[j] >> 4) | ((qh >> (j + 12)) & 0x10));
-      sumi += x0 * b[ib].qs[j] + x1 * b[ib].qs[j + 16];
-    }
+    for (int j = 0; j < 32; ++j)
+      sumi += q[j] * b[ib].qs[j];
     sumf += (f16(a[ib].d) * f16(b[ib].d)) * static_cast<float>(sumi) + f16(a[ib].m) * f16(b[ib].s);
   }
   return sumf;

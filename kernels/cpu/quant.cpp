@@ -149,23 +149,13 @@ void dequant_q4_1(const block_q4_1* x, float* y, int64_t nb) {
   }
 }
 
-// Element j's fifth bit (0 or 16) of a Q5_0/Q5_1 block.
-inline uint32_t q5_high_bits(const uint8_t* qh) {
-  uint32_t h;
-  std::memcpy(&h, qh, sizeof h);
-  return h;
-}
-
 void dequant_q5_0(const block_q5_0* x, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = fp16_to_fp32(x[i].d);
-    const uint32_t qh = q5_high_bits(x[i].qh);
-    for (int j = 0; j < 16; ++j) {
-      const int x0 = static_cast<int>((x[i].qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10)) - 16;
-      const int x1 = static_cast<int>((x[i].qs[j] >> 4) | ((qh >> (j + 12)) & 0x10)) - 16;
-      y[i * 32 + j] = x0 * d;
-      y[i * 32 + j + 16] = x1 * d;
-    }
+    int q[32];
+    q5_values(x[i].qs, x[i].qh, q);
+    for (int j = 0; j < 32; ++j)
+      y[i * 32 + j] = static_cast<float>(q[j] - 16) * d;
   }
 }
 
@@ -173,13 +163,10 @@ void dequant_q5_1(const block_q5_1* x, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = fp16_to_fp32(x[i].d);
     const float m = fp16_to_fp32(x[i].m);
-    const uint32_t qh = q5_high_bits(x[i].qh);
-    for (int j = 0; j < 16; ++j) {
-      const int x0 = static_cast<int>((x[i].qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10));
-      const int x1 = static_cast<int>((x[i].qs[j] >> 4) | ((qh >> (j + 12)) & 0x10));
-      y[i * 32 + j] = x0 * d + m;
-      y[i * 32 + j + 16] = x1 * d + m;
-    }
+    int q[32];
+    q5_values(x[i].qs, x[i].qh, q);
+    for (int j = 0; j < 32; ++j)
+      y[i * 32 + j] = static_cast<float>(q[j]) * d + m;
   }
 }
 
@@ -332,22 +319,26 @@ void quant_q4_0(const float* x, block_q4_0* y, int64_t nb) {
   }
 }
 
+// Packs 32 five-bit q (element order) into a Q5 block's qs and qh.
+void pack_q5(const uint32_t (&q)[32], uint8_t* qs, uint8_t* qh) {
+  uint32_t h = 0;
+  for (int j = 0; j < 16; ++j) {
+    qs[j] = static_cast<uint8_t>((q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4));
+    h |= ((q[j] & 0x10u) >> 4) << j;
+    h |= ((q[j + 16] & 0x10u) >> 4) << (j + 16);
+  }
+  std::memcpy(qh, &h, sizeof h);
+}
+
 void quant_q5_0(const float* x, block_q5_0* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = signed_absmax_32(x + i * 32) / -16;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[i].d = fp32_to_fp16(d);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-      const float x0 = x[i * 32 + j] * id;
-      const float x1 = x[i * 32 + 16 + j] * id;
-      const auto xi0 = static_cast<uint32_t>(std::min(31, static_cast<int>(static_cast<int8_t>(x0 + 16.5f))));
-      const auto xi1 = static_cast<uint32_t>(std::min(31, static_cast<int>(static_cast<int8_t>(x1 + 16.5f))));
-      y[i].qs[j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
-      qh |= ((xi0 & 0x10u) >> 4) << j;
-      qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
-    }
-    std::memcpy(y[i].qh, &qh, sizeof qh);
+    uint32_t q[32];
+    for (int j = 0; j < 32; ++j)
+      q[j] = static_cast<uint32_t>(std::min(31, static_cast<int>(static_cast<int8_t>(x[i * 32 + j] * id + 16.5f))));
+    pack_q5(q, y[i].qs, y[i].qh);
   }
 }
 
@@ -363,15 +354,10 @@ void quant_q5_1(const float* x, block_q5_1* y, int64_t nb) {
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[i].d = fp32_to_fp16(d);
     y[i].m = fp32_to_fp16(min);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-      const auto xi0 = static_cast<uint32_t>(static_cast<uint8_t>((x[i * 32 + j] - min) * id + 0.5f));
-      const auto xi1 = static_cast<uint32_t>(static_cast<uint8_t>((x[i * 32 + 16 + j] - min) * id + 0.5f));
-      y[i].qs[j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
-      qh |= ((xi0 & 0x10u) >> 4) << j;
-      qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
-    }
-    std::memcpy(y[i].qh, &qh, sizeof qh);
+    uint32_t q[32];
+    for (int j = 0; j < 32; ++j)
+      q[j] = static_cast<uint8_t>((x[i * 32 + j] - min) * id + 0.5f);
+    pack_q5(q, y[i].qs, y[i].qh);
   }
 }
 
@@ -728,6 +714,15 @@ void quant_q8_k(const float* x, block_q8_k* y, int64_t nb) {
 }
 
 }  // namespace
+
+void q5_values(const uint8_t* qs, const uint8_t* qh, int (&q)[32]) {
+  uint32_t h;
+  std::memcpy(&h, qh, sizeof h);
+  for (int j = 0; j < 16; ++j) {
+    q[j] = static_cast<int>((qs[j] & 0x0F) | (((h >> j) & 1u) << 4));
+    q[j + 16] = static_cast<int>((qs[j] >> 4) | (((h >> (j + 16)) & 1u) << 4));
+  }
+}
 
 void dequantize_row_ref(dtype t, const void* src, float* dst, int64_t n) {
   const int64_t nb = n / static_cast<int64_t>(block_elems(t));

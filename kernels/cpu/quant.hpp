@@ -127,6 +127,11 @@ static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q8_1) == 36 && sizeof(blo
                   sizeof(block_q8_k) == 292,
               "ggml block layouts");
 
+/// The 32 five-bit q (0..31) of a Q5_0/Q5_1 block, element order: low
+/// nibbles of qs are elements 0..15, high nibbles 16..31, bit j of the
+/// little-endian 32-bit qh is element j's fifth bit.
+void q5_values(const uint8_t* qs, const uint8_t* qh, int (&q)[32]);
+
 /// Reference: decodes `n` elements (a multiple of block_elems(t)) of type `t`
 /// at `src` into `dst`, exactly as ggml's dequantize_row_* (bit for bit).
 /// Types: those supported_dtype() accepts, plus Q8_1 and Q8_K. Throws

@@ -70,10 +70,9 @@ int min_type_q(dtype t, const uint8_t* blk, int j) {
     return j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
   }
   const auto* b = reinterpret_cast<const block_q5_1*>(blk);
-  uint32_t qh;
-  std::memcpy(&qh, b->qh, sizeof qh);
-  const int lo = j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
-  return lo | static_cast<int>(((qh >> j) & 1u) << 4);
+  int q[32];
+  q5_values(b->qs, b->qh, q);
+  return q[j];
 }
 
 // Σ w·a of one W row of type t and an activation row made by

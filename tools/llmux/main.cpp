@@ -27,6 +27,7 @@
 #include "net/node_tls.hpp"
 #include "tools/llmux/admin_cli.hpp"
 #include "tools/llmux/bench_engine.hpp"
+#include "tools/llmux/bench_matmul.hpp"
 #include "tools/llmux/bench_gateway.hpp"
 #include "tools/llmux/bench_chat_template.hpp"
 #include "tools/llmux/bench_grammar.hpp"
@@ -177,6 +178,14 @@ int main(int argc, char** argv) {
   bench_gw->add_option("--base-port", gw_opts.base_port, "Ports base .. base+7 are used");
   bench_gw->add_flag("--json", gw_opts.json, "Also print one JSON line per layout");
 
+  auto* bench_matmul = bench->add_subcommand("matmul", "One CPU matmul kernel alone: GOPS per weight type, batch, threads");
+  tools::matmul_bench_options mm_opts;
+  bench_matmul->add_option("--types", mm_opts.types, "Weight types (q4_0 q8_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k f16 ...)");
+  bench_matmul->add_option("--rows", mm_opts.rows, "W's rows (outputs)")->check(CLI::PositiveNumber);
+  bench_matmul->add_option("--cols", mm_opts.cols, "W's columns (the dot length)")->check(CLI::PositiveNumber);
+  bench_matmul->add_option("--batch", mm_opts.batches, "Activation rows")->check(CLI::PositiveNumber);
+  bench_matmul->add_option("--threads", mm_opts.threads, "Thread counts")->check(CLI::PositiveNumber);
+  bench_matmul->add_option("--repeat", mm_opts.repeat, "Timed runs; the best is printed")->check(CLI::PositiveNumber);
   auto* bench_engine = bench->add_subcommand("engine", "Engine speed alone: prefill and decode (cpu or cuda)");
   tools::engine_bench_options eng_opts;
   bench_engine->add_option("--backend", eng_opts.backend, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
@@ -414,6 +423,8 @@ int main(int argc, char** argv) {
     return tools::run_plan(plan_opts);
   if (*simulate)
     return tools::run_simulate(sim_opts);
+  if (*bench_matmul)
+    return tools::run_bench_matmul(mm_opts);
   if (*bench_engine) {
     // A profile's default batches go past the speed table's 1 8 32, and its
     // metadata records how it was made.
