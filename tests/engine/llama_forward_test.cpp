@@ -69,12 +69,17 @@ TEST_CASE("greedy decoding of stories260K equals llama.cpp's, one sequence at a 
       REQUIRE(logits.size() == 512);
       engine::log_softmax(logits.data(), 512, lp);
       // Top-3 log-probabilities as llama.cpp printed them (4 decimals), for
-      // the positions the golden file has them.
+      // the positions the golden file has them. The margin holds on every
+      // x86 machine seen: summation order and exp differ between SIMD
+      // paths (and from llama.cpp's, whose KV cache is F16): the largest
+      // difference measured was under 1e-3 with AVX-512 (Zen 4), 1.5e-3
+      // forced portable and 2.2e-3 with AVX2 (Zen 3). A real error (a
+      // norm, RoPE or mask wrong) moves them by tenths.
       if (step < c["top_probs"].size()) {
         for (const auto& pair : c["top_probs"][step]) {
           auto id = pair[0].get<int>();
           INFO("step " << step << " token " << id);
-          CHECK(lp[static_cast<size_t>(id)] == Approx(pair[1].get<double>()).margin(1e-3));
+          CHECK(lp[static_cast<size_t>(id)] == Approx(pair[1].get<double>()).margin(4e-3));
         }
       }
       auto tok = engine::sample_token(logits.data(), 512, {0.0f}, 0);
