@@ -583,11 +583,13 @@ void read_controller(const section& top, cluster_config& cfg) {
   if (!s)
     return;
   s->allow_only({"node", "move_shares", "share_step", "share_cooldown_ms", "share_tick_ms", "replan_s",
-                 "replan_budget", "replan_ratio", "replan_min_rate"});
+                 "replan_budget", "replan_ratio", "replan_min_rate", "replan_planner"});
   read_string(*s, "node", cfg.controller.node);
   check_node_ref(cfg, *s, "node", cfg.controller.node);
   if (auto v = s->boolean("move_shares"))
     cfg.controller.move_shares = *v;
+  if (auto v = s->boolean("replan_planner"))
+    cfg.controller.replan_planner = *v;
   if (auto v = s->number("share_step")) {
     if (!(*v > 0 && *v < 1))
       s->fail("share_step", "must be in (0, 1), got " + format_number(*v));

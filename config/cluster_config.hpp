@@ -79,15 +79,20 @@ struct controller_config {
   int share_cooldown_ms = 5000;
   int share_tick_ms = 500;  ///< how often the controller decides share moves
   /// Online re-placement on units with a memory_mib: every `replan_s`
-  /// seconds (0: only `llmux admin apply-plan`) the controller wakes the
-  /// sleeping models with the most measured traffic, in the place of idle
-  /// awake ones with at most 1/`replan_ratio` of their rate, at most
-  /// `replan_budget` such moves at a time; models below `replan_min_rate`
-  /// req/s wait for a request to wake them (controller::replan_policy).
+  /// seconds (0: only `llmux admin apply-plan`) the controller re-runs the
+  /// placement planner on the measured rates (`replan_planner`, where the
+  /// units have a cost model; else the rate rule: the most popular models
+  /// that fit) and applies the difference: wakes of sleeping models the
+  /// plan wants, in the place of idle awake ones with at most
+  /// 1/`replan_ratio` of their rate, moves of a model to the unit the plan
+  /// puts it on, decode-share moves; at most `replan_budget` wakes and
+  /// moves at a time; models below `replan_min_rate` req/s wait for a
+  /// request to wake them (controller::replan_policy).
   double replan_s = 0;
   int replan_budget = 2;
   double replan_ratio = 2.0;
   double replan_min_rate = 0.05;
+  bool replan_planner = true;
 };
 
 /// Per-GPU-type constants of the sim cost model (roofline).

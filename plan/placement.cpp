@@ -108,6 +108,19 @@ struct model_view {
 
 struct unit_shape {
   int node = 0, first_gpu = 0, gpus = 1;
+  /// Units that exist (plan_on_units): its name, which models it may hold
+  /// (indices into the views; empty: any) and a cap on its weights' bytes
+  /// (0: none).
+  std::string name;
+  std::vector<size_t> allowed;
+  std::vector<size_t> awake;  ///< held awake there now (indices into the views)
+  double weight_cap = 0;
+  [[nodiscard]] bool allows(size_t model) const {
+    return allowed.empty() || std::find(allowed.begin(), allowed.end(), model) != allowed.end();
+  }
+  [[nodiscard]] bool holds_awake(size_t model) const {
+    return std::find(awake.begin(), awake.end(), model) != awake.end();
+  }
 };
 
 /// A unit being filled: its models (indices into the views) and shares in steps.
@@ -198,6 +211,19 @@ public:
     return out;
   }
 
+  /// `models` on a unit of `shape`: each allowed there, their weights
+  /// under its cap, and room for a sequence of each.
+  [[nodiscard]] bool fits(const unit_shape& shape, const std::vector<size_t>& models) const {
+    double weights = 0;
+    for (auto i : models) {
+      if (!shape.allows(i))
+        return false;
+      weights += views_[i].weight_bytes;
+    }
+    if (shape.weight_cap > 0 && weights > shape.weight_cap)
+      return false;
+    return fits(shape.gpus, models);
+  }
   [[nodiscard]] bool fits(int gpus, const std::vector<size_t>& models) const {
     for (auto i : models)
       if (!views_[i].cost(gpus))
@@ -433,8 +459,10 @@ public:
   /// rate grows most; ties: the least loaded unit, then the smaller), then
   /// llmux's replicas: while some model is under-served, another unit takes
   /// an even part of its rate if that serves more in all. nullopt when a
-  /// model fits nowhere.
-  std::optional<std::vector<unit_fill>> place(const std::vector<unit_shape>& cut, std::vector<size_t> order) const {
+  /// model fits nowhere, unless `unplaced` takes such models (units that
+  /// exist, where the rest are still placed).
+  std::optional<std::vector<unit_fill>> place(const std::vector<unit_shape>& cut, std::vector<size_t> order,
+                                              std::vector<size_t>* unplaced = nullptr) const {
     std::vector<unit_fill> units;
     for (const auto& s : cut) {
       unit_fill f;
@@ -449,17 +477,25 @@ public:
         unit_fill t = units[k];
         t.models.push_back(i);
         t.part.push_back(1.0);
-        if (!fits(t.shape.gpus, t.models))
+        if (!fits(t.shape, t.models))
           continue;
         allocate(t, false);
         if (t.served < 0)
           continue;
         const double gain = t.served - units[k].served;
         bool better = gain > best_gain + 1e-9;
-        if (!better && best >= 0 && std::fabs(gain - best_gain) <= 1e-9) {
+        if (best >= 0) {
+          // Units that exist: within 2% of the model's rate, where it is
+          // awake now wins (no move for nothing).
           const auto& b = units[static_cast<size_t>(best)];
-          const double la = load_per_gpu(units[k]), lb = load_per_gpu(b);
-          better = la < lb - 1e-9 || (std::fabs(la - lb) <= 1e-9 && t.shape.gpus < b.shape.gpus);
+          const double near = 0.02 * views_[i].d->rate + 1e-9;
+          const bool here = t.shape.holds_awake(i), there = b.shape.holds_awake(i);
+          if (here != there && std::fabs(gain - best_gain) <= near)
+            better = here;
+          else if (!better && std::fabs(gain - best_gain) <= 1e-9) {
+            const double la = load_per_gpu(units[k]), lb = load_per_gpu(b);
+            better = la < lb - 1e-9 || (std::fabs(la - lb) <= 1e-9 && t.shape.gpus < b.shape.gpus);
+          }
         }
         if (better) {
           best = static_cast<int>(k);
@@ -467,8 +503,12 @@ public:
           best_fill = t;
         }
       }
-      if (best < 0)
-        return std::nullopt;
+      if (best < 0) {
+        if (!unplaced)
+          return std::nullopt;
+        unplaced->push_back(i);
+        continue;
+      }
       units[static_cast<size_t>(best)] = best_fill;
     }
     if (opts_.replicas)
@@ -484,9 +524,9 @@ public:
     for (auto& u : units)
       allocate(u, true);
     auto gain_of = [&](unit_fill& a, unit_fill& b, double before) {
-      if (!a.models.empty() && !fits(a.shape.gpus, a.models))
+      if (!a.models.empty() && !fits(a.shape, a.models))
         return -1e18;
-      if (!b.models.empty() && !fits(b.shape.gpus, b.models))
+      if (!b.models.empty() && !fits(b.shape, b.models))
         return -1e18;
       allocate(a, true);
       allocate(b, true);
@@ -593,7 +633,7 @@ public:
         auto trial = units;
         trial[k].models.push_back(i);
         trial[k].part.push_back(1.0);
-        if (!fits(trial[k].shape.gpus, trial[k].models))
+        if (!fits(trial[k].shape, trial[k].models))
           continue;
         double sum = 0;
         for (auto& u : trial) {
@@ -636,6 +676,7 @@ public:
 
   planned_unit to_planned(unit_fill& u) const {
     planned_unit p;
+    p.name = u.shape.name;
     p.node = u.shape.node;
     p.first_gpu = u.shape.first_gpu;
     p.gpus = u.shape.gpus;
@@ -706,7 +747,7 @@ placement_plan finish(system_kind kind, const planner& p, std::vector<unit_fill>
   for (const auto& v : p.views())
     plan.rate_rps += v.d->rate;
   for (auto& u : units) {
-    if (u.models.empty())
+    if (u.models.empty() && u.shape.name.empty())
       continue;
     plan.units.push_back(p.to_planned(u));
     plan.served_rps += plan.units.back().served_rps();
@@ -943,6 +984,37 @@ placement_plan plan_llmux(const std::vector<model_demand>& all_models, const clu
   for (const auto& name : unplaced)
     for (const auto& m : all_models)
       plan.rate_rps += m.model.name == name ? m.rate : 0;
+  return plan;
+}
+
+placement_plan plan_on_units(const std::vector<model_demand>& models, const std::vector<fixed_unit>& units,
+                             const cluster_shape& cluster, const plan_options& opts) {
+  planner p(models, cluster, opts);
+  std::vector<unit_shape> shapes;
+  for (const auto& u : units) {
+    unit_shape s;
+    s.name = u.name;
+    s.node = u.node;
+    s.gpus = u.gpus;
+    s.weight_cap = u.weight_cap_bytes;
+    for (const auto& name : u.models)
+      for (size_t i = 0; i < models.size(); ++i)
+        if (models[i].model.name == name)
+          s.allowed.push_back(i);
+    for (const auto& name : u.awake)
+      for (size_t i = 0; i < models.size(); ++i)
+        if (models[i].model.name == name)
+          s.awake.push_back(i);
+    if (s.allowed.empty())
+      s.allowed.push_back(models.size());  // none of the models: no index matches
+    shapes.push_back(std::move(s));
+  }
+  std::vector<size_t> left;
+  auto placed = p.place(shapes, p.demand_order(), &left);
+  p.refine(*placed);
+  auto plan = finish(system_kind::llmux, p, *placed, 1);
+  for (auto i : left)
+    plan.unplaced.push_back(models[i].model.name);
   return plan;
 }
 

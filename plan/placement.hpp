@@ -112,6 +112,7 @@ struct planned_model {
 };
 
 struct planned_unit {
+  std::string name;  ///< plan_on_units: the unit's name
   int node = 0;
   int first_gpu = 0;  ///< on its node
   int gpus = 1;       ///< tensor-parallel size of its models
@@ -142,6 +143,32 @@ struct placement_plan {
 /// std::invalid_argument for an empty input or a GPU type without memory.
 [[nodiscard]] placement_plan plan_llmux(const std::vector<model_demand>& models, const cluster_shape& cluster,
                                         const plan_options& opts = {});
+/// A unit that exists, for online re-placement: its shape, the models it
+/// may hold (those its config lists) and a cap on the bytes of weights it
+/// holds at once (its memory_mib; 0: only the GPU's memory limits it).
+struct fixed_unit {
+  std::string name;
+  int node = 0;
+  int gpus = 1;
+  std::vector<std::string> models;
+  double weight_cap_bytes = 0;
+  /// The models it holds awake now: where two units serve a model about as
+  /// well (within 2% of its rate), the planner keeps it where it is, so
+  /// that like rates do not move models back and forth.
+  std::vector<std::string> awake;
+};
+
+/// MuxServe's placement on units that exist (the controller's re-placement
+/// on measured rates): the same greedy in order of computation demand, each
+/// model only on a unit that lists it and whose cap its weights fit beside
+/// those placed there, then replicas and local moves and swaps, shares
+/// searched per unit, all at the given rates (no cut to search, no load
+/// scale). A model that fits nowhere is `unplaced` (it sleeps) instead of
+/// failing the plan. The plan's units are the given ones, in order, with
+/// their names (a unit may be left empty).
+[[nodiscard]] placement_plan plan_on_units(const std::vector<model_demand>& models,
+                                           const std::vector<fixed_unit>& units, const cluster_shape& cluster,
+                                           const plan_options& opts = {});
 /// Spatial partitioning: a unit per model (and extra replicas), sized by need.
 [[nodiscard]] placement_plan plan_spatial(const std::vector<model_demand>& models, const cluster_shape& cluster,
                                           const plan_options& opts = {});

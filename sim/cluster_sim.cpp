@@ -70,6 +70,12 @@ struct replica_sim {
   uint64_t last_arrived = 0;
   uint32_t index = 0;         ///< in replicas_
   std::map<uint64_t, double> wake_deadline;  ///< request id → when it stops waiting for a wake
+  /// Moved away by re-placement to `moved_to`: its sequences handed back
+  /// (the gateway offers them again elsewhere), not routed to; asleep, and
+  /// routable again (passed over while another replica is awake), once
+  /// idle and the target is awake, as `llmux admin move` does it.
+  bool draining = false;
+  std::string moved_to;
 };
 
 /// A step computing (or queued) on a unit.
@@ -149,6 +155,8 @@ public:
     ro.ratio = cfg.controller.replan_ratio;
     ro.min_rate = cfg.controller.replan_min_rate;
     replan_ = controller::replan_policy(ro);
+    if (o.planner)
+      replan_.use_planner(o.planner);
     build();
   }
 
@@ -178,6 +186,7 @@ private:
   void wake(replica_sim& r);
   void woke(replica_sim& r);
   void replan();
+  void offer(uint32_t i, const std::vector<std::string>& exclude, int done);
 
   const config::cluster_config& cfg_;
   const workload& w_;
@@ -189,6 +198,11 @@ private:
   controller::replan_policy replan_;
   bool replans_ = false;  ///< [controller] replan_s > 0 and a unit has a memory_mib
   uint64_t replan_wakes_ = 0;
+  uint64_t replan_moves_ = 0;
+  /// Requests handed back by a replica (finish "migrate"), and which: the
+  /// event loop offers them again, elsewhere.
+  std::vector<std::pair<uint32_t, std::string>> handed_;
+  uint64_t replan_share_moves_ = 0;
   std::vector<std::unique_ptr<unit_sim>> units_;
   std::vector<std::unique_ptr<replica_sim>> replicas_;
   std::map<std::string, replica_sim*> by_name_;
@@ -264,7 +278,10 @@ void cluster_sim::build() {
       if (u.memory_mib > 0 && cfg_.controller.replan_s > 0) {
         replans_ = true;
         replan_.add_unit(u.name, int64_t{u.memory_mib} << 20);
-        replan_.add_replica(u.name, m->name, r->name, setup::weight_bytes(*m));
+        const bool lane = u.jobs == "split" && u.prefill == "shared";
+        const auto& slot = us->core->models().at(m->name);
+        replan_.add_replica(u.name, m->name, r->name, setup::weight_bytes(*m),
+                            lane ? slot.decode_share.load() : um.share);
       }
       router_.replica_up(r->name, m->name, u.node, setup::prefill_rate(cfg_, u, um));
       if (!awake) {
@@ -295,15 +312,26 @@ void cluster_sim::build() {
 }
 
 void cluster_sim::arrive(uint32_t i) {
+  ++arrived_;
+  offer(i, {}, 0);
+}
+
+/// Routes request `i` and enqueues it, as the gateway does: on arrival, and
+/// again (`exclude`: the replica that handed it back; `done`: the tokens it
+/// already delivered) when a replica hands its sequences over.
+void cluster_sim::offer(uint32_t i, const std::vector<std::string>& exclude, int done) {
   const auto& spec = w_.requests[i];
   auto& out = res_.requests[i];
-  ++arrived_;
   protocol::gen_request req;
   req.id = i + 1;
   req.model = spec.model;
   // Token ids inside the sim vocabulary's word range: shared where the
   // workload's prefix groups and sessions share them, else the request's own.
   req.prompt = prompt_of(spec, i);
+  // A continuation carries the tokens delivered so far (their ids do not
+  // matter to the sim's cost; the count does).
+  for (int k = 0; k < done; ++k)
+    req.prompt.push_back(req.prompt.back());
   router::route_request rr;
   rr.model = spec.model;
   rr.prompt = &req.prompt;
@@ -312,7 +340,7 @@ void cluster_sim::arrive(uint32_t i) {
     rr.session = std::to_string(spec.session);
   if (const auto* m = cfg_.find_model(spec.model))
     rr.ttft_budget_ms = m->ttft_slo_ms;
-  auto choice = router_.choose(rr);
+  auto choice = router_.choose(rr, exclude);
   if (!choice.replica) {
     out.status = choice.over_deadline ? 429 : 503;
     out.error = choice.over_deadline ? "no replica of '" + spec.model + "' predicted to meet its TTFT budget"
@@ -324,14 +352,16 @@ void cluster_sim::arrive(uint32_t i) {
   auto& r = *by_name_.at(*choice.replica);
   out.replica = r.name;
   req.original_prompt_len = spec.prompt_tokens;
-  req.params.max_tokens = spec.output_tokens;
+  req.params.max_tokens = spec.output_tokens - done;
   req.params.ignore_eos = true;
   req.params.temperature = 0;
   req.params.seed = i + 1;
   switch (r.core->enqueue(std::move(req), 0)) {
     case scheduler::enqueue_status::accepted:
-      ++r.arrivals;
-      ++r.arrived;
+      if (done == 0) {  // a continuation is not a new arrival (as the scheduler actor counts)
+        ++r.arrivals;
+        ++r.arrived;
+      }
       r.last_active_s = now_;
       if (r.residency != "ready" && r.ttft_slo_ms > 0)
         r.wake_deadline[i + 1] = now_ + r.ttft_slo_ms / 1e3;
@@ -370,6 +400,11 @@ void cluster_sim::deliver(replica_sim& r, scheduler::step_events& ev) {
     }
     if (d.finish == protocol::finish_reason::none || out.finish_s >= 0)
       continue;
+    if (d.finish == protocol::finish_reason::migrate) {
+      // Handed over (a move): the gateway continues it on another replica.
+      handed_.push_back({d.id - 1, r.name});
+      continue;
+    }
     out.finish_s = now_;
     if (d.finish == protocol::finish_reason::error) {
       out.status = d.status ? d.status : 500;
@@ -592,7 +627,7 @@ void cluster_sim::tick() {
       ls.residency = r.residency;
       router_.report(r.name, ls);
       if (replans_)
-        replan_.observe(r.name, r.arrived, r.residency, waiting, running, now_);
+        replan_.observe(r.name, r.arrived, r.draining ? "draining" : r.residency, waiting, running, now_);
       r.last_tokens = tokens;
       if (cfg_.controller.move_shares)
         shares_.observe(r.unit->cfg->name, r.model, waiting);
@@ -611,6 +646,11 @@ void cluster_sim::tick() {
     }
     if (r.idle_sleep_s > 0 && r.residency == "ready" && idle(r) && now_ - r.last_active_s >= r.idle_sleep_s)
       sleep(r);
+    if (r.draining && r.residency == "ready" && idle(r) && by_name_.at(r.moved_to)->residency == "ready") {
+      sleep(r);
+      r.draining = false;
+      (void)router_.set_routable(r.name, true);  // a replica again, asleep: passed over while another is awake
+    }
     if (r.residency == "sleeping" && !r.wake_deadline.empty()) {
       // Requests whose TTFT budget ran out asleep: 503, as the scheduler answers.
       scheduler::step_events ev;
@@ -686,7 +726,8 @@ void cluster_sim::wake(replica_sim& r) {
 /// move goes out as the controller sends it: the sleeps (each agreed only
 /// by an idle replica), then the wake.
 void cluster_sim::replan() {
-  for (const auto& mv : replan_.plan()) {
+  const auto plan = replan_.plan();
+  for (const auto& mv : plan.moves) {
     bool room = true;
     for (const auto& v : mv.sleep) {
       auto& victim = *by_name_.at(v);
@@ -700,6 +741,26 @@ void cluster_sim::replan() {
     if (room && target.residency == "sleeping") {
       wake(target);
       ++replan_wakes_;
+      if (!mv.from.empty()) {
+        // A move: the old replica takes no new requests and sleeps once idle.
+        auto& source = *by_name_.at(mv.from);
+        source.draining = true;
+        source.moved_to = mv.replica;
+        // Its sequences go back to the gateway, which offers them again
+        // with what they delivered so far (as `llmux admin move` does).
+        auto ev = source.core->migrate_all();
+        deliver(source, ev);
+        (void)router_.set_routable(source.name, false);
+        ++replan_moves_;
+      }
+    }
+  }
+  for (const auto& sh : plan.shares) {
+    auto& r = *by_name_.at(sh.replica);
+    if (!r.unit->core->set_share(sh.job.empty() ? sh.model : sh.model + "/" + sh.job, sh.to)) {
+      replan_.set_share(sh.replica, sh.to);
+      ++replan_share_moves_;
+      note_shares(*r.unit);
     }
   }
 }
@@ -822,6 +883,14 @@ sim_result cluster_sim::run_all() {
         push(now_ + units_[e.a]->cfg->quota_period_ms / 1e3, ev_kind::quota, e.a);
         break;
     }
+    while (!handed_.empty()) {
+      // Sequences a replica handed back: offered again, elsewhere, with the
+      // tokens they delivered (as the gateway continues them).
+      auto handed = std::move(handed_);
+      handed_.clear();
+      for (const auto& [i, from] : handed)
+        offer(i, {from}, res_.requests[i].generated);
+    }
     if (opts_.check_every_events > 0 && res_.events % opts_.check_every_events == 0)
       check_pools("during the run");
     for (const auto& u : units_)
@@ -829,6 +898,8 @@ sim_result cluster_sim::run_all() {
   }
   res_.end_s = now_;
   res_.replan_wakes = replan_wakes_;
+  res_.replan_moves = replan_moves_;
+  res_.replan_share_moves = replan_share_moves_;
   check_pools("at the end");
   size_t ok = 0, failed = 0, unfinished = 0;
   for (const auto& r : res_.requests) {

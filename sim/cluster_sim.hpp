@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/controller/replan_policy.hpp"
 #include "config/cluster_config.hpp"
 #include "sim/workload.hpp"
 
@@ -55,6 +56,9 @@ struct sim_options {
   /// Check every unit's KV pool invariants every this many events (0:
   /// only at the end); the pool walk is O(pool), so keep it sparse.
   uint64_t check_every_events = 0;
+  /// Re-placement's target ([controller] replan_s): the placement planner
+  /// (plan::online_planner of the same config); empty: the rate rule.
+  controller::placement_fn planner;
 };
 
 /// What happened to one request, in virtual seconds from the start.
@@ -112,6 +116,8 @@ struct sim_result {
   std::vector<replica_outcome> replicas;
   uint64_t preemptions = 0;
   uint64_t replan_wakes = 0;  ///< wakes the controller's re-placement started ([controller] replan_s)
+  uint64_t replan_moves = 0;  ///< of them, moves: the model left another unit (drained there, then asleep)
+  uint64_t replan_share_moves = 0;  ///< decode shares it moved toward the planner's
   double end_s = 0;      ///< virtual time of the last event
   uint64_t events = 0;
   double wall_s = 0;     ///< real seconds the run took

@@ -74,6 +74,8 @@ sim_report summarize(const sim_result& r, const std::vector<std::string>& model_
   out.preemptions = r.preemptions;
   out.units = r.units;
   out.replan_wakes = r.replan_wakes;
+  out.replan_moves = r.replan_moves;
+  out.replan_share_moves = r.replan_share_moves;
   out.violations = r.violations;
   std::map<std::string, std::vector<const request_outcome*>> by_model;
   std::vector<const request_outcome*> all;
@@ -185,6 +187,12 @@ std::string to_table(const sim_report& r, double shown) {
                   static_cast<unsigned long long>(sleeps), static_cast<unsigned long long>(refusals));
     o << line;
   }
+  if (r.replan_moves + r.replan_share_moves > 0) {
+    std::snprintf(line, sizeof line, "re-placement: %llu model moves between units, %llu decode-share moves\n",
+                  static_cast<unsigned long long>(r.replan_moves),
+                  static_cast<unsigned long long>(r.replan_share_moves));
+    o << line;
+  }
   return o.str();
 }
 
@@ -238,6 +246,8 @@ nlohmann::json to_json(const sim_report& r) {
           {"routing", routing},
           {"units", units},
           {"replan_wakes", r.replan_wakes},
+          {"replan_moves", r.replan_moves},
+          {"replan_share_moves", r.replan_share_moves},
           {"violations", r.violations}};
 }
 

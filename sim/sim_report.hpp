@@ -66,6 +66,8 @@ struct sim_report {
   uint64_t preemptions = 0;
   std::vector<unit_outcome> units;
   uint64_t replan_wakes = 0;
+  uint64_t replan_moves = 0;
+  uint64_t replan_share_moves = 0;
   std::vector<std::string> violations;
 };
 

@@ -49,6 +49,8 @@ struct controller_state {
   bool applying = false;     ///< a plan is being applied
   uint64_t plans_applied = 0;
   uint64_t replan_wakes = 0;
+  uint64_t replan_moves = 0;        ///< wakes that moved the model from another unit
+  uint64_t replan_share_moves = 0;
   uint64_t replan_failures = 0;
   std::deque<nlohmann::json> recent_replans;
 
@@ -74,7 +76,9 @@ void adopt(controller_ptr self, const std::string& node, admin_actor admin) {
           auto mem = s.opts.unit_memory.find(r.unit);
           if (mem != s.opts.unit_memory.end() && r.scheduler && r.instances == 1) {
             auto bytes = s.opts.model_bytes.find(r.model);
-            s.replan.add_replica(r.unit, r.model, r.replica, bytes == s.opts.model_bytes.end() ? 0 : bytes->second);
+            auto share = s.opts.planned_shares.find(r.replica);
+            s.replan.add_replica(r.unit, r.model, r.replica, bytes == s.opts.model_bytes.end() ? 0 : bytes->second,
+                                 share == s.opts.planned_shares.end() ? 0 : share->second);
             // Hear its load (once: share moves subscribe too).
             if (!s.shares)
               self->send(caf::actor_cast<scheduler_actor>(r.scheduler), subscribe_atom::value,
@@ -295,37 +299,83 @@ void move_model(controller_ptr self, const std::string& model, const std::string
       [=](caf::error& e) { finish("the target did not answer: " + self->system().render(e), 0); });
 }
 
-nlohmann::json plan_json(const controller_state& s, const std::vector<replan_move>& moves) {
+nlohmann::json plan_json(const controller_state& s, const replan_plan& plan) {
   auto mv = nlohmann::json::array();
-  for (const auto& m : moves)
-    mv.push_back({{"unit", m.unit}, {"wake", m.model}, {"replica", m.replica}, {"rate", m.rate},
-                  {"sleep", m.sleep}, {"sleep_rates", m.sleep_rates}});
+  for (const auto& m : plan.moves) {
+    nlohmann::json j{{"unit", m.unit},   {"wake", m.model},   {"replica", m.replica},
+                     {"rate", m.rate},   {"sleep", m.sleep},  {"sleep_rates", m.sleep_rates}};
+    if (!m.from.empty())
+      j["from"] = m.from;
+    mv.push_back(std::move(j));
+  }
+  auto shares = nlohmann::json::array();
+  for (const auto& sh : plan.shares)
+    shares.push_back({{"unit", sh.unit}, {"model", sh.model}, {"replica", sh.replica},
+                      {"target", sh.job.empty() ? sh.model : sh.model + "/" + sh.job}, {"share", sh.to},
+                      {"from", sh.from}});
   auto reps = nlohmann::json::array();
-  for (const auto& [name, r] : s.replan.replicas())
-    reps.push_back({{"replica", name}, {"unit", r.unit}, {"model", r.model}, {"residency", r.residency},
-                    {"rate", r.rate}, {"waiting", r.waiting}, {"running", r.running},
-                    {"weights_mib", static_cast<double>(r.bytes) / (1 << 20)}});
-  return {{"moves", mv}, {"replicas", reps}};
+  for (const auto& [name, r] : s.replan.replicas()) {
+    nlohmann::json j{{"replica", name}, {"unit", r.unit}, {"model", r.model}, {"residency", r.residency},
+                     {"rate", r.rate}, {"waiting", r.waiting}, {"running", r.running},
+                     {"weights_mib", static_cast<double>(r.bytes) / (1 << 20)}};
+    if (r.share > 0)
+      j["share"] = r.share;
+    reps.push_back(std::move(j));
+  }
+  return {{"moves", mv}, {"shares", shares}, {"replicas", reps},
+          {"target", plan.planner ? "placement planner" : "rate rule"}};
+}
+
+/// Applies the plan's share moves one after the other (lower shares first,
+/// as planned), each to its unit (`MODEL` or `MODEL/decode`); then `done`.
+void apply_shares(controller_ptr self, std::shared_ptr<replan_plan> plan, std::shared_ptr<nlohmann::json> report,
+                  size_t i, std::function<void(nlohmann::json)> done) {
+  auto& s = self->state;
+  if (i >= plan->shares.size()) {
+    done(*report);
+    return;
+  }
+  const auto& sh = plan->shares[i];
+  auto next = [=](std::string result) {
+    auto& s = self->state;
+    (*report)["shares"][i]["result"] = result;
+    if (result.empty()) {
+      ++s.replan_share_moves;
+      s.replan.set_share(sh.replica, sh.to);
+    } else {
+      ++s.replan_failures;
+    }
+    apply_shares(self, plan, report, i + 1, done);
+  };
+  auto it = s.known.find(sh.replica);
+  if (it == s.known.end() || !it->second.unit_actor) {
+    next("replica " + sh.replica + " is unknown");
+    return;
+  }
+  self->request(caf::actor_cast<gpu_unit_actor>(it->second.unit_actor), std::chrono::seconds(10),
+                set_share_atom::value, sh.job.empty() ? sh.model : sh.model + "/" + sh.job, sh.to)
+    .then([=](std::string& err) { next(err.empty() ? std::string{} : "refused: " + err); },
+          [=](caf::error& e) { next("did not answer: " + self->system().render(e)); });
 }
 
 /// Applies the moves one after the other: each one's sleeps (the replica's
 /// scheduler agrees only when idle), then its wake; `done` gets the plan
 /// with each move's "result" ("" or why it stopped).
-void apply_moves(controller_ptr self, std::shared_ptr<std::vector<replan_move>> moves,
-                 std::shared_ptr<nlohmann::json> report, size_t i, size_t slept,
-                 std::function<void(nlohmann::json)> done) {
+void apply_moves(controller_ptr self, std::shared_ptr<replan_plan> plan, std::shared_ptr<nlohmann::json> report,
+                 size_t i, size_t slept, std::function<void(nlohmann::json)> done) {
   auto& s = self->state;
+  auto* moves = &plan->moves;
   auto next = [=](std::string result) {
     auto& s = self->state;
     (*report)["moves"][i]["result"] = result;
     if (result.empty())
-      ++s.replan_wakes;
+      ++((*moves)[i].from.empty() ? s.replan_wakes : s.replan_moves);
     else
       ++s.replan_failures;
-    apply_moves(self, moves, report, i + 1, 0, done);
+    apply_moves(self, plan, report, i + 1, 0, done);
   };
   if (i >= moves->size()) {
-    done(*report);
+    apply_shares(self, plan, report, 0, done);
     return;
   }
   const auto& mv = (*moves)[i];
@@ -347,9 +397,21 @@ void apply_moves(controller_ptr self, std::shared_ptr<std::vector<replan_move>> 
             next("did not sleep: " + why);
             return;
           }
-          apply_moves(self, moves, report, i, slept + 1, done);
+          apply_moves(self, plan, report, i, slept + 1, done);
         },
         [=](caf::error& e) { next("did not answer: " + self->system().render(e)); });
+    return;
+  }
+  if (!mv.from.empty()) {
+    // Awake on another unit where the plan no longer wants it: moved here
+    // as `admin move` does (its sequences handed over, then it sleeps).
+    auto src = s.known.find(mv.from);
+    if (src == s.known.end()) {
+      next("replica " + mv.from + " is unknown");
+      return;
+    }
+    move_model(self, mv.model, src->second.unit, mv.unit,
+               [next](std::string err) { next(err.empty() ? std::string{} : "did not move: " + err); });
     return;
   }
   auto target = handle(mv.replica);
@@ -369,28 +431,41 @@ void apply_plan(controller_ptr self, std::function<void(nlohmann::json)> done) {
     done({{"error", "a plan is being applied already"}});
     return;
   }
-  auto moves = std::make_shared<std::vector<replan_move>>(s.replan.plan());
-  auto report = std::make_shared<nlohmann::json>(plan_json(s, *moves));
-  if (moves->empty()) {
+  auto plan = std::make_shared<replan_plan>(s.replan.plan());
+  auto report = std::make_shared<nlohmann::json>(plan_json(s, *plan));
+  if (plan->empty()) {
     done(*report);
     return;
   }
   s.applying = true;
-  apply_moves(self, moves, report, 0, 0, [self, done](nlohmann::json out) {
+  apply_moves(self, plan, report, 0, 0, [self, done](nlohmann::json out) {
     auto& s = self->state;
     s.applying = false;
     ++s.plans_applied;
     out["at_s"] = s.now();
+    auto keep = [&s](nlohmann::json m) {
+      s.recent_replans.push_back(std::move(m));
+      if (s.recent_replans.size() > 8)
+        s.recent_replans.pop_front();
+    };
     for (const auto& m : out["moves"]) {
-      caf::aout(self) << "controller: re-placement on " << m.value("unit", "") << ": wake "
-                      << m.value("wake", "") << " (" << m.value("rate", 0.0) << " req/s)";
+      caf::aout(self) << "controller: re-placement on " << m.value("unit", "") << ": "
+                      << (m.contains("from") ? "move " : "wake ") << m.value("wake", "") << " ("
+                      << m.value("rate", 0.0) << " req/s)";
+      if (m.contains("from"))
+        caf::aout(self) << " from " << m.value("from", "");
       for (const auto& v : m["sleep"])
         caf::aout(self) << ", sleep " << v.get<std::string>();
       const auto result = m.value("result", "");
       caf::aout(self) << (result.empty() ? "" : ": " + result) << std::endl;
-      s.recent_replans.push_back(m);
-      if (s.recent_replans.size() > 8)
-        s.recent_replans.pop_front();
+      keep(m);
+    }
+    for (const auto& m : out["shares"]) {
+      const auto result = m.value("result", "");
+      caf::aout(self) << "controller: re-placement on " << m.value("unit", "") << ": " << m.value("target", "")
+                      << " share " << m.value("from", 0.0) << " -> " << m.value("share", 0.0)
+                      << (result.empty() ? "" : ": " + result) << std::endl;
+      keep(m);
     }
     done(std::move(out));
   });
@@ -555,6 +630,8 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
       self->delayed_send(self, std::chrono::milliseconds(s.opts.share_tick_ms), share_tick_atom::value);
     }
     s.replan = replan_policy(s.opts.replan);
+    if (s.opts.planner)
+      s.replan.use_planner(s.opts.planner);
     for (const auto& [unit, bytes] : s.opts.unit_memory)
       s.replan.add_unit(unit, bytes);
     if (s.opts.replan_s > 0 && !s.opts.unit_memory.empty())
@@ -675,8 +752,14 @@ controller_actor spawn_controller(caf::actor_system& sys, controller_options opt
           auto recent = nlohmann::json::array();
           for (const auto& m : s.recent_replans)
             recent.push_back(m);
-          j["replan"] = {{"period_s", s.opts.replan_s}, {"plans_applied", s.plans_applied},
-                         {"wakes", s.replan_wakes}, {"failures", s.replan_failures}, {"recent", recent}};
+          j["replan"] = {{"period_s", s.opts.replan_s},
+                         {"target", s.replan.has_planner() ? "placement planner" : "rate rule"},
+                         {"plans_applied", s.plans_applied},
+                         {"wakes", s.replan_wakes},
+                         {"moves", s.replan_moves},
+                         {"share_moves", s.replan_share_moves},
+                         {"failures", s.replan_failures},
+                         {"recent", recent}};
         }
         if (!s.recent_model_moves.empty()) {
           auto mv = nlohmann::json::array();

@@ -55,6 +55,13 @@ struct controller_options {
   std::map<std::string, int64_t> model_bytes;
   replan_options replan;
   double replan_s = 0;
+  /// The placement planner re-placement plans with (plan::online_planner);
+  /// empty: the rate rule.
+  placement_fn planner;
+  /// Replicas ("unit/model") of those units: the share of the job the
+  /// planner shares at start (its decode job's on MuxServe's layout, else
+  /// its whole share).
+  std::map<std::string, double> planned_shares;
 };
 
 protocol::controller_actor spawn_controller(caf::actor_system& sys, controller_options opts,

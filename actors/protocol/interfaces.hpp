@@ -102,13 +102,17 @@ struct replica_info {
   int32_t index = 0;
   int32_t instances = 1;
   bool parked = false;  ///< lent its threads to instance 0: not routed to
+  /// Asleep when it came up (`awake = false`, or past the unit's
+  /// memory_mib): the router passes it over while an awake replica of its
+  /// model is there, from the start rather than from its first load report.
+  bool asleep = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_info& x) {
   return f(caf::meta::type_name("replica_info"), x.replica, x.model, x.unit, x.node, x.backend,
            x.scheduler, x.unit_actor, x.share, x.prefill_tok_s, x.instance, x.index, x.instances,
-           x.parked);
+           x.parked, x.asleep);
 }
 
 /// A node as the controller sees it.

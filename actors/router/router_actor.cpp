@@ -138,6 +138,11 @@ router_actor spawn_router(caf::actor_system& sys, router_options opts) {
         s.policy.replica_up(info.replica, info.model, info.node, info.prefill_tok_s);
         if (info.parked)
           s.policy.set_routable(info.replica, false);
+        if (info.asleep) {
+          router::load_sample asleep;
+          asleep.residency = "sleeping";
+          s.policy.report(info.replica, asleep);
+        }
         s.by_addr[info.scheduler.address()] = info.replica;
         self->monitor(info.scheduler);
         // Ask for load reports (sent to whoever subscribes).

@@ -495,11 +495,19 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, scheduler_actor_options 
         }
         const uint64_t id = req.id;
         const int32_t budget_ms = req.ttft_budget_ms > 0 ? req.ttft_budget_ms : s.opts.step_timeout_ms;
+        // A sequence another replica handed back, continued here with the
+        // tokens it delivered (the prompt past what the client sent): not a
+        // new arrival, so the rates the controller and ADBS measure count
+        // each request once.
+        const bool continued = req.original_prompt_len > 0
+                               && req.prompt.size() > static_cast<size_t>(req.original_prompt_len);
         switch (s.core->enqueue(std::move(req), it->second)) {
           case enqueue_status::accepted:
             rep.ok = true;
-            ++s.arrivals;
-            ++s.arrived;
+            if (!continued) {
+              ++s.arrivals;
+              ++s.arrived;
+            }
             s.last_active = clock_type::now();
             if (s.residency != "ready")
               s.wake_deadline[id] = s.last_active + std::chrono::milliseconds(budget_ms);

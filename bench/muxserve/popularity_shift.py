@@ -14,8 +14,12 @@ group C (16-23); every model also gets a trickle of requests all along.
   models that are popular then, two per GPU (half the SMs each), and can place
   no more: requests for the other 16 are not served.
 - llmux-replan: the same, and the controller re-plans every --replan-s (5 s)
-  on the measured rates: it wakes a sleeping model with traffic in the place
-  of an idle one with at most half its rate (controller::replan_policy).
+  on the measured rates: the placement planner (MuxServe's greedy on the
+  units that exist) says which models each GPU should hold awake, and it
+  wakes those in the place of idle ones with at most half their rate
+  (controller::replan_policy).
+- llmux-replan-rule: the same with the rate rule as the target (the most
+  popular models that fit; [controller] replan_planner = false).
 - llmux: every GPU lists 6 of the 24 models (memory_mib lets two be awake;
   oversubscribed shares of 0.5, MPS-style, so two awake models split the GPU as
   the static ones do), the others asleep; a request for a sleeping model wakes
@@ -42,11 +46,11 @@ GROUPS = {"A": MODELS[0:8], "B": MODELS[8:16], "C": MODELS[16:24]}
 GPUS = 4
 
 
-def config(name, placement, memory_mib, ttft_slo_ms, oversubscribe, replan_s=0):
+def config(name, placement, memory_mib, ttft_slo_ms, oversubscribe, replan_s=0, planner=True):
     """placement: unit index -> models it lists."""
     t = f'[cluster]\nname = "{name}"\n\n[[nodes]]\nname = "node0"\nport = 7990\n\n[gateway]\nnode = "node0"\n\n'
     if replan_s:
-        t += f"[controller]\nreplan_s = {replan_s}\n\n"
+        t += f"[controller]\nreplan_s = {replan_s}\nreplan_planner = {'true' if planner else 'false'}\n\n"
     t += '[gpus.a100]\nprofile = "builtin:a100"\n\n[timeouts]\nload_report_ms = 100\n\n'
     for m in sorted({m for ms in placement.values() for m in ms}):
         t += f'[[models]]\nname = "{m}"\nbackend = "sim"\narchitecture = "llama-13b"\nttft_slo_ms = {ttft_slo_ms}\n\n'
@@ -108,6 +112,10 @@ def main():
     replan_cfg = os.path.join(a.out, "llmux-replan.toml")
     open(replan_cfg, "w").write(config("llmux-replan", mux, 52000, a.ttft_slo_ms, True, a.replan_s))
     res["llmux-replan"] = simulate(a.llmux, replan_cfg, wl, a.slo_scale, a.window)
+    # The same with the rate rule as re-placement's target instead of the planner.
+    rule_cfg = os.path.join(a.out, "llmux-replan-rule.toml")
+    open(rule_cfg, "w").write(config("llmux-replan-rule", mux, 52000, a.ttft_slo_ms, True, a.replan_s, False))
+    res["llmux-replan-rule"] = simulate(a.llmux, rule_cfg, wl, a.slo_scale, a.window)
 
     # static: the models popular at planning time (group A), two per GPU.
     static = {u: [m for m in GROUPS["A"] if MODELS.index(m) % GPUS == u] for u in range(GPUS)}
@@ -142,11 +150,11 @@ def main():
     print(f"SIMULATED (llmux simulate, MuxServe's A100 profile): 24 x LLaMA-13B on 4 A100-80GB, {total} requests, "
           f"phases of {a.phase_s:.0f} s (A, then B, then C popular at {a.hot_rate} req/s each; "
           f"others {a.cold_rate} req/s)")
-    print(f"{'system':8} {'phase':5} {'arrived':>8} {'served':>8} {'req/s':>7} {f'SLO@{a.slo_scale:g}':>8}")
+    print(f"{'system':17} {'phase':5} {'arrived':>8} {'served':>8} {'req/s':>7} {f'SLO@{a.slo_scale:g}':>8}")
     summary = {"windows_s": a.window, "slo_scale": a.slo_scale, "requests": total, "phases": {}, "series": series,
                "units": {k: r["units"] for k, r in res.items()}, "args": vars(a)}
     per_phase = int(a.phase_s // a.window)
-    for name in ("static", "llmux", "llmux-replan"):
+    for name in ("static", "llmux", "llmux-replan-rule", "llmux-replan"):
         for p, g in enumerate(["A", "B", "C"]):
             lo, hi = p * per_phase, (p + 1) * per_phase
             arr = sum(arrived[lo:hi])
@@ -154,10 +162,10 @@ def main():
             done = sum(series[name]["completed_rps"][lo:hi]) * a.window
             summary["phases"].setdefault(name, {})[g] = {"arrived": arr, "completed_rps": done / a.phase_s,
                                                          "slo_attainment": met / arr if arr else 0}
-            print(f"{name:8} {g:5} {arr:8d} {int(done):8d} {done / a.phase_s:7.2f} {100 * met / max(arr, 1):7.1f}%")
+            print(f"{name:17} {g:5} {arr:8d} {int(done):8d} {done / a.phase_s:7.2f} {100 * met / max(arr, 1):7.1f}%")
         ok = res[name]["all"]["ok"]
-        print(f"{name:8} all   {total:8d} {ok:8d}   (of all requests: {100 * ok / total:.1f}% served)")
-    for name in ("llmux", "llmux-replan"):
+        print(f"{name:17} all   {total:8d} {ok:8d}   (of all requests: {100 * ok / total:.1f}% served)")
+    for name in ("llmux", "llmux-replan-rule", "llmux-replan"):
         units = res[name]["units"]
         print(f"{name}: {sum(u['wakes'] for u in units)} wakes ({sum(u['wake_s'] for u in units):.0f} s waking; "
               f"{res[name]['replan_wakes']} by re-placement), {sum(u['sleeps'] for u in units)} sleeps")
@@ -170,7 +178,8 @@ def main():
     xs = [i * a.window for i in range(n_windows)]
     style = {"static": ("tab:orange", "MuxServe static placement (8 of 24 models)"),
              "llmux": ("tab:blue", "llmux sleep and wake (24 models, 2 awake per GPU)"),
-             "llmux-replan": ("tab:green", "llmux sleep and wake + re-placement every 5 s")}
+             "llmux-replan-rule": ("tab:red", "llmux sleep and wake + re-placement every 5 s (rate rule)"),
+             "llmux-replan": ("tab:green", "llmux sleep and wake + re-placement every 5 s (placement planner)")}
     for name, (colour, label) in style.items():
         ax[0].plot(xs, series[name]["completed_rps"], color=colour, label=label)
         ax[1].plot(xs, [None if v is None else 100 * v for v in series[name]["attainment"]], color=colour,

@@ -21,6 +21,7 @@ import requests
 from conftest import (
     SMOLLM2_GGUF,
     SOURCE_DIR,
+    CompletionStreams,
     admin_state_http,
     find_states,
     free_port,
@@ -353,6 +354,99 @@ def test_plan_and_apply_plan_wake_the_popular_model_back(llmux_bin, tmp_path):
         ctrl = one_state(admin_state_http(base, None), "controller")["state"]["replan"]
         assert ctrl["plans_applied"] == 1 and ctrl["wakes"] == 1 and ctrl["failures"] == 0, ctrl
         assert "controller: re-placement on gpu0: wake a" in proc.log_path.read_text()
+    finally:
+        proc.cleanup()
+
+
+def test_the_placement_planner_moves_a_busy_model_to_the_idle_gpu(llmux_bin, tmp_path):
+    # Two sim A100s that each list a and b and hold both; both awake on gpu0,
+    # asleep on gpu1. With traffic for both, a twice b's, the placement
+    # planner (MuxServe's greedy on the units that exist, in order of demand)
+    # keeps a where it is and gives b the other GPU. A move is made only
+    # while gpu0 does not keep up (requests waiting: at most 2 run per model
+    # here; a's wait, b's do not), so the plan is made and applied under
+    # load, mid-stream, and no request fails.
+    from concurrent.futures import ThreadPoolExecutor
+    http, node, admin = free_port(), free_port(), free_port()
+    text = solo_config(http, node, admin) + "\n[timeouts]\nrequest_ms = 60000\n"
+    text += '\n[gpus.a100]\nprofile = "builtin:a100"\n'
+    for model in ("a", "b"):
+        text += f'\n[[models]]\nname = "{model}"\nbackend = "sim"\narchitecture = "llama-7b"\n'
+    for unit, device, awake in (("gpu0", 0, "true"), ("gpu1", 1, "false")):
+        text += f"""
+[[units]]
+name = "{unit}"
+node = "solo"
+backend = "sim"
+gpu = "a100"
+devices = [{device}]
+memory_mib = 30000
+max_running = 2
+models = [ {{ name = "a", share = 0.45, awake = {awake} }}, {{ name = "b", share = 0.45, awake = {awake} }} ]
+"""
+    cfg = tmp_path / "planner.toml"
+    cfg.write_text(text)
+    proc, base = start_serve(["--config", cfg], tmp_path, "serve-planner", __name__, http)
+    try:
+        assert "re-placement plans with the placement planner" in proc.log_path.read_text()
+        body = lambda p: {"model": "b" if p.startswith("moved") else "a", "prompt": p, "max_tokens": 160,
+                          "seed": 7, "temperature": 0, "stream": True}
+        prompts = [f"moved {i}" for i in range(2)] + [f"stays {i}" for i in range(4)]
+
+        def undisturbed(p):
+            r = requests.post(f"{base}/v1/completions", json={**body(p), "stream": False}, timeout=60)
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["text"]
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            ref = dict(zip(prompts, pool.map(undisturbed, prompts)))
+        for i in range(10):
+            for m in "aab":
+                assert _complete(base, m, f"busy {i}", max_tokens=2).status_code == 200
+
+        def planned():
+            p = run_llmux(["admin", "--config", cfg, "plan", "--json"])
+            assert p.returncode == 0, p.stderr
+            plan = json.loads(p.stdout)
+            return plan if plan["moves"] else None
+        # Served well on gpu0 (nothing waiting now): nothing moves.
+        idle_plan = run_llmux(["admin", "--config", cfg, "plan", "--json"])
+        assert json.loads(idle_plan.stdout)["moves"] == [], idle_plan.stdout
+
+        streams = CompletionStreams(base, prompts, body)
+        plan = wait_until(planned, 10, "the controller to plan a move while requests wait on gpu0")
+        assert plan["target"] == "placement planner", plan
+        moves = [m for m in plan["moves"] if "from" in m]
+        assert len(moves) == 1, plan
+        mv = moves[0]
+        assert mv["wake"] == "b" and mv["unit"] == "gpu1" and mv["replica"] == "gpu1/b", mv
+        assert mv["from"] == "gpu0/b" and mv["sleep"] == [], mv  # gpu1 has room
+        # a's own requests wait on gpu0: beside the planner's target, a second
+        # replica of it on gpu1 (a scale-out), if any.
+        for other in plan["moves"]:
+            assert other is mv or (other["wake"] == "a" and other["replica"] == "gpu1/a" and "from" not in other), plan
+        out = run_llmux(["admin", "--config", cfg, "apply-plan"], timeout=60)
+        assert out.returncode == 0, out.stderr + out.stdout
+        assert "unit gpu1: move b" in out.stdout and ": done" in out.stdout, out.stdout
+        for prompt, got, error in streams.join():
+            assert error is None, error
+            assert got == ref[prompt], f"text of {prompt!r} differs from the undisturbed run"
+
+        states = admin_state_http(base, None)
+        units = {u["name"]: u["state"]["models"] for u in find_states(states, "gpu_unit")}
+        assert units["gpu1"]["b"]["state"] == "ready", units
+        assert units["gpu0"]["b"]["state"] == "sleeping", units
+        assert units["gpu0"]["a"]["state"] == "ready", units
+        gw = find_states(states, "gateway")[0]["state"]
+        assert gw["failed"] == 0, gw
+        ctrl = one_state(states, "controller")["state"]
+        assert ctrl["replan"]["moves"] == 1 and ctrl["replan"]["failures"] == 0, ctrl["replan"]
+        assert ctrl["replan"]["wakes"] <= 1, ctrl["replan"]  # a's scale-out, if planned
+        assert ctrl["replan"]["target"] == "placement planner", ctrl["replan"]
+        assert ctrl["recent_model_moves"][-1]["handed_over"] >= 1, ctrl["recent_model_moves"]
+        assert "controller: re-placement on gpu1: move b" in proc.log_path.read_text()
+        # New requests for b now go to gpu1.
+        assert _complete(base, "b", "after", max_tokens=2).status_code == 200
+        assert one_state(admin_state_http(base, None), "scheduler", name="gpu1/b")["state"]["residency"] == "ready"
     finally:
         proc.cleanup()
 

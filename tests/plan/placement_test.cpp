@@ -4,6 +4,7 @@
 // profile (../shared/muxserve/a100_llama_profile.json), or found by an
 // exhaustive search written here, independently of the planner's greedy one.
 
+#include "plan/online.hpp"
 #include "plan/placement.hpp"
 #include "plan/plan_spec.hpp"
 #include "sim/workload.hpp"
@@ -411,4 +412,161 @@ TEST_CASE("the written config carries the GPU type for any backend, and shapes t
   const auto cuda_text = plan::to_config_toml(p, models, a100s(1, 2), co);
   CHECK_THAT(cuda_text, Catch::Contains("[gpus.a100]") && Catch::Contains("step_overhead_us")
                           && Catch::Contains("load_format = \"dummy\""));
+}
+
+namespace {
+
+plan::fixed_unit fixed(const std::string& name, std::vector<std::string> models, double cap_bytes) {
+  plan::fixed_unit u;
+  u.name = name;
+  u.models = std::move(models);
+  u.weight_cap_bytes = cap_bytes;
+  return u;
+}
+
+std::vector<std::string> names_on(const planned_unit& u) {
+  std::vector<std::string> out;
+  for (const auto& m : u.models)
+    out.push_back(m.name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("plan_on_units: each model only where its unit lists it, under the unit's cap; the rest sleep",
+          "[plan][online]") {
+  // 13B weights: 13.0e9 parameters x 2 bytes. u0 lists a, b, c, d and holds
+  // two of them; u1 lists only c and holds one. In demand order a, b take
+  // u0 (the only unit listing them), c finds u0 full and goes to u1, d (the
+  // least demand) finds nowhere: unplaced.
+  const double w13 = config::arch_preset("llama-13b")->params() * 2.0;
+  std::vector<model_demand> models = {model("a", "llama-13b", 2.0), model("b", "llama-13b", 1.0),
+                                      model("c", "llama-13b", 0.5), model("d", "llama-13b", 0.1)};
+  std::vector<plan::fixed_unit> units = {fixed("u0", {"a", "b", "c", "d"}, 2.5 * w13), fixed("u1", {"c"}, 1.5 * w13)};
+  auto p = plan::plan_on_units(models, units, a100s(1, 2), {});
+  REQUIRE(p.units.size() == 2);
+  CHECK(p.units[0].name == "u0");
+  CHECK(p.units[1].name == "u1");
+  CHECK(names_on(p.units[0]) == std::vector<std::string>{"a", "b"});
+  CHECK(names_on(p.units[1]) == std::vector<std::string>{"c"});
+  CHECK(p.unplaced == std::vector<std::string>{"d"});
+  // Without caps, the GPU's memory is the only limit (a third 13B does not
+  // fit u0's 80 GiB beside KV): with u1 listing d too, d is placed there.
+  units[0].weight_cap_bytes = 0;
+  units[1].weight_cap_bytes = 0;
+  units[1].models.push_back("d");
+  auto open = plan::plan_on_units(models, units, a100s(1, 2), {});
+  CHECK(open.unplaced.empty());
+  CHECK(open.replicas_of("d") >= 1);
+  // A unit that lists nothing holds nothing, and is still in the plan.
+  auto idle = plan::plan_on_units(models, {fixed("u0", {"a"}, 0), fixed("u1", {}, 0)}, a100s(1, 2), {});
+  REQUIRE(idle.units.size() == 2);
+  CHECK(idle.units[1].models.empty());
+  CHECK(idle.unplaced == std::vector<std::string>{"b", "c", "d"});
+}
+
+TEST_CASE("plan_on_units: two busy models listed on two units go one to each", "[plan][online]") {
+  // Both units can hold both; together on one GPU they would share its
+  // compute, apart each has a GPU of its own: the greedy puts the second on
+  // the empty unit (its gain there is larger), whatever the first did.
+  const double w7 = config::arch_preset("llama-7b")->params() * 2.0;
+  std::vector<model_demand> models = {model("a", "llama-7b", 6.0), model("b", "llama-7b", 5.0)};
+  std::vector<plan::fixed_unit> units = {fixed("u0", {"a", "b"}, 2.5 * w7), fixed("u1", {"a", "b"}, 2.5 * w7)};
+  auto p = plan::plan_on_units(models, units, a100s(1, 2), {});
+  REQUIRE(p.units.size() == 2);
+  CHECK(p.unplaced.empty());
+  for (const auto& u : p.units)
+    CHECK(u.models.size() == 1);
+  CHECK(names_on(p.units[0]) != names_on(p.units[1]));
+  CHECK(p.served_rps == Approx(11.0).epsilon(0.02));
+  // Either way serves them alike: where they are awake now decides (a
+  // plan on measured rates does not move models for nothing), whichever
+  // of the two is the more popular.
+  for (double rate_b : {5.0, 6.1}) {
+    models[1].rate = rate_b;
+    units[0].awake = {"b"};
+    units[1].awake = {"a"};
+    auto kept = plan::plan_on_units(models, units, a100s(1, 2), {});
+    CHECK(names_on(kept.units[0]) == std::vector<std::string>{"b"});
+    CHECK(names_on(kept.units[1]) == std::vector<std::string>{"a"});
+    units[0].awake = {"a"};
+    units[1].awake = {"b"};
+    auto back = plan::plan_on_units(models, units, a100s(1, 2), {});
+    CHECK(names_on(back.units[0]) == std::vector<std::string>{"a"});
+    CHECK(names_on(back.units[1]) == std::vector<std::string>{"b"});
+  }
+}
+
+TEST_CASE("online_planner: the controller's target from a config's units and the measured rates",
+          "[plan][online]") {
+  // Two A100 units that each list m0 and m1 with room for one 7B each, on
+  // MuxServe's layout; then the same with a cpu unit (no cost model).
+  const std::string sim = R"(
+[[nodes]]
+name = "n0"
+host = "127.0.0.1"
+port = 7400
+[gateway]
+node = "n0"
+[router]
+node = "n0"
+[controller]
+node = "n0"
+replan_s = 5
+[gpus.a100]
+profile = "builtin:a100"
+[[models]]
+name = "m0"
+architecture = "llama-7b"
+[[models]]
+name = "m1"
+architecture = "llama-7b"
+[[units]]
+name = "g0"
+node = "n0"
+gpu = "a100"
+memory_mib = 20000
+models = [ { name = "m0", share = 0.5 }, { name = "m1", share = 0.5, awake = false } ]
+[[units]]
+name = "g1"
+node = "n0"
+gpu = "a100"
+devices = [1]
+memory_mib = 20000
+models = [ { name = "m0", share = 0.5, awake = false }, { name = "m1", share = 0.5, awake = false } ]
+)";
+  auto cfg = config::parse_cluster_config(sim, "test.toml");
+  std::string why;
+  auto planner = plan::online_planner(cfg, &why);
+  REQUIRE(planner);
+  auto target = (*planner)({{"m0", 3.0}, {"m1", 2.0}}, {});
+  REQUIRE(target.size() == 2);
+  REQUIRE(target["g0"].models.size() == 1);
+  REQUIRE(target["g1"].models.size() == 1);
+  CHECK(target["g0"].models[0] != target["g1"].models[0]);
+  // Partitions the planner's estimate does not model: the unit's own shares stand.
+  CHECK(target["g0"].shares.empty());
+  CHECK_FALSE(target["g0"].caps);
+  // As MPS caps (oversubscribed): a model alone takes the whole unit.
+  cfg.units[0].oversubscribe = cfg.units[1].oversubscribe = true;
+  auto capped = (*plan::online_planner(cfg))({{"m0", 3.0}, {"m1", 2.0}}, {});
+  CHECK(capped["g0"].caps);
+  CHECK(capped["g0"].job.empty());  // the model's whole share
+  CHECK(capped["g0"].shares.at(capped["g0"].models[0]) == Approx(1.0));
+  cfg.units[0].oversubscribe = cfg.units[1].oversubscribe = false;
+  // No traffic for m1: m0 is still placed.
+  auto quiet = (*planner)({{"m0", 3.0}, {"m1", 0.0}}, {});
+  size_t m0 = 0;
+  for (const auto& [unit, t] : quiet)
+    m0 += static_cast<size_t>(std::count(t.models.begin(), t.models.end(), "m0"));
+  CHECK(m0 >= 1);
+  // Off by config, and no cost model on a cpu unit: the rate rule.
+  cfg.controller.replan_planner = false;
+  CHECK_FALSE(plan::online_planner(cfg, &why));
+  CHECK(why.find("replan_planner") != std::string::npos);
+  cfg.controller.replan_planner = true;
+  cfg.units[1].backend = "cpu";
+  CHECK_FALSE(plan::online_planner(cfg, &why));
+  CHECK(why.find("cpu") != std::string::npos);
 }

@@ -239,25 +239,41 @@ int run_plan(const config::cluster_config& cfg, const admin_cli_options& opts) {
     std::cout << plan.dump(2) << std::endl;
     return 0;
   }
-  std::printf("%-24s %-20s %-10s %9s %7s %7s\n", "replica", "model", "state", "req/s", "waiting", "running");
-  for (const auto& r : plan["replicas"])
-    std::printf("%-24s %-20s %-10s %9.3f %7d %7d\n", r.value("replica", "").c_str(), r.value("model", "").c_str(),
-                r.value("residency", "").c_str(), r.value("rate", 0.0), r.value("waiting", 0), r.value("running", 0));
-  if (plan["moves"].empty())
+  std::cout << "target: " << plan.value("target", "rate rule") << "\n";
+  std::printf("%-24s %-20s %-10s %9s %7s %7s %7s\n", "replica", "model", "state", "req/s", "waiting", "running",
+              "share");
+  for (const auto& r : plan["replicas"]) {
+    const auto decode = r.contains("share") ? std::to_string(r.value("share", 0.0)).substr(0, 5) : "-";
+    std::printf("%-24s %-20s %-10s %9.3f %7d %7d %7s\n", r.value("replica", "").c_str(), r.value("model", "").c_str(),
+                r.value("residency", "").c_str(), r.value("rate", 0.0), r.value("waiting", 0), r.value("running", 0),
+                decode.c_str());
+  }
+  const auto& shares = plan.contains("shares") ? plan["shares"] : nlohmann::json::array();
+  if (plan["moves"].empty() && shares.empty())
     std::cout << (apply ? "nothing to do: " : "") << "every unit holds the models it should awake\n";
   int rc = 0;
-  for (const auto& m : plan["moves"]) {
-    std::string sleeps;
-    for (const auto& v : m["sleep"])
-      sleeps += (sleeps.empty() ? "" : ", ") + v.get<std::string>();
-    std::cout << "unit " << m.value("unit", "") << ": wake " << m.value("wake", "") << " (" << m.value("rate", 0.0)
-              << " req/s)" << (sleeps.empty() ? "" : ", putting to sleep " + sleeps);
+  auto outcome = [&](const nlohmann::json& m) {
     if (apply) {
       const auto result = m.value("result", "");
       std::cout << (result.empty() ? ": done" : ": " + result);
       rc = result.empty() ? rc : 1;
     }
     std::cout << "\n";
+  };
+  for (const auto& m : plan["moves"]) {
+    std::string sleeps;
+    for (const auto& v : m["sleep"])
+      sleeps += (sleeps.empty() ? "" : ", ") + v.get<std::string>();
+    std::cout << "unit " << m.value("unit", "") << ": " << (m.contains("from") ? "move " : "wake ")
+              << m.value("wake", "") << " (" << m.value("rate", 0.0) << " req/s)"
+              << (m.contains("from") ? " from " + m.value("from", "") : "")
+              << (sleeps.empty() ? "" : ", putting to sleep " + sleeps);
+    outcome(m);
+  }
+  for (const auto& m : shares) {
+    std::cout << "unit " << m.value("unit", "") << ": " << m.value("target", "") << " share " << m.value("from", 0.0)
+              << " -> " << m.value("share", 0.0);
+    outcome(m);
   }
   return rc;
 }

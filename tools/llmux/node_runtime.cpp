@@ -25,6 +25,7 @@
 #include "engine/engine_factory.hpp"
 #include "net/admin_wire.hpp"
 #include "net/node_tls.hpp"
+#include "plan/online.hpp"
 
 namespace llmux::tools {
 
@@ -380,6 +381,7 @@ void node_runtime::impl::boot() {
                         caf::actor_cast<caf::actor>(sched), caf::actor_cast<caf::actor>(unit),
                         in.count > 1 ? in.share : um.share, setup::prefill_rate(cfg, u, um),
                         in.key, in.index, in.count, in.parked()};
+      info.asleep = !awake;
       caf::anon_send(admin, replica_up_atom::value, std::move(info));
     }
   }
@@ -426,9 +428,22 @@ void node_runtime::impl::boot() {
     for (const auto& u : cfg.units)
       if (u.memory_mib > 0 && u.layout == "single") {
         co.unit_memory[u.name] = int64_t{u.memory_mib} << 20;
-        for (const auto& um : u.models)
+        for (const auto& um : u.models) {
           co.model_bytes[um.model] = setup::weight_bytes(*cfg.find_model(um.model));
+          const bool lane = u.jobs == "split" && u.prefill == "shared";
+          co.planned_shares[u.name + "/" + um.model] = lane ? um.decode_share : um.share;
+        }
       }
+    if (!co.unit_memory.empty()) {
+      std::string why;
+      if (auto planner = plan::online_planner(cfg, &why)) {
+        co.planner = std::move(*planner);
+        std::cout << "llmux: re-placement plans with the placement planner (MuxServe's, on the units that exist)"
+                  << std::endl;
+      } else {
+        std::cout << "llmux: re-placement plans by the rate rule: " << why << std::endl;
+      }
+    }
     co.replan.budget = cfg.controller.replan_budget;
     co.replan.ratio = cfg.controller.replan_ratio;
     co.replan.min_rate = cfg.controller.replan_min_rate;

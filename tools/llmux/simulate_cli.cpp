@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "config/cluster_config.hpp"
+#include "plan/online.hpp"
 #include "sim/cluster_sim.hpp"
 #include "sim/sim_report.hpp"
 #include "sim/workload.hpp"
@@ -71,6 +72,13 @@ int run_simulate(const simulate_options& o) {
   so.drain_s = o.drain_s;
   if (isatty(STDERR_FILENO) && !o.json)
     so.progress = draw_progress;
+  if (cfg.controller.replan_s > 0) {
+    std::string why;
+    if (auto planner = plan::online_planner(cfg, &why))
+      so.planner = std::move(*planner);
+    else if (!o.json)
+      std::cerr << "llmux simulate: re-placement plans by the rate rule: " << why << "\n";
+  }
   sim::sim_result r;
   try {
     r = sim::simulate(cfg, w, so);
