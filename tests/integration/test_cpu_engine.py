@@ -154,13 +154,17 @@ def test_logprobs_equal_llama_cpps_through_http(stories):
     assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == n
     assert "".join(lp["tokens"]) == case["completion_text"]
     assert lp["text_offset"][0] == 0 and lp["text_offset"][1] == len(lp["tokens"][0].encode())
+    # The margin of tests/engine/llama_forward_test.cpp: llama.cpp's printed
+    # values and ours differ by up to 2.2e-3 on an AVX2-only CPU (summation
+    # order and exp of the SIMD paths), under 1e-3 on AVX-512.
+    margin = 4e-3
     for step, golden_top in enumerate(case["top_probs"]):
         # Greedy: the chosen token is the most likely one.
-        assert lp["token_logprobs"][step] == pytest.approx(golden_top[0][1], abs=1e-3)
+        assert lp["token_logprobs"][step] == pytest.approx(golden_top[0][1], abs=margin)
         ours = sorted(lp["top_logprobs"][step].values(), reverse=True)
         assert len(ours) == 3
         for got, (_, want) in zip(ours, golden_top):
-            assert got == pytest.approx(want, abs=1e-3), (step, lp["top_logprobs"][step], golden_top)
+            assert got == pytest.approx(want, abs=margin), (step, lp["top_logprobs"][step], golden_top)
 
 
 def test_chat_logprobs_have_openais_shape_streamed_and_not(stories):
