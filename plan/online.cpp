@@ -1,6 +1,7 @@
 #include "plan/online.hpp"
 
 #include <algorithm>
+#include <exception>
 #include <memory>
 #include <set>
 
@@ -33,6 +34,8 @@ std::optional<controller::placement_fn> online_planner(const config::cluster_con
     auto spec = cfg.gpus.find(u.gpu);
     if (spec == cfg.gpus.end())
       return no("unit '" + u.name + "': GPU type '" + u.gpu + "' is not defined");
+    if (!(spec->second.memory_gib > 0))
+      return no("GPU type '" + u.gpu + "' has no memory_gib");
     cluster->gpu = spec->second;
     auto node = std::find(nodes.begin(), nodes.end(), u.node);
     const int node_index = static_cast<int>(node - nodes.begin());
@@ -85,7 +88,12 @@ std::optional<controller::placement_fn> online_planner(const config::cluster_con
         auto a = awake.find(u.name);
         u.awake = a == awake.end() ? std::vector<std::string>{} : a->second;
       }
-      const auto plan = plan_on_units(demands, now, *cluster, *opts);
+      placement_plan plan;
+      try {
+        plan = plan_on_units(demands, now, *cluster, *opts);
+      } catch (const std::exception&) {
+        return std::map<std::string, controller::unit_target>{};  // no target: nothing placed, nothing moved
+      }
       std::map<std::string, controller::unit_target> out;
       for (const auto& u : plan.units) {
         auto& t = out[u.name];
