@@ -389,7 +389,7 @@ models = [ {{ name = "a", share = 0.45, awake = {awake} }}, {{ name = "b", share
     proc, base = start_serve(["--config", cfg], tmp_path, "serve-planner", __name__, http)
     try:
         assert "re-placement plans with the placement planner" in proc.log_path.read_text()
-        body = lambda p: {"model": "b" if p.startswith("moved") else "a", "prompt": p, "max_tokens": 160,
+        body = lambda p: {"model": "b" if p.startswith("moved") else "a", "prompt": p, "max_tokens": 320,
                           "seed": 7, "temperature": 0, "stream": True}
         prompts = [f"moved {i}" for i in range(2)] + [f"stays {i}" for i in range(4)]
 
@@ -415,7 +415,7 @@ models = [ {{ name = "a", share = 0.45, awake = {awake} }}, {{ name = "b", share
         assert json.loads(idle_plan.stdout)["moves"] == [], idle_plan.stdout
 
         streams = CompletionStreams(base, prompts, body)
-        plan = wait_until(planned, 10, "the controller to plan a move while requests wait on gpu0")
+        plan = wait_until(planned, 30, "the controller to plan a move while requests wait on gpu0")
         assert plan["target"] == "placement planner", plan
         moves = [m for m in plan["moves"] if "from" in m]
         assert len(moves) == 1, plan
