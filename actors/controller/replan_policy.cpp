@@ -199,13 +199,16 @@ replan_plan replan_policy::plan() const {
   // their jobs hold now split between them in the planner's proportions
   // (the unit's prefill lane and the shares of models not in the plan stay
   // as they are).
+  std::map<std::string, bool> waking;  ///< replicas the moves wake
+  for (const auto& m : moves)
+    waking[m.replica] = true;
   std::map<std::string, std::vector<const entry*>> planned_jobs;  ///< unit → its jobs the planner shares
   for (const auto& e : replicas_) {
     const auto& [name, r] = e;
     auto t = target.find(r.unit);
     if (t == target.end() || r.share <= 0 || !t->second.shares.count(r.model))
       continue;
-    const bool will_wake = std::any_of(moves.begin(), moves.end(), [&](const auto& m) { return m.replica == name; });
+    const bool will_wake = waking.count(name) > 0;
     const bool will_sleep = planned.count(name) && !will_wake;
     if ((r.awake() || will_wake) && !will_sleep)
       planned_jobs[r.unit].push_back(&e);
@@ -213,7 +216,7 @@ replan_plan replan_policy::plan() const {
   // Models awake on each unit once the moves are made.
   std::map<std::string, std::vector<std::string>> staying;
   for (const auto& [name, r] : replicas_) {
-    const bool will_wake = std::any_of(moves.begin(), moves.end(), [&](const auto& m) { return m.replica == name; });
+    const bool will_wake = waking.count(name) > 0;
     if (will_wake || (r.awake() && !planned.count(name) && r.residency != "draining" && r.residency != "unloading"))
       staying[r.unit].push_back(r.model);
   }
