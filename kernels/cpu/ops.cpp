@@ -51,6 +51,15 @@ float avx512_vdot_q8_0(const void* w, const void* x, int64_t k);
 float avx512_vdot_q4_0(const void* w, const void* x, int64_t k);
 float avx512_vdot_q4_1(const void* w, const void* x, int64_t k);
 gemm_fn avx512_gemm_for(dtype w);
+
+// Per-thread scratch for the gemm kernels (gemm_lanes.inc): at least `bytes`,
+// reused across calls; here, where std::vector is not compiled for AVX2.
+uint8_t* gemm_scratch(size_t bytes) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < bytes)
+    buf.resize(bytes);
+  return buf.data();
+}
 }  // namespace detail
 
 namespace {

@@ -28,7 +28,8 @@ struct matrix_view {
 /// quantized weights go through tiled kernels (the 32-element block types
 /// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: 4 W rows × 4 x rows share each unpacked
 /// block, kernels/cpu/gemm_blocks.inc; the K-quants Q4_K, Q5_K, Q6_K: 2 × 4,
-/// gemm_kquants.inc) whose per-output summation order does not depend on m,
+/// gemm_kquants.inc; on AVX2, Q4_0, Q4_1 and Q5_0 one output per vector lane
+/// instead, gemm_lanes.inc) whose per-output summation order does not depend on m,
 /// so a row's result is the same whatever else is in the batch. As
 /// llama.cpp's CPU backend, x is first converted to vec_dot_type(W.type)
 /// (below) and each output is an integer/fp dot product per block; matmul_ref

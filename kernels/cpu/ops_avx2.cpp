@@ -23,6 +23,9 @@ namespace llmux::kernels::detail {
 using gemm_fn = void (*)(const void* w, size_t w_stride, int64_t rows, const void* act,
                          size_t act_stride, int64_t m, int64_t k, float* y, int64_t ldy);
 
+// Per-thread scratch of at least `bytes`, reused across calls (ops.cpp).
+uint8_t* gemm_scratch(size_t bytes);
+
 namespace {
 
 inline float hsum(__m256 v) {
@@ -90,8 +93,16 @@ inline __m256i madd_scaled(__m256i u, __m256i a, __m256i sc, __m256i acc) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), sc));
 }
 
+// The tiles' shapes: AVX2 has 16 vector registers, but on the 2-vCPU EPYC
+// (Zen 3) no shape timed apart from these (4×4 against 4×2, 2×4, 3×3, 4×3,
+// 3×2 for the 32-element types; 2×4 against 2×2, 3×2, 1×4 for the K-quants),
+// within the VM's run-to-run spread.
+constexpr int BRM = 4, BRN = 4;  // gemm_blocks.inc's tile (Q8_0, Q5_1)
+constexpr int KRM = 2, KRN = 4;  // gemm_kquants.inc's tile
+
 #include "kernels/cpu/gemm_blocks.inc"
 #include "kernels/cpu/gemm_kquants.inc"
+#include "kernels/cpu/gemm_lanes.inc"
 
 // ---- exp, as ggml's ggml_v_expf (ARM optimized-routines), so silu matches
 // llama.cpp's vectorised one bit for bit. ----
@@ -494,8 +505,20 @@ void avx2_swiglu(const float* gate, const float* up, int64_t n, float* out) {
     out[i] = (gate[i] / (1.0f + __builtin_expf(-gate[i]))) * up[i];
 }
 
+// Q4_0, Q4_1 and Q5_0 through the lanes (gemm_lanes.inc), the rest through
+// the tiles. The lanes sum an output in another order than the tiles and
+// llama.cpp's AVX2 kernels for these types (each block's integer dot whole,
+// then the blocks in float; they keep 8 lanes of partial sums across blocks):
+// tried on Q8_0 and Q5_1, SmolLM2's top-5 log-probs moved past the 0.5 from
+// llama.cpp's that tests/engine/smollm2_forward_test.cpp allows (Q8_0: 0.57,
+// against 0.32 through the tiles), so those two stay on the tiles.
 gemm_fn avx2_gemm_for(dtype w) {
-  return tiled_gemm_for(w);
+  switch (w) {
+    case dtype::q4_0: return lanes_gemm<q4_0_fmt>;
+    case dtype::q4_1: return lanes_gemm<q4_1_fmt>;
+    case dtype::q5_0: return lanes_gemm<q5_0_fmt>;
+    default: return tiled_gemm_for(w);
+  }
 }
 
 void avx2_from_f16(const uint16_t* x, float* y, int64_t n) {

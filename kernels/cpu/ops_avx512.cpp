@@ -98,6 +98,9 @@ inline __m256i madd_scaled(__m256i u, __m256i a, __m256i sc, __m256i acc) {
   return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, a), sc);
 }
 
+constexpr int BRM = 4, BRN = 4;  // gemm_blocks.inc's tile
+constexpr int KRM = 2, KRN = 4;  // gemm_kquants.inc's tile
+
 #include "kernels/cpu/gemm_blocks.inc"
 #include "kernels/cpu/gemm_kquants.inc"
 
