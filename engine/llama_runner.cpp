@@ -87,10 +87,15 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
   // A row's later chunks cost more (they attend to more), so each (seq,
   // head)'s chunks are listed first, last, second, second-to-last, ...: the
   // pool's contiguous ranges of jobs then hold similar work.
+  // A sequence stepping one row (decode) has a job per query head instead,
+  // reading its K/V from the f16 cache as it goes (nothing to share a
+  // decoded copy with but the group's other heads): SmolLM2's 3 kv heads
+  // left one of 2 threads with two of them, its 9 query heads split 5/4.
   struct attn_job {
     size_t si;
     int kvh;
     int64_t t0, t1;  // rows [t0, t1) of the step
+    int64_t h;       // that query head alone, from the cache; -1: the group's heads
   };
   constexpr int64_t chunk_rows = 32;
   std::vector<attn_job> jobs;  // not thread_local: the pool's threads read it
@@ -98,11 +103,17 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
   for (size_t si = 0; si < seqs.size(); ++si) {
     const int64_t n = seqs[si].n;
     const int64_t chunks = (n + chunk_rows - 1) / chunk_rows;
-    for (int kvh = 0; kvh < static_cast<int>(HKV); ++kvh)
+    for (int kvh = 0; kvh < static_cast<int>(HKV); ++kvh) {
+      if (n == 1) {
+        for (int64_t h = int64_t{kvh} * group; h < (int64_t{kvh} + 1) * group; ++h)
+          jobs.push_back({si, kvh, first, first + 1, h});
+        continue;
+      }
       for (int64_t j = 0; j < chunks; ++j) {
         const int64_t c = j % 2 == 0 ? j / 2 : chunks - 1 - j / 2;
-        jobs.push_back({si, kvh, first + c * chunk_rows, first + std::min(n, (c + 1) * chunk_rows)});
+        jobs.push_back({si, kvh, first + c * chunk_rows, first + std::min(n, (c + 1) * chunk_rows), -1});
       }
+    }
     first += n;
   }
 
@@ -132,15 +143,31 @@ bool llama_runner::forward(const std::vector<runner_seq>& seqs, std::vector<floa
 
     // Attention, one job per (sequence, kv head, chunk of rows): its cached
     // K and V are decoded to f32 once and shared by the group's query heads
-    // and by every row of the chunk (a prefill chunk has many). Each row attends to
+    // and by every row of the chunk (a prefill chunk has many); a decode
+    // row's job (one query head) reads the f16 cache directly. Each row attends to
     // positions 0..pos; kernels::attention_row rounds as llama.cpp's CPU
     // attention does (with it, log-probabilities agree with llama.cpp's to
     // ~1e-4; without, to ~4e-3).
     pool.parallel_for(static_cast<int64_t>(jobs.size()), [&](int64_t begin, int64_t end, int) {
       thread_local std::vector<float> kf, vf, scores;
+      thread_local std::vector<const uint16_t*> k_runs, v_runs;
       for (int64_t ji = begin; ji < end; ++ji) {
         const attn_job& job = jobs[static_cast<size_t>(ji)];
         const int64_t ctx = int64_t{rows[job.t1 - 1].pos} + 1;
+        if (job.h >= 0) {
+          const int64_t bt = kv_.block_tokens();
+          k_runs.clear();
+          v_runs.clear();
+          for (int64_t j = 0; j < ctx; j += bt) {
+            k_runs.push_back(kv_.k(*tables[job.si], layer, job.kvh, j));
+            v_runs.push_back(kv_.v(*tables[job.si], layer, job.kvh, j));
+          }
+          scores.resize(static_cast<size_t>(ctx));
+          const int64_t t = job.t0;
+          kernels::attention_row_f16(&sc.q[t * QD + job.h * D], k_runs.data(), v_runs.data(), bt, ctx, D, scale,
+                                     scores.data(), &sc.attn[t * QD + job.h * D]);
+          continue;
+        }
         kf.resize(static_cast<size_t>(ctx * D));
         vf.resize(static_cast<size_t>(ctx * D));
         scores.resize(static_cast<size_t>(ctx));

@@ -42,6 +42,8 @@ gemm_fn avx2_gemm_for(dtype w);
 void avx2_from_f16(const uint16_t* x, float* y, int64_t n);
 void avx2_attention_row(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
                         float scale, float* scores, float* out);
+void avx2_attention_row_f16(const float* q, const uint16_t* const* k_runs, const uint16_t* const* v_runs,
+                            int64_t run, int64_t ctx, int64_t d, float scale, float* scores, float* out);
 // ops_avx512.cpp (AVX-512 F/BW/VL/VNNI)
 float avx512_dot_f32(const float* a, const float* b, int64_t n);
 float avx512_vdot_f32(const void* w, const void* x, int64_t k);
@@ -405,6 +407,9 @@ struct kernel_set {
   void (*from_f16)(const uint16_t*, float*, int64_t);
   void (*attention_row)(const float*, const float*, const float*, int64_t, int64_t, float, float*,
                         float*);
+  // nullptr: attention_row_f16 converts the runs and calls attention_row.
+  void (*attention_row_f16)(const float*, const uint16_t* const*, const uint16_t* const*, int64_t, int64_t,
+                            int64_t, float, float*, float*);
   // Q5_0/Q5_1 have no SIMD vdot: on x86 their matmuls take the tiles
   // (gemm_for); vec_dot and the portable level use these.
   vdot_fn vdot_q5_0 = portable_vdot_q5_0, vdot_q5_1 = portable_vdot_q5_1;
@@ -416,6 +421,7 @@ constexpr kernel_set portable_set{
     portable_vdot_q5_k, portable_vdot_q6_k,   portable_to_f16,       portable_to_bf16,
     portable_to_q8<block_q8_0>, portable_to_q8<block_q8_1>, to_q8_k, portable_sum_squares,
     portable_scale_mul, portable_swiglu, nullptr, portable_from_f16, portable_attention_row,
+    nullptr,
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -429,6 +435,7 @@ constexpr kernel_set avx2_set{
     detail::avx2_to_q8_0,     detail::avx2_to_q8_1,   to_q8_k,
     detail::avx2_sum_squares, detail::avx2_scale_mul, detail::avx2_swiglu,
     detail::avx2_gemm_for,    detail::avx2_from_f16,  detail::avx2_attention_row,
+    detail::avx2_attention_row_f16,
 };
 
 constexpr kernel_set avx512_set{
@@ -439,6 +446,7 @@ constexpr kernel_set avx512_set{
     detail::avx2_to_q8_0,     detail::avx2_to_q8_1,     to_q8_k,
     detail::avx2_sum_squares, detail::avx2_scale_mul,   detail::avx2_swiglu,
     detail::avx512_gemm_for, detail::avx2_from_f16,    detail::avx2_attention_row,
+    detail::avx2_attention_row_f16,
 };
 #endif
 
@@ -744,6 +752,28 @@ void attention_row(const float* q, const float* k, const float* v, int64_t ctx, 
     ks.attention_row(q, k, v, ctx, d, scale, scores, out);
   else
     portable_attention_row(q, k, v, ctx, d, scale, scores, out);
+}
+
+void attention_row_f16(const float* q, const uint16_t* const* k_runs, const uint16_t* const* v_runs,
+                       int64_t run, int64_t ctx, int64_t d, float scale, float* scores, float* out) {
+  if (ctx <= 0) {
+    std::fill(out, out + d, 0.0f);
+    return;
+  }
+  const kernel_set& ks = active_kernels();
+  if (d % 8 == 0 && d <= 256 && ks.attention_row_f16) {
+    ks.attention_row_f16(q, k_runs, v_runs, run, ctx, d, scale, scores, out);
+    return;
+  }
+  thread_local std::vector<float> kf, vf;
+  kf.resize(static_cast<size_t>(ctx * d));
+  vf.resize(static_cast<size_t>(ctx * d));
+  for (int64_t j0 = 0; j0 < ctx; j0 += run) {
+    const int64_t n = std::min(run, ctx - j0);
+    fp16_to_fp32_row(k_runs[j0 / run], &kf[static_cast<size_t>(j0 * d)], n * d);
+    fp16_to_fp32_row(v_runs[j0 / run], &vf[static_cast<size_t>(j0 * d)], n * d);
+  }
+  attention_row(q, kf.data(), vf.data(), ctx, d, scale, scores, out);
 }
 
 void attention_row_ref(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,

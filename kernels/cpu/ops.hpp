@@ -85,6 +85,14 @@ void attention_row(const float* q, const float* k, const float* v, int64_t ctx, 
 void attention_row_ref(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
                        float scale, float* out);
 
+/// attention_row over the f16 cache as it is: K and V in runs of `run`
+/// positions, k_runs[b] / v_runs[b] holding positions b·run .. b·run+run−1
+/// (d halves each, contiguous), converted as they are read. The same result
+/// as attention_row on the converted rows, bit for bit (f16 → f32 is
+/// exact): no f32 copy of the context is written.
+void attention_row_f16(const float* q, const uint16_t* const* k_runs, const uint16_t* const* v_runs,
+                       int64_t run, int64_t ctx, int64_t d, float scale, float* scores, float* out);
+
 // ---- The pieces matmul is built from, for callers that reuse activations
 // (e.g. one x against several weight matrices of the same type). ----
 

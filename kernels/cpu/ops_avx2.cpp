@@ -533,29 +533,59 @@ namespace {
 inline __m256 round_f16(__m256 v) { return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)); }
 }  // namespace
 
+namespace {
+
+// K and V as attention_row takes them: ctx rows of d floats, one run.
+struct f32_kv {
+  const float* k;
+  const float* v;
+  int64_t run;
+  const float* k_run(int64_t) const { return k; }
+  const float* v_run(int64_t) const { return v; }
+};
+
+// K and V as the paged cache holds them: f16, in runs of `run` positions
+// (run b: positions b·run ..).
+struct f16_kv {
+  const uint16_t* const* k;
+  const uint16_t* const* v;
+  int64_t run;
+  const uint16_t* k_run(int64_t b) const { return k[b]; }
+  const uint16_t* v_run(int64_t b) const { return v[b]; }
+};
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) { return load_f16(p); }
+
 // See attention_row in ops.hpp. d is a multiple of 8, at most 256 (the
-// caller checks).
-void avx2_attention_row(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
-                        float scale, float* scores, float* out) {
+// caller checks). f16 rows are converted as they are read (exactly), so
+// both forms give the same result bit for bit.
+template <class KV>
+void attention_row_t(const float* q, const KV& kv, int64_t ctx, int64_t d, float scale, float* scores,
+                     float* out) {
   alignas(32) float qh[256];
   for (int64_t i = 0; i < d; i += 8)
     _mm256_store_ps(qh + i, round_f16(_mm256_loadu_ps(q + i)));
 
   // Scores, and their max.
   float mx = -INFINITY;
-  for (int64_t j = 0; j < ctx; ++j) {
-    const float* kr = k + j * d;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= d; i += 16) {
-      s0 = _mm256_fmadd_ps(_mm256_load_ps(qh + i), _mm256_loadu_ps(kr + i), s0);
-      s1 = _mm256_fmadd_ps(_mm256_load_ps(qh + i + 8), _mm256_loadu_ps(kr + i + 8), s1);
+  for (int64_t j0 = 0; j0 < ctx; j0 += kv.run) {
+    const auto* kb = kv.k_run(j0 / kv.run);
+    const int64_t n = std::min(kv.run, ctx - j0);
+    for (int64_t jj = 0; jj < n; ++jj) {
+      const auto* kr = kb + jj * d;
+      __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+      int64_t i = 0;
+      for (; i + 16 <= d; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_load_ps(qh + i), load8(kr + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_load_ps(qh + i + 8), load8(kr + i + 8), s1);
+      }
+      if (i < d)
+        s0 = _mm256_fmadd_ps(_mm256_load_ps(qh + i), load8(kr + i), s0);
+      const float sc = hsum(_mm256_add_ps(s0, s1)) * scale;
+      scores[j0 + jj] = sc;
+      mx = std::max(mx, sc);
     }
-    if (i < d)
-      s0 = _mm256_fmadd_ps(_mm256_load_ps(qh + i), _mm256_loadu_ps(kr + i), s0);
-    const float sc = hsum(_mm256_add_ps(s0, s1)) * scale;
-    scores[j] = sc;
-    mx = std::max(mx, sc);
   }
 
   // exp(x − max), summed in double (as ggml's soft_max), then the weights
@@ -587,15 +617,31 @@ void avx2_attention_row(const float* q, const float* k, const float* v, int64_t 
     __m256 o[8];
     for (int r = 0; r < 8; ++r)
       o[r] = _mm256_setzero_ps();
-    for (int64_t jj = 0; jj < ctx; ++jj) {
-      const __m256 p = _mm256_broadcast_ss(scores + jj);
-      const float* vr = v + jj * d + i0;
-      for (int r = 0; r < nv; ++r)
-        o[r] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8 * r), o[r]);
+    for (int64_t j0 = 0; j0 < ctx; j0 += kv.run) {
+      const auto* vb = kv.v_run(j0 / kv.run) + i0;
+      const int64_t n = std::min(kv.run, ctx - j0);
+      for (int64_t jj = 0; jj < n; ++jj) {
+        const __m256 p = _mm256_broadcast_ss(scores + j0 + jj);
+        const auto* vr = vb + jj * d;
+        for (int r = 0; r < nv; ++r)
+          o[r] = _mm256_fmadd_ps(p, load8(vr + 8 * r), o[r]);
+      }
     }
     for (int r = 0; r < nv; ++r)
       _mm256_storeu_ps(out + i0 + 8 * r, o[r]);
   }
+}
+
+}  // namespace
+
+void avx2_attention_row(const float* q, const float* k, const float* v, int64_t ctx, int64_t d,
+                        float scale, float* scores, float* out) {
+  attention_row_t(q, f32_kv{k, v, ctx}, ctx, d, scale, scores, out);
+}
+
+void avx2_attention_row_f16(const float* q, const uint16_t* const* k_runs, const uint16_t* const* v_runs,
+                            int64_t run, int64_t ctx, int64_t d, float scale, float* scores, float* out) {
+  attention_row_t(q, f16_kv{k_runs, v_runs, run}, ctx, d, scale, scores, out);
 }
 
 }  // namespace llmux::kernels::detail

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -239,6 +240,48 @@ TEST_CASE("attention_row matches attention_row_ref", "[ops][attention]") {
         for (int64_t i = 0; i < d; ++i) {
           INFO(to_string(lv) << " d " << d << " ctx " << ctx << " dim " << i);
           REQUIRE(std::fabs(out[static_cast<size_t>(i)] - ref[static_cast<size_t>(i)]) < 2e-4);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("attention_row_f16 over runs of the cache equals attention_row on the converted rows",
+          "[ops][attention]") {
+  simd_guard g;
+  std::mt19937 rng(11);
+  for (int64_t d : {8, 12, 64, 72}) {
+    for (int64_t ctx : {1, 5, 17, 300}) {
+      for (int64_t run : {1, 7, 16, 512}) {
+        const auto q = random_vec(rng, d, -3.0f, 3.0f);
+        // Each run in its own allocation, as the cache's blocks are.
+        const int64_t runs = (ctx + run - 1) / run;
+        std::vector<std::vector<uint16_t>> kh(static_cast<size_t>(runs)), vh(static_cast<size_t>(runs));
+        std::vector<const uint16_t*> kp, vp;
+        std::vector<float> kf(static_cast<size_t>(ctx * d)), vf(static_cast<size_t>(ctx * d));
+        for (int64_t b = 0; b < runs; ++b) {
+          for (auto* h : {&kh[static_cast<size_t>(b)], &vh[static_cast<size_t>(b)]}) {
+            const auto x = random_vec(rng, run * d);
+            h->resize(static_cast<size_t>(run * d));
+            fp32_to_fp16_row(x.data(), h->data(), run * d);
+          }
+          kp.push_back(kh[static_cast<size_t>(b)].data());
+          vp.push_back(vh[static_cast<size_t>(b)].data());
+          const int64_t n = std::min(run, ctx - b * run);
+          fp16_to_fp32_row(kp.back(), &kf[static_cast<size_t>(b * run * d)], n * d);
+          fp16_to_fp32_row(vp.back(), &vf[static_cast<size_t>(b * run * d)], n * d);
+        }
+        const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+        for (simd_level lv : levels()) {
+          force_simd(lv);
+          std::vector<float> want(static_cast<size_t>(d), NAN), got(static_cast<size_t>(d), NAN);
+          std::vector<float> scores(static_cast<size_t>(ctx), NAN);
+          attention_row(q.data(), kf.data(), vf.data(), ctx, d, scale, scores.data(), want.data());
+          attention_row_f16(q.data(), kp.data(), vp.data(), run, ctx, d, scale, scores.data(), got.data());
+          for (int64_t i = 0; i < d; ++i) {
+            INFO(to_string(lv) << " d " << d << " ctx " << ctx << " run " << run << " dim " << i);
+            REQUIRE(got[static_cast<size_t>(i)] == want[static_cast<size_t>(i)]);
+          }
         }
       }
     }
