@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <utility>
 
 namespace llmux::kernels {
 
@@ -40,6 +41,21 @@ void chunk(int64_t n, int parts, int index, int64_t& begin, int64_t& end) {
 
 }  // namespace
 
+// A chunk that throws must neither unwind past workers still using the job
+// (the caller's chunk) nor escape a worker thread (std::terminate): the first
+// exception is kept and rethrown by parallel_for once every chunk is done.
+void thread_pool::run_chunk(int64_t begin, int64_t end, int index) {
+  if (begin >= end)
+    return;
+  try {
+    (*job_)(begin, end, index);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock{error_mtx_};
+    if (!error_)
+      error_ = std::current_exception();
+  }
+}
+
 void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
   if (n <= 0)
     return;
@@ -47,70 +63,60 @@ void thread_pool::parallel_for(int64_t n, const std::function<void(int64_t, int6
     fn(0, n, 0);
     return;
   }
-  // A chunk that throws must neither unwind past workers still using `fn`
-  // (the caller's chunk) nor escape a worker thread (std::terminate): the
-  // first exception is kept and rethrown here once every chunk is done.
-  std::exception_ptr error;
-  std::mutex error_mtx;
-  const std::function<void(int64_t, int64_t, int)> guarded = [&](int64_t b, int64_t e, int w) {
-    try {
-      fn(b, e, w);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock{error_mtx};
-      if (!error)
-        error = std::current_exception();
-    }
-  };
-  {
-    std::lock_guard<std::mutex> guard{mtx_};
-    job_ = &guarded;
-    job_n_ = n;
-    pending_.store(threads_ - 1, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+  job_ = &fn;
+  job_n_ = n;
+  error_ = nullptr;
+  pending_.store(threads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+    // A worker that announced itself is inside wake_.wait (or will see the
+    // new generation): taking the lock orders this after its check.
+    { std::lock_guard<std::mutex> guard{mtx_}; }
+    wake_.notify_all();
   }
-  wake_.notify_all();
   int64_t begin, end;
   chunk(n, threads_, 0, begin, end);
-  if (begin < end)
-    guarded(begin, end, 0);
+  run_chunk(begin, end, 0);
   for (int spin = 0; spin < spin_limit && pending_.load(std::memory_order_acquire) != 0; ++spin)
     cpu_relax();
-  {
+  if (pending_.load(std::memory_order_acquire) != 0) {
     std::unique_lock<std::mutex> guard{mtx_};
-    done_.wait(guard, [this] { return pending_.load(std::memory_order_acquire) == 0; });
-    job_ = nullptr;
+    caller_waiting_.store(true, std::memory_order_seq_cst);
+    done_.wait(guard, [this] { return pending_.load(std::memory_order_seq_cst) == 0; });
+    caller_waiting_.store(false, std::memory_order_relaxed);
   }
-  if (error)
-    std::rethrow_exception(error);
+  job_ = nullptr;
+  if (error_)
+    std::rethrow_exception(std::exchange(error_, nullptr));
 }
 
 void thread_pool::worker_loop(int index) {
   uint64_t seen = 0;
   while (true) {
-    for (int spin = 0; spin < spin_limit && generation_.load(std::memory_order_acquire) == seen
-                       && !stop_.load(std::memory_order_relaxed);
-         ++spin)
-      cpu_relax();
-    const std::function<void(int64_t, int64_t, int)>* job;
-    int64_t n;
-    {
+    uint64_t g;
+    int spin = 0;
+    while ((g = generation_.load(std::memory_order_acquire)) == seen && !stop_.load(std::memory_order_relaxed)) {
+      if (++spin < spin_limit) {
+        cpu_relax();
+        continue;
+      }
       std::unique_lock<std::mutex> guard{mtx_};
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
       wake_.wait(guard, [&] {
-        return stop_.load() || generation_.load(std::memory_order_acquire) != seen;
+        return stop_.load(std::memory_order_seq_cst) || generation_.load(std::memory_order_seq_cst) != seen;
       });
-      if (stop_.load())
-        return;
-      seen = generation_.load(std::memory_order_acquire);
-      job = job_;
-      n = job_n_;
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
+      spin = 0;
     }
+    if (stop_.load(std::memory_order_acquire))
+      return;
+    seen = g;
     int64_t begin, end;
-    chunk(n, threads_, index, begin, end);
-    if (begin < end)
-      (*job)(begin, end, index);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      // Last one: the caller may be asleep on done_ (take the lock so the
-      // wake-up cannot slip between its check and its wait).
+    chunk(job_n_, threads_, index, begin, end);
+    run_chunk(begin, end, index);
+    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_waiting_.load(std::memory_order_seq_cst)) {
+      // The caller is asleep on done_ (or about to check pending_ under the
+      // lock): taking the lock orders the wake-up after its check.
       { std::lock_guard<std::mutex> guard{mtx_}; }
       done_.notify_one();
     }

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -33,12 +34,19 @@ public:
 
 private:
   void worker_loop(int index);
+  void run_chunk(int64_t begin, int64_t end, int index);
 
   int threads_;
   std::vector<std::thread> workers_;
   // Hand-off: workers spin briefly on `generation_` (a step calls
   // parallel_for a few hundred times, microseconds apart, and a futex
-  // wake-up costs more than a small matmul) and sleep on `wake_` after that.
+  // wake-up costs more than a small matmul) and sleep on `wake_` after that;
+  // the caller spins on `pending_`, then sleeps on `done_`. The mutex and the
+  // condition variables are touched only when someone sleeps (`sleepers_`,
+  // `caller_waiting_`: each side announces itself before its last check, the
+  // other checks after its own store, both sequentially consistent, so a
+  // wake-up cannot be missed). `job_` and `job_n_` are published by the
+  // release of `generation_`.
   std::mutex mtx_;
   std::condition_variable wake_;
   std::condition_variable done_;
@@ -46,7 +54,12 @@ private:
   int64_t job_n_ = 0;
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> caller_waiting_{false};
   std::atomic<bool> stop_{false};
+  // The first exception a chunk threw this call (rethrown by parallel_for).
+  std::mutex error_mtx_;
+  std::exception_ptr error_;
 };
 
 }  // namespace llmux::kernels

@@ -6,8 +6,10 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 using llmux::kernels::thread_pool;
@@ -75,5 +77,29 @@ TEST_CASE("pools can be created and destroyed repeatedly", "[thread_pool]") {
     std::atomic<int> count{0};
     pool->parallel_for(7, [&](int64_t b, int64_t e, int) { count += static_cast<int>(e - b); });
     REQUIRE(count == 7);
+  }
+}
+
+TEST_CASE("workers and a caller that went to sleep are woken", "[thread_pool]") {
+  // Idle past the spin (tens of microseconds to a millisecond) the workers
+  // sleep on a condition variable, and a caller whose workers are still busy
+  // past its own spin sleeps too: each call must still run every chunk and
+  // return (a missed wake-up hangs here).
+  using namespace std::chrono_literals;
+  thread_pool pool(3);
+  for (int round = 0; round < 12; ++round) {
+    if (round % 3 != 0)
+      std::this_thread::sleep_for(30ms);  // the workers go to sleep
+    const bool slow_worker = round % 2 == 1;
+    std::vector<std::atomic<int>> seen(30);
+    pool.parallel_for(30, [&](int64_t b, int64_t e, int w) {
+      if (slow_worker && w == 2)
+        std::this_thread::sleep_for(20ms);  // the caller goes to sleep
+      for (int64_t i = b; i < e; ++i)
+        ++seen[static_cast<size_t>(i)];
+    });
+    INFO("round " << round);
+    for (const auto& s : seen)
+      REQUIRE(s == 1);
   }
 }
