@@ -81,6 +81,23 @@ int run_bench_matmul(const matmul_bench_options& o) {
       }
     }
   }
+  // What the pool itself costs a matmul: a decode step calls parallel_for a
+  // few hundred times, microseconds apart.
+  for (int threads : o.threads) {
+    if (threads < 2)
+      continue;
+    kernels::thread_pool pool{threads};
+    std::vector<int64_t> sink(static_cast<size_t>(threads) * 8);  // a cache line each
+    constexpr int calls = 20000;
+    double best = 1e30;
+    for (int rep = 0; rep < o.repeat; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int c = 0; c < calls; ++c)
+        pool.parallel_for(threads, [&](int64_t b, int64_t e, int w) { sink[static_cast<size_t>(w) * 8] += e - b; });
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
+    }
+    std::printf("parallel_for of an empty body, %d threads: %.2f us\n", threads, best * 1e6);
+  }
   return 0;
 }
 

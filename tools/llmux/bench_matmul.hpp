@@ -3,6 +3,8 @@
 /// W[n, k]ᵀ with random weights of each type, at each batch m and thread
 /// count: the best of --repeat timed runs, as integer (or float) operations
 /// per second (2·m·n·k / s). Defaults: SmolLM2's ffn_down shape (576 × 1536).
+/// Then, for each thread count above 1, what one parallel_for of an empty
+/// body costs (the pool's hand-off and join).
 
 #include <string>
 #include <vector>
