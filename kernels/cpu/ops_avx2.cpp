@@ -506,12 +506,13 @@ void avx2_swiglu(const float* gate, const float* up, int64_t n, float* out) {
 }
 
 // Q4_0, Q4_1 and Q5_0 through the lanes (gemm_lanes.inc), the rest through
-// the tiles. The lanes sum an output in another order than the tiles and
-// llama.cpp's AVX2 kernels for these types (each block's integer dot whole,
-// then the blocks in float; they keep 8 lanes of partial sums across blocks):
-// tried on Q8_0 and Q5_1, SmolLM2's top-5 log-probs moved past the 0.5 from
-// llama.cpp's that tests/engine/smollm2_forward_test.cpp allows (Q8_0: 0.57,
-// against 0.32 through the tiles), so those two stay on the tiles.
+// the tiles. Q8_0 and Q5_1 stay on the tiles: the lanes sum an output in
+// another order than llama.cpp's AVX2 code for those two (each block's
+// integer dot whole, then the blocks in float; it keeps 8 lanes of partial
+// sums across blocks, as the tiles do), and through the lanes SmolLM2's
+// top-5 log-probs moved past the 0.5 from llama.cpp's that
+// tests/engine/smollm2_forward_test.cpp allows (Q8_0: 0.57, against 0.32
+// through the tiles).
 gemm_fn avx2_gemm_for(dtype w) {
   switch (w) {
     case dtype::q4_0: return lanes_gemm<q4_0_fmt>;
