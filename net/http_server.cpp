@@ -349,11 +349,15 @@ void http_server::accept_all() {
         // close it at once, or the listener stays readable forever.
         ::close(spare_fd_);
         int dropped = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (dropped >= 0)
+        if (dropped >= 0) {
+          {
+            // Counted before the close: a client that sees it closed sees it counted.
+            std::lock_guard<std::mutex> guard{stats_mtx_};
+            ++stats_.refused;
+          }
           ::close(dropped);
+        }
         spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        std::lock_guard<std::mutex> guard{stats_mtx_};
-        ++stats_.refused;
         continue;
       }
       return;  // EAGAIN, or nothing to do about it now
@@ -366,10 +370,13 @@ void http_server::accept_all() {
                              static_cast<long long>(body.size()), false, false)
                + body;
       }();
+      {
+        // Counted before the answer goes: a client that has read it sees it counted.
+        std::lock_guard<std::mutex> guard{stats_mtx_};
+        ++stats_.refused;
+      }
       [[maybe_unused]] auto w = ::send(fd, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       ::close(fd);
-      std::lock_guard<std::mutex> guard{stats_mtx_};
-      ++stats_.refused;
       continue;
     }
     int yes = 1;
@@ -618,9 +625,12 @@ void http_server::sweep() {
       slow.push_back(id);
   }
   for (auto id : idle) {
+    {
+      // Counted before the close: whoever sees the connection gone sees why.
+      std::lock_guard<std::mutex> guard{stats_mtx_};
+      ++stats_.idle_closed;
+    }
     close_conn(id, false);
-    std::lock_guard<std::mutex> guard{stats_mtx_};
-    ++stats_.idle_closed;
   }
   for (auto id : slow)
     if (auto it = conns_.find(id); it != conns_.end())
