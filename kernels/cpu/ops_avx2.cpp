@@ -518,6 +518,9 @@ gemm_fn avx2_gemm_for(dtype w) {
     case dtype::q4_0: return lanes_gemm<q4_0_fmt>;
     case dtype::q4_1: return lanes_gemm<q4_1_fmt>;
     case dtype::q5_0: return lanes_gemm<q5_0_fmt>;
+    case dtype::q4_k: return kq_lanes_gemm<q4_k_fmt>;
+    case dtype::q5_k: return kq_lanes_gemm<q5_k_fmt>;
+    case dtype::q6_k: return kq_lanes_gemm<q6_k_fmt>;
     default: return tiled_gemm_for(w);
   }
 }
