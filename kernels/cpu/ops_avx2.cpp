@@ -505,8 +505,8 @@ void avx2_swiglu(const float* gate, const float* up, int64_t n, float* out) {
     out[i] = (gate[i] / (1.0f + __builtin_expf(-gate[i]))) * up[i];
 }
 
-// Q4_0, Q4_1 and Q5_0 through the lanes (gemm_lanes.inc), the rest through
-// the tiles. Q8_0 and Q5_1 stay on the tiles: the lanes sum an output in
+// Q4_0, Q4_1, Q5_0 and the K-quants through the lanes (gemm_lanes.inc), the
+// rest through the tiles. Q8_0 and Q5_1 stay on the tiles: the lanes sum an output in
 // another order than llama.cpp's AVX2 code for those two (each block's
 // integer dot whole, then the blocks in float; it keeps 8 lanes of partial
 // sums across blocks, as the tiles do), and through the lanes SmolLM2's
